@@ -1,0 +1,496 @@
+//! The library front end: `Pool`, `Fs`, `File` and `OpenOptions`, in the style of `std::fs`.
+//!
+//! Owns handles, their access modes and the lock that makes the file system safe to share between
+//! threads (many readers, one writer). Must never implement file system logic itself: every call
+//! checks what only a handle knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem`.
+
+use crate::error::{Error, Result};
+use crate::format::record::InodeKind;
+use crate::fs::check::CheckReport;
+use crate::fs::{
+    BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
+    Stat,
+};
+use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A memory pool, not yet mounted: where the file system's bytes live.
+#[derive(Clone)]
+pub struct Pool {
+    backend: SharedBackend,
+}
+
+impl Pool {
+    /// Creates a new sparse pool file of `size` bytes (EEXIST if it exists).
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::create_file(path, size).map_err(|e| Error::os(path.display(), e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// Opens an existing pool: a pool file or a /dev/dax device.
+    pub fn open(path: impl AsRef<Path>) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::open_path(path).map_err(|e| Error::os(path.display(), e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// Opens a pool file whose page cache is itself the persistence domain (a file on /dev/shm or
+    /// on a DAX file system): stores are made durable with cache flushes instead of msync.
+    pub fn open_with_cache_flush(path: impl AsRef<Path>) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::open_path(path)
+            .map_err(|e| Error::os(path.display(), e))?
+            .with_persistence(Persistence::CacheFlush);
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// A new anonymous memfd pool of `size` bytes (volatile; for tests and benchmarks).
+    pub fn memfd(size: u64) -> Result<Pool> {
+        let backend =
+            MappedBackend::create_memfd("ferrodax-pool", size).map_err(|e| Error::os("memfd_create", e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// A pool over any backend (recording backends in crash tests, for example).
+    pub fn from_backend(backend: SharedBackend) -> Pool {
+        Pool { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &SharedBackend {
+        &self.backend
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.backend.len()
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.backend.is_empty()
+    }
+}
+
+struct Shared {
+    fs: RwLock<FileSystem>,
+}
+
+/// A mounted file system, cheap to clone and safe to share between threads.
+#[derive(Clone)]
+pub struct Fs {
+    shared: Arc<Shared>,
+}
+
+/// Options for [`Fs::open`], like `std::fs::OpenOptions`.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    create: bool,
+    create_new: bool,
+    truncate: bool,
+    mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenOptions {
+    /// All options off; mode 0o644.
+    pub fn new() -> Self {
+        Self {
+            read: false,
+            write: false,
+            append: false,
+            create: false,
+            create_new: false,
+            truncate: false,
+            mode: 0o644,
+        }
+    }
+    /// Open for reading.
+    pub fn read(&mut self, on: bool) -> &mut Self {
+        self.read = on;
+        self
+    }
+    /// Open for writing.
+    pub fn write(&mut self, on: bool) -> &mut Self {
+        self.write = on;
+        self
+    }
+    /// Every write goes to the end of the file (O_APPEND); implies write.
+    pub fn append(&mut self, on: bool) -> &mut Self {
+        self.append = on;
+        self
+    }
+    /// Create the file if it does not exist.
+    pub fn create(&mut self, on: bool) -> &mut Self {
+        self.create = on;
+        self
+    }
+    /// Create the file; fail with EEXIST if it exists.
+    pub fn create_new(&mut self, on: bool) -> &mut Self {
+        self.create_new = on;
+        self
+    }
+    /// Truncate the file to 0 bytes on open.
+    pub fn truncate(&mut self, on: bool) -> &mut Self {
+        self.truncate = on;
+        self
+    }
+    /// Permission bits for a created file.
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+    fn access(&self) -> HandleAccess {
+        HandleAccess { read: self.read, write: self.write || self.append, append: self.append }
+    }
+}
+
+/// Per-destination outcome of [`Fs::dedupe`], as FIDEDUPERANGE reports it.
+#[derive(Debug)]
+pub enum DedupeStatus {
+    /// FILE_DEDUPE_RANGE_SAME: the ranges now share blocks.
+    Same {
+        /// bytes_deduped as the kernel reports it (the requested length, capped at 1 GiB).
+        bytes_deduped: u64,
+    },
+    /// FILE_DEDUPE_RANGE_DIFFERS: contents differ; nothing changed.
+    Differs,
+    /// This destination failed with an errno (EBADF, EINVAL, EPERM, EXDEV, EISDIR, EIO, ...).
+    Failed(Error),
+}
+
+/// One destination of a dedupe call.
+pub struct DedupeTarget<'a> {
+    /// The destination file.
+    pub file: &'a File,
+    /// Offset in it.
+    pub offset: u64,
+}
+
+impl Fs {
+    fn wrap(fs: FileSystem) -> Fs {
+        Fs { shared: Arc::new(Shared { fs: RwLock::new(fs) }) }
+    }
+
+    /// Makes a new, empty file system on `pool` (mkfs) and mounts it.
+    pub fn format(pool: &Pool) -> Result<Fs> {
+        Ok(Self::wrap(FileSystem::format(pool.backend.clone())?))
+    }
+
+    /// Mounts the file system on `pool`.
+    pub fn mount(pool: &Pool) -> Result<Fs> {
+        Ok(Self::wrap(FileSystem::mount(pool.backend.clone(), false)?))
+    }
+
+    /// Mounts without writing anything (fsck, inspection); changes fail with EROFS.
+    pub fn mount_read_only(pool: &Pool) -> Result<Fs> {
+        Ok(Self::wrap(FileSystem::mount(pool.backend.clone(), true)?))
+    }
+
+    /// Locks the file system for reading (for tools and tests that need the raw state).
+    pub fn read_lock(&self) -> RwLockReadGuard<'_, FileSystem> {
+        self.shared.fs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, FileSystem> {
+        self.shared.fs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn same_pool(&self, other: &Fs) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Opens (and maybe creates) a file, like `std::fs::OpenOptions::open`.
+    pub fn open(&self, path: &str, options: &OpenOptions) -> Result<File> {
+        let access = options.access();
+        if !access.read && !access.write {
+            return Err(Error::Invalid(format!("{path}: open needs read, write or append")));
+        }
+        if (options.create || options.create_new || options.truncate) && !access.write {
+            return Err(Error::Invalid(format!("{path}: create and truncate need write access")));
+        }
+        let mut fs = self.write_lock();
+        let existing = fs.lookup(path).or_else(|e| {
+            if path.trim_matches('/').is_empty() {
+                Ok(Some(fs.resolve("/")?))
+            } else {
+                Err(e)
+            }
+        })?;
+        let ino = match existing {
+            Some(_) if options.create_new => return Err(Error::Exists(path.into())),
+            Some(ino) => {
+                let kind = fs.stat(ino)?.kind;
+                if kind == InodeKind::Dir && access.write {
+                    return Err(Error::IsDir(path.into()));
+                }
+                if options.truncate && kind == InodeKind::File {
+                    fs.truncate(ino, 0)?;
+                }
+                ino
+            }
+            None if options.create || options.create_new => fs.create_file(path, options.mode)?,
+            None => return Err(Error::NotFound(path.into())),
+        };
+        fs.open_ref(ino);
+        drop(fs);
+        Ok(File { fs: self.clone(), ino, pos: 0, access })
+    }
+
+    /// Creates a directory (EEXIST if the name exists).
+    pub fn create_dir(&self, path: &str) -> Result<()> {
+        self.write_lock().mkdir(path, 0o755).map(|_| ())
+    }
+
+    /// Removes an empty directory.
+    pub fn remove_dir(&self, path: &str) -> Result<()> {
+        self.write_lock().rmdir(path)
+    }
+
+    /// Removes a file's name (unlink).
+    pub fn remove_file(&self, path: &str) -> Result<()> {
+        self.write_lock().unlink(path)
+    }
+
+    /// Renames, replacing a compatible target.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.write_lock().rename(from, to)
+    }
+
+    /// Lists a directory.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.read_lock().read_dir(path)
+    }
+
+    /// Attributes of the object at `path`.
+    pub fn metadata(&self, path: &str) -> Result<Stat> {
+        let fs = self.read_lock();
+        let ino = fs.resolve(path)?;
+        fs.stat(ino)
+    }
+
+    /// FICLONERANGE: shares `len` bytes (0 = to source EOF) of `src` at `src_off` into `dst` at
+    /// `dst_off`. Returns the bytes linked.
+    pub fn reflink(&self, src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> Result<u64> {
+        if !self.same_pool(&src.fs) || !self.same_pool(&dst.fs) {
+            return Err(Error::CrossPool("reflink between different pools".into()));
+        }
+        self.write_lock().reflink(src.handle(), src_off, dst.handle(), dst_off, len)
+    }
+
+    /// FIDEDUPERANGE: for each destination, shares the range with the source if the contents are
+    /// equal. Request-level errors fail the call; the rest become per-destination statuses.
+    pub fn dedupe(
+        &self,
+        src: &File,
+        src_off: u64,
+        len: u64,
+        targets: &[DedupeTarget<'_>],
+    ) -> Result<Vec<DedupeStatus>> {
+        if !self.same_pool(&src.fs) {
+            return Err(Error::CrossPool("dedupe source is in another pool".into()));
+        }
+        if !src.access.read {
+            return Err(Error::BadHandle("dedupe source is not open for reading".into()));
+        }
+        let mut fs = self.write_lock();
+        let len = fs.dedupe_source_checks(src.ino, src_off, len)?;
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            if !self.same_pool(&t.file.fs) {
+                out.push(DedupeStatus::Failed(Error::CrossPool(
+                    "dedupe destination is in another pool".into(),
+                )));
+                continue;
+            }
+            out.push(match fs.dedupe_one(src.ino, src_off, t.file.ino, t.offset, len) {
+                Ok(DedupeOutcome::Same(bytes)) => DedupeStatus::Same { bytes_deduped: bytes },
+                Ok(DedupeOutcome::Differs) => DedupeStatus::Differs,
+                Err(e) => DedupeStatus::Failed(e),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the shared blocks of a range into private ones (FALLOC_FL_UNSHARE_RANGE).
+    pub fn unshare(&self, file: &File, offset: u64, len: u64) -> Result<()> {
+        if !file.access.write {
+            return Err(Error::BadHandle("unshare needs a writable handle".into()));
+        }
+        self.write_lock().unshare(file.ino, offset, len)
+    }
+
+    /// Every owner of any byte of `[pool_offset, pool_offset + len)`.
+    pub fn owners(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
+        self.read_lock().owners(pool_offset, len)
+    }
+
+    /// The share state of one pool block.
+    pub fn share_state(&self, block: u64) -> ShareState {
+        self.read_lock().share_state(block)
+    }
+
+    /// A file's extents with shared flags.
+    pub fn fiemap(&self, file: &File) -> Result<Vec<FiemapExtent>> {
+        self.read_lock().fiemap(file.ino)
+    }
+
+    /// Runs fsck on the mounted file system.
+    pub fn check(&self) -> CheckReport {
+        self.read_lock().check()
+    }
+
+    /// Space and object counts.
+    pub fn stats(&self) -> FsStats {
+        self.read_lock().stats()
+    }
+
+    /// The path of an inode, if it has one.
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        self.read_lock().path_of(ino)
+    }
+
+    /// The pool's backend.
+    pub fn backend(&self) -> SharedBackend {
+        self.read_lock().backend().clone()
+    }
+}
+
+/// An open file: a position, an access mode and the inode.
+pub struct File {
+    fs: Fs,
+    ino: u64,
+    pos: u64,
+    access: HandleAccess,
+}
+
+impl File {
+    fn handle(&self) -> Handle {
+        Handle { ino: self.ino, access: self.access }
+    }
+
+    /// The inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// The file system this handle belongs to.
+    pub fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
+    /// How the handle was opened.
+    pub fn access(&self) -> HandleAccess {
+        self.access
+    }
+
+    /// pread: reads at `offset` without moving the position.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if !self.access.read {
+            return Err(Error::BadHandle("not open for reading".into()));
+        }
+        self.fs.read_lock().read(self.ino, offset, buf)
+    }
+
+    /// pwrite: writes at `offset` (at EOF for append handles) without moving the position.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        if !self.access.write {
+            return Err(Error::BadHandle("not open for writing".into()));
+        }
+        let mut fs = self.fs.write_lock();
+        let offset = if self.access.append { fs.stat(self.ino)?.size } else { offset };
+        fs.write(self.ino, offset, buf)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` or fails.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let n = self.read_at(buf, offset)?;
+        if n != buf.len() {
+            return Err(Error::Io(format!("short read: {n} of {} bytes at {offset}", buf.len())));
+        }
+        Ok(())
+    }
+
+    /// ftruncate.
+    pub fn set_len(&self, size: u64) -> Result<()> {
+        if !self.access.write {
+            return Err(Error::Invalid("truncate needs a writable handle".into()));
+        }
+        self.fs.write_lock().truncate(self.ino, size)
+    }
+
+    /// fstat.
+    pub fn metadata(&self) -> Result<Stat> {
+        self.fs.read_lock().stat(self.ino)
+    }
+
+    /// fsync: every operation is durable when it returns, so this only confirms it.
+    pub fn sync_all(&self) -> Result<()> {
+        self.fs.read_lock().stat(self.ino).map(|_| ())
+    }
+}
+
+impl Read for File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.write_at(buf, self.pos)?;
+        self.pos = if self.access.append { self.metadata()?.size } else { self.pos + n as u64 };
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for File {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let base = match pos {
+            SeekFrom::Start(p) => {
+                self.pos = p;
+                return Ok(p);
+            }
+            SeekFrom::Current(d) => (self.pos, d),
+            SeekFrom::End(d) => (self.metadata()?.size, d),
+        };
+        let new =
+            base.0.checked_add_signed(base.1).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        // The last close of an unlinked file frees its blocks; a failure here can only be ENOSPC
+        // for the log, and the orphan is then reclaimed at the next mount.
+        let _ = self.fs.write_lock().close_ref(self.ino);
+    }
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("File").field("ino", &self.ino).field("pos", &self.pos).finish()
+    }
+}
+
+/// Keeps `Backend` in scope for users of `Pool::backend`.
+pub trait PoolBackend: Backend {}
+impl<T: Backend + ?Sized> PoolBackend for T {}

@@ -1,0 +1,125 @@
+//! The one error type of ferrodax, with its errno mapping.
+//!
+//! Owns the translation from what went wrong to the errno a kernel file system would return and to a
+//! message that names the file, offset or structure involved. Must never lose the errno: every
+//! variant maps to exactly one.
+
+use std::fmt;
+
+/// Every failure ferrodax reports. `errno()` gives the value the kernel would return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// ENOENT: a path or inode does not exist.
+    #[error("{0}: No such file or directory")]
+    NotFound(String),
+    /// EEXIST: the name is already taken.
+    #[error("{0}: File exists")]
+    Exists(String),
+    /// ENOTDIR: a path component or the target is not a directory.
+    #[error("{0}: Not a directory")]
+    NotDir(String),
+    /// EISDIR: a directory where a regular file is needed.
+    #[error("{0}: Is a directory")]
+    IsDir(String),
+    /// ENOTEMPTY: rmdir or rename over a non-empty directory.
+    #[error("{0}: Directory not empty")]
+    NotEmpty(String),
+    /// EINVAL: an argument breaks a rule (alignment, overlap, range past EOF, ...).
+    #[error("Invalid argument: {0}")]
+    Invalid(String),
+    /// EBADF: the handle was not opened for this kind of access.
+    #[error("Bad file descriptor: {0}")]
+    BadHandle(String),
+    /// EPERM: the operation is not permitted on this file.
+    #[error("Operation not permitted: {0}")]
+    NotPermitted(String),
+    /// EXDEV: the files belong to different pools.
+    #[error("Invalid cross-device link: {0}")]
+    CrossPool(String),
+    /// ENOSPC: the pool has no room left.
+    #[error("No space left on device: {0}")]
+    NoSpace(String),
+    /// EFBIG: a file would grow past the maximum file size.
+    #[error("File too large: {0}")]
+    TooBig(String),
+    /// ENAMETOOLONG: a name longer than 255 bytes.
+    #[error("File name too long: {0}")]
+    NameTooLong(String),
+    /// EIO: the media could not be read (poison) or a write could not complete.
+    #[error("Input/output error: {0}")]
+    Io(String),
+    /// EUCLEAN: on-media metadata is damaged; the message names the structure.
+    #[error("Structure needs cleaning: {0}")]
+    Corrupt(String),
+    /// EROFS: the pool is mounted read-only.
+    #[error("Read-only file system: {0}")]
+    ReadOnly(String),
+    /// EBUSY: the target is in use.
+    #[error("Device or resource busy: {0}")]
+    Busy(String),
+    /// An error from the host operating system (opening the pool file, mapping it).
+    #[error("{context}: {source}")]
+    Os {
+        /// What was being done.
+        context: String,
+        /// The host error.
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for results of ferrodax operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The errno a kernel file system returns for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound(_) => libc::ENOENT,
+            Error::Exists(_) => libc::EEXIST,
+            Error::NotDir(_) => libc::ENOTDIR,
+            Error::IsDir(_) => libc::EISDIR,
+            Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::BadHandle(_) => libc::EBADF,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::CrossPool(_) => libc::EXDEV,
+            Error::NoSpace(_) => libc::ENOSPC,
+            Error::TooBig(_) => libc::EFBIG,
+            Error::NameTooLong(_) => libc::ENAMETOOLONG,
+            Error::Io(_) => libc::EIO,
+            Error::Corrupt(_) => libc::EUCLEAN,
+            Error::ReadOnly(_) => libc::EROFS,
+            Error::Busy(_) => libc::EBUSY,
+            Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// The C library's text for this error's errno ("Invalid argument"), as xfs_io prints it.
+    pub fn strerror(&self) -> String {
+        strerror(self.errno())
+    }
+
+    /// Wraps a host I/O error with what was being done.
+    pub fn os(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Os { context: context.to_string(), source }
+    }
+}
+
+/// The C library's message for `errno`.
+pub fn strerror(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Os { source, .. } => source,
+            other => std::io::Error::from_raw_os_error(other.errno()),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The superblock: pool identity, geometry and the root of the durable state.
+//!
+//! Two copies live in blocks 0 and 1. Each is written whole and checksummed; mount takes the valid
+//! copy with the highest generation. Owns the layout only; never writes the pool.
+//!
+//! Layout (little-endian, the rest of the 4096-byte block is zero):
+//! ```text
+//!   0  8  magic "FERRODAX"
+//!   8  4  format version (1)
+//!  12  4  block size (4096)
+//!  16 16  uuid
+//!  32  8  total blocks in the pool
+//!  40  8  incompatible feature flags (none defined: must be 0)
+//!  48  8  generation: +1 at every checkpoint
+//!  56  8  log start block
+//!  64  8  log length in blocks
+//!  72  8  sequence number of the first log record of this generation
+//!  80  8  first checkpoint block (0 = no checkpoint: empty file system)
+//!  88  8  checkpoint payload length in bytes
+//!  96  4  CRC-32C of the whole checkpoint payload
+//! 100  4  copy index (0 or 1)
+//! 104  8  creation time, ns since the Unix epoch
+//! 112 140 reserved, zero
+//! 252  4  CRC-32C of bytes 0..252 with this field as zero
+//! ```
+
+use super::codec::{u32_at, Reader, Writer};
+use super::{checksum_with_hole, BLOCK_SIZE};
+use crate::error::{Error, Result};
+
+/// The superblock's magic bytes.
+pub const MAGIC: &[u8; 8] = b"FERRODAX";
+/// The only format version this code reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes covered by the checksum, which follows them.
+const CRC_OFFSET: usize = 252;
+/// Encoded size of a superblock (the rest of its block is zero).
+pub const ENCODED_LEN: usize = 256;
+
+/// The decoded superblock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    /// Identifies the pool: reflink between pools with different uuids fails with EXDEV.
+    pub uuid: [u8; 16],
+    /// Number of 4096-byte blocks in the pool.
+    pub total_blocks: u64,
+    /// Incompatible features; mount refuses any bit it does not know.
+    pub features: u64,
+    /// Bumped by one at every checkpoint; mount prefers the higher valid copy.
+    pub generation: u64,
+    /// First block of the log region.
+    pub log_start: u64,
+    /// Length of the log region in blocks.
+    pub log_blocks: u64,
+    /// Sequence number the first log record of this generation carries.
+    pub log_first_seq: u64,
+    /// First block of the checkpoint chain, or 0 for none.
+    pub checkpoint_head: u64,
+    /// Length of the checkpoint payload in bytes.
+    pub checkpoint_len: u64,
+    /// CRC-32C of the whole checkpoint payload.
+    pub checkpoint_crc: u32,
+    /// Which copy this is (0 = block 0, 1 = block 1).
+    pub copy: u32,
+    /// When the pool was made, in ns since the Unix epoch.
+    pub created_ns: i64,
+}
+
+impl Superblock {
+    /// Encodes this superblock as the full 4096-byte block.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(MAGIC);
+        w.u32(VERSION);
+        w.u32(BLOCK_SIZE as u32);
+        w.raw(&self.uuid);
+        w.u64(self.total_blocks);
+        w.u64(self.features);
+        w.u64(self.generation);
+        w.u64(self.log_start);
+        w.u64(self.log_blocks);
+        w.u64(self.log_first_seq);
+        w.u64(self.checkpoint_head);
+        w.u64(self.checkpoint_len);
+        w.u32(self.checkpoint_crc);
+        w.u32(self.copy);
+        w.i64(self.created_ns);
+        let mut bytes = w.bytes;
+        bytes.resize(BLOCK_SIZE as usize, 0);
+        let crc = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes and validates one copy; the error names the copy and what is wrong with it.
+    pub fn decode(bytes: &[u8], copy: u32) -> Result<Self> {
+        let what = if copy == 0 { "superblock copy 0 (block 0)" } else { "superblock copy 1 (block 1)" };
+        if bytes.len() < ENCODED_LEN {
+            return Err(Error::Corrupt(format!("{what}: pool too small to hold it")));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(Error::Corrupt(format!("{what}: bad magic (not a ferrodax pool?)")));
+        }
+        let stored = u32_at(bytes, CRC_OFFSET);
+        let computed = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
+        if stored != computed {
+            return Err(Error::Corrupt(format!(
+                "{what}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            )));
+        }
+        let mut r = Reader::new(&bytes[8..ENCODED_LEN], what);
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(Error::Corrupt(format!("{what}: unsupported format version {version}")));
+        }
+        let block_size = r.u32()?;
+        if block_size as u64 != BLOCK_SIZE {
+            return Err(Error::Corrupt(format!("{what}: unsupported block size {block_size}")));
+        }
+        let mut uuid = [0; 16];
+        uuid.copy_from_slice(r.take(16)?);
+        let sb = Superblock {
+            uuid,
+            total_blocks: r.u64()?,
+            features: r.u64()?,
+            generation: r.u64()?,
+            log_start: r.u64()?,
+            log_blocks: r.u64()?,
+            log_first_seq: r.u64()?,
+            checkpoint_head: r.u64()?,
+            checkpoint_len: r.u64()?,
+            checkpoint_crc: r.u32()?,
+            copy: r.u32()?,
+            created_ns: r.i64()?,
+        };
+        if sb.copy != copy {
+            return Err(Error::Corrupt(format!("{what}: claims to be copy {}", sb.copy)));
+        }
+        if sb.features != 0 {
+            return Err(Error::Corrupt(format!("{what}: unknown feature flags {:#x}", sb.features)));
+        }
+        sb.validate_geometry().map_err(|detail| Error::Corrupt(format!("{what}: {detail}")))?;
+        Ok(sb)
+    }
+
+    /// Checks that the regions it names fit the pool; returns what is wrong.
+    fn validate_geometry(&self) -> std::result::Result<(), String> {
+        if self.total_blocks < 4 {
+            return Err(format!("pool of {} blocks is too small", self.total_blocks));
+        }
+        let log_end = self.log_start.checked_add(self.log_blocks);
+        if self.log_start < 2 || self.log_blocks == 0 || log_end.is_none_or(|e| e > self.total_blocks) {
+            return Err(format!(
+                "log region [{}, +{}) does not fit {} blocks",
+                self.log_start, self.log_blocks, self.total_blocks
+            ));
+        }
+        if self.checkpoint_head != 0
+            && (self.checkpoint_head < 2 || self.checkpoint_head >= self.total_blocks)
+        {
+            return Err(format!("checkpoint head block {} out of range", self.checkpoint_head));
+        }
+        if self.checkpoint_head == 0 && self.checkpoint_len != 0 {
+            return Err("checkpoint length without a checkpoint".into());
+        }
+        Ok(())
+    }
+
+    /// The uuid as the usual 8-4-4-4-12 hex text.
+    pub fn uuid_string(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+}

@@ -1,0 +1,208 @@
+//! Free-space allocation.
+//!
+//! Owns the set of free pool blocks, indexed by start and by size. Prefers, in order: the run that
+//! starts right at the caller's goal (so files grow contiguously), a 2 MiB-aligned window for
+//! requests of 2 MiB or more, the smallest run that fits whole, then the largest runs piece by piece.
+//! Must never hand out a block twice, a metadata block, or a quarantined block: callers only give
+//! back blocks that no owner references any more.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Blocks in 2 MiB: requests this large get 2 MiB-aligned runs when one is free.
+pub const HUGE_RUN_BLOCKS: u64 = 512;
+
+/// The free runs of the pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreeSpace {
+    by_start: BTreeMap<u64, u64>,
+    by_size: BTreeSet<(u64, u64)>,
+    free_blocks: u64,
+}
+
+impl FreeSpace {
+    /// No free blocks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of free blocks.
+    pub fn free_blocks(&self) -> u64 {
+        self.free_blocks
+    }
+
+    /// Number of free runs.
+    pub fn run_count(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// Every free run as (start, len), ascending.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.by_start.iter().map(|(&s, &l)| (s, l))
+    }
+
+    /// True if every block of `[start, start + len)` is free.
+    pub fn is_free(&self, start: u64, len: u64) -> bool {
+        self.by_start.range(..=start).next_back().is_some_and(|(&s, &l)| s + l >= start + len)
+    }
+
+    /// True if any block of `[start, start + len)` is free.
+    pub fn any_free(&self, start: u64, len: u64) -> bool {
+        let end = start + len;
+        if let Some((&s, &l)) = self.by_start.range(..=start).next_back() {
+            if s + l > start {
+                return true;
+            }
+        }
+        self.by_start.range(start..end).next().is_some()
+    }
+
+    /// Returns `[start, start + len)` to the free set, merging with neighbours.
+    pub fn release(&mut self, start: u64, len: u64) {
+        debug_assert!(len > 0);
+        debug_assert!(!self.any_free(start, len), "double free of [{start}, +{len})");
+        let mut start = start;
+        let mut len = len;
+        self.free_blocks += len;
+        if let Some((&ps, &pl)) = self.by_start.range(..start).next_back() {
+            if ps + pl == start {
+                self.remove_run(ps, pl);
+                self.free_blocks += pl;
+                start = ps;
+                len += pl;
+            }
+        }
+        if let Some(&nl) = self.by_start.get(&(start + len)) {
+            self.remove_run(start + len, nl);
+            self.free_blocks += nl;
+            len += nl;
+        }
+        self.by_start.insert(start, len);
+        self.by_size.insert((len, start));
+    }
+
+    /// Removes every free block of `[start, start + len)` from the free set (blocks that are not
+    /// free are left alone). Returns how many blocks were free.
+    pub fn claim(&mut self, start: u64, len: u64) -> u64 {
+        let end = start + len;
+        let mut claimed = 0;
+        let first = self
+            .by_start
+            .range(..=start)
+            .next_back()
+            .filter(|(&s, &l)| s + l > start)
+            .map(|(&s, _)| s)
+            .unwrap_or(start);
+        let runs: Vec<(u64, u64)> = self.by_start.range(first..end).map(|(&s, &l)| (s, l)).collect();
+        for (s, l) in runs {
+            self.remove_run(s, l);
+            let cut_start = s.max(start);
+            let cut_end = (s + l).min(end);
+            claimed += cut_end - cut_start;
+            if s < cut_start {
+                self.insert_run(s, cut_start - s);
+            }
+            if cut_end < s + l {
+                self.insert_run(cut_end, s + l - cut_end);
+            }
+        }
+        claimed
+    }
+
+    /// Takes `count` blocks, as few runs as it can, preferring `goal` (see module docs).
+    /// Returns `None`, taking nothing, when fewer than `count` blocks are free.
+    pub fn allocate(&mut self, count: u64, goal: Option<u64>) -> Option<Vec<(u64, u64)>> {
+        if count == 0 {
+            return Some(Vec::new());
+        }
+        if count > self.free_blocks {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut need = count;
+        // 1. Continue right where the caller left off.
+        if let Some(goal) = goal {
+            if let Some((&s, &l)) = self.by_start.range(..=goal).next_back() {
+                if s + l > goal {
+                    let take = need.min(s + l - goal);
+                    self.take_exact(goal, take);
+                    out.push((goal, take));
+                    need -= take;
+                }
+            }
+        }
+        while need > 0 {
+            let (start, take) = self.pick_run(need);
+            self.take_exact(start, take);
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == start => last.1 += take,
+                _ => out.push((start, take)),
+            }
+            need -= take;
+        }
+        Some(out)
+    }
+
+    /// Chooses where the next `need` blocks come from: (start, how many).
+    fn pick_run(&self, need: u64) -> (u64, u64) {
+        if need >= HUGE_RUN_BLOCKS {
+            for &(len, start) in self.by_size.range((need, 0)..) {
+                let aligned = start.next_multiple_of(HUGE_RUN_BLOCKS);
+                if aligned + need <= start + len {
+                    return (aligned, need);
+                }
+            }
+        }
+        if let Some(&(_, start)) = self.by_size.range((need, 0)..).next() {
+            return (start, need);
+        }
+        let &(len, start) = self.by_size.iter().next_back().expect("free blocks counted");
+        (start, len.min(need))
+    }
+
+    /// Removes exactly `[start, start + len)`, which must lie inside one free run.
+    fn take_exact(&mut self, start: u64, len: u64) {
+        let (&s, &l) = self.by_start.range(..=start).next_back().expect("inside a free run");
+        debug_assert!(s + l >= start + len);
+        self.remove_run(s, l);
+        if s < start {
+            self.insert_run(s, start - s);
+        }
+        if start + len < s + l {
+            self.insert_run(start + len, s + l - start - len);
+        }
+    }
+
+    fn remove_run(&mut self, start: u64, len: u64) {
+        self.by_start.remove(&start);
+        self.by_size.remove(&(len, start));
+        self.free_blocks -= len;
+    }
+
+    fn insert_run(&mut self, start: u64, len: u64) {
+        self.by_start.insert(start, len);
+        self.by_size.insert((len, start));
+        self.free_blocks += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefers_goal_then_aligned_then_best_fit() {
+        let mut f = FreeSpace::new();
+        f.release(10, 2000);
+        assert_eq!(f.allocate(4, Some(100)), Some(vec![(100, 4)]));
+        assert_eq!(f.allocate(600, None), Some(vec![(512, 600)]));
+        assert_eq!(f.free_blocks(), 2000 - 604);
+        assert!(f.allocate(100_000, None).is_none());
+        assert_eq!(f.claim(0, 20), 10);
+        let mut g = FreeSpace::new();
+        g.release(10, 100);
+        g.release(500, 4);
+        assert_eq!(g.allocate(2, None), Some(vec![(500, 2)]), "best fit is the 4-block run");
+        let total: u64 = f.runs().map(|r| r.1).sum();
+        assert_eq!(total, f.free_blocks());
+    }
+}

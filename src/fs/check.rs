@@ -1,0 +1,310 @@
+//! fsck: proves the mounted state and the media agree with every invariant.
+//!
+//! Owns the list of invariants and the report. Checks: superblocks, checkpoint and log decode and
+//! replay to exactly the live state; reference counts and the reverse map equal what the forward
+//! maps imply (by rebuilding them); no block is leaked, doubly used, or both free and used; the
+//! directory tree is a tree; bytes past EOF in a partial last block are zero.
+//! Must never change anything: it reads only.
+
+use super::journal::Journal;
+use super::ownership::{MetaStructure, Owner, OwnerMap};
+use super::FileSystem;
+use crate::format::record::InodeKind;
+use crate::format::{BLOCK_SIZE, ROOT_INO};
+use std::collections::{BTreeMap, HashSet};
+
+/// One thing check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The structure involved ("reverse map", "inode 12", "free space", "superblock copy 1", ...).
+    pub structure: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    /// Every problem; empty means clean.
+    pub problems: Vec<Problem>,
+    /// Things mount repaired on the way in (not problems any more).
+    pub repaired: Vec<String>,
+    /// Inodes checked.
+    pub inodes: u64,
+    /// Extents checked.
+    pub extents: u64,
+    /// Blocks in use by files (counted once however many owners).
+    pub data_blocks: u64,
+    /// Blocks with more than one owner.
+    pub shared_blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Metadata blocks.
+    pub metadata_blocks: u64,
+    /// Quarantined blocks.
+    pub quarantined_blocks: u64,
+}
+
+impl CheckReport {
+    /// True when no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, structure: impl Into<String>, detail: impl Into<String>) {
+        self.problems.push(Problem { structure: structure.into(), detail: detail.into() });
+    }
+}
+
+impl std::fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.repaired {
+            writeln!(f, "repaired: {r}")?;
+        }
+        for p in &self.problems {
+            writeln!(f, "problem: {}: {}", p.structure, p.detail)?;
+        }
+        write!(
+            f,
+            "{}: {} inodes, {} extents, {} data blocks ({} shared), {} metadata, {} free, {} quarantined",
+            if self.is_clean() { "clean" } else { "NOT CLEAN" },
+            self.inodes,
+            self.extents,
+            self.data_blocks,
+            self.shared_blocks,
+            self.metadata_blocks,
+            self.free_blocks,
+            self.quarantined_blocks
+        )
+    }
+}
+
+impl FileSystem {
+    /// Runs every check; see the module documentation.
+    pub fn check(&self) -> CheckReport {
+        let mut report = CheckReport { repaired: self.notes.repaired.clone(), ..CheckReport::default() };
+        let state = &self.state;
+        report.inodes = state.inodes.len() as u64;
+        report.quarantined_blocks = state.quarantine.values().sum();
+        report.free_blocks = state.free.free_blocks();
+
+        // 1. Ownership map structure, and equality with one rebuilt from the forward maps.
+        if let Err(e) = state.owners.validate() {
+            report.problem("reverse map", e.0);
+        }
+        let mut rebuilt = OwnerMap::new();
+        for (structure, start, len) in self.metadata_layout() {
+            rebuilt.add(start, len, Owner::Meta(structure));
+        }
+        let mut extent_total = 0;
+        let mut inos: Vec<u64> = state.inodes.keys().copied().collect();
+        inos.sort_unstable();
+        for &ino in &inos {
+            let inode = &state.inodes[&ino];
+            extent_total += inode.extents.len() as u64;
+            if !inode.extents.is_canonical() {
+                report.problem(format!("inode {ino}"), "extent map not canonical");
+            }
+            let eof_block = inode.attrs.size.div_ceil(BLOCK_SIZE);
+            if inode.extents.end_block() > eof_block {
+                report.problem(
+                    format!("inode {ino}"),
+                    format!(
+                        "blocks mapped past EOF (size {}, mapped to block {})",
+                        inode.attrs.size,
+                        inode.extents.end_block()
+                    ),
+                );
+            }
+            for (fb, e) in inode.extents.iter() {
+                if e.phys < 2 || e.phys + e.len > state.total_blocks {
+                    report.problem(
+                        format!("inode {ino}"),
+                        format!("extent at file block {fb} outside the pool"),
+                    );
+                    continue;
+                }
+                rebuilt.add(e.phys, e.len, Owner::File { ino, file_block: fb });
+            }
+            // Bytes past EOF in the last block must read as zero so that growing the file shows zeros.
+            let partial = inode.attrs.size % BLOCK_SIZE;
+            if inode.attrs.kind == InodeKind::File && partial != 0 {
+                if let Some(phys) = inode.extents.lookup(inode.attrs.size / BLOCK_SIZE) {
+                    let tail = crate::pool::bytes(
+                        self.backend.as_ref(),
+                        phys * BLOCK_SIZE + partial,
+                        BLOCK_SIZE - partial,
+                    );
+                    if tail.iter().any(|&b| b != 0) {
+                        report.problem(format!("inode {ino}"), "non-zero bytes past EOF in the last block");
+                    }
+                }
+            }
+        }
+        report.extents = extent_total;
+        if extent_total != state.extent_count {
+            report.problem("extent count", format!("counted {extent_total}, tracked {}", state.extent_count));
+        }
+        if rebuilt != state.owners {
+            report.problem(
+                "reverse map",
+                format!(
+                    "differs from the forward maps ({} segments live, {} rebuilt){}",
+                    state.owners.segment_count(),
+                    rebuilt.segment_count(),
+                    first_difference(&state.owners, &rebuilt)
+                ),
+            );
+        }
+
+        // 2. Every block exactly once: owned, free, or quarantined.
+        let mut marks: Vec<(u64, u64, &'static str)> = Vec::new();
+        for (s, seg) in state.owners.iter() {
+            let is_meta = seg.owners.iter().all(|o| matches!(o, Owner::Meta(_)));
+            if is_meta {
+                report.metadata_blocks += seg.len;
+            } else {
+                report.data_blocks += seg.len;
+                if seg.owners.len() > 1 {
+                    report.shared_blocks += seg.len;
+                }
+            }
+            marks.push((s, seg.len, "used"));
+        }
+        marks.extend(state.free.runs().map(|(s, l)| (s, l, "free")));
+        marks.extend(state.quarantine.iter().map(|(&s, &l)| (s, l, "quarantined")));
+        marks.sort_unstable();
+        let mut cursor = 0;
+        for (s, l, what) in marks {
+            if s < cursor {
+                report.problem("free space", format!("block {s} is {what} and also counted before"));
+            } else if s > cursor {
+                report.problem("free space", format!("blocks [{cursor}, {s}) leaked: neither used nor free"));
+            }
+            cursor = cursor.max(s + l);
+        }
+        if cursor != state.total_blocks {
+            report.problem("free space", format!("blocks [{cursor}, {}) unaccounted", state.total_blocks));
+        }
+
+        // 3. The directory tree.
+        self.check_tree(&mut report);
+
+        // 4. The media replays to exactly this state.
+        match Journal::mount(self.backend.clone()) {
+            Err(e) => report.problem("media", format!("cannot be mounted: {e}")),
+            Ok((_, media, notes)) => {
+                for r in notes.repaired {
+                    if !report.repaired.contains(&r) {
+                        report.problem("superblock", r);
+                    }
+                }
+                let mut live_inos: Vec<_> = state.inodes.keys().copied().collect();
+                let mut media_inos: Vec<_> = media.inodes.keys().copied().collect();
+                live_inos.sort_unstable();
+                media_inos.sort_unstable();
+                if live_inos != media_inos {
+                    report.problem("media", "the set of inodes on media differs from memory");
+                }
+                for ino in live_inos {
+                    if let (Some(a), Some(b)) = (state.inodes.get(&ino), media.inodes.get(&ino)) {
+                        if a.attrs != b.attrs || a.extents != b.extents {
+                            report.problem(format!("inode {ino}"), "on media differs from memory");
+                        }
+                    }
+                }
+                if media.quarantine != state.quarantine {
+                    report.problem("quarantine", "on media differs from memory");
+                }
+            }
+        }
+        report
+    }
+
+    fn check_tree(&self, report: &mut CheckReport) {
+        let state = &self.state;
+        match state.inodes.get(&ROOT_INO) {
+            Some(r) if r.is_dir() => {}
+            _ => {
+                report.problem("inode 1", "the root directory is missing");
+                return;
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut stack = vec![ROOT_INO];
+        while let Some(dir) = stack.pop() {
+            if !seen.insert(dir) {
+                report.problem(format!("inode {dir}"), "reachable twice (a cycle or a hard link)");
+                continue;
+            }
+            let inode = &state.inodes[&dir];
+            let mut subdirs = 0;
+            for (name, &child) in &inode.children {
+                let Some(c) = state.inodes.get(&child) else {
+                    report.problem(
+                        format!("inode {dir}"),
+                        format!("entry {:?} points at missing inode {child}", String::from_utf8_lossy(name)),
+                    );
+                    continue;
+                };
+                if c.attrs.parent != dir || &c.attrs.name != name || c.attrs.nlink == 0 {
+                    report.problem(
+                        format!("inode {child}"),
+                        "its name and parent disagree with the directory entry",
+                    );
+                }
+                if c.is_dir() {
+                    subdirs += 1;
+                    stack.push(child);
+                } else {
+                    if c.attrs.nlink != 1 {
+                        report.problem(
+                            format!("inode {child}"),
+                            format!("link count {} for a file with one name", c.attrs.nlink),
+                        );
+                    }
+                    seen.insert(child);
+                }
+            }
+            if inode.attrs.nlink != 2 + subdirs {
+                report.problem(
+                    format!("inode {dir}"),
+                    format!("directory link count {} but {} subdirectories", inode.attrs.nlink, subdirs),
+                );
+            }
+        }
+        let orphans: BTreeMap<u64, bool> = state
+            .inodes
+            .keys()
+            .filter(|ino| !seen.contains(ino))
+            .map(|&ino| (ino, self.open_counts.contains_key(&ino)))
+            .collect();
+        for (ino, open) in orphans {
+            let nlink = state.inodes[&ino].attrs.nlink;
+            if nlink != 0 {
+                report.problem(format!("inode {ino}"), "not reachable from the root");
+            } else if !open {
+                report.problem(format!("inode {ino}"), "unlinked, not open, yet not freed");
+            }
+        }
+    }
+}
+
+fn first_difference(a: &OwnerMap, b: &OwnerMap) -> String {
+    for (x, y) in a.iter().zip(b.iter()) {
+        if x != y {
+            return format!(
+                "; first difference at pool block {}: live {:?} vs rebuilt {:?}",
+                x.0.min(y.0),
+                x,
+                y
+            );
+        }
+    }
+    String::new()
+}
+
+/// Names a metadata structure for reports (re-exported for front ends).
+pub fn describe_meta(m: MetaStructure) -> String {
+    m.to_string()
+}

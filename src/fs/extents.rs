@@ -1,0 +1,207 @@
+//! Per-file extent maps: which pool blocks back which file blocks.
+//!
+//! Owns one file's forward map (file block -> pool block run). Holes are the absence of an extent.
+//! Adjacent extents that continue each other both in the file and in the pool are always merged, so
+//! the map is canonical. Must never touch reference counts or the pool: callers pass what `set`
+//! returns to the ownership map.
+
+use std::collections::BTreeMap;
+
+/// A run of pool blocks backing a run of file blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// First pool block.
+    pub phys: u64,
+    /// Number of blocks.
+    pub len: u64,
+}
+
+/// One piece of a file range: mapped to pool blocks, or a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// First file block of the piece.
+    pub file_block: u64,
+    /// Number of blocks.
+    pub len: u64,
+    /// First pool block, or `None` for a hole.
+    pub phys: Option<u64>,
+}
+
+/// A file's forward map, keyed by first file block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtentMap {
+    map: BTreeMap<u64, Extent>,
+}
+
+impl ExtentMap {
+    /// An empty map: the file is one big hole.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of extents.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every extent as (first file block, extent), ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Extent)> + '_ {
+        self.map.iter().map(|(&fb, &e)| (fb, e))
+    }
+
+    /// Extents that start at or after `file_block`, plus the one containing it.
+    pub fn iter_from(&self, file_block: u64) -> impl Iterator<Item = (u64, Extent)> + '_ {
+        let first = self
+            .map
+            .range(..=file_block)
+            .next_back()
+            .filter(|(&fb, e)| fb + e.len > file_block)
+            .map(|(&fb, _)| fb)
+            .unwrap_or(file_block);
+        self.map.range(first..).map(|(&fb, &e)| (fb, e))
+    }
+
+    /// Total number of mapped blocks.
+    pub fn mapped_blocks(&self) -> u64 {
+        self.map.values().map(|e| e.len).sum()
+    }
+
+    /// The pool block backing `file_block`, if any.
+    pub fn lookup(&self, file_block: u64) -> Option<u64> {
+        let (&fb, e) = self.map.range(..=file_block).next_back()?;
+        (file_block < fb + e.len).then(|| e.phys + (file_block - fb))
+    }
+
+    /// One past the last mapped file block (0 when empty).
+    pub fn end_block(&self) -> u64 {
+        self.map.iter().next_back().map_or(0, |(&fb, e)| fb + e.len)
+    }
+
+    /// Splits `[file_block, file_block + len)` into mapped pieces and holes, in order.
+    pub fn pieces(&self, file_block: u64, len: u64) -> Vec<Piece> {
+        let end = file_block + len;
+        let mut out = Vec::new();
+        let mut cursor = file_block;
+        for (fb, e) in self.iter_from(file_block) {
+            if fb >= end {
+                break;
+            }
+            if fb > cursor {
+                out.push(Piece { file_block: cursor, len: fb - cursor, phys: None });
+                cursor = fb;
+            }
+            let skip = cursor - fb;
+            let take = (fb + e.len).min(end) - cursor;
+            out.push(Piece { file_block: cursor, len: take, phys: Some(e.phys + skip) });
+            cursor += take;
+        }
+        if cursor < end {
+            out.push(Piece { file_block: cursor, len: end - cursor, phys: None });
+        }
+        out
+    }
+
+    /// Maps `[file_block, file_block + len)` to `phys..` (or punches a hole when `None`).
+    /// Returns what the range mapped before, as pieces with `phys` always set.
+    pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Vec<Piece> {
+        debug_assert!(len > 0);
+        let end = file_block + len;
+        self.split_at(file_block);
+        self.split_at(end);
+        let keys: Vec<u64> = self.map.range(file_block..end).map(|(&k, _)| k).collect();
+        let mut removed = Vec::with_capacity(keys.len());
+        for k in keys {
+            let e = self.map.remove(&k).expect("key just listed");
+            removed.push(Piece { file_block: k, len: e.len, phys: Some(e.phys) });
+        }
+        if let Some(phys) = phys {
+            self.map.insert(file_block, Extent { phys, len });
+            self.merge_at(end);
+            self.merge_at(file_block);
+        } else {
+            self.merge_at(file_block);
+        }
+        removed
+    }
+
+    /// Splits the extent containing `file_block` (strictly inside it) in two.
+    fn split_at(&mut self, file_block: u64) {
+        let Some((&fb, &e)) = self.map.range(..file_block).next_back() else { return };
+        if fb + e.len > file_block {
+            let head = file_block - fb;
+            self.map.insert(fb, Extent { phys: e.phys, len: head });
+            self.map.insert(file_block, Extent { phys: e.phys + head, len: e.len - head });
+        }
+    }
+
+    /// Merges the extent starting at `file_block` into its predecessor when they continue each other.
+    fn merge_at(&mut self, file_block: u64) {
+        let Some(&next) = self.map.get(&file_block) else { return };
+        let Some((&fb, &prev)) = self.map.range(..file_block).next_back() else { return };
+        if fb + prev.len == file_block && prev.phys + prev.len == next.phys {
+            self.map.remove(&file_block);
+            self.map.insert(fb, Extent { phys: prev.phys, len: prev.len + next.len });
+        }
+    }
+
+    /// Builds a map from (file block, pool block, length) triples, as a checkpoint stores them.
+    pub fn from_triples(triples: &[(u64, u64, u64)]) -> Self {
+        let mut m = Self::new();
+        for &(fb, phys, len) in triples {
+            m.map.insert(fb, Extent { phys, len });
+        }
+        m
+    }
+
+    /// True if the stored extents are sorted, non-overlapping, non-empty and fully merged.
+    pub fn is_canonical(&self) -> bool {
+        let mut prev: Option<(u64, Extent)> = None;
+        for (fb, e) in self.iter() {
+            if e.len == 0 {
+                return false;
+            }
+            if let Some((pfb, pe)) = prev {
+                if pfb + pe.len > fb || (pfb + pe.len == fb && pe.phys + pe.len == e.phys) {
+                    return false;
+                }
+            }
+            prev = Some((fb, e));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_splits_merges_and_reports_removed() {
+        let mut m = ExtentMap::new();
+        assert!(m.set(0, 10, Some(100)).is_empty());
+        let removed = m.set(3, 2, Some(500));
+        assert_eq!(removed, vec![Piece { file_block: 3, len: 2, phys: Some(103) }]);
+        assert_eq!(m.len(), 3);
+        // Mapping the hole back to the original blocks merges everything again.
+        m.set(3, 2, Some(103));
+        assert_eq!(m.len(), 1);
+        assert!(m.is_canonical());
+        m.set(2, 4, None);
+        assert_eq!(
+            m.pieces(0, 8),
+            vec![
+                Piece { file_block: 0, len: 2, phys: Some(100) },
+                Piece { file_block: 2, len: 4, phys: None },
+                Piece { file_block: 6, len: 2, phys: Some(106) },
+            ]
+        );
+        assert_eq!(m.lookup(7), Some(107));
+        assert_eq!(m.lookup(3), None);
+        assert_eq!(m.mapped_blocks(), 6);
+    }
+}

@@ -1,0 +1,1179 @@
+//! The file system: namespace, files, extents, reference counts, the reverse map, reflink, dedupe,
+//! copy-on-write writes and fsck.
+//!
+//! Owns the meaning of every operation: it validates arguments (errno rules of SPEC sections 1-3),
+//! writes file data into freshly allocated blocks, and describes each change as a list of
+//! mutations that the journal makes durable and the state applies. Data is never written in place:
+//! every pwrite, truncate edge and unshare goes to new blocks and becomes visible atomically when
+//! its record commits, so a block with several owners is never modified.
+//!
+//! Must never: store into a block that another owner references, free a block before the record
+//! that unreferences it is durable, or reach around the journal to change the state.
+
+pub mod alloc;
+pub mod check;
+pub mod extents;
+pub mod journal;
+pub mod ownership;
+pub mod state;
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::blocks_for;
+use crate::format::record::{InodeAttrs, InodeKind, Mutation};
+use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::pool::SharedBackend;
+use journal::{now_ns, Journal, MountNotes};
+use ownership::{MetaStructure, Owner};
+use state::{Inode, State};
+use std::collections::HashMap;
+
+/// The largest dedupe request the kernel accepts in one call; longer ones are cut to it.
+pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
+
+/// How a handle was opened, for the EBADF rules of reflink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandleAccess {
+    /// Opened for reading.
+    pub read: bool,
+    /// Opened for writing.
+    pub write: bool,
+    /// Opened append-only.
+    pub append: bool,
+}
+
+/// An open handle as the file system sees it: the inode and how it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle {
+    /// The inode.
+    pub ino: u64,
+    /// The access mode.
+    pub access: HandleAccess,
+}
+
+/// What `stat` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: InodeKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Allocated space in 512-byte units, as st_blocks counts it.
+    pub blocks: u64,
+    /// Number of names.
+    pub nlink: u32,
+    /// Access time (ns since the epoch).
+    pub atime_ns: i64,
+    /// Modification time.
+    pub mtime_ns: i64,
+    /// Change time.
+    pub ctime_ns: i64,
+    /// Number of extents.
+    pub extents: u64,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name.
+    pub name: String,
+    /// Its inode.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: InodeKind,
+}
+
+/// One extent as FIEMAP reports it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FiemapExtent {
+    /// Offset in the file.
+    pub logical: u64,
+    /// Offset in the pool.
+    pub physical: u64,
+    /// Length.
+    pub length: u64,
+    /// Some block of it has other owners (FIEMAP_EXTENT_SHARED).
+    pub shared: bool,
+    /// The file's last extent (FIEMAP_EXTENT_LAST).
+    pub last: bool,
+}
+
+/// Who uses a byte range of the pool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlockOwner {
+    /// Start of the owned range in the pool, in bytes.
+    pub pool_offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// The owner.
+    pub owner: OwnerKind,
+}
+
+/// An owner of pool blocks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OwnerKind {
+    /// File data.
+    File {
+        /// Inode number.
+        ino: u64,
+        /// Path from the root, or `None` for an unlinked file that is still open.
+        path: Option<String>,
+        /// Offset in the file of the range's first byte.
+        file_offset: u64,
+        /// How many owners the range's blocks have (1 = private).
+        refcount: usize,
+    },
+    /// A metadata structure.
+    Metadata {
+        /// Which one ("superblock copy 0", "log", "checkpoint").
+        structure: String,
+    },
+}
+
+/// The share state of one pool block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ShareState {
+    /// Not used.
+    Free,
+    /// Bad; never handed out.
+    Quarantined,
+    /// Used by metadata.
+    Metadata {
+        /// Which structure.
+        structure: String,
+    },
+    /// One file owns it.
+    Single {
+        /// The inode.
+        ino: u64,
+        /// The file block.
+        file_block: u64,
+    },
+    /// Several owners.
+    Shared {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Result of deduping one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupeOutcome {
+    /// Contents matched; the bytes now share blocks (the count the kernel reports).
+    Same(u64),
+    /// Contents differ; nothing changed.
+    Differs,
+}
+
+/// Space and object counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FsStats {
+    /// Blocks in the pool.
+    pub total_blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Blocks kept back so a checkpoint always fits.
+    pub reserved_blocks: u64,
+    /// Quarantined blocks.
+    pub quarantined_blocks: u64,
+    /// Inodes.
+    pub inodes: u64,
+    /// File extents.
+    pub extents: u64,
+    /// Ownership segments.
+    pub segments: u64,
+    /// Log bytes free.
+    pub log_free_bytes: u64,
+}
+
+/// A mounted file system. Not thread-safe by itself: the library front end wraps it in a lock.
+pub struct FileSystem {
+    backend: SharedBackend,
+    journal: Journal,
+    state: State,
+    open_counts: HashMap<u64, u32>,
+    read_only: bool,
+    notes: MountNotes,
+}
+
+fn blocks_of(bytes: u64) -> u64 {
+    bytes.div_ceil(BLOCK_SIZE)
+}
+
+impl FileSystem {
+    /// Makes a new file system on the whole pool (mkfs) and mounts it.
+    pub fn format(backend: SharedBackend) -> Result<Self> {
+        let (journal, state) = Journal::format(backend.clone())?;
+        Ok(Self {
+            backend,
+            journal,
+            state,
+            open_counts: HashMap::new(),
+            read_only: false,
+            notes: MountNotes::default(),
+        })
+    }
+
+    /// Mounts an existing pool. Read-write mounts repair stale superblock copies and reclaim
+    /// files that were unlinked while open when the pool was last used.
+    pub fn mount(backend: SharedBackend, read_only: bool) -> Result<Self> {
+        let (mut journal, state, notes) = Journal::mount(backend.clone())?;
+        if !read_only && !notes.stale_superblocks.is_empty() {
+            journal.repair_superblocks(&notes.stale_superblocks);
+        }
+        let mut fs = Self { backend, journal, state, open_counts: HashMap::new(), read_only, notes };
+        if !read_only {
+            let orphans: Vec<u64> =
+                fs.state.inodes.values().filter(|i| i.attrs.nlink == 0).map(|i| i.attrs.ino).collect();
+            if !orphans.is_empty() {
+                let mut tx = Vec::new();
+                for ino in orphans {
+                    fs.release_inode_mutations(ino, &mut tx);
+                }
+                fs.commit(&tx)?;
+            }
+        }
+        Ok(fs)
+    }
+
+    /// What mount repaired or noticed.
+    pub fn mount_notes(&self) -> &MountNotes {
+        &self.notes
+    }
+
+    /// The pool's uuid.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.journal.superblock().uuid
+    }
+
+    /// The pool backend.
+    pub fn backend(&self) -> &SharedBackend {
+        &self.backend
+    }
+
+    /// The in-memory state (for checks and tests).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The journal (for checks, stats and tests).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// True when mounted read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly("the pool is mounted read-only".into()));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, tx: &[Mutation]) -> Result<()> {
+        self.journal.commit(&mut self.state, tx)
+    }
+
+    // ----- namespace -----
+
+    /// Resolves a path ("/a/b", "a/b", ".", "..") to an inode number.
+    pub fn resolve(&self, path: &str) -> Result<u64> {
+        let mut cur = ROOT_INO;
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let inode = self.state.inode(cur)?;
+            if !inode.is_dir() {
+                return Err(Error::NotDir(path.into()));
+            }
+            if comp == ".." {
+                cur = inode.attrs.parent;
+                continue;
+            }
+            cur = *inode.children.get(comp.as_bytes()).ok_or_else(|| Error::NotFound(path.into()))?;
+        }
+        Ok(cur)
+    }
+
+    /// Splits a path into its parent directory's inode and its last name.
+    fn resolve_parent(&self, path: &str) -> Result<(u64, Vec<u8>)> {
+        let trimmed = path.trim_end_matches('/');
+        let (dir, name) = match trimmed.rfind('/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => ("", trimmed),
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(Error::Invalid(format!("{path}: not a name that can be created or removed")));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::NameTooLong(path.into()));
+        }
+        if name.contains('\0') {
+            return Err(Error::Invalid(format!("{path}: name contains NUL")));
+        }
+        let parent = self.resolve(dir)?;
+        if !self.state.inode(parent)?.is_dir() {
+            return Err(Error::NotDir(path.into()));
+        }
+        Ok((parent, name.as_bytes().to_vec()))
+    }
+
+    /// Looks a name up in a directory.
+    pub fn lookup(&self, path: &str) -> Result<Option<u64>> {
+        let (parent, name) = self.resolve_parent(path)?;
+        Ok(self.state.inode(parent)?.children.get(&name).copied())
+    }
+
+    fn touched_dir(&self, dir: u64, nlink_delta: i32, now: i64) -> Mutation {
+        let mut attrs = self.state.inodes[&dir].attrs.clone();
+        attrs.nlink = (attrs.nlink as i64 + nlink_delta as i64) as u32;
+        attrs.mtime_ns = now;
+        attrs.ctime_ns = now;
+        Mutation::PutInode(attrs)
+    }
+
+    fn new_inode(&mut self, path: &str, kind: InodeKind, mode: u32) -> Result<u64> {
+        self.writable()?;
+        let (parent, name) = self.resolve_parent(path)?;
+        if self.state.inode(parent)?.children.contains_key(&name) {
+            return Err(Error::Exists(path.into()));
+        }
+        // Every new inode grows the next checkpoint; keep room for it.
+        self.ensure_metadata_room(1)?;
+        let now = now_ns();
+        let ino = self.state.next_ino;
+        let attrs = InodeAttrs {
+            ino,
+            parent,
+            name,
+            kind,
+            mode: mode & 0o7777,
+            size: 0,
+            nlink: if kind == InodeKind::Dir { 2 } else { 1 },
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        let dir_delta = if kind == InodeKind::Dir { 1 } else { 0 };
+        let tx = vec![Mutation::PutInode(attrs), self.touched_dir(parent, dir_delta, now)];
+        self.commit(&tx)?;
+        Ok(ino)
+    }
+
+    /// Creates an empty regular file; fails with EEXIST if the name exists.
+    pub fn create_file(&mut self, path: &str, mode: u32) -> Result<u64> {
+        self.new_inode(path, InodeKind::File, mode)
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&mut self, path: &str, mode: u32) -> Result<u64> {
+        self.new_inode(path, InodeKind::Dir, mode)
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.writable()?;
+        let ino = self.resolve(path)?;
+        if ino == ROOT_INO {
+            return Err(Error::Busy(format!("{path}: the root directory")));
+        }
+        let (parent, _) = self.resolve_parent(path)?;
+        let inode = self.state.inode(ino)?;
+        if !inode.is_dir() {
+            return Err(Error::NotDir(path.into()));
+        }
+        if !inode.children.is_empty() {
+            return Err(Error::NotEmpty(path.into()));
+        }
+        let tx = vec![Mutation::FreeInode { ino }, self.touched_dir(parent, -1, now_ns())];
+        self.commit(&tx)
+    }
+
+    /// Removes a file's name; its blocks are freed now, or at its last close if it is open.
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        self.writable()?;
+        let (parent, name) = self.resolve_parent(path)?;
+        let ino =
+            *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+        if self.state.inode(ino)?.is_dir() {
+            return Err(Error::IsDir(path.into()));
+        }
+        let now = now_ns();
+        let mut tx = Vec::new();
+        self.drop_name_mutations(ino, now, &mut tx);
+        tx.push(self.touched_dir(parent, 0, now));
+        self.commit(&tx)
+    }
+
+    /// Mutations that take away a file's only name: free it, or keep it as an open orphan.
+    fn drop_name_mutations(&self, ino: u64, now: i64, tx: &mut Vec<Mutation>) {
+        if self.open_counts.get(&ino).copied().unwrap_or(0) == 0 {
+            self.release_inode_mutations(ino, tx);
+        } else {
+            let mut attrs = self.state.inodes[&ino].attrs.clone();
+            attrs.nlink = 0;
+            attrs.ctime_ns = now;
+            tx.push(Mutation::PutInode(attrs));
+        }
+    }
+
+    /// Mutations that unmap every block of an inode and delete it.
+    fn release_inode_mutations(&self, ino: u64, tx: &mut Vec<Mutation>) {
+        let inode = &self.state.inodes[&ino];
+        for (fb, e) in inode.extents.iter() {
+            tx.push(Mutation::Map { ino, file_block: fb, len: e.len, phys: None });
+        }
+        tx.push(Mutation::FreeInode { ino });
+    }
+
+    /// Renames `from` to `to`, replacing a compatible `to` (POSIX rename).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.writable()?;
+        let (src_parent, src_name) = self.resolve_parent(from)?;
+        let ino = *self
+            .state
+            .inode(src_parent)?
+            .children
+            .get(&src_name)
+            .ok_or_else(|| Error::NotFound(from.into()))?;
+        let (dst_parent, dst_name) = self.resolve_parent(to)?;
+        let moving_dir = self.state.inode(ino)?.is_dir();
+        if moving_dir {
+            // A directory cannot move below itself.
+            let mut cur = dst_parent;
+            loop {
+                if cur == ino {
+                    return Err(Error::Invalid(format!("cannot move {from} inside itself ({to})")));
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                cur = self.state.inode(cur)?.attrs.parent;
+            }
+        }
+        let now = now_ns();
+        let mut tx = Vec::new();
+        let existing = self.state.inode(dst_parent)?.children.get(&dst_name).copied();
+        if existing == Some(ino) {
+            return Ok(());
+        }
+        let mut dst_dir_delta = if moving_dir && src_parent != dst_parent { 1 } else { 0 };
+        if let Some(target) = existing {
+            let t = self.state.inode(target)?;
+            match (moving_dir, t.is_dir()) {
+                (true, true) => {
+                    if !t.children.is_empty() {
+                        return Err(Error::NotEmpty(to.into()));
+                    }
+                    tx.push(Mutation::FreeInode { ino: target });
+                    dst_dir_delta -= 1;
+                }
+                (true, false) => return Err(Error::NotDir(to.into())),
+                (false, true) => return Err(Error::IsDir(to.into())),
+                (false, false) => self.drop_name_mutations(target, now, &mut tx),
+            }
+        }
+        let mut attrs = self.state.inodes[&ino].attrs.clone();
+        attrs.parent = dst_parent;
+        attrs.name = dst_name;
+        attrs.ctime_ns = now;
+        tx.push(Mutation::PutInode(attrs));
+        if src_parent == dst_parent {
+            tx.push(self.touched_dir(src_parent, dst_dir_delta, now));
+        } else {
+            tx.push(self.touched_dir(src_parent, if moving_dir { -1 } else { 0 }, now));
+            tx.push(self.touched_dir(dst_parent, dst_dir_delta, now));
+        }
+        self.commit(&tx)
+    }
+
+    /// Lists a directory, sorted by name.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let ino = self.resolve(path)?;
+        let dir = self.state.inode(ino)?;
+        if !dir.is_dir() {
+            return Err(Error::NotDir(path.into()));
+        }
+        Ok(dir
+            .children
+            .iter()
+            .map(|(name, &child)| DirEntry {
+                name: String::from_utf8_lossy(name).into_owned(),
+                ino: child,
+                kind: self.state.inodes[&child].attrs.kind,
+            })
+            .collect())
+    }
+
+    /// File attributes.
+    pub fn stat(&self, ino: u64) -> Result<Stat> {
+        let i = self.state.inode(ino)?;
+        Ok(Stat {
+            ino,
+            kind: i.attrs.kind,
+            mode: i.attrs.mode,
+            size: i.attrs.size,
+            blocks: i.extents.mapped_blocks() * (BLOCK_SIZE / 512),
+            nlink: i.attrs.nlink,
+            atime_ns: i.attrs.atime_ns,
+            mtime_ns: i.attrs.mtime_ns,
+            ctime_ns: i.attrs.ctime_ns,
+            extents: i.extents.len() as u64,
+        })
+    }
+
+    /// The path of an inode (None if unlinked).
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        self.state.path_of(ino)
+    }
+
+    /// Records one more open handle on `ino`.
+    pub fn open_ref(&mut self, ino: u64) {
+        *self.open_counts.entry(ino).or_insert(0) += 1;
+    }
+
+    /// Drops an open handle; the last close of an unlinked file frees it.
+    pub fn close_ref(&mut self, ino: u64) -> Result<()> {
+        let count = self.open_counts.entry(ino).or_insert(1);
+        *count -= 1;
+        if *count == 0 {
+            self.open_counts.remove(&ino);
+            if !self.read_only && self.state.inodes.get(&ino).is_some_and(|i| i.attrs.nlink == 0) {
+                let mut tx = Vec::new();
+                self.release_inode_mutations(ino, &mut tx);
+                self.commit(&tx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&self, ino: u64) -> Result<&Inode> {
+        let inode = self.state.inode(ino)?;
+        if inode.is_dir() {
+            return Err(Error::IsDir(self.path_of(ino).unwrap_or_else(|| format!("inode {ino}"))));
+        }
+        Ok(inode)
+    }
+
+    // ----- data -----
+
+    /// Reads up to `buf.len()` bytes at `pos`; returns how many (0 at or past EOF).
+    pub fn read(&self, ino: u64, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        let inode = self.file(ino)?;
+        let size = inode.attrs.size;
+        if pos >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(size - pos);
+        let end = pos + n;
+        let fb0 = pos / BLOCK_SIZE;
+        for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
+            let piece_start = (piece.file_block * BLOCK_SIZE).max(pos);
+            let piece_end = ((piece.file_block + piece.len) * BLOCK_SIZE).min(end);
+            let dst = &mut buf[(piece_start - pos) as usize..(piece_end - pos) as usize];
+            match piece.phys {
+                Some(phys) => {
+                    let at = phys * BLOCK_SIZE + (piece_start - piece.file_block * BLOCK_SIZE);
+                    crate::pool::read_into(self.backend.as_ref(), at, dst);
+                }
+                None => dst.fill(0),
+            }
+        }
+        Ok(n as usize)
+    }
+
+    /// Blocks that must stay free so the next checkpoint always fits.
+    pub fn metadata_reserve(&self) -> u64 {
+        blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
+    }
+
+    fn ensure_metadata_room(&self, extra_blocks: u64) -> Result<()> {
+        if self.state.free.free_blocks() < self.metadata_reserve() + extra_blocks {
+            return Err(Error::NoSpace(format!(
+                "{} blocks free, {} kept for metadata",
+                self.state.free.free_blocks(),
+                self.metadata_reserve()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes `count` blocks for file data, keeping the metadata reserve.
+    fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
+        // Each new run may add an extent (24 checkpoint bytes); 2 blocks of slack cover that.
+        self.ensure_metadata_room(count + 2)?;
+        self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
+    }
+
+    fn give_back(&mut self, runs: &[(u64, u64)]) {
+        for &(s, l) in runs {
+            self.state.free.release(s, l);
+        }
+    }
+
+    /// The pool block right after the one backing `file_block - 1`: where a file grows contiguously.
+    fn goal_for(&self, inode: &Inode, file_block: u64) -> Option<u64> {
+        file_block.checked_sub(1).and_then(|prev| inode.extents.lookup(prev)).map(|p| p + 1)
+    }
+
+    /// Writes `data` at `pos` (copy-on-write: new blocks, atomically remapped). Returns bytes written.
+    pub fn write(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = pos
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::TooBig(format!("write of {} bytes at {pos}", data.len())))?;
+        let fb0 = pos / BLOCK_SIZE;
+        let fb_end = blocks_of(end);
+        let head = pos % BLOCK_SIZE;
+        let tail = end % BLOCK_SIZE;
+        let old_first = inode.extents.lookup(fb0);
+        let old_last = inode.extents.lookup(fb_end - 1);
+        let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
+        let mut attrs = inode.attrs.clone();
+        let runs = self.allocate_data(fb_end - fb0, goal)?;
+        let first_new = runs[0].0;
+        let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
+        // Edges: the bytes of the first and last block that this write does not cover.
+        if head != 0 {
+            self.copy_or_zero(old_first, 0, first_new, head);
+        }
+        if tail != 0 {
+            self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail);
+        }
+        let mut tx = Vec::with_capacity(runs.len() + 1);
+        let mut file_block = fb0;
+        for &(start, len) in &runs {
+            let byte_start = (file_block * BLOCK_SIZE).max(pos);
+            let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
+            let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
+            self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
+            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
+            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
+            file_block += len;
+        }
+        let now = now_ns();
+        attrs.size = attrs.size.max(end);
+        attrs.mtime_ns = now;
+        attrs.ctime_ns = now;
+        tx.push(Mutation::PutInode(attrs));
+        if let Err(e) = self.commit(&tx) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        Ok(data.len())
+    }
+
+    /// Fills `[at, at + len)` of new block `dst` from the same bytes of `src`, or with zeros.
+    fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) {
+        match src {
+            Some(src) => self.backend.copy_within(src * BLOCK_SIZE + at, dst * BLOCK_SIZE + at, len),
+            None => self.backend.fill(dst * BLOCK_SIZE + at, len, 0),
+        }
+    }
+
+    /// Sets the file size. Shrinking frees the blocks past the new end and zeroes the rest of a
+    /// partial last block (in a new block, so other owners keep their bytes).
+    pub fn truncate(&mut self, ino: u64, size: u64) -> Result<()> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if size > MAX_FILE_SIZE {
+            return Err(Error::TooBig(format!("truncate to {size}")));
+        }
+        let mut attrs = inode.attrs.clone();
+        let mut tx = Vec::new();
+        let mut runs = Vec::new();
+        if size < attrs.size {
+            let keep_blocks = blocks_of(size);
+            for (fb, e) in inode.extents.iter_from(keep_blocks) {
+                let start = fb.max(keep_blocks);
+                tx.push(Mutation::Map { ino, file_block: start, len: fb + e.len - start, phys: None });
+            }
+            let partial = size % BLOCK_SIZE;
+            let last = size / BLOCK_SIZE;
+            if partial != 0 {
+                if let Some(old) = inode.extents.lookup(last) {
+                    let goal = Some(old + 1);
+                    runs = self.allocate_data(1, goal)?;
+                    let new = runs[0].0;
+                    self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+                    self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+                    self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+                    tx.push(Mutation::Map { ino, file_block: last, len: 1, phys: Some(new) });
+                }
+            }
+        }
+        let now = now_ns();
+        attrs.size = size;
+        attrs.mtime_ns = now;
+        attrs.ctime_ns = now;
+        tx.push(Mutation::PutInode(attrs));
+        if let Err(e) = self.commit(&tx) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Rewrites every shared block of `[off, off + len)` into private blocks (FALLOC_FL_UNSHARE_RANGE;
+    /// like it, the file grows to `off + len` if that is past EOF).
+    pub fn unshare(&mut self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if len == 0 {
+            return Err(Error::Invalid("unshare of 0 bytes".into()));
+        }
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::TooBig(format!("unshare of {len} bytes at {off}")))?;
+        let fb0 = off / BLOCK_SIZE;
+        let fb_end = blocks_of(end.min(inode.attrs.size.max(off)));
+        let mut shared = Vec::new(); // (file block, old phys, len)
+        if fb_end > fb0 {
+            for piece in inode.extents.pieces(fb0, fb_end - fb0) {
+                let Some(phys) = piece.phys else { continue };
+                for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
+                    if seg.owners.len() < 2 {
+                        continue;
+                    }
+                    let a = s.max(phys);
+                    let b = (s + seg.len).min(phys + piece.len);
+                    shared.push((piece.file_block + (a - phys), a, b - a));
+                }
+            }
+        }
+        let grows = end > inode.attrs.size;
+        let mut attrs = inode.attrs.clone();
+        if shared.is_empty() && !grows {
+            return Ok(());
+        }
+        let total: u64 = shared.iter().map(|s| s.2).sum();
+        let goal = shared.first().map(|s| s.1);
+        let runs = self.allocate_data(total, goal)?;
+        let mut tx = Vec::new();
+        let mut alloc = runs.iter().flat_map(|&(s, l)| s..s + l);
+        for (fb, old, n) in shared {
+            for i in 0..n {
+                let new = alloc.next().expect("allocated exactly");
+                self.backend.copy_within((old + i) * BLOCK_SIZE, new * BLOCK_SIZE, BLOCK_SIZE);
+                self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+                push_map(&mut tx, ino, fb + i, new);
+            }
+        }
+        if grows {
+            attrs.size = end;
+            let now = now_ns();
+            attrs.mtime_ns = now;
+            attrs.ctime_ns = now;
+            tx.push(Mutation::PutInode(attrs));
+        }
+        if let Err(e) = self.commit(&tx) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    // ----- reflink and dedupe -----
+
+    /// FICLONERANGE: shares `len` bytes of `src` at `src_off` into `dst` at `dst_off` (len 0 = to
+    /// source EOF). Returns the bytes linked. Errno rules: SPEC section 1, in the kernel's order.
+    pub fn reflink(&mut self, src: Handle, src_off: u64, dst: Handle, dst_off: u64, len: u64) -> Result<u64> {
+        let (src_access, dst_access) = (src.access, dst.access);
+        let (src, dst) = (src.ino, dst.ino);
+        let (s, d) = (self.state.inode(src)?, self.state.inode(dst)?);
+        if s.is_dir() || d.is_dir() {
+            return Err(Error::IsDir("reflink of a directory".into()));
+        }
+        if !src_access.read || !dst_access.write || dst_access.append {
+            return Err(Error::BadHandle(
+                "reflink needs a readable source and a writable, non-append destination".into(),
+            ));
+        }
+        self.writable()?;
+        check_offsets(src_off, dst_off, len)?;
+        let isize = s.attrs.size;
+        let mut len = len;
+        if len == 0 {
+            if src_off == isize {
+                return Ok(0);
+            }
+            if src_off > isize {
+                return Err(Error::Invalid(format!("source offset {src_off} past source EOF {isize}")));
+            }
+            len = isize - src_off;
+        }
+        let plan = remap_checks(src == dst, src_off, isize, dst_off, d.attrs.size, len, false)?;
+        if plan.count != len {
+            return Err(Error::Invalid(format!(
+                "range [{src_off}, +{len}) is unaligned or past source EOF {isize}"
+            )));
+        }
+        if plan.bcount != plan.count && dst_off + plan.count < d.attrs.size {
+            return Err(Error::Invalid(
+                "the source's partial EOF block cannot land inside the destination".into(),
+            ));
+        }
+        let new_size = d.attrs.size.max(dst_off + plan.count);
+        self.remap(
+            src,
+            src_off / BLOCK_SIZE,
+            dst,
+            dst_off / BLOCK_SIZE,
+            plan.bcount / BLOCK_SIZE,
+            Some(new_size),
+        )?;
+        Ok(plan.count)
+    }
+
+    /// Checks a dedupe request's source (request-level errors fail the whole call) and returns
+    /// the length every destination works with (capped at 1 GiB like the kernel).
+    pub fn dedupe_source_checks(&self, src: u64, src_off: u64, len: u64) -> Result<u64> {
+        let s = self.state.inode(src)?;
+        if s.is_dir() {
+            return Err(Error::IsDir("dedupe source is a directory".into()));
+        }
+        check_offsets(src_off, 0, len)?;
+        if src_off + len > s.attrs.size {
+            return Err(Error::Invalid(format!(
+                "dedupe source range [{src_off}, +{len}) past source EOF {}",
+                s.attrs.size
+            )));
+        }
+        Ok(len.min(MAX_DEDUPE_LEN))
+    }
+
+    /// FIDEDUPERANGE for one destination: shares the range if the contents are equal.
+    pub fn dedupe_one(
+        &mut self,
+        src: u64,
+        src_off: u64,
+        dst: u64,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<DedupeOutcome> {
+        let (s, d) = (self.state.inode(src)?, self.state.inode(dst)?);
+        if d.is_dir() {
+            return Err(Error::IsDir("dedupe destination is a directory".into()));
+        }
+        if s.is_dir() {
+            return Err(Error::IsDir("dedupe source is a directory".into()));
+        }
+        self.writable()?;
+        if len == 0 {
+            return Ok(DedupeOutcome::Same(0));
+        }
+        check_offsets(src_off, dst_off, len)?;
+        let plan = remap_checks(src == dst, src_off, s.attrs.size, dst_off, d.attrs.size, len, true)?;
+        if !self.ranges_equal(src, src_off, dst, dst_off, plan.count)? {
+            return Ok(DedupeOutcome::Differs);
+        }
+        if plan.bcount > 0 {
+            self.remap(src, src_off / BLOCK_SIZE, dst, dst_off / BLOCK_SIZE, plan.bcount / BLOCK_SIZE, None)?;
+        }
+        Ok(DedupeOutcome::Same(len))
+    }
+
+    /// Compares two file ranges straight from pool memory: hole vs hole is equal, hole vs data
+    /// differs, shared blocks are equal without reading them.
+    fn ranges_equal(&self, a: u64, a_off: u64, b: u64, b_off: u64, len: u64) -> Result<bool> {
+        if len == 0 {
+            return Ok(true);
+        }
+        let (ia, ib) = (self.state.inode(a)?, self.state.inode(b)?);
+        let nblocks = blocks_of(len);
+        let pa = ia.extents.pieces(a_off / BLOCK_SIZE, nblocks);
+        let pb = ib.extents.pieces(b_off / BLOCK_SIZE, nblocks);
+        let (mut i, mut j) = (0, 0);
+        let (mut da, mut db) = (0u64, 0u64); // blocks consumed inside the current pieces
+        let mut done = 0u64; // blocks compared
+        while done < nblocks {
+            let (x, y) = (pa[i], pb[j]);
+            let step = (x.len - da).min(y.len - db);
+            let bytes = (step * BLOCK_SIZE).min(len - done * BLOCK_SIZE);
+            match (x.phys, y.phys) {
+                (None, None) => {}
+                (Some(_), None) | (None, Some(_)) => return Ok(false),
+                (Some(p), Some(q)) if p + da == q + db => {}
+                (Some(p), Some(q)) => {
+                    let left = crate::pool::bytes(self.backend.as_ref(), (p + da) * BLOCK_SIZE, bytes);
+                    let right = crate::pool::bytes(self.backend.as_ref(), (q + db) * BLOCK_SIZE, bytes);
+                    if left != right {
+                        return Ok(false);
+                    }
+                }
+            }
+            done += step;
+            da += step;
+            db += step;
+            if da == x.len {
+                i += 1;
+                da = 0;
+            }
+            if db == y.len {
+                j += 1;
+                db = 0;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Points `n` blocks of `dst` at whatever backs the same blocks of `src` (holes stay holes),
+    /// in one transaction.
+    fn remap(&mut self, src: u64, sfb: u64, dst: u64, dfb: u64, n: u64, new_size: Option<u64>) -> Result<()> {
+        if n == 0 && new_size.is_none() {
+            return Ok(());
+        }
+        let mut tx = Vec::new();
+        if n > 0 {
+            let pieces = self.state.inode(src)?.extents.pieces(sfb, n);
+            let dst_extents = &self.state.inode(dst)?.extents;
+            for p in pieces {
+                let file_block = dfb + (p.file_block - sfb);
+                if p.phys.is_none() && dst_extents.pieces(file_block, p.len).iter().all(|q| q.phys.is_none())
+                {
+                    continue; // hole onto hole
+                }
+                tx.push(Mutation::Map { ino: dst, file_block, len: p.len, phys: p.phys });
+            }
+            // Reflinking can fragment both files; keep room for the checkpoint to say so.
+            self.ensure_metadata_room((tx.len() as u64 * 48).div_ceil(BLOCK_SIZE))?;
+        }
+        if let Some(size) = new_size {
+            let mut attrs = self.state.inode(dst)?.attrs.clone();
+            let now = now_ns();
+            attrs.size = size;
+            attrs.mtime_ns = now;
+            attrs.ctime_ns = now;
+            tx.push(Mutation::PutInode(attrs));
+        }
+        self.commit(&tx)
+    }
+
+    // ----- reverse map -----
+
+    /// Every owner of any byte of `[pool_offset, pool_offset + len)`, from the reverse map.
+    /// Adjacent pieces of one file owner are joined.
+    pub fn owners(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
+        let first = pool_offset / BLOCK_SIZE;
+        let end = blocks_of(pool_offset.saturating_add(len.max(1))).min(self.state.total_blocks);
+        let mut out: Vec<BlockOwner> = Vec::new();
+        let mut open: HashMap<Owner, usize> = HashMap::new(); // owner continuing at next block -> index
+        for (s, seg) in self.state.owners.overlapping(first, end.saturating_sub(first)) {
+            let a = s.max(first);
+            let b = (s + seg.len).min(end);
+            for &o in &seg.owners {
+                let (kind, key_next) = match o {
+                    Owner::File { ino, file_block } => {
+                        let fb = file_block + (a - s);
+                        (
+                            OwnerKind::File {
+                                ino,
+                                path: self.state.path_of(ino),
+                                file_offset: fb * BLOCK_SIZE,
+                                refcount: seg.owners.len(),
+                            },
+                            Some(Owner::File { ino, file_block: fb + (b - a) }),
+                        )
+                    }
+                    Owner::Meta(m) => (OwnerKind::Metadata { structure: m.to_string() }, None),
+                };
+                let key_here = match o {
+                    Owner::File { ino, file_block } => Owner::File { ino, file_block: file_block + (a - s) },
+                    meta => meta,
+                };
+                if let Some(&idx) = open.get(&key_here) {
+                    let prev = &mut out[idx];
+                    if prev.pool_offset + prev.length == a * BLOCK_SIZE {
+                        prev.length += (b - a) * BLOCK_SIZE;
+                        if let (OwnerKind::File { refcount: r1, .. }, OwnerKind::File { refcount: r2, .. }) =
+                            (&mut prev.owner, &kind)
+                        {
+                            *r1 = (*r1).max(*r2);
+                        }
+                        open.remove(&key_here);
+                        if let Some(k) = key_next {
+                            open.insert(k, idx);
+                        } else {
+                            open.insert(key_here, idx);
+                        }
+                        continue;
+                    }
+                }
+                out.push(BlockOwner {
+                    pool_offset: a * BLOCK_SIZE,
+                    length: (b - a) * BLOCK_SIZE,
+                    owner: kind,
+                });
+                open.insert(key_next.unwrap_or(key_here), out.len() - 1);
+            }
+        }
+        out
+    }
+
+    /// The share state of one pool block.
+    pub fn share_state(&self, block: u64) -> ShareState {
+        if self.state.quarantine.range(..=block).next_back().is_some_and(|(&s, &l)| s + l > block) {
+            return ShareState::Quarantined;
+        }
+        match self.state.owners.overlapping(block, 1).next() {
+            None => ShareState::Free,
+            Some((s, seg)) => match seg.owners.as_slice() {
+                [Owner::Meta(m)] => ShareState::Metadata { structure: m.to_string() },
+                [Owner::File { ino, file_block }] => {
+                    ShareState::Single { ino: *ino, file_block: file_block + (block - s) }
+                }
+                many => ShareState::Shared { count: many.len() },
+            },
+        }
+    }
+
+    /// The file's extents with FIEMAP's shared and last flags, split where sharing changes.
+    pub fn fiemap(&self, ino: u64) -> Result<Vec<FiemapExtent>> {
+        let inode = self.file(ino)?;
+        let mut out: Vec<FiemapExtent> = Vec::new();
+        for (fb, e) in inode.extents.iter() {
+            for (s, seg) in self.state.owners.overlapping(e.phys, e.len) {
+                let a = s.max(e.phys);
+                let b = (s + seg.len).min(e.phys + e.len);
+                let shared = seg.owners.len() > 1;
+                let logical = (fb + (a - e.phys)) * BLOCK_SIZE;
+                match out.last_mut() {
+                    Some(last)
+                        if last.shared == shared
+                            && last.logical + last.length == logical
+                            && last.physical + last.length == a * BLOCK_SIZE =>
+                    {
+                        last.length += (b - a) * BLOCK_SIZE
+                    }
+                    _ => out.push(FiemapExtent {
+                        logical,
+                        physical: a * BLOCK_SIZE,
+                        length: (b - a) * BLOCK_SIZE,
+                        shared,
+                        last: false,
+                    }),
+                }
+            }
+        }
+        if let Some(last) = out.last_mut() {
+            last.last = true;
+        }
+        Ok(out)
+    }
+
+    /// Space and object counts.
+    pub fn stats(&self) -> FsStats {
+        FsStats {
+            total_blocks: self.state.total_blocks,
+            free_blocks: self.state.free.free_blocks(),
+            reserved_blocks: self.metadata_reserve(),
+            quarantined_blocks: self.state.quarantine.values().sum(),
+            inodes: self.state.inodes.len() as u64,
+            extents: self.state.extent_count,
+            segments: self.state.owners.segment_count() as u64,
+            log_free_bytes: self.journal.log_free_bytes(),
+        }
+    }
+
+    /// Metadata structures and where they live, for reports.
+    pub fn metadata_layout(&self) -> Vec<(MetaStructure, u64, u64)> {
+        let sb = self.journal.superblock();
+        let mut v = vec![
+            (MetaStructure::Superblock(0), 0, 1),
+            (MetaStructure::Superblock(1), 1, 1),
+            (MetaStructure::Log, sb.log_start, sb.log_blocks),
+        ];
+        v.extend(self.journal.checkpoint_blocks().iter().map(|&b| (MetaStructure::Checkpoint, b, 1)));
+        v
+    }
+
+    /// Writes a checkpoint now (tests and tools; commits do it by themselves when the log fills).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.writable()?;
+        self.journal.checkpoint(&mut self.state)
+    }
+}
+
+/// Appends a one-block map, extending the previous one when it continues it.
+fn push_map(tx: &mut Vec<Mutation>, ino: u64, file_block: u64, phys: u64) {
+    if let Some(Mutation::Map { ino: i, file_block: f, len, phys: Some(p) }) = tx.last_mut() {
+        if *i == ino && *f + *len == file_block && *p + *len == phys {
+            *len += 1;
+            return;
+        }
+    }
+    tx.push(Mutation::Map { ino, file_block, len: 1, phys: Some(phys) });
+}
+
+/// remap_verify_area: offsets and lengths are signed 64-bit in the kernel; no wrapping.
+fn check_offsets(src_off: u64, dst_off: u64, len: u64) -> Result<()> {
+    let max = i64::MAX as u64;
+    if src_off > max
+        || dst_off > max
+        || len > max
+        || src_off.checked_add(len).is_none_or(|e| e > max)
+        || dst_off.checked_add(len).is_none_or(|e| e > max)
+    {
+        return Err(Error::Invalid("offset or length out of range".into()));
+    }
+    Ok(())
+}
+
+/// The outcome of the kernel's generic_remap_checks.
+struct RemapPlan {
+    /// Bytes the caller sees remapped.
+    count: u64,
+    /// Bytes remapped, rounded up to whole blocks when the range ends at EOF.
+    bcount: u64,
+}
+
+/// generic_remap_checks from fs/remap_range.c, in our words.
+fn remap_checks(
+    same_file: bool,
+    pos_in: u64,
+    size_in: u64,
+    pos_out: u64,
+    size_out: u64,
+    len: u64,
+    dedupe: bool,
+) -> Result<RemapPlan> {
+    if pos_in % BLOCK_SIZE != 0 || pos_out % BLOCK_SIZE != 0 {
+        return Err(Error::Invalid(format!(
+            "offsets {pos_in} and {pos_out} must be multiples of {BLOCK_SIZE}"
+        )));
+    }
+    if dedupe
+        && (pos_in >= size_in || pos_in + len > size_in || pos_out >= size_out || pos_out + len > size_out)
+    {
+        return Err(Error::Invalid("dedupe ranges must lie inside both files".into()));
+    }
+    if pos_in >= size_in {
+        return Err(Error::Invalid(format!("source offset {pos_in} at or past source EOF {size_in}")));
+    }
+    let mut count = len.min(size_in - pos_in);
+    if pos_out.checked_add(count).is_none_or(|e| e > MAX_FILE_SIZE) {
+        return Err(Error::TooBig(format!("destination range [{pos_out}, +{count})")));
+    }
+    let bcount = if pos_in + count == size_in && (!dedupe || pos_out + count == size_out) {
+        size_in.next_multiple_of(BLOCK_SIZE) - pos_in
+    } else {
+        count -= count % BLOCK_SIZE;
+        count
+    };
+    if same_file && pos_out + bcount > pos_in && pos_out < pos_in + bcount {
+        return Err(Error::Invalid("source and destination ranges overlap in the same file".into()));
+    }
+    Ok(RemapPlan { count, bcount })
+}

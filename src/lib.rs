@@ -1,0 +1,24 @@
+//! ferrodax: a user-space file system for persistent and CXL memory pools.
+//!
+//! Files live directly in a memory pool; reflink and dedupe share blocks; a reverse map answers
+//! "who owns pool block P?" with every owner. Layers, bottom to top (data flows one way):
+//!
+//! - [`pool`]: the memory (file, memfd, devdax, recording) and persistence (flush + drain).
+//! - [`format`]: on-media byte layouts and checksums.
+//! - [`fs`]: inodes, extents, ownership (refcounts + reverse map), allocator, journal, fsck.
+//! - [`api`]: the library front end (`Pool`, `Fs`, `File`, `OpenOptions`); the CLI sits on it.
+//!
+//! docs/ARCHITECTURE.md draws the layers and the on-media format byte by byte.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod pool;
+
+pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
+pub use error::{Error, Result};
+pub use fs::check::{CheckReport, Problem};
+pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, Stat};

@@ -1,0 +1,234 @@
+//! Backends that map real memory: a plain file, a memfd, or a /dev/dax device.
+//!
+//! Owns the mmap of the pool and its persistence policy. Must never change the pool's size after
+//! mapping it, nor unmap while a `MappedBackend` is alive.
+
+use super::persist::{flush_cache_lines, store_fence};
+use super::{assert_in_bounds, Backend, BackendKind, PAGE_SIZE};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How stores reach the persistence domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// CPU cache write-back (clwb/clflushopt) then sfence: memory that is persistent by itself
+    /// (devdax, a MAP_SYNC mapping) or a memfd that emulates it.
+    CacheFlush,
+    /// msync(MS_SYNC) of the touched pages at each drain: a plain file's page cache.
+    Msync,
+}
+
+/// A pool backed by a mapping of a file descriptor.
+pub struct MappedBackend {
+    file: File,
+    base: *mut u8,
+    len: u64,
+    kind: BackendKind,
+    persistence: Persistence,
+    /// Page ranges flushed since the last drain (msync persistence only).
+    pending_sync: Mutex<Vec<(u64, u64)>>,
+}
+
+// SAFETY: the mapping is shared memory owned for the backend's whole life; the raw pointer is only
+// used for stores through `&self` methods, which the layers above serialise per block, and for reads.
+unsafe impl Send for MappedBackend {}
+// SAFETY: see `Send`; no method hands out `&mut` into the mapping.
+unsafe impl Sync for MappedBackend {}
+
+impl MappedBackend {
+    /// Creates a new sparse pool file of `len` bytes (rounded up to a page). Fails with EEXIST if it exists.
+    pub fn create_file(path: &Path, len: u64) -> io::Result<Self> {
+        let len = round_up_to_page(len)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        file.set_len(len)?;
+        Self::map(file, len, BackendKind::File, Persistence::Msync)
+    }
+
+    /// Opens an existing pool: a plain file, or a /dev/dax character device.
+    pub fn open_path(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let meta = file.metadata()?;
+        if meta.file_type().is_char_device() {
+            let len = devdax_size(&meta)?;
+            return Self::map(file, len, BackendKind::DevDax, Persistence::CacheFlush);
+        }
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file or a /dev/dax device", path.display()),
+            ));
+        }
+        let len = meta.len();
+        if len == 0 || len % PAGE_SIZE != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: size {len} is not a positive multiple of 4096", path.display()),
+            ));
+        }
+        Self::map(file, len, BackendKind::File, Persistence::Msync)
+    }
+
+    /// Creates an anonymous memfd pool of `len` bytes; persistence is emulated with cache flushes.
+    pub fn create_memfd(name: &str, len: u64) -> io::Result<Self> {
+        let len = round_up_to_page(len)?;
+        let cname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: memfd_create takes a valid C string and flags; it returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(len)?;
+        Self::map(file, len, BackendKind::Memfd, Persistence::CacheFlush)
+    }
+
+    /// Overrides how stores are made durable (for example cache flushes for a file on /dev/shm).
+    pub fn with_persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
+        self
+    }
+
+    /// How this backend makes stores durable.
+    pub fn persistence(&self) -> Persistence {
+        self.persistence
+    }
+
+    fn map(file: File, len: u64, kind: BackendKind, persistence: Persistence) -> io::Result<Self> {
+        let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
+        // checked for MAP_FAILED and unmapped only in Drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { file, base: base.cast(), len, kind, persistence, pending_sync: Mutex::new(Vec::new()) })
+    }
+}
+
+fn round_up_to_page(len: u64) -> io::Result<u64> {
+    if len == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "pool size must be positive"));
+    }
+    len.checked_next_multiple_of(PAGE_SIZE)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool size overflows"))
+}
+
+/// Reads a device-dax region's size from sysfs (/sys/dev/char/MAJ:MIN/size).
+fn devdax_size(meta: &std::fs::Metadata) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let text = std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/size"))?;
+    text.trim()
+        .parse::<u64>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("devdax size: {e}")))
+}
+
+impl Backend for MappedBackend {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        assert_in_bounds(self.len, offset, data.len() as u64);
+        // SAFETY: bounds checked above; the source is a separate Rust slice, so no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len()) };
+    }
+
+    fn fill(&self, offset: u64, len: u64, byte: u8) {
+        assert_in_bounds(self.len, offset, len);
+        // SAFETY: bounds checked above.
+        unsafe { std::ptr::write_bytes(self.base.add(offset as usize), byte, len as usize) };
+    }
+
+    fn copy_within(&self, src: u64, dst: u64, len: u64) {
+        assert_in_bounds(self.len, src, len);
+        assert_in_bounds(self.len, dst, len);
+        assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");
+        // SAFETY: both ranges are in bounds and disjoint (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.add(src as usize),
+                self.base.add(dst as usize),
+                len as usize,
+            )
+        };
+    }
+
+    fn flush(&self, offset: u64, len: u64) {
+        assert_in_bounds(self.len, offset, len);
+        match self.persistence {
+            // SAFETY: the range is inside our live mapping (checked above).
+            Persistence::CacheFlush => unsafe {
+                flush_cache_lines(self.base.add(offset as usize), len as usize)
+            },
+            Persistence::Msync => {
+                let start = offset / PAGE_SIZE * PAGE_SIZE;
+                let end = (offset + len).next_multiple_of(PAGE_SIZE);
+                let mut pending = self.pending_sync.lock().unwrap_or_else(|e| e.into_inner());
+                match pending.last_mut() {
+                    Some(last) if last.1 >= start && last.0 <= end => {
+                        *last = (last.0.min(start), last.1.max(end));
+                    }
+                    _ => pending.push((start, end)),
+                }
+            }
+        }
+    }
+
+    fn drain(&self) {
+        match self.persistence {
+            Persistence::CacheFlush => store_fence(),
+            Persistence::Msync => {
+                let ranges =
+                    std::mem::take(&mut *self.pending_sync.lock().unwrap_or_else(|e| e.into_inner()));
+                for (start, end) in ranges {
+                    // SAFETY: page-aligned range inside our live mapping.
+                    let rc = unsafe {
+                        libc::msync(
+                            self.base.add(start as usize).cast(),
+                            (end - start) as usize,
+                            libc::MS_SYNC,
+                        )
+                    };
+                    // msync on a valid shared mapping only fails on I/O errors of the backing
+                    // file; there is no way to report that from a fence, so it is fatal.
+                    assert_eq!(rc, 0, "msync failed: {}", io::Error::last_os_error());
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+}
+
+impl Drop for MappedBackend {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region mapped in `map`; nothing borrows it past drop.
+        unsafe { libc::munmap(self.base.cast(), self.len as usize) };
+    }
+}
