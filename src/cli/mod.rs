@@ -1,6 +1,172 @@
-//! The command-line front end. Must never reach below the library API.
+//! The command-line front end (`ferrodax ...`).
+//!
+//! Owns argument parsing, output formats (xfs_io's, so fstests-style filters work) and exit codes.
+//! Must never reach below the library API (`ferrodax::{Pool, Fs, File, ...}`).
+
+mod bench;
+mod commands;
+mod io;
+mod tour;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// ferrodax: a file system for persistent and CXL memory pools.
+#[derive(Parser, Debug)]
+#[command(name = "ferrodax", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new, empty file system in a new pool file.
+    Mkfs {
+        /// The pool file to create.
+        pool: PathBuf,
+        /// Pool size (k/m/g/t suffixes), e.g. 1g.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run xfs_io-style commands on one file of a pool.
+    Io(io::IoArgs),
+    /// List a directory.
+    Ls {
+        /// The pool.
+        pool: PathBuf,
+        /// The directory (default /).
+        path: Option<String>,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// The pool.
+        pool: PathBuf,
+        /// The directory to create.
+        path: String,
+    },
+    /// Remove a file or an empty directory.
+    Rm {
+        /// The pool.
+        pool: PathBuf,
+        /// What to remove.
+        path: String,
+    },
+    /// Rename a file or directory.
+    Mv {
+        /// The pool.
+        pool: PathBuf,
+        /// Old path.
+        from: String,
+        /// New path.
+        to: String,
+    },
+    /// Write a file's contents to standard output.
+    Cat {
+        /// The pool.
+        pool: PathBuf,
+        /// The file.
+        path: String,
+    },
+    /// Copy a host file into the pool.
+    Put {
+        /// The pool.
+        pool: PathBuf,
+        /// The host file.
+        host_file: PathBuf,
+        /// The path inside the pool.
+        path: String,
+    },
+    /// Copy a file inside the pool (with --reflink: share its blocks instead).
+    Cp {
+        /// The pool.
+        pool: PathBuf,
+        /// Source path.
+        src: String,
+        /// Destination path.
+        dst: String,
+        /// Clone instead of copying (like cp --reflink=always).
+        #[arg(long)]
+        reflink: bool,
+    },
+    /// Who owns a byte range of the pool (from the reverse map).
+    Owners {
+        /// The pool.
+        pool: PathBuf,
+        /// Pool byte offset (k/m/g suffixes).
+        #[arg(value_parser = parse_size)]
+        offset: u64,
+        /// Length in bytes (default 4096).
+        #[arg(value_parser = parse_size)]
+        len: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the file system (fsck); exits non-zero if anything is wrong.
+    Check {
+        /// The pool.
+        pool: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
+    Tour {
+        /// Where to put the tour's pool.
+        #[arg(long, default_value = "ferrodax-tour.pool")]
+        pool: PathBuf,
+    },
+    /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses a size with an optional k/m/g/t suffix (powers of 1024), like xfs_io.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_lowercase() {
+                'b' => 0,
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                't' => 40,
+                'p' => 50,
+                _ => return Err(format!("bad size suffix in {text:?}")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16)
+    } else {
+        digits.parse::<u64>()
+    }
+    .map_err(|_| format!("non-numeric size {text:?}"))?;
+    value.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} overflows"))
+}
 
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
-    0
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mkfs { pool, size, force } => commands::mkfs(&pool, size, force),
+        Command::Io(args) => io::run(args),
+        Command::Ls { pool, path } => commands::ls(&pool, path.as_deref().unwrap_or("/")),
+        Command::Mkdir { pool, path } => commands::mkdir(&pool, &path),
+        Command::Rm { pool, path } => commands::rm(&pool, &path),
+        Command::Mv { pool, from, to } => commands::mv(&pool, &from, &to),
+        Command::Cat { pool, path } => commands::cat(&pool, &path),
+        Command::Put { pool, host_file, path } => commands::put(&pool, &host_file, &path),
+        Command::Cp { pool, src, dst, reflink } => commands::cp(&pool, &src, &dst, reflink),
+        Command::Owners { pool, offset, len, json } => commands::owners(&pool, offset, len.unwrap_or(4096), json),
+        Command::Check { pool, json } => commands::check(&pool, json),
+        Command::Tour { pool } => tour::run(&pool),
+        Command::Bench(args) => bench::run(args),
+    }
 }
