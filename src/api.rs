@@ -302,12 +302,21 @@ impl Fs {
             return Err(Error::CrossPool("dedupe source is in another pool".into()));
         }
         if !src.access.read {
-            return Err(Error::BadHandle("dedupe source is not open for reading".into()));
+            // vfs_dedupe_file_range: EINVAL (not EBADF) for a source not open for reading.
+            return Err(Error::Invalid("dedupe source is not open for reading".into()));
         }
         let mut fs = self.write_lock();
         let len = fs.dedupe_source_checks(src.ino, src_off, len)?;
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
+            // vfs_dedupe_file_range_one: remap_verify_area before the EXDEV check.
+            if t.offset > i64::MAX as u64 || t.offset.checked_add(len).is_none_or(|e| e > i64::MAX as u64) {
+                out.push(DedupeStatus::Failed(Error::Invalid(format!(
+                    "dedupe destination range [{}, +{len}) out of range",
+                    t.offset
+                ))));
+                continue;
+            }
             if !self.same_pool(&t.file.fs) {
                 out.push(DedupeStatus::Failed(Error::CrossPool(
                     "dedupe destination is in another pool".into(),
@@ -325,6 +334,10 @@ impl Fs {
 
     /// Rewrites the shared blocks of a range into private ones (FALLOC_FL_UNSHARE_RANGE).
     pub fn unshare(&self, file: &File, offset: u64, len: u64) -> Result<()> {
+        // vfs_fallocate: a negative offset or a length <= 0 is EINVAL before the EBADF check.
+        if offset > i64::MAX as u64 || len == 0 || len > i64::MAX as u64 {
+            return Err(Error::Invalid(format!("unshare of [{offset}, +{len})")));
+        }
         if !file.access.write {
             return Err(Error::BadHandle("unshare needs a writable handle".into()));
         }
@@ -397,17 +410,21 @@ impl File {
 
     /// pread: reads at `offset` without moving the position.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        check_io_offset(offset)?;
         if !self.access.read {
             return Err(Error::BadHandle("not open for reading".into()));
         }
+        check_io_range(offset, buf.len())?;
         self.fs.read_lock().read(self.ino, offset, buf)
     }
 
     /// pwrite: writes at `offset` (at EOF for append handles) without moving the position.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        check_io_offset(offset)?;
         if !self.access.write {
             return Err(Error::BadHandle("not open for writing".into()));
         }
+        check_io_range(offset, buf.len())?;
         let mut fs = self.fs.write_lock();
         let offset = if self.access.append { fs.stat(self.ino)?.size } else { offset };
         fs.write(self.ino, offset, buf)
@@ -424,6 +441,9 @@ impl File {
 
     /// ftruncate.
     pub fn set_len(&self, size: u64) -> Result<()> {
+        if size > i64::MAX as u64 {
+            return Err(Error::Invalid(format!("truncate to a negative size ({size})")));
+        }
         if !self.access.write {
             return Err(Error::Invalid("truncate needs a writable handle".into()));
         }
@@ -439,6 +459,22 @@ impl File {
     pub fn sync_all(&self) -> Result<()> {
         self.fs.read_lock().stat(self.ino).map(|_| ())
     }
+}
+
+/// pread/pwrite: a negative offset (as the kernel's signed loff_t) is EINVAL, before EBADF.
+fn check_io_offset(offset: u64) -> Result<()> {
+    if offset > i64::MAX as u64 {
+        return Err(Error::Invalid(format!("offset {offset} is negative as a signed 64-bit offset")));
+    }
+    Ok(())
+}
+
+/// rw_verify_area: an I/O whose end overflows a signed 64-bit offset is EINVAL.
+fn check_io_range(offset: u64, len: usize) -> Result<()> {
+    if offset.checked_add(len as u64).is_none_or(|e| e > i64::MAX as u64) {
+        return Err(Error::Invalid(format!("{len} bytes at offset {offset} overflow")));
+    }
+    Ok(())
 }
 
 impl Read for File {

@@ -1,49 +1,374 @@
 //! The small commands: mkfs, ls, mkdir, rm, mv, cat, put, cp, owners, check.
+//!
+//! Owns what their arguments mean, their output and their exit statuses: 0 on success, 1 on
+//! failure; `check` exits 1 when it finds problems and 2 when the pool cannot be mounted at all.
+//! Errors print as "ferrodax: <context>: <strerror text>", followed by the library's detail when
+//! it has one (the damaged structure, the rule that was broken). Must never reach below the
+//! library API, and must never write to a pool in a command that only looks (ls, cat, owners,
+//! check mount read-only).
 
+use ferrodax::format::record::InodeKind;
+use ferrodax::{BlockOwner, CheckReport, Error, File, Fs, OpenOptions, OwnerKind, Pool, ShareState};
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-fn todo(name: &str) -> i32 {
-    eprintln!("{name}: not implemented yet");
+/// The program name that starts every error message.
+const PROGNAME: &str = "ferrodax";
+/// Bytes moved per read or write by cat, put and cp (each write is one atomic commit).
+const COPY_CHUNK: usize = 1 << 20;
+/// The file system block size.
+const BLOCK_SIZE: u64 = 4096;
+
+/// The strerror text of `e`, followed by the library's detail when the message has one
+/// ("Structure needs cleaning: no valid superblock: ..."); just the strerror text when the
+/// message only repeats a path.
+pub(super) fn describe(e: &Error) -> String {
+    let strerror = e.strerror();
+    let text = e.to_string();
+    if text.starts_with(&strerror) {
+        text
+    } else {
+        strerror
+    }
+}
+
+/// Prints "ferrodax: <context>: <error>" and returns exit status 1.
+fn fail(context: impl Display, e: &Error) -> i32 {
+    eprintln!("{PROGNAME}: {context}: {}", describe(e));
     1
 }
 
-/// `ferrodax mkfs`.
-pub fn mkfs(_pool: &Path, _size: u64, _force: bool) -> i32 {
-    todo("mkfs")
+/// Opens and mounts a pool, printing why not on failure.
+fn mount(pool: &Path, read_only: bool) -> Result<Fs, i32> {
+    let opened = Pool::open(pool).map_err(|e| fail(pool.display(), &e))?;
+    let mounted = if read_only { Fs::mount_read_only(&opened) } else { Fs::mount(&opened) };
+    mounted.map_err(|e| fail(format_args!("mount {}", pool.display()), &e))
 }
-/// `ferrodax ls`.
-pub fn ls(_pool: &Path, _path: &str) -> i32 {
-    todo("ls")
+
+/// Runs `body` on a mounted pool; its error becomes the exit status.
+fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
+    match mount(pool, read_only).and_then(|fs| body(&fs)) {
+        Ok(()) => 0,
+        Err(status) => status,
+    }
 }
-/// `ferrodax mkdir`.
-pub fn mkdir(_pool: &Path, _path: &str) -> i32 {
-    todo("mkdir")
+
+/// `dir` + "/" + `name`.
+fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
-/// `ferrodax rm`.
-pub fn rm(_pool: &Path, _path: &str) -> i32 {
-    todo("rm")
+
+fn read_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    options
 }
-/// `ferrodax mv`.
-pub fn mv(_pool: &Path, _from: &str, _to: &str) -> i32 {
-    todo("mv")
+
+fn replace_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    options
 }
-/// `ferrodax cat`.
-pub fn cat(_pool: &Path, _path: &str) -> i32 {
-    todo("cat")
+
+/// `ferrodax mkfs POOL --size N [--force]`: a new sparse pool file, formatted. An existing file
+/// is only replaced with --force; an existing /dev/dax device is formatted in place with --force.
+pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
+    let existing = std::fs::metadata(pool).ok();
+    if existing.is_some() && !force {
+        eprintln!("{PROGNAME}: mkfs {}: File exists (use --force to overwrite it)", pool.display());
+        return 1;
+    }
+    let created = match &existing {
+        Some(meta) if meta.file_type().is_char_device() => Pool::open(pool),
+        Some(_) => match std::fs::remove_file(pool) {
+            Ok(()) => Pool::create(pool, size),
+            Err(e) => return fail(format_args!("mkfs {}", pool.display()), &Error::os("remove", e)),
+        },
+        None => Pool::create(pool, size),
+    };
+    let made_file = !existing.as_ref().is_some_and(|m| m.file_type().is_char_device());
+    let formatted = created.and_then(|p| Fs::format(&p).map(|fs| (p, fs)));
+    if formatted.is_err() && made_file {
+        // Leave no half-made pool behind (the file did not exist, or --force replaced it).
+        let _ = std::fs::remove_file(pool);
+    }
+    match formatted {
+        Ok((p, fs)) => {
+            let stats = fs.stats();
+            println!(
+                "{}: {} bytes, {} blocks of {BLOCK_SIZE} bytes, {} free",
+                pool.display(),
+                p.len(),
+                stats.total_blocks,
+                stats.free_blocks
+            );
+            0
+        }
+        Err(e) => fail(format_args!("mkfs {}", pool.display()), &e),
+    }
 }
-/// `ferrodax put`.
-pub fn put(_pool: &Path, _host: &Path, _path: &str) -> i32 {
-    todo("put")
+
+/// One `ls` line: kind, size, name.
+fn ls_line(kind: InodeKind, size: u64, name: &str) -> String {
+    let kind = match kind {
+        InodeKind::File => "file",
+        InodeKind::Dir => "dir",
+    };
+    format!("{kind:<4} {size:>12} {name}")
 }
-/// `ferrodax cp`.
-pub fn cp(_pool: &Path, _src: &str, _dst: &str, _reflink: bool) -> i32 {
-    todo("cp")
+
+/// `ferrodax ls POOL [PATH]`: one line per entry (kind, size, name), sorted by name; a file
+/// lists itself.
+pub fn ls(pool: &Path, path: &str) -> i32 {
+    with_fs(pool, true, |fs| {
+        let context = format!("ls {path}");
+        let st = fs.metadata(path).map_err(|e| fail(&context, &e))?;
+        if st.kind == InodeKind::File {
+            println!("{}", ls_line(st.kind, st.size, path));
+            return Ok(());
+        }
+        let mut entries = fs.read_dir(path).map_err(|e| fail(&context, &e))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = std::io::stdout().lock();
+        for entry in entries {
+            let child = fs.metadata(&join(path, &entry.name)).map_err(|e| fail(&context, &e))?;
+            let _ = writeln!(out, "{}", ls_line(child.kind, child.size, &entry.name));
+        }
+        Ok(())
+    })
 }
-/// `ferrodax owners`.
-pub fn owners(_pool: &Path, _offset: u64, _len: u64, _json: bool) -> i32 {
-    todo("owners")
+
+/// `ferrodax mkdir POOL PATH`.
+pub fn mkdir(pool: &Path, path: &str) -> i32 {
+    with_fs(pool, false, |fs| fs.create_dir(path).map_err(|e| fail(format_args!("mkdir {path}"), &e)))
 }
-/// `ferrodax check`.
-pub fn check(_pool: &Path, _json: bool) -> i32 {
-    todo("check")
+
+/// `ferrodax rm POOL PATH`: removes a file or an empty directory.
+pub fn rm(pool: &Path, path: &str) -> i32 {
+    with_fs(pool, false, |fs| {
+        let removed = match fs.metadata(path) {
+            Ok(st) if st.kind == InodeKind::Dir => fs.remove_dir(path),
+            Ok(_) => fs.remove_file(path),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| fail(format_args!("rm {path}"), &e))
+    })
+}
+
+/// `ferrodax mv POOL FROM TO`.
+pub fn mv(pool: &Path, from: &str, to: &str) -> i32 {
+    with_fs(pool, false, |fs| fs.rename(from, to).map_err(|e| fail(format_args!("mv {from} {to}"), &e)))
+}
+
+/// Copies `src` (from offset 0 to EOF) into `dst` in chunks; returns the bytes copied.
+fn copy_bytes(src: &File, dst: &File) -> Result<u64, Error> {
+    let mut buffer = vec![0u8; COPY_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = src.read_at(&mut buffer, offset)?;
+        if n == 0 {
+            return Ok(offset);
+        }
+        dst.write_at(&buffer[..n], offset)?;
+        offset += n as u64;
+    }
+}
+
+/// `ferrodax cat POOL PATH`: the file's bytes on standard output.
+pub fn cat(pool: &Path, path: &str) -> i32 {
+    with_fs(pool, true, |fs| {
+        let context = format!("cat {path}");
+        let file = fs.open(path, &read_options()).map_err(|e| fail(&context, &e))?;
+        let mut buffer = vec![0u8; COPY_CHUNK];
+        let mut out = std::io::stdout().lock();
+        let mut offset = 0u64;
+        loop {
+            let n = file.read_at(&mut buffer, offset).map_err(|e| fail(&context, &e))?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = out.write_all(&buffer[..n]) {
+                // A closed pipe (`| head`) ends the output quietly.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Err(1);
+                }
+                return Err(fail(&context, &Error::os("stdout", e)));
+            }
+            offset += n as u64;
+        }
+        out.flush().map_err(|e| fail(&context, &Error::os("stdout", e)))
+    })
+}
+
+/// `ferrodax put POOL HOSTFILE PATH`: copies a host file into the pool (replacing PATH).
+pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
+    let mut source = match std::fs::File::open(host) {
+        Ok(f) => f,
+        Err(e) => return fail(format_args!("put {}", host.display()), &Error::os(host.display(), e)),
+    };
+    with_fs(pool, false, |fs| {
+        let context = format!("put {path}");
+        let file = fs.open(path, &replace_options()).map_err(|e| fail(&context, &e))?;
+        let mut buffer = vec![0u8; COPY_CHUNK];
+        let mut offset = 0u64;
+        loop {
+            // Fill the whole chunk (host reads may be short) so each commit is a full chunk.
+            let mut filled = 0;
+            while filled < buffer.len() {
+                match source.read(&mut buffer[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(fail(format_args!("put {}", host.display()), &Error::os("read", e)))
+                    }
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            file.write_at(&buffer[..filled], offset).map_err(|e| fail(&context, &e))?;
+            offset += filled as u64;
+        }
+    })
+}
+
+/// `ferrodax cp [--reflink] POOL SRC DST`: copies the bytes of SRC to DST (replacing it; into it
+/// when DST is a directory), or with --reflink shares SRC's blocks instead (a whole-file clone).
+pub fn cp(pool: &Path, src: &str, dst: &str, reflink: bool) -> i32 {
+    with_fs(pool, false, |fs| {
+        let context = format!("cp {src} {dst}");
+        let source = fs.open(src, &read_options()).map_err(|e| fail(&context, &e))?;
+        let source_stat = source.metadata().map_err(|e| fail(&context, &e))?;
+        if source_stat.kind == InodeKind::Dir {
+            return Err(fail(&context, &Error::IsDir(src.into())));
+        }
+        let mut target = dst.to_string();
+        if let Ok(st) = fs.metadata(dst) {
+            if st.kind == InodeKind::Dir {
+                let name = src.rsplit('/').find(|c| !c.is_empty()).unwrap_or(src);
+                target = join(dst, name);
+            }
+        }
+        if fs.metadata(&target).is_ok_and(|st| st.ino == source_stat.ino) {
+            return Err(fail(&context, &Error::Invalid(format!("{src} and {target} are the same file"))));
+        }
+        let destination = fs.open(&target, &replace_options()).map_err(|e| fail(&context, &e))?;
+        if reflink {
+            fs.reflink(&source, 0, &destination, 0, 0).map(|_| ())
+        } else {
+            copy_bytes(&source, &destination).map(|_| ())
+        }
+        .map_err(|e| fail(&context, &e))
+    })
+}
+
+/// One `owners` text line.
+fn owner_line(owner: &BlockOwner) -> String {
+    let range = format!("pool [{}..{})", owner.pool_offset, owner.pool_offset + owner.length);
+    match &owner.owner {
+        OwnerKind::File { ino, path, file_offset, refcount } => {
+            let path = path.as_deref().unwrap_or("(unlinked, still open)");
+            let sharing = if *refcount > 1 { format!("shared by {refcount}") } else { "private".to_string() };
+            format!("{range}: file {path} (ino {ino}) offset {file_offset} len {} {sharing}", owner.length)
+        }
+        OwnerKind::Metadata { structure } => format!("{range}: metadata: {structure}"),
+    }
+}
+
+/// `ferrodax owners POOL OFFSET [LEN] [--json]`: every owner of any byte of the pool range, from
+/// the reverse map. Text: one line per owner; JSON: the list of owners.
+pub fn owners(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
+    let pool_len = match Pool::open(pool) {
+        Ok(p) => p.len(),
+        Err(e) => return fail(pool.display(), &e),
+    };
+    with_fs(pool, true, |fs| {
+        if offset >= pool_len {
+            let e = Error::Invalid(format!("offset {offset} is past the end of the pool ({pool_len} bytes)"));
+            return Err(fail(format_args!("owners {offset}"), &e));
+        }
+        let found = fs.owners(offset, len);
+        if json {
+            let text = serde_json::to_string_pretty(&found).expect("owners serialize");
+            println!("{text}");
+            return Ok(());
+        }
+        if found.is_empty() {
+            let first = offset / BLOCK_SIZE * BLOCK_SIZE;
+            let end = (offset + len.max(1)).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+            let what = match fs.share_state(offset / BLOCK_SIZE) {
+                ShareState::Quarantined => "quarantined (bad memory, never used again)",
+                _ => "free",
+            };
+            println!("pool [{first}..{end}): {what}");
+        }
+        for owner in &found {
+            println!("{}", owner_line(owner));
+        }
+        Ok(())
+    })
+}
+
+/// The check report as text. A read-only mount repairs nothing, so what the core lists as
+/// "repaired" (for example a damaged superblock copy) is still damaged on the media: it is shown as
+/// needing repair, which the next read-write mount does.
+fn check_text(report: &CheckReport) -> String {
+    let mut text = String::new();
+    for item in &report.repaired {
+        text.push_str(&format!("needs repair (a read-write mount fixes it): {item}\n"));
+    }
+    for problem in &report.problems {
+        text.push_str(&format!("problem: {}: {}\n", problem.structure, problem.detail));
+    }
+    let verdict = if !report.problems.is_empty() {
+        "NOT CLEAN"
+    } else if !report.repaired.is_empty() {
+        "NEEDS REPAIR"
+    } else {
+        "clean"
+    };
+    text.push_str(&format!(
+        "{verdict}: {} inodes, {} extents, {} data blocks ({} shared), {} metadata, {} free, {} quarantined",
+        report.inodes,
+        report.extents,
+        report.data_blocks,
+        report.shared_blocks,
+        report.metadata_blocks,
+        report.free_blocks,
+        report.quarantined_blocks
+    ));
+    text
+}
+
+/// `ferrodax check POOL [--json]`: mounts read-only (so nothing is repaired behind the check's
+/// back) and runs fsck. Exit 0 clean, 1 problems found or repairs pending, 2 the pool cannot be
+/// mounted.
+pub fn check(pool: &Path, json: bool) -> i32 {
+    let mounted = Pool::open(pool).and_then(|p| Fs::mount_read_only(&p));
+    let fs = match mounted {
+        Ok(fs) => fs,
+        Err(e) => {
+            let message = format!("{PROGNAME}: check {}: cannot mount: {}", pool.display(), describe(&e));
+            if json {
+                let value = serde_json::json!({ "mounted": false, "clean": false, "error": message });
+                println!("{value}");
+            }
+            eprintln!("{message}");
+            return 2;
+        }
+    };
+    let report = fs.check();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
+    } else {
+        println!("{}", check_text(&report));
+    }
+    i32::from(!report.is_clean() || !report.repaired.is_empty())
 }

@@ -124,30 +124,31 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Parses a size with an optional k/m/g/t suffix (powers of 1024), like xfs_io.
+/// Parses a size with an optional k/m/g/t/p suffix (powers of 1024; `b` = bytes), like xfs_io.
+/// The number is decimal or `0x` hexadecimal; hex digits are taken greedily, as strtoll does, so
+/// `0xcd` is 205 and `0x10k` is 16 KiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_lowercase() {
-                'b' => 0,
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                't' => 40,
-                'p' => 50,
-                _ => return Err(format!("bad size suffix in {text:?}")),
-            };
-            (&t[..i], shift)
+    let (digits, radix, rest) = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => {
+            let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
+            (&hex[..end], 16, &hex[end..])
         }
-        _ => (t, 0),
+        None => {
+            let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            (&t[..end], 10, &t[end..])
+        }
     };
-    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        u64::from_str_radix(hex, 16)
-    } else {
-        digits.parse::<u64>()
-    }
-    .map_err(|_| format!("non-numeric size {text:?}"))?;
+    let shift = match rest.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(format!("bad size suffix in {text:?}")),
+    };
+    let value = u64::from_str_radix(digits, radix).map_err(|_| format!("non-numeric size {text:?}"))?;
     value.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} overflows"))
 }
 
@@ -164,7 +165,9 @@ pub fn run() -> i32 {
         Command::Cat { pool, path } => commands::cat(&pool, &path),
         Command::Put { pool, host_file, path } => commands::put(&pool, &host_file, &path),
         Command::Cp { pool, src, dst, reflink } => commands::cp(&pool, &src, &dst, reflink),
-        Command::Owners { pool, offset, len, json } => commands::owners(&pool, offset, len.unwrap_or(4096), json),
+        Command::Owners { pool, offset, len, json } => {
+            commands::owners(&pool, offset, len.unwrap_or(4096), json)
+        }
         Command::Check { pool, json } => commands::check(&pool, json),
         Command::Tour { pool } => tour::run(&pool),
         Command::Bench(args) => bench::run(args),

@@ -13,7 +13,7 @@
 //! ends the log. Owns the encoding only.
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
-use super::{checksum_with_hole, MAX_NAME_LEN};
+use super::{checksum_with_hole, MAX_FILE_SIZE, MAX_NAME_LEN};
 use crate::error::Result;
 
 /// Magic of a log record header.
@@ -99,7 +99,7 @@ impl InodeAttrs {
             return Err(r.corrupt(format!("name of {name_len} bytes")));
         }
         let name = r.take(name_len)?.to_vec();
-        Ok(Self {
+        let attrs = Self {
             ino,
             parent,
             name,
@@ -110,7 +110,11 @@ impl InodeAttrs {
             atime_ns: r.i64()?,
             mtime_ns: r.i64()?,
             ctime_ns: r.i64()?,
-        })
+        };
+        if attrs.size > MAX_FILE_SIZE {
+            return Err(r.corrupt(format!("inode {ino}: size {} past the largest file size", attrs.size)));
+        }
+        Ok(attrs)
     }
 }
 

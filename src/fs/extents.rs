@@ -111,6 +111,9 @@ impl ExtentMap {
     pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Vec<Piece> {
         debug_assert!(len > 0);
         let end = file_block + len;
+        if let Some(removed) = self.set_in_hole(file_block, len, phys) {
+            return removed;
+        }
         self.split_at(file_block);
         self.split_at(end);
         let keys: Vec<u64> = self.map.range(file_block..end).map(|(&k, _)| k).collect();
@@ -127,6 +130,40 @@ impl ExtentMap {
             self.merge_at(file_block);
         }
         removed
+    }
+
+    /// Fast path of `set` when the range is a hole: one descent finds both neighbours; the new
+    /// run extends the predecessor or absorbs the successor when they continue it. Returns `None`
+    /// (changing nothing) when something is mapped in the range.
+    fn set_in_hole(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Vec<Piece>> {
+        let end = file_block + len;
+        let mut it = self.map.range_mut(..=end).rev();
+        let mut next = None;
+        let mut prev = None;
+        for (&fb, e) in it.by_ref() {
+            if fb == end && next.is_none() {
+                next = Some(*e);
+                continue;
+            }
+            if fb + e.len > file_block {
+                return None; // overlaps the range
+            }
+            prev = Some((fb, e));
+            break;
+        }
+        let Some(phys) = phys else { return Some(Vec::new()) };
+        let absorb_next = next.is_some_and(|n| n.phys == phys + len);
+        let extra = if absorb_next { next.map_or(0, |n| n.len) } else { 0 };
+        match prev {
+            Some((fb, e)) if fb + e.len == file_block && e.phys + e.len == phys => e.len += len + extra,
+            _ => {
+                self.map.insert(file_block, Extent { phys, len: len + extra });
+            }
+        }
+        if absorb_next {
+            self.map.remove(&end);
+        }
+        Some(Vec::new())
     }
 
     /// Splits the extent containing `file_block` (strictly inside it) in two.

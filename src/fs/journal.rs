@@ -162,6 +162,7 @@ impl Journal {
                     sb.total_blocks
                 )),
                 Ok(sb) => copies.push(sb),
+                Err(Error::Corrupt(detail)) => errors.push(detail),
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -209,6 +210,15 @@ impl Journal {
             pos += len;
             seq += 1;
             replayed += 1;
+        }
+        // A torn last record legitimately ends the log, but a damaged record with intact later
+        // ones after it would silently drop committed operations whose freed blocks may already
+        // hold other data: refuse to mount instead.
+        if let Some((later_seq, at)) = later_record_after(log, pos, seq) {
+            return Err(Error::Corrupt(format!(
+                "log record {seq} (log byte {pos}) is damaged, yet later records are present (record \
+                 {later_seq} at log byte {at}): replaying only up to it would lose committed operations"
+            )));
         }
         let journal = Journal {
             backend,
@@ -275,17 +285,40 @@ impl Journal {
         }
         // Larger than the whole log: the checkpoint itself is the atomic step. Make sure it will
         // have room before anything changes in memory.
-        let need = checkpoint::blocks_for((state.image_size_bound() + bound * 2) as usize) as u64;
+        // Size it from the state as the transaction leaves it: one that frees thousands of extents
+        // shrinks the checkpoint, and must work on a full pool (deleting is how space comes back).
+        let mut after = state.clone();
+        for m in mutations {
+            after.apply(m, ApplyMode::Live).map_err(|e| bug("sizing a large transaction", e))?;
+        }
+        let need = checkpoint::blocks_for(after.to_image().encode().len()) as u64;
+        drop(after);
         if need > state.free.free_blocks() {
             return Err(Error::NoSpace(format!(
                 "a {bound}-byte transaction needs a {need}-block checkpoint"
             )));
         }
         self.backend.drain();
+        let durable_free = state.free.clone();
         for m in mutations {
             state.apply(m, ApplyMode::Live).map_err(|e| bug("applying a large transaction", e))?;
         }
-        self.checkpoint(state)
+        // Blocks this transaction frees still hold the durable state's data until the checkpoint
+        // replaces it: a crash before the superblock switch must find them intact, so the
+        // checkpoint must not be written into them.
+        let mut freed_by_transaction = state.free.clone();
+        for (start, len) in durable_free.runs() {
+            freed_by_transaction.claim(start, len);
+        }
+        let freed: Vec<(u64, u64)> = freed_by_transaction.runs().collect();
+        for &(start, len) in &freed {
+            state.free.claim(start, len);
+        }
+        let written = self.checkpoint(state);
+        for &(start, len) in &freed {
+            state.free.release(start, len);
+        }
+        written
     }
 
     /// Writes the whole state as a new checkpoint, switches both superblocks to it, frees the old
@@ -358,6 +391,30 @@ fn bug(what: &str, e: Error) -> Error {
 /// The bytes of one pool block (reads go straight to pool memory).
 pub fn read_block(backend: &SharedBackend, block: u64) -> &[u8] {
     crate::pool::bytes(backend.as_ref(), block * BLOCK_SIZE, BLOCK_SIZE)
+}
+
+/// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record with a
+/// later sequence number of this generation and a valid checksum. Records are appended only after
+/// the previous one is durable, so such a record proves the one at `end` was damaged, not torn.
+/// Records of earlier generations carry lower sequence numbers and are ignored.
+fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usize)> {
+    // More records than could fit in the region cannot be of this generation.
+    let max_records = (log.len() / record::HEADER_LEN) as u64;
+    let mut at = end + record::RECORD_ALIGN;
+    while at + record::HEADER_LEN <= log.len() {
+        let bytes = &log[at..];
+        if crate::format::codec::u32_at(bytes, 0) == record::RECORD_MAGIC {
+            let seq = crate::format::codec::u64_at(bytes, 8);
+            if seq > next_seq
+                && seq - next_seq <= max_records
+                && !matches!(record::decode_record(bytes, seq), Ok(RecordAt::End))
+            {
+                return Some((seq, at));
+            }
+        }
+        at += record::RECORD_ALIGN;
+    }
+    None
 }
 
 fn log_region<'a>(backend: &'a SharedBackend, sb: &Superblock) -> &'a [u8] {

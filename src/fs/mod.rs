@@ -230,6 +230,11 @@ impl FileSystem {
         if !read_only {
             let orphans: Vec<u64> =
                 fs.state.inodes.values().filter(|i| i.attrs.nlink == 0).map(|i| i.attrs.ino).collect();
+            // Only files outlive their last name; a nameless directory is damage, and reclaiming
+            // it (children and all) would commit a record that cannot be applied.
+            if let Some(&dir) = orphans.iter().find(|&ino| fs.state.inodes[ino].is_dir()) {
+                return Err(Error::Corrupt(format!("inode {dir}: a directory with link count 0")));
+            }
             if !orphans.is_empty() {
                 let mut tx = Vec::new();
                 for ino in orphans {
@@ -629,10 +634,12 @@ impl FileSystem {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = pos
-            .checked_add(data.len() as u64)
-            .filter(|&e| e <= MAX_FILE_SIZE)
-            .ok_or_else(|| Error::TooBig(format!("write of {} bytes at {pos}", data.len())))?;
+        // generic_write_check_limits: EFBIG at or past the limit, a short write up to it otherwise.
+        if pos >= MAX_FILE_SIZE {
+            return Err(Error::TooBig(format!("write of {} bytes at {pos}", data.len())));
+        }
+        let data = &data[..data.len().min((MAX_FILE_SIZE - pos).min(usize::MAX as u64) as usize)];
+        let end = pos + data.len() as u64;
         let fb0 = pos / BLOCK_SIZE;
         let fb_end = blocks_of(end);
         let head = pos % BLOCK_SIZE;
@@ -738,7 +745,8 @@ impl FileSystem {
             .filter(|&e| e <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::TooBig(format!("unshare of {len} bytes at {off}")))?;
         let fb0 = off / BLOCK_SIZE;
-        let fb_end = blocks_of(end.min(inode.attrs.size.max(off)));
+        // iomap_file_unshare: nothing to unshare at or past EOF.
+        let fb_end = if off >= inode.attrs.size { fb0 } else { blocks_of(end.min(inode.attrs.size)) };
         let mut shared = Vec::new(); // (file block, old phys, len)
         if fb_end > fb0 {
             for piece in inode.extents.pieces(fb0, fb_end - fb0) {
@@ -793,6 +801,8 @@ impl FileSystem {
         let (src_access, dst_access) = (src.access, dst.access);
         let (src, dst) = (src.ino, dst.ino);
         let (s, d) = (self.state.inode(src)?, self.state.inode(dst)?);
+        // vfs_clone_file_range: remap_verify_area comes before the file type and mode checks.
+        check_offsets(src_off, dst_off, len)?;
         if s.is_dir() || d.is_dir() {
             return Err(Error::IsDir("reflink of a directory".into()));
         }
@@ -802,7 +812,6 @@ impl FileSystem {
             ));
         }
         self.writable()?;
-        check_offsets(src_off, dst_off, len)?;
         let isize = s.attrs.size;
         let mut len = len;
         if len == 0 {
@@ -864,6 +873,8 @@ impl FileSystem {
         len: u64,
     ) -> Result<DedupeOutcome> {
         let (s, d) = (self.state.inode(src)?, self.state.inode(dst)?);
+        // vfs_dedupe_file_range_one: remap_verify_area comes first.
+        check_offsets(src_off, dst_off, len)?;
         if d.is_dir() {
             return Err(Error::IsDir("dedupe destination is a directory".into()));
         }
@@ -874,7 +885,6 @@ impl FileSystem {
         if len == 0 {
             return Ok(DedupeOutcome::Same(0));
         }
-        check_offsets(src_off, dst_off, len)?;
         let plan = remap_checks(src == dst, src_off, s.attrs.size, dst_off, d.attrs.size, len, true)?;
         if !self.ranges_equal(src, src_off, dst, dst_off, plan.count)? {
             return Ok(DedupeOutcome::Differs);
@@ -1163,9 +1173,12 @@ fn remap_checks(
         return Err(Error::Invalid(format!("source offset {pos_in} at or past source EOF {size_in}")));
     }
     let mut count = len.min(size_in - pos_in);
-    if pos_out.checked_add(count).is_none_or(|e| e > MAX_FILE_SIZE) {
-        return Err(Error::TooBig(format!("destination range [{pos_out}, +{count})")));
+    // generic_write_check_limits: EFBIG at or past the limit, else the count is shortened (and
+    // reflink, which cannot shorten, then fails with EINVAL).
+    if pos_out >= MAX_FILE_SIZE {
+        return Err(Error::TooBig(format!("destination offset {pos_out}")));
     }
+    count = count.min(MAX_FILE_SIZE - pos_out);
     let bcount = if pos_in + count == size_in && (!dedupe || pos_out + count == size_out) {
         size_in.next_multiple_of(BLOCK_SIZE) - pos_in
     } else {

@@ -52,6 +52,16 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// The same owner seen `delta` blocks earlier along the run, if the file block allows it.
+    fn unshifted(self, delta: u64) -> Option<Owner> {
+        match self {
+            Owner::File { ino, file_block } => {
+                file_block.checked_sub(delta).map(|file_block| Owner::File { ino, file_block })
+            }
+            meta => Some(meta),
+        }
+    }
+
     /// The same owner seen `delta` blocks further along the run.
     fn shifted(self, delta: u64) -> Owner {
         match self {
@@ -59,6 +69,15 @@ impl Owner {
             meta => meta,
         }
     }
+}
+
+/// What [`OwnerMap::add`] found on its way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// Blocks that had no owner before.
+    pub newly_owned: u64,
+    /// Some block of the range was owned by a metadata structure.
+    pub touched_metadata: bool,
 }
 
 /// A run of pool blocks with one owner set.
@@ -115,17 +134,29 @@ impl OwnerMap {
     }
 
     /// Adds `owner` to every block of `[block, block + len)`.
-    pub fn add(&mut self, block: u64, len: u64, owner: Owner) {
+    ///
+    /// Only the two ends of the range can become mergeable: inside it, every segment gains the same
+    /// (shifted) owner, so neighbours that differed before still differ, and a new segment for a
+    /// gap has one owner while its used neighbours now have two or more.
+    pub fn add(&mut self, block: u64, len: u64, owner: Owner) -> AddOutcome {
         debug_assert!(len > 0);
         let end = block + len;
+        if let Some(outcome) = self.add_to_exact_segment(block, len, owner) {
+            return outcome;
+        }
+        if let Some(outcome) = self.add_to_gap(block, len, owner) {
+            return outcome;
+        }
         self.split_at(block);
         self.split_at(end);
         let mut cursor = block;
         let mut gaps = Vec::new();
+        let mut outcome = AddOutcome::default();
         for (&start, seg) in self.segments.range_mut(block..end) {
             if start > cursor {
                 gaps.push((cursor, start - cursor));
             }
+            outcome.touched_metadata |= seg.owners.iter().any(|o| matches!(o, Owner::Meta(_)));
             let o = owner.shifted(start - block);
             let at = seg.owners.binary_search(&o).unwrap_or_else(|i| i);
             seg.owners.insert(at, o);
@@ -135,9 +166,78 @@ impl OwnerMap {
             gaps.push((cursor, end - cursor));
         }
         for (start, glen) in gaps {
+            outcome.newly_owned += glen;
             self.segments.insert(start, Segment { len: glen, owners: vec![owner.shifted(start - block)] });
         }
-        self.merge_range(block, end);
+        self.merge_ends(block, end);
+        outcome
+    }
+
+    /// Fast path of `add` when one segment covers exactly the range (a reflink of whole extents).
+    /// One B-tree descent finds the segment and both neighbours.
+    fn add_to_exact_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<AddOutcome> {
+        let end = block + len;
+        let mut it = self.segments.range_mut(..=end).rev();
+        let (mut next, mut here) = (None, None);
+        for (&start, seg) in it.by_ref() {
+            if start == end && next.is_none() && here.is_none() {
+                next = Some(seg);
+                continue;
+            }
+            if start == block && seg.len == len {
+                here = Some(seg);
+            }
+            break;
+        }
+        let here = here?;
+        let touched_metadata = here.owners.iter().any(|o| matches!(o, Owner::Meta(_)));
+        let at = here.owners.binary_search(&owner).unwrap_or_else(|i| i);
+        here.owners.insert(at, owner);
+        let continues = |a: &Segment, a_len: u64, b: &Segment| {
+            a.owners.len() == b.owners.len()
+                && a.owners.iter().zip(&b.owners).all(|(p, n)| p.shifted(a_len) == *n)
+        };
+        let merge_next = next.is_some_and(|n| continues(here, len, n));
+        let merge_prev = match it.next() {
+            Some((&pstart, prev)) => pstart + prev.len == block && continues(prev, prev.len, here),
+            None => false,
+        };
+        if merge_next {
+            let n = self.segments.remove(&end).expect("seen").len;
+            self.segments.get_mut(&block).expect("seen").len += n;
+        }
+        if merge_prev {
+            self.merge_into_predecessor(block);
+        }
+        Some(AddOutcome { newly_owned: 0, touched_metadata })
+    }
+
+    /// Fast path of `add` when no block of the range has an owner (a freshly allocated run).
+    fn add_to_gap(&mut self, block: u64, len: u64, owner: Owner) -> Option<AddOutcome> {
+        let end = block + len;
+        let mut it = self.segments.range(..=end).rev();
+        let mut next_continues = false;
+        let mut prev_continues = false;
+        for (&start, seg) in it.by_ref() {
+            if start == end {
+                next_continues = seg.owners.len() == 1 && seg.owners[0] == owner.shifted(len);
+                continue;
+            }
+            if start + seg.len > block {
+                return None; // something in the range is owned
+            }
+            prev_continues =
+                start + seg.len == block && seg.owners.len() == 1 && seg.owners[0].shifted(seg.len) == owner;
+            break;
+        }
+        let next_len = if next_continues { self.segments.remove(&end).map_or(0, |s| s.len) } else { 0 };
+        if prev_continues {
+            let (_, prev) = self.segments.range_mut(..block).next_back().expect("seen");
+            prev.len += len + next_len;
+        } else {
+            self.segments.insert(block, Segment { len: len + next_len, owners: vec![owner] });
+        }
+        Some(AddOutcome { newly_owned: len, touched_metadata: false })
     }
 
     /// Removes one instance of `owner` from every block of `[block, block + len)`. Returns the
@@ -150,6 +250,9 @@ impl OwnerMap {
     ) -> Result<Vec<(u64, u64)>, OwnershipMismatch> {
         debug_assert!(len > 0);
         let end = block + len;
+        if let Some(freed) = self.remove_inside_one_segment(block, len, owner) {
+            return Ok(freed);
+        }
         self.split_at(block);
         self.split_at(end);
         let mut cursor = block;
@@ -181,11 +284,59 @@ impl OwnerMap {
         for &(start, _) in &emptied {
             self.segments.remove(&start);
         }
-        self.merge_range(block, end);
+        // As in `add`, only the ends can become mergeable.
+        self.merge_ends(block, end);
         match failure {
             Some(detail) => Err(OwnershipMismatch(detail)),
             None => Ok(coalesce(emptied)),
         }
+    }
+
+    /// Fast path of `remove` when the range lies inside one segment and is not all of it (a
+    /// copy-on-write of part of a shared run): the segment splits in two or three. The middle part
+    /// lacks an owner its split-off neighbours have, so it cannot merge with them; where it touches
+    /// the segment's own end it may merge with the segment beyond. Returns `None` to take the
+    /// general path.
+    fn remove_inside_one_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<Vec<(u64, u64)>> {
+        let end = block + len;
+        let (&start, seg) = self.segments.range_mut(..=block).next_back()?;
+        let seg_end = start + seg.len;
+        if seg_end < end || (start == block && seg_end == end) {
+            return None;
+        }
+        let relative = owner.unshifted(block - start)?;
+        let index = seg.owners.binary_search(&relative).ok()?;
+        let mut middle: Vec<Owner> = seg.owners.iter().map(|o| o.shifted(block - start)).collect();
+        middle.remove(index);
+        let tail = (seg_end > end).then(|| Segment {
+            len: seg_end - end,
+            owners: seg.owners.iter().map(|o| o.shifted(end - start)).collect(),
+        });
+        let freed = if middle.is_empty() { vec![(block, len)] } else { Vec::new() };
+        if start < block {
+            seg.len = block - start;
+            if !middle.is_empty() {
+                self.segments.insert(block, Segment { len, owners: middle });
+            }
+        } else if middle.is_empty() {
+            self.segments.remove(&block);
+        } else {
+            seg.len = len;
+            seg.owners = middle;
+        }
+        let (touches_start, touches_end) = (start == block, seg_end == end);
+        if let Some(tail) = tail {
+            self.segments.insert(end, tail);
+        }
+        if freed.is_empty() {
+            if touches_end {
+                self.merge_into_predecessor(end);
+            }
+            if touches_start {
+                self.merge_into_predecessor(block);
+            }
+        }
+        Some(freed)
     }
 
     fn split_at(&mut self, block: u64) {
@@ -200,15 +351,10 @@ impl OwnerMap {
         self.segments.insert(block, tail);
     }
 
-    /// Merges every mergeable boundary from the segment touching `block` to the one touching `end`.
-    fn merge_range(&mut self, block: u64, end: u64) {
-        let starts: Vec<u64> = {
-            let from = self.segments.range(..block).next_back().map_or(block, |(&s, _)| s);
-            self.segments.range(from..=end).map(|(&s, _)| s).collect()
-        };
-        for &s in starts.iter().rev() {
-            self.merge_into_predecessor(s);
-        }
+    /// Merges across the boundaries at `end` and at `block` where the owner sets continue.
+    fn merge_ends(&mut self, block: u64, end: u64) {
+        self.merge_into_predecessor(end);
+        self.merge_into_predecessor(block);
     }
 
     fn merge_into_predecessor(&mut self, start: u64) {
@@ -217,6 +363,7 @@ impl OwnerMap {
         if pstart + prev.len != start || prev.owners.len() != next.owners.len() {
             return;
         }
+        // Owner lists are sorted and shifting preserves order, so compare pairwise.
         let same = prev.owners.iter().zip(&next.owners).all(|(p, n)| p.shifted(prev.len) == *n);
         if same {
             let next_len = next.len;
@@ -283,6 +430,23 @@ mod tests {
         assert_eq!(m.segment_count(), 1, "must merge back into one run");
         assert_eq!(m.remove(100, 10, file(1, 0)).unwrap(), vec![(100, 10)]);
         assert_eq!(m.segment_count(), 0);
+    }
+
+    #[test]
+    fn removing_the_head_of_a_shared_run_merges_with_the_run_before() {
+        let mut m = OwnerMap::new();
+        m.add(100, 10, file(1, 0));
+        m.add(105, 5, file(2, 0));
+        assert_eq!(m.segment_count(), 2);
+        assert_eq!(m.remove(105, 1, file(2, 0)).unwrap(), vec![]);
+        // [100, 106) is owned by file 1 alone again and must be one segment.
+        assert_eq!(m.overlapping(100, 1).next().unwrap().1.len, 6);
+        assert_eq!(m.remove(109, 1, file(2, 4)).unwrap(), vec![]);
+        assert_eq!(m.segment_count(), 3);
+        let mut rebuilt = OwnerMap::new();
+        rebuilt.add(100, 10, file(1, 0));
+        rebuilt.add(106, 3, file(2, 1));
+        assert_eq!(m, rebuilt, "canonical form");
     }
 
     #[test]

@@ -58,7 +58,12 @@ pub struct State {
     pub next_ino: u64,
     /// Number of extents over all files (sizes the checkpoint).
     pub extent_count: u64,
+    /// Bytes of all inode names (sizes the checkpoint without walking every inode).
+    pub name_bytes: u64,
 }
+
+/// Checkpoint bytes per inode besides its name: attributes (63) and the extent count (8), rounded up.
+const INODE_IMAGE_FIXED_BYTES: u64 = 72;
 
 fn corrupt(detail: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("log replay: {detail}"))
@@ -80,8 +85,18 @@ impl State {
         }
         for img in &image.inodes {
             let ino = img.attrs.ino;
+            // Ranges first: the canonical-form check below adds starts and lengths.
+            for &(fb, phys, len) in &img.extents {
+                check_pool_range(phys, len, total_blocks)
+                    .map_err(|d| Error::Corrupt(format!("checkpoint: inode {ino}: {d}")))?;
+                if fb.checked_add(len).is_none_or(|end| end > crate::format::MAX_FILE_SIZE / BLOCK_SIZE) {
+                    return Err(Error::Corrupt(format!(
+                        "checkpoint: inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
+                    )));
+                }
+            }
             let extents = ExtentMap::from_triples(&img.extents);
-            if !extents.is_canonical() {
+            if extents.len() != img.extents.len() || !extents.is_canonical() {
                 return Err(Error::Corrupt(format!(
                     "checkpoint: extents of inode {ino} overlap or are unmerged"
                 )));
@@ -90,11 +105,12 @@ impl State {
                 return Err(Error::Corrupt(format!("checkpoint: directory {ino} has extents")));
             }
             for (fb, e) in extents.iter() {
-                check_pool_range(e.phys, e.len, total_blocks)
-                    .map_err(|d| Error::Corrupt(format!("checkpoint: inode {ino}: {d}")))?;
-                fb.checked_add(e.len)
-                    .ok_or_else(|| Error::Corrupt(format!("checkpoint: inode {ino}: file block overflow")))?;
-                owners.add(e.phys, e.len, Owner::File { ino, file_block: fb });
+                if owners.add(e.phys, e.len, Owner::File { ino, file_block: fb }).touched_metadata {
+                    return Err(Error::Corrupt(format!(
+                        "checkpoint: inode {ino} maps metadata blocks [{}, +{})",
+                        e.phys, e.len
+                    )));
+                }
             }
             extent_count += extents.len() as u64;
             let inode = Inode { attrs: img.attrs.clone(), extents, children: BTreeMap::new() };
@@ -102,7 +118,16 @@ impl State {
                 return Err(Error::Corrupt(format!("checkpoint: inode {ino} appears twice")));
             }
         }
+        // Inode numbers are handed out from next_ino: every existing one must lie below it.
+        if let Some(&bad) = inodes.keys().find(|&&ino| ino == 0 || ino >= image.next_ino) {
+            return Err(Error::Corrupt(format!(
+                "checkpoint: inode number {bad} is not below the next free inode number {}",
+                image.next_ino
+            )));
+        }
+        let name_bytes = inodes.values().map(|i: &Inode| i.attrs.name.len() as u64).sum();
         let mut state = State {
+            name_bytes,
             total_blocks,
             inodes,
             owners,
@@ -184,7 +209,7 @@ impl State {
 
     /// An upper bound of the encoded checkpoint payload size.
     pub fn image_size_bound(&self) -> u64 {
-        let inode_bytes: u64 = self.inodes.values().map(|i| 8 + 64 + i.attrs.name.len() as u64).sum();
+        let inode_bytes = self.inodes.len() as u64 * INODE_IMAGE_FIXED_BYTES + self.name_bytes;
         32 + inode_bytes + self.extent_count * 24 + self.quarantine.len() as u64 * 16
     }
 
@@ -206,8 +231,8 @@ impl State {
 
     fn put_inode(&mut self, attrs: &InodeAttrs) -> Result<()> {
         let ino = attrs.ino;
-        if ino == 0 {
-            return Err(corrupt("inode number 0"));
+        if ino == 0 || ino == u64::MAX {
+            return Err(corrupt(format!("inode number {ino}")));
         }
         let old = self
             .inodes
@@ -245,8 +270,12 @@ impl State {
             }
             dir.children.insert(attrs.name.clone(), ino);
         }
+        self.name_bytes += attrs.name.len() as u64;
         match self.inodes.get_mut(&ino) {
-            Some(inode) => inode.attrs = attrs.clone(),
+            Some(inode) => {
+                self.name_bytes -= inode.attrs.name.len() as u64;
+                inode.attrs = attrs.clone();
+            }
             None => {
                 self.inodes.insert(
                     ino,
@@ -271,6 +300,7 @@ impl State {
                 }
             }
         }
+        self.name_bytes -= name.len() as u64;
         self.inodes.remove(&ino);
         Ok(())
     }
@@ -301,29 +331,22 @@ impl State {
         // Add the new owner before dropping the old ones, so remapping a block onto itself never
         // frees it in between.
         if let Some(p) = phys {
-            if self
-                .owners
-                .overlapping(p, len)
-                .any(|(_, seg)| seg.owners.iter().any(|o| matches!(o, Owner::Meta(_))))
-            {
+            let claimed = match mode {
+                ApplyMode::Replay => self.free.claim(p, len),
+                ApplyMode::Live => {
+                    debug_assert!(!self.free.any_free(p, len), "live map onto free blocks [{p}, +{len})");
+                    0
+                }
+            };
+            let added = self.owners.add(p, len, Owner::File { ino, file_block });
+            if added.touched_metadata {
                 return Err(corrupt(format!("map of inode {ino} onto metadata blocks [{p}, +{len})")));
             }
-            if mode == ApplyMode::Replay {
-                let claimed = self.free.claim(p, len);
-                let owned: u64 = self
-                    .owners
-                    .overlapping(p, len)
-                    .map(|(s, seg)| (s + seg.len).min(p + len) - s.max(p))
-                    .sum();
-                if claimed + owned != len {
-                    return Err(corrupt(format!(
-                        "map of inode {ino} onto unaccounted pool blocks [{p}, +{len})"
-                    )));
-                }
-            } else {
-                debug_assert!(!self.free.any_free(p, len), "live map onto free blocks [{p}, +{len})");
+            if mode == ApplyMode::Replay && claimed != added.newly_owned {
+                return Err(corrupt(format!(
+                    "map of inode {ino} onto unaccounted pool blocks [{p}, +{len})"
+                )));
             }
-            self.owners.add(p, len, Owner::File { ino, file_block });
         }
         for piece in removed {
             let p = piece.phys.expect("removed pieces are mapped");

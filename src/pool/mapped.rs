@@ -45,7 +45,8 @@ impl MappedBackend {
         let len = round_up_to_page(len)?;
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         file.set_len(len)?;
-        Self::map(file, len, BackendKind::File, Persistence::Msync)
+        let persistence = file_persistence(&file);
+        Self::map(file, len, BackendKind::File, persistence)
     }
 
     /// Opens an existing pool: a plain file, or a /dev/dax character device.
@@ -69,7 +70,8 @@ impl MappedBackend {
                 format!("{}: size {len} is not a positive multiple of 4096", path.display()),
             ));
         }
-        Self::map(file, len, BackendKind::File, Persistence::Msync)
+        let persistence = file_persistence(&file);
+        Self::map(file, len, BackendKind::File, persistence)
     }
 
     /// Creates an anonymous memfd pool of `len` bytes; persistence is emulated with cache flushes.
@@ -117,6 +119,24 @@ impl MappedBackend {
         }
         Ok(Self { file, base: base.cast(), len, kind, persistence, pending_sync: Mutex::new(Vec::new()) })
     }
+}
+
+/// msync for a file on a real disk; cache flushes for a file on tmpfs (/dev/shm), whose page cache
+/// is the memory itself: msync there would only cost time and make nothing more durable.
+fn file_persistence(file: &File) -> Persistence {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a statfs struct into the pointer on success; we read it only then.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if rc == 0 {
+        // SAFETY: rc == 0 means the kernel filled the struct.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+        if st.f_type as i64 == TMPFS_MAGIC {
+            return Persistence::CacheFlush;
+        }
+    }
+    Persistence::Msync
 }
 
 fn round_up_to_page(len: u64) -> io::Result<u64> {

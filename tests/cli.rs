@@ -1,0 +1,578 @@
+//! Guards the `ferrodax` command line, run as a program: `io` prints what xfs_io 6.1 prints on
+//! kernel XFS (exact text once the timing line is filtered the way fstests' _filter_xfs_io does),
+//! every failed command still lets the rest run and makes the exit status non-zero, the fstests
+//! generic/157 and generic/158 invalid reflink/dedupe cases print the kernel's messages and change
+//! nothing, the small commands round-trip contents byte for byte, `owners --json` names every
+//! owner of a shared block, `check` tells a clean pool from a damaged one, and `tour` passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What one run of the program did.
+struct Run {
+    stdout: String,
+    stderr: String,
+    status: i32,
+}
+
+/// A temporary directory (on /dev/shm when there is one: pool commits msync) with a 16 MiB pool.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    pool: PathBuf,
+}
+
+const TIMING_LINE: &str = "XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)";
+
+/// True for xfs_io's timing line, with the character classes of fstests' _filter_xfs_io regex
+/// (so an "-nan" rate, which fstests would not filter, is not filtered here either).
+fn is_timing_line(line: &str) -> bool {
+    let only = |text: &str, allowed: &str| !text.is_empty() && text.chars().all(|c| allowed.contains(c));
+    let digits = "0123456789";
+    let parse = || -> Option<bool> {
+        let (volume, rest) = line.split_once(", ")?;
+        let (ops, rest) = rest.split_once(" ops; ")?;
+        let (time, rest) = rest.split_once(" (")?;
+        let (rate, rest) = rest.split_once("/sec and ")?;
+        let op_rate = rest.strip_suffix(" ops/sec)")?;
+        let (volume_number, volume_unit) = volume.split_once(' ')?;
+        let (rate_number, rate_unit) = rate.split_once(' ')?;
+        Some(
+            only(volume_number, "0123456789/.")
+                && only(volume_unit, "GMKiBbytes")
+                && only(ops, digits)
+                && only(time, "0123456789/:. sec")
+                && only(rate_number, "infa0123456789/.")
+                && only(rate_unit, "EPGMKiBbytes")
+                && only(op_rate, "infa0123456789/."),
+        )
+    };
+    parse().unwrap_or(false)
+}
+
+/// fstests' _filter_xfs_io: the timing line becomes a fixed placeholder.
+fn filter_xfs_io(text: &str) -> String {
+    text.lines().map(|l| if is_timing_line(l) { TIMING_LINE } else { l }).map(|l| format!("{l}\n")).collect()
+}
+
+/// Deterministic bytes that differ from block to block.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+        let pool = dir.path().join("test.pool");
+        let sandbox = Sandbox { dir, pool };
+        let made = sandbox.run(&["mkfs", "test.pool", "--size", "16m"]);
+        assert_eq!(made.status, 0, "mkfs failed: {}", made.stderr);
+        sandbox
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("the ferrodax binary runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            status: output.status.code().expect("exited, not killed"),
+        }
+    }
+
+    fn run_bytes(&self, args: &[&str]) -> Vec<u8> {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
+    /// `ferrodax io [flags] -c C1 -c C2 ... test.pool PATH`.
+    fn io_with(&self, flags: &[&str], path: &str, commands: &[&str]) -> Run {
+        let mut args = vec!["io"];
+        args.extend_from_slice(flags);
+        for c in commands {
+            args.push("-c");
+            args.push(c);
+        }
+        args.push("test.pool");
+        args.push(path);
+        self.run(&args)
+    }
+
+    /// `ferrodax io -f ...`.
+    fn io(&self, path: &str, commands: &[&str]) -> Run {
+        self.io_with(&["-f"], path, commands)
+    }
+
+    /// Runs commands that must all succeed.
+    fn io_ok(&self, path: &str, commands: &[&str]) -> Run {
+        let run = self.io(path, commands);
+        assert_eq!(run.status, 0, "{commands:?} on {path}: {}", run.stderr);
+        run
+    }
+
+    fn cat(&self, path: &str) -> Vec<u8> {
+        self.run_bytes(&["cat", "test.pool", path])
+    }
+
+    /// The (sector range, flags) of every extent line of `fiemap -v`.
+    fn extents(&self, path: &str) -> Vec<(String, String, String)> {
+        let run = self.io_ok(path, &["fiemap -v"]);
+        run.stdout
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = if fields[2] == "hole" { "hole".into() } else { fields[4].to_string() };
+                (fields[1].to_string(), fields[2].to_string(), flags)
+            })
+            .collect()
+    }
+
+    /// The first pool sector of `path`'s first extent, from `fiemap -v`.
+    fn first_sector(&self, path: &str) -> u64 {
+        let extents = self.extents(path);
+        let blocks = &extents.iter().find(|e| e.2 != "hole").expect("an extent").1;
+        blocks.split("..").next().unwrap().parse().unwrap()
+    }
+}
+
+#[test]
+fn mkfs_makes_a_pool_and_refuses_to_overwrite_one_without_force() {
+    let s = Sandbox::new();
+    assert_eq!(std::fs::metadata(&s.pool).unwrap().len(), 16 << 20);
+    s.io_ok("/kept", &["pwrite -S 0x61 0 4096"]);
+    let again = s.run(&["mkfs", "test.pool", "--size", "16m"]);
+    assert_ne!(again.status, 0);
+    assert!(again.stderr.contains("File exists"), "{}", again.stderr);
+    assert_eq!(s.cat("/kept"), vec![0x61; 4096], "a refused mkfs must leave the pool alone");
+    let forced = s.run(&["mkfs", "test.pool", "--size", "8m", "--force"]);
+    assert_eq!(forced.status, 0, "{}", forced.stderr);
+    assert!(forced.stdout.contains("2048 blocks of 4096 bytes"), "{}", forced.stdout);
+    let listing = s.run(&["ls", "test.pool"]);
+    assert_eq!((listing.status, listing.stdout.as_str()), (0, ""), "a new pool is empty");
+}
+
+#[test]
+fn pwrite_and_pread_print_exactly_what_xfs_io_prints() {
+    let s = Sandbox::new();
+    let run = s.io_ok(
+        "/a",
+        &[
+            "pwrite -S 0x61 0 8192",
+            "pwrite -S 0x62 -b 4096 100 5000",
+            "pread -v 4090 20",
+            "pread -v 90 20",
+            "pread -v -b 10 0 25",
+            "pread -v 8185 20",
+            "pread 8192 100",
+            "pread 0 8192",
+        ],
+    );
+    let expected = "\
+wrote 8192/8192 bytes at offset 0
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+wrote 5000/5000 bytes at offset 100
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+00000ffa:  62 62 62 62 62 62 62 62 62 62 62 62 62 62 62 62  bbbbbbbbbbbbbbbb
+0000100a:  62 62 62 62  bbbb
+read 20/20 bytes at offset 4090
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+0000005a:  61 61 61 61 61 61 61 61 61 61 62 62 62 62 62 62  aaaaaaaaaabbbbbb
+0000006a:  62 62 62 62  bbbb
+read 20/20 bytes at offset 90
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+00000000:  61 61 61 61 61 61 61 61 61 61  aaaaaaaaaa
+0000000a:  61 61 61 61 61 61 61 61 61 61  aaaaaaaaaa
+00000014:  61 61 61 61 61  aaaaa
+read 25/25 bytes at offset 0
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+00001ff9:  61 61 61 61 61 61 61  aaaaaaa
+read 7/20 bytes at offset 8185
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+read 0/100 bytes at offset 8192
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+read 8192/8192 bytes at offset 0
+XXX Bytes, X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)
+";
+    assert_eq!(filter_xfs_io(&run.stdout), expected);
+    // The volume and op count are deterministic: xfsprogs' cvtstr and one op per buffer.
+    let volumes: Vec<&str> =
+        run.stdout.lines().filter(|l| is_timing_line(l)).map(|l| l.split(" ops; ").next().unwrap()).collect();
+    assert_eq!(
+        volumes,
+        [
+            "8 KiB, 2",
+            "5 KiB, 2",
+            "20.000000 bytes, 1",
+            "20.000000 bytes, 1",
+            "25.000000 bytes, 3",
+            "7.000000 bytes, 1",
+            "0.000000 bytes, 0",
+            "8 KiB, 2"
+        ]
+    );
+}
+
+#[test]
+fn pread_dump_shows_only_alphanumerics_and_the_default_pattern_is_0xcd() {
+    let s = Sandbox::new();
+    let run = s.io_ok("/d", &["pwrite 0 20", "pwrite -S 0x41 4 2", "pwrite -S 0xff 16 2", "pread -v 0 20"]);
+    let dump: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("000000")).collect();
+    assert_eq!(
+        dump,
+        [
+            "00000000:  cd cd cd cd 41 41 cd cd cd cd cd cd cd cd cd cd  ....AA..........",
+            "00000010:  ff ff cd cd  ....",
+        ]
+    );
+}
+
+#[test]
+fn reflink_cow_and_unshare_show_in_fiemap_flags_of_both_files() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 -b 16k 0 16k"]);
+    let run = s.io_ok("/b", &["reflink /a", "fiemap -v"]);
+    let p = s.first_sector("/a");
+    let shared_line =
+        format!("   0: {:<16} {:<16} {:>5} {:>5}", "[0..31]:", format!("{p}..{}", p + 31), 32, "0x2001");
+    let expected = format!(
+        "linked 0/0 bytes at offset 0\n{TIMING_LINE}\n/b:\n EXT: FILE-OFFSET      BLOCK-RANGE      TOTAL FLAGS\n{shared_line}\n"
+    );
+    assert_eq!(filter_xfs_io(&run.stdout), expected);
+    let a_fiemap = s.io_ok("/a", &["fiemap -v"]).stdout;
+    assert_eq!(
+        a_fiemap,
+        format!("/a:\n EXT: FILE-OFFSET      BLOCK-RANGE      TOTAL FLAGS\n{shared_line}\n")
+    );
+
+    // A range reflink into a new file: a hole, then a shared extent.
+    let run = s.io_ok("/c", &["reflink /a 4096 8192 4096", "fiemap -v"]);
+    let expected = format!(
+        "linked 4096/4096 bytes at offset 8192\n{TIMING_LINE}\n/c:\n EXT: FILE-OFFSET      BLOCK-RANGE      TOTAL FLAGS\n\
+         \x20  0: [0..15]:         hole                16\n\
+         \x20  1: {:<16} {:<16}     8 0x2001\n",
+        "[16..23]:",
+        format!("{}..{}", p + 8, p + 15)
+    );
+    assert_eq!(filter_xfs_io(&run.stdout), expected);
+
+    // A CoW write of 10 bytes into /b un-shares exactly that block, in both files.
+    s.io_ok("/b", &["pwrite 4096 10"]);
+    let flags = |path: &str| s.extents(path).into_iter().map(|e| e.2).collect::<Vec<_>>();
+    assert_eq!(flags("/b"), ["0x2000", "0x0", "0x2001"]);
+    assert_eq!(flags("/a"), ["0x2001"], "every block of /a still has a second owner (/b, or /c for block 1)");
+    s.io_ok("/c", &["pwrite 8192 4096"]);
+    assert_eq!(flags("/a"), ["0x2000", "0x0", "0x2001"], "/a's block 1 lost its last other owner");
+    assert_eq!(s.cat("/a"), vec![0x61; 16384], "the source of a CoW write never changes");
+    let mut b_expected = vec![0x61; 16384];
+    b_expected[4096..4106].fill(0xcd);
+    assert_eq!(s.cat("/b"), b_expected);
+
+    // funshare (and its alias unshare) gives private blocks, same bytes.
+    s.io_ok("/b", &["funshare 0 4096", "unshare 8192 8192"]);
+    assert_eq!(flags("/b"), ["0x0", "0x0", "0x1"]);
+    assert_eq!(s.cat("/b"), b_expected);
+    let stat = s.io_ok("/b", &["stat"]).stdout;
+    assert!(stat.contains("stat.size = 16384\n") && stat.contains("stat.type = regular file\n"), "{stat}");
+}
+
+#[test]
+fn dedupe_shares_equal_ranges_and_reports_different_ones_as_not_matching() {
+    let s = Sandbox::new();
+    s.io_ok("/x", &["pwrite -S 0x61 -b 8k 0 8k"]);
+    s.io_ok("/y", &["pwrite -S 0x61 -b 8k 0 8k"]);
+    s.io_ok("/z", &["pwrite -S 0x62 -b 8k 0 8k"]);
+    assert_ne!(s.first_sector("/x"), s.first_sector("/y"));
+
+    let same = s.io("/y", &["dedupe /x 0 0 8192"]);
+    assert_eq!((same.status, same.stderr.as_str()), (0, ""));
+    assert_eq!(filter_xfs_io(&same.stdout), format!("deduped 8192/8192 bytes at offset 0\n{TIMING_LINE}\n"));
+    assert_eq!(s.first_sector("/x"), s.first_sector("/y"));
+    assert_eq!(s.extents("/y")[0].2, "0x2001");
+    assert_eq!(s.cat("/y"), vec![0x61; 8192]);
+
+    let differs = s.io("/z", &["dedupe /x 0 0 8192"]);
+    assert_eq!(differs.stdout, "");
+    assert_eq!(differs.stderr, "XFS_IOC_FILE_EXTENT_SAME: Extents did not match.\n");
+    assert_ne!(differs.status, 0, "a mismatch counts as a failed command");
+    assert_eq!(s.extents("/z")[0].2, "0x1", "nothing got shared");
+    assert_eq!(s.cat("/z"), vec![0x62; 8192]);
+}
+
+#[test]
+fn a_failing_command_does_not_stop_the_run_but_makes_the_exit_status_non_zero() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 0 8192"]);
+    let control = s.io("/a", &["pread 0 4"]);
+    assert_eq!(control.status, 0);
+    let read_line = format!("read 4/4 bytes at offset 0\n{TIMING_LINE}\n");
+
+    let run = s.io("/a", &["reflink /a 37 59 23", "pread 0 4"]);
+    assert_eq!(run.stderr, "XFS_IOC_CLONE_RANGE: Invalid argument\n");
+    assert_eq!(filter_xfs_io(&run.stdout), read_line);
+    assert_eq!(run.status, 1);
+
+    let run = s.io("/a", &["bogus", "pread 0 4"]);
+    assert_eq!(run.stderr, "command \"bogus\" not found\n");
+    assert_eq!((filter_xfs_io(&run.stdout), run.status), (read_line.clone(), 1));
+
+    let run = s.io("/a", &["truncate abc", "pread 0 4"]);
+    assert_eq!(
+        (filter_xfs_io(&run.stdout), run.status),
+        (format!("non-numeric truncate argument -- abc\n{read_line}"), 1)
+    );
+
+    let run = s.io("/a", &["reflink /nonexist 0 0 4096", "pread abc 4", "pread 0 4"]);
+    assert_eq!(run.stderr, "/nonexist: No such file or directory\npread: Invalid argument\n");
+    assert_eq!((filter_xfs_io(&run.stdout), run.status), (read_line, 1));
+
+    let missing = s.io_with(&[], "/nope", &["pwrite 0 4", "pread 0 4"]);
+    assert_eq!(
+        (missing.stdout.as_str(), missing.stderr.as_str()),
+        ("", "/nope: No such file or directory\n")
+    );
+    assert_eq!(missing.status, 1);
+    let read_only = s.io_with(&["-r"], "/a", &["pwrite 0 4", "truncate 0", "funshare 0 4096"]);
+    assert_eq!(
+        read_only.stderr,
+        "pwrite: Bad file descriptor\nftruncate: Invalid argument\nfallocate: Bad file descriptor\n"
+    );
+    assert_eq!(read_only.status, 1);
+    assert_eq!(s.cat("/a"), vec![0x61; 8192], "no failed command changed anything");
+}
+
+/// fstests' setup for generic/157 and 158: file1 and file2 of `BLOCKS` blocks of 0x61, a
+/// directory, and file3 (the destination opened append-only).
+const BLOCKS: u64 = 64;
+const BS: u64 = 4096;
+
+fn fstests_setup() -> Sandbox {
+    let s = Sandbox::new();
+    let len = format!("{}", BLOCKS * BS);
+    for f in ["/file1", "/file2", "/file3"] {
+        s.io_ok(f, &[&format!("pwrite -S 0x61 -b 256k 0 {len}")]);
+    }
+    assert_eq!(s.run(&["mkdir", "test.pool", "/dir1"]).status, 0);
+    s
+}
+
+/// Runs one fstests case: exactly `message` on stderr, nothing on stdout, a non-zero status.
+fn expect_error(s: &Sandbox, flags: &[&str], dest: &str, command: &str, message: &str) {
+    let run = s.io_with(flags, dest, &[command]);
+    assert_eq!(run.stderr, format!("{message}\n"), "{command} -> {dest}");
+    assert_eq!(run.stdout, "", "{command} -> {dest}");
+    assert_eq!(run.status, 1, "{command} -> {dest}");
+}
+
+fn assert_untouched(s: &Sandbox) {
+    for f in ["/file1", "/file2", "/file3"] {
+        assert_eq!(s.cat(f), vec![0x61; (BLOCKS * BS) as usize], "{f} changed");
+        assert!(s.extents(f).iter().all(|e| e.2 == "0x1" || e.2 == "0x0"), "{f} shares blocks");
+    }
+}
+
+#[test]
+fn generic_157_invalid_reflinks_print_the_kernel_messages_and_change_nothing() {
+    let s = fstests_setup();
+    let einval = "XFS_IOC_CLONE_RANGE: Invalid argument";
+    let f = ["-f"];
+    expect_error(&s, &f, "/file1", "reflink /file1 37 59 23", einval); // unaligned
+    expect_error(&s, &f, "/file1", "reflink /file1 0 1 8192", einval); // overlapping
+    let past_eof = format!("reflink /file1 {} 0 {BS}", (BLOCKS + 10) * BS);
+    expect_error(&s, &f, "/file1", &past_eof, einval);
+    expect_error(&s, &f, "/file2", "reflink /dir1 0 0 4096", "XFS_IOC_CLONE_RANGE: Is a directory");
+    expect_error(&s, &f, "/dir1", "reflink /file1 0 0 4096", "/dir1: Is a directory");
+    expect_error(
+        &s,
+        &["-a", "-f"],
+        "/file3",
+        "reflink /file1 0 0 4096",
+        "XFS_IOC_CLONE_RANGE: Bad file descriptor",
+    );
+    // Beyond fstests: a negative offset reaches the file system and gets its EINVAL; the
+    // whole-file form names FICLONE's old name.
+    expect_error(&s, &f, "/file2", "reflink /file1 -4096 0 4096", einval);
+    expect_error(&s, &f, "/file2", "reflink /file1 0 0 -4096", einval);
+    expect_error(&s, &f, "/file2", "reflink /dir1", "XFS_IOC_CLONE: Is a directory");
+    assert_untouched(&s);
+    // "Reflink two files" works.
+    let run = s.io_ok("/file2", &["reflink /file1 0 0 4096"]);
+    assert_eq!(filter_xfs_io(&run.stdout), format!("linked 4096/4096 bytes at offset 0\n{TIMING_LINE}\n"));
+    assert_eq!(s.first_sector("/file1"), s.first_sector("/file2"));
+}
+
+#[test]
+fn generic_158_invalid_dedupes_print_the_kernel_messages_and_change_nothing() {
+    let s = fstests_setup();
+    let einval = "XFS_IOC_FILE_EXTENT_SAME: Invalid argument";
+    let f = ["-f"];
+    expect_error(&s, &f, "/file1", "dedupe /file1 37 59 23", einval); // unaligned
+    expect_error(&s, &f, "/file1", "dedupe /file1 0 1 8192", einval); // overlapping
+    let from_past_eof = format!("dedupe /file1 {} 0 {BS}", (BLOCKS + 10) * BS);
+    expect_error(&s, &f, "/file1", &from_past_eof, einval);
+    let to_past_eof = format!("dedupe /file1 0 {} {BS}", (BLOCKS + 10) * BS);
+    expect_error(&s, &f, "/file1", &to_past_eof, einval);
+    let over_eof = format!("dedupe /file1 0 {} {}", (BLOCKS - 1) * BS, 2 * BS);
+    expect_error(&s, &f, "/file1", &over_eof, einval);
+    expect_error(&s, &f, "/file2", "dedupe /dir1 0 0 4096", "XFS_IOC_FILE_EXTENT_SAME: Is a directory");
+    expect_error(&s, &f, "/dir1", "dedupe /file1 0 0 4096", "/dir1: Is a directory");
+    expect_error(&s, &f, "/file2", "dedupe /file1 -4096 0 4096", einval);
+    assert_untouched(&s);
+    // Deduping into a file opened append-only must succeed, and so must two plain files.
+    let append = s.io_with(&["-a"], "/file3", &["dedupe /file1 0 0 4096"]);
+    assert_eq!((append.status, append.stderr.as_str()), (0, ""));
+    assert_eq!(
+        filter_xfs_io(&append.stdout),
+        format!("deduped 4096/4096 bytes at offset 0\n{TIMING_LINE}\n")
+    );
+    s.io_ok("/file2", &["dedupe /file1 0 0 4096"]);
+    assert_eq!(s.first_sector("/file1"), s.first_sector("/file2"));
+    assert_eq!(s.first_sector("/file1"), s.first_sector("/file3"));
+}
+
+#[test]
+fn small_commands_round_trip_contents_byte_for_byte() {
+    let s = Sandbox::new();
+    let host = pattern(300_000);
+    let host_path = s.dir.path().join("host.bin");
+    std::fs::write(&host_path, &host).unwrap();
+    let ok = |args: &[&str]| {
+        let run = s.run(args);
+        assert_eq!(run.status, 0, "{args:?}: {}", run.stderr);
+        run
+    };
+    ok(&["put", "test.pool", "host.bin", "/h"]);
+    assert!(s.cat("/h") == host, "put then cat");
+    ok(&["cp", "test.pool", "/h", "/h2"]);
+    assert!(s.cat("/h2") == host, "cp");
+    assert!(s.extents("/h2").iter().all(|e| e.2 == "0x0" || e.2 == "0x1"), "a plain cp shares nothing");
+    ok(&["cp", "--reflink", "test.pool", "/h", "/h3"]);
+    assert!(s.cat("/h3") == host, "cp --reflink");
+    assert_eq!(s.first_sector("/h3"), s.first_sector("/h"), "cp --reflink shares the blocks");
+    assert_eq!(s.extents("/h3").last().unwrap().2, "0x2001");
+
+    ok(&["mkdir", "test.pool", "/d"]);
+    ok(&["mv", "test.pool", "/h3", "/d/h3"]);
+    ok(&["cp", "test.pool", "/h", "/d"]);
+    assert!(s.cat("/d/h3") == host && s.cat("/d/h") == host, "mv and cp into a directory");
+    assert_eq!(ok(&["ls", "test.pool", "/d"]).stdout, "file       300000 h\nfile       300000 h3\n");
+    assert_eq!(
+        ok(&["ls", "test.pool"]).stdout,
+        "dir             0 d\nfile       300000 h\nfile       300000 h2\n"
+    );
+
+    let busy = s.run(&["rm", "test.pool", "/d"]);
+    assert_eq!((busy.status, busy.stderr.as_str()), (1, "ferrodax: rm /d: Directory not empty\n"));
+    ok(&["rm", "test.pool", "/d/h3"]);
+    ok(&["rm", "test.pool", "/d/h"]);
+    ok(&["rm", "test.pool", "/d"]);
+    ok(&["rm", "test.pool", "/h2"]);
+    assert_eq!(ok(&["ls", "test.pool"]).stdout, "file       300000 h\n");
+    let gone = s.run(&["cat", "test.pool", "/d/h3"]);
+    assert_eq!((gone.status, gone.stderr.as_str()), (1, "ferrodax: cat /d/h3: No such file or directory\n"));
+    assert!(s.cat("/h") == host, "the original survives its copies' removal");
+    let same = s.run(&["cp", "test.pool", "/h", "/h"]);
+    assert_ne!(same.status, 0, "copying a file onto itself must fail, not truncate it");
+    assert!(s.cat("/h") == host);
+    let check = s.run(&["check", "test.pool"]);
+    assert_eq!(check.status, 0, "{}{}", check.stdout, check.stderr);
+}
+
+#[test]
+fn owners_json_lists_both_files_of_a_reflinked_block() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 -b 16k 0 16k"]);
+    assert_eq!(s.run(&["cp", "--reflink", "test.pool", "/a", "/b"]).status, 0);
+    let second_block = s.first_sector("/a") * 512 + 4096;
+    let offset = second_block.to_string();
+    let run = s.run(&["owners", "test.pool", &offset, "--json"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let owners: serde_json::Value = serde_json::from_str(&run.stdout).expect("owners --json is JSON");
+    let owners = owners.as_array().expect("a list of owners");
+    let mut paths: Vec<&str> = owners.iter().map(|o| o["owner"]["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/a", "/b"]);
+    for o in owners {
+        assert_eq!(o["pool_offset"].as_u64(), Some(second_block));
+        assert_eq!(o["length"].as_u64(), Some(4096));
+        assert_eq!(o["owner"]["type"], "file");
+        assert_eq!(o["owner"]["file_offset"].as_u64(), Some(4096));
+        assert_eq!(o["owner"]["refcount"].as_u64(), Some(2));
+    }
+    let text = s.run(&["owners", "test.pool", &offset]).stdout;
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.contains("offset 4096 len 4096 shared by 2")), "{text}");
+    assert!(text.contains("file /a (ino ") && text.contains("file /b (ino "), "{text}");
+    let superblock = s.run(&["owners", "test.pool", "0"]).stdout;
+    assert_eq!(superblock, "pool [0..4096): metadata: superblock copy 0\n");
+}
+
+/// Overwrites `len` bytes of the pool file at `offset`.
+fn scribble(pool: &Path, offset: u64, len: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(pool).unwrap();
+    file.write_all_at(&vec![0x5a; len], offset).unwrap();
+}
+
+#[test]
+fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 0 8192", "reflink /a 0 4096 4096"]);
+    let clean = s.run(&["check", "test.pool"]);
+    assert_eq!(clean.status, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(clean.stdout.starts_with("clean: "), "{}", clean.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&s.run(&["check", "test.pool", "--json"]).stdout).unwrap();
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(0));
+
+    // One bad copy: a read-only check repairs nothing and says so; a read-write mount repairs it.
+    scribble(&s.pool, 64, 32);
+    let one = s.run(&["check", "test.pool"]);
+    assert_eq!(one.status, 1, "{}", one.stdout);
+    assert!(
+        one.stdout.contains("superblock copy 0") && one.stdout.contains("NEEDS REPAIR"),
+        "{}",
+        one.stdout
+    );
+    assert_eq!(s.run(&["mkdir", "test.pool", "/repair-me"]).status, 0);
+    assert_eq!(s.run(&["check", "test.pool"]).status, 0, "the read-write mount rewrote copy 0");
+
+    // Both copies bad: the pool cannot be mounted, and the message says why.
+    scribble(&s.pool, 0, 512);
+    scribble(&s.pool, 4096, 512);
+    let broken = s.run(&["check", "test.pool"]);
+    assert_eq!(broken.status, 2, "{}{}", broken.stdout, broken.stderr);
+    assert!(
+        broken.stderr.contains("superblock copy 0") && broken.stderr.contains("superblock copy 1"),
+        "{}",
+        broken.stderr
+    );
+    let ls = s.run(&["ls", "test.pool"]);
+    assert_ne!(ls.status, 0);
+    assert!(ls.stderr.starts_with("ferrodax: mount test.pool: Structure needs cleaning"), "{}", ls.stderr);
+}
+
+#[test]
+fn tour_verifies_every_claim_and_exits_zero() {
+    let s = Sandbox::new();
+    for round in 0..2 {
+        // The second round proves an existing tour pool is replaced.
+        let run = s.run(&["tour", "--pool", "tour.pool"]);
+        assert_eq!(run.status, 0, "round {round}:\n{}{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
+        assert!(run.stdout.contains("checks passed"), "{}", run.stdout);
+        let lines = run.stdout.lines().count();
+        assert!((12..=25).contains(&lines), "{lines} lines:\n{}", run.stdout);
+    }
+    let after = s.run(&["check", "tour.pool"]);
+    assert_eq!(after.status, 0, "{}", after.stdout);
+    assert_eq!(s.run(&["ls", "tour.pool"]).stdout.lines().count(), 4);
+}
