@@ -4,8 +4,12 @@
 //! threads (many readers, one writer). Must never implement file system logic itself: every call
 //! checks what only a handle knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem`.
 
+use crate::dax::fault::{self, FaultOutcome, FaultTarget, LockMark};
+use crate::dax::vm::{self, PageProtection};
+use crate::dax::{DaxLayer, Holder, MapAccess, PageShare, PageState, View};
 use crate::error::{Error, Result};
 use crate::format::record::InodeKind;
+use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
@@ -75,8 +79,79 @@ impl Pool {
     }
 }
 
+/// The file system and the views of its files, behind one lock.
+pub struct Mounted {
+    /// The file system.
+    pub fs: FileSystem,
+    /// Live DAX views.
+    pub dax: DaxLayer,
+}
+
 struct Shared {
-    fs: RwLock<FileSystem>,
+    fs: RwLock<Mounted>,
+}
+
+/// Shared access to the mounted file system; dereferences to [`FileSystem`].
+pub struct ReadGuard<'a> {
+    guard: RwLockReadGuard<'a, Mounted>,
+    _mark: LockMark,
+}
+
+impl ReadGuard<'_> {
+    /// The views.
+    pub fn dax(&self) -> &DaxLayer {
+        &self.guard.dax
+    }
+}
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = FileSystem;
+    fn deref(&self) -> &FileSystem {
+        &self.guard.fs
+    }
+}
+
+/// Exclusive access; dereferences to [`FileSystem`]. When dropped, it brings every view in line
+/// with the layout changes made through it, before the lock is released.
+pub(crate) struct WriteGuard<'a> {
+    guard: RwLockWriteGuard<'a, Mounted>,
+    _mark: LockMark,
+}
+
+impl WriteGuard<'_> {
+    fn mounted(&mut self) -> &mut Mounted {
+        &mut self.guard
+    }
+
+    /// Applies pending layout changes to the views now.
+    fn sync_views(&mut self) -> Result<()> {
+        let m = &mut *self.guard;
+        let changes = m.fs.take_layout_changes();
+        m.dax.apply_changes(&m.fs, &changes)
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = FileSystem;
+    fn deref(&self) -> &FileSystem {
+        &self.guard.fs
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FileSystem {
+        &mut self.guard.fs
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync_views() {
+            // Re-pointing failed (the kernel refused a mapping, e.g. too many mappings). check()
+            // reports the view as out of line; nothing durable is affected.
+            eprintln!("ferrodax: could not update views after a layout change: {e}");
+        }
+    }
 }
 
 /// A mounted file system, cheap to clone and safe to share between threads.
@@ -180,7 +255,9 @@ pub struct DedupeTarget<'a> {
 
 impl Fs {
     fn wrap(fs: FileSystem) -> Fs {
-        Fs { shared: Arc::new(Shared { fs: RwLock::new(fs) }) }
+        let mut fs = fs;
+        fs.set_layout_tracking(true);
+        Fs { shared: Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) }) }
     }
 
     /// Makes a new, empty file system on `pool` (mkfs) and mounts it.
@@ -199,12 +276,14 @@ impl Fs {
     }
 
     /// Locks the file system for reading (for tools and tests that need the raw state).
-    pub fn read_lock(&self) -> RwLockReadGuard<'_, FileSystem> {
-        self.shared.fs.read().unwrap_or_else(|e| e.into_inner())
+    pub fn read_lock(&self) -> ReadGuard<'_> {
+        let mark = LockMark::new();
+        ReadGuard { guard: self.shared.fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
 
-    fn write_lock(&self) -> RwLockWriteGuard<'_, FileSystem> {
-        self.shared.fs.write().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn write_lock(&self) -> WriteGuard<'_> {
+        let mark = LockMark::new();
+        WriteGuard { guard: self.shared.fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
 
     fn same_pool(&self, other: &Fs) -> bool {
@@ -359,9 +438,24 @@ impl Fs {
         self.read_lock().fiemap(file.ino)
     }
 
-    /// Runs fsck on the mounted file system.
+    /// Runs fsck on the mounted file system, including every view's pages and the page share state.
     pub fn check(&self) -> CheckReport {
-        self.read_lock().check()
+        let guard = self.read_lock();
+        let mut report = guard.check();
+        for detail in guard.dax().check(&guard) {
+            report.problems.push(crate::fs::check::Problem { structure: "dax views".into(), detail });
+        }
+        report
+    }
+
+    /// The page share state of a mapped pool block (`None` when no view maps it).
+    pub fn page_share(&self, block: u64) -> Option<PageShare> {
+        self.read_lock().dax().page_share(block)
+    }
+
+    /// Number of live views.
+    pub fn view_count(&self) -> usize {
+        self.read_lock().dax().view_count()
     }
 
     /// Space and object counts.
@@ -415,6 +509,14 @@ impl File {
             return Err(Error::BadHandle("not open for reading".into()));
         }
         check_io_range(offset, buf.len())?;
+        if fault::overlaps_view(buf.as_ptr() as usize, buf.len()) {
+            // The buffer is view memory: filling it may fault, and the fault handler needs the
+            // lock. Read into a bounce buffer under the lock, copy after releasing it.
+            let mut bounce = vec![0u8; buf.len()];
+            let n = self.fs.read_lock().read(self.ino, offset, &mut bounce)?;
+            buf[..n].copy_from_slice(&bounce[..n]);
+            return Ok(n);
+        }
         self.fs.read_lock().read(self.ino, offset, buf)
     }
 
@@ -425,9 +527,56 @@ impl File {
             return Err(Error::BadHandle("not open for writing".into()));
         }
         check_io_range(offset, buf.len())?;
-        let mut fs = self.fs.write_lock();
-        let offset = if self.access.append { fs.stat(self.ino)?.size } else { offset };
-        fs.write(self.ino, offset, buf)
+        // A source buffer inside a view is copied before locking (a load there may fault too).
+        let bounce;
+        let buf = if fault::overlaps_view(buf.as_ptr() as usize, buf.len()) {
+            bounce = buf.to_vec();
+            &bounce[..]
+        } else {
+            buf
+        };
+        let mut guard = self.fs.write_lock();
+        let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
+        if guard.mounted().dax.has_views(self.ino) {
+            guard.write_in_place_where_private(self.ino, offset, buf)
+        } else {
+            guard.write(self.ino, offset, buf)
+        }
+    }
+
+    /// Maps `len` bytes of the file from `offset` (both multiples of 4096) as a DAX view: its pages
+    /// are the pool's pages. See [`Mapping`].
+    pub fn map(&self, offset: u64, len: u64, access: MapAccess) -> Result<Mapping> {
+        self.map_with_holder(offset, len, access, Holder::current(""))
+    }
+
+    /// Like [`File::map`], naming the holder for later notices.
+    pub fn map_with_holder(
+        &self,
+        offset: u64,
+        len: u64,
+        access: MapAccess,
+        holder: Holder,
+    ) -> Result<Mapping> {
+        if offset % BLOCK_SIZE != 0 || len == 0 || offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
+            return Err(Error::Invalid(format!(
+                "map of [{offset}, +{len}): offset must be page-aligned, length positive"
+            )));
+        }
+        if !self.access.read || (access == MapAccess::ReadWrite && (!self.access.write || self.access.append))
+        {
+            return Err(Error::BadHandle("the handle's access does not allow this mapping".into()));
+        }
+        let mut guard = self.fs.write_lock();
+        let pages = len.div_ceil(BLOCK_SIZE);
+        let m = guard.mounted();
+        let view = m.dax.create_view(&m.fs, self.ino, offset / BLOCK_SIZE, pages, access, holder)?;
+        m.fs.open_ref(self.ino);
+        drop(guard);
+        let inner = Arc::new(MappingInner { fs: self.fs.clone(), view });
+        let target: Arc<dyn FaultTarget> = inner.clone();
+        fault::register(inner.view.addr(), inner.view.len(), Arc::downgrade(&target));
+        Ok(Mapping { inner })
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` or fails.
@@ -518,6 +667,156 @@ impl Drop for File {
         // The last close of an unlinked file frees its blocks; a failure here can only be ENOSPC
         // for the log, and the orphan is then reclaimed at the next mount.
         let _ = self.fs.write_lock().close_ref(self.ino);
+    }
+}
+
+struct MappingInner {
+    fs: Fs,
+    view: Arc<View>,
+}
+
+impl MappingInner {
+    /// Makes view page `page` writable: the file block becomes private, and every view of it follows.
+    fn make_page_writable(&self, page: u64) -> Result<()> {
+        if self.view.access != MapAccess::ReadWrite {
+            return Err(Error::BadHandle("the view is read-only".into()));
+        }
+        let mut guard = self.fs.write_lock();
+        guard.make_block_private(self.view.ino, self.view.first_page + page)?;
+        guard.sync_views()?;
+        match self.view.page_state(page) {
+            PageState::Block { prot: PageProtection::ReadWrite, .. } => Ok(()),
+            other => Err(Error::Io(format!("view page {page} is {other:?} after making it private"))),
+        }
+    }
+}
+
+impl FaultTarget for MappingInner {
+    fn resolve_store_fault(&self, addr: usize) -> FaultOutcome {
+        let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
+        match self.make_page_writable(page) {
+            Ok(()) => FaultOutcome::Resolved,
+            Err(_) => FaultOutcome::Refused,
+        }
+    }
+}
+
+/// A live DAX view of a file range: its pages are the pool's pages, so loads and stores through
+/// [`Mapping::as_ptr`] reach the pool directly. Private blocks are writable in place; a store into a
+/// shared block or a hole traps, and the library copies (or allocates) the page and re-points this
+/// file's views at it before the store resumes. Pages past EOF raise SIGBUS.
+pub struct Mapping {
+    inner: Arc<MappingInner>,
+}
+
+impl Mapping {
+    /// First byte of the view. Loads and stores through it are plain memory accesses.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.inner.view.addr() as *mut u8
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.view.len()
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.inner.view.is_empty()
+    }
+
+    /// File offset of the first byte.
+    pub fn file_offset(&self) -> u64 {
+        self.inner.view.first_page * BLOCK_SIZE
+    }
+
+    /// The inode shown.
+    pub fn ino(&self) -> u64 {
+        self.inner.view.ino
+    }
+
+    /// Who holds the view.
+    pub fn holder(&self) -> &Holder {
+        &self.inner.view.holder
+    }
+
+    /// The pool block page `page` of the view shows, if any.
+    pub fn page_state(&self, page: u64) -> PageState {
+        self.inner.view.page_state(page)
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|e| e > self.len()) {
+            return Err(Error::Invalid(format!(
+                "[{offset}, +{len}) is outside the {}-byte view",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies view bytes at `offset` into `buf` (a load through the view; past EOF is SIGBUS).
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        self.inner.view.reservation().load(offset, buf);
+        Ok(())
+    }
+
+    /// Breaks sharing for every page of `[offset, offset + len)` without faulting: afterwards the
+    /// pages are private to this file and writable in this view.
+    pub fn make_writable(&self, offset: usize, len: usize) -> Result<()> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        for page in offset / vm::PAGE..(offset + len).div_ceil(vm::PAGE) {
+            if !matches!(
+                self.page_state(page as u64),
+                PageState::Block { prot: PageProtection::ReadWrite, .. }
+            ) {
+                self.inner.make_page_writable(page as u64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `data` at `offset` through the view, breaking sharing first (the safe path).
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.make_writable(offset, data.len())?;
+        self.inner.view.reservation().store(offset, data);
+        Ok(())
+    }
+
+    /// msync: makes every store through the view durable.
+    pub fn sync(&self) -> Result<()> {
+        let guard = self.inner.fs.read_lock();
+        let backend = guard.backend().clone();
+        for page in 0..self.inner.view.pages {
+            if let PageState::Block { phys, prot: PageProtection::ReadWrite } = self.page_state(page) {
+                backend.flush(phys * BLOCK_SIZE, BLOCK_SIZE);
+            }
+        }
+        backend.drain();
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        fault::unregister(self.inner.view.addr());
+        let mut guard = self.inner.fs.write_lock();
+        guard.mounted().dax.remove_view(self.inner.view.id);
+        let _ = guard.close_ref(self.inner.view.ino);
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("ino", &self.ino())
+            .field("addr", &self.as_ptr())
+            .field("len", &self.len())
+            .finish()
     }
 }
 

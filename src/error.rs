@@ -54,6 +54,9 @@ pub enum Error {
     /// EROFS: the pool is mounted read-only.
     #[error("Read-only file system: {0}")]
     ReadOnly(String),
+    /// EOPNOTSUPP: the pool or object cannot do this (a view of a pool without a file descriptor).
+    #[error("Operation not supported: {0}")]
+    NotSupported(String),
     /// EBUSY: the target is in use.
     #[error("Device or resource busy: {0}")]
     Busy(String),
@@ -90,6 +93,7 @@ impl Error {
             Error::Corrupt(_) => libc::EUCLEAN,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Busy(_) => libc::EBUSY,
+            Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }

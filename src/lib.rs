@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod dax;
 pub mod error;
 pub mod format;
 pub mod fs;

@@ -41,6 +41,38 @@ pub struct HandleAccess {
     pub append: bool,
 }
 
+/// A change to a file's layout that DAX views must follow (recorded when tracking is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutChange {
+    /// File blocks now point elsewhere (or are a hole); `phys` blocks gained an owner.
+    Remapped {
+        /// The file.
+        ino: u64,
+        /// First file block.
+        file_block: u64,
+        /// Number of blocks.
+        len: u64,
+        /// The new pool blocks, or `None` for a hole.
+        phys: Option<u64>,
+    },
+    /// Pool blocks lost an owner (a survivor may now own them alone).
+    Unmapped {
+        /// First pool block.
+        phys: u64,
+        /// Number of blocks.
+        len: u64,
+    },
+    /// The file's size changed.
+    Resized {
+        /// The file.
+        ino: u64,
+        /// Size before.
+        old_size: u64,
+        /// Size after.
+        new_size: u64,
+    },
+}
+
 /// An open handle as the file system sees it: the inode and how it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle {
@@ -199,6 +231,8 @@ pub struct FileSystem {
     open_counts: HashMap<u64, u32>,
     read_only: bool,
     notes: MountNotes,
+    track_layout: bool,
+    layout_changes: Vec<LayoutChange>,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -216,6 +250,8 @@ impl FileSystem {
             open_counts: HashMap::new(),
             read_only: false,
             notes: MountNotes::default(),
+            track_layout: false,
+            layout_changes: Vec::new(),
         })
     }
 
@@ -226,7 +262,16 @@ impl FileSystem {
         if !read_only && !notes.stale_superblocks.is_empty() {
             journal.repair_superblocks(&notes.stale_superblocks);
         }
-        let mut fs = Self { backend, journal, state, open_counts: HashMap::new(), read_only, notes };
+        let mut fs = Self {
+            backend,
+            journal,
+            state,
+            open_counts: HashMap::new(),
+            read_only,
+            notes,
+            track_layout: false,
+            layout_changes: Vec::new(),
+        };
         if !read_only {
             let orphans: Vec<u64> =
                 fs.state.inodes.values().filter(|i| i.attrs.nlink == 0).map(|i| i.attrs.ino).collect();
@@ -284,7 +329,44 @@ impl FileSystem {
     }
 
     fn commit(&mut self, tx: &[Mutation]) -> Result<()> {
-        self.journal.commit(&mut self.state, tx)
+        if !self.track_layout {
+            return self.journal.commit(&mut self.state, tx);
+        }
+        let mut changes = Vec::new();
+        for m in tx {
+            match m {
+                Mutation::Map { ino, file_block, len, phys } => {
+                    if let Some(inode) = self.state.inodes.get(ino) {
+                        for piece in inode.extents.pieces(*file_block, *len) {
+                            if let Some(p) = piece.phys {
+                                changes.push(LayoutChange::Unmapped { phys: p, len: piece.len });
+                            }
+                        }
+                    }
+                    changes.push(LayoutChange::Remapped {
+                        ino: *ino,
+                        file_block: *file_block,
+                        len: *len,
+                        phys: *phys,
+                    });
+                }
+                Mutation::PutInode(attrs) => {
+                    if let Some(old) = self.state.inodes.get(&attrs.ino) {
+                        if old.attrs.size != attrs.size {
+                            changes.push(LayoutChange::Resized {
+                                ino: attrs.ino,
+                                old_size: old.attrs.size,
+                                new_size: attrs.size,
+                            });
+                        }
+                    }
+                }
+                Mutation::FreeInode { .. } | Mutation::Quarantine { .. } => {}
+            }
+        }
+        self.journal.commit(&mut self.state, tx)?;
+        self.layout_changes.extend(changes);
+        Ok(())
     }
 
     // ----- namespace -----
@@ -679,6 +761,117 @@ impl FileSystem {
             return Err(e);
         }
         Ok(data.len())
+    }
+
+    /// Writes `data` at `pos`, storing in place into blocks that are private to this file, and
+    /// copy-on-write everywhere else. This is what a file with live DAX views needs: a store through
+    /// a view and a pwrite then land in the same memory. It is atomic only per piece (a run of
+    /// private blocks, or one copy-on-write run), like a kernel DAX write.
+    pub fn write_in_place_where_private(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if data.is_empty() || pos >= MAX_FILE_SIZE {
+            return self.write(ino, pos, data);
+        }
+        let data = &data[..data.len().min((MAX_FILE_SIZE - pos).min(usize::MAX as u64) as usize)];
+        let end = pos + data.len() as u64;
+        let fb0 = pos / BLOCK_SIZE;
+        // Which blocks are private: mapped with exactly one owner.
+        let mut private = vec![false; (blocks_of(end) - fb0) as usize];
+        for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
+            let Some(phys) = piece.phys else { continue };
+            for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
+                if seg.owners.len() == 1 {
+                    let a = s.max(phys);
+                    let b = (s + seg.len).min(phys + piece.len);
+                    for block in a..b {
+                        private[(piece.file_block + (block - phys) - fb0) as usize] = true;
+                    }
+                }
+            }
+        }
+        // Handle maximal runs of equal treatment, in order.
+        let mut i = 0;
+        while i < private.len() {
+            let mut j = i + 1;
+            while j < private.len() && private[j] == private[i] {
+                j += 1;
+            }
+            let run_start = ((fb0 + i as u64) * BLOCK_SIZE).max(pos);
+            let run_end = ((fb0 + j as u64) * BLOCK_SIZE).min(end);
+            let chunk = &data[(run_start - pos) as usize..(run_end - pos) as usize];
+            if private[i] {
+                self.store_in_place(ino, run_start, chunk)?;
+            } else {
+                self.write(ino, run_start, chunk)?;
+            }
+            i = j;
+        }
+        Ok(data.len())
+    }
+
+    /// Stores into the file's own private blocks and commits the new size and times.
+    fn store_in_place(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<()> {
+        let inode = self.file(ino)?;
+        let end = pos + data.len() as u64;
+        let fb0 = pos / BLOCK_SIZE;
+        for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
+            let phys = piece.phys.expect("caller checked every block is mapped and private");
+            let a = (piece.file_block * BLOCK_SIZE).max(pos);
+            let b = ((piece.file_block + piece.len) * BLOCK_SIZE).min(end);
+            let at = phys * BLOCK_SIZE + (a - piece.file_block * BLOCK_SIZE);
+            self.backend.write(at, &data[(a - pos) as usize..(b - pos) as usize]);
+            self.backend.flush(at, b - a);
+        }
+        let mut attrs = inode.attrs.clone();
+        let now = now_ns();
+        attrs.size = attrs.size.max(end);
+        attrs.mtime_ns = now;
+        attrs.ctime_ns = now;
+        self.commit(&[Mutation::PutInode(attrs)])
+    }
+
+    /// Makes file block `file_block` of `ino` private to the file, for a store through a view:
+    /// a hole gets a zeroed block, a shared block is copied, a private one is left alone. Returns
+    /// whether anything changed. Fails with EINVAL past EOF and ENOSPC when the pool is full.
+    pub fn make_block_private(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if file_block >= blocks_of(inode.attrs.size) {
+            return Err(Error::Invalid(format!("file block {file_block} of inode {ino} is past EOF")));
+        }
+        let old = inode.extents.lookup(file_block);
+        if old.is_some_and(|p| self.state.owners.refcount(p) == 1) {
+            return Ok(false);
+        }
+        let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
+        let runs = self.allocate_data(1, goal)?;
+        let new = runs[0].0;
+        self.copy_or_zero(old, 0, new, BLOCK_SIZE);
+        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+        if let Err(e) = self.commit(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }]) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// The pool block backing `file_block` of `ino`, if any.
+    pub fn block_of(&self, ino: u64, file_block: u64) -> Option<u64> {
+        self.state.inodes.get(&ino)?.extents.lookup(file_block)
+    }
+
+    /// Turns on recording of layout changes for the DAX layer (see [`LayoutChange`]).
+    pub fn set_layout_tracking(&mut self, on: bool) {
+        self.track_layout = on;
+        if !on {
+            self.layout_changes.clear();
+        }
+    }
+
+    /// Takes the layout changes recorded since the last call.
+    pub fn take_layout_changes(&mut self) -> Vec<LayoutChange> {
+        std::mem::take(&mut self.layout_changes)
     }
 
     /// Fills `[at, at + len)` of new block `dst` from the same bytes of `src`, or with zeros.

@@ -1,0 +1,191 @@
+//! The store-fault handler: turns a store into a read-only page of a view into copy-on-write.
+//!
+//! Owns the process-wide SIGSEGV handler, the address-range registry it consults, and the
+//! thread-local count of ferrodax locks held. Faults at addresses that are not ours go to the
+//! handler that was installed before (or the default action).
+//!
+//! The rule that keeps it from deadlocking: a thread that holds a ferrodax lock never touches view
+//! memory. The library reads into, and writes from, caller buffers that lie inside views through a
+//! bounce buffer outside its locks, and calls no user code while locked. The handler checks the
+//! rule: a fault on a thread that holds a lock is not resolved (it is forwarded, which ends the
+//! process with SIGSEGV and a message) instead of waiting forever for its own lock.
+//!
+//! Must never: allocate or lock while the faulting thread holds a ferrodax lock, or swallow a fault
+//! it cannot resolve.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Once, OnceLock, RwLock, Weak};
+
+/// What resolving a store fault did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// The page is now writable; the store can be retried.
+    Resolved,
+    /// Not resolvable (a read-only view, a page past EOF, no space): deliver the signal.
+    Refused,
+}
+
+/// Something that owns a range of addresses and can resolve store faults in it.
+pub trait FaultTarget: Send + Sync {
+    /// Makes the page holding `addr` writable for this view (copying it if shared).
+    fn resolve_store_fault(&self, addr: usize) -> FaultOutcome;
+}
+
+struct RangeEntry {
+    end: usize,
+    target: Weak<dyn FaultTarget>,
+}
+
+fn registry() -> &'static RwLock<BTreeMap<usize, RangeEntry>> {
+    static REGISTRY: OnceLock<RwLock<BTreeMap<usize, RangeEntry>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| RwLock::new(BTreeMap::new()))
+}
+
+thread_local! {
+    static LOCKS_HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as holding a ferrodax lock for as long as it lives.
+pub struct LockMark(());
+
+impl LockMark {
+    /// Counts one more lock held by this thread.
+    pub fn new() -> Self {
+        LOCKS_HELD.with(|c| c.set(c.get() + 1));
+        LockMark(())
+    }
+}
+
+impl Default for LockMark {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for LockMark {
+    fn drop(&mut self) {
+        LOCKS_HELD.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// True when this thread holds a ferrodax lock.
+pub fn holds_lock() -> bool {
+    LOCKS_HELD.with(|c| c.get() > 0)
+}
+
+/// Registers `[start, start + len)` as a view whose store faults `target` resolves.
+pub fn register(start: usize, len: usize, target: Weak<dyn FaultTarget>) {
+    install_handler();
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(start, RangeEntry { end: start + len, target });
+}
+
+/// Forgets the view starting at `start`.
+pub fn unregister(start: usize) {
+    registry().write().unwrap_or_else(|e| e.into_inner()).remove(&start);
+}
+
+/// True if any byte of `[addr, addr + len)` lies in a registered view.
+pub fn overlaps_view(addr: usize, len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let reg = registry().read().unwrap_or_else(|e| e.into_inner());
+    reg.range(..addr + len).next_back().is_some_and(|(_, e)| e.end > addr)
+}
+
+fn target_at(addr: usize) -> Option<Arc<dyn FaultTarget>> {
+    let reg = registry().read().unwrap_or_else(|e| e.into_inner());
+    let (_, entry) = reg.range(..=addr).next_back()?;
+    if addr >= entry.end {
+        return None;
+    }
+    entry.target.upgrade()
+}
+
+/// The SIGSEGV disposition that was in place before ours.
+struct Previous(libc::sigaction);
+// SAFETY: a sigaction is plain data (a function address, flags and a mask).
+unsafe impl Send for Previous {}
+// SAFETY: see Send; it is written once, then only read.
+unsafe impl Sync for Previous {}
+
+static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+
+/// Installs the handler once per process.
+pub fn install_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: building a sigaction for our handler and installing it; the previous one is kept
+        // so faults that are not ours keep their old meaning.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigsegv as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            let rc = libc::sigaction(libc::SIGSEGV, &action, &mut previous);
+            assert_eq!(rc, 0, "installing the ferrodax SIGSEGV handler");
+            let _ = PREVIOUS.set(Previous(previous));
+        }
+    });
+}
+
+extern "C" fn on_sigsegv(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if holds_lock() {
+        // Breaking the rule would deadlock; forward instead (see the module documentation).
+        if target_at_no_lock_check(addr) {
+            const MSG: &[u8] = b"ferrodax: store into a view while holding a ferrodax lock\n";
+            // SAFETY: write(2) on stderr with a static buffer is async-signal-safe.
+            unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+        }
+        forward(signal, info, context);
+        return;
+    }
+    if let Some(target) = target_at(addr) {
+        if target.resolve_store_fault(addr) == FaultOutcome::Resolved {
+            return;
+        }
+    }
+    forward(signal, info, context);
+}
+
+/// Whether `addr` is in a view, without taking the registry lock when it is contended.
+fn target_at_no_lock_check(addr: usize) -> bool {
+    match registry().try_read() {
+        Ok(reg) => reg.range(..=addr).next_back().is_some_and(|(_, e)| addr < e.end),
+        Err(_) => false,
+    }
+}
+
+/// Hands a fault to the previous handler, or restores the default action so that returning
+/// re-executes the access and the kernel delivers the signal's default effect.
+fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let previous = PREVIOUS.get().map(|p| p.0);
+    // SAFETY: calling the previously installed handler with the arguments the kernel gave us, or
+    // resetting the disposition to default; both are what the process had before we chained in.
+    unsafe {
+        match previous {
+            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+                if p.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(p.sa_sigaction);
+                    f(signal, info, context);
+                } else {
+                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(p.sa_sigaction);
+                    f(signal);
+                }
+            }
+            _ => {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+    }
+}

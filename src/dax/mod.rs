@@ -1,0 +1,449 @@
+//! DAX views: zero-copy mappings of file ranges whose pages *are* pool pages.
+//!
+//! Owns every live view, the per-page state of each (which pool block it shows and how), the
+//! registry of views per file, and the page share state of every mapped pool block: one mapping
+//! entry (inode, page index) or a count of entries. Private blocks of writable views are mapped
+//! read-write; shared blocks and holes read-only, so the first store faults and
+//! [`DaxLayer::make_page_private`]'s caller copies the page. After every change to a file's layout
+//! the front end hands the changes to [`DaxLayer::apply_changes`], which re-points, protects or
+//! invalidates the affected pages of every view before the operation returns.
+//!
+//! Must never: map a block that no longer belongs to the file at that page, leave a page writable
+//! whose block has other owners, or change the file system (it only reads it).
+
+pub mod fault;
+pub mod vm;
+
+use crate::error::{Error, Result};
+use crate::format::BLOCK_SIZE;
+use crate::fs::{FileSystem, LayoutChange};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use vm::{PageProtection, Reservation};
+
+/// Who holds a view, for notices.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Thread that made the view (its name or id).
+    pub thread: String,
+    /// A tag the application chose.
+    pub tag: String,
+}
+
+impl Holder {
+    /// This process and thread, with `tag`.
+    pub fn current(tag: impl Into<String>) -> Self {
+        let t = std::thread::current();
+        Holder {
+            pid: std::process::id(),
+            thread: t.name().map(str::to_string).unwrap_or_else(|| format!("{:?}", t.id())),
+            tag: tag.into(),
+        }
+    }
+}
+
+/// What one page of a view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// A hole: read-only zeros.
+    Hole,
+    /// A pool block.
+    Block {
+        /// The pool block.
+        phys: u64,
+        /// How it is mapped.
+        prot: PageProtection,
+    },
+    /// Past EOF: any access raises SIGBUS.
+    PastEof,
+}
+
+/// Read or read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAccess {
+    /// Loads only; a store is SIGSEGV.
+    Read,
+    /// Loads and stores; stores into shared blocks copy them first.
+    ReadWrite,
+}
+
+/// One live view.
+pub struct View {
+    /// Unique id.
+    pub id: u64,
+    /// The file.
+    pub ino: u64,
+    /// First file page (block) shown.
+    pub first_page: u64,
+    /// Number of pages.
+    pub pages: u64,
+    /// Whether stores are allowed.
+    pub access: MapAccess,
+    /// Who holds it.
+    pub holder: Holder,
+    reservation: Reservation,
+    state: Mutex<Vec<PageState>>,
+}
+
+impl View {
+    /// First address of the view.
+    pub fn addr(&self) -> usize {
+        self.reservation.base()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.reservation.len()
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.reservation.is_empty()
+    }
+
+    /// The page state at view page `page`.
+    pub fn page_state(&self, page: u64) -> PageState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())[page as usize]
+    }
+
+    /// The memory of the view (for loads and stores by the front end).
+    pub fn reservation(&self) -> &Reservation {
+        &self.reservation
+    }
+}
+
+/// The share state of a mapped pool block, as the seed patchset describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PageShare {
+    /// Mapped through one (inode, page) entry only.
+    Single {
+        /// The inode.
+        ino: u64,
+        /// The page index in the file.
+        page: u64,
+    },
+    /// Mapped through several (inode, page) entries.
+    Shared {
+        /// How many entries.
+        entries: usize,
+    },
+}
+
+/// All views of one mounted file system.
+#[derive(Default)]
+pub struct DaxLayer {
+    views: BTreeMap<u64, Arc<View>>,
+    by_ino: HashMap<u64, BTreeSet<u64>>,
+    /// pool block -> (inode, file page) -> number of views showing it there.
+    entries: HashMap<u64, HashMap<(u64, u64), u32>>,
+    next_id: u64,
+}
+
+impl DaxLayer {
+    /// No views.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True if `ino` has a live view.
+    pub fn has_views(&self, ino: u64) -> bool {
+        self.by_ino.get(&ino).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Number of live views.
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Every view of `ino`.
+    pub fn views_of(&self, ino: u64) -> Vec<Arc<View>> {
+        self.by_ino
+            .get(&ino)
+            .map(|ids| ids.iter().map(|id| self.views[id].clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The view with this id.
+    pub fn view(&self, id: u64) -> Option<Arc<View>> {
+        self.views.get(&id).cloned()
+    }
+
+    /// Creates a view of `pages` file pages of `ino` from `first_page`.
+    pub fn create_view(
+        &mut self,
+        fs: &FileSystem,
+        ino: u64,
+        first_page: u64,
+        pages: u64,
+        access: MapAccess,
+        holder: Holder,
+    ) -> Result<Arc<View>> {
+        if !vm::page_size_ok() {
+            return Err(Error::Invalid("views need a 4096-byte page size".into()));
+        }
+        let fd = fs
+            .backend()
+            .raw_fd()
+            .ok_or_else(|| Error::NotSupported("this pool's backend has no file descriptor to map".into()))?;
+        let len = usize::try_from(pages * BLOCK_SIZE).map_err(|_| Error::Invalid("view too large".into()))?;
+        let reservation = Reservation::new(len, 2 << 20)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let view = Arc::new(View {
+            id,
+            ino,
+            first_page,
+            pages,
+            access,
+            holder,
+            reservation,
+            state: Mutex::new(vec![PageState::PastEof; pages as usize]),
+        });
+        // Map everything: start from "unknown" by forcing every page to be written.
+        self.refresh_view(fs, &view, 0, pages, fd, true)?;
+        self.views.insert(id, view.clone());
+        self.by_ino.entry(ino).or_default().insert(id);
+        Ok(view)
+    }
+
+    /// Removes a view; its memory is unmapped when the last reference goes.
+    pub fn remove_view(&mut self, id: u64) {
+        let Some(view) = self.views.remove(&id) else { return };
+        if let Some(set) = self.by_ino.get_mut(&view.ino) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_ino.remove(&view.ino);
+            }
+        }
+        let states = view.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (i, st) in states.iter().enumerate() {
+            if let PageState::Block { phys, .. } = st {
+                self.drop_entry(*phys, view.ino, view.first_page + i as u64);
+            }
+        }
+    }
+
+    fn add_entry(&mut self, phys: u64, ino: u64, page: u64) {
+        *self.entries.entry(phys).or_default().entry((ino, page)).or_insert(0) += 1;
+    }
+
+    fn drop_entry(&mut self, phys: u64, ino: u64, page: u64) {
+        if let Some(m) = self.entries.get_mut(&phys) {
+            if let Some(c) = m.get_mut(&(ino, page)) {
+                *c -= 1;
+                if *c == 0 {
+                    m.remove(&(ino, page));
+                }
+            }
+            if m.is_empty() {
+                self.entries.remove(&phys);
+            }
+        }
+    }
+
+    /// The page share state of a pool block, or `None` when no view maps it.
+    pub fn page_share(&self, block: u64) -> Option<PageShare> {
+        let m = self.entries.get(&block)?;
+        if m.len() == 1 {
+            let (&(ino, page), _) = m.iter().next().expect("one");
+            Some(PageShare::Single { ino, page })
+        } else {
+            Some(PageShare::Shared { entries: m.len() })
+        }
+    }
+
+    /// What a page of `view` must show now, from the file system.
+    fn desired(fs: &FileSystem, view: &View, page: u64) -> PageState {
+        let fb = view.first_page + page;
+        let Ok(stat) = fs.stat(view.ino) else { return PageState::PastEof };
+        if fb * BLOCK_SIZE >= stat.size {
+            return PageState::PastEof;
+        }
+        match fs.block_of(view.ino, fb) {
+            None => PageState::Hole,
+            Some(phys) => {
+                let private = fs.state().owners.refcount(phys) == 1;
+                let prot = if view.access == MapAccess::ReadWrite && private {
+                    PageProtection::ReadWrite
+                } else {
+                    PageProtection::ReadOnly
+                };
+                PageState::Block { phys, prot }
+            }
+        }
+    }
+
+    /// Brings pages `[page, page + count)` of `view` in line with the file system, in runs.
+    fn refresh_view(
+        &mut self,
+        fs: &FileSystem,
+        view: &View,
+        page: u64,
+        count: u64,
+        fd: i32,
+        force: bool,
+    ) -> Result<()> {
+        let end = (page + count).min(view.pages);
+        let mut p = page;
+        while p < end {
+            let want = Self::desired(fs, view, p);
+            // Extend a run of pages that continue each other.
+            let mut run = 1;
+            while p + run < end {
+                let next = Self::desired(fs, view, p + run);
+                let continues = match (want, next) {
+                    (PageState::Hole, PageState::Hole) | (PageState::PastEof, PageState::PastEof) => true,
+                    (PageState::Block { phys: a, prot: pa }, PageState::Block { phys: b, prot: pb }) => {
+                        b == a + run && pa == pb
+                    }
+                    _ => false,
+                };
+                if !continues {
+                    break;
+                }
+                run += 1;
+            }
+            self.apply_run(view, p, run, want, fd, force)?;
+            p += run;
+        }
+        Ok(())
+    }
+
+    /// Makes `run` pages from `page` show `want` (its phys advancing per page), changing only what differs.
+    fn apply_run(
+        &mut self,
+        view: &View,
+        page: u64,
+        run: u64,
+        want: PageState,
+        fd: i32,
+        force: bool,
+    ) -> Result<()> {
+        let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+        let nth = |i: u64| match want {
+            PageState::Block { phys, prot } => PageState::Block { phys: phys + i, prot },
+            other => other,
+        };
+        let same = !force && (0..run).all(|i| states[(page + i) as usize] == nth(i));
+        if same {
+            return Ok(());
+        }
+        // Protection-only change: mprotect is enough.
+        let only_prot = !force
+            && (0..run).all(|i| {
+                matches!((states[(page + i) as usize], nth(i)),
+                    (PageState::Block { phys: a, .. }, PageState::Block { phys: b, .. }) if a == b)
+            });
+        let (first, n) = (page as usize, run as usize);
+        match want {
+            PageState::Block { prot, .. } if only_prot => view.reservation.protect(first, n, prot)?,
+            PageState::Block { phys, prot } => {
+                view.reservation.map_pool(first, n, fd, phys * BLOCK_SIZE, prot)?
+            }
+            PageState::Hole => view.reservation.map_hole(first, n)?,
+            PageState::PastEof => view.reservation.map_sigbus(first, n)?,
+        }
+        for i in 0..run {
+            let idx = (page + i) as usize;
+            let file_page = view.first_page + page + i;
+            if let PageState::Block { phys, .. } = states[idx] {
+                if !force {
+                    self.drop_entry(phys, view.ino, file_page);
+                }
+            }
+            states[idx] = nth(i);
+            if let PageState::Block { phys, .. } = states[idx] {
+                self.add_entry(phys, view.ino, file_page);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-points, protects or invalidates the pages of every view that `changes` affect.
+    pub fn apply_changes(&mut self, fs: &FileSystem, changes: &[LayoutChange]) -> Result<()> {
+        if self.views.is_empty() || changes.is_empty() {
+            return Ok(());
+        }
+        let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
+        // (ino, first file page, pages) ranges to refresh.
+        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
+        for change in changes {
+            match *change {
+                LayoutChange::Remapped { ino, file_block, len, phys } => {
+                    ranges.push((ino, file_block, len));
+                    // Blocks that gained an owner: other files' views of them must turn read-only.
+                    if let Some(p) = phys {
+                        for block in p..p + len {
+                            if let Some(m) = self.entries.get(&block) {
+                                ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                            }
+                        }
+                    }
+                }
+                LayoutChange::Unmapped { phys, len } => {
+                    // Blocks that lost an owner: a survivor may become private (writable).
+                    for block in phys..phys + len {
+                        if let Some(m) = self.entries.get(&block) {
+                            ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                        }
+                    }
+                }
+                LayoutChange::Resized { ino, old_size, new_size } => {
+                    let from = old_size.min(new_size) / BLOCK_SIZE;
+                    ranges.push((ino, from, u64::MAX - from));
+                }
+            }
+        }
+        for (ino, first, count) in ranges {
+            for view in self.views_of(ino) {
+                let start = first.max(view.first_page);
+                let end = first.saturating_add(count).min(view.first_page + view.pages);
+                if start < end {
+                    self.refresh_view(fs, &view, start - view.first_page, end - start, fd, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every page of every view shows what the file system says, with the right
+    /// protection, and that the page share state counts exactly the views' entries.
+    pub fn check(&self, fs: &FileSystem) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut counted: HashMap<u64, HashMap<(u64, u64), u32>> = HashMap::new();
+        for view in self.views.values() {
+            let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, st) in states.iter().enumerate() {
+                let want = Self::desired(fs, view, i as u64);
+                if *st != want {
+                    problems.push(format!(
+                        "view {} of inode {} page {}: shows {:?}, should show {:?}",
+                        view.id,
+                        view.ino,
+                        view.first_page + i as u64,
+                        st,
+                        want
+                    ));
+                }
+                if let PageState::Block { phys, .. } = st {
+                    *counted
+                        .entry(*phys)
+                        .or_default()
+                        .entry((view.ino, view.first_page + i as u64))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        if counted != self.entries {
+            problems.push(format!(
+                "page share state differs from the views ({} blocks tracked, {} counted)",
+                self.entries.len(),
+                counted.len()
+            ));
+        }
+        problems
+    }
+}

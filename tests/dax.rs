@@ -1,0 +1,138 @@
+//! DAX views: stores through a view reach the pool with no copy; stores into shared pages copy
+//! them (copy-on-write fault) and leave every other file unchanged; views follow every layout change.
+
+use ferrodax::dax::{MapAccess, PageShare, PageState};
+use ferrodax::{Fs, OpenOptions, Pool};
+
+fn rw() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true);
+    o
+}
+
+fn setup() -> Fs {
+    Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap()
+}
+
+fn contents(f: &ferrodax::File, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn store_through_private_view_is_visible_to_read_and_pwrite_to_view() {
+    let fs = setup();
+    let f = fs.open("/f", &rw()).unwrap();
+    f.write_at(&vec![1u8; 8192], 0).unwrap();
+    let m = f.map(0, 8192, MapAccess::ReadWrite).unwrap();
+    assert!(matches!(m.page_state(0), PageState::Block { .. }));
+    // SAFETY-free: the library exposes the pointer; a plain store through it.
+    let p = m.as_ptr();
+    unsafe { p.add(10).write_volatile(0xAB) };
+    assert_eq!(contents(&f, 8192)[10], 0xAB);
+    f.write_at(b"xyz", 4096).unwrap();
+    let mut buf = [0u8; 3];
+    m.read_at(4096, &mut buf).unwrap();
+    assert_eq!(&buf, b"xyz");
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn store_into_shared_page_copies_it_and_leaves_the_source_unchanged() {
+    let fs = setup();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![7u8; 16384], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    let va = a.map(0, 16384, MapAccess::ReadWrite).unwrap();
+    let vb = b.map(0, 16384, MapAccess::ReadWrite).unwrap();
+    let shared_block = match vb.page_state(1) {
+        PageState::Block { phys, .. } => phys,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fs.page_share(shared_block), Some(PageShare::Shared { entries: 2 }));
+    // A plain store into the clone's shared page: the fault handler copies it.
+    unsafe { vb.as_ptr().add(4096 + 5).write_volatile(0x55) };
+    assert_eq!(contents(&b, 16384)[4096 + 5], 0x55);
+    assert!(contents(&a, 16384).iter().all(|&x| x == 7), "source changed");
+    let mut byte = [0u8; 1];
+    va.read_at(4096 + 5, &mut byte).unwrap();
+    assert_eq!(byte[0], 7, "source view changed");
+    assert_ne!(vb.page_state(1), va.page_state(1));
+    assert_eq!(fs.page_share(shared_block), Some(PageShare::Single { ino: a.ino(), page: 1 }));
+    // Only that block stopped being shared.
+    let ext = fs.fiemap(&b).unwrap();
+    let shared: u64 = ext.iter().filter(|e| e.shared).map(|e| e.length).sum();
+    assert_eq!(shared, 12288);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn store_into_a_hole_allocates_a_block() {
+    let fs = setup();
+    let f = fs.open("/f", &rw()).unwrap();
+    f.set_len(3 * 4096).unwrap();
+    let m = f.map(0, 3 * 4096, MapAccess::ReadWrite).unwrap();
+    assert_eq!(m.page_state(2), PageState::Hole);
+    unsafe { m.as_ptr().add(2 * 4096).write_volatile(9) };
+    assert!(matches!(m.page_state(2), PageState::Block { .. }));
+    let c = contents(&f, 3 * 4096);
+    assert_eq!(c[2 * 4096], 9);
+    assert!(c[..2 * 4096].iter().all(|&x| x == 0));
+    assert_eq!(f.metadata().unwrap().blocks, 8);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn reading_into_a_shared_view_page_does_not_deadlock() {
+    let fs = setup();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![3u8; 4096], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    let src = fs.open("/src", &rw()).unwrap();
+    src.write_at(&vec![9u8; 4096], 0).unwrap();
+    let vb = b.map(0, 4096, MapAccess::ReadWrite).unwrap();
+    // The destination buffer of read_at is the clone's shared page: filling it must fault and copy
+    // without the library holding its lock.
+    let buf = unsafe { std::slice::from_raw_parts_mut(vb.as_ptr(), 4096) };
+    assert_eq!(src.read_at(buf, 0).unwrap(), 4096);
+    assert!(contents(&b, 4096).iter().all(|&x| x == 9));
+    assert!(contents(&a, 4096).iter().all(|&x| x == 3));
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn reflink_over_a_mapped_range_repoints_the_view() {
+    let fs = setup();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![1u8; 8192], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    b.write_at(&vec![2u8; 8192], 0).unwrap();
+    let vb = b.map(0, 8192, MapAccess::ReadWrite).unwrap();
+    let va = a.map(0, 8192, MapAccess::ReadWrite).unwrap();
+    fs.reflink(&a, 0, &b, 0, 8192).unwrap();
+    let mut buf = vec![0u8; 8192];
+    vb.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 1));
+    // a's view must have turned read-only for the now-shared blocks: a store copies.
+    assert!(matches!(
+        va.page_state(0),
+        PageState::Block { prot: ferrodax::dax::vm::PageProtection::ReadOnly, .. }
+    ));
+    unsafe { va.as_ptr().write_volatile(0xEE) };
+    assert_eq!(contents(&b, 1)[0], 1);
+    assert_eq!(contents(&a, 1)[0], 0xEE);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn views_need_a_pool_with_a_file_descriptor() {
+    let backend = std::sync::Arc::new(ferrodax::pool::RecordingBackend::new(1 << 20));
+    let fs = Fs::format(&Pool::from_backend(backend)).unwrap();
+    let f = fs.open("/f", &rw()).unwrap();
+    f.write_at(&[1], 0).unwrap();
+    assert_eq!(f.map(0, 4096, MapAccess::Read).unwrap_err().errno(), libc::EOPNOTSUPP);
+}
