@@ -59,9 +59,9 @@ pub fn mount_arbitrary_image(bytes: &[u8]) -> ImageOutcome {
 /// What one mount of a hostile image came to, for tests that want to know how deep it got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageOutcome {
-    /// The read-only mount: `Ok(clean)` with check's verdict, or the mount error's text.
+    /// The read-only mount.
     pub read_only: MountOutcome,
-    /// The read-write mount, the same way (the verdict is the one before any operation).
+    /// The read-write mount (check's verdict is the one before any operation).
     pub read_write: MountOutcome,
 }
 
