@@ -704,6 +704,15 @@ impl FileSystem {
         }
     }
 
+    /// Commits `tx`; if that fails, returns the blocks reserved for it to the free set.
+    fn commit_or_give_back(&mut self, tx: &[Mutation], runs: &[(u64, u64)]) -> Result<()> {
+        let result = self.commit(tx);
+        if result.is_err() {
+            self.give_back(runs);
+        }
+        result
+    }
+
     /// The pool block right after the one backing `file_block - 1`: where a file grows contiguously.
     fn goal_for(&self, inode: &Inode, file_block: u64) -> Option<u64> {
         file_block.checked_sub(1).and_then(|prev| inode.extents.lookup(prev)).map(|p| p + 1)
@@ -751,15 +760,10 @@ impl FileSystem {
             tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
             file_block += len;
         }
-        let now = now_ns();
-        attrs.size = attrs.size.max(end);
-        attrs.mtime_ns = now;
-        attrs.ctime_ns = now;
+        let size = attrs.size.max(end);
+        modified(&mut attrs, size);
         tx.push(Mutation::PutInode(attrs));
-        if let Err(e) = self.commit(&tx) {
-            self.give_back(&runs);
-            return Err(e);
-        }
+        self.commit_or_give_back(&tx, &runs)?;
         Ok(data.len())
     }
 
@@ -824,10 +828,8 @@ impl FileSystem {
             self.backend.flush(at, b - a);
         }
         let mut attrs = inode.attrs.clone();
-        let now = now_ns();
-        attrs.size = attrs.size.max(end);
-        attrs.mtime_ns = now;
-        attrs.ctime_ns = now;
+        let size = attrs.size.max(end);
+        modified(&mut attrs, size);
         self.commit(&[Mutation::PutInode(attrs)])
     }
 
@@ -849,10 +851,7 @@ impl FileSystem {
         let new = runs[0].0;
         self.copy_or_zero(old, 0, new, BLOCK_SIZE);
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
-        if let Err(e) = self.commit(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }]) {
-            self.give_back(&runs);
-            return Err(e);
-        }
+        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
     }
 
@@ -913,16 +912,9 @@ impl FileSystem {
                 }
             }
         }
-        let now = now_ns();
-        attrs.size = size;
-        attrs.mtime_ns = now;
-        attrs.ctime_ns = now;
+        modified(&mut attrs, size);
         tx.push(Mutation::PutInode(attrs));
-        if let Err(e) = self.commit(&tx) {
-            self.give_back(&runs);
-            return Err(e);
-        }
-        Ok(())
+        self.commit_or_give_back(&tx, &runs)
     }
 
     /// Rewrites every shared block of `[off, off + len)` into private blocks (FALLOC_FL_UNSHARE_RANGE;
@@ -973,17 +965,10 @@ impl FileSystem {
             }
         }
         if grows {
-            attrs.size = end;
-            let now = now_ns();
-            attrs.mtime_ns = now;
-            attrs.ctime_ns = now;
+            modified(&mut attrs, end);
             tx.push(Mutation::PutInode(attrs));
         }
-        if let Err(e) = self.commit(&tx) {
-            self.give_back(&runs);
-            return Err(e);
-        }
-        Ok(())
+        self.commit_or_give_back(&tx, &runs)
     }
 
     // ----- reflink and dedupe -----
@@ -1155,10 +1140,7 @@ impl FileSystem {
         }
         if let Some(size) = new_size {
             let mut attrs = self.state.inode(dst)?.attrs.clone();
-            let now = now_ns();
-            attrs.size = size;
-            attrs.mtime_ns = now;
-            attrs.ctime_ns = now;
+            modified(&mut attrs, size);
             tx.push(Mutation::PutInode(attrs));
         }
         self.commit(&tx)
@@ -1307,6 +1289,14 @@ impl FileSystem {
         self.writable()?;
         self.journal.checkpoint(&mut self.state)
     }
+}
+
+/// Sets a file's new size and stamps its modification and change times.
+fn modified(attrs: &mut InodeAttrs, size: u64) {
+    let now = now_ns();
+    attrs.size = size;
+    attrs.mtime_ns = now;
+    attrs.ctime_ns = now;
 }
 
 /// Appends a one-block map, extending the previous one when it continues it.
