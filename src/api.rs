@@ -113,7 +113,7 @@ impl std::ops::Deref for ReadGuard<'_> {
 
 /// Exclusive access; dereferences to [`FileSystem`]. When dropped, it brings every view in line
 /// with the layout changes made through it, before the lock is released.
-pub(crate) struct WriteGuard<'a> {
+pub struct WriteGuard<'a> {
     guard: RwLockWriteGuard<'a, Mounted>,
     _mark: LockMark,
 }
@@ -121,6 +121,18 @@ pub(crate) struct WriteGuard<'a> {
 impl WriteGuard<'_> {
     fn mounted(&mut self) -> &mut Mounted {
         &mut self.guard
+    }
+
+    /// Write-protects the views' pages of bytes `[offset, offset + len)` of `ino` until the views
+    /// are brought in line again (at the latest when the guard is dropped); see
+    /// [`DaxLayer::write_protect`].
+    fn write_protect(&mut self, ino: u64, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let first = offset / BLOCK_SIZE;
+        let end = offset.saturating_add(len).div_ceil(BLOCK_SIZE);
+        self.mounted().dax.write_protect(ino, first, end - first)
     }
 
     /// Applies pending layout changes to the views now.
@@ -281,6 +293,12 @@ impl Fs {
         ReadGuard { guard: self.shared.fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
 
+    /// Exclusive access to the file system, for tools and tests that drive it directly; views are
+    /// brought in line with any layout change when the guard drops.
+    pub fn exclusive(&self) -> WriteGuard<'_> {
+        self.write_lock()
+    }
+
     pub(crate) fn write_lock(&self) -> WriteGuard<'_> {
         let mark = LockMark::new();
         WriteGuard { guard: self.shared.fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
@@ -400,6 +418,13 @@ impl Fs {
                 out.push(DedupeStatus::Failed(Error::CrossPool(
                     "dedupe destination is in another pool".into(),
                 )));
+                continue;
+            }
+            // A store through a view must not land between the compare and the remap.
+            let protected =
+                fs.write_protect(src.ino, src_off, len).and_then(|()| fs.write_protect(t.file.ino, t.offset, len));
+            if let Err(e) = protected {
+                out.push(DedupeStatus::Failed(e));
                 continue;
             }
             out.push(match fs.dedupe_one(src.ino, src_off, t.file.ino, t.offset, len) {
@@ -596,7 +621,12 @@ impl File {
         if !self.access.write {
             return Err(Error::Invalid("truncate needs a writable handle".into()));
         }
-        self.fs.write_lock().truncate(self.ino, size)
+        let mut guard = self.fs.write_lock();
+        // The kept part of a partial last page is copied: no store through a view may land meanwhile.
+        if size % BLOCK_SIZE != 0 {
+            guard.write_protect(self.ino, size, 1)?;
+        }
+        guard.truncate(self.ino, size)
     }
 
     /// fstat.
@@ -604,9 +634,20 @@ impl File {
         self.fs.read_lock().stat(self.ino)
     }
 
-    /// fsync: every operation is durable when it returns, so this only confirms it.
+    /// fsync: every operation is durable when it returns; stores made through the file's views
+    /// are written back here (blocks that stopped being writable in a view already were).
     pub fn sync_all(&self) -> Result<()> {
-        self.fs.read_lock().stat(self.ino).map(|_| ())
+        let guard = self.fs.read_lock();
+        guard.stat(self.ino)?;
+        let views = guard.dax().views_of(self.ino);
+        if !views.is_empty() {
+            let backend = guard.backend().clone();
+            for view in &views {
+                flush_writable_pages(backend.as_ref(), view);
+            }
+            backend.drain();
+        }
+        Ok(())
     }
 }
 
@@ -787,17 +828,47 @@ impl Mapping {
         Ok(())
     }
 
-    /// msync: makes every store through the view durable.
+    /// Plain stores, faults resolved by the handler: copies `data` into the view at `offset` with
+    /// ordinary memory stores and no preparation, exactly what a program storing through
+    /// [`Mapping::as_ptr`] does. A store into a shared block or a hole faults, and the process-wide
+    /// fault handler copies (or allocates) the page and makes it writable before the store resumes;
+    /// this is the way to exercise or measure copy-on-write faults without `unsafe`.
+    /// [`Mapping::write_at`] breaks sharing first instead, and never faults.
+    ///
+    /// Fails with EINVAL outside the view and EBADF on a read-only view (where a store would be
+    /// SIGSEGV). Like a store through the pointer, a store into a page past EOF raises SIGBUS, and
+    /// a fault that cannot be resolved (no space for the copy) raises SIGSEGV.
+    pub fn store_plain(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        if self.inner.view.access != MapAccess::ReadWrite {
+            return Err(Error::BadHandle("the view is read-only".into()));
+        }
+        self.inner.view.reservation().store(offset, data);
+        Ok(())
+    }
+
+    /// Whether stores are allowed ([`MapAccess::ReadWrite`]).
+    pub fn access(&self) -> MapAccess {
+        self.inner.view.access
+    }
+
+    /// msync: makes every store through the view durable. Only pages writable now can hold
+    /// stores not yet written back: pages that stopped being writable were flushed then.
     pub fn sync(&self) -> Result<()> {
         let guard = self.inner.fs.read_lock();
         let backend = guard.backend().clone();
-        for page in 0..self.inner.view.pages {
-            if let PageState::Block { phys, prot: PageProtection::ReadWrite } = self.page_state(page) {
-                backend.flush(phys * BLOCK_SIZE, BLOCK_SIZE);
-            }
-        }
+        flush_writable_pages(backend.as_ref(), &self.inner.view);
         backend.drain();
         Ok(())
+    }
+}
+
+/// Flushes (without draining) the blocks a view maps writable: where its stores may be pending.
+fn flush_writable_pages(backend: &dyn Backend, view: &View) {
+    for page in 0..view.pages {
+        if let PageState::Block { phys, prot: PageProtection::ReadWrite } = view.page_state(page) {
+            backend.flush(phys * BLOCK_SIZE, BLOCK_SIZE);
+        }
     }
 }
 
@@ -805,7 +876,10 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         fault::unregister(self.inner.view.addr());
         let mut guard = self.inner.fs.write_lock();
-        guard.mounted().dax.remove_view(self.inner.view.id);
+        let m = guard.mounted();
+        // Unmapping does not make stores durable, but a later fsync must find them written back.
+        m.dax.remove_view(self.inner.view.id);
+        m.dax.flush_retired(m.fs.backend().as_ref());
         let _ = guard.close_ref(self.inner.view.ino);
     }
 }

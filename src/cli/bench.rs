@@ -9,9 +9,13 @@
 //! Must never: reach below the library API (`ferrodax::{Pool, Fs, File, ...}`), install anything,
 //! or leave an XFS scratch mount or image behind (the scratch guard unmounts and deletes on every
 //! path, errors and panics included). The only `unsafe` is the two remap ioctls for the XFS
-//! comparison, kept together in [`kernel_remap`].
+//! comparison, kept together in [`kernel_remap`], and the bare store-fault baseline of the DAX
+//! rows (a SIGSEGV handler of its own, installed only while it measures, before any DAX view
+//! exists), kept together in [`bare_fault`].
 
 use clap::Args;
+use ferrodax::dax::vm::PageProtection;
+use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
@@ -42,6 +46,11 @@ const DEDUPE_TARGET_RATIO: f64 = 0.8;
 const COW_TARGET_US: f64 = 2.0;
 /// Target: 1 MiB sequential pwrite/pread reach at least this fraction of memcpy bandwidth.
 const SEQUENTIAL_TARGET_RATIO: f64 = 0.8;
+/// Target: a copy-on-write store fault through a DAX view costs at most this multiple of a bare
+/// SIGSEGV + mprotect round trip.
+const DAX_FAULT_TARGET_RATIO: f64 = 1.5;
+/// Target: plain stores through a private DAX view reach at least this fraction of memcpy.
+const DAX_STORE_TARGET_RATIO: f64 = 0.8;
 
 /// Sizes and repetitions of one bench run.
 struct Plan {
@@ -333,7 +342,123 @@ impl Target for XfsTarget {
     }
 }
 
-/// The two remap ioctls of linux/fs.h, for the XFS comparison. The only `unsafe` of the CLI.
+/// The bare store fault the DAX fault row is compared with: a store into a read-only page of a
+/// private anonymous mapping raises SIGSEGV, and a handler of this module makes that one page
+/// writable with mprotect and returns, so the store re-executes and succeeds. Together with
+/// [`kernel_remap`], the only `unsafe` of the CLI.
+///
+/// The handler is installed only while [`store_fault_round_trips`] measures, and the previous
+/// disposition is restored afterwards; the bench measures this before any DAX view exists, so
+/// ferrodax's own handler is not involved. A fault outside the measured region resets SIGSEGV to
+/// the default action, so a real crash during the measurement still ends the process.
+mod bare_fault {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    const PAGE: usize = 4096;
+
+    /// The measured region, `[START, END)`; both 0 when no measurement runs.
+    static START: AtomicUsize = AtomicUsize::new(0);
+    static END: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn on_store_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if addr >= START.load(Ordering::Relaxed) && addr < END.load(Ordering::Relaxed) {
+            let page = addr & !(PAGE - 1);
+            // SAFETY: the page lies in the region `store_fault_round_trips` mapped and owns;
+            // mprotect is async-signal-safe and changes no contents.
+            let rc = unsafe {
+                libc::mprotect(page as *mut libc::c_void, PAGE, libc::PROT_READ | libc::PROT_WRITE)
+            };
+            if rc == 0 {
+                return;
+            }
+        }
+        // Not a fault of the measurement: the default action when the access re-executes.
+        // SAFETY: sigaction is async-signal-safe; a zeroed sigaction with SIG_DFL is valid.
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGSEGV, &default, std::ptr::null_mut());
+        }
+    }
+
+    /// Maps `pages` private anonymous pages, writes every one (so no timed store allocates a
+    /// page), makes them read-only, then times one store per page, each of which faults once
+    /// into the handler. Returns the time of all the stores.
+    pub fn store_fault_round_trips(pages: usize) -> Result<Duration, String> {
+        let len = pages * PAGE;
+        // SAFETY: a new private anonymous mapping at an address the kernel picks.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        let unmap = || {
+            // SAFETY: the mapping made above; nothing refers to it after this.
+            unsafe { libc::munmap(base, len) };
+        };
+        // 4 KiB pages, as views have: a huge page would make the first mprotect split it.
+        // SAFETY: advice about our own mapping; the contents are not changed.
+        unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
+        // SAFETY: `len` writable bytes at `base`, ours alone.
+        unsafe { std::ptr::write_bytes(base.cast::<u8>(), 1, len) };
+        // SAFETY: our own mapping; mprotect changes no contents.
+        if unsafe { libc::mprotect(base, len, libc::PROT_READ) } != 0 {
+            let e = std::io::Error::last_os_error();
+            unmap();
+            return Err(format!("mprotect: {e}"));
+        }
+        START.store(base as usize, Ordering::SeqCst);
+        END.store(base as usize + len, Ordering::SeqCst);
+        // SAFETY: installing a handler that only touches the measured region (see above) and
+        // keeping the previous disposition, which is restored below.
+        let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+        let installed = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_store_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &action, &mut previous)
+        };
+        if installed != 0 {
+            let e = std::io::Error::last_os_error();
+            unmap();
+            return Err(format!("sigaction: {e}"));
+        }
+        let start = Instant::now();
+        for page in 0..pages {
+            // SAFETY: inside our mapping; the page is read-only, so the store faults and the
+            // handler makes it writable before the store re-executes.
+            unsafe { base.cast::<u8>().add(page * PAGE).write_volatile(2) };
+        }
+        let time = start.elapsed();
+        // SAFETY: putting back exactly the disposition that was in place before.
+        unsafe { libc::sigaction(libc::SIGSEGV, &previous, std::ptr::null_mut()) };
+        START.store(0, Ordering::SeqCst);
+        END.store(0, Ordering::SeqCst);
+        // SAFETY: every page of our mapping is readable.
+        let all_stored =
+            (0..pages).all(|page| unsafe { base.cast::<u8>().add(page * PAGE).read_volatile() } == 2);
+        unmap();
+        if !all_stored {
+            return Err("a store through the faulting pages was lost".into());
+        }
+        Ok(time)
+    }
+}
+
+/// The two remap ioctls of linux/fs.h, for the XFS comparison. Together with [`bare_fault`], the
+/// only `unsafe` of the CLI.
 mod kernel_remap {
     use std::io;
     use std::os::fd::RawFd;
@@ -781,12 +906,183 @@ fn run_suite<T: Target>(t: &T, plan: &Plan, name: &str) -> Suite {
     Suite { sequential, reflink_single, reflink_fragmented, dedupe, cow_random, cow_sequential }
 }
 
+// ----- DAX views (ferrodax only) -----
+
+/// What the DAX rows measure.
+struct DaxSuite {
+    /// All the copy-on-write store faults of one pass over a fully shared clone, and their count.
+    cow_fault: Result<(Duration, u64), String>,
+    /// Mapping a `plan.big` single-extent file, and what the view took.
+    map: Result<MapCost, String>,
+    /// Storing `plan.big` bytes through a private view.
+    store: Result<Duration, String>,
+}
+
+/// The cost of one `File::map` of a big file.
+struct MapCost {
+    time: Duration,
+    /// Extents of the mapped file.
+    extents: Option<u64>,
+    /// Kernel mappings (lines of /proc/self/maps) inside the view's address range.
+    kernel_mappings: Option<usize>,
+}
+
+/// Lines of /proc/self/maps that lie inside `[start, end)`.
+fn kernel_mappings_in(start: usize, end: usize) -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let inside = maps
+        .lines()
+        .filter_map(|line| {
+            let (low, high) = line.split_whitespace().next()?.split_once('-')?;
+            Some((usize::from_str_radix(low, 16).ok()?, usize::from_str_radix(high, 16).ok()?))
+        })
+        .filter(|&(low, high)| low >= start && high <= end)
+        .count();
+    Some(inside)
+}
+
+/// One plain store per page into a ReadWrite view of a freshly reflinked clone of a
+/// `plan.cow_file` file: every store faults, and the handler copies the page. Best of `plan.runs`.
+fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Result<(Duration, u64), String> {
+    let base = t.create("dax-fault-base")?;
+    fill_file(t, &base, plan.cow_file, pattern)?;
+    let pages = plan.cow_file / BLOCK;
+    let last_page = (pages - 1) * BLOCK;
+    let mut source_byte = [0u8; 1];
+    t.read_at(&base, &mut source_byte, last_page)?;
+    // Differs from the source's byte where the stored bytes are checked.
+    let stored = [!source_byte[0]];
+    let mut run = 0;
+    let time = best_of(plan.runs, || {
+        let name = format!("dax-fault-clone-{run}");
+        run += 1;
+        let clone = t.create(&name)?;
+        t.reflink(&base, &clone, plan.cow_file)?;
+        let view = clone.map(0, plan.cow_file, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
+        if !matches!(view.page_state(0), PageState::Block { prot: PageProtection::ReadOnly, .. }) {
+            return Err(format!("the clone's first page is {:?}, not shared read-only", view.page_state(0)));
+        }
+        let start = Instant::now();
+        for page in 0..pages {
+            view.store_plain((page * BLOCK) as usize, &stored).map_err(|e| format!("store: {e}"))?;
+        }
+        let time = start.elapsed();
+        let last = view.page_state(pages - 1);
+        if !matches!(last, PageState::Block { prot: PageProtection::ReadWrite, .. }) {
+            return Err(format!("after its store the clone's last page is {last:?}"));
+        }
+        drop(view);
+        let mut check = [0u8; 1];
+        t.read_at(&clone, &mut check, last_page)?;
+        if check != stored {
+            return Err("the clone does not show the store".into());
+        }
+        t.read_at(&base, &mut check, last_page)?;
+        if check != source_byte {
+            return Err("the store reached the shared source".into());
+        }
+        drop(clone);
+        t.remove(&name)?;
+        Ok(time)
+    })?;
+    drop(base);
+    t.remove("dax-fault-base")?;
+    Ok((time, pages))
+}
+
+/// Maps a `plan.big` single-extent file (best of `plan.runs`), then stores `plan.big` bytes from
+/// a separate source buffer through a ReadWrite view of it in 1 MiB chunks (one untimed pass
+/// first, so no timed store pays for a page-table entry, as the memcpy baseline's destination is
+/// written before it is timed).
+fn dax_map_and_store(
+    t: &FerrodaxTarget,
+    plan: &Plan,
+    pattern: &mut Pattern,
+) -> (Result<MapCost, String>, Result<Duration, String>) {
+    let file = match t.create("dax-big") {
+        Ok(file) => file,
+        Err(e) => return (Err(e.clone()), Err(e)),
+    };
+    if let Err(e) = fill_file(t, &file, plan.big, pattern) {
+        return (Err(e.clone()), Err(e));
+    }
+    let extents = t.extent_count(&file);
+    let mut kernel_mappings = None;
+    let map = best_of(plan.runs, || {
+        let start = Instant::now();
+        let view = file.map(0, plan.big, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
+        let time = start.elapsed();
+        let first = view.as_ptr() as usize;
+        kernel_mappings = kernel_mappings_in(first, first + view.len());
+        Ok(time)
+    })
+    .map(|time| MapCost { time, extents, kernel_mappings });
+
+    let store = (|| {
+        let mut source = vec![0u8; plan.big as usize];
+        for (i, chunk) in source.chunks_mut(MIB as usize).enumerate() {
+            chunk.copy_from_slice(&pattern.chunk(i as u64 + 1)[..chunk.len()]);
+        }
+        let view = file.map(0, plan.big, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
+        let store_all = || -> Result<Duration, String> {
+            let start = Instant::now();
+            for (i, chunk) in source.chunks(MIB as usize).enumerate() {
+                view.store_plain(i * MIB as usize, black_box(chunk)).map_err(|e| format!("store: {e}"))?;
+            }
+            Ok(start.elapsed())
+        };
+        store_all()?;
+        let time = best_of(plan.runs, store_all)?;
+        drop(view);
+        let mut check = vec![0u8; MIB as usize];
+        t.read_at(&file, &mut check, plan.big - MIB)?;
+        if check[..] != source[(plan.big - MIB) as usize..] {
+            return Err("pread does not show the bytes stored through the view".into());
+        }
+        Ok(time)
+    })();
+    drop(file);
+    if let Err(e) = t.remove("dax-big") {
+        progress(&format!("ferrodax: could not remove /dax-big: {e}"));
+    }
+    (map, store)
+}
+
+/// Runs the DAX measurements on a pool of their own (so the big file is one extent), its free
+/// space pre-faulted like the main pool's.
+fn run_dax_suite(plan: &Plan) -> DaxSuite {
+    let pool_size = plan.big + 512 * MIB;
+    progress(&format!("ferrodax: DAX views, memfd pool of {}", size_text(pool_size)));
+    let t = match Pool::memfd(pool_size).and_then(|pool| Fs::format(&pool)) {
+        Ok(fs) => FerrodaxTarget { fs },
+        Err(e) => {
+            let e = format!("could not make the pool: {e}");
+            return DaxSuite { cow_fault: Err(e.clone()), map: Err(e.clone()), store: Err(e) };
+        }
+    };
+    let t = &t;
+    let mut pattern = Pattern::new();
+    if let Err(e) = warm_up(t, plan.big + 256 * MIB, &mut pattern) {
+        progress(&format!("ferrodax: DAX pool warm-up failed ({e}); measuring anyway"));
+    }
+    progress(&format!(
+        "ferrodax: DAX copy-on-write store faults, one per page of a shared {} clone",
+        size_text(plan.cow_file)
+    ));
+    let cow_fault = dax_cow_faults(t, plan, &mut pattern);
+    progress(&format!("ferrodax: DAX map of a {} file, and stores through it", size_text(plan.big)));
+    let (map, store) = dax_map_and_store(t, plan, &mut pattern);
+    DaxSuite { cow_fault, map, store }
+}
+
 // ----- ferrodax-only and machine measurements -----
 
-/// memcpy and memcmp bandwidth in GB/s, best of `runs`.
+/// memcpy and memcmp bandwidth in GB/s, best of `runs`, and the bare store fault.
 struct Baselines {
     memcpy: f64,
     memcmp: f64,
+    /// Microseconds of one SIGSEGV + mprotect round trip (see [`bare_fault`]), and the pages timed.
+    bare_fault: Result<(f64, u64), String>,
 }
 
 fn machine_baselines(plan: &Plan) -> Baselines {
@@ -814,7 +1110,12 @@ fn machine_baselines(plan: &Plan) -> Baselines {
     })
     .expect("memcmp cannot fail");
     assert!(equal, "the copied buffer differs from its source");
-    Baselines { memcpy: gb_per_s(plan.big, memcpy), memcmp: gb_per_s(plan.big, memcmp) }
+    drop((src, dst));
+    // Before any DAX view exists, so that ferrodax's fault handler is not installed yet.
+    let pages = plan.cow_file / BLOCK;
+    let bare_fault = best_of(plan.runs, || bare_fault::store_fault_round_trips(pages as usize))
+        .map(|time| (time.as_secs_f64() * 1e6 / pages as f64, pages));
+    Baselines { memcpy: gb_per_s(plan.big, memcpy), memcmp: gb_per_s(plan.big, memcmp), bare_fault }
 }
 
 /// Mount time of a pool holding `plan.mount_files` empty files in 16 directories.
@@ -961,6 +1262,7 @@ fn build_rows(
     plan: &Plan,
     base: &Baselines,
     ours: &Suite,
+    dax: &DaxSuite,
     mount: &Result<(Duration, u64), String>,
     xfs: &Result<Suite, String>,
 ) -> Vec<Row> {
@@ -1104,6 +1406,78 @@ fn build_rows(
         }
         Err(e) => r.failed(e),
     });
+    rows.extend(dax_rows(plan, base, dax));
+    rows
+}
+
+/// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
+fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let r = Row::new("bare store fault: SIGSEGV + mprotect of a private anonymous page".into(), "us/page");
+    rows.push(match &base.bare_fault {
+        Ok((us, pages)) => {
+            let mut r = r;
+            r.result = Some(*us);
+            r.comparison = format!("machine baseline ({} pages)", thousands(*pages));
+            r
+        }
+        Err(e) => r.failed(e),
+    });
+
+    let mut r = Row::new(
+        format!("DAX CoW store fault, shared {} clone, one plain store per page", size_text(plan.cow_file)),
+        "us/page",
+    );
+    r.target = format!("<= {DAX_FAULT_TARGET_RATIO}x bare fault");
+    rows.push(match (&dax.cow_fault, &base.bare_fault) {
+        (Ok((time, pages)), bare) => {
+            let us = time.as_secs_f64() * 1e6 / *pages as f64;
+            r.result = Some(us);
+            if let Ok((bare_us, _)) = bare {
+                r.comparison = format!("bare fault {} us", num(*bare_us));
+                r.ratio = Some(us / bare_us);
+                r.verdict =
+                    if us / bare_us <= DAX_FAULT_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
+            }
+            r
+        }
+        (Err(e), _) => r.failed(e),
+    });
+
+    let r = Row::new(format!("DAX map of a {} file (File::map, read-write)", size_text(plan.big)), "ms");
+    rows.push(match &dax.map {
+        Ok(m) => {
+            let mut r = r;
+            r.benchmark += &match m.extents {
+                Some(1) => " single-extent".to_string(),
+                Some(n) => format!(" ({n} extents)"),
+                None => String::new(),
+            };
+            r.result = Some(ms(m.time));
+            r.comparison = match m.kernel_mappings {
+                Some(n) => format!("{n} kernel mapping(s) in the view"),
+                None => "-".into(),
+            };
+            r
+        }
+        Err(e) => r.failed(e),
+    });
+
+    let big = size_text(plan.big);
+    let mut r = Row::new(format!("stores through a private DAX view, {big} in 1 MiB chunks"), "GB/s");
+    r.target = format!(">= {DAX_STORE_TARGET_RATIO}x memcpy");
+    rows.push(match &dax.store {
+        Ok(time) => {
+            let gbps = gb_per_s(plan.big, *time);
+            r.result = Some(gbps);
+            r.comparison = format!("memcpy {} GB/s", num(base.memcpy));
+            r.ratio = Some(gbps / base.memcpy);
+            r.verdict =
+                if gbps / base.memcpy >= DAX_STORE_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
+            r
+        }
+        Err(e) => r.failed(e),
+    });
     rows
 }
 
@@ -1181,6 +1555,10 @@ pub fn run(args: BenchArgs) -> i32 {
     progress(&format!("machine baselines: memcpy and memcmp over {}", size_text(plan.big)));
     let base = machine_baselines(&plan);
     progress(&format!("memcpy {} GB/s, memcmp {} GB/s", num(base.memcpy), num(base.memcmp)));
+    match &base.bare_fault {
+        Ok((us, _)) => progress(&format!("bare store fault (SIGSEGV + mprotect): {} us", num(*us))),
+        Err(e) => progress(&format!("bare store fault could not be measured: {e}")),
+    }
 
     progress(&format!("ferrodax: memfd pool of {}", size_text(plan.pool_size)));
     let ours = match Pool::memfd(plan.pool_size).and_then(|pool| Fs::format(&pool)) {
@@ -1201,6 +1579,8 @@ pub fn run(args: BenchArgs) -> i32 {
         }
     }; // the pool is dropped here, before XFS needs the memory
 
+    let dax = run_dax_suite(&plan);
+
     progress(&format!("ferrodax: creating {} files for the mount benchmark", thousands(plan.mount_files)));
     let mount = mount_time(&plan);
 
@@ -1215,7 +1595,7 @@ pub fn run(args: BenchArgs) -> i32 {
         progress(&format!("XFS comparison skipped: {why}"));
     }
 
-    let rows = build_rows(&plan, &base, &ours, &mount, &xfs);
+    let rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
     let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
     let header = vec![
         format!(
@@ -1234,12 +1614,20 @@ pub fn run(args: BenchArgs) -> i32 {
         "XFS: mkfs.xfs -m reflink=1,rmapbt=1 on a 4 GiB loop device over /dev/shm, buffered I/O through the page \
          cache (not DAX); reflink/dedupe timed as the ioctl alone (no fsync); pwrite rows end with one fsync"
             .to_string(),
+        "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); a CoW fault copies the page, \
+         commits and remaps it; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \
+         view exists"
+            .to_string(),
     ];
     if args.json {
         let doc = serde_json::json!({
             "mode": if plan.quick { "quick" } else { "full" },
             "pool": { "kind": "memfd", "bytes": plan.pool_size, "persistence": "cache flush", "flush_instruction": flush },
-            "baselines": { "memcpy_gb_per_s": base.memcpy, "memcmp_gb_per_s": base.memcmp },
+            "baselines": {
+                "memcpy_gb_per_s": base.memcpy,
+                "memcmp_gb_per_s": base.memcmp,
+                "bare_store_fault_us": base.bare_fault.as_ref().ok().map(|b| b.0),
+            },
             "notes": header,
             "rows": rows,
         });

@@ -1,10 +1,15 @@
 //! `ferrodax io`: xfs_io-style commands on one file of a pool.
 //!
 //! Owns the command language (the xfs_io 6.1 subset pwrite, pread, truncate, fsync, fdatasync,
-//! reflink, dedupe, funshare/unshare, fiemap, stat, help), its output, which is xfs_io's byte for
-//! byte so fstests filters (`_filter_xfs_io`, ...) work unchanged, and the exit status.
+//! reflink, dedupe, funshare/unshare, fiemap, stat, mmap, mread, mwrite, msync, munmap, help), its
+//! output, which is xfs_io's byte for byte so fstests filters (`_filter_xfs_io`, ...) work
+//! unchanged, the session's table of mappings, and the exit status.
 //! Must never reach below the library API, and must never stop at a failing command: every
 //! command runs, in order, and the exit status says whether any of them failed.
+//!
+//! `mmap` makes a DAX view ([`File::map`]): its pages are the pool's pages. `mwrite` stores
+//! through it with plain stores ([`Mapping::store_plain`]), so a store into a shared page or a
+//! hole takes the copy-on-write fault path, as a program's store through its mapping does.
 //!
 //! Where we part from xfs_io on purpose:
 //! - every failed command makes the exit status 1 (xfs_io returns 0 after reflink errors, dedupe
@@ -12,10 +17,21 @@
 //!   commands); the issue asks for a non-zero status whenever a command failed;
 //! - negative numbers are numbers, not options (`reflink SRC -4096 0 4096`), and reach the file
 //!   system, which rejects them with EINVAL as the kernel does with a negative loff_t;
-//! - `stat` prints the lines we can fill honestly (no dioattr), `stat -v` times are in UTC.
+//! - `stat` prints the lines we can fill honestly (no dioattr), `stat -v` times are in UTC;
+//! - views are always readable and never executable: `mmap` with no protection maps read-write
+//!   (xfs_io's default is rwx), `-w` maps read-write, `-x` fails with EOPNOTSUPP, and the listing
+//!   shows the real protection; `-S` (MAP_SYNC) is accepted because every store fault commits the
+//!   page's new block durably before the store resumes; `-s` has nothing to do;
+//! - `mread`, `mwrite` and `msync` check ranges against the mapping's length (xfs_io 6.1 lets a
+//!   mapping that does not start at file offset 0 be accessed past its end), and an access that
+//!   would raise SIGBUS (a page past EOF) or SIGSEGV (a store into a read-only mapping) is refused
+//!   with a message instead of ending the run; `mread -v` dumps a range whose length is 1 more
+//!   than a multiple of 4096 (xfs_io 6.1 dumps nothing then); `msync` syncs the whole mapping.
 
 use super::parse_size;
 use clap::Args;
+use ferrodax::api::Mapping;
+use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::format::record::InodeKind;
 use ferrodax::{DedupeStatus, DedupeTarget, Error, FiemapExtent, File, Fs, OpenOptions, Pool};
 use std::io::{self, BufWriter, Write};
@@ -42,6 +58,15 @@ const STAT_PREFIX: &str = "fstat";
 const FIEMAP_IOCTL: &str = "ioctl(FS_IOC_FIEMAP)";
 /// The program name in messages that carry one (xfs_io prints "xfs_io").
 const PROGNAME: &str = "ferrodax";
+
+/// What xfs_io says when a mapping command finds no mapping (or `mmap` has none to list).
+const NO_MAPPINGS: &str = "no mapped regions, try 'help mmap'";
+/// Commands that need a current mapping.
+const NEEDS_MAPPING: &[&str] = &["mread", "mwrite", "msync", "munmap"];
+/// xfs_io's default mwrite byte ('X').
+const DEFAULT_MWRITE_SEED: u8 = b'X';
+/// The page size of views (one file system block per page).
+const PAGE: i64 = 4096;
 
 /// xfs_io's default pwrite pattern byte.
 const DEFAULT_SEED: u8 = 0xcd;
@@ -102,6 +127,8 @@ pub fn run(args: IoArgs) -> i32 {
         append: args.append && !args.read_only,
         out: BufWriter::new(io::stdout()),
         any_failed: false,
+        maps: Vec::new(),
+        current: 0,
     };
     for line in &args.commands {
         session.run_line(line);
@@ -199,6 +226,46 @@ const COMMANDS: &[CommandSpec] = &[
         oneline: "help for one or all commands",
     },
     CommandSpec {
+        name: "mmap",
+        alias: Some("mm"),
+        argmin: 0,
+        argmax: None,
+        args: "[N] | [-rwxS] [-s size] [off len]",
+        oneline: "mmap a range in the current file, show mappings",
+    },
+    CommandSpec {
+        name: "mread",
+        alias: Some("mr"),
+        argmin: 0,
+        argmax: None,
+        args: "[-r] [off len]",
+        oneline: "reads data from a region in the current memory mapping",
+    },
+    CommandSpec {
+        name: "msync",
+        alias: Some("ms"),
+        argmin: 0,
+        argmax: None,
+        args: "[-ais] [off len]",
+        oneline: "flush a region in the current memory mapping",
+    },
+    CommandSpec {
+        name: "munmap",
+        alias: Some("mu"),
+        argmin: 0,
+        argmax: Some(0),
+        args: "",
+        oneline: "unmaps the current memory mapping",
+    },
+    CommandSpec {
+        name: "mwrite",
+        alias: Some("mw"),
+        argmin: 0,
+        argmax: None,
+        args: "[-r] [-S seed] [off len]",
+        oneline: "writes data into a region in the current memory mapping",
+    },
+    CommandSpec {
         name: "pread",
         alias: Some("r"),
         argmin: 2,
@@ -261,6 +328,19 @@ struct Parsed<'a> {
     operands: Vec<&'a str>,
 }
 
+/// One live `mmap` of the session: a DAX view of the file and the range xfs_io would record.
+struct MapEntry {
+    mapping: Mapping,
+    /// File offset of the first byte, as given.
+    offset: i64,
+    /// Length as given (the view itself is rounded up to whole pages).
+    length: i64,
+    /// Whether stores are allowed.
+    writable: bool,
+    /// Whether `-S` (MAP_SYNC) was asked for.
+    map_sync: bool,
+}
+
 /// The state of one `ferrodax io` run.
 struct Session {
     fs: Fs,
@@ -270,6 +350,10 @@ struct Session {
     append: bool,
     out: BufWriter<io::Stdout>,
     any_failed: bool,
+    /// xfs_io's table of mappings, in creation order.
+    maps: Vec<MapEntry>,
+    /// Index of the current mapping in `maps` (meaningful when `maps` is not empty).
+    current: usize,
 }
 
 impl Session {
@@ -301,6 +385,12 @@ impl Session {
             self.any_failed = true;
             return;
         };
+        // xfs_io checks for a mapping before it counts arguments.
+        if NEEDS_MAPPING.contains(&spec.name) && self.maps.is_empty() {
+            let _ = self.fail_err(NO_MAPPINGS);
+            self.any_failed = true;
+            return;
+        }
         if rest.len() < spec.argmin || spec.argmax.is_some_and(|max| rest.len() > max) {
             let expected = match spec.argmax {
                 None => format!("at least {} arguments", spec.argmin),
@@ -322,6 +412,11 @@ impl Session {
             "funshare" => self.unshare(spec, rest),
             "fiemap" => self.fiemap(spec, rest),
             "stat" => self.stat(spec, rest),
+            "mmap" => self.mmap(spec, rest),
+            "mread" => self.mread(spec, rest),
+            "mwrite" => self.mwrite(spec, rest),
+            "msync" => self.msync(spec, rest),
+            "munmap" => self.munmap(),
             "help" => self.help(rest),
             other => unreachable!("command {other} has a spec but no implementation"),
         };
@@ -687,6 +782,277 @@ impl Session {
         Ok(())
     }
 
+    /// `mmap [N] | [-rwxS] [-s size] [off len]`: with a range, maps it as a DAX view (its pages
+    /// are pool pages) and makes it the current mapping, printing nothing; with no argument, lists
+    /// the mappings; with one, makes mapping N current and lists them.
+    fn mmap(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        match words {
+            [] | [_] if self.maps.is_empty() => return Err(self.fail_err(NO_MAPPINGS)),
+            [] => {
+                self.list_mappings();
+                return Ok(());
+            }
+            [index] => {
+                let index = atoi(index);
+                if index < 0 || index as usize >= self.maps.len() {
+                    return Err(
+                        self.fail_out(format!("value {index} is out of range (0-{})", self.maps.len()))
+                    );
+                }
+                self.current = index as usize;
+                self.list_mappings();
+                return Ok(());
+            }
+            _ => {}
+        }
+        let parsed = self.getopt(spec, words, "rwxSs:")?;
+        let (mut read, mut write, mut exec, mut map_sync) = (false, false, false, false);
+        for (option, _) in parsed.options {
+            match option {
+                'r' => read = true,
+                'w' => write = true,
+                'x' => exec = true,
+                'S' => map_sync = true,
+                // -s only asks xfs_io to reserve address space first, with no guarantee; views
+                // choose their own aligned address, so it has nothing to do.
+                _ => {}
+            }
+        }
+        let [offset, length] = parsed.operands[..] else { return Err(self.fail_out(spec.usage())) };
+        let offset = self.number(offset, "non-numeric offset argument")?;
+        let length = self.number(length, "non-numeric length argument")?;
+        if exec {
+            // Views are never executable.
+            return Err(self.fail_err(format!("mmap: {}", strerror(libc::EOPNOTSUPP))));
+        }
+        // No protection named means xfs_io's default (rwx), which views give as rw.
+        let writable = write || !read;
+        if offset < 0 || length <= 0 {
+            return Err(self.fail_err(format!("mmap: {}", strerror(libc::EINVAL))));
+        }
+        let access = if writable { MapAccess::ReadWrite } else { MapAccess::Read };
+        match self.file.map(offset as u64, length as u64, access) {
+            Ok(mapping) => {
+                self.maps.push(MapEntry { mapping, offset, length, writable, map_sync });
+                self.current = self.maps.len() - 1;
+                Ok(())
+            }
+            Err(e) => {
+                // The kernel refuses a shared writable mapping of a descriptor it cannot write
+                // through with EACCES; the library calls that a bad handle.
+                let errno = if matches!(e, Error::BadHandle(_)) { libc::EACCES } else { e.errno() };
+                Err(self.fail_err(format!("mmap: {}", strerror(errno))))
+            }
+        }
+    }
+
+    /// xfs_io's mapping table: "[NNN] 0xSTART - 0xEND rw-  PATH (offset : length)", the current
+    /// mapping in brackets.
+    fn list_mappings(&mut self) {
+        let lines: Vec<String> = self
+            .maps
+            .iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let (open, close) = if index == self.current { ('[', ']') } else { (' ', ' ') };
+                let start = m.mapping.as_ptr() as usize;
+                let prot =
+                    format!("r{}-{}", if m.writable { 'w' } else { '-' }, if m.map_sync { " S" } else { "" });
+                format!(
+                    "{open}{index:03}{close} {start:#x} - {:#x} {prot}  {:>14} ({} : {})",
+                    start + m.length as usize,
+                    self.path,
+                    m.offset,
+                    m.length
+                )
+            })
+            .collect();
+        for line in lines {
+            self.say(line);
+        }
+    }
+
+    /// The `[off len]` operands of mread, mwrite and msync (the whole current mapping when absent).
+    fn mapping_operands(&mut self, spec: &CommandSpec, operands: &[&str]) -> Result<(i64, i64), Failed> {
+        match *operands {
+            [] => {
+                let m = &self.maps[self.current];
+                Ok((m.offset, m.length))
+            }
+            [offset, length] => {
+                let offset = parse_number(offset)
+                    .filter(|&n| n >= 0)
+                    .ok_or_else(|| self.fail_out(format!("non-numeric offset argument -- {offset}")))?;
+                let length = parse_number(length)
+                    .filter(|&n| n >= 0)
+                    .ok_or_else(|| self.fail_out(format!("non-numeric length argument -- {length}")))?;
+                Ok((offset, length))
+            }
+            _ => Err(self.fail_out(spec.usage())),
+        }
+    }
+
+    /// xfs_io's check_mapping_range: `[offset, offset + length)` (file offsets) must lie in the
+    /// current mapping; returns the offset relative to the mapping. The range is checked against the
+    /// mapping's length (xfs_io 6.1 compares with offset + length, and so lets a mapping that does
+    /// not start at 0 be accessed past its end).
+    fn mapping_range(&mut self, offset: i64, length: i64, page_aligned: bool) -> Result<usize, Failed> {
+        let (start, map_offset, map_length) = {
+            let m = &self.maps[self.current];
+            (m.mapping.as_ptr() as usize, m.offset, m.length)
+        };
+        if offset < map_offset {
+            return Err(self.fail_out(format!("offset ({offset}) is before start of mapping ({map_offset})")));
+        }
+        let relative = offset - map_offset;
+        if relative > map_length {
+            return Err(self.fail_out(format!("offset ({relative}) is beyond end of mapping ({map_offset})")));
+        }
+        if relative.checked_add(length).is_none_or(|end| end > map_length) {
+            return Err(self.fail_out(format!(
+                "range ({offset}:{relative}) is beyond mapping ({map_offset}:{map_length})"
+            )));
+        }
+        if page_aligned && relative % PAGE != 0 {
+            return Err(self
+                .fail_out(format!("offset address ({:#x}) is not page aligned", start + relative as usize)));
+        }
+        Ok(relative as usize)
+    }
+
+    /// Refuses an access to `[relative, relative + length)` of the current mapping that would
+    /// raise SIGBUS (a page past EOF), instead of letting the signal end the run.
+    fn refuse_past_eof(&mut self, command: &str, relative: usize, length: usize) -> Outcome {
+        if length == 0 {
+            return Ok(());
+        }
+        let page_size = PAGE as usize;
+        let m = &self.maps[self.current];
+        let past_eof = (relative / page_size..(relative + length).div_ceil(page_size))
+            .find(|&page| m.mapping.page_state(page as u64) == PageState::PastEof);
+        match past_eof {
+            None => Ok(()),
+            Some(page) => {
+                let at = m.offset as u64 + (page * page_size).max(relative) as u64;
+                Err(self.fail_err(format!(
+                    "{command}: offset {at} is past the end of the file: an access there raises SIGBUS"
+                )))
+            }
+        }
+    }
+
+    /// `mread [-frv] [off len]`: loads the range through the current mapping, a page at a time;
+    /// `-v` dumps it with offsets relative to the mapping, `-f` relative to the file, as xfs_io
+    /// does: the first dump holds `len % 4096` bytes (4096 if that is 0), the others 4096, and `-r`
+    /// loads from the end and dumps the bytes in that (reversed) order.
+    fn mread(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "frv")?;
+        let (mut dump, mut file_offsets, mut reverse) = (false, false, false);
+        for (option, _) in parsed.options {
+            match option {
+                'f' => (dump, file_offsets) = (true, true),
+                'r' => reverse = true,
+                _ => (dump, file_offsets) = (true, false),
+            }
+        }
+        let (offset, length) = self.mapping_operands(spec, &parsed.operands)?;
+        let relative = self.mapping_range(offset, length, false)?;
+        let length = length as usize;
+        self.refuse_past_eof("mread", relative, length)?;
+        let print_base = if file_offsets { offset as u64 } else { relative as u64 };
+        let mut buffer = vec![0u8; PAGE as usize];
+        for (at, size) in dump_chunks(length) {
+            // Forward: bytes [at, at + size) of the range. Reverse: the range read backwards, so
+            // this chunk is the bytes that end `at` bytes before the range's end, reversed.
+            let first = if reverse { length - at - size } else { at };
+            let chunk = &mut buffer[..size];
+            if let Err(e) = self.maps[self.current].mapping.read_at(relative + first, chunk) {
+                return Err(self.fail_err(format!("mread: {}", e.strerror())));
+            }
+            if reverse {
+                chunk.reverse();
+            }
+            if dump {
+                for line in hex_dump(print_base + at as u64, chunk) {
+                    self.say(line);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `mwrite [-r] [-S seed] [off len]`: fills the range with the seed byte (default 'X') by plain
+    /// stores through the current mapping, a page at a time (from the end with `-r`). A store into
+    /// a shared page or a hole faults, and the fault handler copies or allocates the page first:
+    /// the copy-on-write path of a program storing through its mapping.
+    fn mwrite(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "rS:")?;
+        let (mut seed, mut reverse) = (DEFAULT_MWRITE_SEED, false);
+        for (option, value) in parsed.options {
+            match option {
+                'r' => reverse = true,
+                _ => {
+                    seed = parse_seed(value)
+                        .ok_or_else(|| self.fail_out(format!("non-numeric seed -- {value}")))?
+                }
+            }
+        }
+        let (offset, length) = self.mapping_operands(spec, &parsed.operands)?;
+        let relative = self.mapping_range(offset, length, false)?;
+        let length = length as usize;
+        if !self.maps[self.current].writable {
+            return Err(self.fail_err("mwrite: the mapping is read-only: a store would raise SIGSEGV"));
+        }
+        self.refuse_past_eof("mwrite", relative, length)?;
+        let page_size = PAGE as usize;
+        let buffer = vec![seed; length.min(page_size)];
+        // The range cut at page boundaries, so every page is reached by its own stores.
+        let mut pieces = Vec::new();
+        let mut at = relative;
+        while at < relative + length {
+            let end = (at / page_size + 1) * page_size;
+            let end = end.min(relative + length);
+            pieces.push((at, end - at));
+            at = end;
+        }
+        if reverse {
+            pieces.reverse();
+        }
+        for (at, size) in pieces {
+            if let Err(e) = self.maps[self.current].mapping.store_plain(at, &buffer[..size]) {
+                return Err(self.fail_err(format!("mwrite: {}", e.strerror())));
+            }
+        }
+        Ok(())
+    }
+
+    /// `msync [-ais] [off len]`: makes every store through the current mapping durable (the
+    /// whole mapping, a superset of the range, which must start on a page as msync(2) requires).
+    fn msync(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "ais")?;
+        let asynchronous = parsed.options.iter().any(|&(c, _)| c == 'a');
+        let synchronous = parsed.options.iter().any(|&(c, _)| c == 's');
+        let (offset, length) = self.mapping_operands(spec, &parsed.operands)?;
+        self.mapping_range(offset, length, true)?;
+        if asynchronous && synchronous {
+            // msync(2): MS_ASYNC and MS_SYNC together are EINVAL.
+            return Err(self.fail_err(format!("msync: {}", strerror(libc::EINVAL))));
+        }
+        let result = self.maps[self.current].mapping.sync();
+        result.map_err(|e| self.fail_err(format!("msync: {}", e.strerror())))
+    }
+
+    /// `munmap`: unmaps the current mapping; the next one (or the last) becomes current, and
+    /// the remaining mappings are listed.
+    fn munmap(&mut self) -> Outcome {
+        drop(self.maps.remove(self.current));
+        if self.current == self.maps.len() {
+            self.current = self.current.saturating_sub(1);
+        }
+        self.list_mappings();
+        Ok(())
+    }
+
     /// `help [command]`.
     fn help(&mut self, words: &[&str]) -> Outcome {
         match words {
@@ -712,6 +1078,44 @@ impl Session {
 /// The C library's text for `errno`.
 fn strerror(errno: i32) -> String {
     ferrodax::error::strerror(errno)
+}
+
+/// C's atoi: optional blanks and sign, then digits up to the first non-digit; 0 if none.
+fn atoi(word: &str) -> i64 {
+    let word = word.trim_start();
+    let (negative, digits) = match word.as_bytes().first() {
+        Some(b'-') => (true, &word[1..]),
+        Some(b'+') => (false, &word[1..]),
+        _ => (false, word),
+    };
+    let value = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |n, d| n.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+    if negative {
+        -value
+    } else {
+        value
+    }
+}
+
+/// xfs_io mread's dump pieces of a `length`-byte range, as (start in the range, size): the first
+/// holds `length % 4096` bytes (4096 if that is 0), the rest 4096 each. (xfs_io 6.1 never dumps
+/// when `length % 4096 == 1`, a bug; every byte is dumped here.)
+fn dump_chunks(length: usize) -> Vec<(usize, usize)> {
+    let page_size = PAGE as usize;
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    let mut size = match length % page_size {
+        0 => page_size,
+        rest => rest,
+    };
+    while at < length {
+        chunks.push((at, size));
+        at += size;
+        size = page_size;
+    }
+    chunks
 }
 
 /// Parses a number the way xfs_io's cvtnum does, plus a leading '-': decimal or 0x-hex, and an
@@ -1097,6 +1501,16 @@ mod tests {
         assert_eq!(parse_number("-"), None);
         assert_eq!(parse_seed("0x61"), Some(0x61));
         assert_eq!(parse_seed("97"), Some(97));
+    }
+
+    #[test]
+    fn mread_dumps_the_remainder_first_then_whole_pages_and_atoi_reads_a_prefix() {
+        assert_eq!(dump_chunks(20), vec![(0, 20)]);
+        assert_eq!(dump_chunks(4099), vec![(0, 3), (3, 4096)]);
+        assert_eq!(dump_chunks(8192), vec![(0, 4096), (4096, 4096)]);
+        assert_eq!(dump_chunks(4097), vec![(0, 1), (1, 4096)]);
+        assert!(dump_chunks(0).is_empty());
+        assert_eq!((atoi("1"), atoi(" 12x"), atoi("x"), atoi("-3"), atoi("-r")), (1, 12, 0, -3, 0));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod bench;
 mod commands;
+mod difftest;
 mod io;
 mod tour;
 
@@ -122,6 +123,9 @@ enum Command {
     },
     /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
     Bench(bench::BenchArgs),
+    /// Differential test against the kernel's XFS (root, xfsprogs, a loop device): the same
+    /// random operations on both, compared after every step; exits 77 when it cannot run.
+    Difftest(difftest::DifftestArgs),
 }
 
 /// Parses a size with an optional k/m/g/t/p suffix (powers of 1024; `b` = bytes), like xfs_io.
@@ -171,5 +175,6 @@ pub fn run() -> i32 {
         Command::Check { pool, json } => commands::check(&pool, json),
         Command::Tour { pool } => tour::run(&pool),
         Command::Bench(args) => bench::run(args),
+        Command::Difftest(args) => difftest::run(args),
     }
 }

@@ -1,11 +1,15 @@
 //! `ferrodax tour`: the README's main-job command, a guided demonstration in about twenty lines.
 //!
 //! Owns the tour's script: make a pool, write a file, reflink it, dedupe two equal copies, CoW
-//! write one clone (the source stays the same, by checksum), ask the reverse map who owns a
-//! shared block, check, remount and check again. Every claim it prints is verified first; the exit
+//! write one clone (the source stays the same, by checksum), map the clone as a DAX view and store
+//! into a shared page of it with plain stores (the fault handler copies the page; the source stays
+//! the same, by checksum and through its own view), ask the reverse map who owns a shared block,
+//! check, remount and check again. Every claim it prints is verified first; the exit
 //! status is 0 only if all of them held. Must never reach below the library API, and must never
 //! touch any file but its own pool.
 
+use ferrodax::dax::vm::PageProtection;
+use ferrodax::dax::{MapAccess, PageShare, PageState};
 use ferrodax::{DedupeStatus, DedupeTarget, Error, File, Fs, OpenOptions, OwnerKind, Pool};
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -21,6 +25,12 @@ const COPY_SIZE: usize = 256 << 10;
 const PATCH_OFFSET: u64 = 64 << 10;
 /// The file system block size.
 const BLOCK: u64 = 4096;
+/// The page of /clone that the DAX step stores into (still shared: the CoW write hit page 16).
+const DAX_PAGE: u64 = 32;
+/// Where in that page the DAX store lands.
+const DAX_STORE_AT: u64 = DAX_PAGE * BLOCK + 100;
+/// What the DAX step stores.
+const DAX_STAMP: &[u8] = b"stored through a DAX view";
 
 /// Runs the tour; returns 0 if every verified claim held, else 1.
 pub fn run(pool: &Path) -> i32 {
@@ -212,10 +222,23 @@ impl Tour {
             FILE_SIZE as u64 / BLOCK - 1
         );
 
-        // 6. Who owns a shared block: the reverse map answers.
+        // 6. A DAX view of the clone: a plain store into a shared page faults, and the handler
+        // copies the page before the store resumes; a view of /original still shows the old bytes.
+        let (clone_crc, dax_copy) = self.dax_store(&fs, &original, &clone, &expected, crc)?;
+        println!(
+            "6. mapped /clone read-write and /original read-only as DAX views (their pages are pool pages); \
+             a plain store of {} bytes into /clone's shared page {DAX_PAGE} faulted:",
+            DAX_STAMP.len()
+        );
+        println!(
+            "   the handler copied the page to pool {dax_copy:#x}; /clone crc32c {clone_crc:08x}, /original \
+             still {crc:08x}, and its view still shows the old bytes"
+        );
+
+        // 7. Who owns a shared block: the reverse map answers.
         let shared_at = original_map[0].physical;
         let owners = fs.owners(shared_at, BLOCK);
-        println!("6. owners of pool block {shared_at:#x} (block 0 of /original, from fiemap), from the reverse map:");
+        println!("7. owners of pool block {shared_at:#x} (block 0 of /original, from fiemap), from the reverse map:");
         let mut paths = BTreeSet::new();
         for owner in &owners {
             if let OwnerKind::File { ino, path, file_offset, refcount } = &owner.owner {
@@ -239,10 +262,10 @@ impl Tour {
             );
         }
 
-        // 7. fsck, then remount from the media and check again.
+        // 8. fsck, then remount from the media and check again.
         let report = fs.check();
         self.verify(report.is_clean(), format!("check is clean:\n{report}"));
-        println!("7. check: {}", report.to_string().lines().last().unwrap_or_default());
+        println!("8. check: {}", report.to_string().lines().last().unwrap_or_default());
         drop((original, clone, copy_a, copy_b, fs, pool));
         let pool = context("reopening the pool", Pool::open(path))?;
         let fs = context("remount", Fs::mount(&pool))?;
@@ -264,5 +287,58 @@ impl Tour {
             if report.is_clean() { "clean" } else { "NOT CLEAN" }
         );
         Ok(())
+    }
+
+    /// Step 6: maps /clone read-write and /original read-only, stores [`DAX_STAMP`] into a shared
+    /// page of /clone with plain stores, and verifies that only /clone changed. `clone_before` is
+    /// /clone's contents before the store. Returns /clone's new checksum and the pool offset of
+    /// the page's copy.
+    fn dax_store(
+        &mut self,
+        fs: &Fs,
+        original: &File,
+        clone: &File,
+        clone_before: &[u8],
+        original_crc: u32,
+    ) -> Result<(u32, u64), String> {
+        let len = FILE_SIZE as u64;
+        let clone_view = context("map /clone", clone.map(0, len, MapAccess::ReadWrite))?;
+        let original_view = context("map /original", original.map(0, len, MapAccess::Read))?;
+        let shared = match clone_view.page_state(DAX_PAGE) {
+            PageState::Block { phys, prot: PageProtection::ReadOnly } => phys,
+            other => {
+                return Err(format!("page {DAX_PAGE} of /clone's view is {other:?}, not shared read-only"))
+            }
+        };
+        self.verify(
+            fs.page_share(shared) == Some(PageShare::Shared { entries: 2 }),
+            format!("both views map pool block {shared}: {:?}", fs.page_share(shared)),
+        );
+        let mut old_bytes = vec![0u8; DAX_STAMP.len()];
+        context("load", original_view.read_at(DAX_STORE_AT as usize, &mut old_bytes))?;
+
+        context("store into /clone's view", clone_view.store_plain(DAX_STORE_AT as usize, DAX_STAMP))?;
+
+        let copy = match clone_view.page_state(DAX_PAGE) {
+            PageState::Block { phys, prot: PageProtection::ReadWrite } if phys != shared => phys,
+            other => return Err(format!("after the store, page {DAX_PAGE} of /clone's view is {other:?}")),
+        };
+        self.verify(
+            fs.page_share(shared) == Some(PageShare::Single { ino: original.ino(), page: DAX_PAGE }),
+            format!("the old block is mapped by /original's view alone: {:?}", fs.page_share(shared)),
+        );
+        let mut expected = clone_before.to_vec();
+        expected[DAX_STORE_AT as usize..DAX_STORE_AT as usize + DAX_STAMP.len()].copy_from_slice(DAX_STAMP);
+        let clone_bytes = read_all(clone)?;
+        self.verify(clone_bytes == expected, "/clone reads the stored bytes (pread sees the view's store)");
+        let original_now = crc32c::crc32c(&read_all(original)?);
+        self.verify(
+            original_now == original_crc,
+            format!("/original's crc32c is still {original_crc:08x}, not {original_now:08x}"),
+        );
+        let mut through_view = vec![0u8; DAX_STAMP.len()];
+        context("load", original_view.read_at(DAX_STORE_AT as usize, &mut through_view))?;
+        self.verify(through_view == old_bytes, "/original's view still shows the old bytes");
+        Ok((crc32c::crc32c(&clone_bytes), copy * BLOCK))
     }
 }

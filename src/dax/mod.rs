@@ -140,6 +140,14 @@ pub struct DaxLayer {
     /// pool block -> (inode, file page) -> number of views showing it there.
     entries: HashMap<u64, HashMap<(u64, u64), u32>>,
     next_id: u64,
+    /// Pool blocks that were writable through a view and no longer are (re-pointed, made
+    /// read-only, unmapped). Stores made through the view may not be written back yet, and msync
+    /// and fsync only look at pages writable now, so [`DaxLayer::flush_retired`] writes them back
+    /// before the change returns.
+    retired_writable: Vec<u64>,
+    /// (inode, first file page, pages) ranges that [`DaxLayer::write_protect`] made read-only,
+    /// brought back in line by the next [`DaxLayer::apply_changes`].
+    protected: Vec<(u64, u64, u64)>,
 }
 
 impl DaxLayer {
@@ -220,10 +228,25 @@ impl DaxLayer {
         }
         let states = view.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (i, st) in states.iter().enumerate() {
-            if let PageState::Block { phys, .. } = st {
+            if let PageState::Block { phys, prot } = st {
                 self.drop_entry(*phys, view.ino, view.first_page + i as u64);
+                if *prot == PageProtection::ReadWrite {
+                    self.retired_writable.push(*phys);
+                }
             }
         }
+    }
+
+    /// Writes back the blocks that stopped being writable in some view since the last call, so
+    /// that stores made through views stay durable after msync or fsync of whoever owns them now.
+    pub fn flush_retired(&mut self, backend: &dyn crate::pool::Backend) {
+        if self.retired_writable.is_empty() {
+            return;
+        }
+        for block in self.retired_writable.drain(..) {
+            backend.flush(block * BLOCK_SIZE, BLOCK_SIZE);
+        }
+        backend.drain();
     }
 
     fn add_entry(&mut self, phys: u64, ino: u64, page: u64) {
@@ -258,8 +281,9 @@ impl DaxLayer {
     /// What a page of `view` must show now, from the file system.
     fn desired(fs: &FileSystem, view: &View, page: u64) -> PageState {
         let fb = view.first_page + page;
-        let Ok(stat) = fs.stat(view.ino) else { return PageState::PastEof };
-        if fb * BLOCK_SIZE >= stat.size {
+        // The size alone: `stat` would also sum the file's extents, once per page.
+        let Ok(inode) = fs.state().inode(view.ino) else { return PageState::PastEof };
+        if fb * BLOCK_SIZE >= inode.attrs.size {
             return PageState::PastEof;
         }
         match fs.block_of(view.ino, fb) {
@@ -349,9 +373,12 @@ impl DaxLayer {
         for i in 0..run {
             let idx = (page + i) as usize;
             let file_page = view.first_page + page + i;
-            if let PageState::Block { phys, .. } = states[idx] {
+            if let PageState::Block { phys, prot } = states[idx] {
                 if !force {
                     self.drop_entry(phys, view.ino, file_page);
+                    if prot == PageProtection::ReadWrite && nth(i) != states[idx] {
+                        self.retired_writable.push(phys);
+                    }
                 }
             }
             states[idx] = nth(i);
@@ -362,14 +389,51 @@ impl DaxLayer {
         Ok(())
     }
 
-    /// Re-points, protects or invalidates the pages of every view that `changes` affect.
+    /// Makes every view's pages of file pages `[first, first + count)` of `ino` read-only until
+    /// the next [`DaxLayer::apply_changes`], for an operation that reads blocks and then remaps
+    /// them (dedupe compares both ranges; a truncate copies the kept part of a partial page): a
+    /// store through a view then faults and waits for the lock the operation holds, instead of
+    /// landing in between and being lost (or reaching the other file).
+    pub fn write_protect(&mut self, ino: u64, first: u64, count: u64) -> Result<()> {
+        for view in self.views_of(ino) {
+            let start = first.max(view.first_page);
+            let end = first.saturating_add(count).min(view.first_page + view.pages);
+            if start >= end {
+                continue;
+            }
+            self.protected.push((ino, start, end - start));
+            let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (from, to) = ((start - view.first_page) as usize, (end - view.first_page) as usize);
+            let mut i = from;
+            while i < to {
+                let writable = |st: &PageState| matches!(st, PageState::Block { prot: PageProtection::ReadWrite, .. });
+                if !writable(&states[i]) {
+                    i += 1;
+                    continue;
+                }
+                let run_end = (i..to).find(|&j| !writable(&states[j])).unwrap_or(to);
+                view.reservation.protect(i, run_end - i, PageProtection::ReadOnly)?;
+                for st in &mut states[i..run_end] {
+                    if let PageState::Block { phys, .. } = *st {
+                        *st = PageState::Block { phys, prot: PageProtection::ReadOnly };
+                        self.retired_writable.push(phys);
+                    }
+                }
+                i = run_end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-points, protects or invalidates the pages of every view that `changes` affect, and
+    /// restores the pages [`DaxLayer::write_protect`] protected.
     pub fn apply_changes(&mut self, fs: &FileSystem, changes: &[LayoutChange]) -> Result<()> {
-        if self.views.is_empty() || changes.is_empty() {
+        if self.views.is_empty() || (changes.is_empty() && self.protected.is_empty()) {
             return Ok(());
         }
         let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
         // (ino, first file page, pages) ranges to refresh.
-        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
+        let mut ranges: Vec<(u64, u64, u64)> = std::mem::take(&mut self.protected);
         for change in changes {
             match *change {
                 LayoutChange::Remapped { ino, file_block, len, phys } => {
@@ -406,6 +470,7 @@ impl DaxLayer {
                 }
             }
         }
+        self.flush_retired(fs.backend().as_ref());
         Ok(())
     }
 

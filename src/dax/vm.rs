@@ -178,12 +178,16 @@ impl Reservation {
         Ok(())
     }
 
-    /// Copies `len` bytes into view memory at byte `offset` of the reservation.
+    /// Copies `len` bytes into view memory at byte `offset` of the reservation, with plain stores.
     ///
-    /// The pages must be mapped writable; callers break sharing first.
+    /// A page that is not writable faults: either the caller broke sharing first, or the view is
+    /// registered with [`super::fault`] and its handler makes the page writable (or delivers the
+    /// signal) before the store resumes. The caller must not hold a ferrodax lock.
     pub fn store(&self, offset: usize, data: &[u8]) {
         assert!(offset + data.len() <= self.len);
-        // SAFETY: in range of our reservation (asserted); the caller made these pages writable.
+        // SAFETY: in range of our reservation (asserted); every page is mapped (writable, or
+        // read-only with the store fault resolved by the registered handler, or a past-EOF sentinel
+        // that raises SIGBUS like the kernel's mapping would).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.base + offset) as *mut u8, data.len()) };
     }
 

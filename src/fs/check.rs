@@ -3,13 +3,14 @@
 //! Owns the list of invariants and the report. Checks: superblocks, checkpoint and log decode and
 //! replay to exactly the live state; reference counts and the reverse map equal what the forward
 //! maps imply (by rebuilding them); no block is leaked, doubly used, or both free and used; the
-//! directory tree is a tree; bytes past EOF in a partial last block are zero.
+//! directory tree is a tree. (Bytes past EOF in a partial last block may be non-zero: a DAX view
+//! maps the last page whole and stores land there as in the kernel; the file system zeroes them
+//! before the file grows over them.)
 //! Must never change anything: it reads only.
 
 use super::journal::Journal;
 use super::ownership::{MetaStructure, Owner, OwnerMap};
 use super::FileSystem;
-use crate::format::record::InodeKind;
 use crate::format::{BLOCK_SIZE, ROOT_INO};
 use std::collections::{BTreeMap, HashSet};
 
@@ -126,20 +127,6 @@ impl FileSystem {
                 }
                 rebuilt.add(e.phys, e.len, Owner::File { ino, file_block: fb });
             }
-            // Bytes past EOF in the last block must read as zero so that growing the file shows zeros.
-            let partial = inode.attrs.size % BLOCK_SIZE;
-            if inode.attrs.kind == InodeKind::File && partial != 0 {
-                if let Some(phys) = inode.extents.lookup(inode.attrs.size / BLOCK_SIZE) {
-                    let tail = crate::pool::bytes(
-                        self.backend.as_ref(),
-                        phys * BLOCK_SIZE + partial,
-                        BLOCK_SIZE - partial,
-                    );
-                    if tail.iter().any(|&b| b != 0) {
-                        report.problem(format!("inode {ino}"), "non-zero bytes past EOF in the last block");
-                    }
-                }
-            }
         }
         report.extents = extent_total;
         let name_bytes: u64 = state.inodes.values().map(|i| i.attrs.name.len() as u64).sum();
@@ -161,7 +148,8 @@ impl FileSystem {
             );
         }
 
-        // 2. Every block exactly once: owned, free, or quarantined.
+        // 2. Every block exactly once used or free, or else bad; bad blocks never free. A bad
+        // block may still be used: its owners read EIO until they rewrite it.
         let mut marks: Vec<(u64, u64, &'static str)> = Vec::new();
         for (s, seg) in state.owners.iter() {
             let is_meta = seg.owners.iter().all(|o| matches!(o, Owner::Meta(_)));
@@ -176,19 +164,32 @@ impl FileSystem {
             marks.push((s, seg.len, "used"));
         }
         marks.extend(state.free.runs().map(|(s, l)| (s, l, "free")));
-        marks.extend(state.quarantine.iter().map(|(&s, &l)| (s, l, "quarantined")));
         marks.sort_unstable();
         let mut cursor = 0;
+        let mut unaccounted = Vec::new();
         for (s, l, what) in marks {
             if s < cursor {
                 report.problem("free space", format!("block {s} is {what} and also counted before"));
             } else if s > cursor {
-                report.problem("free space", format!("blocks [{cursor}, {s}) leaked: neither used nor free"));
+                unaccounted.push((cursor, s));
             }
             cursor = cursor.max(s + l);
         }
-        if cursor != state.total_blocks {
-            report.problem("free space", format!("blocks [{cursor}, {}) unaccounted", state.total_blocks));
+        if cursor < state.total_blocks {
+            unaccounted.push((cursor, state.total_blocks));
+        }
+        for (a, b) in unaccounted {
+            for block in a..b {
+                if state.first_bad_block(block, 1).is_none() {
+                    report.problem("free space", format!("block {block} leaked: neither used, free nor bad"));
+                    break;
+                }
+            }
+        }
+        for (&s, &l) in &state.quarantine {
+            if state.free.any_free(s, l) {
+                report.problem("quarantine", format!("bad blocks [{s}, +{l}) are in the free space"));
+            }
         }
 
         // 3. The directory tree.

@@ -321,6 +321,40 @@ impl Journal {
         written
     }
 
+    /// Moves the log region to fresh blocks (the old one has bad blocks): zeroes a new contiguous
+    /// region, writes a checkpoint whose superblocks name it, then frees the old region except its
+    /// bad blocks. Fails with ENOSPC, changing nothing, when no contiguous run is free.
+    pub fn relocate_log(&mut self, state: &mut State) -> Result<()> {
+        let n = self.sb.log_blocks;
+        let runs = state.free.allocate(n, None).unwrap_or_default();
+        if runs.len() != 1 {
+            for &(s, l) in &runs {
+                state.free.release(s, l);
+            }
+            return Err(Error::NoSpace(format!("no {n} contiguous free blocks to move the log to")));
+        }
+        let (new_start, old_start) = (runs[0].0, self.sb.log_start);
+        // Whatever the new region held before must never parse as a record.
+        self.backend.fill(new_start * BLOCK_SIZE, n * BLOCK_SIZE, 0);
+        self.backend.flush(new_start * BLOCK_SIZE, n * BLOCK_SIZE);
+        state.owners.add(new_start, n, Owner::Meta(MetaStructure::Log));
+        self.sb.log_start = new_start;
+        if let Err(e) = self.checkpoint(state) {
+            self.sb.log_start = old_start;
+            let _ = state.owners.remove(new_start, n, Owner::Meta(MetaStructure::Log));
+            state.free.release(new_start, n);
+            return Err(e);
+        }
+        let freed = state
+            .owners
+            .remove(old_start, n, Owner::Meta(MetaStructure::Log))
+            .map_err(|e| bug("freeing the old log region", Error::Corrupt(e.0)))?;
+        for (s, l) in freed {
+            state.release_unless_quarantined(s, l);
+        }
+        Ok(())
+    }
+
     /// Writes the whole state as a new checkpoint, switches both superblocks to it, frees the old
     /// checkpoint and starts the log over.
     pub fn checkpoint(&mut self, state: &mut State) -> Result<()> {

@@ -73,6 +73,19 @@ pub enum LayoutChange {
     },
 }
 
+/// What [`FileSystem::record_bad_blocks`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BadBlockOutcome {
+    /// Blocks recorded as bad now.
+    pub newly_bad: u64,
+    /// Blocks that were already recorded (a second failure of the same block).
+    pub already_bad: u64,
+    /// Metadata structures moved off the bad blocks.
+    pub relocated: Vec<String>,
+    /// Superblock copies on bad blocks (the other copy carries on).
+    pub lost_superblock_copies: Vec<u32>,
+}
+
 /// An open handle as the file system sees it: the inode and how it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle {
@@ -663,6 +676,21 @@ impl FileSystem {
         for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
             let piece_start = (piece.file_block * BLOCK_SIZE).max(pos);
             let piece_end = ((piece.file_block + piece.len) * BLOCK_SIZE).min(end);
+            let mut piece_end = piece_end;
+            let mut hit_bad = false;
+            if let Some(phys) = piece.phys {
+                // Poisoned media: read up to the first bad byte (a short read), EIO if that is the first.
+                let first = phys + (piece_start / BLOCK_SIZE - piece.file_block);
+                let last = phys + (piece_end - 1) / BLOCK_SIZE - piece.file_block;
+                if let Some(bad) = self.state.first_bad_block(first, last - first + 1) {
+                    let bad_offset = (piece.file_block + (bad - phys)) * BLOCK_SIZE;
+                    if bad_offset <= pos {
+                        return Err(self.poisoned(ino, pos));
+                    }
+                    piece_end = piece_end.min(bad_offset);
+                    hit_bad = true;
+                }
+            }
             let dst = &mut buf[(piece_start - pos) as usize..(piece_end - pos) as usize];
             match piece.phys {
                 Some(phys) => {
@@ -671,8 +699,27 @@ impl FileSystem {
                 }
                 None => dst.fill(0),
             }
+            if hit_bad {
+                return Ok((piece_end - pos) as usize);
+            }
         }
         Ok(n as usize)
+    }
+
+    /// The EIO for touching a poisoned block of a file.
+    fn poisoned(&self, ino: u64, offset: u64) -> Error {
+        let name = self.path_of(ino).unwrap_or_else(|| format!("inode {ino}"));
+        Error::Io(format!("{name}: poisoned media at file offset {}", offset / BLOCK_SIZE * BLOCK_SIZE))
+    }
+
+    /// EIO if the pool block is poisoned.
+    fn readable_block(&self, ino: u64, file_block: u64, phys: Option<u64>) -> Result<()> {
+        match phys {
+            Some(p) if self.state.first_bad_block(p, 1).is_some() => {
+                Err(self.poisoned(ino, file_block * BLOCK_SIZE))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Blocks that must stay free so the next checkpoint always fits.
@@ -721,7 +768,7 @@ impl FileSystem {
     /// Writes `data` at `pos` (copy-on-write: new blocks, atomically remapped). Returns bytes written.
     pub fn write(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
-        let inode = self.file(ino)?;
+        self.file(ino)?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -731,6 +778,8 @@ impl FileSystem {
         }
         let data = &data[..data.len().min((MAX_FILE_SIZE - pos).min(usize::MAX as u64) as usize)];
         let end = pos + data.len() as u64;
+        self.clear_tail_before_growth(ino, end)?;
+        let inode = self.file(ino)?;
         let fb0 = pos / BLOCK_SIZE;
         let fb_end = blocks_of(end);
         let head = pos % BLOCK_SIZE;
@@ -739,6 +788,14 @@ impl FileSystem {
         let old_last = inode.extents.lookup(fb_end - 1);
         let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
         let mut attrs = inode.attrs.clone();
+        // The edge copies read the old blocks: poison there fails the write and changes nothing.
+        // Blocks the write covers whole are not read, so a write over poison is a recovery write.
+        if head != 0 {
+            self.readable_block(ino, fb0, old_first)?;
+        }
+        if tail != 0 {
+            self.readable_block(ino, fb_end - 1, old_last)?;
+        }
         let runs = self.allocate_data(fb_end - fb0, goal)?;
         let first_new = runs[0].0;
         let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
@@ -773,12 +830,14 @@ impl FileSystem {
     /// private blocks, or one copy-on-write run), like a kernel DAX write.
     pub fn write_in_place_where_private(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
-        let inode = self.file(ino)?;
+        self.file(ino)?;
         if data.is_empty() || pos >= MAX_FILE_SIZE {
             return self.write(ino, pos, data);
         }
         let data = &data[..data.len().min((MAX_FILE_SIZE - pos).min(usize::MAX as u64) as usize)];
         let end = pos + data.len() as u64;
+        self.clear_tail_before_growth(ino, end)?;
+        let inode = self.file(ino)?;
         let fb0 = pos / BLOCK_SIZE;
         // Which blocks are private: mapped with exactly one owner.
         let mut private = vec![false; (blocks_of(end) - fb0) as usize];
@@ -789,7 +848,9 @@ impl FileSystem {
                     let a = s.max(phys);
                     let b = (s + seg.len).min(phys + piece.len);
                     for block in a..b {
-                        private[(piece.file_block + (block - phys) - fb0) as usize] = true;
+                        // A poisoned block is never written in place: copy-on-write recovers it.
+                        let bad = self.state.first_bad_block(block, 1).is_some();
+                        private[(piece.file_block + (block - phys) - fb0) as usize] = !bad;
                     }
                 }
             }
@@ -843,6 +904,7 @@ impl FileSystem {
             return Err(Error::Invalid(format!("file block {file_block} of inode {ino} is past EOF")));
         }
         let old = inode.extents.lookup(file_block);
+        self.readable_block(ino, file_block, old)?;
         if old.is_some_and(|p| self.state.owners.refcount(p) == 1) {
             return Ok(false);
         }
@@ -853,6 +915,119 @@ impl FileSystem {
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
+    }
+
+    /// Before `ino` grows to `new_size`: makes the bytes past EOF in its partial last block zero,
+    /// so that the grown file reads zeros there. They are not file data, but a DAX view maps the
+    /// last page whole and a store through it may have left bytes there (as in the kernel, which
+    /// zeroes them on extension too). A private block is zeroed in place (the bytes are past EOF,
+    /// so no reader sees the change); a shared one is copied first, in its own transaction that
+    /// changes no file's contents. Nothing happens when the tail is already zero.
+    fn clear_tail_before_growth(&mut self, ino: u64, new_size: u64) -> Result<()> {
+        let inode = self.file(ino)?;
+        let size = inode.attrs.size;
+        let partial = size % BLOCK_SIZE;
+        if partial == 0 || new_size <= size {
+            return Ok(());
+        }
+        let file_block = size / BLOCK_SIZE;
+        let Some(old) = inode.extents.lookup(file_block) else { return Ok(()) };
+        if self.state.first_bad_block(old, 1).is_some() {
+            return Ok(());
+        }
+        let tail = crate::pool::bytes(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
+        if tail.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        if self.state.owners.refcount(old) == 1 {
+            self.backend.fill(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+            self.backend.flush(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
+            return Ok(());
+        }
+        let goal = self.goal_for(inode, file_block).or(Some(old + 1));
+        let runs = self.allocate_data(1, goal)?;
+        let new = runs[0].0;
+        self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+        self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
+    }
+
+    /// Records pool blocks `[block, block + len)` as bad (poisoned media), durably and
+    /// idempotently, and moves metadata off them: a bad checkpoint block is replaced by writing a
+    /// new checkpoint elsewhere, a bad log block by moving the log (the state in memory is whole, so
+    /// nothing is lost). The superblock copies live at fixed blocks 0 and 1: a bad copy is reported
+    /// and the other one carries on. Returns what was done, for the failure report.
+    pub fn record_bad_blocks(&mut self, block: u64, len: u64) -> Result<BadBlockOutcome> {
+        self.writable()?;
+        let end =
+            block.checked_add(len).filter(|&e| len > 0 && e <= self.state.total_blocks).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "pool blocks [{block}, +{len}) outside the pool of {} blocks",
+                    self.state.total_blocks
+                ))
+            })?;
+        let mut outcome = BadBlockOutcome::default();
+        for copy in 0..2u64 {
+            if (block..end).contains(&copy) {
+                outcome.lost_superblock_copies.push(copy as u32);
+            }
+        }
+        let start = block.max(2);
+        let mut tx = Vec::new();
+        let mut b = start;
+        while b < end {
+            if self.state.first_bad_block(b, 1).is_some() {
+                outcome.already_bad += 1;
+                b += 1;
+                continue;
+            }
+            let run_start = b;
+            while b < end && self.state.first_bad_block(b, 1).is_none() {
+                b += 1;
+            }
+            outcome.newly_bad += b - run_start;
+            tx.push(Mutation::Quarantine { block: run_start, len: b - run_start });
+        }
+        if tx.is_empty() {
+            return Ok(outcome);
+        }
+        let mut hits_log = false;
+        let mut hits_checkpoint = false;
+        for (_, seg) in self.state.owners.overlapping(start, end - start) {
+            for o in &seg.owners {
+                match o {
+                    Owner::Meta(MetaStructure::Log) => hits_log = true,
+                    Owner::Meta(MetaStructure::Checkpoint) => hits_checkpoint = true,
+                    _ => {}
+                }
+            }
+        }
+        if !hits_log && !hits_checkpoint {
+            self.commit(&tx)?;
+            return Ok(outcome);
+        }
+        // Metadata is hit: the quarantine becomes durable through a new checkpoint (and log).
+        for m in &tx {
+            self.state
+                .apply(m, state::ApplyMode::Live)
+                .map_err(|e| Error::Corrupt(format!("recording bad blocks: {e}")))?;
+        }
+        if hits_log {
+            self.journal.relocate_log(&mut self.state)?;
+            outcome.relocated.push(MetaStructure::Log.to_string());
+        } else {
+            self.journal.checkpoint(&mut self.state)?;
+        }
+        if hits_checkpoint {
+            outcome.relocated.push(MetaStructure::Checkpoint.to_string());
+        }
+        Ok(outcome)
+    }
+
+    /// Every bad block run as (first block, length).
+    pub fn bad_blocks(&self) -> Vec<(u64, u64)> {
+        self.state.quarantine.iter().map(|(&s, &l)| (s, l)).collect()
     }
 
     /// The pool block backing `file_block` of `ino`, if any.
@@ -885,10 +1060,12 @@ impl FileSystem {
     /// partial last block (in a new block, so other owners keep their bytes).
     pub fn truncate(&mut self, ino: u64, size: u64) -> Result<()> {
         self.writable()?;
-        let inode = self.file(ino)?;
+        self.file(ino)?;
         if size > MAX_FILE_SIZE {
             return Err(Error::TooBig(format!("truncate to {size}")));
         }
+        self.clear_tail_before_growth(ino, size)?;
+        let inode = self.file(ino)?;
         let mut attrs = inode.attrs.clone();
         let mut tx = Vec::new();
         let mut runs = Vec::new();
@@ -902,6 +1079,7 @@ impl FileSystem {
             let last = size / BLOCK_SIZE;
             if partial != 0 {
                 if let Some(old) = inode.extents.lookup(last) {
+                    self.readable_block(ino, last, Some(old))?;
                     let goal = Some(old + 1);
                     runs = self.allocate_data(1, goal)?;
                     let new = runs[0].0;
@@ -921,7 +1099,7 @@ impl FileSystem {
     /// like it, the file grows to `off + len` if that is past EOF).
     pub fn unshare(&mut self, ino: u64, off: u64, len: u64) -> Result<()> {
         self.writable()?;
-        let inode = self.file(ino)?;
+        self.file(ino)?;
         if len == 0 {
             return Err(Error::Invalid("unshare of 0 bytes".into()));
         }
@@ -929,6 +1107,8 @@ impl FileSystem {
             .checked_add(len)
             .filter(|&e| e <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::TooBig(format!("unshare of {len} bytes at {off}")))?;
+        self.clear_tail_before_growth(ino, end)?;
+        let inode = self.file(ino)?;
         let fb0 = off / BLOCK_SIZE;
         // iomap_file_unshare: nothing to unshare at or past EOF.
         let fb_end = if off >= inode.attrs.size { fb0 } else { blocks_of(end.min(inode.attrs.size)) };
@@ -950,6 +1130,11 @@ impl FileSystem {
         let mut attrs = inode.attrs.clone();
         if shared.is_empty() && !grows {
             return Ok(());
+        }
+        for &(fb, old, n) in &shared {
+            if let Some(bad) = self.state.first_bad_block(old, n) {
+                return Err(self.poisoned(ino, (fb + (bad - old)) * BLOCK_SIZE));
+            }
         }
         let total: u64 = shared.iter().map(|s| s.2).sum();
         let goal = shared.first().map(|s| s.1);
@@ -1013,6 +1198,7 @@ impl FileSystem {
             ));
         }
         let new_size = d.attrs.size.max(dst_off + plan.count);
+        self.clear_tail_before_growth(dst, new_size)?;
         self.remap(
             src,
             src_off / BLOCK_SIZE,
@@ -1090,6 +1276,13 @@ impl FileSystem {
             let (x, y) = (pa[i], pb[j]);
             let step = (x.len - da).min(y.len - db);
             let bytes = (step * BLOCK_SIZE).min(len - done * BLOCK_SIZE);
+            for (ino, piece, consumed) in [(a, x, da), (b, y, db)] {
+                if let Some(p) = piece.phys {
+                    if let Some(bad) = self.state.first_bad_block(p + consumed, step) {
+                        return Err(self.poisoned(ino, (piece.file_block + (bad - p)) * BLOCK_SIZE));
+                    }
+                }
+            }
             match (x.phys, y.phys) {
                 (None, None) => {}
                 (Some(_), None) | (None, Some(_)) => return Ok(false),

@@ -140,7 +140,7 @@ impl State {
         for &(start, len) in &image.quarantine {
             check_pool_range(start, len, total_blocks)
                 .map_err(|d| Error::Corrupt(format!("checkpoint: quarantine: {d}")))?;
-            state.quarantine.insert(start, len);
+            state.add_bad_blocks(start, len);
         }
         state.rebuild_free();
         Ok(state)
@@ -223,7 +223,7 @@ impl State {
             Mutation::Quarantine { block, len } => {
                 check_pool_range(*block, *len, self.total_blocks).map_err(corrupt)?;
                 self.free.claim(*block, *len);
-                self.quarantine.insert(*block, *len);
+                self.add_bad_blocks(*block, *len);
                 Ok(())
             }
         }
@@ -312,12 +312,9 @@ impl State {
             return Err(corrupt(format!("map of inode {ino}: bad range [{file_block}, +{len})")));
         }
         if let Some(p) = phys {
+            // A bad block may gain owners only while it has some (a reflink of a poisoned range);
+            // replay's accounting below rejects a map onto a bad block that nobody owns.
             check_pool_range(p, len, self.total_blocks).map_err(corrupt)?;
-            if self.quarantine.range(..p + len).next_back().is_some_and(|(&s, &l)| s + l > p) {
-                return Err(corrupt(format!(
-                    "map of inode {ino} onto quarantined pool blocks [{p}, +{len})"
-                )));
-            }
         }
         let inode = self
             .inodes
@@ -359,6 +356,34 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Records `[start, start + len)` as bad, merging with the runs already recorded.
+    pub fn add_bad_blocks(&mut self, start: u64, len: u64) {
+        let mut start = start;
+        let mut end = start + len;
+        let touching: Vec<(u64, u64)> =
+            self.quarantine.range(..=end).filter(|(&s, &l)| s + l >= start).map(|(&s, &l)| (s, l)).collect();
+        for (s, l) in touching {
+            self.quarantine.remove(&s);
+            start = start.min(s);
+            end = end.max(s + l);
+        }
+        self.quarantine.insert(start, end - start);
+    }
+
+    /// The first bad block of `[start, start + len)`, if any.
+    pub fn first_bad_block(&self, start: u64, len: u64) -> Option<u64> {
+        if self.quarantine.is_empty() {
+            return None;
+        }
+        let end = start + len;
+        if let Some((&s, &l)) = self.quarantine.range(..=start).next_back() {
+            if s + l > start {
+                return Some(start);
+            }
+        }
+        self.quarantine.range(start..end).next().map(|(&s, _)| s)
     }
 
     /// Frees `[start, start + len)` except the parts that are quarantined.
