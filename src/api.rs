@@ -15,6 +15,7 @@ use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
     Stat,
 };
+use crate::memfail::FailureReport;
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -421,8 +422,9 @@ impl Fs {
                 continue;
             }
             // A store through a view must not land between the compare and the remap.
-            let protected =
-                fs.write_protect(src.ino, src_off, len).and_then(|()| fs.write_protect(t.file.ino, t.offset, len));
+            let protected = fs
+                .write_protect(src.ino, src_off, len)
+                .and_then(|()| fs.write_protect(t.file.ino, t.offset, len));
             if let Err(e) = protected {
                 out.push(DedupeStatus::Failed(e));
                 continue;
@@ -471,6 +473,23 @@ impl Fs {
             report.problems.push(crate::fs::check::Problem { structure: "dax views".into(), detail });
         }
         report
+    }
+
+    /// Handles the failure of pool bytes `[pool_offset, pool_offset + len)` (SPEC section 5): every
+    /// owner from the reverse map, the poison recorded durably (reads of it are EIO until a
+    /// whole-block rewrite), metadata moved off it, free blocks quarantined, and every view page
+    /// that showed it taken out (an access raises SIGBUS with BUS_MCEERR_AR) before this returns.
+    pub fn memory_failure(&self, pool_offset: u64, len: u64) -> Result<FailureReport> {
+        let mut guard = self.write_lock();
+        let m = guard.mounted();
+        let report = crate::memfail::handle(&mut m.fs, &m.dax, pool_offset, len)?;
+        guard.sync_views()?;
+        Ok(report)
+    }
+
+    /// Bad pool block runs as (first block, count).
+    pub fn bad_blocks(&self) -> Vec<(u64, u64)> {
+        self.read_lock().bad_blocks()
     }
 
     /// The page share state of a mapped pool block (`None` when no view maps it).
@@ -733,6 +752,10 @@ impl MappingInner {
 }
 
 impl FaultTarget for MappingInner {
+    fn poisoned(&self, addr: usize) -> bool {
+        DaxLayer::poisoned_at(&self.view, addr)
+    }
+
     fn resolve_store_fault(&self, addr: usize) -> FaultOutcome {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
         match self.make_page_writable(page) {

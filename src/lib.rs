@@ -20,6 +20,7 @@ pub mod fs;
 /// Entry points for the fuzz targets in `fuzz/` (also run by the stable tests): mount hostile
 /// pool images and decode hostile bytes, asserting that nothing panics.
 pub mod fuzzing;
+pub mod memfail;
 pub mod pool;
 
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};

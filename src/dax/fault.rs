@@ -30,6 +30,11 @@ pub enum FaultOutcome {
 pub trait FaultTarget: Send + Sync {
     /// Makes the page holding `addr` writable for this view (copying it if shared).
     fn resolve_store_fault(&self, addr: usize) -> FaultOutcome;
+
+    /// True if `addr` lies on a page taken out of the view because its block is poisoned.
+    fn poisoned(&self, _addr: usize) -> bool {
+        false
+    }
 }
 
 struct RangeEntry {
@@ -113,25 +118,52 @@ unsafe impl Send for Previous {}
 // SAFETY: see Send; it is written once, then only read.
 unsafe impl Sync for Previous {}
 
-static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+static PREVIOUS_SEGV: OnceLock<Previous> = OnceLock::new();
+static PREVIOUS_BUS: OnceLock<Previous> = OnceLock::new();
 
-/// Installs the handler once per process.
+type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+fn install(signal: libc::c_int, handler: Handler, previous_slot: &OnceLock<Previous>) {
+    // SAFETY: building a sigaction for our handler and installing it; the previous one is kept
+    // so faults that are not ours keep their old meaning.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        let rc = libc::sigaction(signal, &action, &mut previous);
+        assert_eq!(rc, 0, "installing a ferrodax signal handler");
+        let _ = previous_slot.set(Previous(previous));
+    }
+}
+
+/// Installs the handlers once per process: SIGSEGV (store faults) and SIGBUS (poisoned pages).
 pub fn install_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        // SAFETY: building a sigaction for our handler and installing it; the previous one is kept
-        // so faults that are not ours keep their old meaning.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigsegv as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            let mut previous: libc::sigaction = std::mem::zeroed();
-            let rc = libc::sigaction(libc::SIGSEGV, &action, &mut previous);
-            assert_eq!(rc, 0, "installing the ferrodax SIGSEGV handler");
-            let _ = PREVIOUS.set(Previous(previous));
-        }
+        install(libc::SIGSEGV, on_sigsegv, &PREVIOUS_SEGV);
+        install(libc::SIGBUS, on_sigbus, &PREVIOUS_BUS);
     });
+}
+
+/// SIGBUS: an access to a page taken out of a view because its block is poisoned becomes a
+/// machine-check SIGBUS (BUS_MCEERR_AR, si_addr the faulting address, si_addr_lsb 12) queued to
+/// the accessing thread, as the kernel's memory-failure code delivers it; that signal (and every
+/// other SIGBUS) goes to the handler installed before ours, or takes the default action.
+extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    use super::mce::{queue_to_self, BUS_MCEERR_AO, BUS_MCEERR_AR};
+    // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code != BUS_MCEERR_AR && code != BUS_MCEERR_AO && !holds_lock() {
+        if let Some(target) = target_at(addr) {
+            if target.poisoned(addr) && queue_to_self(BUS_MCEERR_AR, addr).is_ok() {
+                // Returning unblocks SIGBUS: the queued machine-check signal is delivered at once.
+                return;
+            }
+        }
+    }
+    forward(signal, info, context);
 }
 
 extern "C" fn on_sigsegv(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
@@ -166,7 +198,8 @@ fn target_at_no_lock_check(addr: usize) -> bool {
 /// Hands a fault to the previous handler, or restores the default action so that returning
 /// re-executes the access and the kernel delivers the signal's default effect.
 fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    let previous = PREVIOUS.get().map(|p| p.0);
+    let slot = if signal == libc::SIGBUS { &PREVIOUS_BUS } else { &PREVIOUS_SEGV };
+    let previous = slot.get().map(|p| p.0);
     // SAFETY: calling the previously installed handler with the arguments the kernel gave us, or
     // resetting the disposition to default; both are what the process had before we chained in.
     unsafe {

@@ -12,6 +12,7 @@
 //! whose block has other owners, or change the file system (it only reads it).
 
 pub mod fault;
+pub mod mce;
 pub mod vm;
 
 use crate::error::{Error, Result};
@@ -58,6 +59,12 @@ pub enum PageState {
     },
     /// Past EOF: any access raises SIGBUS.
     PastEof,
+    /// A poisoned pool block, taken out of the view: an access raises SIGBUS, which the library
+    /// turns into BUS_MCEERR_AR.
+    Poisoned {
+        /// The bad pool block.
+        phys: u64,
+    },
 }
 
 /// Read or read-write.
@@ -267,6 +274,31 @@ impl DaxLayer {
         }
     }
 
+    /// Every (view, view page) that shows pool block `block` now.
+    pub fn views_showing(&self, block: u64) -> Vec<(Arc<View>, u64)> {
+        let mut out = Vec::new();
+        let Some(entries) = self.entries.get(&block) else { return out };
+        for &(ino, file_page) in entries.keys() {
+            for view in self.views_of(ino) {
+                if file_page < view.first_page || file_page >= view.first_page + view.pages {
+                    continue;
+                }
+                let page = file_page - view.first_page;
+                if matches!(view.page_state(page), PageState::Block { phys, .. } if phys == block) {
+                    out.push((view.clone(), page));
+                }
+            }
+        }
+        out.sort_by_key(|(v, p)| (v.id, *p));
+        out
+    }
+
+    /// True if `addr` lies on a poisoned page of a live view.
+    pub fn poisoned_at(view: &View, addr: usize) -> bool {
+        let page = ((addr - view.addr()) / vm::PAGE) as u64;
+        page < view.pages && matches!(view.page_state(page), PageState::Poisoned { .. })
+    }
+
     /// The page share state of a pool block, or `None` when no view maps it.
     pub fn page_share(&self, block: u64) -> Option<PageShare> {
         let m = self.entries.get(&block)?;
@@ -288,6 +320,7 @@ impl DaxLayer {
         }
         match fs.block_of(view.ino, fb) {
             None => PageState::Hole,
+            Some(phys) if fs.state().first_bad_block(phys, 1).is_some() => PageState::Poisoned { phys },
             Some(phys) => {
                 let private = fs.state().owners.refcount(phys) == 1;
                 let prot = if view.access == MapAccess::ReadWrite && private {
@@ -368,7 +401,7 @@ impl DaxLayer {
                 view.reservation.map_pool(first, n, fd, phys * BLOCK_SIZE, prot)?
             }
             PageState::Hole => view.reservation.map_hole(first, n)?,
-            PageState::PastEof => view.reservation.map_sigbus(first, n)?,
+            PageState::PastEof | PageState::Poisoned { .. } => view.reservation.map_sigbus(first, n)?,
         }
         for i in 0..run {
             let idx = (page + i) as usize;
@@ -406,7 +439,8 @@ impl DaxLayer {
             let (from, to) = ((start - view.first_page) as usize, (end - view.first_page) as usize);
             let mut i = from;
             while i < to {
-                let writable = |st: &PageState| matches!(st, PageState::Block { prot: PageProtection::ReadWrite, .. });
+                let writable =
+                    |st: &PageState| matches!(st, PageState::Block { prot: PageProtection::ReadWrite, .. });
                 if !writable(&states[i]) {
                     i += 1;
                     continue;
@@ -447,7 +481,7 @@ impl DaxLayer {
                         }
                     }
                 }
-                LayoutChange::Unmapped { phys, len } => {
+                LayoutChange::Unmapped { phys, len } | LayoutChange::Poisoned { phys, len } => {
                     // Blocks that lost an owner: a survivor may become private (writable).
                     for block in phys..phys + len {
                         if let Some(m) = self.entries.get(&block) {

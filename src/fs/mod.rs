@@ -62,6 +62,13 @@ pub enum LayoutChange {
         /// Number of blocks.
         len: u64,
     },
+    /// Pool blocks went bad: views showing them must stop showing them.
+    Poisoned {
+        /// First pool block.
+        phys: u64,
+        /// Number of blocks.
+        len: u64,
+    },
     /// The file's size changed.
     Resized {
         /// The file.
@@ -935,7 +942,8 @@ impl FileSystem {
         if self.state.first_bad_block(old, 1).is_some() {
             return Ok(());
         }
-        let tail = crate::pool::bytes(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
+        let tail =
+            crate::pool::bytes(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
         if tail.iter().all(|&b| b == 0) {
             return Ok(());
         }
@@ -1000,6 +1008,13 @@ impl FileSystem {
                     Owner::Meta(MetaStructure::Log) => hits_log = true,
                     Owner::Meta(MetaStructure::Checkpoint) => hits_checkpoint = true,
                     _ => {}
+                }
+            }
+        }
+        if self.track_layout {
+            for m in &tx {
+                if let Mutation::Quarantine { block, len } = m {
+                    self.layout_changes.push(LayoutChange::Poisoned { phys: *block, len: *len });
                 }
             }
         }
