@@ -107,6 +107,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inject a memory failure at a pool byte range and print the report.
+    Poison {
+        /// The pool.
+        pool: PathBuf,
+        /// Pool byte offset (k/m/g suffixes).
+        #[arg(value_parser = parse_size)]
+        offset: u64,
+        /// Length in bytes (default 4096).
+        #[arg(value_parser = parse_size)]
+        len: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recorded bad blocks (pmem sysfs badblocks format); --import records a list first.
+    Badblocks {
+        /// The pool.
+        pool: PathBuf,
+        /// A badblocks list ("first_sector count" lines) to record, e.g. a copy of /sys/block/pmem0/badblocks.
+        #[arg(long)]
+        import: Option<PathBuf>,
+    },
     /// Check the file system (fsck); exits non-zero if anything is wrong.
     Check {
         /// The pool.
@@ -173,6 +195,10 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json } => commands::check(&pool, json),
+        Command::Poison { pool, offset, len, json } => {
+            commands::poison(&pool, offset, len.unwrap_or(4096), json)
+        }
+        Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
         Command::Tour { pool } => tour::run(&pool),
         Command::Bench(args) => bench::run(args),
         Command::Difftest(args) => difftest::run(args),
