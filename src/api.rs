@@ -6,7 +6,7 @@
 
 use crate::dax::fault::{self, FaultOutcome, FaultTarget, LockMark};
 use crate::dax::vm::{self, PageProtection};
-use crate::dax::{DaxLayer, Holder, MapAccess, PageShare, PageState, View};
+use crate::dax::{DaxLayer, Holder, MapAccess, Notice, NoticeKind, PageShare, PageState, Subscription, View};
 use crate::error::{Error, Result};
 use crate::format::record::InodeKind;
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
@@ -15,7 +15,7 @@ use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
     Stat,
 };
-use crate::memfail::FailureReport;
+use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -479,12 +479,69 @@ impl Fs {
     /// owner from the reverse map, the poison recorded durably (reads of it are EIO until a
     /// whole-block rewrite), metadata moved off it, free blocks quarantined, and every view page
     /// that showed it taken out (an access raises SIGBUS with BUS_MCEERR_AR) before this returns.
-    pub fn memory_failure(&self, pool_offset: u64, len: u64) -> Result<FailureReport> {
+    /// Early subscribers of those views get action-optional notices before it returns, called on
+    /// this thread after the lock is released; `flags.accessor` names the view address whose
+    /// access consumed the poison (see [`FailureFlags`]). Blocks already bad show in no view, so a
+    /// repeated failure reports them as `already_bad` and sends no notice. EIO after a pre-remove.
+    pub fn memory_failure(&self, pool_offset: u64, len: u64, flags: FailureFlags) -> Result<FailureReport> {
         let mut guard = self.write_lock();
+        if guard.is_removed() {
+            return Err(Error::Io("memory failure after the pool was removed".into()));
+        }
         let m = guard.mounted();
-        let report = crate::memfail::handle(&mut m.fs, &m.dax, pool_offset, len)?;
+        let (report, notices) = crate::memfail::handle(&mut m.fs, &m.dax, pool_offset, len, flags)?;
         guard.sync_views()?;
+        drop(guard);
+        notices.deliver();
         Ok(report)
+    }
+
+    /// Pre-remove (SPEC section 5 step 7): the pool is going away. Every view is written back and
+    /// invalidated (each page raises SIGBUS BUS_MCEERR_AR from now on), every subscriber, early or
+    /// not, gets action-optional notices for the pool blocks its view showed (after the lock is
+    /// released), a final checkpoint is written (unless mounted read-only), and the file system is
+    /// unmounted: afterwards every operation on it fails with EIO, as on a shut-down file system;
+    /// dropping handles and mappings still works. A second pre-remove is EIO.
+    pub fn pre_remove(&self) -> Result<PreRemoveReport> {
+        let mut guard = self.write_lock();
+        if guard.is_removed() {
+            return Err(Error::Io("the pool was already removed".into()));
+        }
+        let m = guard.mounted();
+        let runs = m.dax.invalidate_all(m.fs.backend().as_ref())?;
+        let mut pending = PendingNotices::default();
+        let mut notices = Vec::new();
+        let mut unsubscribed_views = Vec::new();
+        for (view, first, pages, phys) in runs {
+            let Some(subscription) = view.subscription() else {
+                if !unsubscribed_views.contains(&view.id) {
+                    unsubscribed_views.push(view.id);
+                }
+                continue;
+            };
+            let notice = Notice {
+                kind: NoticeKind::ActionOptional,
+                view: view.id,
+                ino: view.ino,
+                path: m.fs.path_of(view.ino),
+                file_offset: (view.first_page + first) * BLOCK_SIZE,
+                address: view.addr() + (first * BLOCK_SIZE) as usize,
+                pool_offset: phys * BLOCK_SIZE,
+                length: pages * BLOCK_SIZE,
+            };
+            notices.push(notice.clone());
+            pending.push(subscription.callback, notice);
+        }
+        let checkpoint_written = !m.fs.is_read_only();
+        if checkpoint_written {
+            m.fs.checkpoint()?;
+        }
+        m.fs.backend().drain();
+        m.fs.mark_removed();
+        let views_invalidated = m.dax.view_count();
+        drop(guard);
+        pending.deliver();
+        Ok(PreRemoveReport { views_invalidated, notices, unsubscribed_views, checkpoint_written })
     }
 
     /// Bad pool block runs as (first block, count).
@@ -612,6 +669,9 @@ impl File {
             return Err(Error::BadHandle("the handle's access does not allow this mapping".into()));
         }
         let mut guard = self.fs.write_lock();
+        if guard.is_removed() {
+            return Err(Error::Io("map after the pool was removed".into()));
+        }
         let pages = len.div_ceil(BLOCK_SIZE);
         let m = guard.mounted();
         let view = m.dax.create_view(&m.fs, self.ino, offset / BLOCK_SIZE, pages, access, holder)?;
@@ -756,6 +816,32 @@ impl FaultTarget for MappingInner {
         DaxLayer::poisoned_at(&self.view, addr)
     }
 
+    fn poisoned_access(&self, addr: usize) {
+        let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
+        let PageState::Poisoned { phys } = self.view.page_state(page) else { return };
+        let Some(subscription) = self.view.subscription() else { return };
+        let delta = (addr - self.view.addr()) as u64 % BLOCK_SIZE;
+        let notice = Notice {
+            kind: NoticeKind::ActionRequired,
+            view: self.view.id,
+            ino: self.view.ino,
+            path: self.fs.read_lock().path_of(self.view.ino),
+            file_offset: (self.view.first_page + page) * BLOCK_SIZE + delta,
+            address: addr,
+            pool_offset: phys * BLOCK_SIZE + delta,
+            length: 1,
+        };
+        (subscription.callback)(&notice);
+    }
+
+    fn machine_check(&self, addr: usize, action_required: bool) -> bool {
+        let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
+        let PageState::Block { phys, .. } = self.view.page_state(page) else { return false };
+        let pool_offset = phys * BLOCK_SIZE + (addr - self.view.addr()) as u64 % BLOCK_SIZE;
+        let flags = FailureFlags { accessor: action_required.then_some(addr) };
+        self.fs.memory_failure(pool_offset, 1, flags).is_ok()
+    }
+
     fn resolve_store_fault(&self, addr: usize) -> FaultOutcome {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
         match self.make_page_writable(page) {
@@ -868,6 +954,17 @@ impl Mapping {
         }
         self.inner.view.reservation().store(offset, data);
         Ok(())
+    }
+
+    /// Subscribes the view's holder to memory-failure notices (replacing an earlier subscription).
+    /// With `early`, an action-optional notice comes as soon as a failure hits a page of the view
+    /// (on the thread that handles the failure, after the file-system lock is released); without,
+    /// the holder is told when it touches the page. Any subscriber whose access consumes poison
+    /// gets an action-required notice: that callback runs in signal context on the accessing
+    /// thread, just before the SIGBUS (BUS_MCEERR_AR) is queued to it, so it must not take locks
+    /// the interrupted code may hold nor call into this file system. See [`Notice`].
+    pub fn subscribe(&self, early: bool, callback: Arc<dyn Fn(&Notice) + Send + Sync>) {
+        self.inner.view.subscribe(Subscription { early, callback });
     }
 
     /// Whether stores are allowed ([`MapAccess::ReadWrite`]).

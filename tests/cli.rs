@@ -3,7 +3,9 @@
 //! every failed command still lets the rest run and makes the exit status non-zero, the fstests
 //! generic/157 and generic/158 invalid reflink/dedupe cases print the kernel's messages and change
 //! nothing, the small commands round-trip contents byte for byte, `owners --json` names every
-//! owner of a shared block, `check` tells a clean pool from a damaged one, and `tour` passes.
+//! owner of a shared block, `check` tells a clean pool from a damaged one, `tour` passes, `poison`
+//! names every owner of a bad block (whose reads are then EIO) and `badblocks` imports and lists the
+//! pmem sysfs format.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -570,11 +572,21 @@ fn tour_verifies_every_claim_and_exits_zero() {
         assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
         assert!(run.stdout.contains("checks passed"), "{}", run.stdout);
         let lines = run.stdout.lines().count();
-        assert!((12..=25).contains(&lines), "{lines} lines:\n{}", run.stdout);
+        assert!((12..=35).contains(&lines), "{lines} lines:\n{}", run.stdout);
+        // The memory-failure step: three owners and three views (one per mapping thread).
+        assert!(run.stdout.contains("9. memory failure"), "{}", run.stdout);
+        for name in ["/mf-source", "/mf-clone-1", "/mf-clone-2"] {
+            assert!(run.stdout.contains(&format!("file {name} (ino ")), "{}", run.stdout);
+        }
+        for thread in ["mapper-0", "mapper-1", "mapper-2"] {
+            assert!(run.stdout.contains(thread), "{}", run.stdout);
+        }
+        assert!(run.stdout.contains("1 quarantined"), "{}", run.stdout);
     }
     let after = s.run(&["check", "tour.pool"]);
     assert_eq!(after.status, 0, "{}", after.stdout);
-    assert_eq!(s.run(&["ls", "tour.pool"]).stdout.lines().count(), 4);
+    assert_eq!(s.run(&["ls", "tour.pool"]).stdout.lines().count(), 7);
+    assert_eq!(s.run(&["badblocks", "tour.pool"]).stdout.lines().count(), 1, "the poison is recorded");
 }
 
 // ----- DAX views through `io`: mmap, mread, mwrite, msync, munmap -----
@@ -827,4 +839,93 @@ fn tour_stores_through_a_dax_view_of_the_clone_and_the_source_keeps_its_checksum
     let crc = original_crc.split("crc32c ").nth(1).unwrap().split(',').next().unwrap();
     assert!(dax[1].contains(&format!("/original still {crc}")), "{}\n{}", dax[1], original_crc);
     assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
+}
+
+#[test]
+fn poison_reports_every_owner_and_pread_of_the_bad_block_is_eio_while_check_stays_clean() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 -b 16k 0 16k"]);
+    assert_eq!(s.run(&["cp", "--reflink", "test.pool", "/a", "/b"]).status, 0);
+    s.io_ok("/c", &["pwrite -S 0x63 0 4k"]);
+    let shared = s.first_sector("/a") * 512 + 4096;
+    let run = s.run(&["poison", "test.pool", &shared.to_string(), "--json"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("poison --json is JSON");
+    let mut owners: Vec<(String, u64, u64, bool)> = report["files"]
+        .as_array()
+        .expect("a list of file owners")
+        .iter()
+        .map(|o| {
+            (
+                o["path"].as_str().unwrap().to_string(),
+                o["file_offset"].as_u64().unwrap(),
+                o["length"].as_u64().unwrap(),
+                o["shared"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(owners, [("/a".to_string(), 4096, 4096, true), ("/b".to_string(), 4096, 4096, true)]);
+    assert_eq!(report["recorded"]["newly_bad"].as_u64(), Some(1));
+    // Text form, and a second failure of the same block is reported as already known.
+    let again = s.run(&["poison", "test.pool", &shared.to_string()]);
+    assert_eq!(again.status, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("0 block(s) newly bad, 1 already known"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("file /a (ino ") && again.stdout.contains("file /b (ino "),
+        "{}",
+        again.stdout
+    );
+    // Both owners read EIO at the bad block and their other blocks still read back.
+    for path in ["/a", "/b"] {
+        let bad = s.io(path, &["pread -v 4096 4096"]);
+        assert_ne!(bad.status, 0, "pread of the poisoned block of {path} succeeded");
+        assert!(
+            format!("{}{}", bad.stdout, bad.stderr).contains("Input/output error"),
+            "{path}: {} {}",
+            bad.stdout,
+            bad.stderr
+        );
+        s.io_ok(path, &["pread 0 4096", "pread 8192 8192"]);
+    }
+    assert_eq!(s.cat("/c"), vec![0x63u8; 4096], "an unrelated file is untouched");
+    // A whole-block rewrite recovers /a only; /b's block stays poisoned.
+    s.io_ok("/a", &["pwrite -S 0x71 4096 4096"]);
+    assert_ne!(s.io("/b", &["pread 4096 4096"]).status, 0);
+    let check = s.run(&["check", "test.pool"]);
+    assert_eq!(check.status, 0, "check after poison: {}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("1 quarantined"), "{}", check.stdout);
+    let listed = s.run(&["badblocks", "test.pool"]);
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    assert_eq!(listed.stdout, format!("{} 8\n", shared / 512));
+}
+
+#[test]
+fn badblocks_import_records_a_sysfs_list_and_lists_it_in_the_same_format() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 -b 16k 0 16k"]);
+    let first = s.first_sector("/a");
+    // Block 0 of /a whole, one sector of its block 1 (the whole block goes bad), and a comment.
+    let list = s.dir.path().join("badblocks");
+    std::fs::write(&list, format!("# from /sys/block/pmem0/badblocks\n{first} 8\n{} 1\n", first + 9))
+        .unwrap();
+    let run = s.run(&["badblocks", "test.pool", "--import", list.to_str().unwrap()]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, format!("{first} 16\n"), "adjacent bad blocks list as one range");
+    assert!(run.stderr.contains("file /a (ino "), "the import reports the owner: {}", run.stderr);
+    // Recorded durably: a fresh process lists the same, reads are EIO, check is clean.
+    assert_eq!(s.run(&["badblocks", "test.pool"]).stdout, format!("{first} 16\n"));
+    let bad = s.io("/a", &["pread 0 4096"]);
+    assert_ne!(bad.status, 0);
+    assert!(format!("{}{}", bad.stdout, bad.stderr).contains("Input/output error"), "{}", bad.stdout);
+    s.io_ok("/a", &["pread 8192 8192"]);
+    let check = s.run(&["check", "test.pool"]);
+    assert_eq!(check.status, 0, "{}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("2 quarantined"), "{}", check.stdout);
+    // A malformed list is refused with its file and line, and records nothing.
+    std::fs::write(&list, "100 8\nnot a range\n").unwrap();
+    let refused = s.run(&["badblocks", "test.pool", "--import", list.to_str().unwrap()]);
+    assert_ne!(refused.status, 0);
+    assert!(refused.stderr.contains("badblocks:2"), "{}", refused.stderr);
+    assert_eq!(s.run(&["badblocks", "test.pool"]).stdout, format!("{first} 16\n"));
 }

@@ -478,7 +478,7 @@ impl World {
                     PageState::Hole => bump(&STORES_INTO_HOLES),
                     PageState::Block { prot: PageProtection::ReadOnly, .. } => bump(&STORES_INTO_SHARED),
                     PageState::Block { prot: PageProtection::ReadWrite, .. } => bump(&STORES_INTO_PRIVATE),
-                    PageState::PastEof | PageState::Poisoned { .. } => {
+                    PageState::PastEof | PageState::Poisoned { .. } | PageState::Removed => {
                         return Err(fail(format!("page at {at} inside EOF shows {state:?}")))
                     }
                 }

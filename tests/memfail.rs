@@ -32,8 +32,8 @@ fn scenario_c_owners_are_exactly_the_pages_files_and_offsets() {
     // is not guaranteed, so fail each block in one call over its own range.
     let shared = phys(&fs, &a, 4);
     let private = phys(&fs, &b, 5);
-    let r1 = fs.memory_failure(shared * 4096, 4096).unwrap();
-    let r2 = fs.memory_failure(private * 4096, 4096).unwrap();
+    let r1 = fs.memory_failure(shared * 4096, 4096, ferrodax::memfail::FailureFlags::default()).unwrap();
+    let r2 = fs.memory_failure(private * 4096, 4096, ferrodax::memfail::FailureFlags::default()).unwrap();
     let mut owners: Vec<(String, u64, bool)> = r1
         .files
         .iter()
@@ -68,14 +68,21 @@ fn scenario_b_every_view_of_every_owner_is_handled_and_recovery_is_per_file() {
     let va2 = a.map(0, 16 * 4096, MapAccess::Read).unwrap();
     let vb = b.map(0, 16 * 4096, MapAccess::ReadWrite).unwrap();
     let bad = phys(&fs, &b, 3);
-    let report = fs.memory_failure(bad * 4096 + 100, 1).unwrap();
+    let report = fs.memory_failure(bad * 4096 + 100, 1, ferrodax::memfail::FailureFlags::default()).unwrap();
     assert_eq!(report.files.len(), 2, "{report}");
     assert_eq!(report.views.len(), 3, "{report}");
     for v in [&va1, &va2, &vb] {
         assert_eq!(v.page_state(3), PageState::Poisoned { phys: bad });
         assert!(matches!(v.page_state(2), PageState::Block { .. }));
     }
-    assert_eq!(fs.memory_failure(bad * 4096, 4096).unwrap().recorded.already_bad, 1, "idempotent");
+    assert_eq!(
+        fs.memory_failure(bad * 4096, 4096, ferrodax::memfail::FailureFlags::default())
+            .unwrap()
+            .recorded
+            .already_bad,
+        1,
+        "idempotent"
+    );
     // Recovery write through b: b's views show the new block, a's stay poisoned.
     b.write_at(&vec![9u8; 4096], 3 * 4096).unwrap();
     assert!(matches!(vb.page_state(3), PageState::Block { .. }));
@@ -120,7 +127,7 @@ fn scenario_a_the_accessor_gets_bus_mceerr_ar_at_the_faulting_address() {
         let v1 = f.map(0, 16 * 4096, MapAccess::ReadWrite).unwrap();
         let _v2 = f.map(0, 16 * 4096, MapAccess::Read).unwrap();
         let bad = phys(&fs, &f, 5);
-        fs.memory_failure(bad * 4096, 4096).unwrap();
+        fs.memory_failure(bad * 4096, 4096, ferrodax::memfail::FailureFlags::default()).unwrap();
         let addr = v1.as_ptr() as usize + 5 * 4096 + 123;
         EXPECTED_ADDR.store(addr, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: a load through the view, which the poisoned page turns into SIGBUS.

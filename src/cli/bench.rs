@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run only the memory-failure rows (owner lookup and notification).
+    #[arg(long)]
+    pub memory_failure_only: bool,
 }
 
 const KIB: u64 = 1 << 10;
@@ -51,6 +54,20 @@ const SEQUENTIAL_TARGET_RATIO: f64 = 0.8;
 const DAX_FAULT_TARGET_RATIO: f64 = 1.5;
 /// Target: plain stores through a private DAX view reach at least this fraction of memcpy.
 const DAX_STORE_TARGET_RATIO: f64 = 0.8;
+/// Target: owner lookup plus notification (Fs::memory_failure) of a page shared by 10,000
+/// reflinks in a pool of 1,000,000 extents, at most this many milliseconds.
+const MEMFAIL_TARGET_MS: f64 = 1.0;
+/// Extents in the small pool of the memory-failure flatness comparison.
+const MEMFAIL_SMALL_EXTENTS: u64 = 1_000;
+/// Files sharing the page of the flatness comparison (small enough for the small pool).
+const MEMFAIL_FLAT_SHARERS: u64 = 10;
+/// Blocks of the widely shared source: one fresh block per timed memory failure.
+const MEMFAIL_FAILURES: u64 = 5;
+/// Views (of distinct sharers) that every timed memory failure must unmap and notify: the target
+/// row, and a second row with many more views (each view page costs a remap).
+const MEMFAIL_VIEWS: [u64; 2] = [10, 100];
+/// Repetitions of the owner lookups.
+const MEMFAIL_LOOKUP_RUNS: usize = 50;
 
 /// Sizes and repetitions of one bench run.
 struct Plan {
@@ -73,6 +90,10 @@ struct Plan {
     runs: usize,
     /// Repetitions of the (cheap) reflink measurements.
     reflink_runs: usize,
+    /// Extents in the big pool of the memory-failure rows.
+    memfail_extents: u64,
+    /// Files sharing the page that fails in the memory-failure rows.
+    memfail_reflinks: u64,
 }
 
 impl Plan {
@@ -88,6 +109,8 @@ impl Plan {
             xfs_image_size: 4 * GIB,
             runs: 3,
             reflink_runs: 5,
+            memfail_extents: if quick { 100_000 } else { 1_000_000 },
+            memfail_reflinks: if quick { 1_000 } else { 10_000 },
         }
     }
 
@@ -1075,6 +1098,235 @@ fn run_dax_suite(plan: &Plan) -> DaxSuite {
     DaxSuite { cow_fault, map, store }
 }
 
+// ----- memory failure: owner lookup and notification -----
+
+/// The memory-failure measurements.
+struct MemfailSuite {
+    /// Fs::owners of a page shared by MEMFAIL_FLAT_SHARERS files, pool of MEMFAIL_SMALL_EXTENTS.
+    flat_small: Result<Duration, String>,
+    /// The same lookup in the pool of `plan.memfail_extents` extents, and the extents counted.
+    flat_big: Result<(Duration, u64), String>,
+    /// Fs::owners of a page shared by `plan.memfail_reflinks` files in the big pool.
+    wide_owners: Result<Duration, String>,
+    /// Fs::memory_failure of such a page (owners, views unmapped and notified, poison recorded),
+    /// best of MEMFAIL_FAILURES fresh pages, and the view pages the report named; one per
+    /// entry of MEMFAIL_VIEWS.
+    wide_failure: Vec<Result<(Duration, usize), String>>,
+}
+
+/// A pool of about `extents` extents: `filler` single-block extents (4 KiB pwrites at every other
+/// block of one sparse file, so no two of them merge), plus what the caller adds.
+fn memfail_pool(filler: u64, extra_blocks: u64) -> Result<(Pool, Fs), String> {
+    let size = (filler + extra_blocks) * BLOCK + 64 * MIB + filler * 64;
+    let pool = Pool::memfd(size).map_err(|e| format!("memfd pool of {}: {e}", size_text(size)))?;
+    let fs = Fs::format(&pool).map_err(|e| format!("mkfs: {e}"))?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    let file = fs.open("/filler", &options).map_err(|e| format!("create /filler: {e}"))?;
+    let block = [0x5au8; BLOCK as usize];
+    let start = Instant::now();
+    for i in 0..filler {
+        file.write_at(&block, 2 * i * BLOCK).map_err(|e| format!("filler write {i}: {e}"))?;
+        if (i + 1) % 250_000 == 0 {
+            progress(&format!(
+                "memory failure: {} filler extents written ({:.1} s)",
+                thousands(i + 1),
+                start.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    Ok((pool, fs))
+}
+
+/// Writes a `blocks`-block source and reflinks all of it into `sharers` new files; returns the
+/// source's pool blocks and the files (the source first).
+fn shared_group(fs: &Fs, name: &str, blocks: u64, sharers: u64) -> Result<(Vec<u64>, Vec<File>), String> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    let source = fs.open(&format!("/{name}"), &options).map_err(|e| format!("create /{name}: {e}"))?;
+    source.write_at(&vec![0xa5; (blocks * BLOCK) as usize], 0).map_err(|e| format!("write /{name}: {e}"))?;
+    let mut files = vec![source];
+    for i in 0..sharers {
+        let f = fs.open(&format!("/{name}-{i}"), &options).map_err(|e| format!("create clone: {e}"))?;
+        fs.reflink(&files[0], 0, &f, 0, 0).map_err(|e| format!("reflink: {e}"))?;
+        files.push(f);
+    }
+    let mut phys = Vec::new();
+    for e in fs.fiemap(&files[0]).map_err(|e| format!("fiemap: {e}"))? {
+        phys.extend((0..e.length / BLOCK).map(|b| e.physical / BLOCK + b));
+    }
+    Ok((phys, files))
+}
+
+/// Times Fs::owners of `block` (best of MEMFAIL_LOOKUP_RUNS), checking the owner count.
+fn time_owners(fs: &Fs, block: u64, expected: usize) -> Result<Duration, String> {
+    best_of(MEMFAIL_LOOKUP_RUNS, || {
+        let start = Instant::now();
+        let owners = black_box(fs.owners(block * BLOCK, BLOCK));
+        let time = start.elapsed();
+        if owners.len() != expected {
+            return Err(format!("owners of block {block}: {} found, {expected} expected", owners.len()));
+        }
+        Ok(time)
+    })
+}
+
+fn memfail_suite(plan: &Plan) -> MemfailSuite {
+    progress(&format!(
+        "memory failure: owner lookup in a pool of {} extents, page shared by {} files",
+        thousands(MEMFAIL_SMALL_EXTENTS),
+        MEMFAIL_FLAT_SHARERS + 1
+    ));
+    let flat_small = (|| {
+        let filler = MEMFAIL_SMALL_EXTENTS - MEMFAIL_FLAT_SHARERS - 1;
+        let (_pool, fs) = memfail_pool(filler, 1024)?;
+        let (phys, _files) = shared_group(&fs, "flat", 1, MEMFAIL_FLAT_SHARERS)?;
+        let extents = fs.check().extents;
+        if extents != MEMFAIL_SMALL_EXTENTS {
+            return Err(format!("the small pool holds {extents} extents, not {MEMFAIL_SMALL_EXTENTS}"));
+        }
+        time_owners(&fs, phys[0], (MEMFAIL_FLAT_SHARERS + 1) as usize)
+    })();
+    progress(&format!(
+        "memory failure: building a pool of {} extents with a page shared by {} files",
+        thousands(plan.memfail_extents),
+        thousands(plan.memfail_reflinks + 1)
+    ));
+    let big = (|| {
+        let (pool, fs) = memfail_pool(plan.memfail_extents, plan.memfail_reflinks * 2 + 1024)?;
+        let (flat_phys, _flat_files) = shared_group(&fs, "flat", 1, MEMFAIL_FLAT_SHARERS)?;
+        let (wide_phys, wide_files) =
+            shared_group(&fs, "wide", MEMFAIL_FAILURES * MEMFAIL_VIEWS.len() as u64, plan.memfail_reflinks)?;
+        let extents = fs.stats().extents;
+        Ok::<_, String>((pool, fs, flat_phys, wide_phys, wide_files, extents))
+    })();
+    let (flat_big, wide_owners, wide_failure) = match &big {
+        Err(e) => (Err(e.clone()), Err(e.clone()), MEMFAIL_VIEWS.iter().map(|_| Err(e.clone())).collect()),
+        Ok((_pool, fs, flat_phys, wide_phys, wide_files, extents)) => {
+            let flat_big =
+                time_owners(fs, flat_phys[0], (MEMFAIL_FLAT_SHARERS + 1) as usize).map(|t| (t, *extents));
+            let sharers = (plan.memfail_reflinks + 1) as usize;
+            let wide_owners = time_owners(fs, wide_phys[0], sharers);
+            let mut views = Vec::new();
+            let mut wide_failure = Vec::new();
+            for (round, &nviews) in MEMFAIL_VIEWS.iter().enumerate() {
+                let blocks = &wide_phys[round * MEMFAIL_FAILURES as usize..][..MEMFAIL_FAILURES as usize];
+                wide_failure.push((|| {
+                    for f in &wide_files[views.len()..nviews as usize] {
+                        views.push(
+                            f.map(0, wide_phys.len() as u64 * BLOCK, MapAccess::Read)
+                                .map_err(|e| format!("map: {e}"))?,
+                        );
+                    }
+                    let mut best = Duration::MAX;
+                    let mut view_pages = 0;
+                    for &block in blocks {
+                        let start = Instant::now();
+                        let report = fs
+                            .memory_failure(block * BLOCK, BLOCK, ferrodax::memfail::FailureFlags::default())
+                            .map_err(|e| format!("memory_failure: {e}"))?;
+                        best = best.min(start.elapsed());
+                        if report.files.len() != sharers || report.views.len() != views.len() {
+                            return Err(format!(
+                                "memory failure of block {block}: {} owners and {} views, {sharers} and {} expected",
+                                report.files.len(),
+                                report.views.len(),
+                                views.len()
+                            ));
+                        }
+                        view_pages = report.views.len();
+                    }
+                    Ok((best, view_pages))
+                })());
+            }
+            (flat_big, wide_owners, wide_failure)
+        }
+    };
+    drop(big);
+    MemfailSuite { flat_small, flat_big, wide_owners, wide_failure }
+}
+
+fn memfail_rows(plan: &Plan, m: &MemfailSuite) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let extents = thousands(plan.memfail_extents);
+    let sharers = thousands(plan.memfail_reflinks);
+    for (&nviews, result) in MEMFAIL_VIEWS.iter().zip(&m.wide_failure) {
+        let mut r = Row::new(
+            format!(
+                "memory failure: owners + unmap/notify {nviews} views + record, page shared by {sharers} \
+                 reflinks, pool of {extents} extents"
+            ),
+            "ms",
+        );
+        if nviews == MEMFAIL_VIEWS[0] {
+            r.target = format!("<= {MEMFAIL_TARGET_MS} ms");
+        }
+        rows.push(match result {
+            Ok((time, views)) => {
+                r.result = Some(ms(*time));
+                r.comparison = format!("best of {MEMFAIL_FAILURES} fresh pages, {views} view pages each");
+                if nviews == MEMFAIL_VIEWS[0] {
+                    r.verdict = if ms(*time) <= MEMFAIL_TARGET_MS { Verdict::Pass } else { Verdict::Miss };
+                }
+                r
+            }
+            Err(e) => r.failed(e),
+        });
+    }
+    let mut r = Row::new(
+        format!(
+            "owner lookup alone (Fs::owners), page shared by {sharers} reflinks, pool of {extents} extents"
+        ),
+        "ms",
+    );
+    r.target = format!("<= {MEMFAIL_TARGET_MS} ms");
+    rows.push(match &m.wide_owners {
+        Ok(time) => {
+            r.result = Some(ms(*time));
+            r.verdict = if ms(*time) <= MEMFAIL_TARGET_MS { Verdict::Pass } else { Verdict::Miss };
+            r
+        }
+        Err(e) => r.failed(e),
+    });
+    let r = Row::new(
+        format!(
+            "owner lookup, page shared by {} files, pool of {} extents",
+            MEMFAIL_FLAT_SHARERS + 1,
+            thousands(MEMFAIL_SMALL_EXTENTS)
+        ),
+        "us",
+    );
+    rows.push(match &m.flat_small {
+        Ok(time) => {
+            let mut r = r;
+            r.result = Some(time.as_secs_f64() * 1e6);
+            r
+        }
+        Err(e) => r.failed(e),
+    });
+    let mut r = Row::new(
+        format!("owner lookup, page shared by {} files, pool of {extents} extents", MEMFAIL_FLAT_SHARERS + 1),
+        "us",
+    );
+    r.target = "flat: <= 2x the small pool".into();
+    rows.push(match (&m.flat_big, &m.flat_small) {
+        (Ok((time, counted)), small) => {
+            let us = time.as_secs_f64() * 1e6;
+            r.result = Some(us);
+            r.benchmark += &format!(" ({} counted)", thousands(*counted));
+            if let Ok(small) = small {
+                let small_us = small.as_secs_f64() * 1e6;
+                r.comparison = format!("{} extents: {} us", thousands(MEMFAIL_SMALL_EXTENTS), num(small_us));
+                r.ratio = Some(us / small_us);
+                r.verdict = if us / small_us <= 2.0 { Verdict::Pass } else { Verdict::Miss };
+            }
+            r
+        }
+        (Err(e), _) => r.failed(e),
+    });
+    rows
+}
+
 // ----- ferrodax-only and machine measurements -----
 
 /// memcpy and memcmp bandwidth in GB/s, best of `runs`, and the bare store fault.
@@ -1549,6 +1801,18 @@ fn print_table(header: &[String], rows: &[Row]) {
 /// Runs the benchmarks and prints the table; returns the exit status.
 pub fn run(args: BenchArgs) -> i32 {
     let plan = Plan::new(args.quick);
+    if args.memory_failure_only {
+        let rows = memfail_rows(&plan, &memfail_suite(&plan));
+        let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
+        let header = vec![format!("ferrodax bench, {mode}, memory-failure rows only")];
+        if args.json {
+            let doc = serde_json::json!({ "mode": if plan.quick { "quick" } else { "full" }, "rows": rows });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
+        } else {
+            print_table(&header, &rows);
+        }
+        return i32::from(rows.iter().any(|r| r.verdict == Verdict::Error));
+    }
     let flush = ferrodax::pool::flush_instruction_name();
     let started = Instant::now();
 
@@ -1584,6 +1848,8 @@ pub fn run(args: BenchArgs) -> i32 {
     progress(&format!("ferrodax: creating {} files for the mount benchmark", thousands(plan.mount_files)));
     let mount = mount_time(&plan);
 
+    let memfail = memfail_suite(&plan);
+
     progress("XFS: setting up a loop mount on /dev/shm");
     let xfs = XfsScratch::set_up(plan.xfs_image_size).map(|scratch| {
         progress(&format!("XFS: mounted {} on {}", scratch.image.display(), scratch.mountpoint.display()));
@@ -1595,7 +1861,8 @@ pub fn run(args: BenchArgs) -> i32 {
         progress(&format!("XFS comparison skipped: {why}"));
     }
 
-    let rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
+    let mut rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
+    rows.extend(memfail_rows(&plan, &memfail));
     let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
     let header = vec![
         format!(
@@ -1618,6 +1885,12 @@ pub fn run(args: BenchArgs) -> i32 {
          commits and remaps it; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \
          view exists"
             .to_string(),
+        format!(
+            "memory-failure rows: memfd pools of their own; the big pool holds {} single-block extents (4 KiB pwrites \
+             at every other block of one file) plus the shared groups; every timed failure is a fresh page{}",
+            thousands(plan.memfail_extents),
+            if plan.quick { "; QUICK mode: fewer extents and reflinks than the 1,000,000 / 10,000 of the target" } else { "" }
+        ),
     ];
     if args.json {
         let doc = serde_json::json!({

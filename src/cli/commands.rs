@@ -377,7 +377,9 @@ pub fn check(pool: &Path, json: bool) -> i32 {
 /// report: owners, metadata repaired, blocks quarantined.
 pub fn poison(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
     with_fs(pool, false, |fs| {
-        let report = fs.memory_failure(offset, len).map_err(|e| fail(format_args!("poison {offset}"), &e))?;
+        let report = fs
+            .memory_failure(offset, len, ferrodax::memfail::FailureFlags::default())
+            .map_err(|e| fail(format_args!("poison {offset}"), &e))?;
         if json {
             println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
         } else {
@@ -399,7 +401,7 @@ pub fn badblocks(pool: &Path, import: Option<&Path>) -> i32 {
                 .map_err(|e| fail(list.display(), &e))?;
             for r in ranges {
                 let report = fs
-                    .memory_failure(r.offset, r.len)
+                    .memory_failure(r.offset, r.len, ferrodax::memfail::FailureFlags::default())
                     .map_err(|e| fail(format_args!("badblocks {}", r.offset), &e))?;
                 eprint!("{report}");
             }

@@ -1,15 +1,17 @@
-//! `ferrodax tour`: the README's main-job command, a guided demonstration in about twenty lines.
+//! `ferrodax tour`: the README's main-job command, a guided demonstration in about thirty lines.
 //!
 //! Owns the tour's script: make a pool, write a file, reflink it, dedupe two equal copies, CoW
 //! write one clone (the source stays the same, by checksum), map the clone as a DAX view and store
 //! into a shared page of it with plain stores (the fault handler copies the page; the source stays
 //! the same, by checksum and through its own view), ask the reverse map who owns a shared block,
-//! check, remount and check again. Every claim it prints is verified first; the exit
+//! check, remount and check again, then map three clones from threads of their own, inject a memory
+//! failure into their shared block and print the report. Every claim it prints is verified first; the exit
 //! status is 0 only if all of them held. Must never reach below the library API, and must never
 //! touch any file but its own pool.
 
+use ferrodax::api::Mapping;
 use ferrodax::dax::vm::PageProtection;
-use ferrodax::dax::{MapAccess, PageShare, PageState};
+use ferrodax::dax::{Holder, MapAccess, PageShare, PageState};
 use ferrodax::{DedupeStatus, DedupeTarget, Error, File, Fs, OpenOptions, OwnerKind, Pool};
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -285,6 +287,101 @@ impl Tour {
         println!(
             "   remounted: all 4 files read back with the same checksums, sharing intact; check: {}",
             if report.is_clean() { "clean" } else { "NOT CLEAN" }
+        );
+
+        // 9. Memory failure: clones mapped from threads, poison in a shared block, the report.
+        self.memory_failure(&fs)
+    }
+
+    /// Step 9: writes /mf-source, reflinks it into two clones, maps all three from threads of their
+    /// own, injects a memory failure into a shared block and prints the report; verifies that every
+    /// owner and every view was found, the views now show the page as poisoned, reads of the bad
+    /// block are EIO in every owner (the good blocks still read back), and check is clean.
+    fn memory_failure(&mut self, fs: &Fs) -> Result<(), String> {
+        const PAGES: u64 = 8;
+        const BAD_PAGE: u64 = 5;
+        let data = pattern((PAGES * BLOCK) as usize, 99);
+        let source = create(fs, "/mf-source")?;
+        context("write /mf-source", source.write_at(&data, 0))?;
+        let mut files = vec![source];
+        for name in ["/mf-clone-1", "/mf-clone-2"] {
+            let clone = create(fs, name)?;
+            context("reflink", fs.reflink(&files[0], 0, &clone, 0, 0))?;
+            files.push(clone);
+        }
+        let files = std::sync::Arc::new(files);
+        let views: Vec<Mapping> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..files.len())
+                .map(|i| {
+                    let files = files.clone();
+                    std::thread::Builder::new()
+                        .name(format!("mapper-{i}"))
+                        .spawn_scoped(scope, move || {
+                            files[i].map_with_holder(
+                                0,
+                                PAGES * BLOCK,
+                                MapAccess::Read,
+                                Holder::current("tour"),
+                            )
+                        })
+                        .expect("spawn")
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("mapper thread")).collect::<Result<_, _>>()
+        })
+        .map_err(|e| format!("map: {e}"))?;
+        let bad = match views[0].page_state(BAD_PAGE) {
+            PageState::Block { phys, .. } => phys,
+            other => return Err(format!("page {BAD_PAGE} of /mf-source's view is {other:?}")),
+        };
+        println!(
+            "9. memory failure: /mf-source reflinked into /mf-clone-1 and /mf-clone-2, each mapped by its own \
+             thread; poison injected into their shared pool block {bad} (fs.memory_failure):"
+        );
+        let report = context(
+            "memory_failure",
+            fs.memory_failure(bad * BLOCK, BLOCK, ferrodax::memfail::FailureFlags::default()),
+        )?;
+        for line in report.to_string().lines() {
+            println!("   {line}");
+        }
+        let owners: BTreeSet<(String, u64, bool)> = report
+            .files
+            .iter()
+            .map(|o| (o.path.clone().unwrap_or_default(), o.file_offset, o.shared))
+            .collect();
+        let expected: BTreeSet<(String, u64, bool)> = ["/mf-source", "/mf-clone-1", "/mf-clone-2"]
+            .iter()
+            .map(|p| (p.to_string(), BAD_PAGE * BLOCK, true))
+            .collect();
+        self.verify(owners == expected, "the report names all three owners of the shared block");
+        self.verify(report.views.len() == views.len(), "the report names every view of every owner");
+        self.verify(
+            views.iter().all(|v| v.page_state(BAD_PAGE) == PageState::Poisoned { phys: bad }),
+            "every view now shows the page as poisoned (an access raises SIGBUS BUS_MCEERR_AR)",
+        );
+        let mut eio = 0;
+        let mut good = 0;
+        for file in files.iter() {
+            let mut buf = vec![0u8; BLOCK as usize];
+            if file.read_at(&mut buf, BAD_PAGE * BLOCK).is_err_and(|e| e.errno() == libc::EIO) {
+                eio += 1;
+            }
+            let at = ((BAD_PAGE + 1) * BLOCK) as usize;
+            if file.read_at(&mut buf, at as u64).is_ok() && buf[..] == data[at..at + BLOCK as usize] {
+                good += 1;
+            }
+        }
+        self.verify(eio == files.len(), "reads of the bad block are EIO in every owner");
+        self.verify(good == files.len(), "the good blocks around it still read back");
+        let check = fs.check();
+        self.verify(
+            check.is_clean() && check.quarantined_blocks >= 1,
+            format!("check is clean with the bad block quarantined:\n{check}"),
+        );
+        println!(
+            "   pread of block {BAD_PAGE} is EIO in all three files, the other blocks read back; check: {}",
+            check.to_string().lines().last().unwrap_or_default()
         );
         Ok(())
     }

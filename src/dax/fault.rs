@@ -10,8 +10,15 @@
 //! rule: a fault on a thread that holds a lock is not resolved (it is forwarded, which ends the
 //! process with SIGSEGV and a message) instead of waiting forever for its own lock.
 //!
+//! It also owns the process-wide SIGBUS handler of memory failure (SPEC section 5): an access to a
+//! poisoned view page tells the view's subscriber (action-required, in signal context on the
+//! accessing thread) and becomes SIGBUS BUS_MCEERR_AR; a machine check the kernel delivers
+//! (BUS_MCEERR_AR/AO at a view page that shows a good pool block) becomes a memory failure of that
+//! block first. Both run file-system code in signal context, so both are skipped (the signal is
+//! forwarded) on a thread that holds a ferrodax lock.
+//!
 //! Must never: allocate or lock while the faulting thread holds a ferrodax lock, or swallow a fault
-//! it cannot resolve.
+//! it cannot resolve (an action-optional machine check that was handled is not a fault).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -33,6 +40,17 @@ pub trait FaultTarget: Send + Sync {
 
     /// True if `addr` lies on a page taken out of the view because its block is poisoned.
     fn poisoned(&self, _addr: usize) -> bool {
+        false
+    }
+
+    /// Tells the view's subscriber, if any, that the access at `addr` consumed poison
+    /// (action-required). Runs in signal context on the accessing thread.
+    fn poisoned_access(&self, _addr: usize) {}
+
+    /// A machine check from the kernel at `addr`, a page that shows a good pool block: handles the
+    /// memory failure of that block (with the accessor named when `action_required`). Returns
+    /// whether it was handled. Runs in signal context on the thread that received it.
+    fn machine_check(&self, _addr: usize, _action_required: bool) -> bool {
         false
     }
 }
@@ -147,18 +165,38 @@ pub fn install_handler() {
     });
 }
 
-/// SIGBUS: an access to a page taken out of a view because its block is poisoned becomes a
-/// machine-check SIGBUS (BUS_MCEERR_AR, si_addr the faulting address, si_addr_lsb 12) queued to
-/// the accessing thread, as the kernel's memory-failure code delivers it; that signal (and every
-/// other SIGBUS) goes to the handler installed before ours, or takes the default action.
+/// SIGBUS: an access to a page taken out of a view because its block is poisoned tells the view's
+/// subscriber (action-required) and becomes a machine-check SIGBUS (BUS_MCEERR_AR, si_addr the
+/// faulting address, si_addr_lsb 12) queued to the accessing thread, as the kernel's memory-failure
+/// code delivers it. A machine check at a view page that still shows a good block (the kernel's
+/// own, on real hardware) first becomes a memory failure of that block: an action-required one
+/// then goes on to the application like any other; an action-optional one has been handled (the
+/// early subscribers were told, the page now raises BUS_MCEERR_AR) and is not forwarded. Every
+/// other SIGBUS goes to the handler installed before ours, or takes the default action.
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     use super::mce::{queue_to_self, BUS_MCEERR_AO, BUS_MCEERR_AR};
     // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    if code != BUS_MCEERR_AR && code != BUS_MCEERR_AO && !holds_lock() {
+    let machine_check = code == BUS_MCEERR_AR || code == BUS_MCEERR_AO;
+    if !holds_lock() {
         if let Some(target) = target_at(addr) {
-            if target.poisoned(addr) && queue_to_self(BUS_MCEERR_AR, addr).is_ok() {
-                // Returning unblocks SIGBUS: the queued machine-check signal is delivered at once.
+            let poisoned = target.poisoned(addr);
+            if !machine_check && poisoned {
+                target.poisoned_access(addr);
+                if queue_to_self(BUS_MCEERR_AR, addr).is_ok() {
+                    // Returning unblocks SIGBUS: the queued machine-check signal is delivered at once.
+                    return;
+                }
+            }
+            if machine_check
+                && !poisoned
+                && target.machine_check(addr, code == BUS_MCEERR_AR)
+                && code == BUS_MCEERR_AO
+            {
+                return;
+            }
+            if code == BUS_MCEERR_AO && poisoned {
+                // Already known and handled: the page raises BUS_MCEERR_AR when touched.
                 return;
             }
         }

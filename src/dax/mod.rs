@@ -45,6 +45,56 @@ impl Holder {
     }
 }
 
+/// How a memory-failure notice reaches a view's holder (the kernel's BUS_MCEERR_AO / _AR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// The poison was found but not consumed: the holder may act (sent at once to early subscribers).
+    ActionOptional,
+    /// The holder's access consumed the poison: it must act before touching the page again.
+    ActionRequired,
+}
+
+/// A memory-failure notice for one page of one view.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Notice {
+    /// Optional or required.
+    pub kind: NoticeKind,
+    /// The view.
+    pub view: u64,
+    /// The file it shows.
+    pub ino: u64,
+    /// The file's path, if it has one.
+    pub path: Option<String>,
+    /// File offset of the first bad byte told about.
+    pub file_offset: u64,
+    /// The same byte's address in the holder's view.
+    pub address: usize,
+    /// The same byte's pool offset.
+    pub pool_offset: u64,
+    /// Bytes told about from there (within one page for a failure; a whole run for a pre-remove).
+    pub length: u64,
+}
+
+/// A holder's notice callback. It may run on any thread; an action-required notice runs in
+/// signal context on the accessing thread (see [`Subscription`]).
+pub type NoticeCallback = Arc<dyn Fn(&Notice) + Send + Sync>;
+
+/// A view holder's request to be told about memory failures in the view.
+///
+/// Early subscribers get [`NoticeKind::ActionOptional`] notices as soon as a failure is handled
+/// (after every lock is released); the others get [`NoticeKind::ActionRequired`] when they touch
+/// a poisoned page, from the SIGBUS handler on the accessing thread, in signal context, just before
+/// the SIGBUS (BUS_MCEERR_AR) is queued: such a callback must not take locks the interrupted code
+/// may hold, nor call into the file system.
+#[derive(Clone)]
+pub struct Subscription {
+    /// Told at once (action-optional) instead of on access.
+    pub early: bool,
+    /// What to call.
+    pub callback: NoticeCallback,
+}
+
 /// What one page of a view shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageState {
@@ -65,6 +115,9 @@ pub enum PageState {
         /// The bad pool block.
         phys: u64,
     },
+    /// The pool was removed (pre-remove): an access raises SIGBUS, which the library turns into
+    /// BUS_MCEERR_AR; the holder was told at the pre-remove.
+    Removed,
 }
 
 /// Read or read-write.
@@ -92,6 +145,7 @@ pub struct View {
     pub holder: Holder,
     reservation: Reservation,
     state: Mutex<Vec<PageState>>,
+    subscription: Mutex<Option<Subscription>>,
 }
 
 impl View {
@@ -113,6 +167,16 @@ impl View {
     /// The page state at view page `page`.
     pub fn page_state(&self, page: u64) -> PageState {
         self.state.lock().unwrap_or_else(|e| e.into_inner())[page as usize]
+    }
+
+    /// Replaces the view's memory-failure subscription.
+    pub fn subscribe(&self, subscription: Subscription) {
+        *self.subscription.lock().unwrap_or_else(|e| e.into_inner()) = Some(subscription);
+    }
+
+    /// The view's memory-failure subscription, if any.
+    pub fn subscription(&self) -> Option<Subscription> {
+        self.subscription.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The memory of the view (for loads and stores by the front end).
@@ -139,6 +203,10 @@ pub enum PageShare {
     },
 }
 
+/// A run of view pages that showed consecutive pool blocks when the pool was removed:
+/// (view, first view page, pages, first pool block).
+pub type RemovedRun = (Arc<View>, u64, u64, u64);
+
 /// All views of one mounted file system.
 #[derive(Default)]
 pub struct DaxLayer {
@@ -155,6 +223,8 @@ pub struct DaxLayer {
     /// (inode, first file page, pages) ranges that [`DaxLayer::write_protect`] made read-only,
     /// brought back in line by the next [`DaxLayer::apply_changes`].
     protected: Vec<(u64, u64, u64)>,
+    /// Set by [`DaxLayer::invalidate_all`]: every page of every view is [`PageState::Removed`].
+    removed: bool,
 }
 
 impl DaxLayer {
@@ -216,6 +286,7 @@ impl DaxLayer {
             holder,
             reservation,
             state: Mutex::new(vec![PageState::PastEof; pages as usize]),
+            subscription: Mutex::new(None),
         });
         // Map everything: start from "unknown" by forcing every page to be written.
         self.refresh_view(fs, &view, 0, pages, fd, true)?;
@@ -293,10 +364,54 @@ impl DaxLayer {
         out
     }
 
-    /// True if `addr` lies on a poisoned page of a live view.
+    /// True if `addr` lies on a poisoned (or removed) page of a live view.
     pub fn poisoned_at(view: &View, addr: usize) -> bool {
         let page = ((addr - view.addr()) / vm::PAGE) as u64;
-        page < view.pages && matches!(view.page_state(page), PageState::Poisoned { .. })
+        page < view.pages && matches!(view.page_state(page), PageState::Poisoned { .. } | PageState::Removed)
+    }
+
+    /// Pre-remove: writes back every writable page, then turns every page of every view into a
+    /// SIGBUS sentinel ([`PageState::Removed`]). Returns, per view, the runs of pages that showed
+    /// pool blocks as (view, first view page, pages, first pool block), for the notices.
+    pub fn invalidate_all(&mut self, backend: &dyn crate::pool::Backend) -> Result<Vec<RemovedRun>> {
+        let mut runs = Vec::new();
+        let views: Vec<Arc<View>> = self.views.values().cloned().collect();
+        for view in views {
+            let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut run: Option<(u64, u64, u64)> = None;
+            for (i, st) in states.iter().enumerate() {
+                let i = i as u64;
+                let phys = match *st {
+                    PageState::Block { phys, prot } => {
+                        self.drop_entry(phys, view.ino, view.first_page + i);
+                        if prot == PageProtection::ReadWrite {
+                            self.retired_writable.push(phys);
+                        }
+                        Some(phys)
+                    }
+                    PageState::Poisoned { phys } => Some(phys),
+                    _ => None,
+                };
+                run = match (run, phys) {
+                    (Some((f, n, p)), Some(b)) if f + n == i && p + n == b => Some((f, n + 1, p)),
+                    (r, b) => {
+                        if let Some((f, n, p)) = r {
+                            runs.push((view.clone(), f, n, p));
+                        }
+                        b.map(|b| (i, 1, b))
+                    }
+                };
+            }
+            if let Some((f, n, p)) = run {
+                runs.push((view.clone(), f, n, p));
+            }
+            // Stores through writable pages must reach the pool before the pages go.
+            self.flush_retired(backend);
+            view.reservation.map_sigbus(0, view.pages as usize)?;
+            states.iter_mut().for_each(|st| *st = PageState::Removed);
+        }
+        self.removed = true;
+        Ok(runs)
     }
 
     /// The page share state of a pool block, or `None` when no view maps it.
@@ -401,7 +516,9 @@ impl DaxLayer {
                 view.reservation.map_pool(first, n, fd, phys * BLOCK_SIZE, prot)?
             }
             PageState::Hole => view.reservation.map_hole(first, n)?,
-            PageState::PastEof | PageState::Poisoned { .. } => view.reservation.map_sigbus(first, n)?,
+            PageState::PastEof | PageState::Poisoned { .. } | PageState::Removed => {
+                view.reservation.map_sigbus(first, n)?
+            }
         }
         for i in 0..run {
             let idx = (page + i) as usize;
@@ -462,7 +579,7 @@ impl DaxLayer {
     /// Re-points, protects or invalidates the pages of every view that `changes` affect, and
     /// restores the pages [`DaxLayer::write_protect`] protected.
     pub fn apply_changes(&mut self, fs: &FileSystem, changes: &[LayoutChange]) -> Result<()> {
-        if self.views.is_empty() || (changes.is_empty() && self.protected.is_empty()) {
+        if self.removed || self.views.is_empty() || (changes.is_empty() && self.protected.is_empty()) {
             return Ok(());
         }
         let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
@@ -513,6 +630,16 @@ impl DaxLayer {
     pub fn check(&self, fs: &FileSystem) -> Vec<String> {
         let mut problems = Vec::new();
         let mut counted: HashMap<u64, HashMap<(u64, u64), u32>> = HashMap::new();
+        if self.removed {
+            // After a pre-remove every page must be a sentinel, whatever the media says.
+            for view in self.views.values() {
+                let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+                if states.iter().any(|st| *st != PageState::Removed) {
+                    problems.push(format!("view {} still shows pool pages after the pre-remove", view.id));
+                }
+            }
+            return problems;
+        }
         for view in self.views.values() {
             let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
             for (i, st) in states.iter().enumerate() {

@@ -250,6 +250,8 @@ pub struct FileSystem {
     state: State,
     open_counts: HashMap<u64, u32>,
     read_only: bool,
+    /// Set by [`FileSystem::mark_removed`]: the pool is going away; every operation fails (EIO).
+    removed: bool,
     notes: MountNotes,
     track_layout: bool,
     layout_changes: Vec<LayoutChange>,
@@ -269,6 +271,7 @@ impl FileSystem {
             state,
             open_counts: HashMap::new(),
             read_only: false,
+            removed: false,
             notes: MountNotes::default(),
             track_layout: false,
             layout_changes: Vec::new(),
@@ -288,6 +291,7 @@ impl FileSystem {
             state,
             open_counts: HashMap::new(),
             read_only,
+            removed: false,
             notes,
             track_layout: false,
             layout_changes: Vec::new(),
@@ -341,7 +345,27 @@ impl FileSystem {
         self.read_only
     }
 
+    /// After a pre-remove (the pool is going away): nothing is written any more and every
+    /// operation on files and names fails with EIO, like a shut-down file system.
+    pub fn mark_removed(&mut self) {
+        self.removed = true;
+        self.read_only = true;
+    }
+
+    /// True after [`FileSystem::mark_removed`].
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    fn not_removed(&self) -> Result<()> {
+        if self.removed {
+            return Err(Error::Io("the pool was removed (pre-remove); the file system is gone".into()));
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<()> {
+        self.not_removed()?;
         if self.read_only {
             return Err(Error::ReadOnly("the pool is mounted read-only".into()));
         }
@@ -393,6 +417,7 @@ impl FileSystem {
 
     /// Resolves a path ("/a/b", "a/b", ".", "..") to an inode number.
     pub fn resolve(&self, path: &str) -> Result<u64> {
+        self.not_removed()?;
         let mut cur = ROOT_INO;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let inode = self.state.inode(cur)?;
@@ -620,6 +645,7 @@ impl FileSystem {
 
     /// File attributes.
     pub fn stat(&self, ino: u64) -> Result<Stat> {
+        self.not_removed()?;
         let i = self.state.inode(ino)?;
         Ok(Stat {
             ino,
@@ -661,6 +687,7 @@ impl FileSystem {
     }
 
     fn file(&self, ino: u64) -> Result<&Inode> {
+        self.not_removed()?;
         let inode = self.state.inode(ino)?;
         if inode.is_dir() {
             return Err(Error::IsDir(self.path_of(ino).unwrap_or_else(|| format!("inode {ino}"))));
@@ -1409,7 +1436,10 @@ impl FileSystem {
                     length: (b - a) * BLOCK_SIZE,
                     owner: kind,
                 });
-                open.insert(key_next.unwrap_or(key_here), out.len() - 1);
+                // Only a later segment can continue this run (none can when this one reaches the end).
+                if b < end {
+                    open.insert(key_next.unwrap_or(key_here), out.len() - 1);
+                }
             }
         }
         out

@@ -413,23 +413,26 @@ impl State {
         if ino == ROOT_INO {
             return Some("/".into());
         }
-        let mut parts = Vec::new();
+        // Names are borrowed and joined once: this runs for every owner a reverse-map query reports.
+        let mut parts: Vec<&[u8]> = Vec::new();
         let mut cur = ino;
-        let mut guard = 0;
         while cur != ROOT_INO {
             let inode = self.inodes.get(&cur)?;
             if inode.attrs.nlink == 0 {
                 return None;
             }
-            parts.push(String::from_utf8_lossy(&inode.attrs.name).into_owned());
+            parts.push(&inode.attrs.name);
             cur = inode.attrs.parent;
-            guard += 1;
-            if guard > self.inodes.len() {
+            if parts.len() > self.inodes.len() {
                 return None;
             }
         }
-        parts.reverse();
-        Some(format!("/{}", parts.join("/")))
+        let mut path = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for name in parts.iter().rev() {
+            path.push(b'/');
+            path.extend_from_slice(name);
+        }
+        Some(String::from_utf8_lossy(&path).into_owned())
     }
 }
 
