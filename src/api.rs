@@ -544,6 +544,18 @@ impl Fs {
         Ok(PreRemoveReport { views_invalidated, notices, unsubscribed_views, checkpoint_written })
     }
 
+    /// Records every range of a bad-block list in the pmem sysfs format (`first_sector count`
+    /// lines in 512-byte sectors, as in /sys/block/pmemX/badblocks) as a memory failure; call it
+    /// right after mounting a pool on a device that has such a list. `source` names the list in
+    /// errors. Returns one report per range.
+    pub fn import_badblocks(&self, text: &str, source: &str) -> Result<Vec<FailureReport>> {
+        let ranges = crate::memfail::badblocks::parse(text, source)?;
+        ranges
+            .into_iter()
+            .map(|r| self.memory_failure(r.offset, r.len, crate::memfail::FailureFlags::default()))
+            .collect()
+    }
+
     /// Bad pool block runs as (first block, count).
     pub fn bad_blocks(&self) -> Vec<(u64, u64)> {
         self.read_lock().bad_blocks()

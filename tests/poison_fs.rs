@@ -107,3 +107,55 @@ fn bad_log_and_checkpoint_blocks_are_moved_off_without_loss() {
     );
     assert!(fs.check().is_clean(), "{}", fs.check());
 }
+
+/// A superblock copy on bad memory is recorded in the surviving copy and never written again;
+/// the pool keeps working and remounts. With both copies bad the file system goes read-only with
+/// an error naming the lost structure, and reads keep working.
+#[test]
+fn superblock_copies_on_bad_memory_degrade_to_read_only_only_when_both_are_lost() {
+    use ferrodax::memfail::FailureFlags;
+    let pool = Pool::memfd(8 << 20).unwrap();
+    let fs = Fs::format(&pool).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(b"kept", 0).unwrap();
+    let report = fs.memory_failure(0, 4096, FailureFlags::default()).unwrap();
+    assert_eq!(report.recorded.lost_superblock_copies, vec![0]);
+    assert!(report.recorded.lost.is_empty());
+    let copy0 = pool.backend().clone();
+    let before: Vec<u8> = ferrodax::pool::bytes(copy0.as_ref(), 0, 4096).to_vec();
+    a.write_at(b"more", 4).unwrap();
+    fs.exclusive().checkpoint().unwrap();
+    assert_eq!(ferrodax::pool::bytes(copy0.as_ref(), 0, 4096), &before[..], "a lost copy is never written");
+    assert!(fs.check().is_clean(), "{}", fs.check());
+    drop(a);
+    drop(fs);
+    let fs = Fs::mount(&pool).unwrap();
+    assert!(fs.read_lock().mount_notes().repaired.is_empty(), "{:?}", fs.read_lock().mount_notes());
+    let a = fs.open("/a", &rw()).unwrap();
+    let report = fs.memory_failure(4096, 4096, FailureFlags::default()).unwrap();
+    assert_eq!(report.recorded.lost.len(), 1, "{report}");
+    assert!(report.recorded.lost[0].contains("superblock"), "{report}");
+    let err = a.write_at(b"x", 0).unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS);
+    assert!(err.to_string().contains("superblock"), "{err}");
+    let mut buf = [0u8; 8];
+    assert_eq!(a.read_at(&mut buf, 0).unwrap(), 8);
+    assert_eq!(&buf, b"keptmore");
+}
+
+#[test]
+fn a_sysfs_badblocks_list_is_imported_as_memory_failures() {
+    let pool = Pool::memfd(8 << 20).unwrap();
+    let fs = Fs::format(&pool).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![1u8; 3 * 4096], 0).unwrap();
+    let bad = block_of(&fs, &a, 1);
+    let list = format!("# pmem0\n{} 1\n", bad * 8 + 3);
+    let reports = fs.import_badblocks(&list, "badblocks").unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].files.len(), 1);
+    assert_eq!(fs.bad_blocks(), vec![(bad, 1)]);
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(a.read_at(&mut buf, 4096).unwrap_err().errno(), libc::EIO);
+    assert!(fs.import_badblocks("12", "list").unwrap_err().to_string().contains("list:1"));
+}

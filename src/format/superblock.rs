@@ -20,7 +20,8 @@
 //!  96  4  CRC-32C of the whole checkpoint payload
 //! 100  4  copy index (0 or 1)
 //! 104  8  creation time, ns since the Unix epoch
-//! 112 140 reserved, zero
+//! 112  4  lost copies: bit n set = copy n sits on bad memory and is no longer written
+//! 116 136 reserved, zero
 //! 252  4  CRC-32C of bytes 0..252 with this field as zero
 //! ```
 
@@ -64,6 +65,8 @@ pub struct Superblock {
     pub copy: u32,
     /// When the pool was made, in ns since the Unix epoch.
     pub created_ns: i64,
+    /// Bit n set: copy n is on bad memory (poisoned) and is no longer written or repaired.
+    pub lost_copies: u32,
 }
 
 impl Superblock {
@@ -85,6 +88,7 @@ impl Superblock {
         w.u32(self.checkpoint_crc);
         w.u32(self.copy);
         w.i64(self.created_ns);
+        w.u32(self.lost_copies);
         let mut bytes = w.bytes;
         bytes.resize(BLOCK_SIZE as usize, 0);
         let crc = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
@@ -132,7 +136,11 @@ impl Superblock {
             checkpoint_crc: r.u32()?,
             copy: r.u32()?,
             created_ns: r.i64()?,
+            lost_copies: r.u32()?,
         };
+        if sb.lost_copies & !0b11 != 0 || sb.lost_copies & (1 << copy) != 0 {
+            return Err(Error::Corrupt(format!("{what}: bad lost-copies mask {:#x}", sb.lost_copies)));
+        }
         if sb.copy != copy {
             return Err(Error::Corrupt(format!("{what}: claims to be copy {}", sb.copy)));
         }

@@ -110,6 +110,7 @@ impl Journal {
             checkpoint_crc: 0,
             copy: 0,
             created_ns: now,
+            lost_copies: 0,
         };
         // Invalidate whatever the log region held before, so an old pool's records cannot replay.
         backend.fill(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0);
@@ -171,6 +172,9 @@ impl Journal {
             return Err(Error::Corrupt(format!("no valid superblock: {}", errors.join("; "))));
         };
         for other in 0..2u32 {
+            if best.lost_copies & (1 << other) != 0 {
+                continue; // known lost: nothing to repair
+            }
             let fine = copies
                 .iter()
                 .any(|c| c.copy == other && c.generation == best.generation && same_except_copy(c, &best));
@@ -321,6 +325,23 @@ impl Journal {
         written
     }
 
+    /// Records that superblock copy `copy` sits on bad memory: the surviving copy is rewritten
+    /// (through a checkpoint) saying so, and the lost one is never written again. Fails with EIO,
+    /// naming the structure, when no copy would survive.
+    pub fn mark_superblock_lost(&mut self, state: &mut State, copy: u32) -> Result<()> {
+        let lost = self.sb.lost_copies | (1 << copy);
+        if lost == 0b11 {
+            return Err(Error::Io(
+                "both superblock copies are on bad memory: the pool can no longer record changes".into(),
+            ));
+        }
+        if lost == self.sb.lost_copies {
+            return Ok(());
+        }
+        self.sb.lost_copies = lost;
+        self.checkpoint(state)
+    }
+
     /// Moves the log region to fresh blocks (the old one has bad blocks): zeroes a new contiguous
     /// region, writes a checkpoint whose superblocks name it, then frees the old region except its
     /// bad blocks. Fails with ENOSPC, changing nothing, when no contiguous run is free.
@@ -403,6 +424,9 @@ impl Journal {
     }
 
     fn write_superblock(&self, copy: u32) {
+        if self.sb.lost_copies & (1 << copy) != 0 {
+            return; // on bad memory: never written again
+        }
         let mut sb = self.sb.clone();
         sb.copy = copy;
         let at = SUPERBLOCK_BLOCKS[copy as usize] * BLOCK_SIZE;

@@ -91,6 +91,8 @@ pub struct BadBlockOutcome {
     pub relocated: Vec<String>,
     /// Superblock copies on bad blocks (the other copy carries on).
     pub lost_superblock_copies: Vec<u32>,
+    /// Structures lost for good (no good copy left); the file system went read-only.
+    pub lost: Vec<String>,
 }
 
 /// An open handle as the file system sees it: the inode and how it was opened.
@@ -255,6 +257,8 @@ pub struct FileSystem {
     notes: MountNotes,
     track_layout: bool,
     layout_changes: Vec<LayoutChange>,
+    /// Why the file system refuses changes, when a memory failure made it read-only.
+    read_only_reason: Option<String>,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -275,6 +279,7 @@ impl FileSystem {
             notes: MountNotes::default(),
             track_layout: false,
             layout_changes: Vec::new(),
+            read_only_reason: None,
         })
     }
 
@@ -295,6 +300,7 @@ impl FileSystem {
             notes,
             track_layout: false,
             layout_changes: Vec::new(),
+            read_only_reason: None,
         };
         if !read_only {
             let orphans: Vec<u64> =
@@ -367,7 +373,8 @@ impl FileSystem {
     fn writable(&self) -> Result<()> {
         self.not_removed()?;
         if self.read_only {
-            return Err(Error::ReadOnly("the pool is mounted read-only".into()));
+            let why = self.read_only_reason.as_deref().unwrap_or("the pool is mounted read-only");
+            return Err(Error::ReadOnly(why.to_string()));
         }
         Ok(())
     }
@@ -1006,6 +1013,13 @@ impl FileSystem {
         for copy in 0..2u64 {
             if (block..end).contains(&copy) {
                 outcome.lost_superblock_copies.push(copy as u32);
+                if let Err(e) = self.journal.mark_superblock_lost(&mut self.state, copy as u32) {
+                    // No good copy is left: keep serving reads, refuse changes, say why.
+                    self.read_only = true;
+                    self.read_only_reason = Some(format!("read-only after memory failure: {e}"));
+                    outcome.lost.push(e.to_string());
+                    return Ok(outcome);
+                }
             }
         }
         let start = block.max(2);

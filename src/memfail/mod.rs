@@ -171,6 +171,9 @@ impl std::fmt::Display for FailureReport {
         for r in &self.recorded.relocated {
             writeln!(f, "  repaired: {r} moved off the bad blocks, nothing lost")?;
         }
+        for lost in &self.recorded.lost {
+            writeln!(f, "  LOST: {lost}")?;
+        }
         for c in &self.recorded.lost_superblock_copies {
             writeln!(f, "  superblock copy {c} is on a bad block; the other copy carries on")?;
         }
