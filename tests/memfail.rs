@@ -153,3 +153,67 @@ fn scenario_a_the_accessor_gets_bus_mceerr_ar_at_the_faulting_address() {
     );
     assert_eq!(run("default").signal(), Some(libc::SIGBUS), "without a handler the accessor dies of SIGBUS");
 }
+
+/// SPEC 7 scenario A with real threads: one 64 KiB file mapped by two holders; poison 1 page, then
+/// a 2-page range: both holders' views lose exactly those pages, the report names both each time,
+/// and the file system records the failure and stays clean.
+#[test]
+fn scenario_a_two_holders_then_one_page_then_two_pages() {
+    use ferrodax::memfail::FailureFlags;
+    use std::sync::{Arc, Barrier};
+    let fs = Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap();
+    let f = fs.open("/f", &rw()).unwrap();
+    f.write_at(&vec![0x61; 16 * 4096], 0).unwrap();
+    let blocks: Vec<u64> = (0..16).map(|p| phys(&fs, &f, p)).collect();
+    assert!(blocks.windows(2).all(|w| w[1] == w[0] + 1), "one extent expected: {blocks:?}");
+    let mapped = Arc::new(Barrier::new(3));
+    let poisoned = Arc::new(Barrier::new(3));
+    let checked = Arc::new(Barrier::new(3));
+    let holders: Vec<_> = (0..2)
+        .map(|i| {
+            let (fs, mapped, poisoned, checked) =
+                (fs.clone(), mapped.clone(), poisoned.clone(), checked.clone());
+            std::thread::Builder::new()
+                .name(format!("holder-{i}"))
+                .spawn(move || {
+                    let f = fs.open("/f", &rw()).unwrap();
+                    let view = f.map(0, 16 * 4096, MapAccess::ReadWrite).unwrap();
+                    mapped.wait();
+                    for expected_bad in [vec![3u64], vec![3, 8, 9]] {
+                        poisoned.wait();
+                        for page in 0..16 {
+                            let bad = expected_bad.contains(&page);
+                            assert_eq!(
+                                matches!(view.page_state(page), PageState::Poisoned { .. }),
+                                bad,
+                                "holder {i} page {page}"
+                            );
+                        }
+                        checked.wait();
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    mapped.wait();
+    let one = fs.memory_failure(blocks[3] * 4096, 4096, FailureFlags::default()).unwrap();
+    assert_eq!(one.files.len(), 1);
+    assert_eq!(one.views.len(), 2, "{one}");
+    poisoned.wait();
+    checked.wait();
+    let two = fs.memory_failure(blocks[8] * 4096, 2 * 4096, FailureFlags::default()).unwrap();
+    assert_eq!(two.recorded.newly_bad, 2);
+    assert_eq!(two.views.len(), 4, "two pages in each of two views: {two}");
+    poisoned.wait();
+    checked.wait();
+    for h in holders {
+        h.join().unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    for page in [3u64, 8, 9] {
+        assert_eq!(f.read_at(&mut buf, page * 4096).unwrap_err().errno(), libc::EIO);
+    }
+    assert_eq!(f.read_at(&mut buf, 4 * 4096).unwrap(), 4096);
+    assert_eq!(fs.bad_blocks(), vec![(blocks[3], 1), (blocks[8], 2)]);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
