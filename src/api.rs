@@ -1031,7 +1031,3 @@ impl std::fmt::Debug for File {
         f.debug_struct("File").field("ino", &self.ino).field("pos", &self.pos).finish()
     }
 }
-
-/// Keeps `Backend` in scope for users of `Pool::backend`.
-pub trait PoolBackend: Backend {}
-impl<T: Backend + ?Sized> PoolBackend for T {}

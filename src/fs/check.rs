@@ -9,7 +9,7 @@
 //! Must never change anything: it reads only.
 
 use super::journal::Journal;
-use super::ownership::{MetaStructure, Owner, OwnerMap};
+use super::ownership::{Owner, OwnerMap};
 use super::FileSystem;
 use crate::format::{BLOCK_SIZE, ROOT_INO};
 use std::collections::{BTreeMap, HashSet};
@@ -310,9 +310,4 @@ fn first_difference(a: &OwnerMap, b: &OwnerMap) -> String {
         }
     }
     String::new()
-}
-
-/// Names a metadata structure for reports (re-exported for front ends).
-pub fn describe_meta(m: MetaStructure) -> String {
-    m.to_string()
 }
