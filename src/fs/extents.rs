@@ -114,6 +114,9 @@ impl ExtentMap {
         if let Some(removed) = self.set_in_hole(file_block, len, phys) {
             return removed;
         }
+        if let Some(removed) = self.set_inside_one_extent(file_block, len, phys) {
+            return removed;
+        }
         self.split_at(file_block);
         self.split_at(end);
         let keys: Vec<u64> = self.map.range(file_block..end).map(|(&k, _)| k).collect();
@@ -130,6 +133,26 @@ impl ExtentMap {
             self.merge_at(file_block);
         }
         removed
+    }
+
+    /// Fast path of `set` when one extent strictly contains the range (a copy-on-write of a block in
+    /// the middle of a run): the extent keeps its head, the range and the tail are inserted. The new
+    /// run cannot merge with either part unless it maps the very same blocks, which takes the
+    /// general path. Returns `None` (changing nothing) when the fast path does not apply.
+    fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Vec<Piece>> {
+        let end = file_block + len;
+        let (&fb, e) = self.map.range_mut(..file_block).next_back()?;
+        let old_phys = e.phys + (file_block - fb);
+        if fb + e.len <= end || phys == Some(old_phys) {
+            return None;
+        }
+        let tail = Extent { phys: e.phys + (end - fb), len: fb + e.len - end };
+        e.len = file_block - fb;
+        if let Some(phys) = phys {
+            self.map.insert(file_block, Extent { phys, len });
+        }
+        self.map.insert(end, tail);
+        Some(vec![Piece { file_block, len, phys: Some(old_phys) }])
     }
 
     /// Fast path of `set` when the range is a hole: one descent finds both neighbours; the new
@@ -216,6 +239,24 @@ impl ExtentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_inside_one_extent_splits_it_in_three() {
+        let mut m = ExtentMap::new();
+        m.set(0, 10, Some(100));
+        assert_eq!(m.set(4, 2, Some(500)), vec![Piece { file_block: 4, len: 2, phys: Some(104) }]);
+        assert_eq!(m.len(), 3);
+        assert!(m.is_canonical());
+        assert_eq!(m.set(1, 1, None), vec![Piece { file_block: 1, len: 1, phys: Some(101) }]);
+        assert_eq!(m.lookup(1), None);
+        assert_eq!(m.lookup(2), Some(102));
+        assert_eq!(m.lookup(5), Some(501));
+        assert_eq!(m.lookup(9), Some(109));
+        // Mapping the same blocks back takes the general path and merges.
+        m.set(4, 2, Some(104));
+        m.set(1, 1, Some(101));
+        assert_eq!(m.len(), 1);
+    }
 
     #[test]
     fn set_splits_merges_and_reports_removed() {
