@@ -13,6 +13,7 @@
 //! rows (a SIGSEGV handler of its own, installed only while it measures, before any DAX view
 //! exists), kept together in [`bare_fault`].
 
+use super::host::{effective_uid, find_program, run_command};
 use clap::Args;
 use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageState};
@@ -590,39 +591,6 @@ struct XfsScratch {
     image: PathBuf,
     mountpoint: PathBuf,
     mounted: bool,
-}
-
-/// The effective uid, from /proc/self/status (no libc call needed).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Finds an executable in PATH or the usual sbin directories.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Runs a command; its output is kept and reported only if it fails.
-fn run_command(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{} failed ({}): {}",
-        program.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
 }
 
 impl XfsScratch {

@@ -20,6 +20,7 @@
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
 
+use super::host::{effective_uid, find_program, run_command};
 use clap::Args;
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use std::collections::BTreeMap;
@@ -462,40 +463,6 @@ mod kernel {
             assert_eq!(std::mem::size_of::<super::DedupeOneRange>(), 24 + 32);
         }
     }
-}
-
-/// Finds an executable in PATH or the usual sbin directories.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"].iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Runs a command; its output is reported only if it fails.
-fn run_command(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{} {} failed ({}): {}",
-        program.display(),
-        args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// The effective uid, from /proc/self/status.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// An XFS (reflink=1, rmapbt=1) image in /dev/shm, loop-mounted; unmounted and deleted when dropped.

@@ -6,6 +6,7 @@
 mod bench;
 mod commands;
 mod difftest;
+mod host;
 mod io;
 mod tour;
 
