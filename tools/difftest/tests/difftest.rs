@@ -1,4 +1,4 @@
-//! Guards conformance with the kernel: `ferrodax difftest` applies the same random operation
+//! Guards conformance with the kernel: `ferrodax-difftest` (`ferrodax difftest`) applies the same random operation
 //! sequences (pwrite, truncate, reflink, dedupe, funshare, fsync, remount) and the fstests
 //! generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1, loop-mounted
 //! from /dev/shm) and to a ferrodax pool, and finds no divergence other than those
@@ -17,7 +17,7 @@ use std::process::Command;
 /// What the tester exits with when the oracle is unavailable.
 const EXIT_SKIPPED: i32 = 77;
 
-/// One run of `ferrodax difftest`.
+/// One run of `ferrodax-difftest` (what `ferrodax difftest` runs).
 struct Run {
     status: i32,
     stdout: String,
@@ -25,11 +25,10 @@ struct Run {
 }
 
 fn difftest(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
-        .arg("difftest")
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-difftest"))
         .args(args)
         .output()
-        .expect("run ferrodax difftest");
+        .expect("run ferrodax-difftest");
     Run {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
