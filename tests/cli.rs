@@ -562,6 +562,49 @@ fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
     assert!(ls.stderr.starts_with("ferrodax: mount test.pool: Structure needs cleaning"), "{}", ls.stderr);
 }
 
+/// Runs `ferrodax ARGS` in the sandbox with standard output a pipe whose reader has already gone
+/// (as after `| head -1` read its line): every write gets EPIPE. Returns (exit code, the signal
+/// that ended it, stderr).
+fn run_into_closed_pipe(s: &Sandbox, args: &[&str]) -> (Option<i32>, Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+        .args(args)
+        .current_dir(s.dir.path())
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .expect("the ferrodax binary runs");
+    (output.status.code(), output.status.signal(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn no_command_panics_when_its_output_pipe_is_closed() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -q -S 0x61 0 256k"]);
+    let a = s.first_sector("/a") * 512;
+    let owner_offset = a.to_string();
+    let commands: [&[&str]; 9] = [
+        &["tour", "--pool", "tour.pool"],
+        &["ls", "test.pool", "/"],
+        &["io", "-c", "pread -v 0 64k", "test.pool", "/a"],
+        &["owners", "test.pool", &owner_offset],
+        &["owners", "test.pool", &owner_offset, "--json"],
+        &["check", "test.pool"],
+        &["cat", "test.pool", "/a"],
+        &["mkfs", "other.pool", "--size", "16m"],
+        &["--help"],
+    ];
+    for args in commands {
+        let (code, signal, stderr) = run_into_closed_pipe(&s, args);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked on a closed pipe:\n{stderr}");
+        assert_ne!(code, Some(101), "{args:?} died of a panic:\n{stderr}");
+        // Ended like any Unix tool: by SIGPIPE at its first write, with nothing on stderr.
+        assert_eq!((code, signal), (None, Some(libc::SIGPIPE)), "{args:?}:\n{stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
 #[test]
 fn tour_verifies_every_claim_and_exits_zero() {
     let s = Sandbox::new();

@@ -6,6 +6,7 @@
 mod commands;
 mod io;
 mod launch;
+mod sigpipe;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -169,6 +170,7 @@ enum Command {
 
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
+    sigpipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     match cli.command {
         Command::Mkfs { pool, size, force } => commands::mkfs(&pool, size, force),
