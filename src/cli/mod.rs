@@ -141,9 +141,12 @@ enum Command {
     },
     /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
     Tour {
-        /// Where to put the tour's pool.
-        #[arg(long, default_value = "ferrodax-tour.pool")]
+        /// Where to put the tour's pool (a file that must not exist yet).
+        #[arg(long, default_value = tour::DEFAULT_POOL)]
         pool: PathBuf,
+        /// Replace the pool of an earlier tour at that path (never any other file).
+        #[arg(long)]
+        force: bool,
     },
     /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
     ///
@@ -190,7 +193,7 @@ pub fn run() -> i32 {
             commands::poison(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
-        Command::Tour { pool } => tour::run(&pool),
+        Command::Tour { pool, force } => tour::run(&pool, force),
         Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),
         Command::Difftest { args } => launch::exec_tool("difftest", "ferrodax-difftest", args),
     }
