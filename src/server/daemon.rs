@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+/// Requests of one client queued for its worker at most.
+const REQUEST_QUEUE: usize = 256;
+
 /// Where the server's log lines go (one line per call, no newline).
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -468,7 +471,9 @@ fn serve_connection(server: Arc<Server>, stream: UnixStream) {
         PoolAccess::None => "no views (copy path)",
     };
     log(&format!("client {id} connected: pid {pid} uid {uid} ({program}); {access_text}"));
-    let (requests, queue) = mpsc::channel::<(u64, Op, Vec<u8>)>();
+    // Bounded: a client has at most one request in flight per thread; one that floods the queue
+    // stalls its own reader, misses its recalls and is fenced after the recall timeout.
+    let (requests, queue) = mpsc::sync_channel::<(u64, Op, Vec<u8>)>(REQUEST_QUEUE);
     let worker = {
         let (server, peer) = (server.clone(), peer.clone());
         std::thread::Builder::new().name("ferrodax-serve-work".into()).spawn(move || {
