@@ -741,7 +741,7 @@ impl FileSystem {
             match piece.phys {
                 Some(phys) => {
                     let at = phys * BLOCK_SIZE + (piece_start - piece.file_block * BLOCK_SIZE);
-                    crate::pool::read_into(self.backend.as_ref(), at, dst);
+                    crate::pool::read_into(self.backend.as_ref(), at, dst)?;
                 }
                 None => dst.fill(0),
             }
@@ -907,11 +907,17 @@ impl FileSystem {
         let mut attrs = inode.attrs.clone();
         let first_new = runs[0].0;
         let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
-        if head != 0 {
-            self.copy_or_zero(old_first, 0, first_new, head);
-        }
-        if tail != 0 {
-            self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail);
+        let edges = (if head != 0 { self.copy_or_zero(old_first, 0, first_new, head) } else { Ok(()) })
+            .and_then(|()| {
+                if tail != 0 {
+                    self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = edges {
+            self.give_back(runs);
+            return Err(e);
         }
         let mut tx = Vec::with_capacity(runs.len() + 1);
         let mut file_block = fb0;
@@ -1054,7 +1060,10 @@ impl FileSystem {
         let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
-        self.copy_or_zero(old, 0, new, BLOCK_SIZE);
+        if let Err(e) = self.copy_or_zero(old, 0, new, BLOCK_SIZE) {
+            self.give_back(&runs);
+            return Err(e);
+        }
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
@@ -1079,7 +1088,7 @@ impl FileSystem {
             return Ok(());
         }
         let tail =
-            crate::pool::bytes(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
+            crate::pool::read_vec(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial)?;
         if tail.iter().all(|&b| b == 0) {
             return Ok(());
         }
@@ -1091,7 +1100,10 @@ impl FileSystem {
         let goal = self.goal_for(inode, file_block).or(Some(old + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
-        self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+        if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
+            self.give_back(&runs);
+            return Err(e);
+        }
         self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
@@ -1207,10 +1219,13 @@ impl FileSystem {
     }
 
     /// Fills `[at, at + len)` of new block `dst` from the same bytes of `src`, or with zeros.
-    fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) {
+    fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) -> Result<()> {
         match src {
             Some(src) => self.backend.copy_within(src * BLOCK_SIZE + at, dst * BLOCK_SIZE + at, len),
-            None => self.backend.fill(dst * BLOCK_SIZE + at, len, 0),
+            None => {
+                self.backend.fill(dst * BLOCK_SIZE + at, len, 0);
+                Ok(())
+            }
         }
     }
 
@@ -1241,7 +1256,10 @@ impl FileSystem {
                     let goal = Some(old + 1);
                     runs = self.allocate_data(1, goal)?;
                     let new = runs[0].0;
-                    self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+                    if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
+                        self.give_back(&runs);
+                        return Err(e);
+                    }
                     self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
                     self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
                     tx.push(Mutation::Map { ino, file_block: last, len: 1, phys: Some(new) });
@@ -1302,7 +1320,11 @@ impl FileSystem {
         for (fb, old, n) in shared {
             for i in 0..n {
                 let new = alloc.next().expect("allocated exactly");
-                self.backend.copy_within((old + i) * BLOCK_SIZE, new * BLOCK_SIZE, BLOCK_SIZE);
+                if let Err(e) = self.backend.copy_within((old + i) * BLOCK_SIZE, new * BLOCK_SIZE, BLOCK_SIZE)
+                {
+                    self.give_back(&runs);
+                    return Err(e);
+                }
                 self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
                 push_map(&mut tx, ino, fb + i, new);
             }
@@ -1446,9 +1468,8 @@ impl FileSystem {
                 (Some(_), None) | (None, Some(_)) => return Ok(false),
                 (Some(p), Some(q)) if p + da == q + db => {}
                 (Some(p), Some(q)) => {
-                    let left = crate::pool::bytes(self.backend.as_ref(), (p + da) * BLOCK_SIZE, bytes);
-                    let right = crate::pool::bytes(self.backend.as_ref(), (q + db) * BLOCK_SIZE, bytes);
-                    if left != right {
+                    let (left, right) = ((p + da) * BLOCK_SIZE, (q + db) * BLOCK_SIZE);
+                    if !crate::pool::equal(self.backend.as_ref(), left, right, bytes)? {
                         return Ok(false);
                     }
                 }

@@ -132,6 +132,8 @@ impl MappedBackend {
         persistence: Persistence,
         read_only: bool,
     ) -> io::Result<Self> {
+        // Reads of pool memory land on their landing pads when the memory is bad.
+        super::mcsafe::install();
         let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
         // checked for MAP_FAILED and unmapped only in Drop.
@@ -220,19 +222,15 @@ impl Backend for MappedBackend {
         unsafe { std::ptr::write_bytes(self.base.add(offset as usize), byte, len as usize) };
     }
 
-    fn copy_within(&self, src: u64, dst: u64, len: u64) {
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, src, len);
         assert_in_bounds(self.len, dst, len);
         assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");
-        // SAFETY: both ranges are in bounds and disjoint (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base.add(src as usize),
-                self.base.add(dst as usize),
-                len as usize,
-            )
-        };
+        // SAFETY: both ranges are in bounds and disjoint (checked above); a fault reading the
+        // source lands on the copy's landing pad.
+        unsafe { super::mcsafe::copy(self.base.add(dst as usize), self.base.add(src as usize), len as usize) }
+            .map_err(|e| super::media_error(self.base as usize, src, e))
     }
 
     fn flush(&self, offset: u64, len: u64) {
