@@ -13,7 +13,7 @@ use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
-    Stat,
+    SpaceUsage, Stat,
 };
 use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
@@ -574,6 +574,12 @@ impl Fs {
     /// Space and object counts.
     pub fn stats(&self) -> FsStats {
         self.read_lock().stats()
+    }
+
+    /// Where the pool's blocks are (data, shared, metadata, free, reserve, quarantined) and the
+    /// free runs by size, for `df`.
+    pub fn space_usage(&self) -> SpaceUsage {
+        self.read_lock().space_usage()
     }
 
     /// The path of an inode, if it has one.

@@ -26,4 +26,4 @@ pub mod pool;
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 pub use error::{Error, Result};
 pub use fs::check::{CheckReport, Problem};
-pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, Stat};
+pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, SpaceUsage, Stat};

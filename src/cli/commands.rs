@@ -35,7 +35,7 @@ pub(super) fn describe(e: &Error) -> String {
 }
 
 /// Prints "ferrodax: <context>: <error>" and returns exit status 1.
-fn fail(context: impl Display, e: &Error) -> i32 {
+pub(super) fn fail(context: impl Display, e: &Error) -> i32 {
     eprintln!("{PROGNAME}: {context}: {}", describe(e));
     1
 }
@@ -48,7 +48,7 @@ fn mount(pool: &Path, read_only: bool) -> Result<Fs, i32> {
 }
 
 /// Runs `body` on a mounted pool; its error becomes the exit status.
-fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
+pub(super) fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
     match mount(pool, read_only).and_then(|fs| body(&fs)) {
         Ok(()) => 0,
         Err(status) => status,
@@ -364,7 +364,9 @@ pub fn check(pool: &Path, json: bool) -> i32 {
             return 2;
         }
     };
+    let checking = super::progress::spinner("checking the pool");
     let report = fs.check();
+    checking.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
     } else {

@@ -5,9 +5,13 @@
 
 mod bench;
 mod commands;
+mod dedupe_scan;
+mod df;
 mod difftest;
 mod host;
 mod io;
+mod progress;
+mod stat;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -138,6 +142,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pool space like df -h: size, used, available, use%, shared, reserved, quarantined.
+    Df {
+        /// The pool.
+        pool: PathBuf,
+        /// Exact byte counts instead of human sizes.
+        #[arg(short = 'b', long)]
+        bytes: bool,
+        /// Add a histogram of free runs by size (like xfs_spaceman -c freesp).
+        #[arg(short = 'f', long)]
+        freesp: bool,
+        /// Print JSON (every figure in bytes, and the histogram).
+        #[arg(long)]
+        json: bool,
+    },
+    /// What stat(1) says about a file or directory of the pool, plus extents and shared bytes.
+    Stat {
+        /// The pool.
+        pool: PathBuf,
+        /// The file or directory.
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find identical 4 KiB blocks (xxh3 hashes) and share them with dedupe (like duperemove).
+    DedupeScan(dedupe_scan::DedupeScanArgs),
     /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
     Tour {
         /// Where to put the tour's pool.
@@ -200,6 +230,9 @@ pub fn run() -> i32 {
             commands::poison(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
+        Command::Df { pool, bytes, freesp, json } => df::run(&pool, bytes, freesp, json),
+        Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
+        Command::DedupeScan(args) => dedupe_scan::run(args),
         Command::Tour { pool } => tour::run(&pool),
         Command::Bench(args) => bench::run(args),
         Command::Difftest(args) => difftest::run(args),
