@@ -83,7 +83,11 @@ fn dedupe_scan_finds_exactly_the_duplicate_ranges_and_a_second_run_finds_none() 
     assert_eq!(dry["files_scanned"], 5);
     let dry_text = s.ok(&["dedupe-scan", "test.pool", "--dry-run"]);
     assert_eq!(dry_text.lines().next(), Some("/y [0, +1048576) = /x [0, +1048576): would dedupe"));
-    assert_eq!(s.json(&["df", "test.pool", "--json"])["data_bytes"], data_before, "--dry-run changed nothing");
+    assert_eq!(
+        s.json(&["df", "test.pool", "--json"])["data_bytes"],
+        data_before,
+        "--dry-run changed nothing"
+    );
     assert_eq!(s.json(&["stat", "test.pool", "/y", "--json"])["shared_bytes"], 0);
 
     let done = s.json(&["dedupe-scan", "test.pool", "--json"]);
