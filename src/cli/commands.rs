@@ -375,22 +375,6 @@ pub fn check(pool: &Path, json: bool) -> i32 {
     i32::from(!report.is_clean() || !report.repaired.is_empty())
 }
 
-/// `ferrodax poison POOL OFFSET [LEN]`: injects a memory failure (SPEC section 5) and prints the
-/// report: owners, metadata repaired, blocks quarantined.
-pub fn poison(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
-    with_fs(pool, false, |fs| {
-        let report = fs
-            .memory_failure(offset, len, ferrodax::memfail::FailureFlags::default())
-            .map_err(|e| fail(format_args!("poison {offset}"), &e))?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-        } else {
-            print!("{report}");
-        }
-        Ok(())
-    })
-}
-
 /// `ferrodax badblocks POOL [--import FILE]`: lists the recorded bad blocks in the pmem sysfs
 /// badblocks format ("first_sector count", 512-byte sectors); with --import, first records every
 /// range of a list in that format (for example a copy of /sys/block/pmem0/badblocks).

@@ -10,7 +10,9 @@ mod df;
 mod difftest;
 mod host;
 mod io;
+mod poison;
 mod progress;
+mod report_html;
 mod stat;
 mod tour;
 
@@ -125,6 +127,20 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the report as an HTML page with a picture (owners, views told, outcome).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Also save the report as JSON, for `ferrodax report`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Draw a failure report saved by `poison --save` as an HTML page.
+    Report {
+        /// The saved report (JSON).
+        saved: PathBuf,
+        /// Where to write the HTML page.
+        #[arg(long)]
+        html: PathBuf,
     },
     /// List recorded bad blocks (pmem sysfs badblocks format); --import records a list first.
     Badblocks {
@@ -226,9 +242,10 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json } => commands::check(&pool, json),
-        Command::Poison { pool, offset, len, json } => {
-            commands::poison(&pool, offset, len.unwrap_or(4096), json)
+        Command::Poison { pool, offset, len, json, html, save } => {
+            poison::poison(&pool, offset, len.unwrap_or(4096), &poison::PoisonOutputs { json, html, save })
         }
+        Command::Report { saved, html } => poison::report(&saved, &html),
         Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
         Command::Df { pool, bytes, freesp, json } => df::run(&pool, bytes, freesp, json),
         Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
