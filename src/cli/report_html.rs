@@ -128,6 +128,24 @@ fn fit(text: &str, chars: usize) -> String {
     cut
 }
 
+/// `text` broken at spaces into lines of at most `chars` characters (a longer word is cut).
+fn wrap(text: &str, chars: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let needed = current.chars().count() + usize::from(!current.is_empty()) + word.chars().count();
+        if !current.is_empty() && needed > chars {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    lines.push(current);
+    lines.into_iter().map(|line| fit(&line, chars)).collect()
+}
+
 /// A byte count in the largest unit that divides it (4 KiB, 64 KiB, 1 MiB, or bytes).
 fn bytes_text(n: u64) -> String {
     match n {
@@ -211,13 +229,20 @@ fn draw_card(svg: &mut String, card: &Card, (x, y): (u32, u32)) {
         y + 36,
         escape(&fit(&card.title, BOX_TITLE_CHARS))
     );
-    for (i, line) in card.lines.iter().take(2).enumerate() {
+    let lines: Vec<String> = card.lines.iter().flat_map(|line| wrap(line, BOX_TEXT_CHARS)).collect();
+    for (i, line) in lines.iter().take(2).enumerate() {
+        // A third line does not fit: the second ends in an ellipsis (the tooltip has it all).
+        let shown = if i == 1 && lines.len() > 2 {
+            fit(&format!("{line} …"), BOX_TEXT_CHARS)
+        } else {
+            line.clone()
+        };
         let _ = write!(
             svg,
             r#"<text x="{}" y="{}" class="line">{}</text>"#,
             x + 16,
             y + 55 + 17 * i as u32,
-            escape(&fit(line, BOX_TEXT_CHARS))
+            escape(&shown)
         );
     }
     svg.push_str("</g>");
@@ -308,11 +333,17 @@ fn owner_cards(report: &SavedReport) -> Vec<(Card, Option<u64>)> {
         cards.push((Card { kind: kind.into(), colour, title: path, lines, alarming: false }, centre));
     }
     for m in &report.metadata {
-        let fate = if report.recorded.lost.iter().any(|l| l.contains(m.as_str())) {
+        let superblock = m.starts_with("superblock copy");
+        let lost = report
+            .recorded
+            .lost
+            .iter()
+            .any(|l| l.contains(m.as_str()) || (superblock && l.contains("superblock")));
+        let fate = if lost {
             "LOST: no good copy left"
         } else if report.recorded.relocated.contains(m) {
             "repaired: moved off the bad blocks"
-        } else if m.starts_with("superblock copy") {
+        } else if superblock {
             "never written again; the other copy carries on"
         } else {
             "recorded as bad"
@@ -404,10 +435,10 @@ fn outcome_cards(report: &SavedReport) -> Vec<Card> {
     }
     for item in &r.lost {
         cards.push(Card {
-            kind: "LOST".into(),
+            kind: "LOST · READ-ONLY".into(),
             colour: BAD,
-            title: item.clone(),
-            lines: vec!["no good copy left:".into(), "the file system is read-only".into()],
+            title: "no good copy left".into(),
+            lines: vec![item.clone()],
             alarming: true,
         });
     }
@@ -550,6 +581,9 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
         let _ = write!(html, "<th>{}</th>", escape(h));
     }
     html.push_str("</tr></thead><tbody>");
+    if rows.is_empty() {
+        let _ = write!(html, r#"<tr><td colspan="{}">none</td></tr>"#, head.len());
+    }
     for row in rows {
         html.push_str("<tr>");
         for cell in row {
@@ -671,6 +705,16 @@ mod tests {
     #[test]
     fn escape_neutralises_markup_in_paths() {
         assert_eq!(escape(r#"/a<b>&"c'"#), "/a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_cuts_only_overlong_words() {
+        assert_eq!(
+            wrap("never written again; the other copy carries on", 24),
+            ["never written again; the", "other copy carries on"]
+        );
+        assert_eq!(wrap("abcdefghij", 5), ["abcd…"]);
+        assert_eq!(wrap("", 5), [""]);
     }
 
     #[test]
