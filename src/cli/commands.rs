@@ -170,13 +170,16 @@ pub fn mv(pool: &Path, from: &str, to: &str) -> i32 {
 fn copy_bytes(src: &File, dst: &File) -> Result<u64, Error> {
     let mut buffer = vec![0u8; COPY_CHUNK];
     let mut offset = 0u64;
+    let bar = super::progress::bytes_bar(src.metadata()?.size, "copying");
     loop {
         let n = src.read_at(&mut buffer, offset)?;
         if n == 0 {
+            bar.finish_and_clear();
             return Ok(offset);
         }
         dst.write_at(&buffer[..n], offset)?;
         offset += n as u64;
+        bar.inc(n as u64);
     }
 }
 
@@ -217,6 +220,7 @@ pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
         let file = fs.open(path, &replace_options()).map_err(|e| fail(&context, &e))?;
         let mut buffer = vec![0u8; COPY_CHUNK];
         let mut offset = 0u64;
+        let bar = super::progress::bytes_bar(source.metadata().map_or(0, |m| m.len()), "put");
         loop {
             // Fill the whole chunk (host reads may be short) so each commit is a full chunk.
             let mut filled = 0;
@@ -231,10 +235,12 @@ pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
                 }
             }
             if filled == 0 {
+                bar.finish_and_clear();
                 return Ok(());
             }
             file.write_at(&buffer[..filled], offset).map_err(|e| fail(&context, &e))?;
             offset += filled as u64;
+            bar.inc(filled as u64);
         }
     })
 }

@@ -20,7 +20,7 @@ pub(super) fn bytes_bar(total: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let style = ProgressStyle::with_template(
-        "{msg:12} [{bar:40.cyan/blue}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
+        "{msg} [{wide_bar:.cyan/blue}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
     )
     .expect("the bytes bar template is valid")
     .progress_chars("=> ");
