@@ -35,6 +35,16 @@ impl Pool {
         Ok(Pool { backend: Arc::new(backend) })
     }
 
+    /// Creates a new pool file of `size` bytes with every byte allocated on the host file system
+    /// (EEXIST if it exists; ENOSPC, and no file left behind, if the host has no room), so the pool
+    /// can never run into a full host file system later.
+    pub fn create_allocated(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend =
+            MappedBackend::create_file_allocated(path, size).map_err(|e| Error::os(path.display(), e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
     /// Opens an existing pool: a pool file or a /dev/dax device.
     pub fn open(path: impl AsRef<Path>) -> Result<Pool> {
         let path = path.as_ref();

@@ -132,8 +132,10 @@ fn browser() -> Option<PathBuf> {
             std::env::var("FERRODAX_REQUIRE_BROWSER").as_deref() != Ok("1"),
             "FERRODAX_REQUIRE_BROWSER=1 but no Chromium: apt-get install chromium"
         );
-        eprintln!(
-            "SKIPPED: no Chromium (/usr/bin/chromium); the failure picture was not rendered in a browser"
+        cli_sandbox::skipped(
+            "chromium_renders_the_failure_picture_with_owners_views_and_a_red_failed_range",
+            "no Chromium (/usr/bin/chromium): the failure picture was not rendered in a browser \
+             (apt-get install chromium; FERRODAX_REQUIRE_BROWSER=1 makes this a failure)",
         );
     }
     found

@@ -34,7 +34,10 @@ fn put_draws_a_byte_progress_bar_when_standard_error_is_a_terminal() {
     let Some(script) =
         ["/usr/bin/script", "/bin/script"].into_iter().find(|p| std::path::Path::new(p).is_file())
     else {
-        eprintln!("SKIPPED: no script(1) to make a pseudo-terminal; the progress bar was not seen");
+        cli_sandbox::skipped(
+            "put_draws_a_byte_progress_bar_when_standard_error_is_a_terminal",
+            "no script(1) to make a pseudo-terminal; the progress bar was not seen",
+        );
         return;
     };
     let s = Sandbox::with_pool("64m");

@@ -76,9 +76,13 @@ fn replace_options() -> OpenOptions {
     options
 }
 
-/// `ferrodax mkfs POOL --size N [--force]`: a new sparse pool file, formatted. An existing file
-/// is only replaced with --force; an existing /dev/dax device is formatted in place with --force.
-pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
+/// `ferrodax mkfs POOL --size N [--force] [--sparse]`: a new pool file, every byte allocated on
+/// the host file system (ENOSPC now rather than SIGBUS later) unless --sparse, formatted. An
+/// existing file is only replaced with --force; an existing /dev/dax device is formatted in place
+/// with --force.
+pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
+    let create =
+        |path: &Path| if sparse { Pool::create(path, size) } else { Pool::create_allocated(path, size) };
     let existing = std::fs::metadata(pool).ok();
     if existing.is_some() && !force {
         eprintln!("{PROGNAME}: mkfs {}: File exists (use --force to overwrite it)", pool.display());
@@ -87,10 +91,10 @@ pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
     let created = match &existing {
         Some(meta) if meta.file_type().is_char_device() => Pool::open(pool),
         Some(_) => match std::fs::remove_file(pool) {
-            Ok(()) => Pool::create(pool, size),
+            Ok(()) => create(pool),
             Err(e) => return fail(format_args!("mkfs {}", pool.display()), &Error::os("remove", e)),
         },
-        None => Pool::create(pool, size),
+        None => create(pool),
     };
     let made_file = !existing.as_ref().is_some_and(|m| m.file_type().is_char_device());
     let formatted = created.and_then(|p| Fs::format(&p).map(|fs| (p, fs)));

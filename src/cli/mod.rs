@@ -39,6 +39,10 @@ enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+        /// Leave the pool file sparse instead of allocating it now (a full host file system then
+        /// shows up later, as SIGBUS on a store).
+        #[arg(long)]
+        sparse: bool,
     },
     /// Run xfs_io-style commands on one file of a pool.
     Io(io::IoArgs),
@@ -229,7 +233,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Mkfs { pool, size, force } => commands::mkfs(&pool, size, force),
+        Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),
         Command::Io(args) => io::run(args),
         Command::Ls { pool, path } => commands::ls(&pool, path.as_deref().unwrap_or("/")),
         Command::Mkdir { pool, path } => commands::mkdir(&pool, &path),
