@@ -562,12 +562,59 @@ fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
     assert!(ls.stderr.starts_with("ferrodax: mount test.pool: Structure needs cleaning"), "{}", ls.stderr);
 }
 
+/// Runs `ferrodax ARGS` in the sandbox with standard output a pipe whose reader has already gone
+/// (as after `| head -1` read its line): every write gets EPIPE. Returns (exit code, the signal
+/// that ended it, stderr).
+fn run_into_closed_pipe(s: &Sandbox, args: &[&str]) -> (Option<i32>, Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+        .args(args)
+        .current_dir(s.dir.path())
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .expect("the ferrodax binary runs");
+    (output.status.code(), output.status.signal(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn no_command_panics_when_its_output_pipe_is_closed() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -q -S 0x61 0 256k"]);
+    let a = s.first_sector("/a") * 512;
+    let owner_offset = a.to_string();
+    let commands: [&[&str]; 9] = [
+        &["tour", "--pool", "tour.pool"],
+        &["ls", "test.pool", "/"],
+        &["io", "-c", "pread -v 0 64k", "test.pool", "/a"],
+        &["owners", "test.pool", &owner_offset],
+        &["owners", "test.pool", &owner_offset, "--json"],
+        &["check", "test.pool"],
+        &["cat", "test.pool", "/a"],
+        &["mkfs", "other.pool", "--size", "16m"],
+        &["--help"],
+    ];
+    for args in commands {
+        let (code, signal, stderr) = run_into_closed_pipe(&s, args);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked on a closed pipe:\n{stderr}");
+        assert_ne!(code, Some(101), "{args:?} died of a panic:\n{stderr}");
+        // Ended like any Unix tool: by SIGPIPE at its first write, with nothing on stderr.
+        assert_eq!((code, signal), (None, Some(libc::SIGPIPE)), "{args:?}:\n{stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
 #[test]
 fn tour_verifies_every_claim_and_exits_zero() {
     let s = Sandbox::new();
     for round in 0..2 {
-        // The second round proves an existing tour pool is replaced.
-        let run = s.run(&["tour", "--pool", "tour.pool"]);
+        // The second round proves an earlier tour's pool is replaced with --force.
+        let run = if round == 0 {
+            s.run(&["tour", "--pool", "tour.pool"])
+        } else {
+            s.run(&["tour", "--pool", "tour.pool", "--force"])
+        };
         assert_eq!(run.status, 0, "round {round}:\n{}{}", run.stdout, run.stderr);
         assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
         assert!(run.stdout.contains("checks passed"), "{}", run.stdout);
@@ -587,6 +634,57 @@ fn tour_verifies_every_claim_and_exits_zero() {
     assert_eq!(after.status, 0, "{}", after.stdout);
     assert_eq!(s.run(&["ls", "tour.pool"]).stdout.lines().count(), 7);
     assert_eq!(s.run(&["badblocks", "tour.pool"]).stdout.lines().count(), 1, "the poison is recorded");
+}
+
+#[test]
+fn tour_never_overwrites_a_file_it_did_not_make_not_even_with_force() {
+    let s = Sandbox::new();
+    let keep = s.dir.path().join("keep");
+    std::fs::write(&keep, "precious\n").unwrap();
+    // A ferrodax pool of the tour's very size, but with a file of the user's in it.
+    assert_eq!(s.run(&["mkfs", "mine.pool", "--size", "64m"]).status, 0);
+    std::fs::write(s.dir.path().join("host-file"), "mine\n").unwrap();
+    assert_eq!(s.run(&["put", "mine.pool", "host-file", "/mine"]).status, 0);
+    let mine_before = std::fs::read(s.dir.path().join("mine.pool")).unwrap();
+    for force in [false, true] {
+        for (target, what) in [("keep", "not a ferrodax pool"), ("mine.pool", "files the tour did not make")]
+        {
+            let mut args = vec!["tour", "--pool", target];
+            if force {
+                args.push("--force");
+            }
+            let run = s.run(&args);
+            assert_eq!(run.status, 1, "{args:?}:\n{}{}", run.stdout, run.stderr);
+            assert!(run.stdout.is_empty(), "{args:?} started the tour:\n{}", run.stdout);
+            assert!(run.stderr.contains("the tour will not overwrite it"), "{args:?}: {}", run.stderr);
+            assert!(run.stderr.contains(what), "{args:?}: {}", run.stderr);
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious\n");
+    assert!(std::fs::read(s.dir.path().join("mine.pool")).unwrap() == mine_before, "mine.pool changed");
+}
+
+#[test]
+fn the_default_tour_pool_of_an_earlier_tour_is_replaced_only_with_force() {
+    let s = Sandbox::new();
+    let first = s.run(&["tour"]);
+    assert_eq!(first.status, 0, "{}{}", first.stdout, first.stderr);
+    assert!(s.dir.path().join("ferrodax-tour.pool").is_file());
+    let again = s.run(&["tour"]);
+    assert_eq!(again.status, 1, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.is_empty(), "{}", again.stdout);
+    assert!(
+        again.stderr.contains("ferrodax-tour.pool: File exists: it is the pool of an earlier tour"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("`ferrodax tour --force`"), "{}", again.stderr);
+    // Refused without touching it: the earlier tour's files and its recorded poison are still there.
+    assert_eq!(s.run(&["ls", "ferrodax-tour.pool"]).stdout.lines().count(), 7);
+    assert_eq!(s.run(&["badblocks", "ferrodax-tour.pool"]).stdout.lines().count(), 1);
+    let forced = s.run(&["tour", "--force"]);
+    assert_eq!(forced.status, 0, "{}{}", forced.stdout, forced.stderr);
+    assert!(forced.stdout.contains("checks passed"), "{}", forced.stdout);
 }
 
 // ----- DAX views through `io`: mmap, mread, mwrite, msync, munmap -----

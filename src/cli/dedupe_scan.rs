@@ -329,7 +329,12 @@ pub fn run(args: DedupeScanArgs) -> i32 {
         bar.finish_and_clear();
         let planned = plan(&files);
 
-        let used_before = fs.space_usage().data_blocks;
+        let data_blocks = || {
+            fs.space_usage()
+                .map(|u| u.data_blocks)
+                .map_err(|e| fail(format_args!("dedupe-scan {}", args.pool.display()), &e))
+        };
+        let used_before = data_blocks()?;
         let mut open: HashMap<usize, File> = HashMap::new();
         if !args.dry_run {
             for index in planned.iter().flat_map(|r| [r.source, r.destination]) {
@@ -371,7 +376,7 @@ pub fn run(args: DedupeScanArgs) -> i32 {
         bar.finish_and_clear();
         drop(open);
         let bytes_saved =
-            (!args.dry_run).then(|| used_before.saturating_sub(fs.space_usage().data_blocks) * BLOCK_SIZE);
+            if args.dry_run { None } else { Some(used_before.saturating_sub(data_blocks()?) * BLOCK_SIZE) };
         let report = ScanReport {
             dry_run: args.dry_run,
             files_scanned: files.len(),

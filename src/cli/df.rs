@@ -6,7 +6,7 @@
 //! checkpoint writable, which is shown on its own ("Reserved"). Must never reach below the library
 //! API and never write to the pool (it mounts read-only).
 
-use super::commands::with_fs;
+use super::commands::{fail, with_fs};
 use ferrodax::SpaceUsage;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -162,7 +162,8 @@ fn freesp(f: &DfFigures) -> String {
 /// in bytes and the histogram.
 pub fn run(pool: &Path, bytes: bool, free_histogram: bool, json: bool) -> i32 {
     with_fs(pool, true, |fs| {
-        let figures = DfFigures::new(pool, &fs.space_usage());
+        let usage = fs.space_usage().map_err(|e| fail(format_args!("df {}", pool.display()), &e))?;
+        let figures = DfFigures::new(pool, &usage);
         if json {
             println!("{}", serde_json::to_string_pretty(&figures).expect("df figures serialize"));
             return Ok(());

@@ -3,26 +3,31 @@
 //! Owns argument parsing, output formats (xfs_io's, so fstests-style filters work) and exit codes.
 //! Must never reach below the library API (`ferrodax::{Pool, Fs, File, ...}`).
 
-mod bench;
 mod commands;
 mod dedupe_scan;
 mod df;
-mod difftest;
-mod host;
 mod io;
+mod launch;
 mod poison;
 mod progress;
 mod report_html;
+mod serve;
+mod sigpipe;
 mod stat;
 mod tour;
 
 use clap::{Parser, Subcommand};
+pub use ferrodax_hostkit::parse_size;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// ferrodax: a file system for persistent and CXL memory pools.
 #[derive(Parser, Debug)]
 #[command(name = "ferrodax", version, about)]
 pub struct Cli {
+    /// Say how the pool is reached (directly, or through its pool server).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,48 +195,73 @@ enum Command {
     DedupeScan(dedupe_scan::DedupeScanArgs),
     /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
     Tour {
-        /// Where to put the tour's pool.
-        #[arg(long, default_value = "ferrodax-tour.pool")]
+        /// Where to put the tour's pool (a file that must not exist yet).
+        #[arg(long, default_value = tour::DEFAULT_POOL)]
         pool: PathBuf,
+        /// Replace the pool of an earlier tour at that path (never any other file).
+        #[arg(long)]
+        force: bool,
     },
+    /// Serve a pool to many processes at once (foreground; SIGTERM or Ctrl-C stops it cleanly).
+    /// Every ferrodax command, and Fs::connect, then goes through the server.
+    Serve(serve::ServeArgs),
     /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
-    Bench(bench::BenchArgs),
+    ///
+    /// Runs the program ferrodax-bench built next to ferrodax (`ferrodax bench --help` shows its
+    /// options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Differential test against the kernel's XFS (root, xfsprogs, a loop device): the same
     /// random operations on both, compared after every step; exits 77 when it cannot run.
-    Difftest(difftest::DifftestArgs),
+    ///
+    /// Runs the program ferrodax-difftest built next to ferrodax (`ferrodax difftest --help`
+    /// shows its options).
+    #[command(disable_help_flag = true)]
+    Difftest {
+        /// Passed to ferrodax-difftest unchanged (--seed, --sequences, --steps, --help, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
-/// Parses a size with an optional k/m/g/t/p suffix (powers of 1024; `b` = bytes), like xfs_io.
-/// The number is decimal or `0x` hexadecimal; hex digits are taken greedily, as strtoll does, so
-/// `0xcd` is 205 and `0x10k` is 16 KiB.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, radix, rest) = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => {
-            let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
-            (&hex[..end], 16, &hex[end..])
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Mounts `pool` for a command: through its pool server when one is listening on the pool's
+/// socket (`ferrodax::server::default_socket`, or FERRODAX_SOCKET), else directly — read-only
+/// under a shared lock for a command that only looks, read-write under the exclusive lock
+/// otherwise. With -v it says which on standard error.
+pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Result<ferrodax::Fs> {
+    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(fs) = ferrodax::server::connect_if_serving(pool)? {
+        if verbose {
+            eprintln!(
+                "ferrodax: {}: through the pool server at {}",
+                pool.display(),
+                ferrodax::server::default_socket(pool).display()
+            );
         }
-        None => {
-            let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-            (&t[..end], 10, &t[end..])
-        }
-    };
-    let shift = match rest.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return Err(format!("bad size suffix in {text:?}")),
-    };
-    let value = u64::from_str_radix(digits, radix).map_err(|_| format!("non-numeric size {text:?}"))?;
-    value.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} overflows"))
+        return Ok(fs);
+    }
+    if verbose {
+        let how = if read_only { "read-only, shared lock" } else { "read-write, exclusive lock" };
+        eprintln!("ferrodax: {}: mounted directly ({how}); no pool server is running", pool.display());
+    }
+    if read_only {
+        ferrodax::Fs::mount_read_only(&ferrodax::Pool::open_read_only(pool)?)
+    } else {
+        ferrodax::Fs::mount(&ferrodax::Pool::open(pool)?)
+    }
 }
 
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
+    sigpipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),
         Command::Io(args) => io::run(args),
@@ -254,8 +284,9 @@ pub fn run() -> i32 {
         Command::Df { pool, bytes, freesp, json } => df::run(&pool, bytes, freesp, json),
         Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
         Command::DedupeScan(args) => dedupe_scan::run(args),
-        Command::Tour { pool } => tour::run(&pool),
-        Command::Bench(args) => bench::run(args),
-        Command::Difftest(args) => difftest::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Tour { pool, force } => tour::run(&pool, force),
+        Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),
+        Command::Difftest { args } => launch::exec_tool("difftest", "ferrodax-difftest", args),
     }
 }

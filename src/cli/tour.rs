@@ -7,7 +7,9 @@
 //! check, remount and check again, then map three clones from threads of their own, inject a memory
 //! failure into their shared block and print the report. Every claim it prints is verified first; the exit
 //! status is 0 only if all of them held. Must never reach below the library API, and must never
-//! touch any file but its own pool.
+//! touch any file but its own pool: an existing file at `--pool` is replaced only if it is the pool
+//! of an earlier tour and `--force` was given; anything else there (a file of the user's, another
+//! ferrodax pool, a symlink) is refused, `--force` or not.
 
 use ferrodax::api::Mapping;
 use ferrodax::dax::vm::PageProtection;
@@ -17,6 +19,8 @@ use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::path::Path;
 
+/// Where the tour puts its pool unless told otherwise (in the current directory).
+pub const DEFAULT_POOL: &str = "ferrodax-tour.pool";
 /// The tour's pool size: plenty for its 2.5 MiB of files.
 const POOL_SIZE: u64 = 64 << 20;
 /// The first file's size.
@@ -34,8 +38,18 @@ const DAX_STORE_AT: u64 = DAX_PAGE * BLOCK + 100;
 /// What the DAX step stores.
 const DAX_STAMP: &[u8] = b"stored through a DAX view";
 
-/// Runs the tour; returns 0 if every verified claim held, else 1.
-pub fn run(pool: &Path) -> i32 {
+/// Every name the tour makes in its pool's root directory.
+const TOUR_NAMES: [&str; 7] =
+    ["original", "clone", "copy-a", "copy-b", "mf-source", "mf-clone-1", "mf-clone-2"];
+
+/// Runs the tour; returns 0 if every verified claim held, else 1. An existing file at `pool` is
+/// only replaced when it is an earlier tour's pool and `force` is set; otherwise the tour says why
+/// not and returns 1 without touching it.
+pub fn run(pool: &Path, force: bool) -> i32 {
+    if let Err(message) = make_room_for_the_pool(pool, force) {
+        eprintln!("ferrodax: tour: {message}");
+        return 1;
+    }
     let mut tour = Tour { checks: 0, failures: 0 };
     if let Err(message) = tour.script(pool) {
         println!("   FAILED: {message}");
@@ -47,6 +61,62 @@ pub fn run(pool: &Path) -> i32 {
     } else {
         println!("tour: {} of {} checks FAILED", tour.failures, tour.checks);
         1
+    }
+}
+
+/// What is at `path` now, as far as the tour is concerned.
+enum Existing {
+    Nothing,
+    /// The pool of an earlier tour (possibly of one that was interrupted).
+    EarlierTour,
+    /// Anything else, with what it is.
+    NotOurs(String),
+}
+
+/// Looks at `path` without changing it. A pool counts as an earlier tour's when it has the tour's
+/// size and its root holds nothing but names the tour makes (none, after an interrupted tour).
+fn what_is_at(path: &Path) -> Existing {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Existing::Nothing,
+        Err(e) => return Existing::NotOurs(format!("it cannot be examined ({e})")),
+    };
+    if !meta.is_file() {
+        return Existing::NotOurs("it is not a regular file".into());
+    }
+    let names = Pool::open(path).and_then(|pool| {
+        let fs = Fs::mount_read_only(&pool)?;
+        fs.read_dir("/")
+    });
+    match names {
+        Err(_) => Existing::NotOurs("it is not a ferrodax pool".into()),
+        Ok(_) if meta.len() != POOL_SIZE => Existing::NotOurs(format!(
+            "it is a ferrodax pool of {} bytes, which the tour did not make",
+            meta.len()
+        )),
+        Ok(entries) if entries.iter().all(|e| TOUR_NAMES.contains(&e.name.as_str())) => Existing::EarlierTour,
+        Ok(_) => Existing::NotOurs("it is a ferrodax pool with files the tour did not make".into()),
+    }
+}
+
+/// Makes sure the tour may create its pool at `path`: nothing is there, or an earlier tour's pool
+/// is there and `force` says to replace it (it is removed here). Otherwise says why not.
+fn make_room_for_the_pool(path: &Path, force: bool) -> Result<(), String> {
+    let shown = path.display();
+    match what_is_at(path) {
+        Existing::Nothing => Ok(()),
+        Existing::NotOurs(what) => Err(format!(
+            "{shown}: File exists, and the tour will not overwrite it: {what}. Give the tour a new file \
+             with --pool FILE."
+        )),
+        Existing::EarlierTour if !force => Err(format!(
+            "{shown}: File exists: it is the pool of an earlier tour (look around with `ferrodax ls {shown}`). \
+             Replace it with `ferrodax tour --force{}`, or give the tour a new file with --pool FILE.",
+            if path == Path::new(DEFAULT_POOL) { String::new() } else { format!(" --pool {shown}") }
+        )),
+        Existing::EarlierTour => {
+            std::fs::remove_file(path).map_err(|e| format!("{shown}: removing the earlier tour's pool: {e}"))
+        }
     }
 }
 
@@ -92,9 +162,7 @@ impl Tour {
     }
 
     fn script(&mut self, path: &Path) -> Result<(), String> {
-        if path.exists() {
-            std::fs::remove_file(path).map_err(|e| format!("removing the old {}: {e}", path.display()))?;
-        }
+        // Pool::create never replaces a file (EEXIST): make_room_for_the_pool decided first.
         let pool = context("creating the pool", Pool::create(path, POOL_SIZE))?;
         let fs = context("mkfs", Fs::format(&pool))?;
         let stats = fs.stats();

@@ -35,7 +35,7 @@ pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
 const DATA_ALLOCATION_SLACK: u64 = 2;
 
 /// How a handle was opened, for the EBADF rules of reflink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HandleAccess {
     /// Opened for reading.
     pub read: bool,
@@ -85,7 +85,7 @@ pub enum LayoutChange {
 }
 
 /// What [`FileSystem::record_bad_blocks`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BadBlockOutcome {
     /// Blocks recorded as bad now.
     pub newly_bad: u64,
@@ -109,7 +109,7 @@ pub struct Handle {
 }
 
 /// What `stat` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     /// Inode number.
     pub ino: u64,
@@ -134,7 +134,7 @@ pub struct Stat {
 }
 
 /// One directory entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirEntry {
     /// The name.
     pub name: String,
@@ -145,7 +145,7 @@ pub struct DirEntry {
 }
 
 /// One extent as FIEMAP reports it, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FiemapExtent {
     /// Offset in the file.
     pub logical: u64,
@@ -160,7 +160,7 @@ pub struct FiemapExtent {
 }
 
 /// Who uses a byte range of the pool.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockOwner {
     /// Start of the owned range in the pool, in bytes.
     pub pool_offset: u64,
@@ -171,7 +171,7 @@ pub struct BlockOwner {
 }
 
 /// An owner of pool blocks.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OwnerKind {
     /// File data.
@@ -193,7 +193,7 @@ pub enum OwnerKind {
 }
 
 /// The share state of one pool block.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ShareState {
     /// Not used.
@@ -229,7 +229,7 @@ pub enum DedupeOutcome {
 }
 
 /// Space and object counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
     /// Blocks in the pool.
     pub total_blocks: u64,
@@ -251,7 +251,7 @@ pub struct FsStats {
 
 /// Where the pool's blocks are, for `df`: every block is counted once, and
 /// `total = data + metadata + free + quarantined-and-unowned`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpaceUsage {
     /// Blocks in the pool.
     pub total_blocks: u64,

@@ -1,4 +1,4 @@
-//! Guards conformance with the kernel: `ferrodax difftest` applies the same random operation
+//! Guards conformance with the kernel: `ferrodax-difftest` (`ferrodax difftest`) applies the same random operation
 //! sequences (pwrite, truncate, reflink, dedupe, funshare, fsync, remount) and the fstests
 //! generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1, loop-mounted
 //! from /dev/shm) and to a ferrodax pool, and finds no divergence other than those
@@ -6,9 +6,13 @@
 //! and printed as an xfs_io and a ferrodax io script, and a machine without the oracle is reported
 //! as SKIPPED (exit 77), never as a pass.
 //!
-//! Needs root, xfsprogs and a loop device. Without them the tester cannot run, and these tests
-//! FAIL: a pass must mean the comparison happened. Set FERRODAX_DIFFTEST_ALLOW_SKIP=1 to let them
-//! pass anyway; each then prints a loud "SKIPPED: ..." line on standard error (not captured).
+//! The kernel-oracle tests need root, xfsprogs (mkfs.xfs) and a loop device. Where they are
+//! present the tests compare with the live kernel; where one is missing (a fresh machine with
+//! nothing but Rust) each of them SKIPS LOUDLY: one line on standard error, past the test
+//! harness's capture, names what is missing and what to install, and the test passes without
+//! having compared anything. With FERRODAX_DIFFTEST_REQUIRE=1 (set by .ci/run after it installs
+//! xfsprogs) a skip FAILS the test instead, so CI cannot pass without the oracle. The self-test
+//! of the skip path itself needs nothing and always runs.
 //! Budget: 18,000 random steps plus the fixed cases, well under a minute in release mode.
 
 use std::io::Write;
@@ -17,19 +21,25 @@ use std::process::Command;
 /// What the tester exits with when the oracle is unavailable.
 const EXIT_SKIPPED: i32 = 77;
 
-/// One run of `ferrodax difftest`.
+/// One run of `ferrodax-difftest` (what `ferrodax difftest` runs).
 struct Run {
     status: i32,
     stdout: String,
     stderr: String,
 }
 
+/// Set by [`a_machine_without_the_oracle_passes_the_kernel_tests_with_a_loud_skip_unless_required`]
+/// when it reruns this test program: every run then behaves as on a machine without the oracle.
+const PRETEND_NO_ORACLE: &str = "FERRODAX_DIFFTEST_TEST_PRETEND_NO_ORACLE";
+
 fn difftest(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
-        .arg("difftest")
+    let pretend: &[&str] =
+        if std::env::var(PRETEND_NO_ORACLE).as_deref() == Ok("1") { &["--pretend-no-oracle"] } else { &[] };
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-difftest"))
+        .args(pretend)
         .args(args)
         .output()
-        .expect("run ferrodax difftest");
+        .expect("run ferrodax-difftest");
     Run {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -37,26 +47,31 @@ fn difftest(args: &[&str]) -> Run {
     }
 }
 
-/// True if the run happened; on a skip, fails the test unless FERRODAX_DIFFTEST_ALLOW_SKIP=1, in
-/// which case it says SKIPPED loudly (straight to the stderr descriptor, past the test harness's
-/// capture) and the caller returns.
+/// The environment variable that turns a skip into a failure (CI sets it).
+const REQUIRE_ORACLE: &str = "FERRODAX_DIFFTEST_REQUIRE";
+
+/// True if the run happened. On a skip (the tester exited 77: no root, no mkfs.xfs, no loop device),
+/// fails the test when FERRODAX_DIFFTEST_REQUIRE=1; otherwise says SKIPPED loudly, with the
+/// tester's reason (what is missing and what to install), straight to the stderr descriptor past
+/// the test harness's capture, and returns false so that the caller returns.
 fn ran(test: &str, run: &Run) -> bool {
     if run.status != EXIT_SKIPPED {
         return true;
     }
     let reason =
         run.stdout.lines().find(|l| l.starts_with("SKIPPED:")).unwrap_or("SKIPPED: (no reason printed)");
-    if std::env::var("FERRODAX_DIFFTEST_ALLOW_SKIP").as_deref() == Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** {test}: {reason}\n*** SKIPPED (FERRODAX_DIFFTEST_ALLOW_SKIP=1): nothing was compared with the kernel.\n"
+    if std::env::var(REQUIRE_ORACLE).as_deref() == Ok("1") {
+        panic!(
+            "{test}: {reason}\n{REQUIRE_ORACLE}=1 requires the kernel XFS oracle (root, xfsprogs, a loop \
+             device); it could not run, so this test fails."
         );
-        return false;
     }
-    panic!(
-        "{test}: {reason}\nThe differential test needs root, xfsprogs and a loop device; it did not run, so it \
-         does not pass. Set FERRODAX_DIFFTEST_ALLOW_SKIP=1 to accept the skip."
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {test}: {reason}\n*** SKIPPED: nothing was compared with the kernel. To run it: as root, \
+         apt-get install xfsprogs (and give the machine a loop device); {REQUIRE_ORACLE}=1 makes a skip fail.\n"
     );
+    false
 }
 
 /// The random steps the summary says were compared ("random: 12 sequences (...), 4800 steps compared").
@@ -182,4 +197,35 @@ fn a_machine_without_the_oracle_is_reported_as_skipped_never_as_a_pass() {
     assert!(run.stdout.lines().any(|l| l.starts_with("SKIPPED: ")), "{}", run.stdout);
     assert!(run.stderr.lines().any(|l| l.starts_with("SKIPPED: ")), "{}", run.stderr);
     assert!(!run.stdout.contains("RESULT: PASS"), "{}", run.stdout);
+}
+
+#[test]
+fn a_machine_without_the_oracle_passes_the_kernel_tests_with_a_loud_skip_unless_required() {
+    // Reruns one kernel-oracle test of this very program as on a machine without xfsprogs.
+    let oracle_test = "random_sequences_over_one_file_and_five_larger_files_agree_with_kernel_xfs";
+    let rerun = |require: Option<&str>| {
+        let mut command = Command::new(std::env::current_exe().expect("the test program"));
+        command.args([oracle_test, "--exact", "--test-threads", "1"]).env(PRETEND_NO_ORACLE, "1");
+        match require {
+            Some(value) => command.env(REQUIRE_ORACLE, value),
+            None => command.env_remove(REQUIRE_ORACLE),
+        };
+        let out = command.output().expect("rerun the test program");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (passed, stdout, stderr) = rerun(None);
+    assert!(passed, "a fresh machine fails the kernel-oracle test:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the oracle test did not run at all:\n{stdout}");
+    let loud = stderr.lines().find(|l| l.contains(oracle_test) && l.contains("SKIPPED: "));
+    assert!(loud.is_some(), "no SKIPPED line on stderr:\n{stderr}");
+    assert!(stderr.contains("apt-get install xfsprogs"), "the skip does not say what to install:\n{stderr}");
+
+    let (passed, stdout, stderr) = rerun(Some("1"));
+    assert!(!passed, "with {REQUIRE_ORACLE}=1 a skip passed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 failed"), "{stdout}\n{stderr}");
 }

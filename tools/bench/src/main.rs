@@ -1,5 +1,7 @@
-//! `ferrodax bench`: benchmarks against memcpy/memcmp measured in the same run, and against XFS
-//! (reflink=1, rmapbt=1, on a loop device over /dev/shm) when the machine allows it.
+//! `ferrodax-bench` (also run as `ferrodax bench`): benchmarks against memcpy/memcmp measured in
+//! the same run, and against XFS (reflink=1, rmapbt=1, on a loop device over /dev/shm) when the
+//! machine allows it. A tool of its own, outside the product binary; it uses only ferrodax's public
+//! library API and the shared host helpers of ferrodax-hostkit (the scratch XFS, the remap ioctls).
 //!
 //! Owns the benchmark procedures, their sizes and targets, and the table (or JSON) they print.
 //! ferrodax runs on a memfd pool, whose persistence is cache write-back plus a store fence; the
@@ -7,34 +9,36 @@
 //! small [`Target`] trait, so ferrodax and XFS are measured the same way on the same sizes.
 //!
 //! Must never: reach below the library API (`ferrodax::{Pool, Fs, File, ...}`), install anything,
-//! or leave an XFS scratch mount or image behind (the scratch guard unmounts and deletes on every
-//! path, errors and panics included). The only `unsafe` is the two remap ioctls for the XFS
-//! comparison, kept together in [`kernel_remap`], and the bare store-fault baseline of the DAX
-//! rows (a SIGSEGV handler of its own, installed only while it measures, before any DAX view
-//! exists), kept together in [`bare_fault`].
+//! or leave an XFS scratch mount or image behind (ferrodax-hostkit's scratch guard unmounts and
+//! deletes on every path, errors and panics included). The only `unsafe` is the bare store-fault
+//! baseline of the DAX rows (a SIGSEGV handler of its own, installed only while it measures,
+//! before any DAX view exists), kept together in [`bare_fault`].
 
-use super::host::{effective_uid, find_program, run_command};
-use clap::Args;
+use clap::Parser;
 use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
+use ferrodax_hostkit::remap::{self, DedupeOutcome};
+use ferrodax_hostkit::xfs::XfsScratch;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
-/// Arguments of `ferrodax bench`.
-#[derive(Args, Debug)]
-pub struct BenchArgs {
+/// Measure ferrodax against memcpy/memcmp measured in the same run (and against XFS when the
+/// machine allows it); prints a table, or JSON.
+#[derive(Parser, Debug)]
+#[command(name = "ferrodax-bench", version, about)]
+struct BenchArgs {
     /// Smaller sizes, for a quick look (the table says so).
     #[arg(long)]
-    pub quick: bool,
+    quick: bool,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
     /// Run only the memory-failure rows (owner lookup and notification).
     #[arg(long)]
-    pub memory_failure_only: bool,
+    memory_failure_only: bool,
 }
 
 const KIB: u64 = 1 << 10;
@@ -307,7 +311,7 @@ impl Target for XfsTarget {
     type Handle = std::fs::File;
 
     fn create(&self, name: &str) -> Result<std::fs::File, String> {
-        let path = self.scratch.mountpoint.join(name);
+        let path = self.scratch.path(name);
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -317,7 +321,7 @@ impl Target for XfsTarget {
     }
 
     fn remove(&self, name: &str) -> Result<(), String> {
-        let path = self.scratch.mountpoint.join(name);
+        let path = self.scratch.path(name);
         std::fs::remove_file(&path).map_err(|e| format!("remove {}: {e}", path.display()))
     }
 
@@ -338,23 +342,20 @@ impl Target for XfsTarget {
     }
 
     fn reflink(&self, src: &std::fs::File, dst: &std::fs::File, len: u64) -> Result<(), String> {
-        use std::os::fd::AsRawFd;
-        kernel_remap::clone_range(src.as_raw_fd(), 0, len, dst.as_raw_fd(), 0)
-            .map_err(|e| format!("FICLONERANGE: {e}"))
+        remap::clone_range(src, 0, len, dst, 0).map_err(|e| format!("FICLONERANGE: {e}"))
     }
 
     fn dedupe(&self, src: &std::fs::File, dst: &std::fs::File, len: u64) -> Result<(), String> {
-        use std::os::fd::AsRawFd;
         let mut offset = 0;
         while offset < len {
-            let outcome =
-                kernel_remap::dedupe_range(src.as_raw_fd(), offset, len - offset, dst.as_raw_fd(), offset)
-                    .map_err(|e| format!("FIDEDUPERANGE: {e}"))?;
+            let outcome = remap::dedupe_range(src, offset, len - offset, dst, offset)
+                .map_err(|e| format!("FIDEDUPERANGE: {e}"))?;
             match outcome {
-                kernel_remap::DedupeOutcome::Same(n) if n > 0 => offset += n,
-                kernel_remap::DedupeOutcome::Same(_) => return Err("FIDEDUPERANGE made no progress".into()),
-                kernel_remap::DedupeOutcome::Differs => {
-                    return Err(format!("FIDEDUPERANGE: contents differ at {offset}"))
+                DedupeOutcome::Same(n) if n > 0 => offset += n,
+                DedupeOutcome::Same(_) => return Err("FIDEDUPERANGE made no progress".into()),
+                DedupeOutcome::Differs => return Err(format!("FIDEDUPERANGE: contents differ at {offset}")),
+                DedupeOutcome::Failed(errno) => {
+                    return Err(format!("FIDEDUPERANGE: {}", std::io::Error::from_raw_os_error(errno)))
                 }
             }
         }
@@ -368,8 +369,8 @@ impl Target for XfsTarget {
 
 /// The bare store fault the DAX fault row is compared with: a store into a read-only page of a
 /// private anonymous mapping raises SIGSEGV, and a handler of this module makes that one page
-/// writable with mprotect and returns, so the store re-executes and succeeds. Together with
-/// [`kernel_remap`], the only `unsafe` of the CLI.
+/// writable with mprotect and returns, so the store re-executes and succeeds. This module is
+/// the only `unsafe` of the benchmark (the remap ioctls live in ferrodax-hostkit).
 ///
 /// The handler is installed only while [`store_fault_round_trips`] measures, and the previous
 /// disposition is restored afterwards; the bench measures this before any DAX view exists, so
@@ -478,186 +479,6 @@ mod bare_fault {
             return Err("a store through the faulting pages was lost".into());
         }
         Ok(time)
-    }
-}
-
-/// The two remap ioctls of linux/fs.h, for the XFS comparison. Together with [`bare_fault`], the
-/// only `unsafe` of the CLI.
-mod kernel_remap {
-    use std::io;
-    use std::os::fd::RawFd;
-
-    /// FICLONERANGE = _IOW(0x94, 13, struct file_clone_range).
-    const FICLONERANGE: u64 = 0x4020_940d;
-    /// FIDEDUPERANGE = _IOWR(0x94, 54, struct file_dedupe_range).
-    const FIDEDUPERANGE: u64 = 0xc018_9436;
-    /// FILE_DEDUPE_RANGE_DIFFERS: the ranges' contents differ.
-    const FILE_DEDUPE_RANGE_DIFFERS: i32 = 1;
-
-    /// struct file_clone_range.
-    #[repr(C)]
-    struct FileCloneRange {
-        src_fd: i64,
-        src_offset: u64,
-        src_length: u64,
-        dest_offset: u64,
-    }
-
-    /// struct file_dedupe_range followed by exactly one struct file_dedupe_range_info.
-    #[repr(C)]
-    struct DedupeOneRange {
-        src_offset: u64,
-        src_length: u64,
-        dest_count: u16,
-        reserved1: u16,
-        reserved2: u32,
-        // info[0]:
-        dest_fd: i64,
-        dest_offset: u64,
-        bytes_deduped: u64,
-        status: i32,
-        reserved: u32,
-    }
-
-    /// What FIDEDUPERANGE said about the one destination.
-    pub enum DedupeOutcome {
-        /// FILE_DEDUPE_RANGE_SAME, with bytes_deduped.
-        Same(u64),
-        /// FILE_DEDUPE_RANGE_DIFFERS.
-        Differs,
-    }
-
-    /// FICLONERANGE: shares `len` bytes of `src` at `src_offset` into `dst` at `dst_offset`.
-    pub fn clone_range(src: RawFd, src_offset: u64, len: u64, dst: RawFd, dst_offset: u64) -> io::Result<()> {
-        let arg = FileCloneRange { src_fd: src as i64, src_offset, src_length: len, dest_offset: dst_offset };
-        // SAFETY: FICLONERANGE reads one struct file_clone_range, which `arg` is (repr(C), same
-        // field order and sizes as linux/fs.h), valid for the whole call; the kernel checks the fds.
-        let rc = unsafe { libc::ioctl(dst, FICLONERANGE as _, &arg as *const FileCloneRange) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// FIDEDUPERANGE with one destination: `len` bytes of `src` at `src_offset` against `dst`
-    /// at `dst_offset`.
-    pub fn dedupe_range(
-        src: RawFd,
-        src_offset: u64,
-        len: u64,
-        dst: RawFd,
-        dst_offset: u64,
-    ) -> io::Result<DedupeOutcome> {
-        let mut arg = DedupeOneRange {
-            src_offset,
-            src_length: len,
-            dest_count: 1,
-            reserved1: 0,
-            reserved2: 0,
-            dest_fd: dst as i64,
-            dest_offset: dst_offset,
-            bytes_deduped: 0,
-            status: 0,
-            reserved: 0,
-        };
-        // SAFETY: FIDEDUPERANGE reads the 24-byte header and `dest_count` (1) 32-byte info entries
-        // and writes back bytes_deduped and status; `arg` is exactly that layout (repr(C), no
-        // padding: 24 + 32 bytes), exclusively borrowed for the whole call.
-        let rc = unsafe { libc::ioctl(src, FIDEDUPERANGE as _, &mut arg as *mut DedupeOneRange) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        match arg.status {
-            0 => Ok(DedupeOutcome::Same(arg.bytes_deduped)),
-            FILE_DEDUPE_RANGE_DIFFERS => Ok(DedupeOutcome::Differs),
-            negative_errno => Err(io::Error::from_raw_os_error(-negative_errno)),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn dedupe_argument_has_the_kernel_layout() {
-            assert_eq!(std::mem::size_of::<super::DedupeOneRange>(), 24 + 32);
-            assert_eq!(std::mem::size_of::<super::FileCloneRange>(), 32);
-        }
-    }
-}
-
-// ----- the XFS scratch file system -----
-
-/// A 4 GiB XFS image in /dev/shm, loop-mounted; unmounted and deleted when dropped.
-struct XfsScratch {
-    image: PathBuf,
-    mountpoint: PathBuf,
-    mounted: bool,
-}
-
-impl XfsScratch {
-    /// Makes and mounts the scratch file system, or says why it cannot.
-    fn set_up(size: u64) -> Result<XfsScratch, String> {
-        if effective_uid() != Some(0) {
-            return Err("not root".into());
-        }
-        let mkfs = find_program("mkfs.xfs").ok_or("no mkfs.xfs")?;
-        let mount = find_program("mount").ok_or("no mount")?;
-        if !Path::new("/dev/shm").is_dir() {
-            return Err("no /dev/shm".into());
-        }
-        let id = std::process::id();
-        // From here on the guard exists, so every early return cleans up what was made.
-        let mut scratch = XfsScratch {
-            image: PathBuf::from(format!("/dev/shm/ferrodax-bench-xfs-{id}.img")),
-            mountpoint: std::env::temp_dir().join(format!("ferrodax-bench-xfs-{id}")),
-            mounted: false,
-        };
-        let image = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&scratch.image)
-            .map_err(|e| format!("{}: {e}", scratch.image.display()))?;
-        image.set_len(size).map_err(|e| format!("{}: {e}", scratch.image.display()))?;
-        drop(image);
-        run_command(
-            &mkfs,
-            &["-f".as_ref(), "-m".as_ref(), "reflink=1,rmapbt=1".as_ref(), scratch.image.as_ref()],
-        )?;
-        std::fs::create_dir(&scratch.mountpoint)
-            .map_err(|e| format!("{}: {e}", scratch.mountpoint.display()))?;
-        run_command(
-            &mount,
-            &["-o".as_ref(), "loop".as_ref(), scratch.image.as_ref(), scratch.mountpoint.as_ref()],
-        )?;
-        scratch.mounted = true;
-        Ok(scratch)
-    }
-}
-
-impl Drop for XfsScratch {
-    fn drop(&mut self) {
-        if self.mounted {
-            let umount = find_program("umount").unwrap_or_else(|| PathBuf::from("umount"));
-            let mut result = Err(String::new());
-            for attempt in 0..5 {
-                if attempt > 0 {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                result = run_command(&umount, &[self.mountpoint.as_ref()]);
-                if result.is_ok() {
-                    break;
-                }
-            }
-            if let Err(e) = result {
-                eprintln!("bench: could not unmount {}: {e}", self.mountpoint.display());
-                return; // leave the image: deleting it under a mount would not free it anyway
-            }
-        }
-        let _ = std::fs::remove_dir(&self.mountpoint);
-        if let Err(e) = std::fs::remove_file(&self.image) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("bench: could not delete {}: {e}", self.image.display());
-            }
-        }
     }
 }
 
@@ -1766,8 +1587,12 @@ fn print_table(header: &[String], rows: &[Row]) {
     }
 }
 
+fn main() {
+    std::process::exit(run(BenchArgs::parse()));
+}
+
 /// Runs the benchmarks and prints the table; returns the exit status.
-pub fn run(args: BenchArgs) -> i32 {
+fn run(args: BenchArgs) -> i32 {
     let plan = Plan::new(args.quick);
     if args.memory_failure_only {
         let rows = memfail_rows(&plan, &memfail_suite(&plan));
@@ -1819,8 +1644,12 @@ pub fn run(args: BenchArgs) -> i32 {
     let memfail = memfail_suite(&plan);
 
     progress("XFS: setting up a loop mount on /dev/shm");
-    let xfs = XfsScratch::set_up(plan.xfs_image_size).map(|scratch| {
-        progress(&format!("XFS: mounted {} on {}", scratch.image.display(), scratch.mountpoint.display()));
+    let xfs = XfsScratch::set_up("bench-xfs", plan.xfs_image_size).map(|scratch| {
+        progress(&format!(
+            "XFS: mounted {} on {}",
+            scratch.image().display(),
+            scratch.mountpoint().display()
+        ));
         let target = XfsTarget { scratch };
         run_suite(&target, &plan, "XFS")
         // `target` drops here: unmount and delete.

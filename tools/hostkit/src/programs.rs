@@ -1,5 +1,6 @@
-//! Host helpers shared by the commands that drive the kernel's XFS beside ferrodax (bench,
-//! difftest): finding and running system programs, and who we run as. Must never touch a pool.
+//! System programs and who we run as: finding an executable (PATH and the usual sbin
+//! directories, where mkfs.xfs lives), running one with its output kept for the error message, and
+//! the effective uid. Must never touch a pool or install anything.
 
 use std::path::{Path, PathBuf};
 

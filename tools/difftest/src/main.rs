@@ -1,6 +1,8 @@
-//! `ferrodax difftest`: differential runs against the kernel's XFS on the same random operation
-//! sequences. The kernel is the oracle: the same bytes after the same operations, the same errno
-//! for the same mistake.
+//! `ferrodax-difftest` (also run as `ferrodax difftest`): differential runs against the kernel's
+//! XFS on the same random operation sequences. The kernel is the oracle: the same bytes after the
+//! same operations, the same errno for the same mistake. A tool of its own, outside the product
+//! binary; it uses only ferrodax's public library API and the shared host helpers of
+//! ferrodax-hostkit (the scratch XFS, the remap calls).
 //!
 //! Owns the operation generator, the two sides (files on a real XFS with reflink and a reverse map,
 //! loop-mounted from an image in /dev/shm and driven through the kernel's system calls; files in a
@@ -11,26 +13,27 @@
 //! docs/CONFORMANCE.md documents (nothing else is accepted).
 //!
 //! Must never: reach below the library API (`ferrodax::{Pool, Fs, File, ...}`); leave a mount, a
-//! loop device or an image behind (the scratch guard unmounts and deletes on every path, errors
-//! and panics included); report a pass for a run it did not make: where the machine cannot make or
-//! mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`], never 0.
-//! The only `unsafe` is the three kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE and
-//! fallocate), kept together in [`kernel`].
+//! loop device or an image behind (ferrodax-hostkit's scratch guard unmounts and deletes on every
+//! path, errors and panics included); report a pass for a run it did not make: where the machine
+//! cannot make or mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`],
+//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE and
+//! fallocate) live in ferrodax-hostkit's `remap`.
 //!
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
 
-use super::host::{effective_uid, find_program, run_command};
-use clap::Args;
+use clap::Parser;
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
+use ferrodax_hostkit::remap::{self, DedupeOutcome};
+use ferrodax_hostkit::xfs::XfsScratch;
+use ferrodax_hostkit::{find_program, run_command};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Exit status of a run that could not happen (automake's "skipped").
-pub const EXIT_SKIPPED: i32 = 77;
+const EXIT_SKIPPED: i32 = 77;
 /// Exit status of a run that found a divergence.
 const EXIT_DIVERGED: i32 = 1;
 /// Exit status of a run whose harness failed (a mount, a read of the oracle).
@@ -60,47 +63,49 @@ const SHRINK_REPLAY_BUDGET: usize = 3000;
 /// Wall time the shrinker may spend on one divergence.
 const SHRINK_TIME_BUDGET: Duration = Duration::from_secs(120);
 
-/// Arguments of `ferrodax difftest`.
-#[derive(Args, Debug)]
-pub struct DifftestArgs {
+/// Differential test against the kernel's XFS (root, xfsprogs, a loop device): the same random
+/// operations on both, compared after every step; exits 77 when it cannot run.
+#[derive(Parser, Debug)]
+#[command(name = "ferrodax-difftest", version, about)]
+struct DifftestArgs {
     /// Seed of the run (default: from the clock; printed). Sequence i uses seed + i, so
     /// `--seed S --sequences 1` replays one sequence of an earlier run exactly.
     #[arg(long)]
-    pub seed: Option<u64>,
+    seed: Option<u64>,
     /// Random sequences to run.
     #[arg(long, default_value_t = 10)]
-    pub sequences: u64,
+    sequences: u64,
     /// Steps per sequence (the last one is always a remount of both sides).
     #[arg(long, default_value_t = 1000)]
-    pub steps: u64,
+    steps: u64,
     /// Files per sequence (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
-    pub files: u64,
+    files: u64,
     /// No random step makes a file larger than this (k/m suffixes; 16k to 64m).
     #[arg(long, default_value_t = DEFAULT_SIZE_CAP, value_parser = parse_size_cap)]
-    pub max_file_size: u64,
+    max_file_size: u64,
     /// Go on with the next sequence after a divergence (default: stop at the first).
     #[arg(long)]
-    pub keep_going: bool,
+    keep_going: bool,
     /// Skip the generic/157, generic/158 and fixed edge cases; run only random sequences.
     #[arg(long)]
-    pub random_only: bool,
+    random_only: bool,
     /// Print every step with both sides' results.
     #[arg(long)]
-    pub verbose: bool,
+    verbose: bool,
     /// Self-test: make the ferrodax side write a wrong last byte in every unaligned pwrite of 2
     /// or more bytes that starts in a shared block, to prove the tester finds a divergence,
     /// shrinks it (to write, share, write) and prints both scripts.
     #[arg(long, hide = true)]
-    pub inject_fault: bool,
+    inject_fault: bool,
     /// Self-test of the skip path: behave as if the machine could not make the loop XFS.
     #[arg(long, hide = true)]
-    pub pretend_no_oracle: bool,
+    pretend_no_oracle: bool,
 }
 
 /// Parses `--max-file-size`.
 fn parse_size_cap(text: &str) -> Result<u64, String> {
-    let size = super::parse_size(text)?;
+    let size = ferrodax_hostkit::parse_size(text)?;
     if !(16 << 10..=64 << 20).contains(&size) {
         return Err(format!("{text}: must be between 16k and 64m"));
     }
@@ -351,225 +356,6 @@ trait System {
 
 // ----- the kernel side: XFS on a loop device -----
 
-/// The kernel calls std does not wrap. The only `unsafe` of this file.
-mod kernel {
-    use super::{Errno, Outcome};
-    use std::os::fd::AsRawFd;
-
-    /// FIDEDUPERANGE = _IOWR(0x94, 54, struct file_dedupe_range) (not in the libc crate).
-    const FIDEDUPERANGE: libc::Ioctl = 0xc018_9436_u32 as libc::Ioctl;
-    /// FILE_DEDUPE_RANGE_DIFFERS.
-    const FILE_DEDUPE_RANGE_DIFFERS: i32 = 1;
-
-    /// struct file_dedupe_range followed by exactly one struct file_dedupe_range_info.
-    #[repr(C)]
-    struct DedupeOneRange {
-        src_offset: u64,
-        src_length: u64,
-        dest_count: u16,
-        reserved1: u16,
-        reserved2: u32,
-        dest_fd: i64,
-        dest_offset: u64,
-        bytes_deduped: u64,
-        status: i32,
-        reserved: u32,
-    }
-
-    fn last_errno() -> Errno {
-        std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-    }
-
-    /// FICLONERANGE on `dst`. Offsets are passed bit for bit (the kernel reads them as signed).
-    pub fn clone_range(
-        src: &impl AsRawFd,
-        src_offset: u64,
-        len: u64,
-        dst: &impl AsRawFd,
-        dst_offset: u64,
-    ) -> Result<(), Errno> {
-        let arg = libc::file_clone_range {
-            src_fd: src.as_raw_fd() as i64,
-            src_offset,
-            src_length: len,
-            dest_offset: dst_offset,
-        };
-        // SAFETY: FICLONERANGE reads one struct file_clone_range, which `arg` is (the libc crate's
-        // definition of it), alive for the whole call; both fds are open (borrowed handles).
-        let rc = unsafe {
-            libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &arg as *const libc::file_clone_range)
-        };
-        if rc < 0 {
-            return Err(last_errno());
-        }
-        Ok(())
-    }
-
-    /// FIDEDUPERANGE on `src` with the one destination `dst`.
-    pub fn dedupe_range(
-        src: &impl AsRawFd,
-        src_offset: u64,
-        len: u64,
-        dst: &impl AsRawFd,
-        dst_offset: u64,
-    ) -> Result<Outcome, Errno> {
-        let mut arg = DedupeOneRange {
-            src_offset,
-            src_length: len,
-            dest_count: 1,
-            reserved1: 0,
-            reserved2: 0,
-            dest_fd: dst.as_raw_fd() as i64,
-            dest_offset: dst_offset,
-            bytes_deduped: 0,
-            status: 0,
-            reserved: 0,
-        };
-        // SAFETY: FIDEDUPERANGE reads the 24-byte header and `dest_count` (1) 32-byte info entries
-        // and writes back bytes_deduped and status; `arg` is exactly that layout (repr(C), no
-        // padding: 24 + 32 bytes), exclusively borrowed for the whole call; the fds are open.
-        let rc = unsafe { libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE, &mut arg as *mut DedupeOneRange) };
-        if rc < 0 {
-            return Err(last_errno());
-        }
-        Ok(match arg.status {
-            0 => Outcome::Same(arg.bytes_deduped),
-            FILE_DEDUPE_RANGE_DIFFERS => Outcome::Differs,
-            negative => Outcome::Status(-negative),
-        })
-    }
-
-    /// fallocate(FALLOC_FL_UNSHARE_RANGE).
-    pub fn unshare_range(file: &impl AsRawFd, offset: u64, len: u64) -> Result<(), Errno> {
-        // SAFETY: fallocate takes an fd and three integers; the fd is open (borrowed handle).
-        let rc = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                libc::FALLOC_FL_UNSHARE_RANGE,
-                offset as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if rc < 0 {
-            return Err(last_errno());
-        }
-        Ok(())
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn dedupe_argument_has_the_kernel_layout() {
-            assert_eq!(std::mem::size_of::<super::DedupeOneRange>(), 24 + 32);
-        }
-    }
-}
-
-/// An XFS (reflink=1, rmapbt=1) image in /dev/shm, loop-mounted; unmounted and deleted when dropped.
-struct XfsScratch {
-    image: PathBuf,
-    mountpoint: PathBuf,
-    mount: PathBuf,
-    umount: PathBuf,
-    mounted: bool,
-}
-
-impl XfsScratch {
-    /// Makes and mounts a scratch XFS, or says why the machine cannot.
-    fn set_up(tag: &str) -> Result<XfsScratch, String> {
-        if effective_uid() != Some(0) {
-            return Err("not running as root (mount needs it)".into());
-        }
-        let mkfs = find_program("mkfs.xfs").ok_or("mkfs.xfs not found (install xfsprogs)")?;
-        let mount = find_program("mount").ok_or("mount not found")?;
-        let umount = find_program("umount").ok_or("umount not found")?;
-        if !Path::new("/dev/shm").is_dir() {
-            return Err("no /dev/shm".into());
-        }
-        if !Path::new("/dev/loop-control").exists() && !Path::new("/dev/loop0").exists() {
-            return Err("no loop device (/dev/loop-control)".into());
-        }
-        let id = std::process::id();
-        // From here on the guard exists, so every early return cleans up what was made.
-        let mut scratch = XfsScratch {
-            image: PathBuf::from(format!("/dev/shm/ferrodax-difftest-{id}-{tag}.img")),
-            mountpoint: std::env::temp_dir().join(format!("ferrodax-difftest-{id}-{tag}")),
-            mount,
-            umount,
-            mounted: false,
-        };
-        let image = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&scratch.image)
-            .map_err(|e| format!("{}: {e}", scratch.image.display()))?;
-        image.set_len(XFS_IMAGE_SIZE).map_err(|e| format!("{}: {e}", scratch.image.display()))?;
-        drop(image);
-        run_command(
-            &mkfs,
-            &[
-                "-q".as_ref(),
-                "-f".as_ref(),
-                "-m".as_ref(),
-                "reflink=1,rmapbt=1".as_ref(),
-                scratch.image.as_ref(),
-            ],
-        )?;
-        std::fs::create_dir(&scratch.mountpoint)
-            .map_err(|e| format!("{}: {e}", scratch.mountpoint.display()))?;
-        scratch.mount_it()?;
-        Ok(scratch)
-    }
-
-    fn mount_it(&mut self) -> Result<(), String> {
-        run_command(
-            &self.mount,
-            &["-o".as_ref(), "loop".as_ref(), self.image.as_ref(), self.mountpoint.as_ref()],
-        )?;
-        self.mounted = true;
-        Ok(())
-    }
-
-    /// Unmounts, retrying while something still holds the file system busy.
-    fn unmount_it(&mut self) -> Result<(), String> {
-        let mut result = Ok(());
-        for attempt in 0..10 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            result = run_command(&self.umount, &[self.mountpoint.as_ref()]);
-            if result.is_ok() {
-                self.mounted = false;
-                return Ok(());
-            }
-        }
-        result
-    }
-
-    /// A path inside the mount.
-    fn path(&self, relative: &str) -> PathBuf {
-        self.mountpoint.join(relative)
-    }
-}
-
-impl Drop for XfsScratch {
-    fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = self.unmount_it() {
-                // Never leave a mount behind: detach it lazily; the loop device goes with it.
-                eprintln!("difftest: could not unmount {}: {e}; detaching lazily", self.mountpoint.display());
-                let _ = run_command(&self.umount, &["-l".as_ref(), self.mountpoint.as_ref()]);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.mountpoint);
-        if let Err(e) = std::fs::remove_file(&self.image) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("difftest: could not delete {}: {e}", self.image.display());
-            }
-        }
-    }
-}
-
 /// The kernel side.
 struct Xfs {
     main: XfsScratch,
@@ -580,7 +366,7 @@ impl System for Xfs {
     type Handle = std::fs::File;
 
     fn wipe(&mut self, _pool_bytes: u64) -> Result<(), String> {
-        let root = &self.main.mountpoint;
+        let root = self.main.mountpoint();
         let entries = std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
@@ -597,7 +383,7 @@ impl System for Xfs {
 
     fn prepare_other(&mut self) -> Result<(), String> {
         if self.other.is_none() {
-            self.other = Some(XfsScratch::set_up("other")?);
+            self.other = Some(XfsScratch::set_up("difftest-other", XFS_IMAGE_SIZE)?);
         }
         Ok(())
     }
@@ -658,7 +444,7 @@ impl System for Xfs {
         dst_offset: u64,
         len: u64,
     ) -> Result<(), Errno> {
-        kernel::clone_range(src, src_offset, len, dst, dst_offset)
+        remap::clone_range(src, src_offset, len, dst, dst_offset).map_err(|e| errno_of(&e))
     }
 
     fn dedupe(
@@ -669,11 +455,15 @@ impl System for Xfs {
         dst: &std::fs::File,
         dst_offset: u64,
     ) -> Result<Outcome, Errno> {
-        kernel::dedupe_range(src, src_offset, len, dst, dst_offset)
+        match remap::dedupe_range(src, src_offset, len, dst, dst_offset).map_err(|e| errno_of(&e))? {
+            DedupeOutcome::Same(bytes) => Ok(Outcome::Same(bytes)),
+            DedupeOutcome::Differs => Ok(Outcome::Differs),
+            DedupeOutcome::Failed(errno) => Ok(Outcome::Status(errno)),
+        }
     }
 
     fn unshare(&mut self, file: &std::fs::File, offset: u64, len: u64) -> Result<(), Errno> {
-        kernel::unshare_range(file, offset, len)
+        remap::unshare_range(file, offset, len).map_err(|e| errno_of(&e))
     }
 
     fn size(&mut self, file: &std::fs::File) -> Result<u64, Errno> {
@@ -687,8 +477,7 @@ impl System for Xfs {
     }
 
     fn remount(&mut self) -> Result<(), String> {
-        self.main.unmount_it()?;
-        self.main.mount_it()
+        self.main.remount()
     }
 
     fn fsck(&mut self) -> Option<String> {
@@ -2271,8 +2060,12 @@ fn skipped(why: &str) -> i32 {
     EXIT_SKIPPED
 }
 
-/// Runs `ferrodax difftest`; returns the exit status.
-pub fn run(args: DifftestArgs) -> i32 {
+fn main() {
+    std::process::exit(run(DifftestArgs::parse()));
+}
+
+/// Runs the differential test; returns the exit status.
+fn run(args: DifftestArgs) -> i32 {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
@@ -2290,7 +2083,7 @@ pub fn run(args: DifftestArgs) -> i32 {
     let scratch = if args.pretend_no_oracle {
         Err("--pretend-no-oracle was given".to_string())
     } else {
-        XfsScratch::set_up("main")
+        XfsScratch::set_up("difftest-main", XFS_IMAGE_SIZE)
     };
     let main = match scratch {
         Ok(scratch) => scratch,
@@ -2298,8 +2091,8 @@ pub fn run(args: DifftestArgs) -> i32 {
     };
     println!(
         "kernel side: XFS (reflink=1, rmapbt=1) on {} at {}",
-        main.image.display(),
-        main.mountpoint.display()
+        main.image().display(),
+        main.mountpoint().display()
     );
     let ferrodax = match Ferrodax::new(args.inject_fault) {
         Ok(f) => f,

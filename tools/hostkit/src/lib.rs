@@ -1,0 +1,21 @@
+//! ferrodax-hostkit: the host-side helpers that ferrodax's tools (`ferrodax-bench`,
+//! `ferrodax-difftest`) and its command line share, written once.
+//!
+//! Owns: finding and running system programs and who we run as ([`programs`]), the scratch XFS
+//! (reflink=1, rmapbt=1) loop-mounted from an image in /dev/shm ([`xfs`]), the kernel's remap calls
+//! that std does not wrap ([`remap`]: FICLONERANGE, FIDEDUPERANGE, fallocate unshare), and xfs_io's
+//! size syntax ([`size`]).
+//!
+//! Must never: touch a ferrodax pool (this crate does not depend on ferrodax), install anything,
+//! or leave a mount, a loop device or an image behind. The only `unsafe` is the three kernel calls
+//! of [`remap`], each with its SAFETY argument.
+
+#![warn(missing_docs)]
+
+pub mod programs;
+pub mod remap;
+pub mod size;
+pub mod xfs;
+
+pub use programs::{effective_uid, find_program, run_command};
+pub use size::parse_size;
