@@ -1,7 +1,8 @@
 //! Guards `ferrodax df` and `ferrodax stat`: "Avail" is exactly the largest write that succeeds
 //! (the checkpoint reserve is shown apart), the figures add up to the pool size, shared and
 //! quarantined space are counted, the text and `-b` outputs carry the JSON's numbers, and `stat`
-//! reports a partly reflinked file's size, blocks, links, extents and shared bytes.
+//! reports a partly reflinked file's size, blocks, links, extents and shared bytes; through a pool
+//! server both report exactly what a direct mount does.
 
 mod cli_sandbox;
 
@@ -109,4 +110,52 @@ fn stat_reports_size_blocks_links_extents_and_shared_bytes_of_a_partly_reflinked
         (missing.status, missing.stderr.trim()),
         (1, "ferrodax: stat /nope: No such file or directory")
     );
+}
+
+/// `ferrodax serve test.pool` in the sandbox, stopped with SIGTERM when dropped.
+struct PoolServer(std::process::Child);
+
+impl PoolServer {
+    /// Starts the server and returns once it says it is serving (it listens before saying so).
+    fn start(s: &Sandbox) -> PoolServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+            .args(["serve", "test.pool"])
+            .current_dir(s.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        log.read_line(&mut first).unwrap();
+        assert!(first.contains("serving test.pool"), "the pool server did not start: {first}");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        PoolServer(child)
+    }
+}
+
+impl Drop for PoolServer {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with the pid of our own child and a signal number.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn df_and_stat_through_a_pool_server_report_what_a_direct_mount_reports() {
+    let s = Sandbox::with_pool("16m");
+    s.io("/a", &["pwrite -q -S 0x61 0 64k"]);
+    s.io("/b", &["reflink -q /a 0 0 16k"]);
+    let direct_df = s.json(&["df", "test.pool", "--json"]);
+    let direct_stat = s.json(&["stat", "test.pool", "/b", "--json"]);
+    let _server = PoolServer::start(&s);
+    let run = s.run(&["-v", "df", "test.pool", "--json"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("through the pool server"), "df went through the server: {}", run.stderr);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap(), direct_df);
+    assert_eq!(s.json(&["stat", "test.pool", "/b", "--json"]), direct_stat);
+    assert_eq!(direct_df["shared_bytes"], 16384);
 }
