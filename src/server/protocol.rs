@@ -83,6 +83,24 @@ pub enum Op {
         /// File offset (ignored for an append-only handle).
         offset: u64,
     },
+    /// The first half of a placed write (the zero-copy path of a large pwrite): takes the blocks
+    /// for `len` bytes at `offset` and answers `Answer::Reserved`; the client stores the data
+    /// straight into them through its own mapping of the pool, then sends `CommitWrite`. A client
+    /// that goes away first gives them back.
+    ReserveWrite {
+        /// The handle (writable, not append-only).
+        handle: u64,
+        /// File offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// The second half of a placed write: the data is in the reserved blocks; commit it like a
+    /// pwrite (`Answer::Count`).
+    CommitWrite {
+        /// The reservation's token.
+        token: u64,
+    },
     /// ftruncate.
     SetLen {
         /// The handle.
@@ -317,6 +335,14 @@ pub enum Answer {
     },
     /// Bytes in the frame's data.
     Data,
+    /// Blocks reserved for a placed write: byte `offset + i` goes to byte `offset % 4096 + i` of
+    /// the runs (first block, count) taken together.
+    Reserved {
+        /// Names the reservation in `CommitWrite`.
+        token: u64,
+        /// The runs.
+        runs: Vec<(u64, u64)>,
+    },
     /// A count (bytes written, linked, views).
     Count(u64),
     /// stat.
