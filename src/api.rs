@@ -16,7 +16,7 @@ use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
-    Stat,
+    SpaceUsage, Stat,
 };
 use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
@@ -37,6 +37,15 @@ impl Pool {
     pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
         let path = path.as_ref();
         let backend = MappedBackend::create_file(path, size).map_err(|e| open_error(path, e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// Creates a new pool file of `size` bytes with every byte allocated on the host file system
+    /// (EEXIST if it exists; ENOSPC, and no file left behind, if the host has no room), so the pool
+    /// can never run into a full host file system later.
+    pub fn create_allocated(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::create_file_allocated(path, size).map_err(|e| open_error(path, e))?;
         Ok(Pool { backend: Arc::new(backend) })
     }
 
@@ -872,6 +881,18 @@ impl Fs {
             });
         }
         Ok(self.read_lock().stats())
+    }
+
+    /// Where the pool's blocks are (data, shared, metadata, free, reserve, quarantined) and the
+    /// free runs by size, for `df`; the error when a pool server cannot answer.
+    pub fn space_usage(&self) -> Result<SpaceUsage> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::SpaceUsage, |a| match a {
+                Answer::SpaceUsage(u) => Some(u),
+                _ => None,
+            });
+        }
+        Ok(self.read_lock().space_usage())
     }
 
     /// The path of an inode, if it has one.

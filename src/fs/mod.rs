@@ -30,6 +30,10 @@ use std::collections::{BTreeMap, HashMap};
 /// The largest dedupe request the kernel accepts in one call; longer ones are cut to it.
 pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
 
+/// Blocks beyond the metadata reserve that a data allocation must leave free: each new run may add
+/// an extent (24 checkpoint bytes), which these cover.
+const DATA_ALLOCATION_SLACK: u64 = 2;
+
 /// How a handle was opened, for the EBADF rules of reflink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HandleAccess {
@@ -243,6 +247,31 @@ pub struct FsStats {
     pub segments: u64,
     /// Log bytes free.
     pub log_free_bytes: u64,
+}
+
+/// Where the pool's blocks are, for `df`: every block is counted once, and
+/// `total = data + metadata + free + quarantined-and-unowned`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpaceUsage {
+    /// Blocks in the pool.
+    pub total_blocks: u64,
+    /// Blocks owned by files, counted once however many files share them.
+    pub data_blocks: u64,
+    /// Data blocks with more than one owner (reflink or dedupe).
+    pub shared_blocks: u64,
+    /// Blocks of metadata structures (superblocks, log, checkpoint chain).
+    pub metadata_blocks: u64,
+    /// Free blocks, the metadata reserve included.
+    pub free_blocks: u64,
+    /// Free blocks kept back so the next checkpoint always fits (never given to file data).
+    pub reserved_blocks: u64,
+    /// Free blocks a file can get: the largest data allocation that succeeds right now.
+    pub available_blocks: u64,
+    /// Bad blocks (quarantined), whether or not a file still owns them.
+    pub quarantined_blocks: u64,
+    /// Free runs by size: `(smallest run length in the bucket, runs, blocks)`, buckets at powers
+    /// of two (1, 2-3, 4-7, ...), ascending; empty buckets left out.
+    pub free_runs_by_size: Vec<(u64, u64, u64)>,
 }
 
 /// A mounted file system. Not thread-safe by itself: the library front end wraps it in a lock.
@@ -786,8 +815,7 @@ impl FileSystem {
 
     /// Takes `count` blocks for file data, keeping the metadata reserve.
     fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
-        // Each new run may add an extent (24 checkpoint bytes); 2 blocks of slack cover that.
-        self.ensure_metadata_room(count + 2)?;
+        self.ensure_metadata_room(count + DATA_ALLOCATION_SLACK)?;
         self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
     }
 
@@ -1644,6 +1672,47 @@ impl FileSystem {
             extents: self.state.extent_count,
             segments: self.state.owners.segment_count() as u64,
             log_free_bytes: self.journal.log_free_bytes(),
+        }
+    }
+
+    /// Where the blocks are (data, shared, metadata, free, reserve, quarantined) and the free
+    /// runs by size: one pass over the ownership segments and the free runs.
+    pub fn space_usage(&self) -> SpaceUsage {
+        let (mut data_blocks, mut shared_blocks, mut metadata_blocks) = (0, 0, 0);
+        for (_, segment) in self.state.owners.iter() {
+            if segment.owners.iter().all(|o| matches!(o, Owner::Meta(_))) {
+                metadata_blocks += segment.len;
+            } else {
+                data_blocks += segment.len;
+                if segment.owners.len() > 1 {
+                    shared_blocks += segment.len;
+                }
+            }
+        }
+        let mut free_runs_by_size: Vec<(u64, u64, u64)> = Vec::new();
+        for (_, len) in self.state.free.runs() {
+            let bucket_start = 1u64 << (63 - len.leading_zeros());
+            match free_runs_by_size.iter_mut().find(|b| b.0 == bucket_start) {
+                Some(bucket) => {
+                    bucket.1 += 1;
+                    bucket.2 += len;
+                }
+                None => free_runs_by_size.push((bucket_start, 1, len)),
+            }
+        }
+        free_runs_by_size.sort_unstable();
+        let free_blocks = self.state.free.free_blocks();
+        let reserved_blocks = self.metadata_reserve();
+        SpaceUsage {
+            total_blocks: self.state.total_blocks,
+            data_blocks,
+            shared_blocks,
+            metadata_blocks,
+            free_blocks,
+            reserved_blocks,
+            available_blocks: free_blocks.saturating_sub(reserved_blocks + DATA_ALLOCATION_SLACK),
+            quarantined_blocks: self.state.quarantine.values().sum(),
+            free_runs_by_size,
         }
     }
 

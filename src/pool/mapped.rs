@@ -54,6 +54,27 @@ impl MappedBackend {
         Self::map(file, len, BackendKind::File, persistence, false)
     }
 
+    /// Like [`MappedBackend::create_file`], but every byte of the file is allocated on the host
+    /// file system first (posix_fallocate), so a host file system without room fails here with
+    /// ENOSPC instead of a later store into the mapping raising SIGBUS. The file is removed when
+    /// the allocation fails.
+    pub fn create_file_allocated(path: &Path, len: u64) -> io::Result<Self> {
+        let len = round_up_to_page(len)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        lock_pool(&file, path, LockMode::Exclusive)?;
+        let offset_len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: posix_fallocate takes an open descriptor and a range; it touches no memory of ours.
+        let status = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, offset_len) };
+        if status != 0 {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::from_raw_os_error(status));
+        }
+        let persistence = file_persistence(&file);
+        Self::map(file, len, BackendKind::File, persistence, false)
+    }
+
     /// Opens an existing pool for reading and writing: a plain file, or a /dev/dax character
     /// device. Takes the exclusive pool lock: a pool has one read-write owner at a time, and a
     /// second is refused at once (an error of kind `WouldBlock` naming the holder).

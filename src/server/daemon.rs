@@ -730,6 +730,7 @@ impl Worker {
             Op::PageShare { block } => Answer::PageShare(fs.page_share(block)),
             Op::ViewCount => Answer::Count(fs.view_count() as u64),
             Op::Stats => Answer::Stats(fs.stats()),
+            Op::SpaceUsage => Answer::SpaceUsage(fs.space_usage()?),
             Op::PathOf { ino } => Answer::Path(fs.path_of(ino)),
             Op::Map { handle, view, offset, len, access, mut holder, base } => {
                 if view >> 32 != self.peer.id {

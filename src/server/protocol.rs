@@ -12,7 +12,7 @@
 use crate::dax::{Holder, MapAccess, Notice, PageChange, PageShare};
 use crate::error::Error;
 use crate::fs::check::CheckReport;
-use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, Stat};
+use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, SpaceUsage, Stat};
 use crate::memfail::{FailureReport, PreRemoveReport};
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +232,8 @@ pub enum Op {
     ViewCount,
     /// Space and object counts: `Answer::Stats`.
     Stats,
+    /// Where the blocks are, for `df`: `Answer::SpaceUsage`.
+    SpaceUsage,
     /// The path of an inode: `Answer::Path`.
     PathOf {
         /// The inode.
@@ -369,6 +371,8 @@ pub enum Answer {
     PageShare(Option<PageShare>),
     /// Counts.
     Stats(FsStats),
+    /// Where the blocks are.
+    SpaceUsage(SpaceUsage),
     /// A path.
     Path(Option<String>),
 }
