@@ -488,6 +488,78 @@ fn small_commands_round_trip_contents_byte_for_byte() {
     assert_eq!(check.status, 0, "{}{}", check.stdout, check.stderr);
 }
 
+/// The names in the pool's root directory, hidden ones included.
+fn root_names(s: &Sandbox) -> Vec<String> {
+    let run = s.run(&["ls", "test.pool", "/"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    run.stdout.lines().map(|l| l.rsplit(' ').next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_put_of_a_directory_fails_and_leaves_nothing_behind_nor_changes_the_target() {
+    let s = Sandbox::new();
+    std::fs::create_dir(s.dir.path().join("host-dir")).unwrap();
+    s.io_ok("/keep", &["pwrite -q -S 0x61 0 8k"]);
+    let keep_before = s.cat("/keep");
+    for target in ["/new", "/keep"] {
+        let run = s.run(&["put", "test.pool", "host-dir", target]);
+        assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr, "ferrodax: put host-dir: Is a directory\n");
+    }
+    assert_eq!(root_names(&s), ["keep"], "a failed put left something behind");
+    assert!(s.cat("/keep") == keep_before, "a failed put changed the file it was to replace");
+}
+
+#[test]
+fn a_put_or_cp_bigger_than_the_usable_space_fails_with_the_usable_space_and_leaves_nothing_behind() {
+    let s = Sandbox::new(); // 16 MiB
+    std::fs::write(s.dir.path().join("big.bin"), pattern(20 << 20)).unwrap();
+    s.io_ok("/keep", &["pwrite -q -S 0x61 0 8k"]);
+    let keep_before = s.cat("/keep");
+    for target in ["/big", "/keep"] {
+        let run = s.run(&["put", "test.pool", "big.bin", target]);
+        assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+        let prefix =
+            format!("ferrodax: put {target}: No space left on device: the copy needs 20971520 bytes");
+        assert!(run.stderr.starts_with(&prefix), "{}", run.stderr);
+        assert!(run.stderr.contains("kept back for checkpoints"), "{}", run.stderr);
+    }
+    assert_eq!(root_names(&s), ["keep"], "a failed put left something behind");
+    assert!(s.cat("/keep") == keep_before, "a failed put changed the file it was to replace");
+
+    // The usable space it reports is exact: a file of that size fits, one block more does not.
+    let run = s.run(&["put", "test.pool", "big.bin", "/big"]);
+    let usable: u64 = run
+        .stderr
+        .split("the pool can take ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no usable space in {:?}", run.stderr));
+    std::fs::write(s.dir.path().join("fits.bin"), pattern(usable as usize - 4096)).unwrap();
+    let fits = s.run(&["put", "test.pool", "fits.bin", "/fits"]);
+    assert_eq!(
+        fits.status,
+        0,
+        "{} usable bytes reported, but a put of {} failed: {}",
+        usable,
+        usable - 4096,
+        fits.stderr
+    );
+
+    // A plain cp that does not fit fails the same way and leaves no partial copy.
+    let run = s.run(&["cp", "test.pool", "/fits", "/fits-copy"]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.starts_with("ferrodax: cp /fits /fits-copy: No space left on device: the copy needs"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(root_names(&s), ["fits", "keep"], "a failed cp left something behind");
+    let check = s.run(&["check", "test.pool"]);
+    assert_eq!(check.status, 0, "{}{}", check.stdout, check.stderr);
+}
+
 #[test]
 fn owners_json_lists_both_files_of_a_reflinked_block() {
     let s = Sandbox::new();

@@ -224,6 +224,10 @@ pub enum DedupeOutcome {
     Differs,
 }
 
+/// Blocks one data allocation keeps free beyond the checkpoint reserve: each new run may add an
+/// extent (24 checkpoint bytes), and 2 blocks cover that.
+const ALLOCATION_SLACK: u64 = 2;
+
 /// Space and object counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct FsStats {
@@ -233,6 +237,9 @@ pub struct FsStats {
     pub free_blocks: u64,
     /// Blocks kept back so a checkpoint always fits.
     pub reserved_blocks: u64,
+    /// Free blocks that new file data can take now: the free blocks less the checkpoint reserve and
+    /// the slack one allocation keeps for its new extents (what ENOSPC messages report).
+    pub usable_blocks: u64,
     /// Quarantined blocks.
     pub quarantined_blocks: u64,
     /// Inodes.
@@ -768,12 +775,19 @@ impl FileSystem {
         blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
     }
 
+    /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).
+    fn usable_blocks(&self) -> u64 {
+        self.state.free.free_blocks().saturating_sub(self.metadata_reserve() + ALLOCATION_SLACK)
+    }
+
     fn ensure_metadata_room(&self, extra_blocks: u64) -> Result<()> {
-        if self.state.free.free_blocks() < self.metadata_reserve() + extra_blocks {
+        let free = self.state.free.free_blocks();
+        let reserve = self.metadata_reserve();
+        if free < reserve + extra_blocks {
+            // Report what can be used: the reserve is free but never handed out for data.
             return Err(Error::NoSpace(format!(
-                "{} blocks free, {} kept for metadata",
-                self.state.free.free_blocks(),
-                self.metadata_reserve()
+                "{extra_blocks} blocks wanted, {} usable ({free} free, {reserve} kept back for checkpoints)",
+                self.usable_blocks()
             )));
         }
         Ok(())
@@ -781,8 +795,7 @@ impl FileSystem {
 
     /// Takes `count` blocks for file data, keeping the metadata reserve.
     fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
-        // Each new run may add an extent (24 checkpoint bytes); 2 blocks of slack cover that.
-        self.ensure_metadata_room(count + 2)?;
+        self.ensure_metadata_room(count + ALLOCATION_SLACK)?;
         self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
     }
 
@@ -1516,6 +1529,7 @@ impl FileSystem {
             total_blocks: self.state.total_blocks,
             free_blocks: self.state.free.free_blocks(),
             reserved_blocks: self.metadata_reserve(),
+            usable_blocks: self.usable_blocks(),
             quarantined_blocks: self.state.quarantine.values().sum(),
             inodes: self.state.inodes.len() as u64,
             extents: self.state.extent_count,
