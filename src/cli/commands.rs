@@ -28,6 +28,9 @@ const BLOCK_SIZE: u64 = 4096;
 /// ("Structure needs cleaning: no valid superblock: ..."); just the strerror text when the
 /// message only repeats a path.
 pub(super) fn describe(e: &Error) -> String {
+    if let Some(text) = describe_unusable_pool_file(e) {
+        return text;
+    }
     let strerror = e.strerror();
     let text = e.to_string();
     if text.starts_with(&strerror) {
@@ -35,6 +38,33 @@ pub(super) fn describe(e: &Error) -> String {
     } else {
         strerror
     }
+}
+
+/// A pool file that cannot be a pool, said plainly with the next command, or `None` for any other
+/// error. Opening a pool reports its own findings about the file (empty, not a whole number of
+/// blocks, not a regular file or device) as an error without an OS errno, whose errno would read
+/// "Input/output error"; this looks at the file it names and says what is wrong instead, as
+/// "Invalid argument" (what mount(2) says of a file system it cannot recognise).
+fn describe_unusable_pool_file(e: &Error) -> Option<String> {
+    let Error::Os { context: pool, source } = e else { return None };
+    if source.raw_os_error().is_some() {
+        return None;
+    }
+    let invalid = ferrodax::error::strerror(libc::EINVAL);
+    let make = format!("`ferrodax mkfs {pool} --size 1g --force`");
+    let text = match std::fs::metadata(pool) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+            format!("{invalid}: pool file is empty: not a ferrodax pool (make one there with {make})")
+        }
+        Ok(meta) if meta.is_file() && meta.len() % BLOCK_SIZE != 0 => format!(
+            "{invalid}: pool file is {} bytes, {} short of a whole number of {BLOCK_SIZE}-byte blocks: not a \
+             ferrodax pool, or one cut short (restore it from a copy, or make a new one there with {make})",
+            meta.len(),
+            BLOCK_SIZE - meta.len() % BLOCK_SIZE
+        ),
+        _ => format!("{invalid}: {source}"),
+    };
+    Some(text)
 }
 
 /// Prints "ferrodax: <context>: <error>" and returns exit status 1.
@@ -82,6 +112,10 @@ fn replace_options() -> OpenOptions {
 /// `ferrodax mkfs POOL --size N [--force]`: a new sparse pool file, formatted. An existing file
 /// is only replaced with --force; an existing /dev/dax device is formatted in place with --force.
 pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
+    if size == 0 {
+        let e = Error::Invalid("--size 0: a pool cannot be empty (for example --size 1g)".into());
+        return fail(format_args!("mkfs {}", pool.display()), &e);
+    }
     let existing = std::fs::metadata(pool).ok();
     if existing.is_some() && !force {
         eprintln!("{PROGNAME}: mkfs {}: File exists (use --force to overwrite it)", pool.display());
@@ -432,19 +466,29 @@ pub fn owners(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
 
 /// The check report as text. A read-only mount repairs nothing, so what the core lists as
 /// "repaired" (for example a damaged superblock copy) is still damaged on the media: it is shown as
-/// needing repair, which the next read-write mount does.
-fn check_text(report: &CheckReport) -> String {
+/// needing repair, with the command that repairs it (`check --repair`, whose read-write mount
+/// does). After `check --repair` those items were repaired, and are shown so.
+fn check_text(pool: &Path, report: &CheckReport, repaired_now: bool) -> String {
     let mut text = String::new();
     for item in &report.repaired {
-        text.push_str(&format!("needs repair (a read-write mount fixes it): {item}\n"));
+        if repaired_now {
+            text.push_str(&format!("repaired: {item}\n"));
+        } else {
+            text.push_str(&format!(
+                "needs repair (`ferrodax check --repair {}` fixes it): {item}\n",
+                pool.display()
+            ));
+        }
     }
     for problem in &report.problems {
         text.push_str(&format!("problem: {}: {}\n", problem.structure, problem.detail));
     }
     let verdict = if !report.problems.is_empty() {
         "NOT CLEAN"
-    } else if !report.repaired.is_empty() {
+    } else if !report.repaired.is_empty() && !repaired_now {
         "NEEDS REPAIR"
+    } else if !report.repaired.is_empty() {
+        "clean after repair"
     } else {
         "clean"
     };
@@ -461,11 +505,12 @@ fn check_text(report: &CheckReport) -> String {
     text
 }
 
-/// `ferrodax check POOL [--json]`: mounts read-only (so nothing is repaired behind the check's
-/// back) and runs fsck. Exit 0 clean, 1 problems found or repairs pending, 2 the pool cannot be
-/// mounted.
-pub fn check(pool: &Path, json: bool) -> i32 {
-    let mounted = Pool::open(pool).and_then(|p| Fs::mount_read_only(&p));
+/// `ferrodax check POOL [--json] [--repair]`: mounts read-only (so nothing is repaired behind the
+/// check's back) and runs fsck. With --repair it mounts read-write instead, which repairs what a
+/// mount repairs (damaged or stale superblock copies), and then checks. Exit 0 clean (or clean
+/// after the repair), 1 problems found or repairs pending, 2 the pool cannot be mounted.
+pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
+    let mounted = Pool::open(pool).and_then(|p| if repair { Fs::mount(&p) } else { Fs::mount_read_only(&p) });
     let fs = match mounted {
         Ok(fs) => fs,
         Err(e) => {
@@ -482,14 +527,19 @@ pub fn check(pool: &Path, json: bool) -> i32 {
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
     } else {
-        println!("{}", check_text(&report));
+        println!("{}", check_text(pool, &report, repair));
     }
-    i32::from(!report.is_clean() || !report.repaired.is_empty())
+    i32::from(!report.is_clean() || (!report.repaired.is_empty() && !repair))
 }
 
 /// `ferrodax poison POOL OFFSET [LEN]`: injects a memory failure (SPEC section 5) and prints the
 /// report: owners, metadata repaired, blocks quarantined.
 pub fn poison(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
+    if len == 0 {
+        // As the kernel's interfaces: a memory failure of no bytes is no request at all.
+        let e = Error::Invalid("length 0: a memory failure covers at least one byte".into());
+        return fail(format_args!("poison {offset}"), &e);
+    }
     with_fs(pool, false, |fs| {
         let report = fs
             .memory_failure(offset, len, ferrodax::memfail::FailureFlags::default())

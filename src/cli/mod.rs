@@ -138,6 +138,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Mount read-write first, which repairs what a mount repairs (damaged superblock copies),
+        /// then check (without it, check mounts read-only and changes nothing).
+        #[arg(long)]
+        repair: bool,
     },
     /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
     Tour {
@@ -188,7 +192,7 @@ pub fn run() -> i32 {
         Command::Owners { pool, offset, len, json } => {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
-        Command::Check { pool, json } => commands::check(&pool, json),
+        Command::Check { pool, json, repair } => commands::check(&pool, json, repair),
         Command::Poison { pool, offset, len, json } => {
             commands::poison(&pool, offset, len.unwrap_or(4096), json)
         }

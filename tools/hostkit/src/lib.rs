@@ -18,4 +18,4 @@ pub mod size;
 pub mod xfs;
 
 pub use programs::{effective_uid, find_program, run_command};
-pub use size::parse_size;
+pub use size::{parse_size, SizeError};
