@@ -511,6 +511,21 @@ fn a_put_of_a_directory_fails_and_leaves_nothing_behind_nor_changes_the_target()
 }
 
 #[test]
+fn a_put_whose_host_file_fails_mid_read_leaves_nothing_behind_nor_changes_the_target() {
+    let s = Sandbox::new();
+    s.io_ok("/keep", &["pwrite -q -S 0x61 0 8k"]);
+    let keep_before = s.cat("/keep");
+    // /proc/self/mem opens, and its first read (address 0 of the reader, never mapped) fails: EIO.
+    for target in ["/new", "/keep"] {
+        let run = s.run(&["put", "test.pool", "/proc/self/mem", target]);
+        assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr, "ferrodax: put /proc/self/mem: Input/output error\n");
+    }
+    assert_eq!(root_names(&s), ["keep"], "a failed put left something behind");
+    assert!(s.cat("/keep") == keep_before, "a failed put changed the file it was to replace");
+}
+
+#[test]
 fn a_put_or_cp_bigger_than_the_usable_space_fails_with_the_usable_space_and_leaves_nothing_behind() {
     let s = Sandbox::new(); // 16 MiB
     std::fs::write(s.dir.path().join("big.bin"), pattern(20 << 20)).unwrap();
