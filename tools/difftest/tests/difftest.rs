@@ -7,7 +7,8 @@
 //! as SKIPPED (exit 77), never as a pass.
 //!
 //! The kernel-oracle tests need root, xfsprogs (mkfs.xfs) and a loop device. Where they are
-//! present the tests compare with the live kernel; where one is missing (a fresh machine with
+//! present the tests compare with the live kernel and each says so in one line on standard error
+//! ("*** <test>: compared with the live kernel XFS"); where one is missing (a fresh machine with
 //! nothing but Rust) each of them SKIPS LOUDLY: one line on standard error, past the test
 //! harness's capture, names what is missing and what to install, and the test passes without
 //! having compared anything. With FERRODAX_DIFFTEST_REQUIRE=1 (set by .ci/run after it installs
@@ -56,6 +57,7 @@ const REQUIRE_ORACLE: &str = "FERRODAX_DIFFTEST_REQUIRE";
 /// the test harness's capture, and returns false so that the caller returns.
 fn ran(test: &str, run: &Run) -> bool {
     if run.status != EXIT_SKIPPED {
+        let _ = writeln!(std::io::stderr(), "*** {test}: compared with the live kernel XFS");
         return true;
     }
     let reason =
