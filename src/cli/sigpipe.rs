@@ -10,7 +10,7 @@
 //! client hanging up is an error it handles, not its death. The tools
 //! (ferrodax-bench, ferrodax-difftest) keep the Rust default on purpose: they hold a scratch XFS
 //! mount, and a death by SIGPIPE would skip the guard that unmounts it, where a panic unwinds
-//! through it.
+//! through it (ferrodax-hostkit's `closed_pipe` keeps that panic quiet).
 
 /// Sets SIGPIPE to its default action (end the process) for this process and the programs it
 /// execs (a Rust tool exec'd by a launcher sets its own at startup).

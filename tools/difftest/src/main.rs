@@ -2061,6 +2061,7 @@ fn skipped(why: &str) -> i32 {
 }
 
 fn main() {
+    ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     std::process::exit(run(DifftestArgs::parse()));
 }
 

@@ -231,3 +231,19 @@ fn a_machine_without_the_oracle_passes_the_kernel_tests_with_a_loud_skip_unless_
     assert!(!passed, "with {REQUIRE_ORACLE}=1 a skip passed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 failed"), "{stdout}\n{stderr}");
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_tester_without_a_panic_message() {
+    // Standard output is a pipe whose reader is already gone, as after `| head -1` read its line.
+    let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-difftest"))
+        .args(["--pretend-no-oracle", "--seed", "1", "--sequences", "1", "--steps", "10"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .expect("run ferrodax-difftest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(!out.status.success(), "a run whose output was lost cannot pass");
+}
