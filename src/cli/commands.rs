@@ -47,16 +47,19 @@ pub(super) fn describe(e: &Error) -> String {
 /// "Invalid argument" (what mount(2) says of a file system it cannot recognise).
 fn describe_unusable_pool_file(e: &Error) -> Option<String> {
     let Error::Os { context: pool, source } = e else { return None };
-    if source.raw_os_error().is_some() {
+    let about_the_file =
+        matches!(source.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput);
+    if source.raw_os_error().is_some() || !about_the_file {
         return None;
     }
+    let meta = std::fs::metadata(pool).ok()?;
     let invalid = ferrodax::error::strerror(libc::EINVAL);
     let make = format!("`ferrodax mkfs {pool} --size 1g --force`");
-    let text = match std::fs::metadata(pool) {
-        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+    let text = match meta {
+        meta if meta.is_file() && meta.len() == 0 => {
             format!("{invalid}: pool file is empty: not a ferrodax pool (make one there with {make})")
         }
-        Ok(meta) if meta.is_file() && meta.len() % BLOCK_SIZE != 0 => format!(
+        meta if meta.is_file() && meta.len() % BLOCK_SIZE != 0 => format!(
             "{invalid}: pool file is {} bytes, {} short of a whole number of {BLOCK_SIZE}-byte blocks: not a \
              ferrodax pool, or one cut short (restore it from a copy, or make a new one there with {make})",
             meta.len(),
