@@ -1,8 +1,11 @@
 //! The library front end: `Pool`, `Fs`, `File` and `OpenOptions`, in the style of `std::fs`.
 //!
 //! Owns handles, their access modes and the lock that makes the file system safe to share between
-//! threads (many readers, one writer). Must never implement file system logic itself: every call
-//! checks what only a handle knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem`.
+//! threads (many readers, one writer). An `Fs` is either a direct mount (this process owns the
+//! pool) or a connection to a pool server ([`Fs::connect`]); both give the same API, and a
+//! connected one sends each call to the server (`crate::server::client`), whose own direct mount
+//! runs it. Must never implement file system logic itself: every call checks what only a handle
+//! knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem` or to the server.
 
 use crate::dax::fault::{self, FaultOutcome, FaultTarget, LockMark};
 use crate::dax::vm::{self, PageProtection};
@@ -17,6 +20,8 @@ use crate::fs::{
 };
 use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
+use crate::server::client::Client;
+use crate::server::protocol::{Answer, Op, OpenSpec, PoolAccess, WireDedupe};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -31,14 +36,26 @@ impl Pool {
     /// Creates a new sparse pool file of `size` bytes (EEXIST if it exists).
     pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
         let path = path.as_ref();
-        let backend = MappedBackend::create_file(path, size).map_err(|e| Error::os(path.display(), e))?;
+        let backend = MappedBackend::create_file(path, size).map_err(|e| open_error(path, e))?;
         Ok(Pool { backend: Arc::new(backend) })
     }
 
-    /// Opens an existing pool: a pool file or a /dev/dax device.
+    /// Opens an existing pool for reading and writing: a pool file or a /dev/dax device. The pool
+    /// has one read-write owner at a time: while another process has it open this way (or
+    /// read-only), this fails at once with EBUSY, naming the holder; share a pool between
+    /// processes with a pool server (`ferrodax serve`, [`Fs::connect`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Pool> {
         let path = path.as_ref();
-        let backend = MappedBackend::open_path(path).map_err(|e| Error::os(path.display(), e))?;
+        let backend = MappedBackend::open_path(path).map_err(|e| open_error(path, e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// Opens an existing pool for reading only: the file need only be readable, and nothing is
+    /// ever stored into it; mount it with [`Fs::mount_read_only`]. Any number of read-only
+    /// openers may share a pool, but not with a read-write owner (EBUSY, naming the holder).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::open_path_read_only(path).map_err(|e| open_error(path, e))?;
         Ok(Pool { backend: Arc::new(backend) })
     }
 
@@ -47,7 +64,7 @@ impl Pool {
     pub fn open_with_cache_flush(path: impl AsRef<Path>) -> Result<Pool> {
         let path = path.as_ref();
         let backend = MappedBackend::open_path(path)
-            .map_err(|e| Error::os(path.display(), e))?
+            .map_err(|e| open_error(path, e))?
             .with_persistence(Persistence::CacheFlush);
         Ok(Pool { backend: Arc::new(backend) })
     }
@@ -77,6 +94,16 @@ impl Pool {
     /// Always false.
     pub fn is_empty(&self) -> bool {
         self.backend.is_empty()
+    }
+}
+
+/// A pool that could not be opened: a refused lock is EBUSY with the holder named; the rest are
+/// the host's errors.
+fn open_error(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Error::Busy(e.to_string())
+    } else {
+        Error::os(path.display(), e)
     }
 }
 
@@ -167,10 +194,19 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
-/// A mounted file system, cheap to clone and safe to share between threads.
+/// A mounted file system, cheap to clone and safe to share between threads: a direct mount of a
+/// pool, or a connection to the pool server that owns it ([`Fs::connect`]).
 #[derive(Clone)]
 pub struct Fs {
-    shared: Arc<Shared>,
+    kind: FsKind,
+}
+
+#[derive(Clone)]
+enum FsKind {
+    /// This process owns the pool.
+    Local(Arc<Shared>),
+    /// A pool server owns it; calls go over its socket.
+    Remote(Arc<Client>),
 }
 
 /// Options for [`Fs::open`], like `std::fs::OpenOptions`.
@@ -270,7 +306,44 @@ impl Fs {
     fn wrap(fs: FileSystem) -> Fs {
         let mut fs = fs;
         fs.set_layout_tracking(true);
-        Fs { shared: Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) }) }
+        let shared = Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) });
+        Fs { kind: FsKind::Local(shared) }
+    }
+
+    /// Connects to the pool server listening at `socket` (`ferrodax serve POOL`): the same API as
+    /// a direct mount, for any number of processes at once. Views place the pool's pages in this
+    /// process (the server sends the pool's descriptor when this process may read the pool file);
+    /// data read with `read_at` and written with `write_at` crosses the socket. When the server
+    /// goes away, every call fails with ENOTCONN and every view's pages raise SIGBUS.
+    pub fn connect(socket: impl AsRef<Path>) -> Result<Fs> {
+        Ok(Fs { kind: FsKind::Remote(Arc::new(Client::connect(socket.as_ref())?)) })
+    }
+
+    /// True when this `Fs` is a connection to a pool server rather than a direct mount.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.kind, FsKind::Remote(_))
+    }
+
+    /// The server connection, for a connected `Fs`.
+    fn remote(&self) -> Option<&Client> {
+        match &self.kind {
+            FsKind::Remote(c) => Some(c),
+            FsKind::Local(_) => None,
+        }
+    }
+
+    /// The direct mount's state.
+    ///
+    /// # Panics
+    /// On a connected `Fs`: the state lives in the server.
+    fn local(&self) -> &Arc<Shared> {
+        match &self.kind {
+            FsKind::Local(shared) => shared,
+            FsKind::Remote(c) => panic!(
+                "the file system state lives in the pool server at {}; only a direct mount can lock it",
+                c.socket().display()
+            ),
+        }
     }
 
     /// Makes a new, empty file system on `pool` (mkfs) and mounts it.
@@ -289,24 +362,41 @@ impl Fs {
     }
 
     /// Locks the file system for reading (for tools and tests that need the raw state).
+    ///
+    /// # Panics
+    /// On a connected `Fs` ([`Fs::connect`]): the state lives in the server.
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let mark = LockMark::new();
-        ReadGuard { guard: self.shared.fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
+        ReadGuard { guard: self.local().fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
 
     /// Exclusive access to the file system, for tools and tests that drive it directly; views are
     /// brought in line with any layout change when the guard drops.
+    ///
+    /// # Panics
+    /// On a connected `Fs` ([`Fs::connect`]): the state lives in the server.
     pub fn exclusive(&self) -> WriteGuard<'_> {
         self.write_lock()
     }
 
     pub(crate) fn write_lock(&self) -> WriteGuard<'_> {
         let mark = LockMark::new();
-        WriteGuard { guard: self.shared.fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
+        WriteGuard { guard: self.local().fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
 
     fn same_pool(&self, other: &Fs) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        match (&self.kind, &other.kind) {
+            (FsKind::Local(a), FsKind::Local(b)) => Arc::ptr_eq(a, b),
+            (FsKind::Remote(a), FsKind::Remote(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Sends `op` to the server and unpacks the answer with `pick`.
+    fn ask<T>(client: &Client, op: Op, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T> {
+        let (answer, _) = client.call(op, &[])?;
+        let text = format!("{answer:?}");
+        pick(answer).ok_or_else(|| Error::Io(format!("pool server sent an unexpected answer: {text}")))
     }
 
     /// Opens (and maybe creates) a file, like `std::fs::OpenOptions::open`.
@@ -317,6 +407,23 @@ impl Fs {
         }
         if (options.create || options.create_new || options.truncate) && !access.write {
             return Err(Error::Invalid(format!("{path}: create and truncate need write access")));
+        }
+        if let Some(c) = self.remote() {
+            let spec = OpenSpec {
+                read: options.read,
+                write: options.write,
+                append: options.append,
+                create: options.create,
+                create_new: options.create_new,
+                truncate: options.truncate,
+                mode: options.mode,
+            };
+            let op = Op::Open { path: path.to_string(), options: spec };
+            let (handle, ino, access) = Self::ask(c, op, |a| match a {
+                Answer::Opened { handle, ino, access } => Some((handle, ino, access)),
+                _ => None,
+            })?;
+            return Ok(File { fs: self.clone(), ino, pos: 0, access, handle });
         }
         let mut fs = self.write_lock();
         let existing = fs.lookup(path).or_else(|e| {
@@ -343,36 +450,60 @@ impl Fs {
         };
         fs.open_ref(ino);
         drop(fs);
-        Ok(File { fs: self.clone(), ino, pos: 0, access })
+        Ok(File { fs: self.clone(), ino, pos: 0, access, handle: 0 })
     }
 
     /// Creates a directory (EEXIST if the name exists).
     pub fn create_dir(&self, path: &str) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::CreateDir { path: path.into() });
+        }
         self.write_lock().mkdir(path, 0o755).map(|_| ())
     }
 
     /// Removes an empty directory.
     pub fn remove_dir(&self, path: &str) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::RemoveDir { path: path.into() });
+        }
         self.write_lock().rmdir(path)
     }
 
     /// Removes a file's name (unlink).
     pub fn remove_file(&self, path: &str) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::RemoveFile { path: path.into() });
+        }
         self.write_lock().unlink(path)
     }
 
     /// Renames, replacing a compatible target.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::Rename { from: from.into(), to: to.into() });
+        }
         self.write_lock().rename(from, to)
     }
 
     /// Lists a directory.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::ReadDir { path: path.into() }, |a| match a {
+                Answer::Entries(e) => Some(e),
+                _ => None,
+            });
+        }
         self.read_lock().read_dir(path)
     }
 
     /// Attributes of the object at `path`.
     pub fn metadata(&self, path: &str) -> Result<Stat> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::Metadata { path: path.into() }, |a| match a {
+                Answer::Stat(s) => Some(s),
+                _ => None,
+            });
+        }
         let fs = self.read_lock();
         let ino = fs.resolve(path)?;
         fs.stat(ino)
@@ -383,6 +514,13 @@ impl Fs {
     pub fn reflink(&self, src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> Result<u64> {
         if !self.same_pool(&src.fs) || !self.same_pool(&dst.fs) {
             return Err(Error::CrossPool("reflink between different pools".into()));
+        }
+        if let Some(c) = self.remote() {
+            let op = Op::Reflink { src: src.handle, src_off, dst: dst.handle, dst_off, len };
+            return Self::ask(c, op, |a| match a {
+                Answer::Count(n) => Some(n),
+                _ => None,
+            });
         }
         self.write_lock().reflink(src.handle(), src_off, dst.handle(), dst_off, len)
     }
@@ -402,6 +540,9 @@ impl Fs {
         if !src.access.read {
             // vfs_dedupe_file_range: EINVAL (not EBADF) for a source not open for reading.
             return Err(Error::Invalid("dedupe source is not open for reading".into()));
+        }
+        if let Some(c) = self.remote() {
+            return self.dedupe_remote(c, src, src_off, len, targets);
         }
         let mut fs = self.write_lock();
         let len = fs.dedupe_source_checks(src.ino, src_off, len)?;
@@ -438,6 +579,46 @@ impl Fs {
         Ok(out)
     }
 
+    /// [`Fs::dedupe`] through the server: destinations in another pool fail here, the rest there.
+    fn dedupe_remote(
+        &self,
+        c: &Client,
+        src: &File,
+        src_off: u64,
+        len: u64,
+        targets: &[DedupeTarget<'_>],
+    ) -> Result<Vec<DedupeStatus>> {
+        let sent: Vec<(u64, u64)> = targets
+            .iter()
+            .filter(|t| self.same_pool(&t.file.fs))
+            .map(|t| (t.file.handle, t.offset))
+            .collect();
+        let op = Op::Dedupe { src: src.handle, src_off, len, targets: sent };
+        let mut answers = Self::ask(c, op, |a| match a {
+            Answer::Dedupe(d) => Some(d),
+            _ => None,
+        })?
+        .into_iter();
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            if !self.same_pool(&t.file.fs) {
+                out.push(DedupeStatus::Failed(Error::CrossPool(
+                    "dedupe destination is in another pool".into(),
+                )));
+                continue;
+            }
+            out.push(match answers.next() {
+                Some(WireDedupe::Same { bytes_deduped }) => DedupeStatus::Same { bytes_deduped },
+                Some(WireDedupe::Differs) => DedupeStatus::Differs,
+                Some(WireDedupe::Failed(e)) => DedupeStatus::Failed(e.into()),
+                None => {
+                    return Err(Error::Io("pool server answered fewer dedupe destinations than asked".into()))
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// Rewrites the shared blocks of a range into private ones (FALLOC_FL_UNSHARE_RANGE).
     pub fn unshare(&self, file: &File, offset: u64, len: u64) -> Result<()> {
         // vfs_fallocate: a negative offset or a length <= 0 is EINVAL before the EBADF check.
@@ -447,26 +628,76 @@ impl Fs {
         if !file.access.write {
             return Err(Error::BadHandle("unshare needs a writable handle".into()));
         }
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::Unshare { handle: file.handle, offset, len });
+        }
         self.write_lock().unshare(file.ino, offset, len)
     }
 
-    /// Every owner of any byte of `[pool_offset, pool_offset + len)`.
+    /// Every owner of any byte of `[pool_offset, pool_offset + len)`. Through a server whose
+    /// connection is gone: none (the error shows on the next call that can fail).
     pub fn owners(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::Owners { pool_offset, len }, |a| match a {
+                Answer::Owners(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or_default();
+        }
         self.read_lock().owners(pool_offset, len)
     }
 
-    /// The share state of one pool block.
+    /// [`Fs::owners`], with the error when a pool server cannot answer.
+    pub fn try_owners(&self, pool_offset: u64, len: u64) -> Result<Vec<BlockOwner>> {
+        match self.remote() {
+            Some(c) => Self::ask(c, Op::Owners { pool_offset, len }, |a| match a {
+                Answer::Owners(o) => Some(o),
+                _ => None,
+            }),
+            None => Ok(self.owners(pool_offset, len)),
+        }
+    }
+
+    /// The share state of one pool block (free when a pool server cannot answer).
     pub fn share_state(&self, block: u64) -> ShareState {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::ShareState { block }, |a| match a {
+                Answer::ShareState(s) => Some(s),
+                _ => None,
+            })
+            .unwrap_or(ShareState::Free);
+        }
         self.read_lock().share_state(block)
     }
 
     /// A file's extents with shared flags.
     pub fn fiemap(&self, file: &File) -> Result<Vec<FiemapExtent>> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::Fiemap { handle: file.handle }, |a| match a {
+                Answer::Fiemap(f) => Some(f),
+                _ => None,
+            });
+        }
         self.read_lock().fiemap(file.ino)
     }
 
-    /// Runs fsck on the mounted file system, including every view's pages and the page share state.
+    /// Runs fsck on the mounted file system, including every view's pages (in every process, for
+    /// a pool server) and the page share state. A pool server that cannot answer is a problem.
     pub fn check(&self) -> CheckReport {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::Check, |a| match a {
+                Answer::Check(r) => Some(r),
+                _ => None,
+            })
+            .unwrap_or_else(|e| {
+                let mut report = CheckReport::default();
+                report.problems.push(crate::fs::check::Problem {
+                    structure: "pool server".into(),
+                    detail: e.to_string(),
+                });
+                report
+            });
+        }
         let guard = self.read_lock();
         let mut report = guard.check();
         for detail in guard.dax().check(&guard) {
@@ -484,6 +715,14 @@ impl Fs {
     /// access consumed the poison (see [`FailureFlags`]). Blocks already bad show in no view, so a
     /// repeated failure reports them as `already_bad` and sends no notice. EIO after a pre-remove.
     pub fn memory_failure(&self, pool_offset: u64, len: u64, flags: FailureFlags) -> Result<FailureReport> {
+        if let Some(c) = self.remote() {
+            // The accessor's address means something only with its view: name the view.
+            let accessor = flags.accessor.and_then(|a| c.view_at(a).map(|v| (v.id, a)));
+            return Self::ask(c, Op::MemoryFailure { pool_offset, len, accessor }, |a| match a {
+                Answer::Failure(r) => Some(r),
+                _ => None,
+            });
+        }
         let mut guard = self.write_lock();
         if guard.is_removed() {
             return Err(Error::Io("memory failure after the pool was removed".into()));
@@ -503,6 +742,12 @@ impl Fs {
     /// unmounted: afterwards every operation on it fails with EIO, as on a shut-down file system;
     /// dropping handles and mappings still works. A second pre-remove is EIO.
     pub fn pre_remove(&self) -> Result<PreRemoveReport> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::PreRemove, |a| match a {
+                Answer::PreRemove(r) => Some(r),
+                _ => None,
+            });
+        }
         let mut guard = self.write_lock();
         if guard.is_removed() {
             return Err(Error::Io("the pool was already removed".into()));
@@ -549,6 +794,13 @@ impl Fs {
     /// right after mounting a pool on a device that has such a list. `source` names the list in
     /// errors. Returns one report per range.
     pub fn import_badblocks(&self, text: &str, source: &str) -> Result<Vec<FailureReport>> {
+        if let Some(c) = self.remote() {
+            let op = Op::ImportBadblocks { text: text.into(), source: source.into() };
+            return Self::ask(c, op, |a| match a {
+                Answer::Failures(r) => Some(r),
+                _ => None,
+            });
+        }
         let ranges = crate::memfail::badblocks::parse(text, source)?;
         ranges
             .into_iter()
@@ -558,34 +810,210 @@ impl Fs {
 
     /// Bad pool block runs as (first block, count).
     pub fn bad_blocks(&self) -> Vec<(u64, u64)> {
-        self.read_lock().bad_blocks()
+        self.try_bad_blocks().unwrap_or_default()
     }
 
-    /// The page share state of a mapped pool block (`None` when no view maps it).
+    /// [`Fs::bad_blocks`], with the error when a pool server cannot answer.
+    pub fn try_bad_blocks(&self) -> Result<Vec<(u64, u64)>> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::BadBlocks, |a| match a {
+                Answer::BadBlocks(b) => Some(b),
+                _ => None,
+            });
+        }
+        Ok(self.read_lock().bad_blocks())
+    }
+
+    /// The page share state of a mapped pool block (`None` when no view, in any process, maps it).
     pub fn page_share(&self, block: u64) -> Option<PageShare> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::PageShare { block }, |a| match a {
+                Answer::PageShare(p) => Some(p),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        }
         self.read_lock().dax().page_share(block)
     }
 
-    /// Number of live views.
+    /// Number of live views (in every process, for a pool server).
     pub fn view_count(&self) -> usize {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::ViewCount, |a| match a {
+                Answer::Count(n) => Some(n as usize),
+                _ => None,
+            })
+            .unwrap_or(0);
+        }
         self.read_lock().dax().view_count()
     }
 
     /// Space and object counts.
     pub fn stats(&self) -> FsStats {
-        self.read_lock().stats()
+        self.try_stats().unwrap_or_default()
+    }
+
+    /// [`Fs::stats`], with the error when a pool server cannot answer.
+    pub fn try_stats(&self) -> Result<FsStats> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::Stats, |a| match a {
+                Answer::Stats(s) => Some(s),
+                _ => None,
+            });
+        }
+        Ok(self.read_lock().stats())
     }
 
     /// The path of an inode, if it has one.
     pub fn path_of(&self, ino: u64) -> Option<String> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::PathOf { ino }, |a| match a {
+                Answer::Path(p) => Some(p),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        }
         self.read_lock().path_of(ino)
     }
 
+    /// Pool server: a view of `file` whose memory is at `base` in the client `peer`, with the id the
+    /// client chose. Its layout reaches the client before this returns.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn map_for_peer(
+        &self,
+        file: &File,
+        id: u64,
+        offset: u64,
+        len: u64,
+        access: MapAccess,
+        holder: Holder,
+        peer: Arc<dyn crate::dax::ViewPeer>,
+        base: usize,
+    ) -> Result<()> {
+        file.check_map(offset, len, access)?;
+        let mut guard = self.write_lock();
+        if guard.is_removed() {
+            return Err(Error::Io("map after the pool was removed".into()));
+        }
+        let pages = len.div_ceil(BLOCK_SIZE);
+        let m = guard.mounted();
+        m.dax.create_remote_view(
+            &m.fs,
+            id,
+            file.ino,
+            offset / BLOCK_SIZE,
+            pages,
+            access,
+            holder,
+            peer,
+            base,
+        )?;
+        m.fs.open_ref(file.ino);
+        Ok(())
+    }
+
+    /// Pool server: forgets a client's view (its process unmapped it or is gone) and drops the
+    /// view's open reference on its file.
+    pub(crate) fn unmap_for_peer(&self, id: u64) {
+        let mut guard = self.write_lock();
+        let m = guard.mounted();
+        let Some(view) = m.dax.view(id) else { return };
+        m.dax.remove_view(id);
+        // Stores the client made through the view must reach the pool before a later fsync asks.
+        m.dax.flush_retired(m.fs.backend().as_ref());
+        let _ = guard.close_ref(view.ino);
+    }
+
+    /// Pool server: a store fault in page `page` of a client's view: the file block becomes
+    /// private, and every view of it in every process follows before this returns.
+    pub(crate) fn make_page_private_for_peer(&self, id: u64, page: u64) -> Result<()> {
+        let mut guard = self.write_lock();
+        let view = guard.mounted().dax.view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
+        if view.access != MapAccess::ReadWrite {
+            return Err(Error::BadHandle("the view is read-only".into()));
+        }
+        if page >= view.pages {
+            return Err(Error::Invalid(format!("page {page} is outside view {id:#x}")));
+        }
+        guard.make_block_private(view.ino, view.first_page + page)?;
+        guard.sync_views()
+    }
+
+    /// Pool server: sets a client view's subscription (its callback sends the notices).
+    pub(crate) fn subscribe_for_peer(&self, id: u64, subscription: Subscription) -> Result<()> {
+        let guard = self.read_lock();
+        let view = guard.dax().view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
+        view.subscribe(subscription);
+        Ok(())
+    }
+
+    /// Pool server: msync of a client's view (its writable pages are flushed from here: the
+    /// same memory).
+    pub(crate) fn sync_view_for_peer(&self, id: u64) -> Result<()> {
+        let guard = self.read_lock();
+        let view = guard.dax().view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
+        let backend = guard.backend().clone();
+        flush_writable_pages(backend.as_ref(), &view);
+        backend.drain();
+        Ok(())
+    }
+
+    /// Pool server: reserves the blocks of a placed write to `file` (see
+    /// [`FileSystem::reserve_for_placed_write`]), after the checks of [`File::write_at`].
+    pub(crate) fn reserve_for_peer(&self, file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        check_io_offset(offset)?;
+        if !file.access.write || file.access.append {
+            return Err(Error::BadHandle("a placed write needs a writable, not append-only handle".into()));
+        }
+        check_io_range(offset, len as usize)?;
+        self.write_lock().reserve_for_placed_write(file.ino, offset, len)
+    }
+
+    /// Pool server: commits a placed write whose data a client stored into `runs`.
+    pub(crate) fn commit_placed_for_peer(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        runs: &[(u64, u64)],
+    ) -> Result<usize> {
+        self.write_lock().write_placed(file.ino, offset, len, runs)
+    }
+
+    /// Pool server: gives back the runs of placed writes that will not happen.
+    pub(crate) fn release_reserved(&self, runs: &[(u64, u64)]) {
+        self.write_lock().release_reserved(runs);
+    }
+
+    /// Writes a checkpoint now (a pool server's final act): the next mount replays nothing.
+    pub fn checkpoint(&self) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return Err(Error::NotSupported(format!(
+                "a checkpoint is the pool server's business ({})",
+                c.socket().display()
+            )));
+        }
+        let mut guard = self.write_lock();
+        if guard.is_read_only() {
+            return Ok(());
+        }
+        guard.checkpoint()
+    }
+
     /// The pool's backend.
+    ///
+    /// # Panics
+    /// On a connected `Fs` ([`Fs::connect`]): the backend lives in the server.
     pub fn backend(&self) -> SharedBackend {
         self.read_lock().backend().clone()
     }
 }
+
+/// Through a pool server, writes at least this long store their data straight into blocks the
+/// server reserved (zero copy); shorter ones cross the socket.
+pub const PLACED_WRITE_MIN: usize = 256 << 10;
 
 /// An open file: a position, an access mode and the inode.
 pub struct File {
@@ -593,6 +1021,8 @@ pub struct File {
     ino: u64,
     pos: u64,
     access: HandleAccess,
+    /// The server's handle for a connected `Fs` (0 for a direct mount).
+    handle: u64,
 }
 
 impl File {
@@ -622,6 +1052,11 @@ impl File {
             return Err(Error::BadHandle("not open for reading".into()));
         }
         check_io_range(offset, buf.len())?;
+        if let Some(c) = self.fs.remote() {
+            // The bytes are copied into `buf` after the answer arrived, under no lock: a buffer
+            // in a view may fault and be resolved by the server meanwhile.
+            return c.read_at(self.handle, buf, offset);
+        }
         if fault::overlaps_view(buf.as_ptr() as usize, buf.len()) {
             // The buffer is view memory: filling it may fault, and the fault handler needs the
             // lock. Read into a bounce buffer under the lock, copy after releasing it.
@@ -648,6 +1083,15 @@ impl File {
         } else {
             buf
         };
+        if let Some(c) = self.fs.remote() {
+            if buf.len() >= PLACED_WRITE_MIN
+                && !self.access.append
+                && c.pool_access() == PoolAccess::ReadWrite
+            {
+                return c.write_placed(self.handle, buf, offset);
+            }
+            return c.write_at(self.handle, buf, offset);
+        }
         let mut guard = self.fs.write_lock();
         let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
         if guard.mounted().dax.has_views(self.ino) {
@@ -671,14 +1115,9 @@ impl File {
         access: MapAccess,
         holder: Holder,
     ) -> Result<Mapping> {
-        if offset % BLOCK_SIZE != 0 || len == 0 || offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
-            return Err(Error::Invalid(format!(
-                "map of [{offset}, +{len}): offset must be page-aligned, length positive"
-            )));
-        }
-        if !self.access.read || (access == MapAccess::ReadWrite && (!self.access.write || self.access.append))
-        {
-            return Err(Error::BadHandle("the handle's access does not allow this mapping".into()));
+        self.check_map(offset, len, access)?;
+        if let Some(c) = self.fs.remote() {
+            return self.map_through_server(c, offset, len, access, holder);
         }
         let mut guard = self.fs.write_lock();
         if guard.is_removed() {
@@ -689,6 +1128,69 @@ impl File {
         let view = m.dax.create_view(&m.fs, self.ino, offset / BLOCK_SIZE, pages, access, holder)?;
         m.fs.open_ref(self.ino);
         drop(guard);
+        let inner = Arc::new(MappingInner { fs: self.fs.clone(), view });
+        let target: Arc<dyn FaultTarget> = inner.clone();
+        fault::register(inner.view.addr(), inner.view.len(), Arc::downgrade(&target));
+        Ok(Mapping { inner })
+    }
+
+    /// The argument and access rules of a view (EINVAL, EBADF).
+    fn check_map(&self, offset: u64, len: u64, access: MapAccess) -> Result<()> {
+        if offset % BLOCK_SIZE != 0 || len == 0 || offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
+            return Err(Error::Invalid(format!(
+                "map of [{offset}, +{len}): offset must be page-aligned, length positive"
+            )));
+        }
+        if !self.access.read || (access == MapAccess::ReadWrite && (!self.access.write || self.access.append))
+        {
+            return Err(Error::BadHandle("the handle's access does not allow this mapping".into()));
+        }
+        Ok(())
+    }
+
+    /// [`File::map_with_holder`] for a connected `Fs`: the view's memory is reserved here, the
+    /// server keeps its bookkeeping and sends the layout (a recall) before it answers.
+    fn map_through_server(
+        &self,
+        c: &Client,
+        offset: u64,
+        len: u64,
+        access: MapAccess,
+        holder: Holder,
+    ) -> Result<Mapping> {
+        match (c.pool_access(), access) {
+            (PoolAccess::ReadWrite, _) | (PoolAccess::ReadOnly, MapAccess::Read) => {}
+            (PoolAccess::ReadOnly, MapAccess::ReadWrite) | (PoolAccess::None, _) => {
+                return Err(Error::os(
+                    "a view needs the pool file (read access, and write access for a read-write view); \
+                     this process may not open it that way, so use read_at and write_at",
+                    io::Error::from_raw_os_error(libc::EACCES),
+                ))
+            }
+        }
+        if !vm::page_size_ok() {
+            return Err(Error::Invalid("views need a 4096-byte page size".into()));
+        }
+        let pages = len.div_ceil(BLOCK_SIZE);
+        let bytes =
+            usize::try_from(pages * BLOCK_SIZE).map_err(|_| Error::Invalid("view too large".into()))?;
+        let reservation = vm::Reservation::new(bytes, 2 << 20)?;
+        let base = reservation.base();
+        let id = c.next_view_id();
+        let view = Arc::new(View::for_client(
+            id,
+            self.ino,
+            offset / BLOCK_SIZE,
+            access,
+            holder.clone(),
+            reservation,
+        ));
+        c.add_view(view.clone());
+        let op = Op::Map { handle: self.handle, view: id, offset, len, access, holder, base };
+        if let Err(e) = c.call_unit(op) {
+            c.remove_view(id);
+            return Err(e);
+        }
         let inner = Arc::new(MappingInner { fs: self.fs.clone(), view });
         let target: Arc<dyn FaultTarget> = inner.clone();
         fault::register(inner.view.addr(), inner.view.len(), Arc::downgrade(&target));
@@ -712,6 +1214,9 @@ impl File {
         if !self.access.write {
             return Err(Error::Invalid("truncate needs a writable handle".into()));
         }
+        if let Some(c) = self.fs.remote() {
+            return c.call_unit(Op::SetLen { handle: self.handle, size });
+        }
         let mut guard = self.fs.write_lock();
         // The kept part of a partial last page is copied: no store through a view may land meanwhile.
         if size % BLOCK_SIZE != 0 {
@@ -722,12 +1227,21 @@ impl File {
 
     /// fstat.
     pub fn metadata(&self) -> Result<Stat> {
+        if let Some(c) = self.fs.remote() {
+            return Fs::ask(c, Op::FileStat { handle: self.handle }, |a| match a {
+                Answer::Stat(s) => Some(s),
+                _ => None,
+            });
+        }
         self.fs.read_lock().stat(self.ino)
     }
 
     /// fsync: every operation is durable when it returns; stores made through the file's views
     /// are written back here (blocks that stopped being writable in a view already were).
     pub fn sync_all(&self) -> Result<()> {
+        if let Some(c) = self.fs.remote() {
+            return c.call_unit(Op::SyncAll { handle: self.handle });
+        }
         let guard = self.fs.read_lock();
         guard.stat(self.ino)?;
         let views = guard.dax().views_of(self.ino);
@@ -798,6 +1312,11 @@ impl Drop for File {
     fn drop(&mut self) {
         // The last close of an unlinked file frees its blocks; a failure here can only be ENOSPC
         // for the log, and the orphan is then reclaimed at the next mount.
+        if let Some(c) = self.fs.remote() {
+            // A server that is gone has closed every handle of this connection already.
+            let _ = c.call_unit(Op::Close { handle: self.handle });
+            return;
+        }
         let _ = self.fs.write_lock().close_ref(self.ino);
     }
 }
@@ -813,9 +1332,15 @@ impl MappingInner {
         if self.view.access != MapAccess::ReadWrite {
             return Err(Error::BadHandle("the view is read-only".into()));
         }
-        let mut guard = self.fs.write_lock();
-        guard.make_block_private(self.view.ino, self.view.first_page + page)?;
-        guard.sync_views()?;
+        if let Some(c) = self.fs.remote() {
+            // The server re-points this page in every process, this one included (a recall that
+            // the reader thread applies), before it answers.
+            c.call_unit(Op::MakePrivate { view: self.view.id, page })?;
+        } else {
+            let mut guard = self.fs.write_lock();
+            guard.make_block_private(self.view.ino, self.view.first_page + page)?;
+            guard.sync_views()?;
+        }
         match self.view.page_state(page) {
             PageState::Block { prot: PageProtection::ReadWrite, .. } => Ok(()),
             other => Err(Error::Io(format!("view page {page} is {other:?} after making it private"))),
@@ -833,11 +1358,14 @@ impl FaultTarget for MappingInner {
         let PageState::Poisoned { phys } = self.view.page_state(page) else { return };
         let Some(subscription) = self.view.subscription() else { return };
         let delta = (addr - self.view.addr()) as u64 % BLOCK_SIZE;
+        // Through a server the path would cost a round trip from signal context: the notice names
+        // the inode instead.
+        let path = if self.fs.is_connected() { None } else { self.fs.read_lock().path_of(self.view.ino) };
         let notice = Notice {
             kind: NoticeKind::ActionRequired,
             view: self.view.id,
             ino: self.view.ino,
-            path: self.fs.read_lock().path_of(self.view.ino),
+            path,
             file_offset: (self.view.first_page + page) * BLOCK_SIZE + delta,
             address: addr,
             pool_offset: phys * BLOCK_SIZE + delta,
@@ -850,7 +1378,10 @@ impl FaultTarget for MappingInner {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
         let PageState::Block { phys, .. } = self.view.page_state(page) else { return false };
         let pool_offset = phys * BLOCK_SIZE + (addr - self.view.addr()) as u64 % BLOCK_SIZE;
-        let flags = FailureFlags { accessor: action_required.then_some(addr) };
+        let flags = FailureFlags {
+            accessor: action_required.then_some(addr),
+            accessor_view: action_required.then_some(self.view.id),
+        };
         self.fs.memory_failure(pool_offset, 1, flags).is_ok()
     }
 
@@ -977,6 +1508,11 @@ impl Mapping {
     /// the interrupted code may hold nor call into this file system. See [`Notice`].
     pub fn subscribe(&self, early: bool, callback: Arc<dyn Fn(&Notice) + Send + Sync>) {
         self.inner.view.subscribe(Subscription { early, callback });
+        if let Some(c) = self.inner.fs.remote() {
+            // The server sends action-optional notices for this view; a lost connection shows
+            // on the next call.
+            let _ = c.call_unit(Op::Subscribe { view: self.inner.view.id, early });
+        }
     }
 
     /// Whether stores are allowed ([`MapAccess::ReadWrite`]).
@@ -987,6 +1523,9 @@ impl Mapping {
     /// msync: makes every store through the view durable. Only pages writable now can hold
     /// stores not yet written back: pages that stopped being writable were flushed then.
     pub fn sync(&self) -> Result<()> {
+        if let Some(c) = self.inner.fs.remote() {
+            return c.call_unit(Op::SyncView { view: self.inner.view.id });
+        }
         let guard = self.inner.fs.read_lock();
         let backend = guard.backend().clone();
         flush_writable_pages(backend.as_ref(), &self.inner.view);
@@ -1007,6 +1546,13 @@ fn flush_writable_pages(backend: &dyn Backend, view: &View) {
 impl Drop for Mapping {
     fn drop(&mut self) {
         fault::unregister(self.inner.view.addr());
+        if let Some(c) = self.inner.fs.remote() {
+            // The server forgets the view before its memory goes (when `inner` drops), so no
+            // recall reaches memory that is no longer a view.
+            let _ = c.call_unit(Op::Unmap { view: self.inner.view.id });
+            c.remove_view(self.inner.view.id);
+            return;
+        }
         let mut guard = self.inner.fs.write_lock();
         let m = guard.mounted();
         // Unmapping does not make stores durable, but a later fsync must find them written back.

@@ -103,6 +103,43 @@ impl Error {
         strerror(self.errno())
     }
 
+    /// The variant for `errno`, carrying `message` (an error that crossed a process boundary, such
+    /// as a pool server's answer). An errno without a variant of its own becomes [`Error::Os`].
+    pub fn from_errno(errno: i32, message: String) -> Self {
+        // The message already starts with the strerror text of its variant: keep only the detail.
+        let detail = match message.split_once(": ") {
+            Some((head, rest)) if head == strerror(errno) => rest.to_string(),
+            _ => message.clone(),
+        };
+        let path_detail = || message.rsplit_once(": ").map(|(p, _)| p.to_string()).unwrap_or(message.clone());
+        match errno {
+            libc::ENOENT => Error::NotFound(path_detail()),
+            libc::EEXIST => Error::Exists(path_detail()),
+            libc::ENOTDIR => Error::NotDir(path_detail()),
+            libc::EISDIR => Error::IsDir(path_detail()),
+            libc::ENOTEMPTY => Error::NotEmpty(path_detail()),
+            libc::EINVAL => Error::Invalid(detail),
+            libc::EBADF => Error::BadHandle(detail),
+            libc::EPERM => Error::NotPermitted(detail),
+            libc::EXDEV => Error::CrossPool(detail),
+            libc::ENOSPC => Error::NoSpace(detail),
+            libc::EFBIG => Error::TooBig(detail),
+            libc::ENAMETOOLONG => Error::NameTooLong(detail),
+            libc::EIO => Error::Io(detail),
+            libc::EUCLEAN => Error::Corrupt(detail),
+            libc::EROFS => Error::ReadOnly(detail),
+            libc::EOPNOTSUPP => Error::NotSupported(detail),
+            libc::EBUSY => Error::Busy(detail),
+            _ => {
+                let context = match message.rsplit_once(": ") {
+                    Some((context, tail)) if tail.starts_with(&strerror(errno)) => context.to_string(),
+                    _ => message,
+                };
+                Error::Os { context, source: std::io::Error::from_raw_os_error(errno) }
+            }
+        }
+    }
+
     /// Wraps a host I/O error with what was being done.
     pub fn os(context: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Os { context: context.to_string(), source }

@@ -22,6 +22,7 @@ pub mod fs;
 pub mod fuzzing;
 pub mod memfail;
 pub mod pool;
+pub mod server;
 
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 pub use error::{Error, Result};

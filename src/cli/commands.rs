@@ -76,11 +76,11 @@ fn fail(context: impl Display, e: &Error) -> i32 {
     1
 }
 
-/// Opens and mounts a pool, printing why not on failure.
+/// Opens and mounts a pool, printing why not on failure. A command that only looks opens the pool
+/// read-only under a shared lock (the pool file need only be readable).
+/// When a pool server runs for the pool, the command goes through it instead.
 fn mount(pool: &Path, read_only: bool) -> Result<Fs, i32> {
-    let opened = Pool::open(pool).map_err(|e| fail(pool.display(), &e))?;
-    let mounted = if read_only { Fs::mount_read_only(&opened) } else { Fs::mount(&opened) };
-    mounted.map_err(|e| fail(format_args!("mount {}", pool.display()), &e))
+    super::open_pool(pool, read_only).map_err(|e| fail(format_args!("mount {}", pool.display()), &e))
 }
 
 /// Runs `body` on a mounted pool; its error becomes the exit status.
@@ -436,11 +436,8 @@ fn owner_line(owner: &BlockOwner) -> String {
 /// `ferrodax owners POOL OFFSET [LEN] [--json]`: every owner of any byte of the pool range, from
 /// the reverse map. Text: one line per owner; JSON: the list of owners.
 pub fn owners(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
-    let pool_len = match Pool::open(pool) {
-        Ok(p) => p.len(),
-        Err(e) => return fail(pool.display(), &e),
-    };
     with_fs(pool, true, |fs| {
+        let pool_len = fs.stats().total_blocks * BLOCK_SIZE;
         if offset >= pool_len {
             let e = Error::Invalid(format!("offset {offset} is past the end of the pool ({pool_len} bytes)"));
             return Err(fail(format_args!("owners {offset}"), &e));
@@ -513,7 +510,7 @@ fn check_text(pool: &Path, report: &CheckReport, repaired_now: bool) -> String {
 /// mount repairs (damaged or stale superblock copies), and then checks. Exit 0 clean (or clean
 /// after the repair), 1 problems found or repairs pending, 2 the pool cannot be mounted.
 pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
-    let mounted = Pool::open(pool).and_then(|p| if repair { Fs::mount(&p) } else { Fs::mount_read_only(&p) });
+    let mounted = super::open_pool(pool, !repair);
     let fs = match mounted {
         Ok(fs) => fs,
         Err(e) => {

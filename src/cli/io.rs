@@ -33,7 +33,7 @@ use clap::Args;
 use ferrodax::api::Mapping;
 use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::format::record::InodeKind;
-use ferrodax::{DedupeStatus, DedupeTarget, Error, FiemapExtent, File, Fs, OpenOptions, Pool};
+use ferrodax::{DedupeStatus, DedupeTarget, Error, FiemapExtent, File, Fs, OpenOptions};
 use ferrodax_hostkit::SizeError;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ pub struct IoArgs {
 /// Runs the commands in order; returns 1 if the pool or file could not be opened or any command
 /// failed, else 0.
 pub fn run(args: IoArgs) -> i32 {
-    let fs = match Pool::open(&args.pool).and_then(|pool| Fs::mount(&pool)) {
+    let fs = match super::open_pool(&args.pool, false) {
         Ok(fs) => fs,
         Err(e) => {
             eprintln!("{PROGNAME}: {}: {}", args.pool.display(), super::commands::describe(&e));
@@ -291,6 +291,14 @@ const COMMANDS: &[CommandSpec] = &[
         oneline: "reflinks an entire file, or a number of bytes at a specified offset",
     },
     CommandSpec {
+        name: "sleep",
+        alias: None,
+        argmin: 1,
+        argmax: Some(1),
+        args: "milliseconds",
+        oneline: "sleeps for a specified number of milliseconds",
+    },
+    CommandSpec {
         name: "stat",
         alias: None,
         argmin: 0,
@@ -418,6 +426,7 @@ impl Session {
             "mwrite" => self.mwrite(spec, rest),
             "msync" => self.msync(spec, rest),
             "munmap" => self.munmap(),
+            "sleep" => self.sleep(rest),
             "help" => self.help(rest),
             other => unreachable!("command {other} has a spec but no implementation"),
         };
@@ -1060,6 +1069,18 @@ impl Session {
             self.current = self.current.saturating_sub(1);
         }
         self.list_mappings();
+        Ok(())
+    }
+
+    /// `sleep MS`, as xfs_io's: holds the file, its views and the pool connection meanwhile, so a
+    /// shell can let another process act while this one holds a view. The output written so far is
+    /// flushed first, so a reader of this process's output sees it before the pause.
+    fn sleep(&mut self, words: &[&str]) -> Outcome {
+        let Ok(ms) = words[0].parse::<u64>() else {
+            return Err(self.fail_err(format!("sleep: non-numeric argument {:?}", words[0])));
+        };
+        let _ = self.out.flush();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
         Ok(())
     }
 

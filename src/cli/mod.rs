@@ -6,6 +6,7 @@
 mod commands;
 mod io;
 mod launch;
+mod serve;
 mod sigpipe;
 mod tour;
 
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "ferrodax", version, about)]
 pub struct Cli {
+    /// Say how the pool is reached (directly, or through its pool server).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,6 +156,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Serve a pool to many processes at once (foreground; SIGTERM or Ctrl-C stops it cleanly).
+    /// Every ferrodax command, and Fs::connect, then goes through the server.
+    Serve(serve::ServeArgs),
     /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
     ///
     /// Runs the program ferrodax-bench built next to ferrodax (`ferrodax bench --help` shows its
@@ -175,10 +182,40 @@ enum Command {
     },
 }
 
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Mounts `pool` for a command: through its pool server when one is listening on the pool's
+/// socket (`ferrodax::server::default_socket`, or FERRODAX_SOCKET), else directly — read-only
+/// under a shared lock for a command that only looks, read-write under the exclusive lock
+/// otherwise. With -v it says which on standard error.
+pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Result<ferrodax::Fs> {
+    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(fs) = ferrodax::server::connect_if_serving(pool)? {
+        if verbose {
+            eprintln!(
+                "ferrodax: {}: through the pool server at {}",
+                pool.display(),
+                ferrodax::server::default_socket(pool).display()
+            );
+        }
+        return Ok(fs);
+    }
+    if verbose {
+        let how = if read_only { "read-only, shared lock" } else { "read-write, exclusive lock" };
+        eprintln!("ferrodax: {}: mounted directly ({how}); no pool server is running", pool.display());
+    }
+    if read_only {
+        ferrodax::Fs::mount_read_only(&ferrodax::Pool::open_read_only(pool)?)
+    } else {
+        ferrodax::Fs::mount(&ferrodax::Pool::open(pool)?)
+    }
+}
+
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
     sigpipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Mkfs { pool, size, force } => commands::mkfs(&pool, size, force),
         Command::Io(args) => io::run(args),
@@ -197,6 +234,7 @@ pub fn run() -> i32 {
             commands::poison(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
+        Command::Serve(args) => serve::run(args),
         Command::Tour { pool, force } => tour::run(&pool, force),
         Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),
         Command::Difftest { args } => launch::exec_tool("difftest", "ferrodax-difftest", args),

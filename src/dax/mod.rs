@@ -8,8 +8,15 @@
 //! the front end hands the changes to [`DaxLayer::apply_changes`], which re-points, protects or
 //! invalidates the affected pages of every view before the operation returns.
 //!
+//! A view's memory is either in this process ([`ViewMemory::Local`]) or in a client process of the
+//! pool server ([`ViewMemory::Remote`]): the bookkeeping is the same, and every page change of a
+//! remote view is queued to its [`ViewPeer`] and flushed — sent, applied by the client, answered —
+//! before the call that caused it returns, so a view in any process follows every layout change
+//! before the operation returns.
+//!
 //! Must never: map a block that no longer belongs to the file at that page, leave a page writable
-//! whose block has other owners, or change the file system (it only reads it).
+//! whose block has other owners, return from a layout change before every peer has applied it, or
+//! change the file system (it only reads it).
 
 pub mod fault;
 pub mod mce;
@@ -23,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use vm::{PageProtection, Reservation};
 
 /// Who holds a view, for notices.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Holder {
     /// Process id.
     pub pid: u32,
@@ -46,7 +53,7 @@ impl Holder {
 }
 
 /// How a memory-failure notice reaches a view's holder (the kernel's BUS_MCEERR_AO / _AR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     /// The poison was found but not consumed: the holder may act (sent at once to early subscribers).
@@ -56,7 +63,7 @@ pub enum NoticeKind {
 }
 
 /// A memory-failure notice for one page of one view.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Notice {
     /// Optional or required.
     pub kind: NoticeKind,
@@ -96,7 +103,7 @@ pub struct Subscription {
 }
 
 /// What one page of a view shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PageState {
     /// A hole: read-only zeros.
     Hole,
@@ -121,12 +128,75 @@ pub enum PageState {
 }
 
 /// Read or read-write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MapAccess {
     /// Loads only; a store is SIGSEGV.
     Read,
     /// Loads and stores; stores into shared blocks copy them first.
     ReadWrite,
+}
+
+/// One change to a run of pages of a view: what a client applies to its own address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageChange {
+    /// The view.
+    pub view: u64,
+    /// First view page.
+    pub page: u64,
+    /// Pages.
+    pub pages: u64,
+    /// What the first page must show; a block's number advances by one per page.
+    pub state: PageState,
+    /// Only the protection changes: every page keeps its block and takes `state`'s protection.
+    pub only_protection: bool,
+}
+
+/// A client process of the pool server, as the DAX layer sees it: somewhere to send the page
+/// changes of its views.
+pub trait ViewPeer: Send + Sync {
+    /// Queues a page change of one of the peer's views.
+    fn queue(&self, change: PageChange);
+    /// Sends the queued changes and returns once the peer has applied them all, or is gone (a peer
+    /// that does not answer in time is fenced: it is killed and its exit awaited, so that no stale
+    /// mapping of it outlives the call).
+    fn flush(&self);
+    /// The peer's process id.
+    fn pid(&self) -> u32;
+}
+
+/// Where a view's pages are.
+pub enum ViewMemory {
+    /// In this process.
+    Local(Reservation),
+    /// In a client process of the pool server.
+    Remote {
+        /// The client.
+        peer: Arc<dyn ViewPeer>,
+        /// First address of the view in the client's address space.
+        base: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+}
+
+/// Places `n` pages from `first` of a reservation as `want` says (a block's number advancing per
+/// page; with `only_protection`, the pages keep their blocks and only change protection).
+pub fn place_pages(
+    reservation: &Reservation,
+    first: usize,
+    n: usize,
+    want: PageState,
+    only_protection: bool,
+    fd: i32,
+) -> Result<()> {
+    match want {
+        PageState::Block { prot, .. } if only_protection => reservation.protect(first, n, prot),
+        PageState::Block { phys, prot } => reservation.map_pool(first, n, fd, phys * BLOCK_SIZE, prot),
+        PageState::Hole => reservation.map_hole(first, n),
+        PageState::PastEof | PageState::Poisoned { .. } | PageState::Removed => {
+            reservation.map_sigbus(first, n)
+        }
+    }
 }
 
 /// One live view.
@@ -143,25 +213,110 @@ pub struct View {
     pub access: MapAccess,
     /// Who holds it.
     pub holder: Holder,
-    reservation: Reservation,
+    memory: ViewMemory,
     state: Mutex<Vec<PageState>>,
     subscription: Mutex<Option<Subscription>>,
 }
 
 impl View {
-    /// First address of the view.
+    fn new(
+        id: u64,
+        ino: u64,
+        first_page: u64,
+        pages: u64,
+        access: MapAccess,
+        holder: Holder,
+        memory: ViewMemory,
+    ) -> View {
+        View {
+            id,
+            ino,
+            first_page,
+            pages,
+            access,
+            holder,
+            memory,
+            state: Mutex::new(vec![PageState::PastEof; pages as usize]),
+            subscription: Mutex::new(None),
+        }
+    }
+
+    /// A pool server client's own copy of one of its views: the memory is here, the bookkeeping
+    /// at the server, which sends every page change ([`View::apply_change`]).
+    pub fn for_client(
+        id: u64,
+        ino: u64,
+        first_page: u64,
+        access: MapAccess,
+        holder: Holder,
+        reservation: Reservation,
+    ) -> View {
+        let pages = (reservation.len() / vm::PAGE) as u64;
+        View::new(id, ino, first_page, pages, access, holder, ViewMemory::Local(reservation))
+    }
+
+    /// Applies a page change from the pool server to this (client-side) view: places the pages
+    /// and records what they show. Fails with EINVAL for pages outside the view or a view whose
+    /// memory is not in this process.
+    pub fn apply_change(&self, change: &PageChange, fd: i32) -> Result<()> {
+        let ViewMemory::Local(reservation) = &self.memory else {
+            return Err(Error::Invalid("a page change for a view in another process".into()));
+        };
+        if change.pages == 0 || change.page.checked_add(change.pages).is_none_or(|e| e > self.pages) {
+            return Err(Error::Invalid(format!(
+                "page change [{}, +{}) outside view {} of {} pages",
+                change.page, change.pages, self.id, self.pages
+            )));
+        }
+        let mut states = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (first, n) = (change.page as usize, change.pages as usize);
+        place_pages(reservation, first, n, change.state, change.only_protection, fd)?;
+        for (i, st) in states[first..first + n].iter_mut().enumerate() {
+            *st = match (change.only_protection, change.state, *st) {
+                (true, PageState::Block { prot, .. }, PageState::Block { phys, .. }) => {
+                    PageState::Block { phys, prot }
+                }
+                (_, PageState::Block { phys, prot }, _) => PageState::Block { phys: phys + i as u64, prot },
+                (_, other, _) => other,
+            };
+        }
+        Ok(())
+    }
+
+    /// Turns every page into a SIGBUS sentinel ([`PageState::Removed`]): a client whose server is
+    /// gone can no longer trust any page.
+    pub fn remove_all_pages(&self) -> Result<()> {
+        let ViewMemory::Local(reservation) = &self.memory else { return Ok(()) };
+        let mut states = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        reservation.map_sigbus(0, self.pages as usize)?;
+        states.iter_mut().for_each(|st| *st = PageState::Removed);
+        Ok(())
+    }
+
+    /// First address of the view (in the holder's address space).
     pub fn addr(&self) -> usize {
-        self.reservation.base()
+        match &self.memory {
+            ViewMemory::Local(r) => r.base(),
+            ViewMemory::Remote { base, .. } => *base,
+        }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.reservation.len()
+        match &self.memory {
+            ViewMemory::Local(r) => r.len(),
+            ViewMemory::Remote { len, .. } => *len,
+        }
     }
 
     /// Always false.
     pub fn is_empty(&self) -> bool {
-        self.reservation.is_empty()
+        self.len() == 0
+    }
+
+    /// True when the view's memory is in another process (a pool server client's).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.memory, ViewMemory::Remote { .. })
     }
 
     /// The page state at view page `page`.
@@ -180,13 +335,19 @@ impl View {
     }
 
     /// The memory of the view (for loads and stores by the front end).
+    ///
+    /// # Panics
+    /// For a view in another process ([`View::is_remote`]): only its holder can touch its memory.
     pub fn reservation(&self) -> &Reservation {
-        &self.reservation
+        match &self.memory {
+            ViewMemory::Local(r) => r,
+            ViewMemory::Remote { .. } => panic!("view {} lives in another process", self.id),
+        }
     }
 }
 
 /// The share state of a mapped pool block, as the seed patchset describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PageShare {
     /// Mapped through one (inode, page) entry only.
@@ -225,6 +386,8 @@ pub struct DaxLayer {
     protected: Vec<(u64, u64, u64)>,
     /// Set by [`DaxLayer::invalidate_all`]: every page of every view is [`PageState::Removed`].
     removed: bool,
+    /// Peers with page changes queued and not yet flushed.
+    dirty_peers: Vec<Arc<dyn ViewPeer>>,
 }
 
 impl DaxLayer {
@@ -275,24 +438,92 @@ impl DaxLayer {
             .ok_or_else(|| Error::NotSupported("this pool's backend has no file descriptor to map".into()))?;
         let len = usize::try_from(pages * BLOCK_SIZE).map_err(|_| Error::Invalid("view too large".into()))?;
         let reservation = Reservation::new(len, 2 << 20)?;
-        let id = self.next_id;
         self.next_id += 1;
-        let view = Arc::new(View {
-            id,
-            ino,
-            first_page,
-            pages,
-            access,
-            holder,
-            reservation,
-            state: Mutex::new(vec![PageState::PastEof; pages as usize]),
-            subscription: Mutex::new(None),
-        });
+        let id = self.next_id;
+        let memory = ViewMemory::Local(reservation);
+        self.insert_view(fs, View::new(id, ino, first_page, pages, access, holder, memory), fd)
+    }
+
+    /// Creates a view that lives in a pool server client's address space at `base`, with the id
+    /// the client chose (unique: its connection id is in the high 32 bits; local views count from
+    /// 1 below 2^32). The whole layout reaches the client before this returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_remote_view(
+        &mut self,
+        fs: &FileSystem,
+        id: u64,
+        ino: u64,
+        first_page: u64,
+        pages: u64,
+        access: MapAccess,
+        holder: Holder,
+        peer: Arc<dyn ViewPeer>,
+        base: usize,
+    ) -> Result<Arc<View>> {
+        if self.views.contains_key(&id) || id < 1 << 32 {
+            return Err(Error::Invalid(format!("view id {id:#x} is taken or not a client's")));
+        }
+        let fd = fs
+            .backend()
+            .raw_fd()
+            .ok_or_else(|| Error::NotSupported("this pool's backend has no file descriptor to map".into()))?;
+        let len = usize::try_from(pages * BLOCK_SIZE).map_err(|_| Error::Invalid("view too large".into()))?;
+        if base % vm::PAGE != 0 || base.checked_add(len).is_none() {
+            return Err(Error::Invalid(format!("view address {base:#x} is not page-aligned")));
+        }
+        let memory = ViewMemory::Remote { peer, base, len };
+        self.insert_view(fs, View::new(id, ino, first_page, pages, access, holder, memory), fd)
+    }
+
+    fn insert_view(&mut self, fs: &FileSystem, view: View, fd: i32) -> Result<Arc<View>> {
+        let view = Arc::new(view);
         // Map everything: start from "unknown" by forcing every page to be written.
-        self.refresh_view(fs, &view, 0, pages, fd, true)?;
-        self.views.insert(id, view.clone());
-        self.by_ino.entry(ino).or_default().insert(id);
+        let placed = self.refresh_view(fs, &view, 0, view.pages, fd, true);
+        self.flush_peers();
+        if let Err(e) = placed {
+            // Forget the entries of the pages that were placed.
+            self.views.insert(view.id, view.clone());
+            self.remove_view(view.id);
+            return Err(e);
+        }
+        self.views.insert(view.id, view.clone());
+        self.by_ino.entry(view.ino).or_default().insert(view.id);
         Ok(view)
+    }
+
+    /// Places pages of a view, here or (queued) in its client's address space.
+    fn place(
+        &mut self,
+        view: &View,
+        first: usize,
+        n: usize,
+        want: PageState,
+        only_protection: bool,
+        fd: i32,
+    ) -> Result<()> {
+        match &view.memory {
+            ViewMemory::Local(reservation) => place_pages(reservation, first, n, want, only_protection, fd),
+            ViewMemory::Remote { peer, .. } => {
+                peer.queue(PageChange {
+                    view: view.id,
+                    page: first as u64,
+                    pages: n as u64,
+                    state: want,
+                    only_protection,
+                });
+                if !self.dirty_peers.iter().any(|p| Arc::ptr_eq(p, peer)) {
+                    self.dirty_peers.push(peer.clone());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends every queued page change to its peer and waits until each has applied them.
+    fn flush_peers(&mut self) {
+        for peer in std::mem::take(&mut self.dirty_peers) {
+            peer.flush();
+        }
     }
 
     /// Removes a view; its memory is unmapped when the last reference goes.
@@ -377,7 +608,7 @@ impl DaxLayer {
         let mut runs = Vec::new();
         let views: Vec<Arc<View>> = self.views.values().cloned().collect();
         for view in views {
-            let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
+            let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut run: Option<(u64, u64, u64)> = None;
             for (i, st) in states.iter().enumerate() {
                 let i = i as u64;
@@ -407,9 +638,12 @@ impl DaxLayer {
             }
             // Stores through writable pages must reach the pool before the pages go.
             self.flush_retired(backend);
-            view.reservation.map_sigbus(0, view.pages as usize)?;
+            drop(states);
+            self.place(&view, 0, view.pages as usize, PageState::Removed, false, -1)?;
+            let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
             states.iter_mut().for_each(|st| *st = PageState::Removed);
         }
+        self.flush_peers();
         self.removed = true;
         Ok(runs)
     }
@@ -510,16 +744,8 @@ impl DaxLayer {
                     (PageState::Block { phys: a, .. }, PageState::Block { phys: b, .. }) if a == b)
             });
         let (first, n) = (page as usize, run as usize);
-        match want {
-            PageState::Block { prot, .. } if only_prot => view.reservation.protect(first, n, prot)?,
-            PageState::Block { phys, prot } => {
-                view.reservation.map_pool(first, n, fd, phys * BLOCK_SIZE, prot)?
-            }
-            PageState::Hole => view.reservation.map_hole(first, n)?,
-            PageState::PastEof | PageState::Poisoned { .. } | PageState::Removed => {
-                view.reservation.map_sigbus(first, n)?
-            }
-        }
+        let only_prot = only_prot && matches!(want, PageState::Block { .. });
+        self.place(view, first, n, want, only_prot, fd)?;
         for i in 0..run {
             let idx = (page + i) as usize;
             let file_page = view.first_page + page + i;
@@ -563,7 +789,8 @@ impl DaxLayer {
                     continue;
                 }
                 let run_end = (i..to).find(|&j| !writable(&states[j])).unwrap_or(to);
-                view.reservation.protect(i, run_end - i, PageProtection::ReadOnly)?;
+                let read_only = PageState::Block { phys: 0, prot: PageProtection::ReadOnly };
+                self.place(&view, i, run_end - i, read_only, true, -1)?;
                 for st in &mut states[i..run_end] {
                     if let PageState::Block { phys, .. } = *st {
                         *st = PageState::Block { phys, prot: PageProtection::ReadOnly };
@@ -573,6 +800,7 @@ impl DaxLayer {
                 i = run_end;
             }
         }
+        self.flush_peers();
         Ok(())
     }
 
@@ -617,10 +845,16 @@ impl DaxLayer {
                 let start = first.max(view.first_page);
                 let end = first.saturating_add(count).min(view.first_page + view.pages);
                 if start < end {
-                    self.refresh_view(fs, &view, start - view.first_page, end - start, fd, false)?;
+                    if let Err(e) =
+                        self.refresh_view(fs, &view, start - view.first_page, end - start, fd, false)
+                    {
+                        self.flush_peers();
+                        return Err(e);
+                    }
                 }
             }
         }
+        self.flush_peers();
         self.flush_retired(fs.backend().as_ref());
         Ok(())
     }

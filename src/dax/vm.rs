@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 pub const PAGE: usize = 4096;
 
 /// How a page of a view may be accessed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PageProtection {
     /// Loads only; a store faults (shared blocks, holes, read-only views).
     ReadOnly,

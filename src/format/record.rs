@@ -24,7 +24,7 @@ pub const HEADER_LEN: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
 
 /// What kind of object an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum InodeKind {
     /// A regular file.
     File,

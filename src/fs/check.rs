@@ -15,7 +15,7 @@ use crate::format::{BLOCK_SIZE, ROOT_INO};
 use std::collections::{BTreeMap, HashSet};
 
 /// One thing check found wrong.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The structure involved ("reverse map", "inode 12", "free space", "superblock copy 1", ...).
     pub structure: String,
@@ -24,7 +24,7 @@ pub struct Problem {
 }
 
 /// What check found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
     /// Every problem; empty means clean.
     pub problems: Vec<Problem>,
@@ -164,6 +164,7 @@ impl FileSystem {
             marks.push((s, seg.len, "used"));
         }
         marks.extend(state.free.runs().map(|(s, l)| (s, l, "free")));
+        marks.extend(self.reserved_runs().map(|(s, l)| (s, l, "reserved for a placed write")));
         marks.sort_unstable();
         let mut cursor = 0;
         let mut unaccounted = Vec::new();

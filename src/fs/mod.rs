@@ -25,13 +25,13 @@ use crate::pool::SharedBackend;
 use journal::{now_ns, Journal, MountNotes};
 use ownership::{MetaStructure, Owner};
 use state::{Inode, State};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The largest dedupe request the kernel accepts in one call; longer ones are cut to it.
 pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
 
 /// How a handle was opened, for the EBADF rules of reflink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HandleAccess {
     /// Opened for reading.
     pub read: bool,
@@ -81,7 +81,7 @@ pub enum LayoutChange {
 }
 
 /// What [`FileSystem::record_bad_blocks`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BadBlockOutcome {
     /// Blocks recorded as bad now.
     pub newly_bad: u64,
@@ -105,7 +105,7 @@ pub struct Handle {
 }
 
 /// What `stat` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     /// Inode number.
     pub ino: u64,
@@ -130,7 +130,7 @@ pub struct Stat {
 }
 
 /// One directory entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirEntry {
     /// The name.
     pub name: String,
@@ -141,7 +141,7 @@ pub struct DirEntry {
 }
 
 /// One extent as FIEMAP reports it, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FiemapExtent {
     /// Offset in the file.
     pub logical: u64,
@@ -156,7 +156,7 @@ pub struct FiemapExtent {
 }
 
 /// Who uses a byte range of the pool.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockOwner {
     /// Start of the owned range in the pool, in bytes.
     pub pool_offset: u64,
@@ -167,7 +167,7 @@ pub struct BlockOwner {
 }
 
 /// An owner of pool blocks.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OwnerKind {
     /// File data.
@@ -189,7 +189,7 @@ pub enum OwnerKind {
 }
 
 /// The share state of one pool block.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ShareState {
     /// Not used.
@@ -229,7 +229,7 @@ pub enum DedupeOutcome {
 const ALLOCATION_SLACK: u64 = 2;
 
 /// Space and object counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
     /// Blocks in the pool.
     pub total_blocks: u64,
@@ -266,6 +266,9 @@ pub struct FileSystem {
     layout_changes: Vec<LayoutChange>,
     /// Why the file system refuses changes, when a memory failure made it read-only.
     read_only_reason: Option<String>,
+    /// Runs (first block → length) taken for placed writes whose data is being stored by someone
+    /// else (a pool server client): used in memory, free on media until their write commits.
+    reserved: BTreeMap<u64, u64>,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -287,6 +290,7 @@ impl FileSystem {
             track_layout: false,
             layout_changes: Vec::new(),
             read_only_reason: None,
+            reserved: BTreeMap::new(),
         })
     }
 
@@ -308,6 +312,7 @@ impl FileSystem {
             track_layout: false,
             layout_changes: Vec::new(),
             read_only_reason: None,
+            reserved: BTreeMap::new(),
         };
         if !read_only {
             let orphans: Vec<u64> =
@@ -819,6 +824,127 @@ impl FileSystem {
         file_block.checked_sub(1).and_then(|prev| inode.extents.lookup(prev)).map(|p| p + 1)
     }
 
+    /// Takes the blocks that a write of `len` bytes at `pos` of `ino` will need, for a writer that
+    /// stores the data itself (a pool server client, straight into pool memory) and then calls
+    /// [`FileSystem::write_placed`]. Byte `pos + i` belongs at byte `pos % 4096 + i` of the runs
+    /// taken together. Until then the runs are reserved: used in memory, free on media (a crash
+    /// frees them), and [`FileSystem::release_reserved`] gives them back.
+    pub fn reserve_for_placed_write(&mut self, ino: u64, pos: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if len == 0 {
+            return Err(Error::Invalid("a placed write needs at least one byte".into()));
+        }
+        if pos.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
+            return Err(Error::TooBig(format!("write of {len} bytes at {pos}")));
+        }
+        let fb0 = pos / BLOCK_SIZE;
+        let goal = self.goal_for(inode, fb0).or(inode.extents.lookup(fb0).map(|p| p + 1));
+        let runs = self.allocate_data(blocks_of(pos + len) - fb0, goal)?;
+        for &(s, l) in &runs {
+            self.reserved.insert(s, l);
+        }
+        Ok(runs)
+    }
+
+    /// Gives reserved runs back to the free space (a placed write that will not happen). Runs that
+    /// are not reserved are ignored.
+    pub fn release_reserved(&mut self, runs: &[(u64, u64)]) {
+        for &(s, l) in runs {
+            if self.reserved.get(&s) == Some(&l) {
+                self.reserved.remove(&s);
+                self.state.free.release(s, l);
+            }
+        }
+    }
+
+    /// Blocks reserved for placed writes in flight.
+    pub fn reserved_runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.reserved.iter().map(|(&s, &l)| (s, l))
+    }
+
+    /// Commits a placed write: `len` bytes at `pos` of `ino` whose data the writer stored into
+    /// `runs` (from [`FileSystem::reserve_for_placed_write`]). The unaligned head and tail of the
+    /// first and last block are copied from the file's current blocks now, under the caller's lock,
+    /// so a concurrent write to other bytes of those blocks is never undone. Same result as
+    /// [`FileSystem::write`] with that data; on failure the runs are free again.
+    pub fn write_placed(&mut self, ino: u64, pos: u64, len: u64, runs: &[(u64, u64)]) -> Result<usize> {
+        let expected = blocks_of(pos.saturating_add(len)).saturating_sub(pos / BLOCK_SIZE);
+        let total: u64 = runs.iter().map(|r| r.1).sum();
+        if len == 0 || total != expected || runs.iter().any(|&(s, l)| self.reserved.get(&s) != Some(&l)) {
+            return Err(Error::Invalid(format!(
+                "a placed write of {len} bytes at {pos} must name the runs reserved for it"
+            )));
+        }
+        for &(s, _) in runs {
+            self.reserved.remove(&s);
+        }
+        let end = pos + len;
+        let prepared =
+            self.writable().and_then(|()| self.clear_tail_before_growth(ino, end)).and_then(|()| {
+                let inode = self.file(ino)?;
+                let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+                let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
+                if pos % BLOCK_SIZE != 0 {
+                    self.readable_block(ino, fb0, old_first)?;
+                }
+                if end % BLOCK_SIZE != 0 {
+                    self.readable_block(ino, fb_end - 1, old_last)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = prepared {
+            self.give_back(runs);
+            return Err(e);
+        }
+        self.fill_edges_and_commit(ino, pos, end, runs, None)?;
+        Ok(len as usize)
+    }
+
+    /// The second half of a copy-on-write write into the fresh `runs` (covering the blocks of
+    /// `[pos, end)`): the head and tail edges copied from the current blocks (or zeroed), the data
+    /// stored unless a writer placed it already (`data` is `None`), everything flushed, and one
+    /// record mapping the runs committed. On failure the runs are free again.
+    fn fill_edges_and_commit(
+        &mut self,
+        ino: u64,
+        pos: u64,
+        end: u64,
+        runs: &[(u64, u64)],
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        let inode = self.file(ino)?;
+        let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+        let (head, tail) = (pos % BLOCK_SIZE, end % BLOCK_SIZE);
+        let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
+        let mut attrs = inode.attrs.clone();
+        let first_new = runs[0].0;
+        let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
+        if head != 0 {
+            self.copy_or_zero(old_first, 0, first_new, head);
+        }
+        if tail != 0 {
+            self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail);
+        }
+        let mut tx = Vec::with_capacity(runs.len() + 1);
+        let mut file_block = fb0;
+        for &(start, len) in runs {
+            if let Some(data) = data {
+                let byte_start = (file_block * BLOCK_SIZE).max(pos);
+                let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
+                let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
+                self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
+            }
+            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
+            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
+            file_block += len;
+        }
+        let size = attrs.size.max(end);
+        modified(&mut attrs, size);
+        tx.push(Mutation::PutInode(attrs));
+        self.commit_or_give_back(&tx, runs)
+    }
+
     /// Writes `data` at `pos` (copy-on-write: new blocks, atomically remapped). Returns bytes written.
     pub fn write(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
@@ -841,7 +967,6 @@ impl FileSystem {
         let old_first = inode.extents.lookup(fb0);
         let old_last = inode.extents.lookup(fb_end - 1);
         let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
-        let mut attrs = inode.attrs.clone();
         // The edge copies read the old blocks: poison there fails the write and changes nothing.
         // Blocks the write covers whole are not read, so a write over poison is a recovery write.
         if head != 0 {
@@ -851,30 +976,7 @@ impl FileSystem {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
         let runs = self.allocate_data(fb_end - fb0, goal)?;
-        let first_new = runs[0].0;
-        let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
-        // Edges: the bytes of the first and last block that this write does not cover.
-        if head != 0 {
-            self.copy_or_zero(old_first, 0, first_new, head);
-        }
-        if tail != 0 {
-            self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail);
-        }
-        let mut tx = Vec::with_capacity(runs.len() + 1);
-        let mut file_block = fb0;
-        for &(start, len) in &runs {
-            let byte_start = (file_block * BLOCK_SIZE).max(pos);
-            let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
-            let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
-            self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
-            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
-            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
-            file_block += len;
-        }
-        let size = attrs.size.max(end);
-        modified(&mut attrs, size);
-        tx.push(Mutation::PutInode(attrs));
-        self.commit_or_give_back(&tx, &runs)?;
+        self.fill_edges_and_commit(ino, pos, end, &runs, Some(data))?;
         Ok(data.len())
     }
 

@@ -22,7 +22,7 @@ use crate::format::BLOCK_SIZE;
 use crate::fs::{BadBlockOutcome, FileSystem, OwnerKind};
 
 /// One file that owns part of the failed range.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileOwner {
     /// Inode.
     pub ino: u64,
@@ -46,10 +46,14 @@ pub struct FailureFlags {
     /// kernel's signal on after handling the failure. `None`: an injection, a bad-block list or an
     /// action-optional machine check; nobody consumed the poison yet.
     pub accessor: Option<usize>,
+    /// The view that `accessor` lies in, when the address alone is ambiguous: a pool server's
+    /// clients are separate processes whose views may sit at the same addresses. `None`: any view
+    /// of the calling process (a direct mount has only those).
+    pub accessor_view: Option<u64>,
 }
 
 /// How the holder of a view page that showed a bad block is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Told {
     /// An early subscriber: an action-optional notice was sent at once.
@@ -106,7 +110,7 @@ impl PendingNotices {
 }
 
 /// One view page that showed a bad block.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ViewHit {
     /// The view.
     pub view: u64,
@@ -126,7 +130,7 @@ pub struct ViewHit {
 }
 
 /// Everything one memory failure did (SPEC section 5, step 8).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailureReport {
     /// First failed pool byte.
     pub pool_offset: u64,
@@ -189,7 +193,7 @@ impl std::fmt::Display for FailureReport {
 }
 
 /// What a pre-remove did (SPEC section 5 step 7): the pool is going away.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PreRemoveReport {
     /// Views whose every page now raises SIGBUS (BUS_MCEERR_AR).
     pub views_invalidated: usize,
@@ -241,7 +245,10 @@ pub fn handle(
         let bad_len = (pool_offset + len).min(block_start + BLOCK_SIZE) - (block_start + skip);
         for (view, page) in dax.views_showing(block) {
             let page_addr = view.addr() + (page * BLOCK_SIZE) as usize;
-            let accessor = flags.accessor.filter(|&a| a >= page_addr && a < page_addr + BLOCK_SIZE as usize);
+            let accessor = flags
+                .accessor
+                .filter(|&a| a >= page_addr && a < page_addr + BLOCK_SIZE as usize)
+                .filter(|_| flags.accessor_view.is_none_or(|v| v == view.id));
             let subscription = view.subscription();
             let how = match (accessor, &subscription) {
                 (Some(_), Some(_)) => Told::AccessorNotice,

@@ -3,6 +3,7 @@
 //! Owns the mmap of the pool and its persistence policy. Must never change the pool's size after
 //! mapping it, nor unmap while a `MappedBackend` is alive.
 
+use super::lock::{lock_pool, LockMode};
 use super::persist::{flush_cache_lines, store_fence};
 use super::{assert_in_bounds, Backend, BackendKind, PAGE_SIZE};
 use std::fs::{File, OpenOptions};
@@ -29,6 +30,8 @@ pub struct MappedBackend {
     len: u64,
     kind: BackendKind,
     persistence: Persistence,
+    /// Mapped without PROT_WRITE from a descriptor opened read-only: every store is a bug.
+    read_only: bool,
     /// Page ranges flushed since the last drain (msync persistence only).
     pending_sync: Mutex<Vec<(u64, u64)>>,
 }
@@ -40,22 +43,38 @@ unsafe impl Send for MappedBackend {}
 unsafe impl Sync for MappedBackend {}
 
 impl MappedBackend {
-    /// Creates a new sparse pool file of `len` bytes (rounded up to a page). Fails with EEXIST if it exists.
+    /// Creates a new sparse pool file of `len` bytes (rounded up to a page), locked for its one
+    /// read-write owner. Fails with EEXIST if it exists.
     pub fn create_file(path: &Path, len: u64) -> io::Result<Self> {
         let len = round_up_to_page(len)?;
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        lock_pool(&file, path, LockMode::Exclusive)?;
         file.set_len(len)?;
         let persistence = file_persistence(&file);
-        Self::map(file, len, BackendKind::File, persistence)
+        Self::map(file, len, BackendKind::File, persistence, false)
     }
 
-    /// Opens an existing pool: a plain file, or a /dev/dax character device.
+    /// Opens an existing pool for reading and writing: a plain file, or a /dev/dax character
+    /// device. Takes the exclusive pool lock: a pool has one read-write owner at a time, and a
+    /// second is refused at once (an error of kind `WouldBlock` naming the holder).
     pub fn open_path(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Self::open_with(path, LockMode::Exclusive)
+    }
+
+    /// Opens an existing pool for reading only (the file need only be readable): mapped without
+    /// write access, under a shared lock, so it never sees a read-write owner's half-done work.
+    pub fn open_path_read_only(path: &Path) -> io::Result<Self> {
+        Self::open_with(path, LockMode::Shared)
+    }
+
+    fn open_with(path: &Path, mode: LockMode) -> io::Result<Self> {
+        let read_only = mode == LockMode::Shared;
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
         let meta = file.metadata()?;
         if meta.file_type().is_char_device() {
             let len = devdax_size(&meta)?;
-            return Self::map(file, len, BackendKind::DevDax, Persistence::CacheFlush);
+            lock_pool(&file, path, mode)?;
+            return Self::map(file, len, BackendKind::DevDax, Persistence::CacheFlush, read_only);
         }
         if !meta.is_file() {
             return Err(io::Error::new(
@@ -70,8 +89,9 @@ impl MappedBackend {
                 format!("{}: size {len} is not a positive multiple of 4096", path.display()),
             ));
         }
+        lock_pool(&file, path, mode)?;
         let persistence = file_persistence(&file);
-        Self::map(file, len, BackendKind::File, persistence)
+        Self::map(file, len, BackendKind::File, persistence, read_only)
     }
 
     /// Creates an anonymous memfd pool of `len` bytes; persistence is emulated with cache flushes.
@@ -86,7 +106,7 @@ impl MappedBackend {
         // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len)?;
-        Self::map(file, len, BackendKind::Memfd, Persistence::CacheFlush)
+        Self::map(file, len, BackendKind::Memfd, Persistence::CacheFlush, false)
     }
 
     /// Overrides how stores are made durable (for example cache flushes for a file on /dev/shm).
@@ -100,7 +120,18 @@ impl MappedBackend {
         self.persistence
     }
 
-    fn map(file: File, len: u64, kind: BackendKind, persistence: Persistence) -> io::Result<Self> {
+    /// True when the pool was opened read-only (no store may reach it).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn map(
+        file: File,
+        len: u64,
+        kind: BackendKind,
+        persistence: Persistence,
+        read_only: bool,
+    ) -> io::Result<Self> {
         let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
         // checked for MAP_FAILED and unmapped only in Drop.
@@ -108,7 +139,7 @@ impl MappedBackend {
             libc::mmap(
                 std::ptr::null_mut(),
                 size,
-                libc::PROT_READ | libc::PROT_WRITE,
+                if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE },
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
@@ -117,7 +148,15 @@ impl MappedBackend {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { file, base: base.cast(), len, kind, persistence, pending_sync: Mutex::new(Vec::new()) })
+        Ok(Self {
+            file,
+            base: base.cast(),
+            len,
+            kind,
+            persistence,
+            read_only,
+            pending_sync: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -168,18 +207,21 @@ impl Backend for MappedBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
+        assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, offset, data.len() as u64);
         // SAFETY: bounds checked above; the source is a separate Rust slice, so no overlap.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len()) };
     }
 
     fn fill(&self, offset: u64, len: u64, byte: u8) {
+        assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, offset, len);
         // SAFETY: bounds checked above.
         unsafe { std::ptr::write_bytes(self.base.add(offset as usize), byte, len as usize) };
     }
 
     fn copy_within(&self, src: u64, dst: u64, len: u64) {
+        assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, src, len);
         assert_in_bounds(self.len, dst, len);
         assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");

@@ -8,10 +8,12 @@
 //! into pool memory. Every store into the pool goes through [`Backend::write`], [`Backend::fill`] or
 //! [`Backend::copy_within`] so that wrappers see all of them.
 
+mod lock;
 mod mapped;
 mod persist;
 mod recording;
 
+pub use lock::{command_line, holders_of, LockMode};
 pub use mapped::{MappedBackend, Persistence};
 pub use persist::flush_instruction_name;
 pub use recording::{CrashImage, RecordingBackend};
