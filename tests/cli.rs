@@ -767,10 +767,9 @@ fn no_command_panics_when_its_output_pipe_is_closed() {
     for args in commands {
         let (code, signal, stderr) = run_into_closed_pipe(&s, args);
         assert!(!stderr.contains("panicked"), "{args:?} panicked on a closed pipe:\n{stderr}");
-        assert_ne!(code, Some(101), "{args:?} died of a panic:\n{stderr}");
-        // Ended like any Unix tool: by SIGPIPE at its first write, with nothing on stderr.
-        assert_eq!((code, signal), (None, Some(libc::SIGPIPE)), "{args:?}:\n{stderr}");
+        // Ended quietly: nothing on stderr, and by no signal (SIGPIPE stays ignored for sockets).
         assert_eq!(stderr, "", "{args:?}");
+        assert_eq!(signal, None, "{args:?} exited with {code:?}");
     }
 }
 

@@ -7,7 +7,6 @@ mod commands;
 mod io;
 mod launch;
 mod serve;
-mod sigpipe;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -213,7 +212,9 @@ pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Re
 
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
-    sigpipe::end_quietly_on_closed_pipe();
+    // `ferrodax tour | head -2` ends quietly; SIGPIPE stays ignored, so sockets (the pool server
+    // and its clients) still see a hung-up peer as an error.
+    ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {

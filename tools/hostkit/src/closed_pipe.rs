@@ -1,15 +1,19 @@
-//! What a closed pipe does to the tools: `ferrodax-difftest | head -3` must end without Rust's
-//! "failed printing to stdout: Broken pipe" panic message, and must still unmount its scratch XFS.
+//! What a closed pipe does to ferrodax's programs (the `ferrodax` command line and the tools):
+//! `ferrodax tour | head -2` or `ferrodax-difftest | head -3` must end without Rust's "failed
+//! printing to stdout: Broken pipe" panic message.
 //!
-//! Owns one panic hook. The tools keep the Rust runtime's SIGPIPE disposition (ignored), so a write
-//! to a closed pipe is an error, which `println!` turns into a panic; that panic unwinds through
-//! the scratch guard, which unmounts and deletes on the way out (a death by SIGPIPE, as the
-//! `ferrodax` command line chooses, would skip it). The hook only keeps such a panic quiet: it
-//! prints nothing for it and leaves every other panic to the default hook. Must never swallow a
-//! panic that is not a failed write to a closed standard stream, and never stop the unwinding.
+//! Owns one panic hook. The programs keep the Rust runtime's SIGPIPE disposition (ignored), so a
+//! write to a closed pipe is an error: that is what a socket needs (the pool server and its clients
+//! must see a hung-up peer as an error they handle, not die of SIGPIPE), and it is what lets the
+//! tools' scratch XFS guard unmount on the way out (the panic `println!` raises unwinds through
+//! it, where a death by SIGPIPE would skip it). The hook only keeps that panic quiet: it prints
+//! nothing for it and leaves every other panic to the default hook. The program then ends with
+//! status 101, each operation before it durable as always. Must never swallow a panic that is not a
+//! failed write to a closed standard stream, and never stop the unwinding.
 
-/// Installs the hook: a panic from printing to a closed standard output or error ends the tool
-/// quietly (exit status 101, every destructor run); any other panic reports as usual.
+/// Installs the hook: a panic from printing to a closed standard output or error ends the program
+/// quietly (exit status 101, every destructor run); any other panic reports as usual. Call it
+/// first thing in `main`.
 pub fn end_quietly_on_closed_pipe() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
