@@ -1,5 +1,8 @@
 //! The small commands: mkfs, ls, mkdir, rm, mv, cat, put, cp, owners, check.
 //!
+//! `put` and `cp` write under a temporary name in the target's directory and rename it over the
+//! target once complete, so a failed copy changes nothing.
+//!
 //! Owns what their arguments mean, their output and their exit statuses: 0 on success, 1 on
 //! failure; `check` exits 1 when it finds problems and 2 when the pool cannot be mounted at all.
 //! Errors print as "ferrodax: <context>: <strerror text>", followed by the library's detail when
@@ -25,6 +28,9 @@ const BLOCK_SIZE: u64 = 4096;
 /// ("Structure needs cleaning: no valid superblock: ..."); just the strerror text when the
 /// message only repeats a path.
 pub(super) fn describe(e: &Error) -> String {
+    if let Some(text) = describe_unusable_pool_file(e) {
+        return text;
+    }
     let strerror = e.strerror();
     let text = e.to_string();
     if text.starts_with(&strerror) {
@@ -32,6 +38,36 @@ pub(super) fn describe(e: &Error) -> String {
     } else {
         strerror
     }
+}
+
+/// A pool file that cannot be a pool, said plainly with the next command, or `None` for any other
+/// error. Opening a pool reports its own findings about the file (empty, not a whole number of
+/// blocks, not a regular file or device) as an error without an OS errno, whose errno would read
+/// "Input/output error"; this looks at the file it names and says what is wrong instead, as
+/// "Invalid argument" (what mount(2) says of a file system it cannot recognise).
+fn describe_unusable_pool_file(e: &Error) -> Option<String> {
+    let Error::Os { context: pool, source } = e else { return None };
+    let about_the_file =
+        matches!(source.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput);
+    if source.raw_os_error().is_some() || !about_the_file {
+        return None;
+    }
+    let meta = std::fs::metadata(pool).ok()?;
+    let invalid = ferrodax::error::strerror(libc::EINVAL);
+    let make = format!("`ferrodax mkfs {pool} --size 1g --force`");
+    let text = match meta {
+        meta if meta.is_file() && meta.len() == 0 => {
+            format!("{invalid}: pool file is empty: not a ferrodax pool (make one there with {make})")
+        }
+        meta if meta.is_file() && meta.len() % BLOCK_SIZE != 0 => format!(
+            "{invalid}: pool file is {} bytes, {} short of a whole number of {BLOCK_SIZE}-byte blocks: not a \
+             ferrodax pool, or one cut short (restore it from a copy, or make a new one there with {make})",
+            meta.len(),
+            BLOCK_SIZE - meta.len() % BLOCK_SIZE
+        ),
+        _ => format!("{invalid}: {source}"),
+    };
+    Some(text)
 }
 
 /// Prints "ferrodax: <context>: <error>" and returns exit status 1.
@@ -81,6 +117,10 @@ fn replace_options() -> OpenOptions {
 /// existing file is only replaced with --force; an existing /dev/dax device is formatted in place
 /// with --force.
 pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
+    if size == 0 {
+        let e = Error::Invalid("--size 0: a pool cannot be empty (for example --size 1g)".into());
+        return fail(format_args!("mkfs {}", pool.display()), &e);
+    }
     let create =
         |path: &Path| if sparse { Pool::create(path, size) } else { Pool::create_allocated(path, size) };
     let existing = std::fs::metadata(pool).ok();
@@ -213,44 +253,144 @@ pub fn cat(pool: &Path, path: &str) -> i32 {
     })
 }
 
-/// `ferrodax put POOL HOSTFILE PATH`: copies a host file into the pool (replacing PATH).
+/// The longest name part a temporary name keeps, so that ".NAME.ferrodax-tmp-PID" stays within
+/// the 255-byte name limit.
+const TEMP_NAME_KEEPS: usize = 200;
+
+/// A file that `put` or `cp` writes under a temporary name in its target's directory
+/// (".NAME.ferrodax-tmp-PID") and renames over the target only once it is complete, so a failed
+/// copy leaves nothing behind and never damages an existing target. Dropped without
+/// [`PendingFile::commit`], it removes the temporary file.
+struct PendingFile<'a> {
+    fs: &'a Fs,
+    temp: String,
+    target: String,
+    file: Option<File>,
+}
+
+impl<'a> PendingFile<'a> {
+    /// Creates the temporary file for `target` (an empty one replaces a leftover of the same name).
+    fn create(fs: &'a Fs, target: &str) -> Result<PendingFile<'a>, Error> {
+        if fs.metadata(target).is_ok_and(|st| st.kind == InodeKind::Dir) {
+            return Err(Error::IsDir(target.into()));
+        }
+        let (dir, name) = match target.rfind('/') {
+            Some(i) => (&target[..=i], &target[i + 1..]),
+            None => ("", target),
+        };
+        let mut keep = name.len().min(TEMP_NAME_KEEPS);
+        while !name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        let temp = format!("{dir}.{}.ferrodax-tmp-{}", &name[..keep], std::process::id());
+        let file = fs.open(&temp, &replace_options())?;
+        Ok(PendingFile { fs, temp, target: target.into(), file: Some(file) })
+    }
+
+    /// The temporary file, open for writing.
+    fn file(&self) -> &File {
+        self.file.as_ref().expect("open until commit or drop")
+    }
+
+    /// Renames the complete temporary file over the target.
+    fn commit(mut self) -> Result<(), Error> {
+        drop(self.file.take());
+        self.fs.rename(&self.temp, &self.target)?;
+        self.temp.clear();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile<'_> {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if !self.temp.is_empty() {
+            let _ = self.fs.remove_file(&self.temp);
+        }
+    }
+}
+
+/// The message for a copy of `bytes` bytes that ran out of space, written after the partial copy
+/// was removed: how much the pool can take, not counting the blocks it keeps back for checkpoints.
+fn no_space(fs: &Fs, bytes: u64) -> Error {
+    let stats = fs.stats();
+    Error::NoSpace(format!(
+        "the copy needs {bytes} bytes ({} blocks); the pool can take {} bytes ({} blocks: {} free, less {} \
+         kept back for checkpoints and new extents)",
+        bytes.div_ceil(BLOCK_SIZE),
+        stats.usable_blocks * BLOCK_SIZE,
+        stats.usable_blocks,
+        stats.free_blocks,
+        stats.free_blocks - stats.usable_blocks
+    ))
+}
+
+/// Copies everything `source` reads into `file` in full chunks (host reads may be short; each
+/// write is one commit).
+fn copy_from_host(source: &mut std::fs::File, file: &File) -> Result<(), CopyError> {
+    let mut buffer = vec![0u8; COPY_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match source.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CopyError::Host(Error::os("read", e))),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        file.write_at(&buffer[..filled], offset).map_err(CopyError::Pool)?;
+        offset += filled as u64;
+    }
+}
+
+/// Which side of a host-to-pool copy failed.
+enum CopyError {
+    /// Reading the host file.
+    Host(Error),
+    /// Writing into the pool.
+    Pool(Error),
+}
+
+/// `ferrodax put POOL HOSTFILE PATH`: copies a host file into the pool, replacing PATH only once
+/// the copy is complete; a failed put leaves PATH as it was and nothing else behind.
 pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
+    let host_context = format!("put {}", host.display());
     let mut source = match std::fs::File::open(host) {
         Ok(f) => f,
-        Err(e) => return fail(format_args!("put {}", host.display()), &Error::os(host.display(), e)),
+        Err(e) => return fail(&host_context, &Error::os(host.display(), e)),
+    };
+    let host_size = match source.metadata() {
+        Ok(meta) if meta.is_dir() => return fail(&host_context, &Error::IsDir(host.display().to_string())),
+        Ok(meta) => meta.len(),
+        Err(e) => return fail(&host_context, &Error::os(host.display(), e)),
     };
     with_fs(pool, false, |fs| {
         let context = format!("put {path}");
-        let file = fs.open(path, &replace_options()).map_err(|e| fail(&context, &e))?;
-        let mut buffer = vec![0u8; COPY_CHUNK];
-        let mut offset = 0u64;
-        let bar = super::progress::bytes_bar(source.metadata().map_or(0, |m| m.len()), "put");
-        loop {
-            // Fill the whole chunk (host reads may be short) so each commit is a full chunk.
-            let mut filled = 0;
-            while filled < buffer.len() {
-                match source.read(&mut buffer[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        return Err(fail(format_args!("put {}", host.display()), &Error::os("read", e)))
-                    }
-                }
+        let pending = PendingFile::create(fs, path).map_err(|e| fail(&context, &e))?;
+        match copy_from_host(&mut source, pending.file()) {
+            Ok(()) => pending.commit().map_err(|e| fail(&context, &e)),
+            Err(CopyError::Host(e)) => {
+                drop(pending);
+                Err(fail(&host_context, &e))
             }
-            if filled == 0 {
-                bar.finish_and_clear();
-                return Ok(());
+            Err(CopyError::Pool(e)) => {
+                drop(pending);
+                let e = if e.errno() == libc::ENOSPC { no_space(fs, host_size) } else { e };
+                Err(fail(&context, &e))
             }
-            file.write_at(&buffer[..filled], offset).map_err(|e| fail(&context, &e))?;
-            offset += filled as u64;
-            bar.inc(filled as u64);
         }
     })
 }
 
 /// `ferrodax cp [--reflink] POOL SRC DST`: copies the bytes of SRC to DST (replacing it; into it
 /// when DST is a directory), or with --reflink shares SRC's blocks instead (a whole-file clone).
+/// The copy is made under a temporary name and renamed over DST once complete: a failed cp
+/// leaves DST as it was and nothing else behind.
 pub fn cp(pool: &Path, src: &str, dst: &str, reflink: bool) -> i32 {
     with_fs(pool, false, |fs| {
         let context = format!("cp {src} {dst}");
@@ -269,13 +409,21 @@ pub fn cp(pool: &Path, src: &str, dst: &str, reflink: bool) -> i32 {
         if fs.metadata(&target).is_ok_and(|st| st.ino == source_stat.ino) {
             return Err(fail(&context, &Error::Invalid(format!("{src} and {target} are the same file"))));
         }
-        let destination = fs.open(&target, &replace_options()).map_err(|e| fail(&context, &e))?;
-        if reflink {
-            fs.reflink(&source, 0, &destination, 0, 0).map(|_| ())
+        let pending = PendingFile::create(fs, &target).map_err(|e| fail(&context, &e))?;
+        let copied = if reflink {
+            fs.reflink(&source, 0, pending.file(), 0, 0).map(|_| ())
         } else {
-            copy_bytes(&source, &destination).map(|_| ())
+            copy_bytes(&source, pending.file()).map(|_| ())
+        };
+        match copied {
+            Ok(()) => pending.commit().map_err(|e| fail(&context, &e)),
+            Err(e) => {
+                drop(pending);
+                let e =
+                    if e.errno() == libc::ENOSPC && !reflink { no_space(fs, source_stat.size) } else { e };
+                Err(fail(&context, &e))
+            }
         }
-        .map_err(|e| fail(&context, &e))
     })
 }
 
@@ -325,19 +473,29 @@ pub fn owners(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
 
 /// The check report as text. A read-only mount repairs nothing, so what the core lists as
 /// "repaired" (for example a damaged superblock copy) is still damaged on the media: it is shown as
-/// needing repair, which the next read-write mount does.
-fn check_text(report: &CheckReport) -> String {
+/// needing repair, with the command that repairs it (`check --repair`, whose read-write mount
+/// does). After `check --repair` those items were repaired, and are shown so.
+fn check_text(pool: &Path, report: &CheckReport, repaired_now: bool) -> String {
     let mut text = String::new();
     for item in &report.repaired {
-        text.push_str(&format!("needs repair (a read-write mount fixes it): {item}\n"));
+        if repaired_now {
+            text.push_str(&format!("repaired: {item}\n"));
+        } else {
+            text.push_str(&format!(
+                "needs repair (`ferrodax check --repair {}` fixes it): {item}\n",
+                pool.display()
+            ));
+        }
     }
     for problem in &report.problems {
         text.push_str(&format!("problem: {}: {}\n", problem.structure, problem.detail));
     }
     let verdict = if !report.problems.is_empty() {
         "NOT CLEAN"
-    } else if !report.repaired.is_empty() {
+    } else if !report.repaired.is_empty() && !repaired_now {
         "NEEDS REPAIR"
+    } else if !report.repaired.is_empty() {
+        "clean after repair"
     } else {
         "clean"
     };
@@ -354,11 +512,12 @@ fn check_text(report: &CheckReport) -> String {
     text
 }
 
-/// `ferrodax check POOL [--json]`: mounts read-only (so nothing is repaired behind the check's
-/// back) and runs fsck. Exit 0 clean, 1 problems found or repairs pending, 2 the pool cannot be
-/// mounted.
-pub fn check(pool: &Path, json: bool) -> i32 {
-    let mounted = super::open_pool(pool, true);
+/// `ferrodax check POOL [--json] [--repair]`: mounts read-only (so nothing is repaired behind the
+/// check's back) and runs fsck. With --repair it mounts read-write instead, which repairs what a
+/// mount repairs (damaged or stale superblock copies), and then checks. Exit 0 clean (or clean
+/// after the repair), 1 problems found or repairs pending, 2 the pool cannot be mounted.
+pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
+    let mounted = super::open_pool(pool, !repair);
     let fs = match mounted {
         Ok(fs) => fs,
         Err(e) => {
@@ -377,9 +536,9 @@ pub fn check(pool: &Path, json: bool) -> i32 {
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
     } else {
-        println!("{}", check_text(&report));
+        println!("{}", check_text(pool, &report, repair));
     }
-    i32::from(!report.is_clean() || !report.repaired.is_empty())
+    i32::from(!report.is_clean() || (!report.repaired.is_empty() && !repair))
 }
 
 /// `ferrodax badblocks POOL [--import FILE]`: lists the recorded bad blocks in the pmem sysfs

@@ -34,6 +34,7 @@ use ferrodax::api::Mapping;
 use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::format::record::InodeKind;
 use ferrodax::{DedupeStatus, DedupeTarget, Error, FiemapExtent, File, Fs, OpenOptions};
+use ferrodax_hostkit::SizeError;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -484,9 +485,18 @@ impl Session {
         Ok(parsed)
     }
 
-    /// Parses a number operand; prints "<what> -- <word>" on standard output if it is not one.
+    /// Parses a number operand; prints "<what> -- <word>" on standard output if it is not one, and
+    /// "<subject> out of range -- <word>" if it is a number too large for 64 bits (xfs_io's strtoll
+    /// would clamp it to the largest one; saying so is truer than calling it non-numeric).
     fn number(&mut self, word: &str, what: &str) -> Result<i64, Failed> {
-        parse_number(word).ok_or_else(|| self.fail_out(format!("{what} -- {word}")))
+        match parse_number_checked(word) {
+            Ok(value) => Ok(value),
+            Err(Unparsed::OutOfRange) => {
+                let subject = what.trim_start_matches("non-numeric ").trim_start_matches("non-positive ");
+                Err(self.fail_out(format!("{subject} out of range -- {word}")))
+            }
+            Err(Unparsed::NotANumber) => Err(self.fail_out(format!("{what} -- {word}"))),
+        }
     }
 
     /// Parses -b: a positive buffer size.
@@ -1143,12 +1153,25 @@ fn dump_chunks(length: usize) -> Vec<(usize, usize)> {
 /// optional suffix k/m/g/t/p (powers of 1024, via `parse_size`), `b` (one 4096-byte file system
 /// block) or `s` (one 512-byte sector). None if it is not a number or does not fit in an i64.
 fn parse_number(word: &str) -> Option<i64> {
+    parse_number_checked(word).ok()
+}
+
+/// Why [`parse_number_checked`] found no number.
+enum Unparsed {
+    /// Not a number at all.
+    NotANumber,
+    /// A number, but too large for an i64.
+    OutOfRange,
+}
+
+/// [`parse_number`], telling a word that is no number from a number too large for an i64.
+fn parse_number_checked(word: &str) -> Result<i64, Unparsed> {
     let (negative, body) = match word.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, word),
     };
     if !body.starts_with(|c: char| c.is_ascii_digit()) {
-        return None;
+        return Err(Unparsed::NotANumber);
     }
     let hex = body.starts_with("0x") || body.starts_with("0X");
     let (digits, unit) = match body.as_bytes().last() {
@@ -1156,9 +1179,14 @@ fn parse_number(word: &str) -> Option<i64> {
         Some(b's' | b'S') => (&body[..body.len() - 1], 512),
         _ => (body, 1),
     };
-    let value = parse_size(digits).ok()?.checked_mul(unit)?;
-    let value = i64::try_from(value).ok()?;
-    Some(if negative { -value } else { value })
+    let value = match parse_size(digits) {
+        Ok(value) => value,
+        Err(SizeError::OutOfRange(_)) => return Err(Unparsed::OutOfRange),
+        Err(_) => return Err(Unparsed::NotANumber),
+    };
+    let value = value.checked_mul(unit).ok_or(Unparsed::OutOfRange)?;
+    let value = i64::try_from(value).map_err(|_| Unparsed::OutOfRange)?;
+    Ok(if negative { -value } else { value })
 }
 
 /// Parses a pwrite seed (strtol base 0: decimal, 0x-hex or 0-octal); the low byte is the pattern.

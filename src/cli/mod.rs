@@ -12,7 +12,6 @@ mod poison;
 mod progress;
 mod report_html;
 mod serve;
-mod sigpipe;
 mod stat;
 mod tour;
 
@@ -166,6 +165,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Mount read-write first, which repairs what a mount repairs (damaged superblock copies),
+        /// then check (without it, check mounts read-only and changes nothing).
+        #[arg(long)]
+        repair: bool,
     },
     /// Pool space like df -h: size, used, available, use%, shared, reserved, quarantined.
     Df {
@@ -259,7 +262,9 @@ pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Re
 
 /// Runs the CLI and returns the exit status.
 pub fn run() -> i32 {
-    sigpipe::end_quietly_on_closed_pipe();
+    // `ferrodax tour | head -2` ends quietly; SIGPIPE stays ignored, so sockets (the pool server
+    // and its clients) still see a hung-up peer as an error.
+    ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
@@ -275,7 +280,7 @@ pub fn run() -> i32 {
         Command::Owners { pool, offset, len, json } => {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
-        Command::Check { pool, json } => commands::check(&pool, json),
+        Command::Check { pool, json, repair } => commands::check(&pool, json, repair),
         Command::Poison { pool, offset, len, json, html, save } => {
             poison::poison(&pool, offset, len.unwrap_or(4096), &poison::PoisonOutputs { json, html, save })
         }

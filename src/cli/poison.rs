@@ -38,6 +38,11 @@ pub struct PoisonOutputs {
 /// quarantined. The failure is recorded before any report file is written; a report file that
 /// cannot be written makes the exit status 1.
 pub fn poison(pool: &Path, offset: u64, len: u64, outputs: &PoisonOutputs) -> i32 {
+    if len == 0 {
+        // As the kernel's interfaces: a memory failure of no bytes is no request at all.
+        let e = ferrodax::Error::Invalid("length 0: a memory failure covers at least one byte".into());
+        return fail(format_args!("poison {offset}"), &e);
+    }
     with_fs(pool, false, |fs| {
         let report = fs
             .memory_failure(offset, len, ferrodax::memfail::FailureFlags::default())

@@ -84,11 +84,12 @@ fn what_is_at(path: &Path) -> Existing {
     if !meta.is_file() {
         return Existing::NotOurs("it is not a regular file".into());
     }
-    let names = Pool::open(path).and_then(|pool| {
+    let names = Pool::open_read_only(path).and_then(|pool| {
         let fs = Fs::mount_read_only(&pool)?;
         fs.read_dir("/")
     });
     match names {
+        Err(e) if e.errno() == libc::EBUSY => Existing::NotOurs(format!("it is a pool in use ({e})")),
         Err(_) => Existing::NotOurs("it is not a ferrodax pool".into()),
         Ok(_) if meta.len() != POOL_SIZE => Existing::NotOurs(format!(
             "it is a ferrodax pool of {} bytes, which the tour did not make",

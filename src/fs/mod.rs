@@ -30,10 +30,6 @@ use std::collections::{BTreeMap, HashMap};
 /// The largest dedupe request the kernel accepts in one call; longer ones are cut to it.
 pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
 
-/// Blocks beyond the metadata reserve that a data allocation must leave free: each new run may add
-/// an extent (24 checkpoint bytes), which these cover.
-const DATA_ALLOCATION_SLACK: u64 = 2;
-
 /// How a handle was opened, for the EBADF rules of reflink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HandleAccess {
@@ -228,6 +224,10 @@ pub enum DedupeOutcome {
     Differs,
 }
 
+/// Blocks one data allocation keeps free beyond the checkpoint reserve: each new run may add an
+/// extent (24 checkpoint bytes), and 2 blocks cover that.
+const ALLOCATION_SLACK: u64 = 2;
+
 /// Space and object counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
@@ -237,6 +237,9 @@ pub struct FsStats {
     pub free_blocks: u64,
     /// Blocks kept back so a checkpoint always fits.
     pub reserved_blocks: u64,
+    /// Free blocks that new file data can take now: the free blocks less the checkpoint reserve and
+    /// the slack one allocation keeps for its new extents (what ENOSPC messages report).
+    pub usable_blocks: u64,
     /// Quarantined blocks.
     pub quarantined_blocks: u64,
     /// Inodes.
@@ -802,12 +805,19 @@ impl FileSystem {
         blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
     }
 
+    /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).
+    fn usable_blocks(&self) -> u64 {
+        self.state.free.free_blocks().saturating_sub(self.metadata_reserve() + ALLOCATION_SLACK)
+    }
+
     fn ensure_metadata_room(&self, extra_blocks: u64) -> Result<()> {
-        if self.state.free.free_blocks() < self.metadata_reserve() + extra_blocks {
+        let free = self.state.free.free_blocks();
+        let reserve = self.metadata_reserve();
+        if free < reserve + extra_blocks {
+            // Report what can be used: the reserve is free but never handed out for data.
             return Err(Error::NoSpace(format!(
-                "{} blocks free, {} kept for metadata",
-                self.state.free.free_blocks(),
-                self.metadata_reserve()
+                "{extra_blocks} blocks wanted, {} usable ({free} free, {reserve} kept back for checkpoints)",
+                self.usable_blocks()
             )));
         }
         Ok(())
@@ -815,7 +825,7 @@ impl FileSystem {
 
     /// Takes `count` blocks for file data, keeping the metadata reserve.
     fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
-        self.ensure_metadata_room(count + DATA_ALLOCATION_SLACK)?;
+        self.ensure_metadata_room(count + ALLOCATION_SLACK)?;
         self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
     }
 
@@ -1667,6 +1677,7 @@ impl FileSystem {
             total_blocks: self.state.total_blocks,
             free_blocks: self.state.free.free_blocks(),
             reserved_blocks: self.metadata_reserve(),
+            usable_blocks: self.usable_blocks(),
             quarantined_blocks: self.state.quarantine.values().sum(),
             inodes: self.state.inodes.len() as u64,
             extents: self.state.extent_count,
@@ -1710,7 +1721,7 @@ impl FileSystem {
             metadata_blocks,
             free_blocks,
             reserved_blocks,
-            available_blocks: free_blocks.saturating_sub(reserved_blocks + DATA_ALLOCATION_SLACK),
+            available_blocks: free_blocks.saturating_sub(reserved_blocks + ALLOCATION_SLACK),
             quarantined_blocks: self.state.quarantine.values().sum(),
             free_runs_by_size,
         }

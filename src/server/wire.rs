@@ -8,7 +8,7 @@
 //! Must never: allocate from a length it has not checked against the limits (a hostile peer
 //! chooses them), or read past the frame it was asked for.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -37,8 +37,27 @@ fn header(json: &[u8], data: &[u8]) -> io::Result<[u8; 8]> {
     Ok(h)
 }
 
+/// Writes all of `bytes` with send(MSG_NOSIGNAL): a peer that is gone is EPIPE, never a SIGPIPE
+/// that would end this process whatever its disposition.
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: send on a socket we own, from a live buffer of the given length.
+        let n =
+            unsafe { libc::send(stream.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}
+
 /// Writes one frame. Callers serialize writers (one frame at a time per socket).
-pub fn write_frame(mut stream: &UnixStream, json: &[u8], data: &[u8]) -> io::Result<()> {
+pub fn write_frame(stream: &UnixStream, json: &[u8], data: &[u8]) -> io::Result<()> {
     let h = header(json, data)?;
     if data.len() <= 64 << 10 {
         // One system call for the common small frame.
@@ -46,13 +65,13 @@ pub fn write_frame(mut stream: &UnixStream, json: &[u8], data: &[u8]) -> io::Res
         buf.extend_from_slice(&h);
         buf.extend_from_slice(json);
         buf.extend_from_slice(data);
-        return stream.write_all(&buf);
+        return send_all(stream, &buf);
     }
     let mut buf = Vec::with_capacity(8 + json.len());
     buf.extend_from_slice(&h);
     buf.extend_from_slice(json);
-    stream.write_all(&buf)?;
-    stream.write_all(data)
+    send_all(stream, &buf)?;
+    send_all(stream, data)
 }
 
 /// Checks a received header and returns (json_len, data_len).
@@ -121,8 +140,7 @@ pub fn write_frame_with_fd(stream: &UnixStream, json: &[u8], fd: RawFd) -> io::R
     }
     let sent = sent as usize;
     if sent < buf.len() {
-        let mut rest = stream;
-        rest.write_all(&buf[sent..])?;
+        send_all(stream, &buf[sent..])?;
     }
     Ok(())
 }
@@ -204,7 +222,7 @@ mod tests {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let mut h = [0u8; 8];
         h[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        a.write_all(&h).unwrap();
+        std::io::Write::write_all(&mut a, &h).unwrap();
         let err = read_frame(&mut b).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }

@@ -1588,6 +1588,7 @@ fn print_table(header: &[String], rows: &[Row]) {
 }
 
 fn main() {
+    ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     std::process::exit(run(BenchArgs::parse()));
 }
 

@@ -105,7 +105,7 @@ struct DifftestArgs {
 
 /// Parses `--max-file-size`.
 fn parse_size_cap(text: &str) -> Result<u64, String> {
-    let size = ferrodax_hostkit::parse_size(text)?;
+    let size = ferrodax_hostkit::parse_size(text).map_err(|e| e.to_string())?;
     if !(16 << 10..=64 << 20).contains(&size) {
         return Err(format!("{text}: must be between 16k and 64m"));
     }
@@ -2061,6 +2061,7 @@ fn skipped(why: &str) -> i32 {
 }
 
 fn main() {
+    ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     std::process::exit(run(DifftestArgs::parse()));
 }
 

@@ -7,7 +7,8 @@
 //! as SKIPPED (exit 77), never as a pass.
 //!
 //! The kernel-oracle tests need root, xfsprogs (mkfs.xfs) and a loop device. Where they are
-//! present the tests compare with the live kernel; where one is missing (a fresh machine with
+//! present the tests compare with the live kernel and each says so in one line on standard error
+//! ("*** <test>: compared with the live kernel XFS"); where one is missing (a fresh machine with
 //! nothing but Rust) each of them SKIPS LOUDLY: one line on standard error, past the test
 //! harness's capture, names what is missing and what to install, and the test passes without
 //! having compared anything. With FERRODAX_DIFFTEST_REQUIRE=1 (set by .ci/run after it installs
@@ -56,6 +57,7 @@ const REQUIRE_ORACLE: &str = "FERRODAX_DIFFTEST_REQUIRE";
 /// the test harness's capture, and returns false so that the caller returns.
 fn ran(test: &str, run: &Run) -> bool {
     if run.status != EXIT_SKIPPED {
+        let _ = writeln!(std::io::stderr(), "*** {test}: compared with the live kernel XFS");
         return true;
     }
     let reason =
@@ -228,4 +230,20 @@ fn a_machine_without_the_oracle_passes_the_kernel_tests_with_a_loud_skip_unless_
     let (passed, stdout, stderr) = rerun(Some("1"));
     assert!(!passed, "with {REQUIRE_ORACLE}=1 a skip passed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 failed"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_closed_output_pipe_ends_the_tester_without_a_panic_message() {
+    // Standard output is a pipe whose reader is already gone, as after `| head -1` read its line.
+    let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-difftest"))
+        .args(["--pretend-no-oracle", "--seed", "1", "--sequences", "1", "--steps", "10"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .expect("run ferrodax-difftest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(!out.status.success(), "a run whose output was lost cannot pass");
 }

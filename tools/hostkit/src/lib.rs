@@ -3,8 +3,8 @@
 //!
 //! Owns: finding and running system programs and who we run as ([`programs`]), the scratch XFS
 //! (reflink=1, rmapbt=1) loop-mounted from an image in /dev/shm ([`xfs`]), the kernel's remap calls
-//! that std does not wrap ([`remap`]: FICLONERANGE, FIDEDUPERANGE, fallocate unshare), and xfs_io's
-//! size syntax ([`size`]).
+//! that std does not wrap ([`remap`]: FICLONERANGE, FIDEDUPERANGE, fallocate unshare), xfs_io's
+//! size syntax ([`size`]), and ending quietly on a closed pipe ([`closed_pipe`]).
 //!
 //! Must never: touch a ferrodax pool (this crate does not depend on ferrodax), install anything,
 //! or leave a mount, a loop device or an image behind. The only `unsafe` is the three kernel calls
@@ -12,10 +12,11 @@
 
 #![warn(missing_docs)]
 
+pub mod closed_pipe;
 pub mod programs;
 pub mod remap;
 pub mod size;
 pub mod xfs;
 
 pub use programs::{effective_uid, find_program, run_command};
-pub use size::parse_size;
+pub use size::{parse_size, SizeError};
