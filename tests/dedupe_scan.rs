@@ -111,7 +111,8 @@ fn dedupe_scan_finds_exactly_the_duplicate_ranges_and_a_second_run_finds_none() 
 }
 
 #[test]
-fn dedupe_scan_collapses_files_of_one_repeated_block_into_one_pool_block_inside_the_given_path_only() {
+fn dedupe_scan_with_same_file_collapses_files_of_one_repeated_block_into_one_pool_block_inside_the_given_path_only(
+) {
     let s = Sandbox::with_pool("32m");
     s.ok(&["mkdir", "test.pool", "/d"]);
     s.ok(&["mkdir", "test.pool", "/e"]);
@@ -119,7 +120,7 @@ fn dedupe_scan_collapses_files_of_one_repeated_block_into_one_pool_block_inside_
         s.io(path, &["pwrite -q -S 0x61 0 1m"]);
     }
     let before = checksums(&s, &["/d/a", "/d/b", "/e/c"]);
-    let done = s.json(&["dedupe-scan", "test.pool", "/d", "--json"]);
+    let done = s.json(&["dedupe-scan", "test.pool", "/d", "--same-file", "--json"]);
     assert_eq!(done["files_scanned"], 2);
     assert_eq!(done["bytes_saved"], (2 << 20) - 4096, "2 MiB of one block value need one block");
     let a = s.json(&["stat", "test.pool", "/d/a", "--json"]);
@@ -128,6 +129,23 @@ fn dedupe_scan_collapses_files_of_one_repeated_block_into_one_pool_block_inside_
     assert_eq!(owner_paths(&s, first_pool_offset(&s, "/d/b")), ["/d/a", "/d/b"]);
     assert_eq!(checksums(&s, &["/d/a", "/d/b", "/e/c"]), before);
     assert_eq!(s.run(&["check", "test.pool"]).status, 0);
-    let again = s.json(&["dedupe-scan", "test.pool", "/d", "--json"]);
+    let again = s.json(&["dedupe-scan", "test.pool", "/d", "--same-file", "--json"]);
     assert_eq!(again["bytes_deduped"], 0);
+}
+
+#[test]
+fn dedupe_scan_shares_a_copy_block_for_block_with_its_original_and_keeps_the_original_unfragmented() {
+    let s = Sandbox::with_pool("32m");
+    for path in ["/x", "/y"] {
+        s.io(path, &["pwrite -q -S 0x61 0 1m"]);
+    }
+    let before = checksums(&s, &["/x", "/y"]);
+    let done = s.json(&["dedupe-scan", "test.pool", "--json"]);
+    assert_eq!(done["bytes_saved"], 1 << 20, "the copy's megabyte is saved, the original's blocks stay");
+    let x = first_pool_offset(&s, "/x");
+    for block in [0u64, 2, 255] {
+        assert_eq!(owner_paths(&s, x + block * 4096), ["/x", "/y"], "block {block} of /x is shared with /y");
+    }
+    assert_eq!(checksums(&s, &["/x", "/y"]), before);
+    assert_eq!(s.run(&["check", "test.pool"]).status, 0);
 }
