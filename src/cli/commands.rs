@@ -330,6 +330,7 @@ fn no_space(fs: &Fs, bytes: u64) -> Error {
 fn copy_from_host(source: &mut std::fs::File, file: &File) -> Result<(), CopyError> {
     let mut buffer = vec![0u8; COPY_CHUNK];
     let mut offset = 0u64;
+    let bar = super::progress::bytes_bar(source.metadata().map_or(0, |m| m.len()), "put");
     loop {
         let mut filled = 0;
         while filled < buffer.len() {
@@ -341,10 +342,12 @@ fn copy_from_host(source: &mut std::fs::File, file: &File) -> Result<(), CopyErr
             }
         }
         if filled == 0 {
+            bar.finish_and_clear();
             return Ok(());
         }
         file.write_at(&buffer[..filled], offset).map_err(CopyError::Pool)?;
         offset += filled as u64;
+        bar.inc(filled as u64);
     }
 }
 
