@@ -128,6 +128,12 @@ pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
         eprintln!("{PROGNAME}: mkfs {}: File exists (use --force to overwrite it)", pool.display());
         return 1;
     }
+    if existing.as_ref().is_some_and(|m| m.is_file()) {
+        // Never pull a pool out from under its owner (a server, a running command).
+        if let Err(e @ Error::Busy(_)) = Pool::open(pool) {
+            return fail(format_args!("mkfs {}", pool.display()), &e);
+        }
+    }
     let created = match &existing {
         Some(meta) if meta.file_type().is_char_device() => Pool::open(pool),
         Some(_) => match std::fs::remove_file(pool) {

@@ -57,16 +57,19 @@ fn refusal(file: &File, path: &Path, mode: LockMode) -> io::Error {
         LockMode::Exclusive => "is in use by",
         LockMode::Shared => "is mounted read-write by",
     };
-    io::Error::new(
-        io::ErrorKind::WouldBlock,
+    let served = holders.iter().any(|(_, cmd)| cmd.split_whitespace().any(|w| w == "serve"));
+    let hint = if served {
+        "a pool server owns it: ferrodax commands and Fs::connect go through its socket; to mount \
+         or reformat the pool directly, stop the server first (SIGTERM)"
+            .to_string()
+    } else {
         format!(
-            "{} {what} {who}: a pool has one read-write owner at a time. To use it from many \
-             processes at once, run `ferrodax serve {}`: every ferrodax command (and Fs::connect) \
-             then goes through that server",
-            path.display(),
+            "a pool has one read-write owner at a time. To use it from many processes at once, run \
+             `ferrodax serve {}`: every ferrodax command (and Fs::connect) then goes through that server",
             path.display()
-        ),
-    )
+        )
+    };
+    io::Error::new(io::ErrorKind::WouldBlock, format!("{} {what} {who}: {hint}", path.display()))
 }
 
 /// Every process that holds a lock on the file (device `dev`, inode `ino`), with its command line,
