@@ -67,12 +67,12 @@ impl ServerPlan {
     fn new(plan: &Plan) -> ServerPlan {
         let quick = plan.quick;
         ServerPlan {
-            runs: if quick { 5 } else { 9 },
-            round_trips: if quick { 1_000 } else { 4_000 },
-            cow_pages: if quick { 512 } else { 2_048 },
+            runs: if quick { 5 } else { 7 },
+            round_trips: if quick { 400 } else { 1_500 },
+            cow_pages: if quick { 256 } else { 1_024 },
             failures: if quick { 10 } else { 30 },
             sequential: if quick { 64 * MIB } else { 256 * MIB },
-            pool: if quick { 256 * MIB } else { 768 * MIB },
+            pool: if quick { 192 * MIB } else { 512 * MIB },
             direct_pool: 64 * MIB,
         }
     }
