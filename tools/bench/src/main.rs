@@ -4,6 +4,8 @@
 //! library API and the shared host helpers of ferrodax-hostkit (the scratch XFS, the remap ioctls).
 //!
 //! Owns the benchmark procedures, their sizes and targets, and the table (or JSON) they print.
+//! The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
+//! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! ferrodax runs on a memfd pool, whose persistence is cache write-back plus a store fence; the
 //! header says which flush instruction the CPU uses. Every procedure is written once against the
 //! small [`Target`] trait, so ferrodax and XFS are measured the same way on the same sizes.
