@@ -16,7 +16,7 @@ use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
-    Stat,
+    SpaceUsage, Stat,
 };
 use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
@@ -37,6 +37,15 @@ impl Pool {
     pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
         let path = path.as_ref();
         let backend = MappedBackend::create_file(path, size).map_err(|e| open_error(path, e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
+    /// Creates a new pool file of `size` bytes with every byte allocated on the host file system
+    /// (EEXIST if it exists; ENOSPC, and no file left behind, if the host has no room), so the pool
+    /// can never run into a full host file system later.
+    pub fn create_allocated(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::create_file_allocated(path, size).map_err(|e| open_error(path, e))?;
         Ok(Pool { backend: Arc::new(backend) })
     }
 
@@ -576,6 +585,14 @@ impl Fs {
                 Err(e) => DedupeStatus::Failed(e),
             });
         }
+        drop(fs);
+        // A compare that met bad memory: recorded now, that destination fails with EIO.
+        for status in &mut out {
+            if let DedupeStatus::Failed(e @ Error::MediaError { .. }) = status {
+                let taken = std::mem::replace(e, Error::Io(String::new()));
+                *e = self.after_media_error::<()>(Err(taken)).expect_err("a media error stays an error");
+            }
+        }
         Ok(out)
     }
 
@@ -631,7 +648,8 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Unshare { handle: file.handle, offset, len });
         }
-        self.write_lock().unshare(file.ino, offset, len)
+        let result = self.write_lock().unshare(file.ino, offset, len);
+        self.after_media_error(result)
     }
 
     /// Every owner of any byte of `[pool_offset, pool_offset + len)`. Through a server whose
@@ -865,6 +883,18 @@ impl Fs {
         Ok(self.read_lock().stats())
     }
 
+    /// Where the pool's blocks are (data, shared, metadata, free, reserve, quarantined) and the
+    /// free runs by size, for `df`; the error when a pool server cannot answer.
+    pub fn space_usage(&self) -> Result<SpaceUsage> {
+        if let Some(c) = self.remote() {
+            return Self::ask(c, Op::SpaceUsage, |a| match a {
+                Answer::SpaceUsage(u) => Some(u),
+                _ => None,
+            });
+        }
+        Ok(self.read_lock().space_usage())
+    }
+
     /// The path of an inode, if it has one.
     pub fn path_of(&self, ino: u64) -> Option<String> {
         if let Some(c) = self.remote() {
@@ -876,6 +906,22 @@ impl Fs {
             .flatten();
         }
         self.read_lock().path_of(ino)
+    }
+
+    /// When `result` is a memory error met while reading pool memory (a machine check landed by
+    /// `pool::mcsafe`), records it as a memory failure — every owner, every view in every
+    /// process — and turns it into EIO saying so. Call with no ferrodax lock held.
+    fn after_media_error<T>(&self, result: Result<T>) -> Result<T> {
+        let Err(Error::MediaError { pool_offset }) = result else { return result };
+        let what = match self.memory_failure(pool_offset, 1, FailureFlags::default()) {
+            Ok(report) => format!(
+                "recorded as a memory failure ({} file owner(s), {} view page(s) taken out)",
+                report.files.len(),
+                report.views.len()
+            ),
+            Err(e) => format!("recording it as a memory failure failed: {e}"),
+        };
+        Err(Error::Io(format!("bad memory at pool offset {pool_offset:#x}: {what}")))
     }
 
     /// Pool server: a view of `file` whose memory is at `base` in the client `peer`, with the id the
@@ -960,6 +1006,33 @@ impl Fs {
         Ok(())
     }
 
+    /// Pool server: reserves the blocks of a placed write to `file` (see
+    /// [`FileSystem::reserve_for_placed_write`]), after the checks of [`File::write_at`].
+    pub(crate) fn reserve_for_peer(&self, file: &File, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        check_io_offset(offset)?;
+        if !file.access.write || file.access.append {
+            return Err(Error::BadHandle("a placed write needs a writable, not append-only handle".into()));
+        }
+        check_io_range(offset, len as usize)?;
+        self.write_lock().reserve_for_placed_write(file.ino, offset, len)
+    }
+
+    /// Pool server: commits a placed write whose data a client stored into `runs`.
+    pub(crate) fn commit_placed_for_peer(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        runs: &[(u64, u64)],
+    ) -> Result<usize> {
+        self.write_lock().write_placed(file.ino, offset, len, runs)
+    }
+
+    /// Pool server: gives back the runs of placed writes that will not happen.
+    pub(crate) fn release_reserved(&self, runs: &[(u64, u64)]) {
+        self.write_lock().release_reserved(runs);
+    }
+
     /// Writes a checkpoint now (a pool server's final act): the next mount replays nothing.
     pub fn checkpoint(&self) -> Result<()> {
         if let Some(c) = self.remote() {
@@ -983,6 +1056,10 @@ impl Fs {
         self.read_lock().backend().clone()
     }
 }
+
+/// Through a pool server, writes at least this long store their data straight into blocks the
+/// server reserved (zero copy); shorter ones cross the socket.
+pub const PLACED_WRITE_MIN: usize = 256 << 10;
 
 /// An open file: a position, an access mode and the inode.
 pub struct File {
@@ -1026,6 +1103,18 @@ impl File {
             // in a view may fault and be resolved by the server meanwhile.
             return c.read_at(self.handle, buf, offset);
         }
+        match self.read_local(buf, offset) {
+            Err(e @ Error::MediaError { .. }) => {
+                // Bad memory met on the way: recorded now (every owner and view handled), the
+                // read is answered like any read of a poisoned range: short, or EIO.
+                let _ = self.fs.after_media_error::<()>(Err(e));
+                self.read_local(buf, offset)
+            }
+            other => other,
+        }
+    }
+
+    fn read_local(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         if fault::overlaps_view(buf.as_ptr() as usize, buf.len()) {
             // The buffer is view memory: filling it may fault, and the fault handler needs the
             // lock. Read into a bounce buffer under the lock, copy after releasing it.
@@ -1053,15 +1142,24 @@ impl File {
             buf
         };
         if let Some(c) = self.fs.remote() {
+            if buf.len() >= PLACED_WRITE_MIN
+                && !self.access.append
+                && c.pool_access() == PoolAccess::ReadWrite
+            {
+                return c.write_placed(self.handle, buf, offset);
+            }
             return c.write_at(self.handle, buf, offset);
         }
-        let mut guard = self.fs.write_lock();
-        let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
-        if guard.mounted().dax.has_views(self.ino) {
-            guard.write_in_place_where_private(self.ino, offset, buf)
-        } else {
-            guard.write(self.ino, offset, buf)
-        }
+        let written = {
+            let mut guard = self.fs.write_lock();
+            let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
+            if guard.mounted().dax.has_views(self.ino) {
+                guard.write_in_place_where_private(self.ino, offset, buf)
+            } else {
+                guard.write(self.ino, offset, buf)
+            }
+        };
+        self.fs.after_media_error(written)
     }
 
     /// Maps `len` bytes of the file from `offset` (both multiples of 4096) as a DAX view: its pages
@@ -1180,12 +1278,16 @@ impl File {
         if let Some(c) = self.fs.remote() {
             return c.call_unit(Op::SetLen { handle: self.handle, size });
         }
-        let mut guard = self.fs.write_lock();
-        // The kept part of a partial last page is copied: no store through a view may land meanwhile.
-        if size % BLOCK_SIZE != 0 {
-            guard.write_protect(self.ino, size, 1)?;
-        }
-        guard.truncate(self.ino, size)
+        let truncated = {
+            let mut guard = self.fs.write_lock();
+            // The kept part of a partial last page is copied: no store through a view may land
+            // meanwhile.
+            if size % BLOCK_SIZE != 0 {
+                guard.write_protect(self.ino, size, 1)?;
+            }
+            guard.truncate(self.ino, size)
+        };
+        self.fs.after_media_error(truncated)
     }
 
     /// fstat.
@@ -1300,14 +1402,18 @@ impl MappingInner {
             // the reader thread applies), before it answers.
             c.call_unit(Op::MakePrivate { view: self.view.id, page })?;
         } else {
-            let mut guard = self.fs.write_lock();
-            guard.make_block_private(self.view.ino, self.view.first_page + page)?;
-            guard.sync_views()?;
+            let copied = {
+                let mut guard = self.fs.write_lock();
+                guard
+                    .make_block_private(self.view.ino, self.view.first_page + page)
+                    .and_then(|_| guard.sync_views())
+            };
+            self.fs.after_media_error(copied)?;
         }
-        match self.view.page_state(page) {
-            PageState::Block { prot: PageProtection::ReadWrite, .. } => Ok(()),
-            other => Err(Error::Io(format!("view page {page} is {other:?} after making it private"))),
-        }
+        // The page is writable now, unless an operation that ran since (a dedupe or truncate
+        // protecting it, a truncate below it, a memory failure) changed it again: then the retried
+        // store faults again and meets the page as it is then.
+        Ok(())
     }
 }
 
@@ -1352,7 +1458,29 @@ impl FaultTarget for MappingInner {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
         match self.make_page_writable(page) {
             Ok(()) => FaultOutcome::Resolved,
-            Err(_) => FaultOutcome::Refused,
+            Err(Error::BadHandle(_)) => FaultOutcome::Refused,
+            // Past EOF by now (a truncate won the race): the retried store meets the past-EOF
+            // sentinel and raises SIGBUS like the kernel's mapping would.
+            Err(Error::Invalid(_)) => FaultOutcome::Resolved,
+            Err(e) => {
+                // Signal context (see dax::fault): one line on stderr with a plain write(2).
+                let file = match self.fs.remote() {
+                    Some(_) => format!("inode {}", self.view.ino),
+                    None => self
+                        .fs
+                        .read_lock()
+                        .path_of(self.view.ino)
+                        .unwrap_or(format!("inode {}", self.view.ino)),
+                };
+                let line = format!(
+                    "ferrodax: copy-on-write fault in {file} at file offset {} (address {addr:#x}) cannot be served: {}: SIGBUS\n",
+                    (self.view.first_page + page) * BLOCK_SIZE,
+                    e
+                );
+                // SAFETY: write(2) of a buffer we own to standard error.
+                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+                FaultOutcome::Failed
+            }
         }
     }
 }

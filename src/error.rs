@@ -48,6 +48,14 @@ pub enum Error {
     /// EIO: the media could not be read (poison) or a write could not complete.
     #[error("Input/output error: {0}")]
     Io(String),
+    /// EIO: a read of pool memory met bad memory (a machine check, or a SIGBUS of the pool's
+    /// mapping) at this pool offset. The front end records it as a memory failure, so every owner
+    /// and every view is handled, and reports EIO.
+    #[error("Input/output error: memory error reading pool offset {pool_offset:#x}")]
+    MediaError {
+        /// The first byte that could not be read.
+        pool_offset: u64,
+    },
     /// EUCLEAN: on-media metadata is damaged; the message names the structure.
     #[error("Structure needs cleaning: {0}")]
     Corrupt(String),
@@ -89,7 +97,7 @@ impl Error {
             Error::NoSpace(_) => libc::ENOSPC,
             Error::TooBig(_) => libc::EFBIG,
             Error::NameTooLong(_) => libc::ENAMETOOLONG,
-            Error::Io(_) => libc::EIO,
+            Error::Io(_) | Error::MediaError { .. } => libc::EIO,
             Error::Corrupt(_) => libc::EUCLEAN,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Busy(_) => libc::EBUSY,

@@ -27,4 +27,4 @@ pub mod server;
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 pub use error::{Error, Result};
 pub use fs::check::{CheckReport, Problem};
-pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, Stat};
+pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, SpaceUsage, Stat};

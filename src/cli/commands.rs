@@ -35,7 +35,7 @@ pub(super) fn describe(e: &Error) -> String {
 }
 
 /// Prints "ferrodax: <context>: <error>" and returns exit status 1.
-fn fail(context: impl Display, e: &Error) -> i32 {
+pub(super) fn fail(context: impl Display, e: &Error) -> i32 {
     eprintln!("{PROGNAME}: {context}: {}", describe(e));
     1
 }
@@ -48,7 +48,7 @@ fn mount(pool: &Path, read_only: bool) -> Result<Fs, i32> {
 }
 
 /// Runs `body` on a mounted pool; its error becomes the exit status.
-fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
+pub(super) fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
     match mount(pool, read_only).and_then(|fs| body(&fs)) {
         Ok(()) => 0,
         Err(status) => status,
@@ -76,9 +76,13 @@ fn replace_options() -> OpenOptions {
     options
 }
 
-/// `ferrodax mkfs POOL --size N [--force]`: a new sparse pool file, formatted. An existing file
-/// is only replaced with --force; an existing /dev/dax device is formatted in place with --force.
-pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
+/// `ferrodax mkfs POOL --size N [--force] [--sparse]`: a new pool file, every byte allocated on
+/// the host file system (ENOSPC now rather than SIGBUS later) unless --sparse, formatted. An
+/// existing file is only replaced with --force; an existing /dev/dax device is formatted in place
+/// with --force.
+pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
+    let create =
+        |path: &Path| if sparse { Pool::create(path, size) } else { Pool::create_allocated(path, size) };
     let existing = std::fs::metadata(pool).ok();
     if existing.is_some() && !force {
         eprintln!("{PROGNAME}: mkfs {}: File exists (use --force to overwrite it)", pool.display());
@@ -87,10 +91,10 @@ pub fn mkfs(pool: &Path, size: u64, force: bool) -> i32 {
     let created = match &existing {
         Some(meta) if meta.file_type().is_char_device() => Pool::open(pool),
         Some(_) => match std::fs::remove_file(pool) {
-            Ok(()) => Pool::create(pool, size),
+            Ok(()) => create(pool),
             Err(e) => return fail(format_args!("mkfs {}", pool.display()), &Error::os("remove", e)),
         },
-        None => Pool::create(pool, size),
+        None => create(pool),
     };
     let made_file = !existing.as_ref().is_some_and(|m| m.file_type().is_char_device());
     let formatted = created.and_then(|p| Fs::format(&p).map(|fs| (p, fs)));
@@ -170,13 +174,16 @@ pub fn mv(pool: &Path, from: &str, to: &str) -> i32 {
 fn copy_bytes(src: &File, dst: &File) -> Result<u64, Error> {
     let mut buffer = vec![0u8; COPY_CHUNK];
     let mut offset = 0u64;
+    let bar = super::progress::bytes_bar(src.metadata()?.size, "copying");
     loop {
         let n = src.read_at(&mut buffer, offset)?;
         if n == 0 {
+            bar.finish_and_clear();
             return Ok(offset);
         }
         dst.write_at(&buffer[..n], offset)?;
         offset += n as u64;
+        bar.inc(n as u64);
     }
 }
 
@@ -217,6 +224,7 @@ pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
         let file = fs.open(path, &replace_options()).map_err(|e| fail(&context, &e))?;
         let mut buffer = vec![0u8; COPY_CHUNK];
         let mut offset = 0u64;
+        let bar = super::progress::bytes_bar(source.metadata().map_or(0, |m| m.len()), "put");
         loop {
             // Fill the whole chunk (host reads may be short) so each commit is a full chunk.
             let mut filled = 0;
@@ -231,10 +239,12 @@ pub fn put(pool: &Path, host: &Path, path: &str) -> i32 {
                 }
             }
             if filled == 0 {
+                bar.finish_and_clear();
                 return Ok(());
             }
             file.write_at(&buffer[..filled], offset).map_err(|e| fail(&context, &e))?;
             offset += filled as u64;
+            bar.inc(filled as u64);
         }
     })
 }
@@ -361,29 +371,15 @@ pub fn check(pool: &Path, json: bool) -> i32 {
             return 2;
         }
     };
+    let checking = super::progress::spinner("checking the pool");
     let report = fs.check();
+    checking.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
     } else {
         println!("{}", check_text(&report));
     }
     i32::from(!report.is_clean() || !report.repaired.is_empty())
-}
-
-/// `ferrodax poison POOL OFFSET [LEN]`: injects a memory failure (SPEC section 5) and prints the
-/// report: owners, metadata repaired, blocks quarantined.
-pub fn poison(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
-    with_fs(pool, false, |fs| {
-        let report = fs
-            .memory_failure(offset, len, ferrodax::memfail::FailureFlags::default())
-            .map_err(|e| fail(format_args!("poison {offset}"), &e))?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-        } else {
-            print!("{report}");
-        }
-        Ok(())
-    })
 }
 
 /// `ferrodax badblocks POOL [--import FILE]`: lists the recorded bad blocks in the pmem sysfs

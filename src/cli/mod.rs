@@ -4,10 +4,16 @@
 //! Must never reach below the library API (`ferrodax::{Pool, Fs, File, ...}`).
 
 mod commands;
+mod dedupe_scan;
+mod df;
 mod io;
 mod launch;
+mod poison;
+mod progress;
+mod report_html;
 mod serve;
 mod sigpipe;
+mod stat;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +44,10 @@ enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+        /// Leave the pool file sparse instead of allocating it now (a full host file system then
+        /// shows up later, as SIGBUS on a store).
+        #[arg(long)]
+        sparse: bool,
     },
     /// Run xfs_io-style commands on one file of a pool.
     Io(io::IoArgs),
@@ -126,6 +136,20 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the report as an HTML page with a picture (owners, views told, outcome).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Also save the report as JSON, for `ferrodax report`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Draw a failure report saved by `poison --save` as an HTML page.
+    Report {
+        /// The saved report (JSON).
+        saved: PathBuf,
+        /// Where to write the HTML page.
+        #[arg(long)]
+        html: PathBuf,
     },
     /// List recorded bad blocks (pmem sysfs badblocks format); --import records a list first.
     Badblocks {
@@ -143,6 +167,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pool space like df -h: size, used, available, use%, shared, reserved, quarantined.
+    Df {
+        /// The pool.
+        pool: PathBuf,
+        /// Exact byte counts instead of human sizes.
+        #[arg(short = 'b', long)]
+        bytes: bool,
+        /// Add a histogram of free runs by size (like xfs_spaceman -c freesp).
+        #[arg(short = 'f', long)]
+        freesp: bool,
+        /// Print JSON (every figure in bytes, and the histogram).
+        #[arg(long)]
+        json: bool,
+    },
+    /// What stat(1) says about a file or directory of the pool, plus extents and shared bytes.
+    Stat {
+        /// The pool.
+        pool: PathBuf,
+        /// The file or directory.
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find identical 4 KiB blocks (xxh3 hashes) and share them with dedupe (like duperemove).
+    DedupeScan(dedupe_scan::DedupeScanArgs),
     /// A short guided tour: write, reflink, dedupe, CoW, owners, check.
     Tour {
         /// Where to put the tour's pool (a file that must not exist yet).
@@ -213,7 +263,7 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
-        Command::Mkfs { pool, size, force } => commands::mkfs(&pool, size, force),
+        Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),
         Command::Io(args) => io::run(args),
         Command::Ls { pool, path } => commands::ls(&pool, path.as_deref().unwrap_or("/")),
         Command::Mkdir { pool, path } => commands::mkdir(&pool, &path),
@@ -226,10 +276,14 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json } => commands::check(&pool, json),
-        Command::Poison { pool, offset, len, json } => {
-            commands::poison(&pool, offset, len.unwrap_or(4096), json)
+        Command::Poison { pool, offset, len, json, html, save } => {
+            poison::poison(&pool, offset, len.unwrap_or(4096), &poison::PoisonOutputs { json, html, save })
         }
+        Command::Report { saved, html } => poison::report(&saved, &html),
         Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
+        Command::Df { pool, bytes, freesp, json } => df::run(&pool, bytes, freesp, json),
+        Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
+        Command::DedupeScan(args) => dedupe_scan::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Tour { pool, force } => tour::run(&pool, force),
         Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),

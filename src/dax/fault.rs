@@ -20,6 +20,7 @@
 //! Must never: allocate or lock while the faulting thread holds a ferrodax lock, or swallow a fault
 //! it cannot resolve (an action-optional machine check that was handled is not a fault).
 
+use crate::pool::mcsafe::{forward as forward_to, install_over, Previous};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Once, OnceLock, RwLock, Weak};
@@ -29,8 +30,12 @@ use std::sync::{Arc, Once, OnceLock, RwLock, Weak};
 pub enum FaultOutcome {
     /// The page is now writable; the store can be retried.
     Resolved,
-    /// Not resolvable (a read-only view, a page past EOF, no space): deliver the signal.
+    /// Not a store this view allows (a read-only view): the SIGSEGV goes on, as the kernel's would.
     Refused,
+    /// The copy-on-write could not be done (no block for the copy: ENOSPC; the old block is bad:
+    /// EIO): the target has printed one line naming the file and offset, and the faulting thread
+    /// gets SIGBUS with BUS_ADRERR at the address, as the kernel does when a fault cannot be served.
+    Failed,
 }
 
 /// Something that owns a range of addresses and can resolve store faults in it.
@@ -129,39 +134,17 @@ fn target_at(addr: usize) -> Option<Arc<dyn FaultTarget>> {
     entry.target.upgrade()
 }
 
-/// The SIGSEGV disposition that was in place before ours.
-struct Previous(libc::sigaction);
-// SAFETY: a sigaction is plain data (a function address, flags and a mask).
-unsafe impl Send for Previous {}
-// SAFETY: see Send; it is written once, then only read.
-unsafe impl Sync for Previous {}
-
 static PREVIOUS_SEGV: OnceLock<Previous> = OnceLock::new();
 static PREVIOUS_BUS: OnceLock<Previous> = OnceLock::new();
-
-type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
-
-fn install(signal: libc::c_int, handler: Handler, previous_slot: &OnceLock<Previous>) {
-    // SAFETY: building a sigaction for our handler and installing it; the previous one is kept
-    // so faults that are not ours keep their old meaning.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = handler as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut action.sa_mask);
-        let mut previous: libc::sigaction = std::mem::zeroed();
-        let rc = libc::sigaction(signal, &action, &mut previous);
-        assert_eq!(rc, 0, "installing a ferrodax signal handler");
-        let _ = previous_slot.set(Previous(previous));
-    }
-}
 
 /// Installs the handlers once per process: SIGSEGV (store faults) and SIGBUS (poisoned pages).
 pub fn install_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        install(libc::SIGSEGV, on_sigsegv, &PREVIOUS_SEGV);
-        install(libc::SIGBUS, on_sigbus, &PREVIOUS_BUS);
+        // The pool's landing-pad handler goes first, so ours chains to it.
+        crate::pool::mcsafe::install();
+        install_over(libc::SIGSEGV, on_sigsegv, &PREVIOUS_SEGV);
+        install_over(libc::SIGBUS, on_sigbus, &PREVIOUS_BUS);
     });
 }
 
@@ -218,12 +201,22 @@ extern "C" fn on_sigsegv(signal: libc::c_int, info: *mut libc::siginfo_t, contex
         return;
     }
     if let Some(target) = target_at(addr) {
-        if target.resolve_store_fault(addr) == FaultOutcome::Resolved {
-            return;
+        match target.resolve_store_fault(addr) {
+            FaultOutcome::Resolved => return,
+            FaultOutcome::Failed => {
+                // The kernel's answer to a fault it cannot serve: SIGBUS BUS_ADRERR at the address.
+                if super::mce::queue_to_self_signal(libc::SIGBUS, BUS_ADRERR, addr).is_ok() {
+                    return;
+                }
+            }
+            FaultOutcome::Refused => {}
         }
     }
     forward(signal, info, context);
 }
+
+/// `si_code` of a SIGBUS for an address that cannot be served.
+pub const BUS_ADRERR: i32 = 2;
 
 /// Whether `addr` is in a view, without taking the registry lock when it is contended.
 fn target_at_no_lock_check(addr: usize) -> bool {
@@ -233,30 +226,9 @@ fn target_at_no_lock_check(addr: usize) -> bool {
     }
 }
 
-/// Hands a fault to the previous handler, or restores the default action so that returning
-/// re-executes the access and the kernel delivers the signal's default effect.
+/// Hands a signal to the disposition installed before ours (see `pool::mcsafe::forward`).
 fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let slot = if signal == libc::SIGBUS { &PREVIOUS_BUS } else { &PREVIOUS_SEGV };
-    let previous = slot.get().map(|p| p.0);
-    // SAFETY: calling the previously installed handler with the arguments the kernel gave us, or
-    // resetting the disposition to default; both are what the process had before we chained in.
-    unsafe {
-        match previous {
-            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
-                if p.sa_flags & libc::SA_SIGINFO != 0 {
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                        std::mem::transmute(p.sa_sigaction);
-                    f(signal, info, context);
-                } else {
-                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(p.sa_sigaction);
-                    f(signal);
-                }
-            }
-            _ => {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-    }
+    // SAFETY: every caller passes the arguments the kernel gave its signal handler.
+    unsafe { forward_to(signal, info, context, slot) };
 }

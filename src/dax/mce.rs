@@ -52,7 +52,23 @@ pub fn addr_lsb(info: &libc::siginfo_t) -> i16 {
 
 /// Queues SIGBUS with `code` and `addr` to the calling thread.
 pub fn queue_to_self(code: i32, addr: usize) -> io::Result<()> {
+    queue_to_self_signal(libc::SIGBUS, code, addr)
+}
+
+/// Queues `signal` with `code` and `addr` to the calling thread; `si_addr_lsb` is 12 for the
+/// machine-check codes and 0 otherwise. Async-signal-safe (one system call).
+pub fn queue_to_self_signal(signal: i32, code: i32, addr: usize) -> io::Result<()> {
     let mut info = mce_siginfo(code, addr);
+    if code != BUS_MCEERR_AR && code != BUS_MCEERR_AO {
+        // SAFETY: the same 128-byte layout mce_siginfo built; rewrite signo and the lsb.
+        unsafe {
+            let raw = &mut info as *mut libc::siginfo_t as *mut u8;
+            *(raw as *mut i32) = signal;
+            *(raw.add(24) as *mut i16) = 0;
+        }
+    } else {
+        info.si_signo = signal;
+    }
     // SAFETY: rt_tgsigqueueinfo to our own process and thread with a fully initialised siginfo;
     // sending a positive si_code to oneself is allowed.
     let rc = unsafe {

@@ -164,6 +164,7 @@ impl FileSystem {
             marks.push((s, seg.len, "used"));
         }
         marks.extend(state.free.runs().map(|(s, l)| (s, l, "free")));
+        marks.extend(self.reserved_runs().map(|(s, l)| (s, l, "reserved for a placed write")));
         marks.sort_unstable();
         let mut cursor = 0;
         let mut unaccounted = Vec::new();

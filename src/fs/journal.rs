@@ -157,7 +157,16 @@ impl Journal {
                 errors.push(format!("superblock copy {copy}: beyond the end of the pool"));
                 continue;
             }
-            match Superblock::decode(read_block(&backend, block), copy as u32) {
+            // A copy that a valid one already marks lost sits on bad memory: never read it.
+            if copies.iter().any(|c: &Superblock| c.lost_copies & (1 << copy) != 0) {
+                errors.push(format!("superblock copy {copy}: marked lost (bad memory), not read"));
+                continue;
+            }
+            let decoded = match read_block(&backend, block) {
+                Ok(bytes) => Superblock::decode(&bytes, copy as u32),
+                Err(e) => Err(Error::Corrupt(format!("superblock copy {copy}: {e}"))),
+            };
+            match decoded {
                 Ok(sb) if sb.total_blocks > pool_blocks => errors.push(format!(
                     "superblock copy {copy}: says {} blocks but the pool has {pool_blocks}",
                     sb.total_blocks
@@ -194,7 +203,7 @@ impl Journal {
             best.checkpoint_len,
             best.checkpoint_crc,
             best.total_blocks,
-            |b| Ok(read_block(&backend, b).to_vec()),
+            |b| read_block(&backend, b),
         )?;
         let image = StateImage::decode(&payload)?;
         let mut state =
@@ -203,7 +212,7 @@ impl Journal {
             return Err(Error::Corrupt("checkpoint: no root directory".into()));
         }
         // Replay the log.
-        let log = log_region(&backend, &best);
+        let log = log_region(&backend, &best)?;
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
@@ -218,7 +227,7 @@ impl Journal {
         // A torn last record legitimately ends the log, but a damaged record with intact later
         // ones after it would silently drop committed operations whose freed blocks may already
         // hold other data: refuse to mount instead.
-        if let Some((later_seq, at)) = later_record_after(log, pos, seq) {
+        if let Some((later_seq, at)) = later_record_after(&log, pos, seq) {
             return Err(Error::Corrupt(format!(
                 "log record {seq} (log byte {pos}) is damaged, yet later records are present (record \
                  {later_seq} at log byte {at}): replaying only up to it would lose committed operations"
@@ -446,9 +455,9 @@ fn bug(what: &str, e: Error) -> Error {
     Error::Corrupt(format!("internal inconsistency while {what}: {e}"))
 }
 
-/// The bytes of one pool block (reads go straight to pool memory).
-pub fn read_block(backend: &SharedBackend, block: u64) -> &[u8] {
-    crate::pool::bytes(backend.as_ref(), block * BLOCK_SIZE, BLOCK_SIZE)
+/// The bytes of one pool block (a machine-check-safe copy).
+pub fn read_block(backend: &SharedBackend, block: u64) -> Result<Vec<u8>> {
+    crate::pool::read_vec(backend.as_ref(), block * BLOCK_SIZE, BLOCK_SIZE)
 }
 
 /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record with a
@@ -475,6 +484,7 @@ fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usi
     None
 }
 
-fn log_region<'a>(backend: &'a SharedBackend, sb: &Superblock) -> &'a [u8] {
-    crate::pool::bytes(backend.as_ref(), sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE)
+/// The whole log region (a machine-check-safe copy).
+fn log_region(backend: &SharedBackend, sb: &Superblock) -> Result<Vec<u8>> {
+    crate::pool::read_vec(backend.as_ref(), sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE)
 }

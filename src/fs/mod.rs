@@ -25,10 +25,14 @@ use crate::pool::SharedBackend;
 use journal::{now_ns, Journal, MountNotes};
 use ownership::{MetaStructure, Owner};
 use state::{Inode, State};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The largest dedupe request the kernel accepts in one call; longer ones are cut to it.
 pub const MAX_DEDUPE_LEN: u64 = 1 << 30;
+
+/// Blocks beyond the metadata reserve that a data allocation must leave free: each new run may add
+/// an extent (24 checkpoint bytes), which these cover.
+const DATA_ALLOCATION_SLACK: u64 = 2;
 
 /// How a handle was opened, for the EBADF rules of reflink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -245,6 +249,31 @@ pub struct FsStats {
     pub log_free_bytes: u64,
 }
 
+/// Where the pool's blocks are, for `df`: every block is counted once, and
+/// `total = data + metadata + free + quarantined-and-unowned`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpaceUsage {
+    /// Blocks in the pool.
+    pub total_blocks: u64,
+    /// Blocks owned by files, counted once however many files share them.
+    pub data_blocks: u64,
+    /// Data blocks with more than one owner (reflink or dedupe).
+    pub shared_blocks: u64,
+    /// Blocks of metadata structures (superblocks, log, checkpoint chain).
+    pub metadata_blocks: u64,
+    /// Free blocks, the metadata reserve included.
+    pub free_blocks: u64,
+    /// Free blocks kept back so the next checkpoint always fits (never given to file data).
+    pub reserved_blocks: u64,
+    /// Free blocks a file can get: the largest data allocation that succeeds right now.
+    pub available_blocks: u64,
+    /// Bad blocks (quarantined), whether or not a file still owns them.
+    pub quarantined_blocks: u64,
+    /// Free runs by size: `(smallest run length in the bucket, runs, blocks)`, buckets at powers
+    /// of two (1, 2-3, 4-7, ...), ascending; empty buckets left out.
+    pub free_runs_by_size: Vec<(u64, u64, u64)>,
+}
+
 /// A mounted file system. Not thread-safe by itself: the library front end wraps it in a lock.
 pub struct FileSystem {
     backend: SharedBackend,
@@ -259,6 +288,9 @@ pub struct FileSystem {
     layout_changes: Vec<LayoutChange>,
     /// Why the file system refuses changes, when a memory failure made it read-only.
     read_only_reason: Option<String>,
+    /// Runs (first block → length) taken for placed writes whose data is being stored by someone
+    /// else (a pool server client): used in memory, free on media until their write commits.
+    reserved: BTreeMap<u64, u64>,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -280,6 +312,7 @@ impl FileSystem {
             track_layout: false,
             layout_changes: Vec::new(),
             read_only_reason: None,
+            reserved: BTreeMap::new(),
         })
     }
 
@@ -301,6 +334,7 @@ impl FileSystem {
             track_layout: false,
             layout_changes: Vec::new(),
             read_only_reason: None,
+            reserved: BTreeMap::new(),
         };
         if !read_only {
             let orphans: Vec<u64> =
@@ -736,7 +770,7 @@ impl FileSystem {
             match piece.phys {
                 Some(phys) => {
                     let at = phys * BLOCK_SIZE + (piece_start - piece.file_block * BLOCK_SIZE);
-                    crate::pool::read_into(self.backend.as_ref(), at, dst);
+                    crate::pool::read_into(self.backend.as_ref(), at, dst)?;
                 }
                 None => dst.fill(0),
             }
@@ -781,8 +815,7 @@ impl FileSystem {
 
     /// Takes `count` blocks for file data, keeping the metadata reserve.
     fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
-        // Each new run may add an extent (24 checkpoint bytes); 2 blocks of slack cover that.
-        self.ensure_metadata_room(count + 2)?;
+        self.ensure_metadata_room(count + DATA_ALLOCATION_SLACK)?;
         self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
     }
 
@@ -804,6 +837,133 @@ impl FileSystem {
     /// The pool block right after the one backing `file_block - 1`: where a file grows contiguously.
     fn goal_for(&self, inode: &Inode, file_block: u64) -> Option<u64> {
         file_block.checked_sub(1).and_then(|prev| inode.extents.lookup(prev)).map(|p| p + 1)
+    }
+
+    /// Takes the blocks that a write of `len` bytes at `pos` of `ino` will need, for a writer that
+    /// stores the data itself (a pool server client, straight into pool memory) and then calls
+    /// [`FileSystem::write_placed`]. Byte `pos + i` belongs at byte `pos % 4096 + i` of the runs
+    /// taken together. Until then the runs are reserved: used in memory, free on media (a crash
+    /// frees them), and [`FileSystem::release_reserved`] gives them back.
+    pub fn reserve_for_placed_write(&mut self, ino: u64, pos: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        self.writable()?;
+        let inode = self.file(ino)?;
+        if len == 0 {
+            return Err(Error::Invalid("a placed write needs at least one byte".into()));
+        }
+        if pos.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
+            return Err(Error::TooBig(format!("write of {len} bytes at {pos}")));
+        }
+        let fb0 = pos / BLOCK_SIZE;
+        let goal = self.goal_for(inode, fb0).or(inode.extents.lookup(fb0).map(|p| p + 1));
+        let runs = self.allocate_data(blocks_of(pos + len) - fb0, goal)?;
+        for &(s, l) in &runs {
+            self.reserved.insert(s, l);
+        }
+        Ok(runs)
+    }
+
+    /// Gives reserved runs back to the free space (a placed write that will not happen). Runs that
+    /// are not reserved are ignored.
+    pub fn release_reserved(&mut self, runs: &[(u64, u64)]) {
+        for &(s, l) in runs {
+            if self.reserved.get(&s) == Some(&l) {
+                self.reserved.remove(&s);
+                self.state.free.release(s, l);
+            }
+        }
+    }
+
+    /// Blocks reserved for placed writes in flight.
+    pub fn reserved_runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.reserved.iter().map(|(&s, &l)| (s, l))
+    }
+
+    /// Commits a placed write: `len` bytes at `pos` of `ino` whose data the writer stored into
+    /// `runs` (from [`FileSystem::reserve_for_placed_write`]). The unaligned head and tail of the
+    /// first and last block are copied from the file's current blocks now, under the caller's lock,
+    /// so a concurrent write to other bytes of those blocks is never undone. Same result as
+    /// [`FileSystem::write`] with that data; on failure the runs are free again.
+    pub fn write_placed(&mut self, ino: u64, pos: u64, len: u64, runs: &[(u64, u64)]) -> Result<usize> {
+        let expected = blocks_of(pos.saturating_add(len)).saturating_sub(pos / BLOCK_SIZE);
+        let total: u64 = runs.iter().map(|r| r.1).sum();
+        if len == 0 || total != expected || runs.iter().any(|&(s, l)| self.reserved.get(&s) != Some(&l)) {
+            return Err(Error::Invalid(format!(
+                "a placed write of {len} bytes at {pos} must name the runs reserved for it"
+            )));
+        }
+        for &(s, _) in runs {
+            self.reserved.remove(&s);
+        }
+        let end = pos + len;
+        let prepared =
+            self.writable().and_then(|()| self.clear_tail_before_growth(ino, end)).and_then(|()| {
+                let inode = self.file(ino)?;
+                let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+                let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
+                if pos % BLOCK_SIZE != 0 {
+                    self.readable_block(ino, fb0, old_first)?;
+                }
+                if end % BLOCK_SIZE != 0 {
+                    self.readable_block(ino, fb_end - 1, old_last)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = prepared {
+            self.give_back(runs);
+            return Err(e);
+        }
+        self.fill_edges_and_commit(ino, pos, end, runs, None)?;
+        Ok(len as usize)
+    }
+
+    /// The second half of a copy-on-write write into the fresh `runs` (covering the blocks of
+    /// `[pos, end)`): the head and tail edges copied from the current blocks (or zeroed), the data
+    /// stored unless a writer placed it already (`data` is `None`), everything flushed, and one
+    /// record mapping the runs committed. On failure the runs are free again.
+    fn fill_edges_and_commit(
+        &mut self,
+        ino: u64,
+        pos: u64,
+        end: u64,
+        runs: &[(u64, u64)],
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        let inode = self.file(ino)?;
+        let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+        let (head, tail) = (pos % BLOCK_SIZE, end % BLOCK_SIZE);
+        let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
+        let mut attrs = inode.attrs.clone();
+        let first_new = runs[0].0;
+        let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
+        let edges = (if head != 0 { self.copy_or_zero(old_first, 0, first_new, head) } else { Ok(()) })
+            .and_then(|()| {
+                if tail != 0 {
+                    self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = edges {
+            self.give_back(runs);
+            return Err(e);
+        }
+        let mut tx = Vec::with_capacity(runs.len() + 1);
+        let mut file_block = fb0;
+        for &(start, len) in runs {
+            if let Some(data) = data {
+                let byte_start = (file_block * BLOCK_SIZE).max(pos);
+                let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
+                let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
+                self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
+            }
+            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
+            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
+            file_block += len;
+        }
+        let size = attrs.size.max(end);
+        modified(&mut attrs, size);
+        tx.push(Mutation::PutInode(attrs));
+        self.commit_or_give_back(&tx, runs)
     }
 
     /// Writes `data` at `pos` (copy-on-write: new blocks, atomically remapped). Returns bytes written.
@@ -828,7 +988,6 @@ impl FileSystem {
         let old_first = inode.extents.lookup(fb0);
         let old_last = inode.extents.lookup(fb_end - 1);
         let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
-        let mut attrs = inode.attrs.clone();
         // The edge copies read the old blocks: poison there fails the write and changes nothing.
         // Blocks the write covers whole are not read, so a write over poison is a recovery write.
         if head != 0 {
@@ -838,30 +997,7 @@ impl FileSystem {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
         let runs = self.allocate_data(fb_end - fb0, goal)?;
-        let first_new = runs[0].0;
-        let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
-        // Edges: the bytes of the first and last block that this write does not cover.
-        if head != 0 {
-            self.copy_or_zero(old_first, 0, first_new, head);
-        }
-        if tail != 0 {
-            self.copy_or_zero(old_last, tail, last_new, BLOCK_SIZE - tail);
-        }
-        let mut tx = Vec::with_capacity(runs.len() + 1);
-        let mut file_block = fb0;
-        for &(start, len) in &runs {
-            let byte_start = (file_block * BLOCK_SIZE).max(pos);
-            let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
-            let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
-            self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
-            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
-            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
-            file_block += len;
-        }
-        let size = attrs.size.max(end);
-        modified(&mut attrs, size);
-        tx.push(Mutation::PutInode(attrs));
-        self.commit_or_give_back(&tx, &runs)?;
+        self.fill_edges_and_commit(ino, pos, end, &runs, Some(data))?;
         Ok(data.len())
     }
 
@@ -952,7 +1088,10 @@ impl FileSystem {
         let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
-        self.copy_or_zero(old, 0, new, BLOCK_SIZE);
+        if let Err(e) = self.copy_or_zero(old, 0, new, BLOCK_SIZE) {
+            self.give_back(&runs);
+            return Err(e);
+        }
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
@@ -977,7 +1116,7 @@ impl FileSystem {
             return Ok(());
         }
         let tail =
-            crate::pool::bytes(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
+            crate::pool::read_vec(self.backend.as_ref(), old * BLOCK_SIZE + partial, BLOCK_SIZE - partial)?;
         if tail.iter().all(|&b| b == 0) {
             return Ok(());
         }
@@ -989,7 +1128,10 @@ impl FileSystem {
         let goal = self.goal_for(inode, file_block).or(Some(old + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
-        self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+        if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
+            self.give_back(&runs);
+            return Err(e);
+        }
         self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
@@ -1105,10 +1247,13 @@ impl FileSystem {
     }
 
     /// Fills `[at, at + len)` of new block `dst` from the same bytes of `src`, or with zeros.
-    fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) {
+    fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) -> Result<()> {
         match src {
             Some(src) => self.backend.copy_within(src * BLOCK_SIZE + at, dst * BLOCK_SIZE + at, len),
-            None => self.backend.fill(dst * BLOCK_SIZE + at, len, 0),
+            None => {
+                self.backend.fill(dst * BLOCK_SIZE + at, len, 0);
+                Ok(())
+            }
         }
     }
 
@@ -1139,7 +1284,10 @@ impl FileSystem {
                     let goal = Some(old + 1);
                     runs = self.allocate_data(1, goal)?;
                     let new = runs[0].0;
-                    self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial);
+                    if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
+                        self.give_back(&runs);
+                        return Err(e);
+                    }
                     self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
                     self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
                     tx.push(Mutation::Map { ino, file_block: last, len: 1, phys: Some(new) });
@@ -1200,7 +1348,11 @@ impl FileSystem {
         for (fb, old, n) in shared {
             for i in 0..n {
                 let new = alloc.next().expect("allocated exactly");
-                self.backend.copy_within((old + i) * BLOCK_SIZE, new * BLOCK_SIZE, BLOCK_SIZE);
+                if let Err(e) = self.backend.copy_within((old + i) * BLOCK_SIZE, new * BLOCK_SIZE, BLOCK_SIZE)
+                {
+                    self.give_back(&runs);
+                    return Err(e);
+                }
                 self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
                 push_map(&mut tx, ino, fb + i, new);
             }
@@ -1344,9 +1496,8 @@ impl FileSystem {
                 (Some(_), None) | (None, Some(_)) => return Ok(false),
                 (Some(p), Some(q)) if p + da == q + db => {}
                 (Some(p), Some(q)) => {
-                    let left = crate::pool::bytes(self.backend.as_ref(), (p + da) * BLOCK_SIZE, bytes);
-                    let right = crate::pool::bytes(self.backend.as_ref(), (q + db) * BLOCK_SIZE, bytes);
-                    if left != right {
+                    let (left, right) = ((p + da) * BLOCK_SIZE, (q + db) * BLOCK_SIZE);
+                    if !crate::pool::equal(self.backend.as_ref(), left, right, bytes)? {
                         return Ok(false);
                     }
                 }
@@ -1521,6 +1672,47 @@ impl FileSystem {
             extents: self.state.extent_count,
             segments: self.state.owners.segment_count() as u64,
             log_free_bytes: self.journal.log_free_bytes(),
+        }
+    }
+
+    /// Where the blocks are (data, shared, metadata, free, reserve, quarantined) and the free
+    /// runs by size: one pass over the ownership segments and the free runs.
+    pub fn space_usage(&self) -> SpaceUsage {
+        let (mut data_blocks, mut shared_blocks, mut metadata_blocks) = (0, 0, 0);
+        for (_, segment) in self.state.owners.iter() {
+            if segment.owners.iter().all(|o| matches!(o, Owner::Meta(_))) {
+                metadata_blocks += segment.len;
+            } else {
+                data_blocks += segment.len;
+                if segment.owners.len() > 1 {
+                    shared_blocks += segment.len;
+                }
+            }
+        }
+        let mut free_runs_by_size: Vec<(u64, u64, u64)> = Vec::new();
+        for (_, len) in self.state.free.runs() {
+            let bucket_start = 1u64 << (63 - len.leading_zeros());
+            match free_runs_by_size.iter_mut().find(|b| b.0 == bucket_start) {
+                Some(bucket) => {
+                    bucket.1 += 1;
+                    bucket.2 += len;
+                }
+                None => free_runs_by_size.push((bucket_start, 1, len)),
+            }
+        }
+        free_runs_by_size.sort_unstable();
+        let free_blocks = self.state.free.free_blocks();
+        let reserved_blocks = self.metadata_reserve();
+        SpaceUsage {
+            total_blocks: self.state.total_blocks,
+            data_blocks,
+            shared_blocks,
+            metadata_blocks,
+            free_blocks,
+            reserved_blocks,
+            available_blocks: free_blocks.saturating_sub(reserved_blocks + DATA_ALLOCATION_SLACK),
+            quarantined_blocks: self.state.quarantine.values().sum(),
+            free_runs_by_size,
         }
     }
 

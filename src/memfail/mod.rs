@@ -28,6 +28,8 @@ pub struct FileOwner {
     pub ino: u64,
     /// Path, or `None` for an open unlinked file.
     pub path: Option<String>,
+    /// Pool offset of the first bad byte it owns.
+    pub pool_offset: u64,
     /// Offset in the file of the first bad byte it owns.
     pub file_offset: u64,
     /// Bytes it owns in the range.
@@ -224,9 +226,14 @@ pub fn handle(
     let mut metadata = Vec::new();
     for owner in fs.owners(first * BLOCK_SIZE, (end - first) * BLOCK_SIZE) {
         match owner.owner {
-            OwnerKind::File { ino, path, file_offset, refcount } => {
-                files.push(FileOwner { ino, path, file_offset, length: owner.length, shared: refcount > 1 })
-            }
+            OwnerKind::File { ino, path, file_offset, refcount } => files.push(FileOwner {
+                ino,
+                path,
+                pool_offset: owner.pool_offset,
+                file_offset,
+                length: owner.length,
+                shared: refcount > 1,
+            }),
             OwnerKind::Metadata { structure } => {
                 if !metadata.contains(&structure) {
                     metadata.push(structure);

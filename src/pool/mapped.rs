@@ -54,6 +54,27 @@ impl MappedBackend {
         Self::map(file, len, BackendKind::File, persistence, false)
     }
 
+    /// Like [`MappedBackend::create_file`], but every byte of the file is allocated on the host
+    /// file system first (posix_fallocate), so a host file system without room fails here with
+    /// ENOSPC instead of a later store into the mapping raising SIGBUS. The file is removed when
+    /// the allocation fails.
+    pub fn create_file_allocated(path: &Path, len: u64) -> io::Result<Self> {
+        let len = round_up_to_page(len)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        lock_pool(&file, path, LockMode::Exclusive)?;
+        let offset_len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: posix_fallocate takes an open descriptor and a range; it touches no memory of ours.
+        let status = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, offset_len) };
+        if status != 0 {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::from_raw_os_error(status));
+        }
+        let persistence = file_persistence(&file);
+        Self::map(file, len, BackendKind::File, persistence, false)
+    }
+
     /// Opens an existing pool for reading and writing: a plain file, or a /dev/dax character
     /// device. Takes the exclusive pool lock: a pool has one read-write owner at a time, and a
     /// second is refused at once (an error of kind `WouldBlock` naming the holder).
@@ -132,6 +153,8 @@ impl MappedBackend {
         persistence: Persistence,
         read_only: bool,
     ) -> io::Result<Self> {
+        // Reads of pool memory land on their landing pads when the memory is bad.
+        super::mcsafe::install();
         let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
         // checked for MAP_FAILED and unmapped only in Drop.
@@ -220,19 +243,15 @@ impl Backend for MappedBackend {
         unsafe { std::ptr::write_bytes(self.base.add(offset as usize), byte, len as usize) };
     }
 
-    fn copy_within(&self, src: u64, dst: u64, len: u64) {
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, src, len);
         assert_in_bounds(self.len, dst, len);
         assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");
-        // SAFETY: both ranges are in bounds and disjoint (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base.add(src as usize),
-                self.base.add(dst as usize),
-                len as usize,
-            )
-        };
+        // SAFETY: both ranges are in bounds and disjoint (checked above); a fault reading the
+        // source lands on the copy's landing pad.
+        unsafe { super::mcsafe::copy(self.base.add(dst as usize), self.base.add(src as usize), len as usize) }
+            .map_err(|e| super::media_error(self.base as usize, src, e))
     }
 
     fn flush(&self, offset: u64, len: u64) {

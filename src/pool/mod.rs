@@ -10,6 +10,7 @@
 
 mod lock;
 mod mapped;
+pub mod mcsafe;
 mod persist;
 mod recording;
 
@@ -18,6 +19,7 @@ pub use mapped::{MappedBackend, Persistence};
 pub use persist::flush_instruction_name;
 pub use recording::{CrashImage, RecordingBackend};
 
+use crate::error::{Error, Result};
 use std::sync::Arc;
 
 /// The size of a pool page: the unit of allocation, sharing and poison.
@@ -55,8 +57,10 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, offset: u64, data: &[u8]);
     /// Stores `len` copies of `byte` at `offset`.
     fn fill(&self, offset: u64, len: u64, byte: u8);
-    /// Copies `len` bytes inside the pool from `src` to `dst` (ranges must not overlap).
-    fn copy_within(&self, src: u64, dst: u64, len: u64);
+    /// Copies `len` bytes inside the pool from `src` to `dst` (ranges must not overlap). Bad
+    /// memory in the source is [`Error::MediaError`] (machine-check safe); the destination is then
+    /// partly written, which is harmless: copies only ever go to blocks nothing references yet.
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> Result<()>;
     /// Starts write-back of the cache lines covering `[offset, offset + len)`.
     fn flush(&self, offset: u64, len: u64);
     /// Waits until every flush issued before it has reached the persistence domain (a fence).
@@ -81,22 +85,43 @@ pub(crate) fn assert_in_bounds(pool_len: u64, offset: u64, len: u64) {
     );
 }
 
-/// Borrows `len` bytes of pool memory at `offset` for reading.
+/// Copies pool bytes at `offset` into `buf`, machine-check safe: bad memory on the way is
+/// [`Error::MediaError`] naming the first pool byte that could not be read.
 ///
-/// Callers must hold whatever lock keeps other threads from storing into that range (the file
-/// system's lock for metadata and for blocks being compared); the bytes are read directly, no copy.
-pub fn bytes(backend: &dyn Backend, offset: u64, len: u64) -> &[u8] {
-    assert_in_bounds(backend.len(), offset, len);
-    // SAFETY: the range is inside the mapping (checked above), which lives as long as `backend`;
-    // the caller's lock keeps library stores out of it while the slice is alive.
-    unsafe { std::slice::from_raw_parts(backend.base().add(offset as usize) as *const u8, len as usize) }
+/// Callers hold whatever lock keeps other threads from storing into that range.
+pub fn read_into(backend: &dyn Backend, offset: u64, buf: &mut [u8]) -> Result<()> {
+    assert_in_bounds(backend.len(), offset, buf.len() as u64);
+    let base = backend.base() as usize;
+    // SAFETY: in bounds (checked above); `buf` is a distinct Rust slice, so the ranges are disjoint.
+    unsafe { mcsafe::copy(buf.as_mut_ptr(), (base + offset as usize) as *const u8, buf.len()) }
+        .map_err(|e| media_error(base, offset, e))
 }
 
-/// Copies pool bytes at `offset` into `buf`.
-pub fn read_into(backend: &dyn Backend, offset: u64, buf: &mut [u8]) {
-    assert_in_bounds(backend.len(), offset, buf.len() as u64);
-    // SAFETY: in bounds (checked above); `buf` is a distinct Rust slice, so the ranges are disjoint.
-    unsafe {
-        std::ptr::copy_nonoverlapping(backend.base().add(offset as usize), buf.as_mut_ptr(), buf.len())
-    };
+/// [`read_into`] a new buffer.
+pub fn read_vec(backend: &dyn Backend, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).expect("a length that fits in memory")];
+    read_into(backend, offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// Compares two ranges of pool memory in place (no copies), machine-check safe.
+pub fn equal(backend: &dyn Backend, a: u64, b: u64, len: u64) -> Result<bool> {
+    assert_in_bounds(backend.len(), a, len);
+    assert_in_bounds(backend.len(), b, len);
+    let base = backend.base() as usize;
+    // SAFETY: both ranges are inside the mapping (checked above); nothing is written.
+    unsafe { mcsafe::equal((base + a as usize) as *const u8, (base + b as usize) as *const u8, len as usize) }
+        .map_err(|e| {
+            // The fault address says which range it was.
+            let at = e.addr.saturating_sub(base) as u64;
+            let in_a = at >= a && at < a + len;
+            let in_b = at >= b && at < b + len;
+            Error::MediaError { pool_offset: if in_a || in_b { at } else { a } }
+        })
+}
+
+/// The pool offset of a memory error met while reading from `offset` of the mapping at `base`.
+pub(crate) fn media_error(base: usize, offset: u64, e: mcsafe::MemoryError) -> Error {
+    let at = e.addr.checked_sub(base).map(|a| a as u64).filter(|&a| a >= offset).unwrap_or(offset);
+    Error::MediaError { pool_offset: at }
 }

@@ -181,7 +181,7 @@ impl Backend for RecordingBackend {
         self.mark_dirty(offset, len);
     }
 
-    fn copy_within(&self, src: u64, dst: u64, len: u64) {
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
         assert_in_bounds(self.len(), src, len);
         assert_in_bounds(self.len(), dst, len);
         assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");
@@ -194,6 +194,7 @@ impl Backend for RecordingBackend {
             )
         };
         self.mark_dirty(dst, len);
+        Ok(())
     }
 
     fn flush(&self, offset: u64, len: u64) {

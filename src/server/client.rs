@@ -266,6 +266,36 @@ impl Client {
         Ok(done)
     }
 
+    /// pwrite by placing the data: the server reserves the blocks, this process stores the data
+    /// straight into them through its own mapping of the pool, and the server commits them like a
+    /// pwrite (the unaligned edges are copied there, under its lock). Pieces of at most
+    /// [`PLACED_PIECE`] bytes, each one atomic.
+    pub fn write_placed(&self, handle: u64, buf: &[u8], offset: u64) -> Result<usize> {
+        let fd =
+            self.pool_fd().ok_or_else(|| Error::BadHandle("no pool descriptor for a placed write".into()))?;
+        let mut done = 0usize;
+        for piece in buf.chunks(PLACED_PIECE) {
+            let at = offset + done as u64;
+            let op = Op::ReserveWrite { handle, offset: at, len: piece.len() as u64 };
+            let (token, runs) = match self.call(op, &[])? {
+                (Answer::Reserved { token, runs }, _) => (token, runs),
+                (other, _) => return Err(unexpected(&other)),
+            };
+            let placed = place_data(fd, &runs, at, piece, self.pool_len);
+            // Commit even after a failed store: the server then gives the blocks back (a commit
+            // of blocks the data did not reach would be wrong, so a failure commits nothing).
+            if let Err(e) = placed {
+                let _ = self.call(Op::CommitWrite { token: token | ABANDON }, &[]);
+                return Err(e);
+            }
+            match self.call(Op::CommitWrite { token }, &[])? {
+                (Answer::Count(n), _) => done += n as usize,
+                (other, _) => return Err(unexpected(&other)),
+            }
+        }
+        Ok(done)
+    }
+
     /// A fresh view id: this connection's id in the high 32 bits.
     pub fn next_view_id(&self) -> u64 {
         (self.connection << 32) | (self.next_view.fetch_add(1, Ordering::Relaxed) + 1)
@@ -294,6 +324,37 @@ impl Drop for Client {
         let writer = self.shared.writer.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writer.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// The largest piece of a placed write.
+pub const PLACED_PIECE: usize = 64 << 20;
+
+/// Set in a `CommitWrite` token: the data could not be placed; give the blocks back.
+pub const ABANDON: u64 = 1 << 63;
+
+/// Stores `data` (file bytes from `offset`) into the reserved `runs` through temporary mappings of
+/// the pool, each checked against the pool's size first.
+fn place_data(fd: RawFd, runs: &[(u64, u64)], offset: u64, data: &[u8], pool_len: u64) -> Result<()> {
+    use crate::dax::vm::{PageProtection, Reservation, PAGE};
+    let block = PAGE as u64;
+    let end = offset + data.len() as u64;
+    let mut file_block = offset / block;
+    for &(start, len) in runs {
+        if start.checked_add(len).is_none_or(|e| e * block > pool_len) || len == 0 {
+            return Err(Error::Io(format!("pool server reserved blocks [{start}, +{len}) outside the pool")));
+        }
+        let byte_start = (file_block * block).max(offset);
+        let byte_end = ((file_block + len) * block).min(end);
+        if byte_start < byte_end {
+            let bytes = usize::try_from(len * block).map_err(|_| Error::Invalid("run too large".into()))?;
+            let window = Reservation::new(bytes, PAGE)?;
+            window.map_pool(0, len as usize, fd, start * block, PageProtection::ReadWrite)?;
+            let src = &data[(byte_start - offset) as usize..(byte_end - offset) as usize];
+            window.store((byte_start - file_block * block) as usize, src);
+        }
+        file_block += len;
+    }
+    Ok(())
 }
 
 /// An answer of the wrong kind: the server and the client disagree about the protocol.

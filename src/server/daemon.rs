@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+/// Requests of one client queued for its worker at most.
+const REQUEST_QUEUE: usize = 256;
+
 /// Where the server's log lines go (one line per call, no newline).
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -472,12 +475,21 @@ fn serve_connection(server: Arc<Server>, stream: UnixStream) {
         PoolAccess::None => "no views (copy path)",
     };
     log(&format!("client {id} connected: pid {pid} uid {uid} ({program}); {access_text}"));
-    let (requests, queue) = mpsc::channel::<(u64, Op, Vec<u8>)>();
+    // Bounded: a client has at most one request in flight per thread; one that floods the queue
+    // stalls its own reader, misses its recalls and is fenced after the recall timeout.
+    let (requests, queue) = mpsc::sync_channel::<(u64, Op, Vec<u8>)>(REQUEST_QUEUE);
     let worker = {
         let (server, peer) = (server.clone(), peer.clone());
         std::thread::Builder::new().name("ferrodax-serve-work".into()).spawn(move || {
-            let mut worker =
-                Worker { server, peer, handles: HashMap::new(), next_handle: 0, views: HashSet::new() };
+            let mut worker = Worker {
+                server,
+                peer,
+                handles: HashMap::new(),
+                next_handle: 0,
+                views: HashSet::new(),
+                reserved: HashMap::new(),
+                next_token: 0,
+            };
             for (request, op, data) in queue {
                 worker.answer(request, op, data);
             }
@@ -514,6 +526,14 @@ fn serve_connection(server: Arc<Server>, stream: UnixStream) {
     log(&format!("client {id} (pid {pid}) {why}; released {released}"));
 }
 
+/// A placed write between its reservation and its commit.
+struct PlacedWrite {
+    handle: u64,
+    offset: u64,
+    len: u64,
+    runs: Vec<(u64, u64)>,
+}
+
 /// Runs one client's requests, in order, and owns its handles and views.
 struct Worker {
     server: Arc<Server>,
@@ -521,6 +541,9 @@ struct Worker {
     handles: HashMap<u64, File>,
     next_handle: u64,
     views: HashSet<u64>,
+    /// Placed writes in flight, by token.
+    reserved: HashMap<u64, PlacedWrite>,
+    next_token: u64,
 }
 
 impl Worker {
@@ -543,9 +566,13 @@ impl Worker {
         for id in std::mem::take(&mut self.views) {
             self.server.fs.unmap_for_peer(id);
         }
+        let placed = self.reserved.len();
+        for (_, placed) in self.reserved.drain() {
+            self.server.fs.release_reserved(&placed.runs);
+        }
         let handles = self.handles.len();
         self.handles.clear();
-        format!("{views} view(s), {handles} open handle(s)")
+        format!("{views} view(s), {handles} open handle(s), {placed} unfinished placed write(s)")
     }
 
     fn file(&self, handle: u64) -> Result<&File> {
@@ -598,6 +625,32 @@ impl Worker {
             }
             Op::WriteAt { handle, offset } => {
                 Answer::Count(self.file(handle)?.write_at(&data, offset)? as u64)
+            }
+            Op::ReserveWrite { handle, offset, len } => {
+                let runs = fs.reserve_for_peer(self.file(handle)?, offset, len)?;
+                self.next_token += 1;
+                self.reserved
+                    .insert(self.next_token, PlacedWrite { handle, offset, len, runs: runs.clone() });
+                Answer::Reserved { token: self.next_token, runs }
+            }
+            Op::CommitWrite { token } => {
+                let abandon = token & super::client::ABANDON != 0;
+                let token = token & !super::client::ABANDON;
+                let PlacedWrite { handle, offset, len, runs } = self
+                    .reserved
+                    .remove(&token)
+                    .ok_or_else(|| Error::Invalid(format!("no placed write {token} in flight")))?;
+                if abandon {
+                    fs.release_reserved(&runs);
+                    return Ok((Answer::Count(0), none()));
+                }
+                match self.file(handle) {
+                    Ok(file) => Answer::Count(fs.commit_placed_for_peer(file, offset, len, &runs)? as u64),
+                    Err(e) => {
+                        fs.release_reserved(&runs);
+                        return Err(e);
+                    }
+                }
             }
             Op::SetLen { handle, size } => {
                 self.file(handle)?.set_len(size)?;
@@ -681,6 +734,7 @@ impl Worker {
             Op::PageShare { block } => Answer::PageShare(fs.page_share(block)),
             Op::ViewCount => Answer::Count(fs.view_count() as u64),
             Op::Stats => Answer::Stats(fs.stats()),
+            Op::SpaceUsage => Answer::SpaceUsage(fs.space_usage()?),
             Op::PathOf { ino } => Answer::Path(fs.path_of(ino)),
             Op::Map { handle, view, offset, len, access, mut holder, base } => {
                 if view >> 32 != self.peer.id {

@@ -12,7 +12,7 @@
 use crate::dax::{Holder, MapAccess, Notice, PageChange, PageShare};
 use crate::error::Error;
 use crate::fs::check::CheckReport;
-use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, Stat};
+use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, SpaceUsage, Stat};
 use crate::memfail::{FailureReport, PreRemoveReport};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,24 @@ pub enum Op {
         handle: u64,
         /// File offset (ignored for an append-only handle).
         offset: u64,
+    },
+    /// The first half of a placed write (the zero-copy path of a large pwrite): takes the blocks
+    /// for `len` bytes at `offset` and answers `Answer::Reserved`; the client stores the data
+    /// straight into them through its own mapping of the pool, then sends `CommitWrite`. A client
+    /// that goes away first gives them back.
+    ReserveWrite {
+        /// The handle (writable, not append-only).
+        handle: u64,
+        /// File offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// The second half of a placed write: the data is in the reserved blocks; commit it like a
+    /// pwrite (`Answer::Count`).
+    CommitWrite {
+        /// The reservation's token.
+        token: u64,
     },
     /// ftruncate.
     SetLen {
@@ -214,6 +232,8 @@ pub enum Op {
     ViewCount,
     /// Space and object counts: `Answer::Stats`.
     Stats,
+    /// Where the blocks are, for `df`: `Answer::SpaceUsage`.
+    SpaceUsage,
     /// The path of an inode: `Answer::Path`.
     PathOf {
         /// The inode.
@@ -315,6 +335,14 @@ pub enum Answer {
     },
     /// Bytes in the frame's data.
     Data,
+    /// Blocks reserved for a placed write: byte `offset + i` goes to byte `offset % 4096 + i` of
+    /// the runs (first block, count) taken together.
+    Reserved {
+        /// Names the reservation in `CommitWrite`.
+        token: u64,
+        /// The runs.
+        runs: Vec<(u64, u64)>,
+    },
     /// A count (bytes written, linked, views).
     Count(u64),
     /// stat.
@@ -343,6 +371,8 @@ pub enum Answer {
     PageShare(Option<PageShare>),
     /// Counts.
     Stats(FsStats),
+    /// Where the blocks are.
+    SpaceUsage(SpaceUsage),
     /// A path.
     Path(Option<String>),
 }

@@ -1,0 +1,376 @@
+//! Machine-check-safe reads of pool memory, and the chaining of the process's SIGBUS handler.
+//!
+//! Owns the copy and compare routines that ferrodax itself uses to read pool memory, written in
+//! assembly with a known region of faulting instructions and a landing pad each — the way the
+//! kernel's `copy_mc` uses exception tables. On real persistent memory a load from a bad line
+//! raises SIGBUS (BUS_MCEERR_AR); when the faulting instruction lies in one of these regions, the
+//! SIGBUS handler moves the interrupted context's instruction pointer to the region's landing pad
+//! and returns: nothing unwinds through the signal frame, the routine returns how far it got, and
+//! the caller reports a [`MemoryError`] (the file system then records the bad block through memory
+//! failure and fails the operation with EIO). Any SIGBUS there counts (a truncated pool file gives
+//! BUS_ADRERR): the bytes could not be read either way.
+//!
+//! Also owns the process's first SIGBUS handler and [`forward`], the one way every ferrodax handler
+//! passes a signal it does not resolve to the handler installed before it.
+//!
+//! Signal context: [`on_sigbus`] runs in a signal handler. It reads the siginfo and the interrupted
+//! context, writes two thread-local cells and, only when the fault is not its own, calls
+//! [`forward`]. It takes no lock and allocates nothing.
+//!
+//! Must never: land a fault that did not happen inside its own routines, or lose a signal it does
+//! not handle (see [`forward`]).
+
+use std::cell::Cell;
+use std::sync::{Once, OnceLock};
+
+/// A read of pool memory met bad memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryError {
+    /// The address of the first byte that could not be read (from the SIGBUS), or of the start of
+    /// the access when the kernel did not say.
+    pub addr: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection .text.ferrodax_mc,\"ax\",@progbits",
+    // ferrodax_mc_copy(dst rdi, src rsi, len rdx) -> rax: bytes NOT copied (0 = all).
+    ".globl ferrodax_mc_copy",
+    ".type ferrodax_mc_copy,@function",
+    "ferrodax_mc_copy:",
+    "    mov rcx, rdx",
+    ".globl ferrodax_mc_copy_insn",
+    "ferrodax_mc_copy_insn:",
+    "    rep movsb",
+    ".globl ferrodax_mc_copy_insn_end",
+    "ferrodax_mc_copy_insn_end:",
+    "    xor eax, eax",
+    "    ret",
+    ".globl ferrodax_mc_copy_fixup",
+    "ferrodax_mc_copy_fixup:",
+    "    mov rax, rcx",
+    "    ret",
+    ".size ferrodax_mc_copy, . - ferrodax_mc_copy",
+    // ferrodax_mc_cmp(a rdi, b rsi, len rdx) -> rax: 0 equal, 1 different, 2 memory error.
+    ".globl ferrodax_mc_cmp",
+    ".type ferrodax_mc_cmp,@function",
+    "ferrodax_mc_cmp:",
+    "    mov rcx, rdx",
+    "    shr rcx, 6",
+    ".globl ferrodax_mc_cmp_loads",
+    "ferrodax_mc_cmp_loads:",
+    "    jz 3f",
+    "2:",
+    "    movdqu xmm0, [rdi]",
+    "    movdqu xmm1, [rdi + 16]",
+    "    movdqu xmm2, [rdi + 32]",
+    "    movdqu xmm3, [rdi + 48]",
+    "    movdqu xmm4, [rsi]",
+    "    movdqu xmm5, [rsi + 16]",
+    "    movdqu xmm6, [rsi + 32]",
+    "    movdqu xmm7, [rsi + 48]",
+    "    pcmpeqb xmm0, xmm4",
+    "    pcmpeqb xmm1, xmm5",
+    "    pcmpeqb xmm2, xmm6",
+    "    pcmpeqb xmm3, xmm7",
+    "    pand xmm0, xmm1",
+    "    pand xmm2, xmm3",
+    "    pand xmm0, xmm2",
+    "    pmovmskb eax, xmm0",
+    "    cmp eax, 0xffff",
+    "    jne 5f",
+    "    add rdi, 64",
+    "    add rsi, 64",
+    "    dec rcx",
+    "    jnz 2b",
+    "3:",
+    "    mov rcx, rdx",
+    "    and rcx, 63",
+    "    jz 6f",
+    "4:",
+    "    movzx eax, byte ptr [rdi]",
+    "    cmp al, byte ptr [rsi]",
+    "    jne 5f",
+    "    inc rdi",
+    "    inc rsi",
+    "    dec rcx",
+    "    jnz 4b",
+    "6:",
+    "    xor eax, eax",
+    "    ret",
+    "5:",
+    "    mov eax, 1",
+    "    ret",
+    ".globl ferrodax_mc_cmp_loads_end",
+    "ferrodax_mc_cmp_loads_end:",
+    ".globl ferrodax_mc_cmp_fixup",
+    "ferrodax_mc_cmp_fixup:",
+    "    mov eax, 2",
+    "    ret",
+    ".size ferrodax_mc_cmp, . - ferrodax_mc_cmp",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    fn ferrodax_mc_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    fn ferrodax_mc_copy_insn();
+    fn ferrodax_mc_copy_insn_end();
+    fn ferrodax_mc_copy_fixup();
+    fn ferrodax_mc_cmp(a: *const u8, b: *const u8, len: usize) -> usize;
+    fn ferrodax_mc_cmp_loads();
+    fn ferrodax_mc_cmp_loads_end();
+    fn ferrodax_mc_cmp_fixup();
+}
+
+thread_local! {
+    /// The address of the last SIGBUS landed on this thread (0 = none since it was read).
+    static LANDED_AT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn take_landed(fallback: usize) -> MemoryError {
+    let addr = LANDED_AT.with(|c| c.replace(0));
+    MemoryError { addr: if addr == 0 { fallback } else { addr } }
+}
+
+/// Copies `len` bytes from `src` to `dst` (which must not overlap); a SIGBUS while reading `src`
+/// stops the copy there and becomes a [`MemoryError`].
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes (a read may still fault on
+/// bad memory: that is what this function survives), and they must not overlap.
+pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), MemoryError> {
+    if len == 0 {
+        return Ok(());
+    }
+    install();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the caller's contract; the routine only reads src and writes dst within len, and
+        // a fault in its one load/store instruction lands on its fixup (see on_sigbus).
+        let left = unsafe { ferrodax_mc_copy(dst, src, len) };
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(take_landed(src as usize + (len - left)))
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: the caller's contract. No landing pad on this architecture: a machine check is fatal.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        Ok(())
+    }
+}
+
+/// Compares `len` bytes at `a` and `b`: `Ok(true)` when equal; a SIGBUS while reading either
+/// becomes a [`MemoryError`].
+///
+/// # Safety
+/// Both ranges must be valid for reads of `len` bytes (bad memory excepted).
+pub unsafe fn equal(a: *const u8, b: *const u8, len: usize) -> Result<bool, MemoryError> {
+    if len == 0 {
+        return Ok(true);
+    }
+    install();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the caller's contract; the routine only reads both ranges within len, and a fault
+        // in its loads lands on its fixup (see on_sigbus).
+        match unsafe { ferrodax_mc_cmp(a, b, len) } {
+            0 => Ok(true),
+            1 => Ok(false),
+            _ => Err(take_landed(a as usize)),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: the caller's contract. No landing pad on this architecture.
+        let (x, y) = unsafe { (std::slice::from_raw_parts(a, len), std::slice::from_raw_parts(b, len)) };
+        Ok(x == y)
+    }
+}
+
+/// The landing pad for an instruction pointer inside one of the routines' faulting regions.
+#[cfg(target_arch = "x86_64")]
+fn landing_pad(ip: usize) -> Option<usize> {
+    let copy = (ferrodax_mc_copy_insn as *const () as usize, ferrodax_mc_copy_insn_end as *const () as usize);
+    let cmp = (ferrodax_mc_cmp_loads as *const () as usize, ferrodax_mc_cmp_loads_end as *const () as usize);
+    if ip >= copy.0 && ip < copy.1 {
+        Some(ferrodax_mc_copy_fixup as *const () as usize)
+    } else if ip >= cmp.0 && ip < cmp.1 {
+        Some(ferrodax_mc_cmp_fixup as *const () as usize)
+    } else {
+        None
+    }
+}
+
+/// A signal disposition saved when ferrodax installed its own handler over it.
+pub struct Previous(libc::sigaction);
+// SAFETY: a sigaction is plain data (a function address, flags and a mask).
+unsafe impl Send for Previous {}
+// SAFETY: see Send; written once, then only read.
+unsafe impl Sync for Previous {}
+
+static PREVIOUS_BUS: OnceLock<Previous> = OnceLock::new();
+
+/// A signal handler with siginfo.
+pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `signal` (SA_SIGINFO | SA_ONSTACK), keeping the disposition it replaces
+/// in `previous_slot` for [`forward`].
+pub fn install_over(signal: libc::c_int, handler: Handler, previous_slot: &OnceLock<Previous>) {
+    // SAFETY: building a sigaction for our handler and installing it; the previous one is kept so
+    // signals that are not ours keep their old meaning.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        let rc = libc::sigaction(signal, &action, &mut previous);
+        assert_eq!(rc, 0, "installing a ferrodax signal handler");
+        let _ = previous_slot.set(Previous(previous));
+    }
+}
+
+/// Installs the landing-pad SIGBUS handler once per process (the first pool mapping does it).
+pub fn install() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| install_over(libc::SIGBUS, on_sigbus, &PREVIOUS_BUS));
+}
+
+/// SIGBUS, first stop. Runs in signal context: no lock, no allocation. A fault inside one of this
+/// module's routines lands on the routine's landing pad; every other SIGBUS is forwarded.
+extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    #[cfg(target_arch = "x86_64")]
+    if !context.is_null() {
+        // SAFETY: for an SA_SIGINFO handler the kernel passes a valid ucontext_t and siginfo;
+        // we read the interrupted instruction pointer and, for our own routines only, move it.
+        unsafe {
+            let uc = context.cast::<libc::ucontext_t>();
+            let ip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+            if let Some(pad) = landing_pad(ip) {
+                LANDED_AT.with(|c| c.set((*info).si_addr() as usize));
+                (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = pad as i64;
+                return;
+            }
+        }
+    }
+    // SAFETY: the kernel's own arguments to this handler.
+    unsafe { forward(signal, info, context, &PREVIOUS_BUS) };
+}
+
+/// Hands a signal that ferrodax does not resolve to the disposition that was in place before
+/// ferrodax's handler, so the process behaves as if ferrodax were not there:
+/// - a handler: it is called with the same arguments (three for SA_SIGINFO, one otherwise);
+/// - SIG_DFL: the default action happens — the disposition is set to default and the same signal,
+///   with the same siginfo, is queued to this thread; it arrives as the handler returns (the
+///   signal is blocked until then) and ends the process. ferrodax's handler is gone only because
+///   the process is;
+/// - SIG_IGN: an asynchronous signal (sent by a process, si_code ≤ 0, or an action-optional
+///   machine check, which the kernel sends like any signal) is ignored; a fault the kernel raised
+///   (si_code > 0) cannot be ignored and takes the default action, as the kernel does.
+///
+/// Runs in signal context: calls only sigaction and rt_tgsigqueueinfo.
+///
+/// # Safety
+/// `info` and `context` must be the pointers the kernel passed to the calling signal handler.
+pub unsafe fn forward(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+    previous_slot: &OnceLock<Previous>,
+) {
+    let previous = previous_slot.get().map(|p| p.0);
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // SAFETY: calling the previously installed handler with the arguments the kernel gave us, or
+    // restoring the default disposition and re-queueing the same siginfo to this very thread.
+    unsafe {
+        match previous {
+            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+                if p.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: Handler = std::mem::transmute(p.sa_sigaction);
+                    f(signal, info, context);
+                } else {
+                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(p.sa_sigaction);
+                    f(signal);
+                }
+                // A handler that resets the disposition to SIG_DFL and returns (Rust's own
+                // stack-overflow handler does, for every fault that is not a stack overflow)
+                // asks for the default action, counting on the fault to happen again. A signal
+                // that was sent, not raised by an access, would then be lost: send it again.
+                let mut now: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, std::ptr::null(), &mut now);
+                let asynchronous = code <= 0 || (signal == libc::SIGBUS && code == 5);
+                if now.sa_sigaction == libc::SIG_DFL && asynchronous {
+                    libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), libc::gettid(), signal, info);
+                }
+            }
+            Some(p)
+                if p.sa_sigaction == libc::SIG_IGN
+                    && (code <= 0 || (signal == libc::SIGBUS && code == 5)) => {}
+            _ => {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+                libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), libc::gettid(), signal, info);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_of_good_memory_copies_everything() {
+        let src: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut dst = vec![0u8; src.len()];
+        // SAFETY: two live buffers of the same length.
+        unsafe { copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) }.unwrap();
+        assert_eq!(dst, src);
+    }
+
+    #[test]
+    fn a_copy_that_meets_a_real_sigbus_stops_there_and_says_where() {
+        // A memfd mapped for two pages and then cut to one: the second page raises SIGBUS
+        // (BUS_ADRERR) on access, a real fault on this host.
+        // SAFETY: memfd_create with a static name; mmap of our own descriptor; the mapping is
+        // unmapped at the end and only read through `copy`.
+        unsafe {
+            let fd = libc::memfd_create(c"mcsafe-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, 8192), 0);
+            let map = libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            assert_ne!(map, libc::MAP_FAILED);
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            let mut dst = vec![1u8; 8192];
+            let err = copy(dst.as_mut_ptr(), map as *const u8, 8192).unwrap_err();
+            assert_eq!(err.addr, map as usize + 4096, "the fault address is the first byte of the cut page");
+            assert!(dst[..4096].iter().all(|&b| b == 0), "the good page was copied");
+            let other = vec![0u8; 8192];
+            let err = equal(map as *const u8, other.as_ptr(), 8192).unwrap_err();
+            assert_eq!(err.addr, map as usize + 4096);
+            libc::munmap(map, 8192);
+            libc::close(fd);
+        }
+    }
+
+    #[test]
+    fn compare_finds_the_difference_in_the_tail_and_in_a_chunk() {
+        let a = vec![7u8; 1000];
+        let mut b = a.clone();
+        // SAFETY: two live buffers of the same length.
+        assert!(unsafe { equal(a.as_ptr(), b.as_ptr(), 1000) }.unwrap());
+        b[999] = 8;
+        // SAFETY: as above.
+        assert!(!unsafe { equal(a.as_ptr(), b.as_ptr(), 1000) }.unwrap());
+        b[999] = 7;
+        b[70] = 0;
+        // SAFETY: as above.
+        assert!(!unsafe { equal(a.as_ptr(), b.as_ptr(), 1000) }.unwrap());
+    }
+}

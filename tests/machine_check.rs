@@ -1,0 +1,108 @@
+//! Guards machine-check-safe access to pool memory (issue "Real hardware", item 1): when a read of
+//! pool memory by ferrodax itself meets a real SIGBUS, the copy or compare stops at its landing pad
+//! instead of killing the process, the bad block is recorded through memory failure (so every owner
+//! is handled as for injected poison), and the operation fails with EIO (or reads short).
+//!
+//! The SIGBUS here is real: the pool file is cut short underneath the mounted pool, so its mapping
+//! raises SIGBUS (BUS_ADRERR) past the new end, as a machine check would on bad persistent memory.
+
+use ferrodax::{DedupeStatus, DedupeTarget, Fs, OpenOptions, Pool};
+use std::path::Path;
+
+fn rw() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true);
+    o
+}
+
+const POOL: u64 = 32 << 20;
+
+/// A pool whose file /pad fills the first part of the data space, and /a (64 KiB of 0x61) and /b (its
+/// copy) after it. Returns the pool, the fs and the pool offset of /a's first block.
+fn setup(path: &Path) -> (Pool, Fs, u64, u64) {
+    let pool = Pool::create(path, POOL).unwrap();
+    let fs = Fs::format(&pool).unwrap();
+    fs.open("/pad", &rw()).unwrap().write_at(&vec![7u8; 8 << 20], 0).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![0x61; 65536], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    b.write_at(&vec![0x61; 65536], 0).unwrap();
+    let pa = fs.fiemap(&a).unwrap()[0].physical;
+    let pb = fs.fiemap(&b).unwrap()[0].physical;
+    (pool, fs, pa, pb)
+}
+
+/// Cuts the pool file at `at` bytes: its mapping raises SIGBUS from there on.
+fn cut_pool_file(path: &Path, at: u64) {
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(at).unwrap();
+}
+
+#[test]
+fn a_read_that_meets_a_real_sigbus_returns_eio_and_records_the_block_as_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, pa, pb) = setup(&path);
+    assert!(pb > pa, "/b lies after /a in the pool");
+    cut_pool_file(&path, pa);
+    let a = fs.open("/a", &rw()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let err = a.read_at(&mut buf, 0).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    let bad = fs.bad_blocks();
+    assert!(
+        bad.iter().any(|&(s, l)| s <= pa / 4096 && pa / 4096 < s + l),
+        "block of /a recorded bad: {bad:?}"
+    );
+    // The owners of the block were found through the reverse map like for any memory failure.
+    let owners = fs.owners(pa, 4096);
+    assert!(owners
+        .iter()
+        .any(|o| matches!(&o.owner, ferrodax::OwnerKind::File { path: Some(p), .. } if p == "/a")));
+    // The process lives on; the memory comes back (zeros) and a whole-block rewrite recovers /a.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(POOL).unwrap();
+    a.write_at(&vec![0x62; 4096], 0).unwrap();
+    let mut first = vec![0u8; 4096];
+    assert_eq!(a.read_at(&mut first, 0).unwrap(), 4096);
+    assert!(first.iter().all(|&b| b == 0x62));
+}
+
+#[test]
+fn a_read_that_meets_bad_memory_after_good_bytes_is_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, pa, _) = setup(&path);
+    cut_pool_file(&path, pa + 8192);
+    let a = fs.open("/a", &rw()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    assert_eq!(a.read_at(&mut buf, 0).unwrap(), 8192, "the read stops before the first bad block");
+    assert!(buf[..8192].iter().all(|&b| b == 0x61));
+}
+
+#[test]
+fn a_dedupe_compare_that_meets_bad_memory_fails_that_destination_with_eio() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, _, pb) = setup(&path);
+    cut_pool_file(&path, pb);
+    let (a, b) = (fs.open("/a", &rw()).unwrap(), fs.open("/b", &rw()).unwrap());
+    let status = fs.dedupe(&a, 0, 65536, &[DedupeTarget { file: &b, offset: 0 }]).unwrap();
+    match &status[0] {
+        DedupeStatus::Failed(e) => assert_eq!(e.errno(), libc::EIO, "{e}"),
+        other => panic!("expected EIO, got {other:?}"),
+    }
+    assert!(fs.bad_blocks().iter().any(|&(s, l)| s <= pb / 4096 && pb / 4096 < s + l));
+}
+
+#[test]
+fn a_copy_on_write_edge_copy_that_meets_bad_memory_fails_the_write_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, pa, _) = setup(&path);
+    let a = fs.open("/a", &rw()).unwrap();
+    let before = fs.fiemap(&a).unwrap();
+    cut_pool_file(&path, pa);
+    // 10 bytes in the middle of block 0: the head and tail of the block are copied from it.
+    let err = a.write_at(b"0123456789", 100).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert_eq!(fs.fiemap(&a).unwrap(), before, "the failed write changed the file's layout");
+}
