@@ -71,8 +71,9 @@ impl ServerPlan {
             round_trips: if quick { 400 } else { 1_500 },
             cow_pages: if quick { 256 } else { 1_024 },
             failures: if quick { 10 } else { 30 },
-            sequential: if quick { 64 * MIB } else { 256 * MIB },
-            pool: if quick { 192 * MIB } else { 512 * MIB },
+            // Source and destination together well past the last-level cache, even in quick mode.
+            sequential: if quick { 128 * MIB } else { 256 * MIB },
+            pool: if quick { 256 * MIB } else { 512 * MIB },
             direct_pool: 64 * MIB,
         }
     }
