@@ -156,12 +156,32 @@ pub struct PageChange {
 pub trait ViewPeer: Send + Sync {
     /// Queues a page change of one of the peer's views.
     fn queue(&self, change: PageChange);
-    /// Sends the queued changes and returns once the peer has applied them all, or is gone (a peer
-    /// that does not answer in time is fenced: it is killed and its exit awaited, so that no stale
-    /// mapping of it outlives the call).
-    fn flush(&self);
+    /// Sends the queued changes without waiting for them (the first half of [`ViewPeer::flush`],
+    /// so that the changes of many peers travel at once); `None` when there is nothing to wait
+    /// for (nothing queued, or the peer is gone).
+    fn send_queued(&self) -> Option<RecallTicket>;
+    /// Returns once the peer has applied the changes `ticket` stands for, or is gone (a peer that
+    /// does not answer by the ticket's deadline is fenced: it is killed and its exit awaited, so
+    /// that no stale mapping of it outlives the call).
+    fn wait_applied(&self, ticket: RecallTicket);
+    /// Sends the queued changes and returns once the peer has applied them all, or is gone.
+    fn flush(&self) {
+        if let Some(ticket) = self.send_queued() {
+            self.wait_applied(ticket);
+        }
+    }
     /// The peer's process id.
     fn pid(&self) -> u32;
+}
+
+/// Page changes sent to a peer and not yet known applied: the recall's number and when the peer
+/// must have answered.
+#[derive(Debug, Clone, Copy)]
+pub struct RecallTicket {
+    /// The recall's number (per peer, increasing).
+    pub recall: u64,
+    /// When an unanswered peer is fenced.
+    pub deadline: std::time::Instant,
 }
 
 /// Where a view's pages are.
@@ -519,10 +539,13 @@ impl DaxLayer {
         }
     }
 
-    /// Sends every queued page change to its peer and waits until each has applied them.
+    /// Sends every queued page change to its peer and waits until each has applied them: all the
+    /// recalls first, then the answers, so that peers apply their changes at the same time.
     fn flush_peers(&mut self) {
-        for peer in std::mem::take(&mut self.dirty_peers) {
-            peer.flush();
+        let peers = std::mem::take(&mut self.dirty_peers);
+        let sent: Vec<_> = peers.iter().filter_map(|peer| Some((peer, peer.send_queued()?))).collect();
+        for (peer, ticket) in sent {
+            peer.wait_applied(ticket);
         }
     }
 

@@ -25,7 +25,7 @@ use super::protocol::{
 };
 use super::wire;
 use crate::api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
-use crate::dax::{MapAccess, Notice, PageChange, Subscription, ViewPeer};
+use crate::dax::{MapAccess, Notice, PageChange, RecallTicket, Subscription, ViewPeer};
 use crate::error::{Error, Result};
 use crate::memfail::FailureFlags;
 use std::collections::{HashMap, HashSet};
@@ -305,15 +305,15 @@ impl ViewPeer for Peer {
         self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(change);
     }
 
-    fn flush(&self) {
+    fn send_queued(&self) -> Option<RecallTicket> {
         let ops = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
         if ops.is_empty() {
-            return;
+            return None;
         }
         let recall = {
             let mut r = self.recalls.lock().unwrap_or_else(|e| e.into_inner());
             if r.gone {
-                return;
+                return None;
             }
             r.sent += 1;
             r.sent
@@ -324,9 +324,13 @@ impl ViewPeer for Peer {
                 self.fence("its connection broke while it holds views");
             }
             self.mark_gone();
-            return;
+            return None;
         }
-        let deadline = Instant::now() + self.timeout;
+        Some(RecallTicket { recall, deadline: Instant::now() + self.timeout })
+    }
+
+    fn wait_applied(&self, ticket: RecallTicket) {
+        let RecallTicket { recall, deadline } = ticket;
         let mut r = self.recalls.lock().unwrap_or_else(|e| e.into_inner());
         while r.done < recall && !r.gone {
             let now = Instant::now();

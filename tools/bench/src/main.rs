@@ -4,6 +4,8 @@
 //! library API and the shared host helpers of ferrodax-hostkit (the scratch XFS, the remap ioctls).
 //!
 //! Owns the benchmark procedures, their sizes and targets, and the table (or JSON) they print.
+//! The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
+//! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! ferrodax runs on a memfd pool, whose persistence is cache write-back plus a store fence; the
 //! header says which flush instruction the CPU uses. Every procedure is written once against the
 //! small [`Target`] trait, so ferrodax and XFS are measured the same way on the same sizes.
@@ -13,6 +15,8 @@
 //! deletes on every path, errors and panics included). The only `unsafe` is the bare store-fault
 //! baseline of the DAX rows (a SIGSEGV handler of its own, installed only while it measures,
 //! before any DAX view exists), kept together in [`bare_fault`].
+
+mod server;
 
 use clap::Parser;
 use ferrodax::dax::vm::PageProtection;
@@ -39,6 +43,9 @@ struct BenchArgs {
     /// Run only the memory-failure rows (owner lookup and notification).
     #[arg(long)]
     memory_failure_only: bool,
+    /// Run only the pool-server rows (a server process on /dev/shm and its clients).
+    #[arg(long)]
+    server_only: bool,
 }
 
 const KIB: u64 = 1 << 10;
@@ -1230,8 +1237,20 @@ struct Row {
     target: String,
     verdict: Verdict,
     xfs: String,
+    /// Best, median and worst of the runs, for rows that keep every run (`result` is the best).
+    #[serde(flatten)]
+    spread: Option<Spread>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// Best, median and worst of a row's runs, in the row's unit.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Spread {
+    best: f64,
+    median: f64,
+    worst: f64,
+    runs: usize,
 }
 
 impl Row {
@@ -1245,6 +1264,7 @@ impl Row {
             target: "-".into(),
             verdict: Verdict::Info,
             xfs: "-".into(),
+            spread: None,
             error: None,
         }
     }
@@ -1526,6 +1546,7 @@ fn print_table(header: &[String], rows: &[Row]) {
     let titles = [
         "benchmark",
         "result",
+        "median / worst",
         "unit",
         "comparison/baseline",
         "ratio",
@@ -1533,12 +1554,13 @@ fn print_table(header: &[String], rows: &[Row]) {
         "verdict",
         "XFS (loop on /dev/shm)",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
                 r.benchmark.clone(),
                 r.result.map_or_else(|| "error".into(), num),
+                r.spread.map_or_else(|| "-".into(), |s| format!("{} / {}", num(s.median), num(s.worst))),
                 r.unit.to_string(),
                 r.comparison.clone(),
                 r.ratio.map_or_else(|| "-".into(), |x| format!("{}x", num(x))),
@@ -1561,7 +1583,7 @@ fn print_table(header: &[String], rows: &[Row]) {
                 out.push_str(" | ");
             }
             // Numbers right-aligned, text left-aligned; the last column is not padded.
-            if i == 1 || i == 4 {
+            if i == 1 || i == 2 || i == 5 {
                 out.push_str(&format!("{c:>w$}"));
             } else if i + 1 == cols.len() {
                 out.push_str(c);
@@ -1589,6 +1611,11 @@ fn print_table(header: &[String], rows: &[Row]) {
 
 fn main() {
     ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(server::ROLE) {
+        // One of the pool-server rows' helper processes (the server, an echo, a view client).
+        std::process::exit(server::run_role(&args[2..]));
+    }
     std::process::exit(run(BenchArgs::parse()));
 }
 
@@ -1601,6 +1628,24 @@ fn run(args: BenchArgs) -> i32 {
         let header = vec![format!("ferrodax bench, {mode}, memory-failure rows only")];
         if args.json {
             let doc = serde_json::json!({ "mode": if plan.quick { "quick" } else { "full" }, "rows": rows });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
+        } else {
+            print_table(&header, &rows);
+        }
+        return i32::from(rows.iter().any(|r| r.verdict == Verdict::Error));
+    }
+    if args.server_only {
+        let suite = server::server_suite(&plan);
+        let rows = server::server_rows(&suite);
+        let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
+        let header =
+            vec![format!("ferrodax bench, {mode}, pool-server rows only"), server::server_note(&suite)];
+        if args.json {
+            let doc = serde_json::json!({
+                "mode": if plan.quick { "quick" } else { "full" },
+                "notes": header,
+                "rows": rows,
+            });
             println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
         } else {
             print_table(&header, &rows);
@@ -1644,6 +1689,8 @@ fn run(args: BenchArgs) -> i32 {
 
     let memfail = memfail_suite(&plan);
 
+    let served = server::server_suite(&plan);
+
     progress("XFS: setting up a loop mount on /dev/shm");
     let xfs = XfsScratch::set_up("bench-xfs", plan.xfs_image_size).map(|scratch| {
         progress(&format!(
@@ -1661,6 +1708,7 @@ fn run(args: BenchArgs) -> i32 {
 
     let mut rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
     rows.extend(memfail_rows(&plan, &memfail));
+    rows.extend(server::server_rows(&served));
     let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
     let header = vec![
         format!(
@@ -1689,6 +1737,7 @@ fn run(args: BenchArgs) -> i32 {
             thousands(plan.memfail_extents),
             if plan.quick { "; QUICK mode: fewer extents and reflinks than the 1,000,000 / 10,000 of the target" } else { "" }
         ),
+        server::server_note(&served),
     ];
     if args.json {
         let doc = serde_json::json!({
