@@ -116,6 +116,70 @@ fn open_error(path: &Path, e: io::Error) -> Error {
     }
 }
 
+/// The direct mounts of this process, for [`watch_action_optional_machine_checks`].
+fn live_mounts() -> &'static std::sync::Mutex<Vec<std::sync::Weak<Shared>>> {
+    static MOUNTS: std::sync::OnceLock<std::sync::Mutex<Vec<std::sync::Weak<Shared>>>> =
+        std::sync::OnceLock::new();
+    MOUNTS.get_or_init(Default::default)
+}
+
+/// Registers a direct mount so that an action-optional machine check the kernel sends for one of
+/// its pool addresses (early kill: bad memory found, not yet consumed) becomes a memory failure
+/// of that block. The SIGBUS handler cannot take the file system's lock: it writes the address
+/// into a pipe, and one thread of this process, started with the first mount, records it.
+fn watch_action_optional_machine_checks(shared: &Arc<Shared>) {
+    static LISTENER: std::sync::Once = std::sync::Once::new();
+    {
+        let mut mounts = live_mounts().lock().unwrap_or_else(|e| e.into_inner());
+        mounts.retain(|m| m.strong_count() > 0);
+        mounts.push(Arc::downgrade(shared));
+    }
+    LISTENER.call_once(|| {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills two descriptors that this process then owns.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return;
+        }
+        let (read_end, write_end) = (fds[0], fds[1]);
+        let spawned = std::thread::Builder::new().name("ferrodax-mce".into()).spawn(move || loop {
+            let mut bytes = [0u8; 8];
+            // SAFETY: read(2) into a stack buffer from the pipe this thread owns.
+            let n = unsafe { libc::read(read_end, bytes.as_mut_ptr().cast(), 8) };
+            if n != 8 {
+                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            record_machine_check_at(usize::from_ne_bytes(bytes));
+        });
+        if spawned.is_ok() {
+            crate::pool::mcsafe::report_action_optional_to(write_end);
+        }
+    });
+}
+
+/// Records the memory failure of the pool byte at `addr` in whichever direct mount maps it.
+fn record_machine_check_at(addr: usize) {
+    let mounts: Vec<Arc<Shared>> =
+        live_mounts().lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|m| m.upgrade()).collect();
+    for shared in mounts {
+        let (base, len) = {
+            let guard = shared.fs.read().unwrap_or_else(|e| e.into_inner());
+            (guard.fs.backend().base() as usize, guard.fs.backend().len() as usize)
+        };
+        if addr >= base && addr < base + len {
+            let fs = Fs { kind: FsKind::Local(shared) };
+            let offset = (addr - base) as u64;
+            match fs.memory_failure(offset, 1, FailureFlags::default()) {
+                Ok(_) => eprintln!("ferrodax: action-optional machine check at pool offset {offset:#x}: recorded as a memory failure"),
+                Err(e) => eprintln!("ferrodax: action-optional machine check at pool offset {offset:#x}: {e}"),
+            }
+            return;
+        }
+    }
+}
+
 /// The file system and the views of its files, behind one lock.
 pub struct Mounted {
     /// The file system.
@@ -316,6 +380,7 @@ impl Fs {
         let mut fs = fs;
         fs.set_layout_tracking(true);
         let shared = Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) });
+        watch_action_optional_machine_checks(&shared);
         Fs { kind: FsKind::Local(shared) }
     }
 

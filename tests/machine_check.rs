@@ -106,3 +106,24 @@ fn a_copy_on_write_edge_copy_that_meets_bad_memory_fails_the_write_and_changes_n
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert_eq!(fs.fiemap(&a).unwrap(), before, "the failed write changed the file's layout");
 }
+
+#[test]
+fn an_action_optional_machine_check_at_a_pool_address_is_recorded_as_a_memory_failure() {
+    let fs = Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![0x61; 8192], 0).unwrap();
+    let phys = fs.fiemap(&a).unwrap()[0].physical;
+    let addr = fs.backend().base() as usize + phys as usize + 4096 + 100;
+    // What the kernel sends a process that asked for early kill: BUS_MCEERR_AO at the address.
+    ferrodax::dax::mce::queue_to_self_signal(libc::SIGBUS, ferrodax::dax::mce::BUS_MCEERR_AO, addr).unwrap();
+    // A thread of the library records it (the handler cannot take the lock): wait for it.
+    let block = phys / 4096 + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fs.bad_blocks().iter().any(|&(s, l)| s <= block && block < s + l) {
+        assert!(std::time::Instant::now() < deadline, "the machine check was never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(a.read_at(&mut buf, 0).unwrap(), 4096, "reads stop before the bad block");
+    assert!(fs.check().is_clean());
+}

@@ -171,6 +171,7 @@ impl MappedBackend {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        super::mcsafe::register_pool_mapping(base as usize, size);
         Ok(Self {
             file,
             base: base.cast(),
@@ -309,6 +310,7 @@ impl Backend for MappedBackend {
 
 impl Drop for MappedBackend {
     fn drop(&mut self) {
+        super::mcsafe::unregister_pool_mapping(self.base as usize);
         // SAFETY: unmapping exactly the region mapped in `map`; nothing borrows it past drop.
         unsafe { libc::munmap(self.base.cast(), self.len as usize) };
     }

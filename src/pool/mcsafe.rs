@@ -21,7 +21,53 @@
 //! not handle (see [`forward`]).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
+
+/// Pool mappings of this process, as (base, length) slots (0 = free), so that the handler can tell
+/// a machine check at a pool address without a lock.
+static POOL_MAPPINGS: [(AtomicUsize, AtomicUsize); 64] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 64];
+
+/// The write end of the pipe that action-optional machine checks at pool addresses are reported
+/// into (-1: nobody listens, so they are forwarded like any other signal).
+static AO_REPORTS: AtomicI32 = AtomicI32::new(-1);
+
+/// Records a pool mapping of this process (the backend does, when it maps a pool).
+pub fn register_pool_mapping(base: usize, len: usize) {
+    for (b, l) in &POOL_MAPPINGS {
+        if b.compare_exchange(0, base, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            l.store(len, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Forgets a pool mapping (when it is unmapped).
+pub fn unregister_pool_mapping(base: usize) {
+    for (b, l) in &POOL_MAPPINGS {
+        if b.load(Ordering::Acquire) == base {
+            l.store(0, Ordering::Release);
+            b.store(0, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// The registered pool mapping that contains `addr`, as (base, length). Async-signal-safe.
+pub fn pool_mapping_at(addr: usize) -> Option<(usize, usize)> {
+    POOL_MAPPINGS.iter().find_map(|(b, l)| {
+        let (base, len) = (b.load(Ordering::Acquire), l.load(Ordering::Acquire));
+        (base != 0 && addr >= base && addr < base + len).then_some((base, len))
+    })
+}
+
+/// Makes `fd` (a pipe's write end) the place where the SIGBUS handler reports action-optional
+/// machine checks at pool addresses: each report is the 8-byte address. The reader records them
+/// as memory failures (the front end does; the handler cannot take the file system's lock).
+pub fn report_action_optional_to(fd: i32) {
+    AO_REPORTS.store(fd, Ordering::Release);
+}
 
 /// A read of pool memory met bad memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +301,20 @@ extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context
                 (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = pad as i64;
                 return;
             }
+        }
+    }
+    // An action-optional machine check (early kill) at a pool address: nothing consumed the bad
+    // memory yet; report it to whoever records memory failures, and carry on.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let reports = AO_REPORTS.load(Ordering::Acquire);
+    if code == 5 && reports >= 0 && pool_mapping_at(addr).is_some() {
+        let bytes = (addr as u64).to_ne_bytes();
+        // SAFETY: write(2) of 8 bytes from the stack to a pipe: async-signal-safe; a pipe write of
+        // at most PIPE_BUF bytes is atomic.
+        let written = unsafe { libc::write(reports, bytes.as_ptr().cast(), bytes.len()) };
+        if written == bytes.len() as isize {
+            return;
         }
     }
     // SAFETY: the kernel's own arguments to this handler.
