@@ -1,0 +1,446 @@
+//! The pool server with real separate processes (issue 8, items 1, 3 and 4).
+//!
+//! Guards: concurrent `ferrodax io` writer processes (and a mkdir loop) through a running server
+//! lose no file and leave every byte exact and fsck clean, while without a server a second
+//! concurrent writer is refused loudly (non-zero exit, the holder's pid and `ferrodax serve`
+//! named) and no writer that exited 0 lost its data; a store into a shared page of a clone mapped
+//! read-write in three client processes makes exactly one copy that the other two see at once
+//! while the source's mapper (a fourth process) keeps the old bytes, and two processes storing
+//! into the same shared pages at the same moment make exactly one copy per page with both stores
+//! landing; every layout change made by another process (reflink over a range, pwrite of a shared
+//! block, dedupe, unshare, truncate) reaches a client process's view before the operation
+//! returns, and pages past the new EOF raise SIGBUS there.
+
+mod server_common;
+
+use ferrodax::dax::vm::PageProtection;
+use ferrodax::dax::{MapAccess, PageState};
+use server_common::*;
+use std::collections::BTreeSet;
+
+// ----- 1. concurrent command-line writers -----
+
+/// `ferrodax io -f -c "pwrite -S SEED 0 8k" POOL PATH`.
+fn cli_pwrite(
+    pool: &str,
+    path: &str,
+    seed: u8,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let cmd = format!("pwrite -S {seed:#x} 0 8k");
+    let mut args = vec!["io"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-f", "-c", &cmd, pool, path]);
+    run_cli(&args)
+}
+
+#[test]
+fn two_cli_writer_loops_and_a_mkdir_loop_through_the_server_lose_no_file_and_check_clean() {
+    const FILES: usize = 30;
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    // -v says the command goes through the server.
+    let (status, _, stderr) = run_cli(&["-v", "ls", &pool_path]);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("through the pool server"), "{stderr}");
+    let mut loops = Vec::new();
+    for (prefix, seed) in [("a", 0x41u8), ("b", 0x42u8)] {
+        let pool_path = pool_path.clone();
+        loops.push(std::thread::spawn(move || {
+            (0..FILES)
+                .map(|i| {
+                    let (status, _, stderr) = cli_pwrite(&pool_path, &format!("/{prefix}{i}"), seed, &[]);
+                    (format!("/{prefix}{i}"), status, stderr)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mkdirs = {
+        let pool_path = pool_path.clone();
+        std::thread::spawn(move || {
+            (0..FILES)
+                .map(|i| {
+                    let (status, _, stderr) = run_cli(&["mkdir", &pool_path, &format!("/d{i}")]);
+                    (format!("/d{i}"), status, stderr)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut results = Vec::new();
+    for l in loops {
+        results.extend(l.join().unwrap());
+    }
+    results.extend(mkdirs.join().unwrap());
+    for (path, status, stderr) in &results {
+        assert!(status.success(), "{path}: exit {status}: {stderr}\nserver:\n{}", server.log_text());
+    }
+    let verify = |fs: &ferrodax::Fs, when: &str| {
+        let names: BTreeSet<String> = fs.read_dir("/").unwrap().into_iter().map(|e| e.name).collect();
+        let want: BTreeSet<String> =
+            ["a", "b", "d"].iter().flat_map(|p| (0..FILES).map(move |i| format!("{p}{i}"))).collect();
+        assert_eq!(names, want, "{when}: the root lists exactly every file and directory made");
+        for (prefix, seed) in [("a", 0x41u8), ("b", 0x42u8)] {
+            for i in 0..FILES {
+                let data = read_all(fs, &format!("/{prefix}{i}"));
+                assert_eq!(fnv(&data), fnv(&[seed; 8192]), "{when}: /{prefix}{i} is not 8 KiB of {seed:#x}");
+            }
+        }
+        assert_clean(fs, when);
+    };
+    verify(&server.connect(), "the loops, through the server");
+    let (status, stdout, stderr) = run_cli(&["check", &pool_path]);
+    assert!(status.success(), "ferrodax check through the server: {stdout}{stderr}");
+    server.stop();
+    // The clean shutdown left everything on the media.
+    verify(&pool.mount(), "the server stopped, mounted directly");
+}
+
+#[test]
+fn without_a_server_a_second_concurrent_writer_is_refused_naming_the_holder_and_no_exit_0_loses_data() {
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    // A writer that holds the pool (its pwrite done, then it sleeps).
+    let mut holder = std::process::Command::new(ferrodax())
+        .args(["io", "-f", "-c", "pwrite -S 0x48 0 8k", "-c", "sleep 60000", &pool_path, "/held"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut first)
+        .unwrap();
+    assert!(first.starts_with("wrote 8192/8192 bytes at offset 0"), "holder said {first:?}");
+    // The holder has the pool: a second writer is refused loudly, and so is a read-only check.
+    let (status, _, stderr) = cli_pwrite(&pool_path, "/second", 0x49, &[]);
+    assert_eq!(status.code(), Some(1), "a second writer must fail: {stderr}");
+    assert!(stderr.contains(&format!("pid {}", holder.id())), "the holder's pid is named: {stderr}");
+    assert!(stderr.contains("ferrodax serve"), "the refusal says what to do: {stderr}");
+    assert!(stderr.contains("busy") || stderr.contains("Busy"), "EBUSY: {stderr}");
+    let (status, _, stderr) = run_cli(&["check", &pool_path]);
+    assert_ne!(status.code(), Some(0), "a check beside a read-write owner is refused: {stderr}");
+    assert!(stderr.contains(&format!("pid {}", holder.id())), "{stderr}");
+    // The holder dies without a clean exit: its pwrite had returned, so it is on the media.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Two loops racing for the pool: each process either writes (exit 0, data exact) or is
+    // refused loudly (non-zero, named holder); never exit 0 with data missing.
+    let mut loops = Vec::new();
+    for (prefix, seed) in [("x", 0x58u8), ("y", 0x59u8)] {
+        let pool_path = pool_path.clone();
+        loops.push(std::thread::spawn(move || {
+            (0..20)
+                .map(|i| {
+                    let path = format!("/{prefix}{i}");
+                    let (status, _, stderr) = cli_pwrite(&pool_path, &path, seed, &[]);
+                    (path, seed, status, stderr)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let results: Vec<_> = loops.into_iter().flat_map(|l| l.join().unwrap()).collect();
+    let fs = pool.mount();
+    assert_eq!(fnv(&read_all(&fs, "/held")), fnv(&[0x48; 8192]), "the killed holder's write is lost");
+    assert_eq!(fs.metadata("/second").unwrap_err().errno(), libc::ENOENT, "the refused writer wrote nothing");
+    let mut refused = 0;
+    for (path, seed, status, stderr) in &results {
+        if status.success() {
+            assert_eq!(
+                fnv(&read_all(&fs, path)),
+                fnv(&[*seed; 8192]),
+                "{path} exited 0 but its data is wrong"
+            );
+        } else {
+            refused += 1;
+            assert_eq!(status.code(), Some(1), "{path}: {stderr}");
+            assert!(
+                stderr.contains("ferrodax serve") && stderr.contains("pid "),
+                "{path} failed without the loud refusal: {stderr}"
+            );
+        }
+    }
+    eprintln!("{refused} of {} racing writers were refused", results.len());
+    assert_clean(&fs, "the racing writers, mounted directly");
+    drop(fs);
+    let (status, stdout, stderr) = run_cli(&["check", &pool_path]);
+    assert!(status.success(), "{stdout}{stderr}");
+}
+
+// ----- client processes holding views -----
+
+const VIEW_PAGES: u64 = 16;
+
+/// A client process holding one view of `FDX_FILE` (`FDX_ACCESS` r or w), obeying commands:
+/// `store PAGE OFF LEN BYTE` (plain stores, the fault path runs), `storeall FIRST LAST OFF LEN BYTE`,
+/// `hash LEN` (FNV of the view's first LEN bytes), `pagehash PAGE`, `phys` (each page's state),
+/// `touch OFF` (a load; may raise SIGBUS, reported by the recorder), `exit`.
+fn view_holder() {
+    install_sigbus_recorder();
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let path = env_str("FDX_FILE");
+    let write = env_str("FDX_ACCESS") == "w";
+    let options = if write { rw() } else { ro() };
+    let file = fs.open(&path, &options).unwrap();
+    let access = if write { MapAccess::ReadWrite } else { MapAccess::Read };
+    let view = file.map(0, VIEW_PAGES * PAGE, access).unwrap();
+    say(&format!("mapped {} {}", view.as_ptr() as usize, std::process::id()));
+    loop {
+        let line = hear();
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| -> u64 { w[i].parse().unwrap() };
+        match w.first().copied() {
+            Some("store") => {
+                let data = vec![num(4) as u8; num(3) as usize];
+                view.store_plain((num(1) * PAGE + num(2)) as usize, &data).unwrap();
+                say("stored");
+            }
+            Some("storeall") => {
+                let data = vec![num(5) as u8; num(4) as usize];
+                for page in num(1)..=num(2) {
+                    view.store_plain((page * PAGE + num(3)) as usize, &data).unwrap();
+                }
+                say("stored");
+            }
+            Some("hash") => {
+                let mut buf = vec![0u8; num(1) as usize];
+                view.read_at(0, &mut buf).unwrap();
+                say(&format!("hash {}", fnv(&buf)));
+            }
+            Some("pagehash") => {
+                let mut buf = vec![0u8; PAGE as usize];
+                view.read_at((num(1) * PAGE) as usize, &mut buf).unwrap();
+                say(&format!("hash {}", fnv(&buf)));
+            }
+            Some("phys") => {
+                let states: Vec<String> = (0..VIEW_PAGES).map(|p| page_word(view.page_state(p))).collect();
+                say(&format!("phys {}", states.join(" ")));
+            }
+            Some("touch") => {
+                let v = touch(view.as_ptr() as usize + num(1) as usize);
+                say(&format!("value {v}"));
+            }
+            _ => break,
+        }
+    }
+    drop(view);
+    std::process::exit(0);
+}
+
+fn page_word(state: PageState) -> String {
+    match state {
+        PageState::Block { phys, prot: PageProtection::ReadWrite } => format!("w{phys}"),
+        PageState::Block { phys, .. } => format!("r{phys}"),
+        PageState::Hole => "hole".into(),
+        PageState::PastEof => "eof".into(),
+        PageState::Poisoned { phys } => format!("poisoned{phys}"),
+        PageState::Removed => "removed".into(),
+    }
+}
+
+fn spawn_holder(pool: &TestPool, test: &str, file: &str, access: &str) -> (Kid, usize) {
+    let env = [
+        ("FDX_SOCKET", pool.socket().to_str().unwrap().to_string()),
+        ("FDX_FILE", file.to_string()),
+        ("FDX_ACCESS", access.to_string()),
+    ];
+    let mut kid =
+        Kid::spawn(pool.dir.path(), test, &format!("holder-{}", file.trim_start_matches('/')), &env);
+    let fields = kid.expect("mapped");
+    assert_eq!(fields[1].parse::<u32>().unwrap(), kid.pid());
+    (kid, fields[0].parse().unwrap())
+}
+
+fn ask_u64(kid: &mut Kid, command: &str, key: &str) -> u64 {
+    kid.send(command);
+    kid.expect(key)[0].parse().unwrap()
+}
+
+/// Page `page` of `bytes`.
+fn page_of(bytes: &[u8], page: u64) -> &[u8] {
+    &bytes[(page * PAGE) as usize..((page + 1) * PAGE) as usize]
+}
+
+/// Every distinct pool block the files map.
+fn blocks_of(fs: &ferrodax::Fs, paths: &[&str]) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for path in paths {
+        let f = fs.open(path, &ro()).unwrap();
+        for e in fs.fiemap(&f).unwrap() {
+            for b in 0..e.length / PAGE {
+                out.insert(e.physical / PAGE + b);
+            }
+        }
+    }
+    out
+}
+
+// ----- 3. cross-process copy-on-write -----
+
+#[test]
+fn a_store_into_a_shared_page_in_one_client_process_makes_one_copy_seen_by_the_clones_other_processes_not_the_sources(
+) {
+    const TEST: &str = "a_store_into_a_shared_page_in_one_client_process_makes_one_copy_seen_by_the_clones_other_processes_not_the_sources";
+    if role().is_some() {
+        return view_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let src = fs.open("/src", &rw()).unwrap();
+    let data: Vec<u8> = (0..VIEW_PAGES * PAGE).map(|i| 0x10 + (i / PAGE) as u8).collect();
+    src.write_at(&data, 0).unwrap();
+    let clone = fs.open("/clone", &rw()).unwrap();
+    fs.reflink(&src, 0, &clone, 0, 0).unwrap();
+    let mut clones: Vec<(Kid, usize)> = (0..3).map(|_| spawn_holder(&pool, TEST, "/clone", "w")).collect();
+    let (mut source_mapper, _) = spawn_holder(&pool, TEST, "/src", "r");
+    let blocks_before = blocks_of(&fs, &["/src", "/clone"]);
+    assert_eq!(blocks_before.len(), VIEW_PAGES as usize, "the clone shares every block");
+    let free_before = fs.stats().free_blocks;
+
+    // One process stores 100 bytes into shared page 5 with plain stores.
+    clones[0].0.send("store 5 7 100 238");
+    clones[0].0.expect("stored");
+    let mut new_clone = data.clone();
+    new_clone[(5 * PAGE + 7) as usize..][..100].fill(238);
+    for (i, (kid, _)) in clones.iter_mut().enumerate() {
+        let h = ask_u64(kid, "pagehash 5", "hash");
+        assert_eq!(h, fnv(page_of(&new_clone, 5)), "clone holder {i} does not see the store");
+    }
+    assert_eq!(
+        ask_u64(&mut source_mapper, "pagehash 5", "hash"),
+        fnv(page_of(&data, 5)),
+        "the source changed"
+    );
+    assert_eq!(ask_u64(&mut source_mapper, "hash 65536", "hash"), fnv(&data));
+    assert_eq!(fnv(&read_all(&fs, "/clone")), fnv(&new_clone));
+    assert_eq!(fnv(&read_all(&fs, "/src")), fnv(&data));
+    assert_eq!(fs.stats().free_blocks, free_before - 1, "exactly one block was allocated");
+    let blocks_after = blocks_of(&fs, &["/src", "/clone"]);
+    assert_eq!(blocks_after.len(), VIEW_PAGES as usize + 1);
+    assert_ne!(phys_of(&fs, &src, 5), phys_of(&fs, &clone, 5));
+    for page in (0..VIEW_PAGES).filter(|&p| p != 5) {
+        assert_eq!(phys_of(&fs, &src, page), phys_of(&fs, &clone, page), "page {page} stays shared");
+    }
+    assert_clean(&fs, "one cross-process store fault");
+
+    // Two processes store into the same shared pages 8..=15 at the same moment.
+    let free_before = fs.stats().free_blocks;
+    clones[1].0.send("storeall 8 15 0 100 161");
+    clones[2].0.send("storeall 8 15 2000 100 178");
+    clones[1].0.expect("stored");
+    clones[2].0.expect("stored");
+    for page in 8..VIEW_PAGES {
+        new_clone[(page * PAGE) as usize..][..100].fill(161);
+        new_clone[(page * PAGE + 2000) as usize..][..100].fill(178);
+    }
+    assert_eq!(fs.stats().free_blocks, free_before - 8, "exactly one copy per page");
+    assert_eq!(blocks_of(&fs, &["/src", "/clone"]).len(), VIEW_PAGES as usize + 9);
+    let got = read_all(&fs, "/clone");
+    for page in 0..VIEW_PAGES {
+        assert!(page_of(&got, page) == page_of(&new_clone, page), "clone page {page}: a store was lost");
+    }
+    for (i, (kid, _)) in clones.iter_mut().enumerate() {
+        assert_eq!(ask_u64(kid, "hash 65536", "hash"), fnv(&new_clone), "clone holder {i}");
+    }
+    assert_eq!(ask_u64(&mut source_mapper, "hash 65536", "hash"), fnv(&data), "the source changed");
+    assert_eq!(fnv(&read_all(&fs, "/src")), fnv(&data));
+    assert_clean(&fs, "two processes storing into the same shared pages");
+    for kid in clones.iter_mut().map(|(k, _)| k).chain(std::iter::once(&mut source_mapper)) {
+        kid.send("exit");
+        kid.wait_code(0);
+    }
+    assert_clean(&fs, "every holder exited");
+    drop((src, clone, fs));
+    server.stop();
+}
+
+// ----- 4. layout changes reach every process's views before the operation returns -----
+
+#[test]
+fn layout_changes_made_by_other_processes_reach_a_client_views_before_they_return_and_past_eof_raises_sigbus()
+{
+    const TEST: &str =
+        "layout_changes_made_by_other_processes_reach_a_client_views_before_they_return_and_past_eof_raises_sigbus";
+    if role().is_some() {
+        return view_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let fill = |path: &str, first: u8, pages: u64| {
+        let f = fs.open(path, &rw()).unwrap();
+        let d: Vec<u8> = (0..pages * PAGE).map(|i| first + (i / PAGE) as u8).collect();
+        f.write_at(&d, 0).unwrap();
+        f
+    };
+    let f = fill("/f", 0x30, VIEW_PAGES);
+    fill("/g", 0x70, VIEW_PAGES);
+    // /h holds the bytes of /f's pages 8..12 in blocks of its own.
+    let h = fs.open("/h", &rw()).unwrap();
+    let fdata = read_all(&fs, "/f");
+    h.write_at(&fdata[(8 * PAGE) as usize..(12 * PAGE) as usize], 0).unwrap();
+    let (mut holder, base) = spawn_holder(&pool, TEST, "/f", "w");
+
+    // After each operation (another process, `ferrodax io`, which has exited): the holder's view
+    // shows the file's bytes, each page maps the file's block, shared blocks read-only.
+    let verify = |holder: &mut Kid, what: &str| {
+        let data = read_all(&fs, "/f");
+        let mut padded = data.clone();
+        padded.resize((data.len() as u64).div_ceil(PAGE) as usize * PAGE as usize, 0);
+        assert_eq!(
+            ask_u64(holder, &format!("hash {}", padded.len()), "hash"),
+            fnv(&padded),
+            "after {what}: the view does not show the file's bytes"
+        );
+        holder.send("phys");
+        let states = holder.expect("phys");
+        let pages_in = padded.len() as u64 / PAGE;
+        for page in 0..VIEW_PAGES {
+            let want = if page < pages_in {
+                let phys = phys_of(&fs, &f, page);
+                let shared = fs.owners(phys, PAGE).len() > 1;
+                format!("{}{}", if shared { "r" } else { "w" }, phys / PAGE)
+            } else {
+                "eof".to_string()
+            };
+            assert_eq!(states[page as usize], want, "after {what}: view page {page}");
+        }
+        assert_clean(&fs, what);
+    };
+    verify(&mut holder, "mapping");
+    let io = |commands: &[&str]| {
+        let mut args = vec!["io"];
+        for c in commands {
+            args.extend_from_slice(&["-c", c]);
+        }
+        args.extend_from_slice(&[&pool_path, "/f"]);
+        let (status, stdout, stderr) = run_cli(&args);
+        assert!(status.success(), "ferrodax {args:?}: {stdout}{stderr}");
+    };
+    let before = phys_of(&fs, &f, 4);
+    io(&["reflink /g 0 16384 16384"]);
+    assert_ne!(phys_of(&fs, &f, 4), before);
+    verify(&mut holder, "a reflink over pages 4..8");
+    io(&["pwrite -S 0x99 20480 4096"]);
+    verify(&mut holder, "a pwrite of shared page 5");
+    io(&["dedupe /h 0 32768 16384"]);
+    assert_eq!(phys_of(&fs, &f, 9), phys_of(&fs, &h, 1), "the dedupe shared the blocks");
+    verify(&mut holder, "a dedupe of pages 8..12");
+    io(&["funshare 16384 16384"]);
+    verify(&mut holder, "an unshare of pages 4..8");
+    io(&["truncate 24676"]);
+    verify(&mut holder, "a truncate to 6 pages + 100 bytes");
+    // Inside the last page, past EOF reads zero; a page past EOF raises SIGBUS in the holder.
+    assert_eq!(ask_u64(&mut holder, &format!("touch {}", 6 * PAGE + 200), "value"), 0);
+    holder.send(&format!("touch {}", 9 * PAGE + 5));
+    let (sig, code, addr, _) = parse_signal(&holder.expect("signal"));
+    assert_eq!((sig, code), (libc::SIGBUS, libc::BUS_ADRERR), "past EOF is SIGBUS BUS_ADRERR");
+    assert_eq!(addr, base + (9 * PAGE + 5) as usize, "si_addr is the faulting address in the holder's view");
+    holder.wait_code(42);
+    assert_clean(&fs, "the holder died of its SIGBUS");
+    drop((f, h, fs));
+    server.stop();
+}
