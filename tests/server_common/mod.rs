@@ -224,7 +224,7 @@ impl Kid {
         let n = std::fs::read_dir(dir).unwrap().count();
         let stderr = dir.join(format!("kid-{role}-{n}.err"));
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--test-threads=1", "--nocapture"])
+            .args(["--exact", test, "--include-ignored", "--test-threads=1", "--nocapture"])
             .env(ROLE, role)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())

@@ -1,0 +1,383 @@
+//! The pool server when processes die or misbehave (issue 8 item 5).
+//!
+//! Guards: a client process SIGKILLed at random points (while connecting, writing, reflinking,
+//! faulting on stores, holding views and an unlinked open file) never stops the server from
+//! serving another client process that works all along: every write that client got Ok for is
+//! present, fsck is clean, and once the files are deleted the free blocks are back to where they
+//! were (no block leaked by a dead client's handles, views or orphans). When the server itself is
+//! killed, a client's next operations fail with ENOTCONN, its views raise SIGBUS instead of
+//! showing a pool nobody owns, and a restarted server mounts the pool clean with every committed
+//! write. A client that sends bytes that are not the protocol is disconnected and the server
+//! keeps serving the others.
+//!
+//! FERRODAX_SOAK=1 runs 1000 kill iterations instead of 100.
+
+mod server_common;
+
+use ferrodax::dax::MapAccess;
+use ferrodax::server::wire;
+use server_common::*;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SURVIVOR_FILES: u64 = 8;
+const FILE_PAGES: u64 = 8;
+const SHARED_PAGES: u64 = 16;
+
+/// The survivor: writes, reflinks from /shared and stores through views into its own files
+/// /s0../s7 until its standard input closes; prints every operation that returned Ok.
+fn survivor() {
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            drain_stdin();
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let shared = fs.open("/shared", &ro()).unwrap();
+    let files: Vec<ferrodax::File> = (0..SURVIVOR_FILES)
+        .map(|i| {
+            let f = fs.open(&format!("/s{i}"), &rw()).unwrap();
+            f.write_at(&vec![0u8; (FILE_PAGES * PAGE) as usize], 0).unwrap();
+            f
+        })
+        .collect();
+    say("started");
+    let mut rng = Rng(env_u64("FDX_SEED"));
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let i = rng.below(SURVIVOR_FILES) as usize;
+        let page = rng.below(FILE_PAGES);
+        let seed = rng.next();
+        match rng.below(3) {
+            0 => {
+                files[i].write_at(&noise(seed, PAGE as usize), page * PAGE).unwrap();
+                say(&format!("W {i} {page} {seed}"));
+            }
+            1 => {
+                let src = rng.below(SHARED_PAGES);
+                fs.reflink(&shared, src * PAGE, &files[i], page * PAGE, PAGE).unwrap();
+                say(&format!("R {i} {page} {src}"));
+            }
+            _ => {
+                let view = files[i].map(0, FILE_PAGES * PAGE, MapAccess::ReadWrite).unwrap();
+                view.store_plain((page * PAGE) as usize, &noise(seed, PAGE as usize)).unwrap();
+                drop(view);
+                say(&format!("M {i} {page} {seed}"));
+            }
+        }
+        n += 1;
+    }
+    say(&format!("done {n}"));
+    std::process::exit(0);
+}
+
+/// A victim: everything a client can be doing when it is killed.
+fn victim() {
+    let seed = env_u64("FDX_SEED");
+    let mut rng = Rng(seed);
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let shared = fs.open("/shared", &ro()).unwrap();
+    let f = fs.open(&format!("/v{}", seed % 10), &rw()).unwrap();
+    f.write_at(&noise(seed, (4 * PAGE) as usize), 0).unwrap();
+    fs.reflink(&shared, 0, &f, 4 * PAGE, 4 * PAGE).unwrap();
+    let view = f.map(0, FILE_PAGES * PAGE, MapAccess::ReadWrite).unwrap();
+    // An unlinked file kept alive by an open handle and a view.
+    let tmp_path = format!("/tmp{seed}");
+    let tmp = fs.open(&tmp_path, &rw()).unwrap();
+    tmp.write_at(&noise(seed + 1, (2 * PAGE) as usize), 0).unwrap();
+    let tmp_view = tmp.map(0, 2 * PAGE, MapAccess::ReadWrite).unwrap();
+    fs.remove_file(&tmp_path).unwrap();
+    loop {
+        let page = rng.below(FILE_PAGES);
+        match rng.below(4) {
+            0 => {
+                f.write_at(&noise(rng.next(), PAGE as usize), page * PAGE).unwrap();
+            }
+            1 => {
+                fs.reflink(&shared, rng.below(SHARED_PAGES) * PAGE, &f, page * PAGE, PAGE).unwrap();
+            }
+            2 => view.store_plain((page * PAGE) as usize, &noise(rng.next(), 64)).unwrap(),
+            _ => tmp_view.store_plain((rng.below(2) * PAGE) as usize, &[7u8; 16]).unwrap(),
+        }
+    }
+}
+
+#[test]
+fn clients_killed_at_random_points_leave_the_server_serving_another_client_whose_writes_all_survive_with_no_leak(
+) {
+    const TEST: &str =
+        "clients_killed_at_random_points_leave_the_server_serving_another_client_whose_writes_all_survive_with_no_leak";
+    match role().as_deref() {
+        Some("survivor") => return survivor(),
+        Some("victim") => return victim(),
+        _ => {}
+    }
+    let iterations = if std::env::var_os("FERRODAX_SOAK").is_some() { 1000 } else { 100 };
+    let pool = TestPool::new(128 << 20);
+    let mut server = Server::start(&pool);
+    let fs = server.connect();
+    let shared_data = noise(0xface, (SHARED_PAGES * PAGE) as usize);
+    fs.open("/shared", &rw()).unwrap().write_at(&shared_data, 0).unwrap();
+    let free_at_start = fs.stats().free_blocks;
+    let socket = ("FDX_SOCKET", pool.socket().to_str().unwrap().to_string());
+    let mut survivor =
+        Kid::spawn(pool.dir.path(), TEST, "survivor", &[socket.clone(), ("FDX_SEED", "7".into())]);
+    survivor.expect("started");
+    let mut rng = Rng(0x5eed);
+    for i in 0..iterations {
+        let mut kid =
+            Kid::spawn(pool.dir.path(), TEST, "victim", &[socket.clone(), ("FDX_SEED", i.to_string())]);
+        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+        kid.kill9();
+        assert!(
+            server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "iteration {i}: the server went away:\n{}",
+            server.log_text()
+        );
+    }
+    // The survivor worked all along; stop it and replay what it committed.
+    let status = survivor.wait();
+    let log = survivor.rest();
+    assert_eq!(status.code(), Some(0), "the survivor failed:\n{}", survivor.stderr_text());
+    let done: u64 = log.last().and_then(|l| l.strip_prefix("done ")).expect("done line").parse().unwrap();
+    assert_eq!(done as usize, log.len() - 1, "every committed operation is logged");
+    assert!(done > 0, "the survivor committed nothing");
+    let mut model: BTreeMap<u64, Vec<u8>> =
+        (0..SURVIVOR_FILES).map(|i| (i, vec![0u8; (FILE_PAGES * PAGE) as usize])).collect();
+    for line in &log[..log.len() - 1] {
+        let w: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+        let page = &mut model.get_mut(&w[0]).unwrap()[(w[1] * PAGE) as usize..][..PAGE as usize];
+        match &line[..1] {
+            "W" | "M" => page.copy_from_slice(&noise(w[2], PAGE as usize)),
+            "R" => page.copy_from_slice(&shared_data[(w[2] * PAGE) as usize..][..PAGE as usize]),
+            other => panic!("unknown log line {other}"),
+        }
+    }
+    // Every dead client's views are released once the server has seen it go.
+    let deadline = Instant::now() + HANG;
+    while fs.view_count() != 0 {
+        assert!(Instant::now() < deadline, "views of dead clients are never released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (i, want) in &model {
+        assert!(read_all(&fs, &format!("/s{i}")) == *want, "/s{i} lost a committed write");
+    }
+    assert_eq!(read_all(&fs, "/shared"), shared_data);
+    assert_clean(&fs, "the kill loop");
+    // No leak: without the files (a victim killed before its unlink leaves its /tmpN), the free
+    // blocks are back.
+    for entry in fs.read_dir("/").unwrap() {
+        if entry.name != "shared" {
+            fs.remove_file(&format!("/{}", entry.name)).unwrap();
+        }
+    }
+    assert_clean(&fs, "deleting every file");
+    assert_eq!(fs.stats().free_blocks, free_at_start, "blocks leaked by killed clients");
+    drop(fs);
+    server.stop();
+    let fs = pool.mount();
+    assert_clean(&fs, "remounting after the kill loop");
+    assert_eq!(fs.stats().free_blocks, free_at_start);
+}
+
+/// A client holding a view and an open file when the server is killed.
+fn orphaned_client() {
+    install_sigbus_recorder();
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let f = fs.open("/f", &rw()).unwrap();
+    let view = f.map(0, 4 * PAGE, MapAccess::ReadWrite).unwrap();
+    f.write_at(&noise(1, PAGE as usize), PAGE).unwrap();
+    view.store_plain((2 * PAGE) as usize, &noise(2, PAGE as usize)).unwrap();
+    say(&format!("ready {}", view.as_ptr() as usize));
+    assert_eq!(hear(), "go");
+    let mut buf = vec![0u8; 16];
+    let errnos = [
+        f.write_at(b"lost?", 0).map(|_| ()).unwrap_err().errno(),
+        f.read_at(&mut buf, 0).map(|_| ()).unwrap_err().errno(),
+        fs.metadata("/f").map(|_| ()).unwrap_err().errno(),
+        fs.open("/new", &rw()).map(|_| ()).unwrap_err().errno(),
+        f.map(0, PAGE, MapAccess::Read).map(|_| ()).unwrap_err().errno(),
+    ];
+    say(&format!("errnos {} {} {} {} {}", errnos[0], errnos[1], errnos[2], errnos[3], errnos[4]));
+    assert_eq!(hear(), "touch");
+    // The reader thread takes the views away when it sees the connection end (that it may do so
+    // after a call already failed with ENOTCONN is the ignored test below).
+    let deadline = std::time::Instant::now() + HANG;
+    while view.page_state(0) != ferrodax::dax::PageState::Removed {
+        assert!(std::time::Instant::now() < deadline, "the view is never taken away");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let v = touch(view.as_ptr() as usize + 5);
+    say(&format!("value {v}"));
+    std::process::exit(0);
+}
+
+#[test]
+fn when_the_server_is_killed_clients_get_enotconn_views_raise_sigbus_and_a_restarted_server_mounts_clean() {
+    const TEST: &str =
+        "when_the_server_is_killed_clients_get_enotconn_views_raise_sigbus_and_a_restarted_server_mounts_clean";
+    if role().is_some() {
+        return orphaned_client();
+    }
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let initial = noise(0, (4 * PAGE) as usize);
+    let f = fs.open("/f", &rw()).unwrap();
+    f.write_at(&initial, 0).unwrap();
+    let socket = ("FDX_SOCKET", pool.socket().to_str().unwrap().to_string());
+    let mut kid = Kid::spawn(pool.dir.path(), TEST, "orphan", &[socket]);
+    let base: usize = kid.expect("ready")[0].parse().unwrap();
+    server.kill9();
+    kid.send("go");
+    let errnos: Vec<i32> = kid.expect("errnos").iter().map(|e| e.parse().unwrap()).collect();
+    assert_eq!(errnos, vec![libc::ENOTCONN; 5], "write, read, stat, open, map after the server died");
+    kid.send("touch");
+    let line = kid.next_line();
+    assert!(line.starts_with("signal "), "a view whose server died still reads: {line}");
+    let (sig, code, addr, _) =
+        parse_signal(&line.split_whitespace().skip(1).map(str::to_string).collect::<Vec<_>>());
+    assert_eq!((sig, code, addr), (libc::SIGBUS, ferrodax::dax::mce::BUS_MCEERR_AR, base + 5));
+    kid.wait_code(42);
+    // This process's connection is gone too.
+    assert_eq!(fs.metadata("/f").unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(f.write_at(b"x", 0).unwrap_err().errno(), libc::ENOTCONN);
+    drop((f, fs));
+    // A restarted server replaces the stale socket and mounts the pool clean.
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    assert_clean(&fs, "restarting after the server was killed");
+    let mut want = initial;
+    want[PAGE as usize..][..PAGE as usize].copy_from_slice(&noise(1, PAGE as usize));
+    want[(2 * PAGE) as usize..][..PAGE as usize].copy_from_slice(&noise(2, PAGE as usize));
+    assert!(read_all(&fs, "/f") == want, "a committed write or a store through the view was lost");
+    drop(fs);
+    server.stop();
+    assert_clean(&pool.mount(), "a direct mount after the restarted server stopped");
+}
+
+/// A client whose server is killed: after its first call fails with ENOTCONN, says what page 0
+/// of its view is (`removed` or anything else).
+fn view_state_after_enotconn() {
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let f = fs.open("/f", &rw()).unwrap();
+    let view = f.map(0, PAGE, MapAccess::Read).unwrap();
+    say("ready");
+    assert_eq!(hear(), "go");
+    let errno = f.write_at(b"x", 0).unwrap_err().errno();
+    let state = view.page_state(0);
+    let word =
+        if state == ferrodax::dax::PageState::Removed { "removed".to_string() } else { format!("{state:?}") };
+    say(&format!("after {errno} {word}"));
+    std::process::exit(0);
+}
+
+#[test]
+#[ignore = "bug: a client call can fail with ENOTCONN while the client's views still map the pool \
+            (client::Shared::end fills the waiting calls before it takes the views away, and a failed \
+            send returns ENOTCONN without ending the connection): a load right after the error still \
+            reads the pool instead of raising SIGBUS"]
+fn once_a_call_failed_with_enotconn_the_clients_views_are_already_taken_away() {
+    const TEST: &str = "once_a_call_failed_with_enotconn_the_clients_views_are_already_taken_away";
+    if role().is_some() {
+        return view_state_after_enotconn();
+    }
+    let pool = TestPool::new(64 << 20);
+    {
+        let fs = pool.mount();
+        fs.open("/f", &rw()).unwrap().write_at(&[1u8; PAGE as usize], 0).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let server = Server::start(&pool);
+        let socket = ("FDX_SOCKET", pool.socket().to_str().unwrap().to_string());
+        let mut kid = Kid::spawn(pool.dir.path(), TEST, "enotconn", &[socket]);
+        kid.expect("ready");
+        server.kill9();
+        kid.send("go");
+        seen.push(kid.expect("after").join(" "));
+        kid.wait_code(0);
+    }
+    let want = format!("{} removed", libc::ENOTCONN);
+    assert!(seen.iter().all(|s| *s == want), "after ENOTCONN, view page 0 was: {seen:?}");
+}
+
+/// Connects and sends what `FDX_GARBAGE` says; prints `closed` once the server has closed the
+/// connection.
+fn garbage_client() {
+    let mut s = UnixStream::connect(env_str("FDX_SOCKET")).unwrap();
+    s.set_read_timeout(Some(HANG)).unwrap();
+    let hello = br#"{"Hello":{"version":1,"program":"garbage"}}"#;
+    match env_str("FDX_GARBAGE").as_str() {
+        "noise" => s.write_all(&noise(3, 4096)).unwrap(),
+        "bad-json" => {
+            wire::write_frame(&s, hello, &[]).unwrap();
+            let _welcome = wire::read_frame_with_fd(&s).unwrap();
+            wire::write_frame(&s, b"this is not a protocol message", &[1, 2, 3]).unwrap();
+        }
+        "huge-header" => {
+            wire::write_frame(&s, hello, &[]).unwrap();
+            let _welcome = wire::read_frame_with_fd(&s).unwrap();
+            let mut h = [0xffu8; 8];
+            h[4..].copy_from_slice(&0u32.to_le_bytes());
+            s.write_all(&h).unwrap();
+            // The server may already have hung up.
+            let _ = s.write_all(&noise(4, 1000));
+        }
+        other => panic!("{other}"),
+    }
+    // Everything the server still sends (a refusal, say), then the end of the stream.
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => say("closed"),
+        // Closed with our garbage unread: the kernel resets the connection.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => say("closed"),
+        Err(e) => panic!("{e}"),
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn a_client_sending_garbage_is_disconnected_and_the_server_keeps_serving_the_others() {
+    const TEST: &str = "a_client_sending_garbage_is_disconnected_and_the_server_keeps_serving_the_others";
+    if role().is_some() {
+        return garbage_client();
+    }
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let mut server = Server::start(&pool);
+    let fs = server.connect();
+    let g = fs.open("/g", &rw()).unwrap();
+    let mut n = 0u64;
+    for garbage in ["noise", "bad-json", "huge-header"] {
+        let env =
+            [("FDX_SOCKET", pool.socket().to_str().unwrap().to_string()), ("FDX_GARBAGE", garbage.into())];
+        let mut kid = Kid::spawn(pool.dir.path(), TEST, garbage, &env);
+        kid.expect("closed");
+        kid.wait_code(0);
+        assert!(server.child.as_mut().unwrap().try_wait().unwrap().is_none(), "{garbage}: the server died");
+        // This process's connection still works...
+        g.write_at(&noise(n, PAGE as usize), n * PAGE).unwrap();
+        n += 1;
+        // ...and so does a new client process.
+        let (status, stdout, stderr) =
+            run_cli(&["io", "-c", &format!("pread -q 0 {}", n * PAGE), &pool_path, "/g"]);
+        assert!(status.success(), "{garbage}: a new client after the garbage: {stdout}{stderr}");
+        assert_clean(&fs, garbage);
+    }
+    let want: Vec<u8> = (0..n).flat_map(|i| noise(i, PAGE as usize)).collect();
+    assert!(read_all(&fs, "/g") == want);
+    let log = server.log_text();
+    assert!(log.contains("no valid hello"), "{log}");
+    assert!(log.contains("not the protocol"), "{log}");
+    assert!(log.contains("bad frame header"), "{log}");
+    drop((g, fs));
+    server.stop();
+}
