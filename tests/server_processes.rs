@@ -444,3 +444,65 @@ fn layout_changes_made_by_other_processes_reach_a_client_views_before_they_retur
     drop((f, h, fs));
     server.stop();
 }
+
+// ----- the server's guarantees about stuck clients and its pool -----
+
+#[test]
+fn a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_change_returns() {
+    const TEST: &str =
+        "a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_change_returns";
+    if role().is_some() {
+        return view_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start_with(&pool, &["--recall-timeout", "1"]);
+    let fs = server.connect();
+    fs.open("/f", &rw()).unwrap().write_at(&vec![5u8; (VIEW_PAGES * PAGE) as usize], 0).unwrap();
+    let (mut holder, _) = spawn_holder(&pool, TEST, "/f", "w");
+    let (mut other, _) = spawn_holder(&pool, TEST, "/f", "r");
+    // The holder stops: it can no longer apply a layout change to its view.
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(holder.pid() as i32, libc::SIGSTOP) };
+    let (status, stdout, stderr) = run_cli(&["io", "-c", "truncate 8192", &pool_path, "/f"]);
+    assert!(status.success(), "the truncate must complete: {stdout}{stderr}");
+    // By the time it returned, the stopped holder was killed (it still showed the old layout).
+    let status = holder.wait();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the stuck holder: {status}");
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("pid {}", holder.pid())) && log.contains("did not apply a layout change"),
+        "{log}"
+    );
+    // The live holder followed the truncate.
+    other.send("phys");
+    let states = other.expect("phys");
+    assert!(states[..2].iter().all(|s| s.starts_with('w') || s.starts_with('r')), "{states:?}");
+    assert!(states[2..].iter().all(|s| s == "eof"), "{states:?}");
+    other.send("exit");
+    other.wait_code(0);
+    assert_eq!(fs.metadata("/f").unwrap().size, 8192);
+    assert_clean(&fs, "a stuck client was fenced");
+    drop(fs);
+    server.stop();
+}
+
+#[test]
+fn while_a_server_runs_a_direct_open_of_its_pool_fails_with_ebusy_naming_the_server() {
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    for (how, result) in [
+        ("read-write", ferrodax::Pool::open(&pool.path).map(|_| ())),
+        ("read-only", ferrodax::Pool::open_read_only(&pool.path).map(|_| ())),
+    ] {
+        let e = result.expect_err(how);
+        assert_eq!(e.errno(), libc::EBUSY, "{how}: {e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("pid {}", server.pid())), "{how}: the server is named: {text}");
+        assert!(text.contains("ferrodax serve"), "{how}: {text}");
+    }
+    server.stop();
+    // Once it stopped, the pool opens directly again.
+    assert_clean(&pool.mount(), "the server stopped");
+}
