@@ -201,7 +201,13 @@ fn scenario_a_poisoned_pages_of_a_file_mapped_in_two_processes_raise_sigbus_mcee
     // Two pages at once.
     let bad2 = phys_of(&fs, &a, 7);
     assert_eq!(phys_of(&fs, &a, 8), bad2 + PAGE, "pages 7 and 8 are consecutive in the pool");
-    let report = fs.memory_failure(bad2, 2 * PAGE, FailureFlags::default()).unwrap();
+    // This time a third process injects it: `ferrodax poison`, through the server.
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let (status, stdout, stderr) =
+        run_cli(&["poison", &pool_path, &bad2.to_string(), &(2 * PAGE).to_string(), "--json"]);
+    assert!(status.success(), "ferrodax poison: {stderr}");
+    let report: FailureReport = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((report.pool_offset, report.length, report.recorded.newly_bad), (bad2, 2 * PAGE, 2));
     assert_eq!(
         told(&report),
         [7, 8]
@@ -219,6 +225,43 @@ fn scenario_a_poisoned_pages_of_a_file_mapped_in_two_processes_raise_sigbus_mcee
     assert_eq!(fs.bad_blocks(), vec![(bad / PAGE, 1), (bad2 / PAGE, 2)]);
     wait_views(&fs, 0);
     assert_clean(&fs, "scenario A");
+    drop((a, fs));
+    server.stop();
+}
+
+#[test]
+fn a_recovery_write_by_another_process_makes_a_poisoned_page_readable_again_in_every_client_view() {
+    const TEST: &str =
+        "a_recovery_write_by_another_process_makes_a_poisoned_page_readable_again_in_every_client_view";
+    if role().is_some() {
+        return mf_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let a = fill(&fs, "/a", 16, |p| p as u8 + 1);
+    let mut p1 = spawn_holder(&pool, TEST, "/a", 0, 16, "r", "none");
+    let mut p2 = spawn_holder(&pool, TEST, "/a", 0, 16, "w", "early");
+    let bad = phys_of(&fs, &a, 3);
+    let report = fs.memory_failure(bad, PAGE, FailureFlags::default()).unwrap();
+    assert_eq!(report.views.len(), 2, "{report}");
+    p2.kid.send("notice");
+    assert_eq!(p2.kid.expect("notice")[2], (3 * PAGE).to_string());
+    assert_eq!(read_errno(&a, 3), Some(libc::EIO));
+    // Another process rewrites the whole page: the file is clean again, in every view.
+    let (status, stdout, stderr) = run_cli(&["io", "-c", "pwrite -S 0x5a 12288 4096", &pool_path, "/a"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_ne!(phys_of(&fs, &a, 3), bad, "the recovery write went to a new block");
+    assert_eq!(read_errno(&a, 3), None);
+    p1.touch_expecting(3 * PAGE + 10, 0x5a, "the read-only holder after the recovery write");
+    p2.touch_expecting(3 * PAGE + 4095, 0x5a, "the read-write holder after the recovery write");
+    p1.touch_expecting(4 * PAGE, 5, "the read-only holder");
+    assert_eq!(fs.bad_blocks(), vec![(bad / PAGE, 1)], "the bad block stays out of use");
+    p1.exit();
+    p2.exit();
+    wait_views(&fs, 0);
+    assert_clean(&fs, "a recovery write");
     drop((a, fs));
     server.stop();
 }
