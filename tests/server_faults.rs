@@ -13,6 +13,7 @@
 
 mod server_common;
 
+use ferrodax::dax::mce::{self, BUS_MCEERR_AO, BUS_MCEERR_AR};
 use ferrodax::dax::{MapAccess, Notice, NoticeKind};
 use ferrodax::memfail::{FailureFlags, FailureReport, Told};
 use server_common::*;
@@ -64,6 +65,14 @@ fn mf_holder() {
                 let v = touch(view.as_ptr() as usize + w[1].parse::<usize>().unwrap());
                 say(&format!("value {v}"));
             }
+            // What the kernel sends when a load through the view consumed poison (AR) or when it
+            // found poison in the background (AO): queued to this thread, it reaches the library's
+            // handler as the kernel's would.
+            Some("mce-ar") | Some("mce-ao") => {
+                let code = if w[0] == "mce-ar" { BUS_MCEERR_AR } else { BUS_MCEERR_AO };
+                mce::queue_to_self(code, view.as_ptr() as usize + w[1].parse::<usize>().unwrap()).unwrap();
+                say("absorbed");
+            }
             _ => break,
         }
     }
@@ -106,7 +115,12 @@ impl Holder {
     /// Touches view byte `off` and expects SIGBUS BUS_MCEERR_AR at exactly that address with
     /// si_addr_lsb 12; the recorder then exits 42.
     fn touch_expecting_mce(&mut self, off: u64, who: &str) {
-        self.kid.send(&format!("touch {off}"));
+        self.expect_mce_after(&format!("touch {off}"), off, who);
+    }
+
+    /// Sends `command` and expects SIGBUS BUS_MCEERR_AR at view byte `off` with si_addr_lsb 12.
+    fn expect_mce_after(&mut self, command: &str, off: u64, who: &str) {
+        self.kid.send(command);
         let line = self.kid.next_line();
         let fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
         assert_eq!(fields[0], "signal", "{who}: touching a poisoned page did not raise a signal: {line}");
@@ -262,6 +276,70 @@ fn a_recovery_write_by_another_process_makes_a_poisoned_page_readable_again_in_e
     p2.exit();
     wait_views(&fs, 0);
     assert_clean(&fs, "a recovery write");
+    drop((a, fs));
+    server.stop();
+}
+
+#[test]
+fn kernel_machine_checks_in_a_client_process_become_memory_failures_seen_by_every_process() {
+    const TEST: &str =
+        "kernel_machine_checks_in_a_client_process_become_memory_failures_seen_by_every_process";
+    if role().is_some() {
+        return mf_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let a = fill(&fs, "/a", 16, |p| p as u8 + 1);
+    let mut ao = spawn_holder(&pool, TEST, "/a", 0, 16, "w", "none");
+    let mut early = spawn_holder(&pool, TEST, "/a", 0, 16, "r", "early");
+    let mut ar = spawn_holder(&pool, TEST, "/a", 0, 16, "r", "none");
+    let (b5, b9) = (phys_of(&fs, &a, 5), phys_of(&fs, &a, 9));
+    // Action-optional in one process: recorded, the process carries on, the others are told.
+    ao.kid.send(&format!("mce-ao {}", 5 * PAGE + 7));
+    ao.kid.expect("absorbed");
+    assert_eq!(fs.bad_blocks(), vec![(b5 / PAGE, 1)]);
+    early.kid.send("notice");
+    let want = [
+        "AO".to_string(),
+        (early.base + 5 * PAGE as usize + 7).to_string(),
+        (5 * PAGE + 7).to_string(),
+        (b5 + 7).to_string(),
+        "1".to_string(),
+        early.ino.to_string(),
+    ];
+    assert_eq!(early.kid.expect("notice"), want, "the early subscriber in another process");
+    ao.touch_expecting(6 * PAGE, 7, "the process that absorbed the AO machine check");
+    // Action-required in another: recorded, then its handler gets BUS_MCEERR_AR at its address.
+    ar.expect_mce_after(
+        &format!("mce-ar {}", 9 * PAGE + 3),
+        9 * PAGE + 3,
+        "the process whose load consumed poison",
+    );
+    assert_eq!(fs.bad_blocks(), vec![(b5 / PAGE, 1), (b9 / PAGE, 1)]);
+    early.kid.send("notice");
+    let want = [
+        "AO".to_string(),
+        (early.base + 9 * PAGE as usize + 3).to_string(),
+        (9 * PAGE + 3).to_string(),
+        (b9 + 3).to_string(),
+        "1".to_string(),
+        early.ino.to_string(),
+    ];
+    assert_eq!(early.kid.expect("notice"), want, "the early subscriber in another process");
+    // Both pages are gone from every view.
+    early.touch_expecting(4 * PAGE, 5, "the early subscriber");
+    early.touch_expecting_mce(9 * PAGE + 100, "the early subscriber");
+    ao.touch_expecting_mce(5 * PAGE + 1, "the process that absorbed the AO machine check");
+    for page in 0..16 {
+        assert_eq!(
+            read_errno(&a, page),
+            if [5, 9].contains(&page) { Some(libc::EIO) } else { None },
+            "page {page}"
+        );
+    }
+    wait_views(&fs, 0);
+    assert_clean(&fs, "kernel machine checks in client processes");
     drop((a, fs));
     server.stop();
 }
