@@ -182,6 +182,7 @@ const VIEW_PAGES: u64 = 16;
 /// `touch OFF` (a load; may raise SIGBUS, reported by the recorder), `exit`.
 fn view_holder() {
     install_sigbus_recorder();
+    install_recorder(libc::SIGSEGV);
     let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
     let path = env_str("FDX_FILE");
     let write = env_str("FDX_ACCESS") == "w";
@@ -503,6 +504,95 @@ fn layout_changes_made_by_other_processes_reach_a_client_views_before_they_retur
     holder.wait_code(42);
     assert_clean(&fs, "the holder died of its SIGBUS");
     drop((f, h, fs));
+    server.stop();
+}
+
+#[test]
+fn a_store_fault_in_a_client_process_on_a_full_pool_raises_sigsegv_there_and_changes_nothing() {
+    const TEST: &str =
+        "a_store_fault_in_a_client_process_on_a_full_pool_raises_sigsegv_there_and_changes_nothing";
+    if role().is_some() {
+        return view_holder();
+    }
+    let pool = TestPool::new(8 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let src = fs.open("/src", &rw()).unwrap();
+    let data = noise(5, (VIEW_PAGES * PAGE) as usize);
+    src.write_at(&data, 0).unwrap();
+    let clone = fs.open("/clone", &rw()).unwrap();
+    fs.reflink(&src, 0, &clone, 0, 0).unwrap();
+    // Fill the pool.
+    let filler = fs.open("/filler", &rw()).unwrap();
+    let mut at = 0;
+    loop {
+        match filler.write_at(&[0xf1; PAGE as usize], at) {
+            Ok(_) => at += PAGE,
+            Err(e) => {
+                assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+                break;
+            }
+        }
+    }
+    assert!(at > 0);
+    let (mut holder, base) = spawn_holder(&pool, TEST, "/clone", "w");
+    let free_before = fs.stats().free_blocks;
+    holder.send("store 3 10 20 238");
+    let (sig, _code, addr, _) = parse_signal(&holder.expect("signal"));
+    assert_eq!((sig, addr), (libc::SIGSEGV, base + (3 * PAGE + 10) as usize), "an unresolvable store fault");
+    holder.wait_code(42);
+    assert_eq!(fs.stats().free_blocks, free_before);
+    assert_eq!(read_all(&fs, "/clone"), data, "the clone changed");
+    assert_eq!(phys_of(&fs, &clone, 3), phys_of(&fs, &src, 3), "still shared");
+    // The server still serves: freeing space makes the same store work in a new client.
+    drop(filler);
+    fs.remove_file("/filler").unwrap();
+    let (mut holder, _) = spawn_holder(&pool, TEST, "/clone", "w");
+    holder.send("store 3 10 20 238");
+    holder.expect("stored");
+    holder.send("exit");
+    holder.wait_code(0);
+    let mut want = data.clone();
+    want[(3 * PAGE + 10) as usize..][..20].fill(238);
+    assert_eq!(read_all(&fs, "/clone"), want);
+    assert_clean(&fs, "a store fault on a full pool");
+    drop((src, clone, fs));
+    server.stop();
+}
+
+#[test]
+fn a_file_unlinked_by_another_process_stays_alive_for_a_client_view_and_is_freed_when_the_view_goes() {
+    const TEST: &str =
+        "a_file_unlinked_by_another_process_stays_alive_for_a_client_view_and_is_freed_when_the_view_goes";
+    if role().is_some() {
+        return view_holder();
+    }
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let data = noise(9, (VIEW_PAGES * PAGE) as usize);
+    fs.open("/u", &rw()).unwrap().write_at(&data, 0).unwrap();
+    let free_with_file = fs.stats().free_blocks;
+    let (mut holder, _) = spawn_holder(&pool, TEST, "/u", "w");
+    let (status, stdout, stderr) = run_cli(&["rm", &pool_path, "/u"]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert_eq!(fs.metadata("/u").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(fs.stats().free_blocks, free_with_file, "the mapped file's blocks are kept");
+    assert_eq!(ask_u64(&mut holder, "hash 65536", "hash"), fnv(&data));
+    holder.send("store 2 0 10 1");
+    holder.expect("stored");
+    assert_clean(&fs, "unlinking a file mapped in another process");
+    holder.send("exit");
+    holder.wait_code(0);
+    // The view's open reference was the last: the blocks come back once the server dropped it.
+    let deadline = std::time::Instant::now() + HANG;
+    while fs.stats().free_blocks != free_with_file + VIEW_PAGES {
+        assert!(std::time::Instant::now() < deadline, "the unlinked file's blocks are never freed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_clean(&fs, "the last view of an unlinked file went");
+    drop(fs);
     server.stop();
 }
 

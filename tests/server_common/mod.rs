@@ -415,12 +415,17 @@ extern "C" fn record_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: 
 /// Installs [`record_signal`] for SIGBUS (before ferrodax installs its own, which passes
 /// machine-check signals and past-EOF faults on to it).
 pub fn install_sigbus_recorder() {
+    install_recorder(libc::SIGBUS);
+}
+
+/// Installs [`record_signal`] for `signal` (SIGBUS or SIGSEGV).
+pub fn install_recorder(signal: libc::c_int) {
     // SAFETY: installing a plain SA_SIGINFO handler.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = record_signal as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO;
-        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        libc::sigaction(signal, &action, std::ptr::null_mut());
     }
 }
 
