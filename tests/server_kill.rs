@@ -301,8 +301,9 @@ fn once_a_call_failed_with_enotconn_the_clients_views_are_already_taken_away() {
     }
     let pool = TestPool::new(64 << 20);
     {
-        let fs = pool.mount();
-        fs.open("/f", &rw()).unwrap().write_at(&[1u8; PAGE as usize], 0).unwrap();
+        let server = Server::start(&pool);
+        server.connect().open("/f", &rw()).unwrap().write_at(&[1u8; PAGE as usize], 0).unwrap();
+        server.stop();
     }
     let mut seen = Vec::new();
     for _ in 0..30 {

@@ -141,6 +141,8 @@ fn without_a_server_a_second_concurrent_writer_is_refused_naming_the_holder_and_
         }));
     }
     let results: Vec<_> = loops.into_iter().flat_map(|l| l.join().unwrap()).collect();
+    let (status, stdout, stderr) = run_cli(&["check", &pool_path]);
+    assert!(status.success(), "{stdout}{stderr}");
     let fs = pool.mount();
     assert_eq!(fnv(&read_all(&fs, "/held")), fnv(&[0x48; 8192]), "the killed holder's write is lost");
     assert_eq!(fs.metadata("/second").unwrap_err().errno(), libc::ENOENT, "the refused writer wrote nothing");
@@ -167,9 +169,6 @@ fn without_a_server_a_second_concurrent_writer_is_refused_naming_the_holder_and_
     }
     eprintln!("{refused} of {} racing writers were refused", results.len());
     assert_clean(&fs, "the racing writers, mounted directly");
-    drop(fs);
-    let (status, stdout, stderr) = run_cli(&["check", &pool_path]);
-    assert!(status.success(), "{stdout}{stderr}");
 }
 
 // ----- client processes holding views -----

@@ -75,7 +75,11 @@ pub fn fnv(bytes: &[u8]) -> u64 {
     h
 }
 
-/// A pool file in a temporary directory, formatted and released (no lock held).
+/// A pool file in a temporary directory, made by `ferrodax mkfs` (no lock held).
+///
+/// Made by another process on purpose: a pool opened in this (multi-threaded) test process
+/// leaves its descriptor, hence its lock, in any child that another test thread forks at that
+/// moment, until that child execs; a server started right after could find the pool busy.
 pub struct TestPool {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
@@ -85,11 +89,9 @@ impl TestPool {
     pub fn new(size: u64) -> TestPool {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.pool");
-        {
-            let pool = Pool::create(&path, size).unwrap();
-            let fs = Fs::format(&pool).unwrap();
-            assert!(fs.check().is_clean());
-        }
+        let (status, stdout, stderr) =
+            run_cli(&["mkfs", path.to_str().unwrap(), "--size", &size.to_string()]);
+        assert!(status.success(), "ferrodax mkfs: {stdout}{stderr}");
         TestPool { dir, path }
     }
 
@@ -97,7 +99,8 @@ impl TestPool {
         ferrodax::server::default_socket(&self.path)
     }
 
-    /// A direct read-write mount (only while no server runs).
+    /// A direct read-write mount (only while no server runs; see [`TestPool`] for why nothing
+    /// should need the pool's lock right after it is dropped).
     pub fn mount(&self) -> Fs {
         Fs::mount(&Pool::open(&self.path).unwrap()).unwrap()
     }
