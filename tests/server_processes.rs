@@ -595,7 +595,70 @@ fn a_file_unlinked_by_another_process_stays_alive_for_a_client_view_and_is_freed
     server.stop();
 }
 
-// ----- the server's guarantees about stuck clients and its pool -----
+// ----- the server's guarantees about stuck clients, other users and its pool -----
+
+/// A client running as another user: says what each kind of access gave (`ok` or the errno).
+fn other_user() {
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let word = |r: ferrodax::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.errno().to_string(),
+    };
+    let f = fs.open("/f", &rw()).unwrap();
+    let read_view = f.map(0, PAGE, MapAccess::Read).map(|v| {
+        let mut b = [0u8; 1];
+        v.read_at(100, &mut b).unwrap();
+        assert_eq!(b[0], 0x33, "the read-only view shows the file");
+    });
+    let write_view = f.map(0, PAGE, MapAccess::ReadWrite).map(|_| ());
+    let write = f.write_at(b"via the socket", PAGE).map(|_| ());
+    let mut b = [0u8; 14];
+    let read = f.read_exact_at(&mut b, PAGE);
+    assert!(read.is_err() || &b == b"via the socket");
+    say(&format!("access {} {} {} {}", word(read_view), word(write_view), word(write), word(read)));
+    std::process::exit(0);
+}
+
+#[test]
+fn a_client_of_another_user_gets_only_the_views_its_own_access_to_the_pool_file_allows() {
+    const TEST: &str = "a_client_of_another_user_gets_only_the_views_its_own_access_to_the_pool_file_allows";
+    if role().is_some() {
+        return other_user();
+    }
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs a client as another user: it needs root (CI is)"
+    );
+    const NOBODY: u32 = 65534;
+    let pool = TestPool::new(64 << 20);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(pool.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&pool.path, None, Some(NOBODY)).unwrap();
+    let want_ok = "ok".to_string();
+    let eacces = libc::EACCES.to_string();
+    // Group members may read the pool file (0640): read-only views; none at all with 0600.
+    for (mode, read_view) in [(0o640, want_ok.clone()), (0o600, eacces.clone())] {
+        std::fs::set_permissions(&pool.path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let server = Server::start_with(&pool, &["--group", &NOBODY.to_string()]);
+        let fs = server.connect();
+        fs.open("/f", &rw()).unwrap().write_at(&[0x33; PAGE as usize], 0).unwrap();
+        let env = [("FDX_SOCKET", pool.socket().to_str().unwrap().to_string())];
+        let mut kid = Kid::spawn_as(pool.dir.path(), TEST, "nobody", &env, Some((NOBODY, NOBODY)));
+        let got = kid.expect("access");
+        assert_eq!(
+            got,
+            vec![read_view, eacces.clone(), want_ok.clone(), want_ok.clone()],
+            "pool file mode {mode:o}: read-only view, read-write view, write_at, read_at"
+        );
+        kid.wait_code(0);
+        assert_eq!(&read_all(&fs, "/f")[PAGE as usize..], b"via the socket");
+        assert_clean(&fs, &format!("a client of another user, pool mode {mode:o}"));
+        drop(fs);
+        server.stop();
+    }
+}
 
 #[test]
 fn a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_change_returns() {

@@ -224,9 +224,25 @@ pub struct Kid {
 impl Kid {
     /// Re-runs test `test` with `ROLE=role` and `env`; its stderr goes to a file in `dir`.
     pub fn spawn(dir: &Path, test: &str, role: &str, env: &[(&str, String)]) -> Kid {
+        Self::spawn_as(dir, test, role, env, None)
+    }
+
+    /// [`Kid::spawn`], running as user and group `ids` when given (the test must be root).
+    pub fn spawn_as(
+        dir: &Path,
+        test: &str,
+        role: &str,
+        env: &[(&str, String)],
+        ids: Option<(u32, u32)>,
+    ) -> Kid {
+        use std::os::unix::process::CommandExt;
         let n = std::fs::read_dir(dir).unwrap().count();
         let stderr = dir.join(format!("kid-{role}-{n}.err"));
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some((uid, gid)) = ids {
+            command.uid(uid).gid(gid);
+        }
+        let mut child = command
             .args(["--exact", test, "--include-ignored", "--test-threads=1", "--nocapture"])
             .env(ROLE, role)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
