@@ -719,3 +719,46 @@ fn while_a_server_runs_a_direct_open_of_its_pool_fails_with_ebusy_naming_the_ser
     // Once it stopped, the pool opens directly again.
     assert_clean(&pool.mount(), "the server stopped");
 }
+
+#[test]
+fn two_connections_in_one_process_each_follow_the_others_store_faults_and_layout_changes() {
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let (one, two) = (server.connect(), server.connect());
+    let data = noise(4, (VIEW_PAGES * PAGE) as usize);
+    let src = one.open("/src", &rw()).unwrap();
+    src.write_at(&data, 0).unwrap();
+    let clone = one.open("/clone", &rw()).unwrap();
+    one.reflink(&src, 0, &clone, 0, 0).unwrap();
+    let clone_two = two.open("/clone", &rw()).unwrap();
+    let src_two = two.open("/src", &ro()).unwrap();
+    let v_one = clone.map(0, VIEW_PAGES * PAGE, MapAccess::ReadWrite).unwrap();
+    let v_two = clone_two.map(0, VIEW_PAGES * PAGE, MapAccess::ReadWrite).unwrap();
+    let v_src = src_two.map(0, VIEW_PAGES * PAGE, MapAccess::Read).unwrap();
+    // A plain store through the first connection's view (a fault resolved over that connection).
+    v_one.store_plain((6 * PAGE + 1) as usize, b"first").unwrap();
+    let mut buf = vec![0u8; 5];
+    v_two.read_at((6 * PAGE + 1) as usize, &mut buf).unwrap();
+    assert_eq!(&buf, b"first", "the other connection's view follows the store fault");
+    v_src.read_at((6 * PAGE + 1) as usize, &mut buf).unwrap();
+    assert_eq!(buf, data[(6 * PAGE + 1) as usize..][..5], "the source's view did not change");
+    // And the other way round, then a reflink back over the page through the second connection.
+    v_two.store_plain((9 * PAGE) as usize, b"second").unwrap();
+    let mut buf6 = vec![0u8; 6];
+    v_one.read_at((9 * PAGE) as usize, &mut buf6).unwrap();
+    assert_eq!(&buf6, b"second");
+    two.reflink(&src_two, 6 * PAGE, &clone_two, 6 * PAGE, PAGE).unwrap();
+    v_one.read_at((6 * PAGE + 1) as usize, &mut buf).unwrap();
+    assert_eq!(buf, data[(6 * PAGE + 1) as usize..][..5], "the reflink reached the first connection's view");
+    assert_eq!(phys_of(&one, &clone, 6), phys_of(&one, &src, 6));
+    assert!(matches!(v_one.page_state(6), PageState::Block { prot: PageProtection::ReadOnly, .. }));
+    let mut want = data.clone();
+    want[(9 * PAGE) as usize..][..6].copy_from_slice(b"second");
+    assert_eq!(read_all(&two, "/clone"), want);
+    assert_eq!(one.view_count(), 3);
+    assert_clean(&one, "two connections in one process");
+    drop((v_one, v_two, v_src, src, clone, clone_two, src_two));
+    assert_eq!(two.view_count(), 0);
+    drop((one, two));
+    server.stop();
+}
