@@ -8,7 +8,8 @@
 //! killed, a client's next operations fail with ENOTCONN, its views raise SIGBUS instead of
 //! showing a pool nobody owns, and a restarted server mounts the pool clean with every committed
 //! write. A client that sends bytes that are not the protocol is disconnected and the server
-//! keeps serving the others. A clean shutdown tells clients goodbye without killing them
+//! keeps serving the others; one that names another client's views or handles in its requests
+//! gets EINVAL or EBADF and changes nothing. A clean shutdown tells clients goodbye without killing them
 //! (ignored until fixed: it kills those that hold views).
 //!
 //! FERRODAX_SOAK=1 runs 1000 kill iterations instead of 100.
@@ -472,4 +473,89 @@ fn a_clean_server_shutdown_tells_clients_holding_views_goodbye_without_killing_t
     );
     kid.wait_code(42);
     assert!(!text.contains("killing it"), "a clean shutdown killed a client:\n{text}");
+}
+
+/// One request over a raw connection; returns the errno of the error reply (0 for success).
+fn raw_request(s: &UnixStream, id: u64, op: ferrodax::server::protocol::Op) -> i32 {
+    use ferrodax::server::protocol::{ClientMessage, ServerMessage};
+    let json = serde_json::to_vec(&ClientMessage::Request { id, op }).unwrap();
+    wire::write_frame(s, &json, &[]).unwrap();
+    let mut reader = s;
+    let (json, _) = wire::read_frame(&mut reader).unwrap().expect("a reply");
+    match serde_json::from_slice::<ServerMessage>(&json).unwrap() {
+        ServerMessage::Reply { id: got, result } => {
+            assert_eq!(got, id);
+            result.err().map(|e| e.errno).unwrap_or(0)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_cannot_use_another_clients_handles_or_views_through_the_protocol() {
+    use ferrodax::server::protocol::{ClientMessage, Op, ServerMessage};
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let data = noise(6, (4 * PAGE) as usize);
+    let src = fs.open("/src", &rw()).unwrap();
+    src.write_at(&data, 0).unwrap();
+    let f = fs.open("/f", &rw()).unwrap();
+    fs.reflink(&src, 0, &f, 0, 0).unwrap();
+    let view = f.map(0, 4 * PAGE, MapAccess::ReadWrite).unwrap();
+    let hit =
+        fs.memory_failure(phys_of(&fs, &src, 3), 1, ferrodax::memfail::FailureFlags::default()).unwrap();
+    let victim_view = hit.views[0].view;
+    // A second client, speaking the protocol by hand.
+    let s = UnixStream::connect(pool.socket()).unwrap();
+    let hello = serde_json::to_vec(&ClientMessage::Hello { version: 1, program: "intruder".into() }).unwrap();
+    wire::write_frame(&s, &hello, &[]).unwrap();
+    let ((json, _), _fd) = wire::read_frame_with_fd(&s).unwrap();
+    let ServerMessage::Welcome { connection, .. } = serde_json::from_slice(&json).unwrap() else { panic!() };
+    assert_ne!(connection, victim_view >> 32, "another connection");
+    let holder = ferrodax::dax::Holder { pid: 0, thread: "t".into(), tag: String::new() };
+    let cases: Vec<(&str, Op, i32)> = vec![
+        ("MakePrivate", Op::MakePrivate { view: victim_view, page: 0 }, libc::EINVAL),
+        ("Unmap", Op::Unmap { view: victim_view }, libc::EINVAL),
+        ("Subscribe", Op::Subscribe { view: victim_view, early: true }, libc::EINVAL),
+        ("SyncView", Op::SyncView { view: victim_view }, libc::EINVAL),
+        (
+            "MemoryFailure",
+            Op::MemoryFailure { pool_offset: 0, len: 1, accessor: Some((victim_view, 0)) },
+            libc::EINVAL,
+        ),
+        ("ReadAt", Op::ReadAt { handle: 1, offset: 0, len: 16 }, libc::EBADF),
+        ("WriteAt", Op::WriteAt { handle: 1, offset: 0 }, libc::EBADF),
+        ("SetLen", Op::SetLen { handle: 1, size: 0 }, libc::EBADF),
+        ("Close", Op::Close { handle: 1 }, libc::EBADF),
+        (
+            "Map with another connection's view id",
+            Op::Map {
+                handle: 1,
+                view: victim_view + 100,
+                offset: 0,
+                len: PAGE,
+                access: MapAccess::ReadWrite,
+                holder,
+                base: 0x7000_0000_0000,
+            },
+            libc::EINVAL,
+        ),
+    ];
+    for (i, (what, op, errno)) in cases.into_iter().enumerate() {
+        assert_eq!(raw_request(&s, i as u64 + 1, op), errno, "{what} with someone else's id");
+    }
+    assert_eq!(fs.bad_blocks().len(), 1, "the refused memory failure recorded nothing");
+    // The owner's view and handles are untouched: a store fault still resolves over its own
+    // connection, and its file is intact.
+    view.store_plain(PAGE as usize, b"mine").unwrap();
+    let mut want = data.clone();
+    want[PAGE as usize..][..4].copy_from_slice(b"mine");
+    let mut got = vec![0u8; (3 * PAGE) as usize];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got[..] == want[..(3 * PAGE) as usize]);
+    assert_eq!(fs.view_count(), 1);
+    assert_clean(&fs, "an intruding client");
+    drop((s, view, src, f, fs));
+    server.stop();
 }
