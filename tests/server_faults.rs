@@ -649,3 +649,37 @@ fn through_the_server_early_subscribers_of_the_calling_process_are_told_before_m
     drop((a, fs));
     server.stop();
 }
+
+#[test]
+fn a_safe_write_through_a_client_view_into_a_poisoned_page_fails_with_eio_and_changes_nothing() {
+    let pool = TestPool::new(64 << 20);
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let a = fill(&fs, "/a", 16, |p| p as u8 + 1);
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    let va = a.map(0, 16 * PAGE, MapAccess::ReadWrite).unwrap();
+    let vb = b.map(0, 16 * PAGE, MapAccess::ReadWrite).unwrap();
+    let bad = phys_of(&fs, &a, 3);
+    fs.memory_failure(bad, PAGE, FailureFlags::default()).unwrap();
+    let free = fs.stats().free_blocks;
+    // The page is private to nobody: copying it for the write would read poison.
+    assert_eq!(va.write_at((3 * PAGE + 10) as usize, b"x").unwrap_err().errno(), libc::EIO);
+    assert_eq!(vb.write_at((3 * PAGE) as usize, b"y").unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.stats().free_blocks, free, "no block was allocated");
+    assert_eq!(phys_of(&fs, &a, 3), bad);
+    assert_eq!(phys_of(&fs, &b, 3), bad);
+    // Good pages are written as usual, each file's own.
+    va.write_at((4 * PAGE) as usize, b"a4").unwrap();
+    vb.write_at((4 * PAGE) as usize, b"b4").unwrap();
+    let mut two = [0u8; 2];
+    a.read_exact_at(&mut two, 4 * PAGE).unwrap();
+    assert_eq!(&two, b"a4");
+    b.read_exact_at(&mut two, 4 * PAGE).unwrap();
+    assert_eq!(&two, b"b4");
+    assert_eq!(read_errno(&a, 3), Some(libc::EIO));
+    drop((va, vb));
+    assert_clean(&fs, "safe writes into a poisoned page");
+    drop((a, b, fs));
+    server.stop();
+}
