@@ -683,3 +683,36 @@ fn a_safe_write_through_a_client_view_into_a_poisoned_page_fails_with_eio_and_ch
     drop((a, b, fs));
     server.stop();
 }
+
+#[test]
+fn an_early_notice_callback_may_call_the_server_and_sees_the_failure_recorded() {
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start(&pool);
+    let fs = server.connect();
+    let a = Arc::new(fill(&fs, "/a", 16, |p| p as u8 + 1));
+    let view = a.map(0, 16 * PAGE, MapAccess::Read).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let (fs2, a2) = (fs.clone(), a.clone());
+    view.subscribe(
+        true,
+        Arc::new(move |n: &Notice| {
+            // Calls into the file system from the callback: a read of the failed page and the
+            // list of bad blocks, both answered by the server.
+            let page = n.file_offset / PAGE;
+            let errno = read_errno(&a2, page);
+            let bad = fs2.bad_blocks();
+            let _ = tx.lock().unwrap().send((page, errno, bad));
+        }),
+    );
+    let bad = phys_of(&fs, &a, 6);
+    let (status, stdout, stderr) = run_cli(&["poison", &pool_path, &bad.to_string()]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let (page, errno, bad_blocks) = rx.recv_timeout(HANG).expect("the early notice");
+    assert_eq!((page, errno, bad_blocks), (6, Some(libc::EIO), vec![(bad / PAGE, 1)]));
+    drop(view);
+    assert_clean(&fs, "a callback calling the server");
+    drop((a, fs));
+    server.stop();
+}
