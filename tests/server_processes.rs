@@ -819,3 +819,43 @@ fn reads_and_writes_larger_than_a_socket_piece_keep_every_byte_and_short_reads_s
     drop((f, fs));
     server.stop();
 }
+
+#[test]
+fn cli_processes_map_and_store_through_the_server_with_copy_on_write_and_the_source_untouched() {
+    let pool = TestPool::new(64 << 20);
+    let p = pool.path.to_str().unwrap().to_string();
+    let server = Server::start(&pool);
+    let ok = |args: &[&str]| {
+        let (status, stdout, stderr) = run_cli(args);
+        assert!(status.success(), "ferrodax {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    ok(&["io", "-f", "-c", "pwrite -S 0x61 0 16k", &p, "/src"]);
+    ok(&["cp", "--reflink", &p, "/src", "/clone"]);
+    // A store through a CLI process's view of the clone takes the copy-on-write fault path.
+    ok(&[
+        "io",
+        "-c",
+        "mmap -w 0 16k",
+        "-c",
+        "mwrite -S 0x7a 4096 100",
+        "-c",
+        "msync",
+        "-c",
+        "munmap",
+        &p,
+        "/clone",
+    ]);
+    let fs = server.connect();
+    let mut want = vec![0x61u8; 16384];
+    want[4096..4196].fill(0x7a);
+    assert_eq!(read_all(&fs, "/clone"), want);
+    assert_eq!(read_all(&fs, "/src"), vec![0x61u8; 16384]);
+    assert_eq!(blocks_of(&fs, &["/src", "/clone"]).len(), 5, "one page copied");
+    // Another CLI process reads the view's bytes back.
+    let out = ok(&["io", "-r", "-c", "mmap -r 0 16k", "-c", "mread -v 4090 10", &p, "/clone"]);
+    assert!(out.contains("61 61 61 61 61 61 7a 7a 7a 7a"), "{out}");
+    assert_clean(&fs, "CLI views through the server");
+    drop(fs);
+    server.stop();
+}
