@@ -5,8 +5,8 @@
 
 mod commands;
 mod io;
-mod serve;
 mod launch;
+mod serve;
 mod sigpipe;
 mod tour;
 
