@@ -182,6 +182,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- ferrodax serve's log ---\n{}", self.log_text());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -344,6 +347,9 @@ impl Kid {
 
 impl Drop for Kid {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- child {} (pid {}) stderr ---\n{}", self.name, self.child.id(), self.stderr_text());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
