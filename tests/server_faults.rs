@@ -618,6 +618,19 @@ fn through_the_server_early_subscribers_of_the_calling_process_are_told_before_m
     let inbox: Arc<Mutex<Vec<Notice>>> = Arc::default();
     let sink = inbox.clone();
     view.subscribe(true, Arc::new(move |n: &Notice| sink.lock().unwrap().push(n.clone())));
+    // Busy threads, as in any loaded application: the caller and the notice thread compete for
+    // the CPUs, which makes the order between them visible.
+    let spin = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinners: Vec<_> = (0..3)
+        .map(|_| {
+            let spin = spin.clone();
+            std::thread::spawn(move || {
+                while spin.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
     let mut late = Vec::new();
     for page in 0..16 {
         let bad = phys_of(&fs, &a, page);
@@ -633,6 +646,8 @@ fn through_the_server_early_subscribers_of_the_calling_process_are_told_before_m
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    spin.store(false, std::sync::atomic::Ordering::Relaxed);
+    spinners.into_iter().for_each(|t| t.join().unwrap());
     assert!(
         late.is_empty(),
         "memory_failure returned before the early notice of pages {late:?} was delivered"
