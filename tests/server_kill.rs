@@ -7,10 +7,12 @@
 //! were (no block leaked by a dead client's handles, views or orphans). When the server itself is
 //! killed, a client's next operations fail with ENOTCONN, its views raise SIGBUS instead of
 //! showing a pool nobody owns, and a restarted server mounts the pool clean with every committed
-//! write. A client that sends bytes that are not the protocol is disconnected and the server
-//! keeps serving the others; one that names another client's views or handles in its requests
-//! gets EINVAL or EBADF and changes nothing. A clean shutdown tells clients goodbye without killing them
-//! (ignored until fixed: it kills those that hold views).
+//! write; client processes writing records while the server is killed lose no acknowledged
+//! record and never find one torn after a restart. A client that sends bytes that are not the
+//! protocol is disconnected and the server keeps serving the others; one that names another
+//! client's views or handles in its requests gets EINVAL or EBADF and changes nothing. A clean
+//! shutdown tells clients goodbye without killing them (ignored until fixed: it kills those that
+//! hold views).
 //!
 //! FERRODAX_SOAK=1 runs 1000 kill iterations instead of 100.
 
@@ -558,4 +560,96 @@ fn a_client_cannot_use_another_clients_handles_or_views_through_the_protocol() {
     assert_clean(&fs, "an intruding client");
     drop((s, view, src, f, fs));
     server.stop();
+}
+
+/// Appends 4 KiB records (record k = noise(seed * 1_000_000 + k)) to its file at offset k * 4096
+/// until a call fails; prints `ok K` after each Ok and `err ERRNO` at the end.
+fn record_writer() {
+    let seed = env_u64("FDX_SEED");
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let f = fs.open(&env_str("FDX_FILE"), &rw()).unwrap();
+    say("started");
+    let mut k = env_u64("FDX_FROM");
+    loop {
+        match f.write_at(&noise(seed * 1_000_000 + k, PAGE as usize), k * PAGE) {
+            Ok(_) => say(&format!("ok {k}")),
+            Err(e) => {
+                say(&format!("err {}", e.errno()));
+                std::process::exit(0);
+            }
+        }
+        k += 1;
+    }
+}
+
+#[test]
+fn a_server_killed_mid_write_loses_no_acknowledged_write_and_tears_none() {
+    const TEST: &str = "a_server_killed_mid_write_loses_no_acknowledged_write_and_tears_none";
+    if role().is_some() {
+        return record_writer();
+    }
+    const WRITERS: u64 = 4;
+    let pool = TestPool::new(128 << 20);
+    let mut rng = Rng(0xdead);
+    // Records acknowledged so far, per writer.
+    let mut acked = vec![0u64; WRITERS as usize];
+    for round in 0..5 {
+        let server = Server::start(&pool);
+        let socket = pool.socket().to_str().unwrap().to_string();
+        let mut kids: Vec<Kid> = (0..WRITERS)
+            .map(|w| {
+                let env = [
+                    ("FDX_SOCKET", socket.clone()),
+                    ("FDX_SEED", w.to_string()),
+                    ("FDX_FILE", format!("/w{w}")),
+                    ("FDX_FROM", acked[w as usize].to_string()),
+                ];
+                let mut kid = Kid::spawn(pool.dir.path(), TEST, &format!("writer{w}"), &env);
+                kid.expect("started");
+                kid
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(150)));
+        server.kill9();
+        for (w, kid) in kids.iter_mut().enumerate() {
+            kid.wait_code(0);
+            let lines = kid.rest();
+            let last = lines.last().expect("a last line");
+            assert_eq!(*last, format!("err {}", libc::ENOTCONN), "writer {w}: {lines:?}");
+            if let Some(k) = lines.iter().rev().find_map(|l| l.strip_prefix("ok ")) {
+                acked[w] = k.parse::<u64>().unwrap() + 1;
+            }
+        }
+        // A restarted server mounts the pool clean, with every acknowledged record, and the one
+        // that was in flight either whole or not there.
+        let server = Server::start(&pool);
+        let fs = server.connect();
+        assert_clean(&fs, &format!("round {round}: restarting after the server was killed"));
+        for w in 0..WRITERS {
+            let data = read_all(&fs, &format!("/w{w}"));
+            let acked_bytes = (acked[w as usize] * PAGE) as usize;
+            assert!(data.len() >= acked_bytes, "round {round}: writer {w} lost acknowledged records");
+            for k in 0..acked[w as usize] {
+                assert!(
+                    data[(k * PAGE) as usize..][..PAGE as usize] == noise(w * 1_000_000 + k, PAGE as usize),
+                    "round {round}: writer {w} record {k} is wrong"
+                );
+            }
+            assert!(
+                data.len() <= acked_bytes + PAGE as usize,
+                "round {round}: writer {w}: more than one unacknowledged record"
+            );
+            if data.len() > acked_bytes {
+                let k = acked[w as usize];
+                assert!(
+                    data[acked_bytes..] == noise(w * 1_000_000 + k, PAGE as usize),
+                    "round {round}: writer {w}: the record in flight is torn"
+                );
+                acked[w as usize] += 1;
+            }
+        }
+        drop(fs);
+        server.stop();
+    }
+    assert!(acked.iter().all(|&a| a > 0), "nothing was written: {acked:?}");
 }
