@@ -801,10 +801,13 @@ impl Fs {
         if let Some(c) = self.remote() {
             // The accessor's address means something only with its view: name the view.
             let accessor = flags.accessor.and_then(|a| c.view_at(a).map(|v| (v.id, a)));
-            return Self::ask(c, Op::MemoryFailure { pool_offset, len, accessor }, |a| match a {
+            let report = Self::ask(c, Op::MemoryFailure { pool_offset, len, accessor }, |a| match a {
                 Answer::Failure(r) => Some(r),
                 _ => None,
             });
+            // Like a direct mount: this process's early subscribers were told before it returns.
+            c.wait_for_notices();
+            return report;
         }
         let mut guard = self.write_lock();
         if guard.is_removed() {
@@ -826,10 +829,12 @@ impl Fs {
     /// dropping handles and mappings still works. A second pre-remove is EIO.
     pub fn pre_remove(&self) -> Result<PreRemoveReport> {
         if let Some(c) = self.remote() {
-            return Self::ask(c, Op::PreRemove, |a| match a {
+            let report = Self::ask(c, Op::PreRemove, |a| match a {
                 Answer::PreRemove(r) => Some(r),
                 _ => None,
             });
+            c.wait_for_notices();
+            return report;
         }
         let mut guard = self.write_lock();
         if guard.is_removed() {
@@ -879,10 +884,12 @@ impl Fs {
     pub fn import_badblocks(&self, text: &str, source: &str) -> Result<Vec<FailureReport>> {
         if let Some(c) = self.remote() {
             let op = Op::ImportBadblocks { text: text.into(), source: source.into() };
-            return Self::ask(c, op, |a| match a {
+            let reports = Self::ask(c, op, |a| match a {
                 Answer::Failures(r) => Some(r),
                 _ => None,
             });
+            c.wait_for_notices();
+            return reports;
         }
         let ranges = crate::memfail::badblocks::parse(text, source)?;
         ranges

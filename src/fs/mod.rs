@@ -1590,13 +1590,16 @@ impl FileSystem {
                 };
                 if let Some(&idx) = open.get(&key_here) {
                     let prev = &mut out[idx];
-                    if prev.pool_offset + prev.length == a * BLOCK_SIZE {
-                        prev.length += (b - a) * BLOCK_SIZE;
-                        if let (OwnerKind::File { refcount: r1, .. }, OwnerKind::File { refcount: r2, .. }) =
-                            (&mut prev.owner, &kind)
-                        {
-                            *r1 = (*r1).max(*r2);
+                    // A run continues only with the same sharing: a private page next to a shared
+                    // one is its own owner entry, so neither is misreported.
+                    let same_sharing = match (&prev.owner, &kind) {
+                        (OwnerKind::File { refcount: r1, .. }, OwnerKind::File { refcount: r2, .. }) => {
+                            r1 == r2
                         }
+                        _ => true,
+                    };
+                    if prev.pool_offset + prev.length == a * BLOCK_SIZE && same_sharing {
+                        prev.length += (b - a) * BLOCK_SIZE;
                         open.remove(&key_here);
                         if let Some(k) = key_next {
                             open.insert(k, idx);

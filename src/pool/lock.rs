@@ -30,6 +30,7 @@ pub fn lock_pool(file: &File, path: &Path, mode: LockMode) -> io::Result<()> {
         LockMode::Exclusive => libc::LOCK_EX,
         LockMode::Shared => libc::LOCK_SH,
     } | libc::LOCK_NB;
+    let mut vanished = 0;
     loop {
         // SAFETY: flock on a descriptor we own; it only changes the lock state of that descriptor.
         let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
@@ -39,7 +40,17 @@ pub fn lock_pool(file: &File, path: &Path, mode: LockMode) -> io::Result<()> {
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Err(refusal(file, path, mode)),
+            Some(libc::EWOULDBLOCK) => {
+                // A holder that is gone by the time we look for it has let go: try again (a few
+                // times), instead of refusing without a name.
+                let holders = file.metadata().map(|m| holders_of(m.dev(), m.ino())).unwrap_or_default();
+                if holders.is_empty() && vanished < 3 {
+                    vanished += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                }
+                return Err(refusal(file, path, mode));
+            }
             _ => return Err(err),
         }
     }

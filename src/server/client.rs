@@ -31,6 +31,19 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 /// The views of this process, by id.
 type Views = Arc<RwLock<HashMap<u64, Arc<View>>>>;
 
+/// How far the notice thread has got: notices handed to it, and notices whose subscriber returned.
+#[derive(Default)]
+struct NoticeProgress {
+    queued: std::sync::atomic::AtomicU64,
+    done: Mutex<u64>,
+    advanced: Condvar,
+}
+
+thread_local! {
+    /// Set on the notice thread, which must never wait for itself.
+    static ON_NOTICE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// An answer and the data after it.
 type Answered = Result<(Answer, Vec<u8>)>;
 
@@ -73,6 +86,7 @@ struct Shared {
     calls: Mutex<Calls>,
     views: Views,
     pool_fd: Option<OwnedFd>,
+    notices: Arc<NoticeProgress>,
 }
 
 impl Shared {
@@ -83,8 +97,19 @@ impl Shared {
         )
     }
 
-    /// The connection is over: fail every waiting request and take every view's pages away.
+    /// The connection is over: take every view's pages away, then fail every waiting request
+    /// (in that order: whoever sees ENOTCONN finds the views gone already).
     fn end(&self, why: String) {
+        {
+            // Views first, under the views' write lock: a view added meanwhile would be added
+            // after the connection is marked gone below, and its Map call fails.
+            let views = self.views.write().unwrap_or_else(|e| e.into_inner());
+            for view in views.values() {
+                if let Err(e) = view.remove_all_pages() {
+                    eprintln!("ferrodax: could not take view {} away after the server left: {e}", view.id);
+                }
+            }
+        }
         let waiting = {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             if calls.gone.is_none() {
@@ -95,13 +120,7 @@ impl Shared {
         for slot in waiting.values() {
             slot.fill(Err(self.gone_error(&why)));
         }
-        let views: Vec<Arc<View>> =
-            self.views.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for view in views {
-            if let Err(e) = view.remove_all_pages() {
-                eprintln!("ferrodax: could not take view {} away after the server left: {e}", view.id);
-            }
-        }
+        let _ = self.writer.lock().unwrap_or_else(|e| e.into_inner()).shutdown(std::net::Shutdown::Both);
     }
 
     fn send(&self, message: &ClientMessage, data: &[u8]) -> std::io::Result<()> {
@@ -162,12 +181,13 @@ impl Client {
             calls: Mutex::new(Calls::default()),
             views: Views::default(),
             pool_fd: fd,
+            notices: Arc::default(),
         });
         let (notice_tx, notice_rx) = mpsc::channel::<Notice>();
-        let views = shared.views.clone();
+        let (views, progress) = (shared.views.clone(), shared.notices.clone());
         std::thread::Builder::new()
             .name("ferrodax-notices".into())
-            .spawn(move || deliver_notices(views, notice_rx))
+            .spawn(move || deliver_notices(views, progress, notice_rx))
             .map_err(|e| Error::os("spawning the notice thread", e))?;
         let for_reader = shared.clone();
         std::thread::Builder::new()
@@ -212,10 +232,31 @@ impl Client {
             id
         };
         if let Err(e) = self.shared.send(&ClientMessage::Request { id, op }, data) {
-            self.shared.calls.lock().unwrap_or_else(|e| e.into_inner()).waiting.remove(&id);
-            return Err(self.shared.gone_error(&format!("sending a request failed: {e}")));
+            // The connection is broken: end it for every thread, views first.
+            let why = format!("sending a request failed: {e}");
+            self.shared.end(why.clone());
+            return Err(self.shared.gone_error(&why));
         }
         slot.wait()
+    }
+
+    /// Waits until every notice that arrived before now has been delivered to its subscriber: a
+    /// memory failure requested by this process returns only after its own early subscribers were
+    /// told, as on a direct mount. (Not on the notice thread itself, which would wait for itself.)
+    pub fn wait_for_notices(&self) {
+        if ON_NOTICE_THREAD.with(|t| t.get()) {
+            return;
+        }
+        let progress = &self.shared.notices;
+        let target = progress.queued.load(Ordering::SeqCst);
+        let mut done = progress.done.lock().unwrap_or_else(|e| e.into_inner());
+        while *done < target && self.shared.calls.lock().unwrap_or_else(|e| e.into_inner()).gone.is_none() {
+            done = progress
+                .advanced
+                .wait_timeout(done, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// [`Client::call`] for requests without data that answer `Unit`.
@@ -404,6 +445,8 @@ fn read_loop(shared: Arc<Shared>, mut stream: UnixStream, notices: mpsc::Sender<
                 }
             }
             ServerMessage::Notice(notice) => {
+                // Counted before the reply that follows it is handed over (see wait_for_notices).
+                shared.notices.queued.fetch_add(1, Ordering::SeqCst);
                 let _ = notices.send(notice);
             }
             ServerMessage::Goodbye { reason } => break format!("the server said goodbye: {reason}"),
@@ -414,11 +457,14 @@ fn read_loop(shared: Arc<Shared>, mut stream: UnixStream, notices: mpsc::Sender<
 }
 
 /// The notice thread: calls the subscriber of each notice's view, off the reader thread.
-fn deliver_notices(views: Views, notices: mpsc::Receiver<Notice>) {
+fn deliver_notices(views: Views, progress: Arc<NoticeProgress>, notices: mpsc::Receiver<Notice>) {
+    ON_NOTICE_THREAD.with(|t| t.set(true));
     for notice in notices {
         let view = views.read().unwrap_or_else(|e| e.into_inner()).get(&notice.view).cloned();
         if let Some(subscription) = view.and_then(|v| v.subscription()) {
             (subscription.callback)(&notice);
         }
+        *progress.done.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        progress.advanced.notify_all();
     }
 }

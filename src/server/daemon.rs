@@ -75,6 +75,8 @@ struct Server {
     log: Log,
     next_connection: AtomicU64,
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
+    /// Set when the server stops: clients were told goodbye and take their views away themselves.
+    stopping: AtomicBool,
 }
 
 /// Runs a server for `options.pool` until `stop` becomes true, then shuts down cleanly: every
@@ -103,6 +105,7 @@ pub fn serve(
         log: log.clone(),
         next_connection: AtomicU64::new(1),
         peers: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
     });
     let stats = server.fs.stats();
     log(&format!(
@@ -137,6 +140,7 @@ pub fn serve(
         }
     }
     log("stopping: telling every client goodbye");
+    server.stopping.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(&socket);
     drop(listener);
     let peers: Vec<Arc<Peer>> =
@@ -559,7 +563,10 @@ impl Worker {
     /// Releases every view and handle of the client; returns what was released, for the log.
     fn release(mut self) -> String {
         let views = self.views.len();
-        if views > 0 && self.peer.alive() {
+        // A client told goodbye takes its views away itself (its library does, on the goodbye),
+        // and the server is going away: no layout change can follow. Otherwise a client that
+        // hangs up while still holding views must not run on with them.
+        if views > 0 && !self.server.stopping.load(Ordering::SeqCst) && self.peer.alive() {
             // Its views would no longer follow layout changes: it must not run on with them.
             self.peer.fence(&format!("its connection closed while it still holds {views} view(s)"));
         }
