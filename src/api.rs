@@ -1699,10 +1699,8 @@ impl Mapping {
 
 /// Flushes (without draining) the blocks a view maps writable: where its stores may be pending.
 fn flush_writable_pages(backend: &dyn Backend, view: &View) {
-    for page in 0..view.pages {
-        if let PageState::Block { phys, prot: PageProtection::ReadWrite } = view.page_state(page) {
-            backend.flush(phys * BLOCK_SIZE, BLOCK_SIZE);
-        }
+    for phys in view.writable_blocks() {
+        backend.flush(phys * BLOCK_SIZE, BLOCK_SIZE);
     }
 }
 

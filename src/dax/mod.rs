@@ -219,6 +219,55 @@ pub fn place_pages(
     }
 }
 
+/// What every page of a view shows: explicit for the pages below `covered.len()`, `tail` for all the
+/// pages after them (past EOF, or removed). So a view costs memory and time in proportion to the
+/// part of the file it shows, not to its length: a 128 GiB view of a 16 KiB file keeps 4 entries.
+#[derive(Debug, Clone)]
+struct PageStates {
+    covered: Vec<PageState>,
+    tail: PageState,
+}
+
+impl PageStates {
+    fn new() -> Self {
+        PageStates { covered: Vec::new(), tail: PageState::PastEof }
+    }
+
+    fn get(&self, page: u64) -> PageState {
+        self.covered.get(page as usize).copied().unwrap_or(self.tail)
+    }
+
+    /// Sets one page (extending the explicit part only for a state other than the tail's).
+    fn set(&mut self, page: u64, state: PageState) {
+        let page = page as usize;
+        if page >= self.covered.len() {
+            if state == self.tail {
+                return;
+            }
+            self.covered.resize(page + 1, self.tail);
+        }
+        self.covered[page] = state;
+    }
+
+    /// Drops explicit entries at the end that equal the tail.
+    fn trim(&mut self) {
+        while self.covered.last() == Some(&self.tail) {
+            self.covered.pop();
+        }
+    }
+
+    /// Every page shows `state`.
+    fn set_all(&mut self, state: PageState) {
+        self.covered.clear();
+        self.tail = state;
+    }
+
+    /// The explicit pages, from page 0.
+    fn explicit(&self) -> &[PageState] {
+        &self.covered
+    }
+}
+
 /// One live view.
 pub struct View {
     /// Unique id.
@@ -234,7 +283,7 @@ pub struct View {
     /// Who holds it.
     pub holder: Holder,
     memory: ViewMemory,
-    state: Mutex<Vec<PageState>>,
+    state: Mutex<PageStates>,
     subscription: Mutex<Option<Subscription>>,
 }
 
@@ -256,7 +305,7 @@ impl View {
             access,
             holder,
             memory,
-            state: Mutex::new(vec![PageState::PastEof; pages as usize]),
+            state: Mutex::new(PageStates::new()),
             subscription: Mutex::new(None),
         }
     }
@@ -291,15 +340,21 @@ impl View {
         let mut states = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (first, n) = (change.page as usize, change.pages as usize);
         place_pages(reservation, first, n, change.state, change.only_protection, fd)?;
-        for (i, st) in states[first..first + n].iter_mut().enumerate() {
-            *st = match (change.only_protection, change.state, *st) {
+        for i in 0..change.pages {
+            let page = change.page + i;
+            if page >= states.explicit().len() as u64 && change.state == states.tail {
+                break; // the rest of the run is the tail already
+            }
+            let new = match (change.only_protection, change.state, states.get(page)) {
                 (true, PageState::Block { prot, .. }, PageState::Block { phys, .. }) => {
                     PageState::Block { phys, prot }
                 }
-                (_, PageState::Block { phys, prot }, _) => PageState::Block { phys: phys + i as u64, prot },
+                (_, PageState::Block { phys, prot }, _) => PageState::Block { phys: phys + i, prot },
                 (_, other, _) => other,
             };
+            states.set(page, new);
         }
+        states.trim();
         Ok(())
     }
 
@@ -309,7 +364,7 @@ impl View {
         let ViewMemory::Local(reservation) = &self.memory else { return Ok(()) };
         let mut states = self.state.lock().unwrap_or_else(|e| e.into_inner());
         reservation.map_sigbus(0, self.pages as usize)?;
-        states.iter_mut().for_each(|st| *st = PageState::Removed);
+        states.set_all(PageState::Removed);
         Ok(())
     }
 
@@ -339,9 +394,22 @@ impl View {
         matches!(self.memory, ViewMemory::Remote { .. })
     }
 
+    /// The pool blocks the view maps writable (where its stores may not be written back yet).
+    pub fn writable_blocks(&self) -> Vec<u64> {
+        let states = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        states
+            .explicit()
+            .iter()
+            .filter_map(|st| match *st {
+                PageState::Block { phys, prot: PageProtection::ReadWrite } => Some(phys),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The page state at view page `page`.
     pub fn page_state(&self, page: u64) -> PageState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())[page as usize]
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).get(page)
     }
 
     /// Replaces the view's memory-failure subscription.
@@ -559,7 +627,7 @@ impl DaxLayer {
             }
         }
         let states = view.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (i, st) in states.iter().enumerate() {
+        for (i, st) in states.explicit().iter().enumerate() {
             if let PageState::Block { phys, prot } = st {
                 self.drop_entry(*phys, view.ino, view.first_page + i as u64);
                 if *prot == PageProtection::ReadWrite {
@@ -633,7 +701,7 @@ impl DaxLayer {
         for view in views {
             let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut run: Option<(u64, u64, u64)> = None;
-            for (i, st) in states.iter().enumerate() {
+            for (i, st) in states.explicit().iter().enumerate() {
                 let i = i as u64;
                 let phys = match *st {
                     PageState::Block { phys, prot } => {
@@ -664,7 +732,7 @@ impl DaxLayer {
             drop(states);
             self.place(&view, 0, view.pages as usize, PageState::Removed, false, -1)?;
             let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
-            states.iter_mut().for_each(|st| *st = PageState::Removed);
+            states.set_all(PageState::Removed);
         }
         self.flush_peers();
         self.removed = true;
@@ -716,6 +784,19 @@ impl DaxLayer {
         force: bool,
     ) -> Result<()> {
         let end = (page + count).min(view.pages);
+        // Pages past EOF that are past the explicit states already show the tail (past EOF):
+        // nothing to do there but place them once for a new view. This keeps a refresh in
+        // proportion to the file, not to the view.
+        let below_eof = match fs.state().inode(view.ino) {
+            Ok(inode) => inode.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page),
+            Err(_) => 0,
+        };
+        let explicit = view.state.lock().unwrap_or_else(|e| e.into_inner()).explicit().len() as u64;
+        let limit = end.min(below_eof.max(explicit)).max(page);
+        if force && limit < end {
+            self.place(view, limit as usize, (end - limit) as usize, PageState::PastEof, false, fd)?;
+        }
+        let end = limit;
         let mut p = page;
         while p < end {
             let want = Self::desired(fs, view, p);
@@ -756,35 +837,37 @@ impl DaxLayer {
             PageState::Block { phys, prot } => PageState::Block { phys: phys + i, prot },
             other => other,
         };
-        let same = !force && (0..run).all(|i| states[(page + i) as usize] == nth(i));
+        let same = !force && (0..run).all(|i| states.get(page + i) == nth(i));
         if same {
             return Ok(());
         }
         // Protection-only change: mprotect is enough.
         let only_prot = !force
             && (0..run).all(|i| {
-                matches!((states[(page + i) as usize], nth(i)),
+                matches!((states.get(page + i), nth(i)),
                     (PageState::Block { phys: a, .. }, PageState::Block { phys: b, .. }) if a == b)
             });
         let (first, n) = (page as usize, run as usize);
         let only_prot = only_prot && matches!(want, PageState::Block { .. });
         self.place(view, first, n, want, only_prot, fd)?;
         for i in 0..run {
-            let idx = (page + i) as usize;
+            let idx = page + i;
             let file_page = view.first_page + page + i;
-            if let PageState::Block { phys, prot } = states[idx] {
+            let old = states.get(idx);
+            if let PageState::Block { phys, prot } = old {
                 if !force {
                     self.drop_entry(phys, view.ino, file_page);
-                    if prot == PageProtection::ReadWrite && nth(i) != states[idx] {
+                    if prot == PageProtection::ReadWrite && nth(i) != old {
                         self.retired_writable.push(phys);
                     }
                 }
             }
-            states[idx] = nth(i);
-            if let PageState::Block { phys, .. } = states[idx] {
+            states.set(idx, nth(i));
+            if let PageState::Block { phys, .. } = nth(i) {
                 self.add_entry(phys, view.ino, file_page);
             }
         }
+        states.trim();
         Ok(())
     }
 
@@ -802,21 +885,24 @@ impl DaxLayer {
             }
             self.protected.push((ino, start, end - start));
             let mut states = view.state.lock().unwrap_or_else(|e| e.into_inner());
-            let (from, to) = ((start - view.first_page) as usize, (end - view.first_page) as usize);
+            // Only explicit pages can be writable (the tail is past EOF or removed).
+            let explicit = states.explicit().len();
+            let (from, to) =
+                ((start - view.first_page) as usize, ((end - view.first_page) as usize).min(explicit));
             let mut i = from;
             while i < to {
                 let writable =
-                    |st: &PageState| matches!(st, PageState::Block { prot: PageProtection::ReadWrite, .. });
-                if !writable(&states[i]) {
+                    |st: PageState| matches!(st, PageState::Block { prot: PageProtection::ReadWrite, .. });
+                if !writable(states.get(i as u64)) {
                     i += 1;
                     continue;
                 }
-                let run_end = (i..to).find(|&j| !writable(&states[j])).unwrap_or(to);
+                let run_end = (i..to).find(|&j| !writable(states.get(j as u64))).unwrap_or(to);
                 let read_only = PageState::Block { phys: 0, prot: PageProtection::ReadOnly };
                 self.place(&view, i, run_end - i, read_only, true, -1)?;
-                for st in &mut states[i..run_end] {
-                    if let PageState::Block { phys, .. } = *st {
-                        *st = PageState::Block { phys, prot: PageProtection::ReadOnly };
+                for j in i..run_end {
+                    if let PageState::Block { phys, .. } = states.get(j as u64) {
+                        states.set(j as u64, PageState::Block { phys, prot: PageProtection::ReadOnly });
                         self.retired_writable.push(phys);
                     }
                 }
@@ -891,7 +977,9 @@ impl DaxLayer {
             // After a pre-remove every page must be a sentinel, whatever the media says.
             for view in self.views.values() {
                 let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
-                if states.iter().any(|st| *st != PageState::Removed) {
+                if states.tail != PageState::Removed
+                    || states.explicit().iter().any(|st| *st != PageState::Removed)
+                {
                     problems.push(format!("view {} still shows pool pages after the pre-remove", view.id));
                 }
             }
@@ -899,7 +987,23 @@ impl DaxLayer {
         }
         for view in self.views.values() {
             let states = view.state.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, st) in states.iter().enumerate() {
+            // Past the explicit pages every page shows the tail; the file must end before them.
+            let below_eof = fs
+                .state()
+                .inode(view.ino)
+                .map(|i| i.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page).min(view.pages))
+                .unwrap_or(0);
+            if states.tail != PageState::PastEof || below_eof > states.explicit().len() as u64 {
+                problems.push(format!(
+                    "view {} of inode {}: pages from {} show {:?}, but the file reaches page {}",
+                    view.id,
+                    view.ino,
+                    view.first_page + states.explicit().len() as u64,
+                    states.tail,
+                    view.first_page + below_eof
+                ));
+            }
+            for (i, st) in states.explicit().iter().enumerate() {
                 let want = Self::desired(fs, view, i as u64);
                 if *st != want {
                     problems.push(format!(
