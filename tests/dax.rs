@@ -136,3 +136,36 @@ fn views_need_a_pool_with_a_file_descriptor() {
     f.write_at(&[1], 0).unwrap();
     assert_eq!(f.map(0, 4096, MapAccess::Read).unwrap_err().errno(), libc::EOPNOTSUPP);
 }
+
+/// Resident memory of this process, in bytes (VmRSS).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_view_far_longer_than_its_file_costs_memory_in_proportion_to_the_file_not_the_view() {
+    let fs = setup();
+    let f = fs.open("/small", &rw()).unwrap();
+    f.write_at(&[0x5a; 16384], 0).unwrap();
+    let before = resident_bytes();
+    // 64 GiB of view over 16 KiB of file: 16 M pages. A per-page state costs 16 bytes a page
+    // (256 MiB); a state in proportion to the file costs a few entries.
+    let view = f.map(0, 64 << 30, MapAccess::ReadWrite).unwrap();
+    view.store_plain(100, b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    view.read_at(100, &mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    assert_eq!(view.page_state(10_000_000), PageState::PastEof);
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(grown < 32 << 20, "a 64 GiB view of a 16 KiB file made the process {grown} bytes bigger");
+    // Growing the file brings the new pages in; check sees every page as the file says.
+    f.write_at(&[0x33; 4096], 1 << 20).unwrap();
+    assert!(matches!(view.page_state(256), PageState::Block { .. }));
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}

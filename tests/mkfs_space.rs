@@ -101,3 +101,21 @@ fn mkfs_of_a_pool_larger_than_the_host_file_system_fails_with_enospc_and_leaves_
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     assert_eq!(allocated_bytes(&fits), 8 << 20);
 }
+
+#[test]
+fn writes_into_a_sparse_pool_whose_host_file_system_fills_up_fail_with_enospc_instead_of_dying() {
+    let Some(tmpfs) = SmallTmpfs::mount() else { return };
+    let pool = tmpfs.mountpoint.join("sparse.pool");
+    let pool_arg = pool.to_str().unwrap();
+    let ferrodax = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ferrodax")).args(args).output().unwrap();
+    let made = ferrodax(&["mkfs", pool_arg, "--size", "64m", "--sparse"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // 32 MiB do not fit on the 16 MiB host file system: the write that meets the end is ENOSPC.
+    let run = ferrodax(&["io", "-f", "-c", "pwrite -q -b 1m 0 32m", pool_arg, "/big"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "an error exit, not a signal: {stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    // The pool is whole: it mounts and checks clean, and the file holds what was written.
+    let check = ferrodax(&["check", pool_arg]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}

@@ -395,6 +395,14 @@ impl Journal {
             .free
             .allocate(nblocks, goal)
             .ok_or_else(|| Error::NoSpace(format!("no room for a {nblocks}-block checkpoint")))?;
+        if let Err(e) =
+            runs.iter().try_for_each(|&(s, l)| self.backend.ensure_backed(s * BLOCK_SIZE, l * BLOCK_SIZE))
+        {
+            for &(s, l) in &runs {
+                state.free.release(s, l);
+            }
+            return Err(e);
+        }
         let blocks: Vec<u64> = runs.iter().flat_map(|&(s, l)| s..s + l).collect();
         let generation = self.sb.generation + 1;
         for (block, bytes) in checkpoint::frame(&payload, generation, &blocks) {

@@ -826,7 +826,20 @@ impl FileSystem {
     /// Takes `count` blocks for file data, keeping the metadata reserve.
     fn allocate_data(&mut self, count: u64, goal: Option<u64>) -> Result<Vec<(u64, u64)>> {
         self.ensure_metadata_room(count + ALLOCATION_SLACK)?;
-        self.state.free.allocate(count, goal).ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))
+        let runs = self
+            .state
+            .free
+            .allocate(count, goal)
+            .ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))?;
+        // A sparse pool file allocates its host blocks now: a full host file system is ENOSPC
+        // here, not a SIGBUS at the first store.
+        if let Err(e) =
+            runs.iter().try_for_each(|&(s, l)| self.backend.ensure_backed(s * BLOCK_SIZE, l * BLOCK_SIZE))
+        {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        Ok(runs)
     }
 
     fn give_back(&mut self, runs: &[(u64, u64)]) {

@@ -32,6 +32,9 @@ pub struct MappedBackend {
     persistence: Persistence,
     /// Mapped without PROT_WRITE from a descriptor opened read-only: every store is a bug.
     read_only: bool,
+    /// A plain file with holes (made with --sparse, or by another tool): blocks are allocated on
+    /// the host file system as the pool hands them out ([`Backend::ensure_backed`]).
+    sparse: std::sync::atomic::AtomicBool,
     /// Page ranges flushed since the last drain (msync persistence only).
     pending_sync: Mutex<Vec<(u64, u64)>>,
 }
@@ -155,6 +158,7 @@ impl MappedBackend {
     ) -> io::Result<Self> {
         // Reads of pool memory land on their landing pads when the memory is bad.
         super::mcsafe::install();
+        let sparse = kind == BackendKind::File && !read_only && has_holes(&file);
         let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
         // checked for MAP_FAILED and unmapped only in Drop.
@@ -179,6 +183,7 @@ impl MappedBackend {
             kind,
             persistence,
             read_only,
+            sparse: std::sync::atomic::AtomicBool::new(sparse),
             pending_sync: Mutex::new(Vec::new()),
         })
     }
@@ -200,6 +205,12 @@ fn file_persistence(file: &File) -> Persistence {
         }
     }
     Persistence::Msync
+}
+
+/// True when a regular file has fewer blocks allocated than its size needs.
+fn has_holes(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| m.is_file() && m.blocks() * 512 < m.len())
 }
 
 fn round_up_to_page(len: u64) -> io::Result<u64> {
@@ -253,6 +264,29 @@ impl Backend for MappedBackend {
         // source lands on the copy's landing pad.
         unsafe { super::mcsafe::copy(self.base.add(dst as usize), self.base.add(src as usize), len as usize) }
             .map_err(|e| super::media_error(self.base as usize, src, e))
+    }
+
+    fn ensure_backed(&self, offset: u64, len: u64) -> crate::error::Result<()> {
+        if !self.sparse.load(std::sync::atomic::Ordering::Relaxed) || len == 0 {
+            return Ok(());
+        }
+        assert_in_bounds(self.len, offset, len);
+        // SAFETY: posix_fallocate on our own descriptor, inside the file's size; it only allocates.
+        let rc = unsafe {
+            libc::posix_fallocate(self.file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+        };
+        match rc {
+            0 => Ok(()),
+            libc::ENOSPC => Err(crate::error::Error::NoSpace(format!(
+                "the host file system of this sparse pool file is full ({len} bytes at pool offset {offset} could not be allocated)"
+            ))),
+            // A host file system without fallocate: stores there will allocate as they go.
+            libc::EOPNOTSUPP | libc::EINVAL => {
+                self.sparse.store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            errno => Err(crate::error::Error::os("allocating pool pages", io::Error::from_raw_os_error(errno))),
+        }
     }
 
     fn flush(&self, offset: u64, len: u64) {

@@ -61,6 +61,13 @@ pub trait Backend: Send + Sync + 'static {
     /// memory in the source is [`Error::MediaError`] (machine-check safe); the destination is then
     /// partly written, which is harmless: copies only ever go to blocks nothing references yet.
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> Result<()>;
+    /// Makes sure the memory of `[offset, offset + len)` exists before anything is stored there: a
+    /// pool in a sparse file allocates those pages on its host file system now, so a full host
+    /// file system is ENOSPC for the operation instead of a SIGBUS in the middle of a store.
+    /// Backends whose memory always exists do nothing.
+    fn ensure_backed(&self, _offset: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
     /// Starts write-back of the cache lines covering `[offset, offset + len)`.
     fn flush(&self, offset: u64, len: u64);
     /// Waits until every flush issued before it has reached the persistence domain (a fence).
