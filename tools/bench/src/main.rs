@@ -1542,66 +1542,40 @@ fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
     rows
 }
 
+/// Prints the rows, two lines each so the table fits a terminal of 100 columns: the benchmark's
+/// name, then its numbers (best, median / worst, unit), what it is compared with and the ratio,
+/// the target and the verdict, and the kernel's XFS where it was measured. A legend says what the
+/// verdicts mean.
 fn print_table(header: &[String], rows: &[Row]) {
-    let titles = [
-        "benchmark",
-        "result",
-        "median / worst",
-        "unit",
-        "comparison/baseline",
-        "ratio",
-        "target",
-        "verdict",
-        "XFS (loop on /dev/shm)",
-    ];
-    let cells: Vec<[String; 9]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.benchmark.clone(),
-                r.result.map_or_else(|| "error".into(), num),
-                r.spread.map_or_else(|| "-".into(), |s| format!("{} / {}", num(s.median), num(s.worst))),
-                r.unit.to_string(),
-                r.comparison.clone(),
-                r.ratio.map_or_else(|| "-".into(), |x| format!("{}x", num(x))),
-                r.target.clone(),
-                r.verdict.text().to_string(),
-                r.xfs.clone(),
-            ]
-        })
-        .collect();
-    let mut widths = titles.map(|t| t.chars().count());
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cols: &[String]| {
-        let mut out = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
-            if i > 0 {
-                out.push_str(" | ");
-            }
-            // Numbers right-aligned, text left-aligned; the last column is not padded.
-            if i == 1 || i == 2 || i == 5 {
-                out.push_str(&format!("{c:>w$}"));
-            } else if i + 1 == cols.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}"));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
     for h in header {
         println!("{h}");
     }
     println!();
-    line(&titles.map(String::from));
-    println!("{}", widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>().join("-|-"));
-    for row in &cells {
-        line(row);
+    for r in rows {
+        let result = r.result.map_or_else(|| "error".into(), num);
+        let spread = r
+            .spread
+            .map_or_else(String::new, |s| format!(" (median {}, worst {})", num(s.median), num(s.worst)));
+        let ratio = r.ratio.map_or_else(String::new, |x| format!(" = {}x", num(x)));
+        println!("{}", r.benchmark);
+        let mut detail = format!("    {result} {}{spread}", r.unit);
+        if !r.comparison.is_empty() && r.comparison != "-" {
+            detail.push_str(&format!("; vs {}{ratio}", r.comparison));
+        }
+        if !r.target.is_empty() && r.target != "-" {
+            detail.push_str(&format!("; target {}: {}", r.target, r.verdict.text()));
+        }
+        println!("{detail}");
+        if !r.xfs.is_empty() && r.xfs != "-" {
+            println!("    XFS (loop on /dev/shm): {}", r.xfs);
+        }
     }
+    println!();
+    println!(
+        "Verdicts: PASS = the ratio (or number) meets the row's target; MISS = it does not: a goal not reached yet; \
+         ERROR = the row could not be measured \
+         (the reason follows). Ratios compare best runs measured in this same run."
+    );
     for r in rows {
         if let Some(e) = &r.error {
             println!("error in {:?}: {e}", r.benchmark);
