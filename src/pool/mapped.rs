@@ -271,10 +271,17 @@ impl Backend for MappedBackend {
             return Ok(());
         }
         assert_in_bounds(self.len, offset, len);
-        // SAFETY: posix_fallocate on our own descriptor, inside the file's size; it only allocates.
+        // SAFETY: fallocate on our own descriptor; KEEP_SIZE: it only allocates, never changes
+        // the file's size (even if someone cut the file under the pool).
         let rc = unsafe {
-            libc::posix_fallocate(self.file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
         };
+        let rc = if rc == 0 { 0 } else { io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) };
         match rc {
             0 => Ok(()),
             libc::ENOSPC => Err(crate::error::Error::NoSpace(format!(
