@@ -126,14 +126,26 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Make a real media error instead (root, a pool on persistent memory): add the pages'
+        /// sectors to the device's bad-block list and madvise(MADV_HWPOISON) them, so the kernel
+        /// runs its memory_failure and later loads get SIGBUS BUS_MCEERR_AR. Records nothing in
+        /// the pool itself: ferrodax learns it as it would from hardware.
+        #[arg(long)]
+        hardware: bool,
     },
     /// List recorded bad blocks (pmem sysfs badblocks format); --import records a list first.
     Badblocks {
         /// The pool.
         pool: PathBuf,
-        /// A badblocks list ("first_sector count" lines) to record, e.g. a copy of /sys/block/pmem0/badblocks.
+        /// A badblocks list ("first_sector count" lines) to record: pool sectors, or the device's
+        /// own list (/sys/block/pmemN/badblocks, a pmem region's badblocks), whose sectors are
+        /// translated to pool offsets through the pool's place on the device.
         #[arg(long)]
         import: Option<PathBuf>,
+        /// The --import list is in the sectors of the device the pool sits on (a copy of its
+        /// sysfs list), not in pool sectors. Implied for a list under /sys.
+        #[arg(long, requires = "import")]
+        device: bool,
     },
     /// Check the file system (fsck); exits non-zero if anything is wrong.
     Check {
@@ -226,10 +238,14 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json } => commands::check(&pool, json),
-        Command::Poison { pool, offset, len, json } => {
-            commands::poison(&pool, offset, len.unwrap_or(4096), json)
+        Command::Poison { pool, offset, len, json, hardware } => {
+            if hardware {
+                commands::poison_hardware(&pool, offset, len.unwrap_or(4096), json)
+            } else {
+                commands::poison(&pool, offset, len.unwrap_or(4096), json)
+            }
         }
-        Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
+        Command::Badblocks { pool, import, device } => commands::badblocks(&pool, import.as_deref(), device),
         Command::Serve(args) => serve::run(args),
         Command::Tour { pool, force } => tour::run(&pool, force),
         Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),

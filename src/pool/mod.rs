@@ -14,7 +14,7 @@ mod persist;
 mod recording;
 
 pub use lock::{command_line, holders_of, LockMode};
-pub use mapped::{MappedBackend, Persistence};
+pub use mapped::{view_granule_error, MappedBackend, Persistence};
 pub use persist::flush_instruction_name;
 pub use recording::{CrashImage, RecordingBackend};
 
@@ -65,6 +65,11 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     /// The file descriptor behind the mapping, for DAX views; `None` for volatile backends.
     fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// The smallest unit in which [`Backend::raw_fd`] can be mapped (and the alignment of its
+    /// file offsets): 4096, or a /dev/dax device's `align`. Views need 4096.
+    fn map_granule(&self) -> u64 {
+        PAGE_SIZE
+    }
 }
 
 /// A shared handle on a backend, as the layers above hold it.
