@@ -112,6 +112,10 @@ impl Pool {
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::WouldBlock {
         Error::Busy(e.to_string())
+    } else if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() {
+        // The backend's own refusals (a size larger than the device, a mapping the device does
+        // not accept) carry their reason in the message.
+        Error::Invalid(e.to_string())
     } else {
         Error::os(path.display(), e)
     }
