@@ -774,6 +774,17 @@ fn devdax_data_early_kill_tells_the_owner() {
             "FAIL",
             &format!("{}; the kernel's BUS_MCEERR_AO for the pool mapping takes the default action (item 1: turn AO into memory_failure)", end.describe()),
         );
+    } else if end.code == Some(0) && !listed {
+        result(
+            scenario,
+            "FAIL",
+            &format!(
+                "{}; nothing recorded: the kernel sent the mounting process SIGBUS BUS_MCEERR_AO \
+                 (dmesg: \"Sending SIGBUS to ferrodax\") and ferrodax dropped it (item 1: an AO for a \
+                 pool address becomes memory_failure; item 3: a forwarded signal is not lost)",
+                end.describe()
+            ),
+        );
     } else {
         result(scenario, "FAIL", &format!("{}; recorded: {listed}", end.describe()));
     }
