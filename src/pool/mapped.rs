@@ -247,9 +247,9 @@ pub fn view_granule_error(granule: u64, what: &str) -> Option<String> {
         format!(
             "views of files need a pool that maps in 4096-byte pages, but {what} has align {granule} \
              ({} KiB): the kernel refuses smaller mappings (EINVAL). Every other operation works. \
-             Make a 4 KiB-aligned device: `ndctl create-namespace -m devdax -a 4K` (or `daxctl \
-             reconfigure-device`), or write 4096 to /sys/bus/dax/devices/daxX.Y/align while the \
-             device is unused, then mkfs again",
+             Make the device 4 KiB-aligned (`ndctl create-namespace -f -e namespaceX.Y -m devdax -a 4K`; \
+             or by hand: unbind daxX.Y from /sys/bus/nd/drivers/dax_pmem, write a new uuid and 4096 to \
+             /sys/bus/nd/devices/daxX.Y/uuid and align, bind it again), then mkfs again",
             granule / 1024
         )
     })
@@ -419,5 +419,34 @@ impl Drop for MappedBackend {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the region mapped in `map`; nothing borrows it past drop.
         unsafe { libc::munmap(self.base.cast(), self.map_len as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_file_off_dax_falls_back_from_map_sync_and_open_sized_uses_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.pool");
+        let pool = MappedBackend::create_file(&path, 1 << 20).unwrap();
+        // This host's temporary directory is not a DAX file system: the kernel refuses MAP_SYNC
+        // and the pool keeps msync (or cache flushes on tmpfs).
+        assert!(!pool.is_map_sync());
+        assert_eq!(pool.granule(), PAGE_SIZE);
+        drop(pool);
+        let part = MappedBackend::open_path_sized(&path, 64 << 10).unwrap();
+        assert_eq!(part.len(), 64 << 10);
+        drop(part);
+        let err = MappedBackend::open_path_sized(&path, 2 << 20).err().unwrap();
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn views_need_a_4k_granule() {
+        assert_eq!(view_granule_error(PAGE_SIZE, "p"), None);
+        let why = view_granule_error(2 << 20, "/dev/dax0.0").unwrap();
+        assert!(why.contains("align 2097152") && why.contains("-a 4K"), "{why}");
     }
 }
