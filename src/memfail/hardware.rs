@@ -378,6 +378,14 @@ pub fn inject(path: &Path, offset: u64, len: u64) -> Result<Injection> {
                 path.display()
             ))
         })?;
+    if meta.is_file() && !is_dax_file(&file) {
+        return Err(Error::NotSupported(format!(
+            "{}: the pool file is on {} but is not DAX (its pages are page cache, not the device's \
+             memory): mount the file system with -o dax=always",
+            path.display(),
+            medium.name()
+        )));
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::os(
@@ -417,6 +425,28 @@ pub fn inject(path: &Path, offset: u64, len: u64) -> Result<Injection> {
         }
     }
     Ok(Injection { device: medium.name().to_string(), list, sectors, pages })
+}
+
+/// Whether the kernel accesses `file` directly (STATX_ATTR_DAX): its mapping is the device's memory.
+fn is_dax_file(file: &File) -> bool {
+    const STATX_ATTR_DAX: u64 = 0x0020_0000;
+    let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx of an open descriptor (AT_EMPTY_PATH with an empty path) fills `st`.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS,
+            st.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statx succeeded (and the buffer was zeroed before).
+    let st = unsafe { st.assume_init() };
+    st.stx_attributes_mask & STATX_ATTR_DAX != 0 && st.stx_attributes & STATX_ATTR_DAX != 0
 }
 
 /// Maps the `granule`-sized piece of `file` that holds pool byte `page` in a child process and
