@@ -237,6 +237,9 @@ impl MappedBackend {
     }
 }
 
+/// How the refusal of [`view_granule_error`] begins (front ends show its detail).
+pub const VIEW_GRANULE_REFUSAL: &str = "views of files need a pool that maps in 4096-byte pages";
+
 /// Why views (4 KiB pages placed one by one with MAP_FIXED) cannot be made on a pool whose
 /// descriptor maps only in units of `granule`, or `None` when they can. A /dev/dax device with
 /// a 2 MiB (or 1 GiB) `align` refuses every mapping that is not a whole multiple of it at an
@@ -245,7 +248,7 @@ impl MappedBackend {
 pub fn view_granule_error(granule: u64, what: &str) -> Option<String> {
     (granule > PAGE_SIZE).then(|| {
         format!(
-            "views of files need a pool that maps in 4096-byte pages, but {what} has align {granule} \
+            "{VIEW_GRANULE_REFUSAL}, but {what} has align {granule} \
              ({} KiB): the kernel refuses smaller mappings (EINVAL). Every other operation works. \
              Make the device 4 KiB-aligned (`ndctl create-namespace -f -e namespaceX.Y -m devdax -a 4K`; \
              or by hand: unbind daxX.Y from /sys/bus/nd/drivers/dax_pmem, write a new uuid and 4096 to \
