@@ -716,6 +716,14 @@ fn devdax_align_size_and_force() {
     if align > BLOCK {
         ok &= view.code == Some(1) && view.out.contains("align");
         notes.push(format!("mmap at align {align}: {}", view.describe()));
+        // Through a pool server: a large write is placed by the client unless the device cannot
+        // be mapped block by block; then its data goes in the frames.
+        let server = serve(Path::new(&pmem));
+        let big =
+            ferrodax(&["io", "-f", "-c", "pwrite -b 1m 0 1m", "-c", "pread -v 1048560 16", &pmem, "/big"]);
+        let server = stop(server);
+        ok &= big.code == Some(0) && server.signal.is_none();
+        notes.push(format!("a 1 MiB write through the pool server at align {align}: {}", big.describe()));
     } else {
         notes.push(format!("the device already had align {align} (an earlier scenario reconfigured it)"));
     }

@@ -126,12 +126,16 @@ impl Reservation {
         // refusal (EOPNOTSUPP: not DAX; EINVAL: an old kernel) leaves the reservation as it was.
         let mut rc = libc::MAP_FAILED;
         if prot == PageProtection::ReadWrite {
+            // SAFETY: errno is this thread's; restored below (this may run in a signal handler).
+            let saved = unsafe { *libc::__errno_location() };
             rc = map(libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC);
             if rc == libc::MAP_FAILED {
                 let err = std::io::Error::last_os_error().raw_os_error();
                 if !matches!(err, Some(libc::EOPNOTSUPP | libc::EINVAL)) {
                     return Err(os_error("mapping pool pages into a view"));
                 }
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved };
             }
         }
         if rc == libc::MAP_FAILED {

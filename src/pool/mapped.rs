@@ -237,6 +237,28 @@ impl MappedBackend {
     }
 }
 
+/// The mapping granule of a pool descriptor (what [`Backend::map_granule`] says of the backend
+/// that owns it): a /dev/dax device's `align`, 4096 for anything else. For a pool server's client,
+/// which holds only the descriptor.
+pub fn fd_map_granule(fd: RawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the struct for a valid descriptor; we read it only on success.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return PAGE_SIZE;
+    }
+    // SAFETY: fstat succeeded.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return PAGE_SIZE;
+    }
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/align"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(PAGE_SIZE)
+        .max(PAGE_SIZE)
+}
+
 /// How the refusal of [`view_granule_error`] begins (front ends show its detail).
 pub const VIEW_GRANULE_REFUSAL: &str = "views of files need a pool that maps in 4096-byte pages";
 

@@ -14,7 +14,7 @@ mod persist;
 mod recording;
 
 pub use lock::{command_line, holders_of, LockMode};
-pub use mapped::{view_granule_error, MappedBackend, Persistence, VIEW_GRANULE_REFUSAL};
+pub use mapped::{fd_map_granule, view_granule_error, MappedBackend, Persistence, VIEW_GRANULE_REFUSAL};
 pub use persist::flush_instruction_name;
 pub use recording::{CrashImage, RecordingBackend};
 
