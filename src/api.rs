@@ -59,6 +59,16 @@ impl Pool {
         Ok(Pool { backend: Arc::new(backend) })
     }
 
+    /// Opens an existing pool file or /dev/dax device for reading and writing and uses only its
+    /// first `size` bytes (rounded up to 4096): what `mkfs --size` formats on a device. EINVAL
+    /// when `size` is larger than the pool. A later [`Pool::open`] maps the whole device; the
+    /// superblock written by [`Fs::format`] says how many blocks the file system uses.
+    pub fn open_sized(path: impl AsRef<Path>, size: u64) -> Result<Pool> {
+        let path = path.as_ref();
+        let backend = MappedBackend::open_path_sized(path, size).map_err(|e| open_error(path, e))?;
+        Ok(Pool { backend: Arc::new(backend) })
+    }
+
     /// Opens an existing pool for reading only: the file need only be readable, and nothing is
     /// ever stored into it; mount it with [`Fs::mount_read_only`]. Any number of read-only
     /// openers may share a pool, but not with a read-write owner (EBUSY, naming the holder).
@@ -111,6 +121,10 @@ impl Pool {
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::WouldBlock {
         Error::Busy(e.to_string())
+    } else if e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none() {
+        // The backend's own refusals (a size larger than the device, a mapping the device does
+        // not accept) carry their reason in the message.
+        Error::Invalid(e.to_string())
     } else {
         Error::os(path.display(), e)
     }
@@ -425,9 +439,42 @@ impl Fs {
         Ok(Self::wrap(FileSystem::format(pool.backend.clone())?))
     }
 
-    /// Mounts the file system on `pool`.
+    /// Mounts the file system on `pool`. When the pool sits on persistent memory that keeps a
+    /// bad-block list (a pool file on a DAX file system over /dev/pmemN, or a /dev/dax instance
+    /// of a pmem region), the device's list is imported at once ([`Fs::import_device_badblocks`]).
     pub fn mount(pool: &Pool) -> Result<Fs> {
-        Ok(Self::wrap(FileSystem::mount(pool.backend.clone(), false)?))
+        let fs = Self::wrap(FileSystem::mount(pool.backend.clone(), false)?);
+        fs.import_device_badblocks()?;
+        Ok(fs)
+    }
+
+    /// Records as memory failures the bad ranges of the device the pool sits on, read from its
+    /// sysfs bad-block list (sectors translated into pool offsets: through the pool file's
+    /// FIEMAP extents and its partition's start, or past a /dev/dax instance's offset in its
+    /// region); blocks already recorded are skipped. A no-op (an empty list) for a pool that is
+    /// not on such a device, and for a connected `Fs` (the server's mount imported it).
+    pub fn import_device_badblocks(&self) -> Result<Vec<FailureReport>> {
+        let FsKind::Local(shared) = &self.kind else { return Ok(Vec::new()) };
+        let (backend, pool_len) = {
+            let guard = shared.fs.read().unwrap_or_else(|e| e.into_inner());
+            (guard.fs.backend().clone(), guard.fs.stats().total_blocks * BLOCK_SIZE)
+        };
+        // Finding the device is best effort: a pool whose device cannot be examined mounts as one
+        // that is not on pmem.
+        let Ok(Some((_, ranges))) = crate::memfail::hardware::device_bad_ranges(backend.as_ref(), pool_len)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut reports = Vec::new();
+        let bad = self.read_lock().bad_blocks();
+        for r in ranges {
+            let (first, count) = r.blocks();
+            let known = (first..first + count).all(|b| bad.iter().any(|&(s, n)| (s..s + n).contains(&b)));
+            if !known {
+                reports.push(self.memory_failure(r.offset, r.len, FailureFlags::default())?);
+            }
+        }
+        Ok(reports)
     }
 
     /// Mounts without writing anything (fsck, inspection); changes fail with EROFS.

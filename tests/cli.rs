@@ -1195,3 +1195,22 @@ fn badblocks_import_records_a_sysfs_list_and_lists_it_in_the_same_format() {
     assert!(refused.stderr.contains("badblocks:2"), "{}", refused.stderr);
     assert_eq!(s.run(&["badblocks", "test.pool"]).stdout, format!("{first} 16\n"));
 }
+
+#[test]
+fn hardware_poison_and_device_lists_are_refused_off_persistent_memory() {
+    let s = Sandbox::new();
+    s.io_ok("/a", &["pwrite -S 0x61 0 8k"]);
+    // This host's pool is not on pmem: no device to poison, said so, and nothing recorded.
+    let run = s.run(&["poison", "--hardware", "test.pool", "4096"]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("not on persistent memory"), "{}", run.stderr);
+    assert!(run.stderr.contains("without --hardware"), "points at the software injection: {}", run.stderr);
+    assert_eq!(s.run(&["badblocks", "test.pool"]).stdout, "");
+    // A device's list (--device) needs the pool to be on that device.
+    let list = s.dir.path().join("device-badblocks");
+    std::fs::write(&list, "8 8\n").unwrap();
+    let run = s.run(&["badblocks", "test.pool", "--import", list.to_str().unwrap(), "--device"]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("not on a device with a bad-block list"), "{}", run.stderr);
+    assert_eq!(s.run(&["badblocks", "test.pool"]).stdout, "");
+}

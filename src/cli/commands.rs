@@ -115,7 +115,8 @@ fn replace_options() -> OpenOptions {
 /// `ferrodax mkfs POOL --size N [--force] [--sparse]`: a new pool file, every byte allocated on
 /// the host file system (ENOSPC now rather than SIGBUS later) unless --sparse, formatted. An
 /// existing file is only replaced with --force; an existing /dev/dax device is formatted in place
-/// with --force.
+/// with --force, its first N bytes only (the superblock's total blocks say so; N larger than the
+/// device is refused).
 pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
     if size == 0 {
         let e = Error::Invalid("--size 0: a pool cannot be empty (for example --size 1g)".into());
@@ -135,7 +136,7 @@ pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
         }
     }
     let created = match &existing {
-        Some(meta) if meta.file_type().is_char_device() => Pool::open(pool),
+        Some(meta) if meta.file_type().is_char_device() => Pool::open_sized(pool, size),
         Some(_) => match std::fs::remove_file(pool) {
             Ok(()) => create(pool),
             Err(e) => return fail(format_args!("mkfs {}", pool.display()), &Error::os("remove", e)),
@@ -550,16 +551,62 @@ pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
     i32::from(!report.is_clean() || (!report.repaired.is_empty() && !repair))
 }
 
-/// `ferrodax badblocks POOL [--import FILE]`: lists the recorded bad blocks in the pmem sysfs
-/// badblocks format ("first_sector count", 512-byte sectors); with --import, first records every
-/// range of a list in that format (for example a copy of /sys/block/pmem0/badblocks).
-pub fn badblocks(pool: &Path, import: Option<&Path>) -> i32 {
+/// `ferrodax poison --hardware POOL OFFSET [LEN]`: a real media error (see
+/// `ferrodax::memfail::hardware::inject`); refused, saying why, off persistent memory or without
+/// root. Does not mount the pool: the kernel's signals and the device's list tell ferrodax.
+pub fn poison_hardware(pool: &Path, offset: u64, len: u64, json: bool) -> i32 {
+    match ferrodax::memfail::hardware::inject(pool, offset, len) {
+        Ok(done) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done).expect("injection serializes"));
+            } else {
+                print!("{done}");
+            }
+            0
+        }
+        Err(e) => fail(format_args!("poison --hardware {}", pool.display()), &e),
+    }
+}
+
+/// The pool ranges of a bad-block list in the sectors of the device the pool sits on.
+fn device_list_ranges(
+    pool: &Path,
+    list: &Path,
+    pool_len: u64,
+) -> Result<Vec<ferrodax::memfail::badblocks::BadRange>, Error> {
+    use ferrodax::memfail::hardware;
+    let file = std::fs::File::open(pool).map_err(|e| Error::os(pool.display(), e))?;
+    let medium = hardware::medium_of_fd(std::os::fd::AsRawFd::as_raw_fd(&file), Path::new(hardware::SYSFS))
+        .map_err(|e| Error::os("finding the pool's device", e))?
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} is a device's list, but {} is not on a device with a bad-block list",
+                list.display(),
+                pool.display()
+            ))
+        })?;
+    hardware::ranges_from_list(&medium, list, pool_len)
+}
+
+/// `ferrodax badblocks POOL [--import FILE [--device]]`: lists the recorded bad blocks in the pmem
+/// sysfs badblocks format ("first_sector count", 512-byte sectors of the pool); with --import,
+/// first records every range of a list in that format. A list of the device itself (under /sys,
+/// or --device) is in the device's sectors: they are translated to pool offsets (the pool file's
+/// physical start from FIEMAP and its partition's start, or a /dev/dax instance's offset in its
+/// region), and sectors outside the pool are left out.
+pub fn badblocks(pool: &Path, import: Option<&Path>, device: bool) -> i32 {
     with_fs(pool, import.is_none(), |fs| {
         if let Some(list) = import {
-            let text = std::fs::read_to_string(list)
-                .map_err(|e| fail(list.display(), &Error::os("reading the badblocks list", e)))?;
-            let ranges = ferrodax::memfail::badblocks::parse(&text, &list.display().to_string())
-                .map_err(|e| fail(list.display(), &e))?;
+            let under_sys = std::fs::canonicalize(list).is_ok_and(|p| p.starts_with("/sys"));
+            let ranges = if device || under_sys {
+                let pool_len = fs.stats().total_blocks * BLOCK_SIZE;
+                device_list_ranges(pool, list, pool_len).map_err(|e| fail(list.display(), &e))?
+            } else {
+                let text = std::fs::read_to_string(list)
+                    .map_err(|e| fail(list.display(), &Error::os("reading the badblocks list", e)))?;
+                ferrodax::memfail::badblocks::parse(&text, &list.display().to_string())
+                    .map_err(|e| fail(list.display(), &e))?
+            };
             for r in ranges {
                 let report = fs
                     .memory_failure(r.offset, r.len, ferrodax::memfail::FailureFlags::default())

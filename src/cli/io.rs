@@ -860,6 +860,14 @@ impl Session {
                 // The kernel refuses a shared writable mapping of a descriptor it cannot write
                 // through with EACCES; the library calls that a bad handle.
                 let errno = if matches!(e, Error::BadHandle(_)) { libc::EACCES } else { e.errno() };
+                // A /dev/dax pool whose align is above 4096 cannot hold views: after xfs_io's
+                // line, say why and what to do (no xfs_io output has this case).
+                if let Error::Invalid(why) = &e {
+                    if why.contains(ferrodax::pool::VIEW_GRANULE_REFUSAL) {
+                        let _ = self.fail_err(format!("mmap: {}", strerror(errno)));
+                        return Err(self.fail_err(format!("mmap: {why}")));
+                    }
+                }
                 Err(self.fail_err(format!("mmap: {}", strerror(errno))))
             }
         }

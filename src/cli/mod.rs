@@ -141,6 +141,12 @@ enum Command {
         /// Also save the report as JSON, for `ferrodax report`.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Make a real media error instead (root, a pool on persistent memory): add the pages'
+        /// sectors to the device's bad-block list and madvise(MADV_HWPOISON) them, so the kernel
+        /// runs its memory_failure and later loads get SIGBUS BUS_MCEERR_AR. Records nothing in
+        /// the pool itself: ferrodax learns it as it would from hardware.
+        #[arg(long)]
+        hardware: bool,
     },
     /// Draw a failure report saved by `poison --save` as an HTML page.
     Report {
@@ -154,9 +160,15 @@ enum Command {
     Badblocks {
         /// The pool.
         pool: PathBuf,
-        /// A badblocks list ("first_sector count" lines) to record, e.g. a copy of /sys/block/pmem0/badblocks.
+        /// A badblocks list ("first_sector count" lines) to record: pool sectors, or the device's
+        /// own list (/sys/block/pmemN/badblocks, a pmem region's badblocks), whose sectors are
+        /// translated to pool offsets through the pool's place on the device.
         #[arg(long)]
         import: Option<PathBuf>,
+        /// The --import list is in the sectors of the device the pool sits on (a copy of its
+        /// sysfs list), not in pool sectors. Implied for a list under /sys.
+        #[arg(long, requires = "import")]
+        device: bool,
     },
     /// Check the file system (fsck); exits non-zero if anything is wrong.
     Check {
@@ -281,11 +293,20 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json, repair } => commands::check(&pool, json, repair),
-        Command::Poison { pool, offset, len, json, html, save } => {
-            poison::poison(&pool, offset, len.unwrap_or(4096), &poison::PoisonOutputs { json, html, save })
+        Command::Poison { pool, offset, len, json, html, save, hardware } => {
+            if hardware {
+                commands::poison_hardware(&pool, offset, len.unwrap_or(4096), json)
+            } else {
+                poison::poison(
+                    &pool,
+                    offset,
+                    len.unwrap_or(4096),
+                    &poison::PoisonOutputs { json, html, save },
+                )
+            }
         }
         Command::Report { saved, html } => poison::report(&saved, &html),
-        Command::Badblocks { pool, import } => commands::badblocks(&pool, import.as_deref()),
+        Command::Badblocks { pool, import, device } => commands::badblocks(&pool, import.as_deref(), device),
         Command::Df { pool, bytes, freesp, json } => df::run(&pool, bytes, freesp, json),
         Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
         Command::DedupeScan(args) => dedupe_scan::run(args),

@@ -564,6 +564,11 @@ impl DaxLayer {
     }
 
     fn insert_view(&mut self, fs: &FileSystem, view: View, fd: i32) -> Result<Arc<View>> {
+        // A /dev/dax device with an align above 4096 cannot show single pool pages (docs/
+        // ARCHITECTURE.md section 7, "Views on /dev/dax").
+        if let Some(why) = crate::pool::view_granule_error(fs.backend().map_granule(), "this /dev/dax pool") {
+            return Err(Error::Invalid(why));
+        }
         let view = Arc::new(view);
         // Map everything: start from "unknown" by forcing every page to be written.
         let placed = self.refresh_view(fs, &view, 0, view.pages, fd, true);

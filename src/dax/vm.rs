@@ -105,18 +105,42 @@ impl Reservation {
         prot: PageProtection,
     ) -> Result<()> {
         self.check(page, pages);
-        // SAFETY: MAP_FIXED over pages of our own live reservation (checked above); the pool fd
-        // stays open while the file system lives, which outlives every view.
-        let rc = unsafe {
-            libc::mmap(
-                (self.base + page * PAGE) as *mut libc::c_void,
-                pages * PAGE,
-                prot.bits(),
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd,
-                offset as libc::off_t,
-            )
+        let map = |flags: libc::c_int| {
+            // SAFETY: MAP_FIXED over pages of our own live reservation (checked above); the pool
+            // fd stays open while the file system lives, which outlives every view.
+            unsafe {
+                libc::mmap(
+                    (self.base + page * PAGE) as *mut libc::c_void,
+                    pages * PAGE,
+                    prot.bits(),
+                    flags | libc::MAP_FIXED,
+                    fd,
+                    offset as libc::off_t,
+                )
+            }
         };
+        // A writable mapping of a pool file on a DAX file system is MAP_SYNC, as the pool's own
+        // mapping is (pool::mapped): a store that makes the file system allocate a block then
+        // commits that allocation before the store resumes, so the cache flushes that make the
+        // pool durable suffice. The kernel checks MAP_SYNC before it touches the range, so a
+        // refusal (EOPNOTSUPP: not DAX; EINVAL: an old kernel) leaves the reservation as it was.
+        let mut rc = libc::MAP_FAILED;
+        if prot == PageProtection::ReadWrite {
+            // SAFETY: errno is this thread's; restored below (this may run in a signal handler).
+            let saved = unsafe { *libc::__errno_location() };
+            rc = map(libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC);
+            if rc == libc::MAP_FAILED {
+                let err = std::io::Error::last_os_error().raw_os_error();
+                if !matches!(err, Some(libc::EOPNOTSUPP | libc::EINVAL)) {
+                    return Err(os_error("mapping pool pages into a view"));
+                }
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved };
+            }
+        }
+        if rc == libc::MAP_FAILED {
+            rc = map(libc::MAP_SHARED);
+        }
         if rc == libc::MAP_FAILED {
             return Err(os_error("mapping pool pages into a view"));
         }

@@ -15,6 +15,7 @@
 //! call a subscriber while a lock is held.
 
 pub mod badblocks;
+pub mod hardware;
 
 use crate::dax::{DaxLayer, Notice, NoticeCallback, NoticeKind};
 use crate::error::Result;

@@ -28,6 +28,15 @@ pub struct MappedBackend {
     file: File,
     base: *mut u8,
     len: u64,
+    /// Bytes actually mapped: `len` rounded up to the device's alignment (a /dev/dax device only
+    /// maps whole multiples of its `align`); the pool uses the first `len` of them.
+    map_len: u64,
+    /// The smallest unit a mapping of the pool's descriptor may have (and be placed at): 4096,
+    /// or a /dev/dax device's `align` (often 2 MiB).
+    granule: u64,
+    /// Mapped with MAP_SHARED_VALIDATE | MAP_SYNC: a DAX file whose metadata the kernel keeps
+    /// durable at every write fault, so cache flushes are enough.
+    map_sync: bool,
     kind: BackendKind,
     persistence: Persistence,
     /// Mapped without PROT_WRITE from a descriptor opened read-only: every store is a bug.
@@ -54,7 +63,7 @@ impl MappedBackend {
         lock_pool(&file, path, LockMode::Exclusive)?;
         file.set_len(len)?;
         let persistence = file_persistence(&file);
-        Self::map(file, len, BackendKind::File, persistence, false)
+        Self::map(file, len, BackendKind::File, persistence, false, PAGE_SIZE)
     }
 
     /// Like [`MappedBackend::create_file`], but every byte of the file is allocated on the host
@@ -75,30 +84,50 @@ impl MappedBackend {
             return Err(io::Error::from_raw_os_error(status));
         }
         let persistence = file_persistence(&file);
-        Self::map(file, len, BackendKind::File, persistence, false)
+        Self::map(file, len, BackendKind::File, persistence, false, PAGE_SIZE)
     }
 
     /// Opens an existing pool for reading and writing: a plain file, or a /dev/dax character
     /// device. Takes the exclusive pool lock: a pool has one read-write owner at a time, and a
     /// second is refused at once (an error of kind `WouldBlock` naming the holder).
     pub fn open_path(path: &Path) -> io::Result<Self> {
-        Self::open_with(path, LockMode::Exclusive)
+        Self::open_with(path, LockMode::Exclusive, None)
+    }
+
+    /// Opens an existing pool for reading and writing and uses only its first `size` bytes (a
+    /// multiple of 4096): how `mkfs --size` formats part of a /dev/dax device. The device is
+    /// mapped in whole multiples of its alignment; the backend's length is `size`. A later
+    /// [`MappedBackend::open_path`] maps the whole device and the superblock says how much of it
+    /// the file system uses. EINVAL when `size` is larger than the pool or device.
+    pub fn open_path_sized(path: &Path, size: u64) -> io::Result<Self> {
+        Self::open_with(path, LockMode::Exclusive, Some(round_up_to_page(size)?))
     }
 
     /// Opens an existing pool for reading only (the file need only be readable): mapped without
     /// write access, under a shared lock, so it never sees a read-write owner's half-done work.
     pub fn open_path_read_only(path: &Path) -> io::Result<Self> {
-        Self::open_with(path, LockMode::Shared)
+        Self::open_with(path, LockMode::Shared, None)
     }
 
-    fn open_with(path: &Path, mode: LockMode) -> io::Result<Self> {
+    fn open_with(path: &Path, mode: LockMode, size: Option<u64>) -> io::Result<Self> {
         let read_only = mode == LockMode::Shared;
         let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
         let meta = file.metadata()?;
+        let too_big = |size: u64, have: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: --size {size} is larger than the device ({have} bytes)", path.display()),
+            )
+        };
         if meta.file_type().is_char_device() {
-            let len = devdax_size(&meta)?;
+            let dev = devdax_attributes(&meta, path)?;
+            let len = match size {
+                Some(size) if size > dev.size => return Err(too_big(size, dev.size)),
+                Some(size) => size,
+                None => dev.size,
+            };
             lock_pool(&file, path, mode)?;
-            return Self::map(file, len, BackendKind::DevDax, Persistence::CacheFlush, read_only);
+            return Self::map(file, len, BackendKind::DevDax, Persistence::CacheFlush, read_only, dev.align);
         }
         if !meta.is_file() {
             return Err(io::Error::new(
@@ -106,16 +135,22 @@ impl MappedBackend {
                 format!("{}: not a regular file or a /dev/dax device", path.display()),
             ));
         }
-        let len = meta.len();
+        let mut len = meta.len();
         if len == 0 || len % PAGE_SIZE != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: size {len} is not a positive multiple of 4096", path.display()),
             ));
         }
+        if let Some(size) = size {
+            if size > len {
+                return Err(too_big(size, len));
+            }
+            len = size;
+        }
         lock_pool(&file, path, mode)?;
         let persistence = file_persistence(&file);
-        Self::map(file, len, BackendKind::File, persistence, read_only)
+        Self::map(file, len, BackendKind::File, persistence, read_only, PAGE_SIZE)
     }
 
     /// Creates an anonymous memfd pool of `len` bytes; persistence is emulated with cache flushes.
@@ -130,7 +165,7 @@ impl MappedBackend {
         // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len)?;
-        Self::map(file, len, BackendKind::Memfd, Persistence::CacheFlush, false)
+        Self::map(file, len, BackendKind::Memfd, Persistence::CacheFlush, false, PAGE_SIZE)
     }
 
     /// Overrides how stores are made durable (for example cache flushes for a file on /dev/shm).
@@ -149,37 +184,79 @@ impl MappedBackend {
         self.read_only
     }
 
+    /// True when the pool file is mapped with MAP_SYNC (a file on a DAX file system): its
+    /// persistence is cache flushes.
+    pub fn is_map_sync(&self) -> bool {
+        self.map_sync
+    }
+
+    /// The smallest unit in which the pool's descriptor can be mapped: 4096, or a /dev/dax
+    /// device's `align`. Views need 4096 (see [`view_granule_error`]).
+    pub fn granule(&self) -> u64 {
+        self.granule
+    }
+
     fn map(
         file: File,
         len: u64,
         kind: BackendKind,
         persistence: Persistence,
         read_only: bool,
+        granule: u64,
     ) -> io::Result<Self> {
         // Reads of pool memory land on their landing pads when the memory is bad.
         super::mcsafe::install();
         let sparse = kind == BackendKind::File && !read_only && has_holes(&file);
-        let size = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: mapping a file descriptor we own, shared, for its full length; the result is
-        // checked for MAP_FAILED and unmapped only in Drop.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE },
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
+        let map_len =
+            len.checked_next_multiple_of(granule.max(PAGE_SIZE)).ok_or(io::ErrorKind::InvalidInput)?;
+        let size = usize::try_from(map_len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let prot = if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
+        let map_at = |flags: libc::c_int| {
+            // SAFETY: mapping a file descriptor we own, shared, from offset 0; the result is
+            // checked for MAP_FAILED and unmapped only in Drop.
+            unsafe { libc::mmap(std::ptr::null_mut(), size, prot, flags, file.as_raw_fd(), 0) }
         };
+        // A writable pool file is first tried with MAP_SYNC: on a DAX file system (fsdax) the
+        // kernel then makes the file's metadata durable before a write fault returns, so the
+        // CPU cache flushes are the whole persistence story. Elsewhere the kernel refuses the
+        // flag (EOPNOTSUPP, or EINVAL on kernels without MAP_SHARED_VALIDATE) and the pool keeps
+        // its msync persistence.
+        let mut map_sync = false;
+        let mut persistence = persistence;
+        let mut base = libc::MAP_FAILED;
+        if kind == BackendKind::File && !read_only {
+            base = map_at(libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC);
+            if base != libc::MAP_FAILED {
+                map_sync = true;
+                persistence = Persistence::CacheFlush;
+            } else {
+                let err = io::Error::last_os_error();
+                if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) {
+                    return Err(err);
+                }
+            }
+        }
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            base = map_at(libc::MAP_SHARED);
+        }
+        if base == libc::MAP_FAILED {
+            let err = io::Error::last_os_error();
+            if kind == BackendKind::DevDax && err.raw_os_error() == Some(libc::EINVAL) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("mmap of {map_len} bytes of the /dev/dax device (align {granule}): {err}"),
+                ));
+            }
+            return Err(err);
         }
         super::mcsafe::register_pool_mapping(base as usize, size);
         Ok(Self {
             file,
             base: base.cast(),
             len,
+            map_len,
+            granule,
+            map_sync,
             kind,
             persistence,
             read_only,
@@ -187,6 +264,49 @@ impl MappedBackend {
             pending_sync: Mutex::new(Vec::new()),
         })
     }
+}
+
+/// The mapping granule of a pool descriptor (what [`Backend::map_granule`] says of the backend
+/// that owns it): a /dev/dax device's `align`, 4096 for anything else. For a pool server's client,
+/// which holds only the descriptor.
+pub fn fd_map_granule(fd: RawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the struct for a valid descriptor; we read it only on success.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return PAGE_SIZE;
+    }
+    // SAFETY: fstat succeeded.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return PAGE_SIZE;
+    }
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/align"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(PAGE_SIZE)
+        .max(PAGE_SIZE)
+}
+
+/// How the refusal of [`view_granule_error`] begins (front ends show its detail).
+pub const VIEW_GRANULE_REFUSAL: &str = "views of files need a pool that maps in 4096-byte pages";
+
+/// Why views (4 KiB pages placed one by one with MAP_FIXED) cannot be made on a pool whose
+/// descriptor maps only in units of `granule`, or `None` when they can. A /dev/dax device with
+/// a 2 MiB (or 1 GiB) `align` refuses every mapping that is not a whole multiple of it at an
+/// aligned file offset (the kernel answers EINVAL), so a file page cannot be shown at an
+/// arbitrary view page. `what` names the pool in the message.
+pub fn view_granule_error(granule: u64, what: &str) -> Option<String> {
+    (granule > PAGE_SIZE).then(|| {
+        format!(
+            "{VIEW_GRANULE_REFUSAL}, but {what} has align {granule} \
+             ({} KiB): the kernel refuses smaller mappings (EINVAL). Every other operation works. \
+             Make the device 4 KiB-aligned (`ndctl create-namespace -f -e namespaceX.Y -m devdax -a 4K`; \
+             or by hand: unbind daxX.Y from /sys/bus/nd/drivers/dax_pmem, write a new uuid and 4096 to \
+             /sys/bus/nd/devices/daxX.Y/uuid and align, bind it again), then mkfs again",
+            granule / 1024
+        )
+    })
 }
 
 /// msync for a file on a real disk; cache flushes for a file on tmpfs (/dev/shm), whose page cache
@@ -221,15 +341,43 @@ fn round_up_to_page(len: u64) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool size overflows"))
 }
 
-/// Reads a device-dax region's size from sysfs (/sys/dev/char/MAJ:MIN/size).
-fn devdax_size(meta: &std::fs::Metadata) -> io::Result<u64> {
+/// A device-dax instance's size and alignment, from sysfs.
+struct DevDax {
+    size: u64,
+    align: u64,
+}
+
+/// Reads a device-dax instance's size and `align` from sysfs (/sys/dev/char/MAJ:MIN/{size,align}).
+/// Without an `align` attribute (older kernels) 4096 is assumed; a device that then refuses the
+/// mapping says so with EINVAL, which `map` reports with the alignment it tried.
+fn devdax_attributes(meta: &std::fs::Metadata, path: &Path) -> io::Result<DevDax> {
     use std::os::unix::fs::MetadataExt;
     let rdev = meta.rdev();
-    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    let text = std::fs::read_to_string(format!("/sys/dev/char/{major}:{minor}/size"))?;
-    text.trim()
-        .parse::<u64>()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("devdax size: {e}")))
+    let dir = format!("/sys/dev/char/{}:{}", libc::major(rdev), libc::minor(rdev));
+    let read = |name: &str| -> io::Result<Option<u64>> {
+        match std::fs::read_to_string(format!("{dir}/{name}")) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{dir}/{name}: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && name == "align" => Ok(None),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("{}: not a /dev/dax device ({dir}/{name}: {e})", path.display()),
+            )),
+        }
+    };
+    let size = read("size")?.unwrap_or(0);
+    let align = read("align")?.unwrap_or(PAGE_SIZE).max(PAGE_SIZE);
+    let size = size / PAGE_SIZE * PAGE_SIZE;
+    if size == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: the /dev/dax device has size 0", path.display()),
+        ));
+    }
+    Ok(DevDax { size, align })
 }
 
 impl Backend for MappedBackend {
@@ -347,12 +495,45 @@ impl Backend for MappedBackend {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
     }
+
+    fn map_granule(&self) -> u64 {
+        self.granule
+    }
 }
 
 impl Drop for MappedBackend {
     fn drop(&mut self) {
         super::mcsafe::unregister_pool_mapping(self.base as usize);
         // SAFETY: unmapping exactly the region mapped in `map`; nothing borrows it past drop.
-        unsafe { libc::munmap(self.base.cast(), self.len as usize) };
+        unsafe { libc::munmap(self.base.cast(), self.map_len as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_file_off_dax_falls_back_from_map_sync_and_open_sized_uses_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.pool");
+        let pool = MappedBackend::create_file(&path, 1 << 20).unwrap();
+        // This host's temporary directory is not a DAX file system: the kernel refuses MAP_SYNC
+        // and the pool keeps msync (or cache flushes on tmpfs).
+        assert!(!pool.is_map_sync());
+        assert_eq!(pool.granule(), PAGE_SIZE);
+        drop(pool);
+        let part = MappedBackend::open_path_sized(&path, 64 << 10).unwrap();
+        assert_eq!(part.len(), 64 << 10);
+        drop(part);
+        let err = MappedBackend::open_path_sized(&path, 2 << 20).err().unwrap();
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn views_need_a_4k_granule() {
+        assert_eq!(view_granule_error(PAGE_SIZE, "p"), None);
+        let why = view_granule_error(2 << 20, "/dev/dax0.0").unwrap();
+        assert!(why.contains("align 2097152") && why.contains("-a 4K"), "{why}");
     }
 }

@@ -15,7 +15,7 @@ mod persist;
 mod recording;
 
 pub use lock::{command_line, holders_of, LockMode};
-pub use mapped::{MappedBackend, Persistence};
+pub use mapped::{fd_map_granule, view_granule_error, MappedBackend, Persistence, VIEW_GRANULE_REFUSAL};
 pub use persist::flush_instruction_name;
 pub use recording::{CrashImage, RecordingBackend};
 
@@ -76,6 +76,11 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     /// The file descriptor behind the mapping, for DAX views; `None` for volatile backends.
     fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// The smallest unit in which [`Backend::raw_fd`] can be mapped (and the alignment of its
+    /// file offsets): 4096, or a /dev/dax device's `align`. Views need 4096.
+    fn map_granule(&self) -> u64 {
+        PAGE_SIZE
+    }
 }
 
 /// A shared handle on a backend, as the layers above hold it.

@@ -314,6 +314,11 @@ impl Client {
     pub fn write_placed(&self, handle: u64, buf: &[u8], offset: u64) -> Result<usize> {
         let fd =
             self.pool_fd().ok_or_else(|| Error::BadHandle("no pool descriptor for a placed write".into()))?;
+        // A /dev/dax pool with an align above 4096 cannot be mapped block by block: send the
+        // data in the frames instead.
+        if crate::pool::fd_map_granule(fd) > crate::pool::PAGE_SIZE {
+            return self.write_at(handle, buf, offset);
+        }
         let mut done = 0usize;
         for piece in buf.chunks(PLACED_PIECE) {
             let at = offset + done as u64;
