@@ -156,16 +156,18 @@ fn watch_action_optional_machine_checks(shared: &Arc<Shared>) {
         }
         let (read_end, write_end) = (fds[0], fds[1]);
         let spawned = std::thread::Builder::new().name("ferrodax-mce".into()).spawn(move || loop {
-            let mut bytes = [0u8; 8];
+            let mut bytes = [0u8; 16];
             // SAFETY: read(2) into a stack buffer from the pipe this thread owns.
-            let n = unsafe { libc::read(read_end, bytes.as_mut_ptr().cast(), 8) };
-            if n != 8 {
+            let n = unsafe { libc::read(read_end, bytes.as_mut_ptr().cast(), 16) };
+            if n != 16 {
                 if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return;
             }
-            record_machine_check_at(usize::from_ne_bytes(bytes));
+            let addr = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+            let lsb = u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")) as u32;
+            record_machine_check_at(addr, lsb);
         });
         if spawned.is_ok() {
             crate::pool::mcsafe::report_action_optional_to(write_end);
@@ -173,8 +175,13 @@ fn watch_action_optional_machine_checks(shared: &Arc<Shared>) {
     });
 }
 
-/// Records the memory failure of the pool byte at `addr` in whichever direct mount maps it.
-fn record_machine_check_at(addr: usize) {
+/// Records the memory failure the kernel reported at `addr` (granule `2^lsb` bytes) in whichever
+/// direct mount maps it. A page-sized granule names the bad page. A larger one (a device-dax
+/// mapping entry: 2 MiB) only says "somewhere in here": every page of it is probed with a
+/// machine-check-safe read, and the pages that fail are recorded; if none fails (the poison cannot
+/// be seen by a load), nothing is recorded and a line says so, rather than quarantining 2 MiB
+/// (superblocks and log included) on a guess.
+fn record_machine_check_at(addr: usize, lsb: u32) {
     let mounts: Vec<Arc<Shared>> =
         live_mounts().lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|m| m.upgrade()).collect();
     for shared in mounts {
@@ -185,9 +192,29 @@ fn record_machine_check_at(addr: usize) {
         if addr >= base && addr < base + len {
             let fs = Fs { kind: FsKind::Local(shared) };
             let offset = (addr - base) as u64;
-            match fs.memory_failure(offset, 1, FailureFlags::default()) {
-                Ok(_) => eprintln!("ferrodax: action-optional machine check at pool offset {offset:#x}: recorded as a memory failure"),
-                Err(e) => eprintln!("ferrodax: action-optional machine check at pool offset {offset:#x}: {e}"),
+            let granule = 1u64 << lsb.clamp(12, 30);
+            let bad: Vec<u64> = if granule <= BLOCK_SIZE {
+                vec![offset / BLOCK_SIZE * BLOCK_SIZE]
+            } else {
+                let start = offset / granule * granule;
+                let end = (start + granule).min(len as u64);
+                let backend = fs.backend();
+                let mut page = vec![0u8; BLOCK_SIZE as usize];
+                (start..end)
+                    .step_by(BLOCK_SIZE as usize)
+                    .filter(|&at| crate::pool::read_into(backend.as_ref(), at, &mut page).is_err())
+                    .collect()
+            };
+            if bad.is_empty() {
+                eprintln!(
+                    "ferrodax: action-optional machine check in pool [{offset:#x}, +{granule:#x}): no page there fails a read; nothing recorded"
+                );
+            }
+            for at in bad {
+                match fs.memory_failure(at, 1, FailureFlags::default()) {
+                    Ok(_) => eprintln!("ferrodax: action-optional machine check at pool offset {at:#x}: recorded as a memory failure"),
+                    Err(e) => eprintln!("ferrodax: action-optional machine check at pool offset {at:#x}: {e}"),
+                }
             }
             return;
         }

@@ -63,8 +63,10 @@ pub fn pool_mapping_at(addr: usize) -> Option<(usize, usize)> {
 }
 
 /// Makes `fd` (a pipe's write end) the place where the SIGBUS handler reports action-optional
-/// machine checks at pool addresses: each report is the 8-byte address. The reader records them
-/// as memory failures (the front end does; the handler cannot take the file system's lock).
+/// machine checks at pool addresses: each report is 16 bytes, the address and `si_addr_lsb` (the
+/// log2 of the granule the kernel names: 12 for a page, 21 for a 2 MiB device-dax entry), native
+/// endian. The reader records them as memory failures (the front end does; the handler cannot
+/// take the file system's lock).
 pub fn report_action_optional_to(fd: i32) {
     AO_REPORTS.store(fd, Ordering::Release);
 }
@@ -309,9 +311,13 @@ extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     let reports = AO_REPORTS.load(Ordering::Acquire);
     if code == 5 && reports >= 0 && pool_mapping_at(addr).is_some() {
-        let bytes = (addr as u64).to_ne_bytes();
-        // SAFETY: write(2) of 8 bytes from the stack to a pipe: async-signal-safe; a pipe write of
-        // at most PIPE_BUF bytes is atomic.
+        // SAFETY: si_addr_lsb sits at byte 24 of a SIGBUS siginfo (see dax::mce::addr_lsb).
+        let lsb = unsafe { *((info as *const u8).add(24) as *const i16) };
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(addr as u64).to_ne_bytes());
+        bytes[8..].copy_from_slice(&(lsb as u64).to_ne_bytes());
+        // SAFETY: write(2) of 16 bytes from the stack to a pipe: async-signal-safe; a pipe write
+        // of at most PIPE_BUF bytes is atomic.
         let written = unsafe { libc::write(reports, bytes.as_ptr().cast(), bytes.len()) };
         if written == bytes.len() as isize {
             return;
