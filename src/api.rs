@@ -1296,16 +1296,27 @@ impl File {
             }
             return c.write_at(self.handle, buf, offset);
         }
-        let written = {
-            let mut guard = self.fs.write_lock();
-            let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
-            if guard.mounted().dax.has_views(self.ino) {
-                guard.write_in_place_where_private(self.ino, offset, buf)
-            } else {
-                guard.write(self.ino, offset, buf)
+        match self.write_local(buf, offset) {
+            Err(e @ Error::MediaError { .. }) => {
+                // Bad memory met on the way (an edge's old block, the log): recorded now — which
+                // moves a bad log — then the write is tried once more: it succeeds, or fails with
+                // the EIO of a poisoned block it must read.
+                let _ = self.fs.after_media_error::<()>(Err(e));
+                let again = self.write_local(buf, offset);
+                self.fs.after_media_error(again)
             }
-        };
-        self.fs.after_media_error(written)
+            other => other,
+        }
+    }
+
+    fn write_local(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        let mut guard = self.fs.write_lock();
+        let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
+        if guard.mounted().dax.has_views(self.ino) {
+            guard.write_in_place_where_private(self.ino, offset, buf)
+        } else {
+            guard.write(self.ino, offset, buf)
+        }
     }
 
     /// Maps `len` bytes of the file from `offset` (both multiples of 4096) as a DAX view: its pages

@@ -285,7 +285,10 @@ impl Journal {
             let bytes = record::encode_record(self.next_seq, mutations);
             let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
             self.backend.drain(); // data before record
-            self.backend.write(at, &bytes);
+                                  // A log block on bad memory: the record is not written (a torn record at the end of
+                                  // the log, which replay ignores) and nothing changes; the front end records the bad
+                                  // block, which moves the log.
+            self.backend.write(at, &bytes)?;
             self.backend.flush(at, bytes.len() as u64);
             self.backend.drain(); // record durable: the operation happened
             self.log_pos += bytes.len() as u64;
@@ -406,7 +409,13 @@ impl Journal {
         let blocks: Vec<u64> = runs.iter().flat_map(|&(s, l)| s..s + l).collect();
         let generation = self.sb.generation + 1;
         for (block, bytes) in checkpoint::frame(&payload, generation, &blocks) {
-            self.backend.write(block * BLOCK_SIZE, &bytes);
+            if let Err(e) = self.backend.write(block * BLOCK_SIZE, &bytes) {
+                // Nothing names the new chain yet: give its blocks back, the old state stands.
+                for &(s, l) in &runs {
+                    state.free.release(s, l);
+                }
+                return Err(e);
+            }
             self.backend.flush(block * BLOCK_SIZE, BLOCK_SIZE);
         }
         self.backend.drain(); // checkpoint durable before any superblock names it
@@ -447,7 +456,12 @@ impl Journal {
         let mut sb = self.sb.clone();
         sb.copy = copy;
         let at = SUPERBLOCK_BLOCKS[copy as usize] * BLOCK_SIZE;
-        self.backend.write(at, &sb.encode());
+        // A copy on bad memory that cannot be written stays stale on the media: mount takes the
+        // other copy (the higher valid generation) and reports this one; a memory failure of it
+        // marks it lost.
+        if self.backend.write(at, &sb.encode()).is_err() {
+            return;
+        }
         self.backend.flush(at, BLOCK_SIZE);
     }
 }

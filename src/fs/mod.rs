@@ -977,7 +977,12 @@ impl FileSystem {
                 let byte_start = (file_block * BLOCK_SIZE).max(pos);
                 let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
                 let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
-                self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src);
+                if let Err(e) =
+                    self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src)
+                {
+                    self.give_back(runs);
+                    return Err(e);
+                }
             }
             self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
             tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
@@ -1085,7 +1090,8 @@ impl FileSystem {
             let a = (piece.file_block * BLOCK_SIZE).max(pos);
             let b = ((piece.file_block + piece.len) * BLOCK_SIZE).min(end);
             let at = phys * BLOCK_SIZE + (a - piece.file_block * BLOCK_SIZE);
-            self.backend.write(at, &data[(a - pos) as usize..(b - pos) as usize]);
+            // In place, like a kernel DAX write: bytes stored before bad memory stay stored.
+            self.backend.write(at, &data[(a - pos) as usize..(b - pos) as usize])?;
             self.backend.flush(at, b - a);
         }
         let mut attrs = inode.attrs.clone();

@@ -389,11 +389,13 @@ impl Backend for MappedBackend {
         self.base
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> crate::error::Result<()> {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, offset, data.len() as u64);
-        // SAFETY: bounds checked above; the source is a separate Rust slice, so no overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(offset as usize), data.len()) };
+        // SAFETY: bounds checked above; the source is a separate Rust slice, so no overlap; a fault
+        // storing into the pool lands on the copy's landing pad.
+        unsafe { super::mcsafe::copy(self.base.add(offset as usize), data.as_ptr(), data.len()) }
+            .map_err(|e| super::media_error(self.base as usize, offset, e))
     }
 
     fn fill(&self, offset: u64, len: u64, byte: u8) {

@@ -53,8 +53,10 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Base address of the pool's bytes, valid for `len()` bytes as long as the backend lives.
     fn base(&self) -> *mut u8;
-    /// Stores `data` at `offset`. Not durable until flushed and drained.
-    fn write(&self, offset: u64, data: &[u8]);
+    /// Stores `data` at `offset`. Not durable until flushed and drained. A store that meets bad
+    /// memory (a SIGBUS in the store, as a page of a DAX file listed bad raises) stops there and is
+    /// [`Error::MediaError`]; the bytes before it may be stored.
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()>;
     /// Stores `len` copies of `byte` at `offset`.
     fn fill(&self, offset: u64, len: u64, byte: u8);
     /// Copies `len` bytes inside the pool from `src` to `dst` (ranges must not overlap). Bad

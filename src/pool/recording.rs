@@ -167,11 +167,12 @@ impl Backend for RecordingBackend {
         UnsafeCell::raw_get(self.volatile.as_ptr())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> crate::error::Result<()> {
         assert_in_bounds(self.len(), offset, data.len() as u64);
         // SAFETY: in bounds; the source is a distinct Rust slice.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(offset as usize), data.len()) };
         self.mark_dirty(offset, data.len() as u64);
+        Ok(())
     }
 
     fn fill(&self, offset: u64, len: u64, byte: u8) {
