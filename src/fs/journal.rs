@@ -113,7 +113,7 @@ impl Journal {
             lost_copies: 0,
         };
         // Invalidate whatever the log region held before, so an old pool's records cannot replay.
-        backend.fill(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0);
+        backend.fill(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0)?;
         backend.flush(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE);
         let root = InodeAttrs {
             ino: ROOT_INO,
@@ -368,7 +368,10 @@ impl Journal {
         }
         let (new_start, old_start) = (runs[0].0, self.sb.log_start);
         // Whatever the new region held before must never parse as a record.
-        self.backend.fill(new_start * BLOCK_SIZE, n * BLOCK_SIZE, 0);
+        if let Err(e) = self.backend.fill(new_start * BLOCK_SIZE, n * BLOCK_SIZE, 0) {
+            state.free.release(new_start, n);
+            return Err(e);
+        }
         self.backend.flush(new_start * BLOCK_SIZE, n * BLOCK_SIZE);
         state.owners.add(new_start, n, Owner::Meta(MetaStructure::Log));
         self.sb.log_start = new_start;

@@ -1150,7 +1150,7 @@ impl FileSystem {
             return Ok(());
         }
         if self.state.owners.refcount(old) == 1 {
-            self.backend.fill(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+            self.backend.fill(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0)?;
             self.backend.flush(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
             return Ok(());
         }
@@ -1161,7 +1161,10 @@ impl FileSystem {
             self.give_back(&runs);
             return Err(e);
         }
-        self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+        if let Err(e) = self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0) {
+            self.give_back(&runs);
+            return Err(e);
+        }
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
     }
@@ -1279,10 +1282,7 @@ impl FileSystem {
     fn copy_or_zero(&self, src: Option<u64>, at: u64, dst: u64, len: u64) -> Result<()> {
         match src {
             Some(src) => self.backend.copy_within(src * BLOCK_SIZE + at, dst * BLOCK_SIZE + at, len),
-            None => {
-                self.backend.fill(dst * BLOCK_SIZE + at, len, 0);
-                Ok(())
-            }
+            None => self.backend.fill(dst * BLOCK_SIZE + at, len, 0),
         }
     }
 
@@ -1317,7 +1317,10 @@ impl FileSystem {
                         self.give_back(&runs);
                         return Err(e);
                     }
-                    self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0);
+                    if let Err(e) = self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0) {
+                        self.give_back(&runs);
+                        return Err(e);
+                    }
                     self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
                     tx.push(Mutation::Map { ino, file_block: last, len: 1, phys: Some(new) });
                 }

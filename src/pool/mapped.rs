@@ -398,11 +398,22 @@ impl Backend for MappedBackend {
             .map_err(|e| super::media_error(self.base as usize, offset, e))
     }
 
-    fn fill(&self, offset: u64, len: u64, byte: u8) {
+    fn fill(&self, offset: u64, len: u64, byte: u8) -> crate::error::Result<()> {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, offset, len);
-        // SAFETY: bounds checked above.
-        unsafe { std::ptr::write_bytes(self.base.add(offset as usize), byte, len as usize) };
+        // Machine-check safe: the bytes go through the copy routine, a page at a time, from a
+        // page of `byte`s.
+        let source = [byte; PAGE_SIZE as usize];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(PAGE_SIZE);
+            let at = offset + done;
+            // SAFETY: in bounds (checked above for the whole range); the source is a stack buffer.
+            unsafe { super::mcsafe::copy(self.base.add(at as usize), source.as_ptr(), n as usize) }
+                .map_err(|e| super::media_error(self.base as usize, at, e))?;
+            done += n;
+        }
+        Ok(())
     }
 
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {

@@ -57,8 +57,9 @@ pub trait Backend: Send + Sync + 'static {
     /// memory (a SIGBUS in the store, as a page of a DAX file listed bad raises) stops there and is
     /// [`Error::MediaError`]; the bytes before it may be stored.
     fn write(&self, offset: u64, data: &[u8]) -> Result<()>;
-    /// Stores `len` copies of `byte` at `offset`.
-    fn fill(&self, offset: u64, len: u64, byte: u8);
+    /// Stores `len` copies of `byte` at `offset`; bad memory on the way is [`Error::MediaError`],
+    /// as for [`Backend::write`].
+    fn fill(&self, offset: u64, len: u64, byte: u8) -> Result<()>;
     /// Copies `len` bytes inside the pool from `src` to `dst` (ranges must not overlap). Bad
     /// memory in the source is [`Error::MediaError`] (machine-check safe); the destination is then
     /// partly written, which is harmless: copies only ever go to blocks nothing references yet.

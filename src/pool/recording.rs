@@ -175,11 +175,12 @@ impl Backend for RecordingBackend {
         Ok(())
     }
 
-    fn fill(&self, offset: u64, len: u64, byte: u8) {
+    fn fill(&self, offset: u64, len: u64, byte: u8) -> crate::error::Result<()> {
         assert_in_bounds(self.len(), offset, len);
         // SAFETY: in bounds.
         unsafe { std::ptr::write_bytes(self.base().add(offset as usize), byte, len as usize) };
         self.mark_dirty(offset, len);
+        Ok(())
     }
 
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
