@@ -92,7 +92,7 @@ pub(super) fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Re
 }
 
 /// `dir` + "/" + `name`.
-fn join(dir: &str, name: &str) -> String {
+pub(super) fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {
         format!("{dir}{name}")
     } else {
@@ -100,7 +100,8 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn read_options() -> OpenOptions {
+/// Open for reading.
+pub(super) fn read_options() -> OpenOptions {
     let mut options = OpenOptions::new();
     options.read(true);
     options

@@ -109,20 +109,7 @@ struct ScanReport {
     files_deduped: usize,
 }
 
-/// `dir` + "/" + `name`.
-fn join(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-fn read_only() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    options
-}
+use super::commands::{join, read_options as read_only};
 
 fn read_write() -> OpenOptions {
     let mut options = OpenOptions::new();

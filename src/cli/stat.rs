@@ -45,12 +45,10 @@ fn mode_string(kind: InodeKind, mode: u32) -> String {
     text
 }
 
-/// `2024-06-01 10:00:00.123456789 +0000`, as stat(1) prints a time in UTC.
-pub(super) fn utc_timestamp(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
+/// A count of seconds since the epoch as (days since the epoch, year, month, day, second of the
+/// day), in UTC: Howard Hinnant's civil_from_days.
+pub(super) fn civil_utc(secs: i64) -> (i64, i64, i64, i64, i64) {
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -60,6 +58,14 @@ pub(super) fn utc_timestamp(ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (days, year, month, day, of_day)
+}
+
+/// `2024-06-01 10:00:00.123456789 +0000`, as stat(1) prints a time in UTC.
+pub(super) fn utc_timestamp(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let (_, year, month, day, of_day) = civil_utc(secs);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{nanos:09} +0000",
         of_day / 3600,

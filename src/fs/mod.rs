@@ -1155,18 +1155,31 @@ impl FileSystem {
             return Ok(());
         }
         let goal = self.goal_for(inode, file_block).or(Some(old + 1));
+        let (runs, new) = self.copy_head_of_block(old, partial, goal)?;
+        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
+    }
+
+    /// A new block holding the first `partial` bytes of block `old` and zeros after them (flushed),
+    /// for a partial last block that must change without touching other owners' bytes. Returns the
+    /// run taken and the new block; on failure the run is free again.
+    fn copy_head_of_block(
+        &mut self,
+        old: u64,
+        partial: u64,
+        goal: Option<u64>,
+    ) -> Result<(Vec<(u64, u64)>, u64)> {
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
-        if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
-            self.give_back(&runs);
-            return Err(e);
-        }
-        if let Err(e) = self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0) {
+        let copied = self
+            .backend
+            .copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial)
+            .and_then(|()| self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0));
+        if let Err(e) = copied {
             self.give_back(&runs);
             return Err(e);
         }
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
-        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)
+        Ok((runs, new))
     }
 
     /// Records pool blocks `[block, block + len)` as bad (poisoned media), durably and
@@ -1310,18 +1323,8 @@ impl FileSystem {
             if partial != 0 {
                 if let Some(old) = inode.extents.lookup(last) {
                     self.readable_block(ino, last, Some(old))?;
-                    let goal = Some(old + 1);
-                    runs = self.allocate_data(1, goal)?;
-                    let new = runs[0].0;
-                    if let Err(e) = self.backend.copy_within(old * BLOCK_SIZE, new * BLOCK_SIZE, partial) {
-                        self.give_back(&runs);
-                        return Err(e);
-                    }
-                    if let Err(e) = self.backend.fill(new * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0) {
-                        self.give_back(&runs);
-                        return Err(e);
-                    }
-                    self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+                    let (taken, new) = self.copy_head_of_block(old, partial, Some(old + 1))?;
+                    runs = taken;
                     tx.push(Mutation::Map { ino, file_block: last, len: 1, phys: Some(new) });
                 }
             }
