@@ -137,6 +137,10 @@ pub struct Client {
     pool_len: u64,
     access: PoolAccess,
     next_view: AtomicU64,
+    /// The whole pool mapped read-write in this process, made at the first placed write and kept
+    /// (`None`: it cannot be mapped page by page, as a /dev/dax with a 2 MiB align; the data then
+    /// goes in the frames).
+    placing_window: std::sync::OnceLock<Option<crate::dax::vm::Reservation>>,
 }
 
 impl Client {
@@ -194,7 +198,14 @@ impl Client {
             .name("ferrodax-client".into())
             .spawn(move || read_loop(for_reader, reader, notice_tx))
             .map_err(|e| Error::os("spawning the client reader", e))?;
-        Ok(Client { shared, connection, pool_len, access, next_view: AtomicU64::new(0) })
+        Ok(Client {
+            shared,
+            connection,
+            pool_len,
+            access,
+            next_view: AtomicU64::new(0),
+            placing_window: std::sync::OnceLock::new(),
+        })
     }
 
     /// The socket this client is connected to.
@@ -314,11 +325,21 @@ impl Client {
     pub fn write_placed(&self, handle: u64, buf: &[u8], offset: u64) -> Result<usize> {
         let fd =
             self.pool_fd().ok_or_else(|| Error::BadHandle("no pool descriptor for a placed write".into()))?;
-        // A /dev/dax pool with an align above 4096 cannot be mapped block by block: send the
-        // data in the frames instead.
-        if crate::pool::fd_map_granule(fd) > crate::pool::PAGE_SIZE {
+        let window = self.placing_window.get_or_init(|| {
+            use crate::dax::vm::{PageProtection, Reservation, PAGE};
+            // A /dev/dax pool with an align above 4096 cannot be mapped block by block.
+            if crate::pool::fd_map_granule(fd) > crate::pool::PAGE_SIZE {
+                return None;
+            }
+            let bytes = usize::try_from(self.pool_len).ok().filter(|&b| b > 0 && b % PAGE == 0)?;
+            let window = Reservation::new(bytes, PAGE).ok()?;
+            window.map_pool(0, bytes / PAGE, fd, 0, PageProtection::ReadWrite).ok()?;
+            Some(window)
+        });
+        let Some(window) = window else {
+            // The data goes in the frames instead.
             return self.write_at(handle, buf, offset);
-        }
+        };
         let mut done = 0usize;
         for piece in buf.chunks(PLACED_PIECE) {
             let at = offset + done as u64;
@@ -327,7 +348,7 @@ impl Client {
                 (Answer::Reserved { token, runs }, _) => (token, runs),
                 (other, _) => return Err(unexpected(&other)),
             };
-            let placed = place_data(fd, &runs, at, piece, self.pool_len);
+            let placed = place_data(window, &runs, at, piece, self.pool_len);
             // Commit even after a failed store: the server then gives the blocks back (a commit
             // of blocks the data did not reach would be wrong, so a failure commits nothing).
             if let Err(e) = placed {
@@ -378,11 +399,16 @@ pub const PLACED_PIECE: usize = 64 << 20;
 /// Set in a `CommitWrite` token: the data could not be placed; give the blocks back.
 pub const ABANDON: u64 = 1 << 63;
 
-/// Stores `data` (file bytes from `offset`) into the reserved `runs` through temporary mappings of
-/// the pool, each checked against the pool's size first.
-fn place_data(fd: RawFd, runs: &[(u64, u64)], offset: u64, data: &[u8], pool_len: u64) -> Result<()> {
-    use crate::dax::vm::{PageProtection, Reservation, PAGE};
-    let block = PAGE as u64;
+/// Stores `data` (file bytes from `offset`) into the reserved `runs` through `window`, this
+/// process's mapping of the whole pool; each run is checked against the pool's size first.
+fn place_data(
+    window: &crate::dax::vm::Reservation,
+    runs: &[(u64, u64)],
+    offset: u64,
+    data: &[u8],
+    pool_len: u64,
+) -> Result<()> {
+    let block = crate::dax::vm::PAGE as u64;
     let end = offset + data.len() as u64;
     let mut file_block = offset / block;
     for &(start, len) in runs {
@@ -392,11 +418,8 @@ fn place_data(fd: RawFd, runs: &[(u64, u64)], offset: u64, data: &[u8], pool_len
         let byte_start = (file_block * block).max(offset);
         let byte_end = ((file_block + len) * block).min(end);
         if byte_start < byte_end {
-            let bytes = usize::try_from(len * block).map_err(|_| Error::Invalid("run too large".into()))?;
-            let window = Reservation::new(bytes, PAGE)?;
-            window.map_pool(0, len as usize, fd, start * block, PageProtection::ReadWrite)?;
             let src = &data[(byte_start - offset) as usize..(byte_end - offset) as usize];
-            window.store((byte_start - file_block * block) as usize, src);
+            window.store((start * block + (byte_start - file_block * block)) as usize, src);
         }
         file_block += len;
     }
