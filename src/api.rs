@@ -727,9 +727,8 @@ impl Fs {
         drop(fs);
         // A compare that met bad memory: recorded now, that destination fails with EIO.
         for status in &mut out {
-            if let DedupeStatus::Failed(e @ Error::MediaError { .. }) = status {
-                let taken = std::mem::replace(e, Error::Io(String::new()));
-                *e = self.after_media_error::<()>(Err(taken)).expect_err("a media error stays an error");
+            if let DedupeStatus::Failed(Error::MediaError { pool_offset }) = *status {
+                *status = DedupeStatus::Failed(self.record_media_error(pool_offset));
             }
         }
         Ok(out)
@@ -1058,7 +1057,15 @@ impl Fs {
     /// `pool::mcsafe`), records it as a memory failure — every owner, every view in every
     /// process — and turns it into EIO saying so. Call with no ferrodax lock held.
     fn after_media_error<T>(&self, result: Result<T>) -> Result<T> {
-        let Err(Error::MediaError { pool_offset }) = result else { return result };
+        match result {
+            Err(Error::MediaError { pool_offset }) => Err(self.record_media_error(pool_offset)),
+            other => other,
+        }
+    }
+
+    /// Records the memory error met at `pool_offset` as a memory failure and returns the EIO that
+    /// says so (see [`Fs::after_media_error`]).
+    fn record_media_error(&self, pool_offset: u64) -> Error {
         let what = match self.memory_failure(pool_offset, 1, FailureFlags::default()) {
             Ok(report) => format!(
                 "recorded as a memory failure ({} file owner(s), {} view page(s) taken out)",
@@ -1067,7 +1074,7 @@ impl Fs {
             ),
             Err(e) => format!("recording it as a memory failure failed: {e}"),
         };
-        Err(Error::Io(format!("bad memory at pool offset {pool_offset:#x}: {what}")))
+        Error::Io(format!("bad memory at pool offset {pool_offset:#x}: {what}"))
     }
 
     /// Pool server: a view of `file` whose memory is at `base` in the client `peer`, with the id the

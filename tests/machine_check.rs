@@ -127,3 +127,51 @@ fn an_action_optional_machine_check_at_a_pool_address_is_recorded_as_a_memory_fa
     assert_eq!(a.read_at(&mut buf, 0).unwrap(), 4096, "reads stop before the bad block");
     assert!(fs.check().is_clean());
 }
+
+#[test]
+fn stores_into_new_blocks_that_meet_bad_memory_fail_with_eio_and_record_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, pa, _) = setup(&path);
+    // Every block a new write can get lies past the cut.
+    cut_pool_file(&path, pa);
+    let c = fs.open("/c", &rw()).unwrap();
+    // A whole block: the data store meets the bad memory. Ten bytes: zeroing the rest of the new
+    // block does. Each is recorded and retried once, then the write fails with EIO.
+    for (data, offset) in [(vec![0x63u8; 4096], 0u64), (vec![0x64u8; 10], 100)] {
+        let bad_before = fs.bad_blocks().iter().map(|r| r.1).sum::<u64>();
+        let err = c.write_at(&data, offset).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        let bad_after = fs.bad_blocks().iter().map(|r| r.1).sum::<u64>();
+        assert!(bad_after > bad_before, "the block the store met was not recorded: {:?}", fs.bad_blocks());
+        assert!(fs.bad_blocks().iter().all(|&(s, _)| s * 4096 >= pa), "only blocks past the cut are bad");
+    }
+    assert_eq!(c.metadata().unwrap().size, 0, "a failed write changed the file");
+    assert!(fs.fiemap(&c).unwrap().is_empty());
+}
+
+#[test]
+fn an_action_optional_machine_check_naming_a_2_mib_granule_records_only_the_pages_that_fail_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, pa, _) = setup(&path);
+    let cut = pa + 3 * 4096;
+    cut_pool_file(&path, cut);
+    // A device-dax machine check names its 2 MiB mapping entry (si_addr_lsb 21), not the page.
+    let addr = fs.backend().base() as usize + pa as usize;
+    let mut info = ferrodax::dax::mce::mce_siginfo(ferrodax::dax::mce::BUS_MCEERR_AO, addr);
+    // SAFETY: si_addr_lsb sits at byte 24 of the 128-byte SIGBUS siginfo built above.
+    unsafe { *((&mut info as *mut libc::siginfo_t as *mut u8).add(24) as *mut i16) = 21 };
+    // SAFETY: rt_tgsigqueueinfo of a fully built siginfo to this very thread.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), libc::gettid(), libc::SIGBUS, &mut info)
+    };
+    assert_eq!(rc, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fs.bad_blocks().iter().any(|&(s, l)| s <= cut / 4096 && cut / 4096 < s + l) {
+        assert!(std::time::Instant::now() < deadline, "the failing page was never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Pages that still read are not quarantined on a guess.
+    assert!(fs.bad_blocks().iter().all(|&(s, _)| s * 4096 >= cut), "{:?}", fs.bad_blocks());
+}

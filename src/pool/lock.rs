@@ -49,7 +49,7 @@ pub fn lock_pool(file: &File, path: &Path, mode: LockMode) -> io::Result<()> {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                     continue;
                 }
-                return Err(refusal(file, path, mode));
+                return Err(refusal(&holders, path, mode));
             }
             _ => return Err(err),
         }
@@ -57,8 +57,7 @@ pub fn lock_pool(file: &File, path: &Path, mode: LockMode) -> io::Result<()> {
 }
 
 /// The error for a refused lock: who holds the pool and what to do instead.
-fn refusal(file: &File, path: &Path, mode: LockMode) -> io::Error {
-    let holders = file.metadata().map(|m| holders_of(m.dev(), m.ino())).unwrap_or_default();
+fn refusal(holders: &[(u32, String)], path: &Path, mode: LockMode) -> io::Error {
     let who = if holders.is_empty() {
         "another process".to_string()
     } else {
