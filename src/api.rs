@@ -509,6 +509,23 @@ impl Fs {
         Ok(Self::wrap(FileSystem::mount(pool.backend.clone(), true)?))
     }
 
+    /// Mounts a damaged pool that does not mount normally, read-only, keeping whatever is readable:
+    /// every file reachable from what survives of the checkpoint and the log, files whose place in
+    /// the tree was lost under `/lost+found/ino-N`. [`MountNotes::lost`](crate::fs::journal::MountNotes)
+    /// (through `read_lock().mount_notes()`) says what could not be recovered. For copying files
+    /// out (`ferrodax salvage`); changes fail with EROFS.
+    pub fn mount_salvage(pool: &Pool) -> Result<Fs> {
+        Ok(Self::wrap(FileSystem::mount_salvage(pool.backend.clone())?))
+    }
+
+    /// Rebuilds a damaged pool in place from what a salvage mount reads (`ferrodax check
+    /// --repair` when a normal mount fails): the salvaged state is written as a new checkpoint in
+    /// both chains and both log copies start over. Returns the salvage's notes: what was lost and
+    /// what was moved or renamed. The pool must not be mounted elsewhere.
+    pub fn repair(pool: &Pool) -> Result<crate::fs::journal::MountNotes> {
+        FileSystem::repair(pool.backend.clone())
+    }
+
     /// Locks the file system for reading (for tools and tests that need the raw state).
     ///
     /// # Panics

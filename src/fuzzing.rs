@@ -149,7 +149,18 @@ fn decode_all(first_seq: u64, log: &[u8]) {
         let total = blocks.len() as u64 + 2;
         let head = 2 + first_seq % blocks.len() as u64;
         let payload_len = (first_seq >> 16) % (1 << 20);
-        let _ = checkpoint::read_chain(head, first_seq >> 8, payload_len, first_seq as u32, total, |b| {
+        let mirror = 2 + (first_seq >> 24) % blocks.len() as u64;
+        let root = checkpoint::ChainRoot {
+            heads: [head, mirror],
+            generation: first_seq >> 8,
+            payload_len,
+            payload_crc: first_seq as u32,
+            total_blocks: total,
+        };
+        for partial_ok in [false, true] {
+            let _ = checkpoint::read_chains(root, partial_ok, |b| Ok(blocks[(b - 2) as usize].to_vec()));
+        }
+        let _ = checkpoint::read_chain_v1(head, first_seq >> 8, payload_len, first_seq as u32, total, |b| {
             Ok(blocks[(b - 2) as usize].to_vec())
         });
     }
@@ -289,38 +300,54 @@ pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
 fn reseal_checksums(image: &mut [u8]) {
     let blocks = image.len() as u64 / BLOCK_SIZE;
     let block_at = |b: u64| (b * BLOCK_SIZE) as usize;
-    let mut sb_fields: Option<(u64, u64, u64, u64)> = None; // log start, log blocks, first seq, head
+    // log start, log blocks, first seq, chain 0 head, log mirror start, chain 1 head
+    let mut sb_fields: Option<(u64, u64, u64, u64, u64, u64)> = None;
     for &copy in &SUPERBLOCK_BLOCKS {
         let at = block_at(copy);
         let sb = &image[at..at + superblock::ENCODED_LEN];
         if &sb[..8] != superblock::MAGIC {
             continue;
         }
-        sb_fields.get_or_insert((u64_at(sb, 56), u64_at(sb, 64), u64_at(sb, 72), u64_at(sb, 80)));
+        sb_fields.get_or_insert((
+            u64_at(sb, 56),
+            u64_at(sb, 64),
+            u64_at(sb, 72),
+            u64_at(sb, 80),
+            u64_at(sb, 116),
+            u64_at(sb, 124),
+        ));
     }
-    // Checkpoint chain: reseal each block, then the payload checksum in the superblocks.
+    // Checkpoint chains: reseal each block, then the payload checksum in the superblocks.
     let mut payload = Vec::new();
-    if let Some((_, _, _, head)) = sb_fields {
-        let mut block = head;
-        let mut seen = 0;
-        while block >= 2 && block < blocks && seen < blocks {
-            let at = block_at(block);
-            let bytes = &mut image[at..at + BLOCK_SIZE as usize];
-            let len = (u32_at(bytes, 24) as usize).min(checkpoint::PAYLOAD_PER_BLOCK);
-            let crc = checksum_with_hole(&bytes[..28], &bytes[32..32 + len]);
-            bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-            payload.extend_from_slice(&bytes[32..32 + len]);
-            block = u64_at(bytes, 16);
-            seen += 1;
-            if block == 0 {
-                break;
+    if let Some((_, _, _, head0, _, head1)) = sb_fields {
+        for (chain, head) in [head0, head1].into_iter().enumerate() {
+            let mut block = head;
+            let mut seen = 0;
+            while block >= 2 && block < blocks && seen < blocks {
+                let at = block_at(block);
+                let bytes = &mut image[at..at + BLOCK_SIZE as usize];
+                let len = (u32_at(bytes, 36) as usize).min(checkpoint::PAYLOAD_PER_BLOCK);
+                let end = checkpoint::HEADER_LEN + len;
+                let crc = checksum_with_hole(&bytes[..40], &bytes[44..end]);
+                bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+                if chain == 0 {
+                    payload.extend_from_slice(&bytes[checkpoint::HEADER_LEN..end]);
+                }
+                block = u64_at(bytes, 16 + 8 * chain);
+                seen += 1;
+                if block == 0 {
+                    break;
+                }
             }
         }
     }
-    // Log records: every header at a record boundary with the sequence number expected there.
-    if let Some((log_start, log_blocks, first_seq, _)) = sb_fields {
-        if log_start >= 2 && log_blocks > 0 && log_start.saturating_add(log_blocks) <= blocks {
-            reseal_records(&mut image[block_at(log_start)..block_at(log_start + log_blocks)], first_seq);
+    // Log records (both copies): every header at a record boundary with the sequence number
+    // expected there.
+    if let Some((log_start, log_blocks, first_seq, _, mirror_start, _)) = sb_fields {
+        for start in [log_start, mirror_start] {
+            if start >= 2 && log_blocks > 0 && start.saturating_add(log_blocks) <= blocks {
+                reseal_records(&mut image[block_at(start)..block_at(start + log_blocks)], first_seq);
+            }
         }
     }
     for &copy in &SUPERBLOCK_BLOCKS {

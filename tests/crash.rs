@@ -445,10 +445,9 @@ fn a_transaction_larger_than_the_log_is_atomic() {
     // One pool block reflinked into 2100 consecutive file blocks of /frag gives 2100 extents that
     // cannot merge; unlinking /frag is one transaction of 2100+ map mutations (about 70 KiB), more
     // than the 64 KiB log holds, so a checkpoint of the new state is itself the atomic step.
-    // /frag also owns 20 private blocks, which that transaction frees. The layout is arranged so
-    // that those freed blocks are exactly where the allocator would put the new checkpoint: until
-    // the checkpoint is durable they still hold /frag's bytes in the old state, so they must not be
-    // reused for it.
+    // /frag also owns 20 private blocks, which that transaction frees: until the checkpoint is
+    // durable they still hold /frag's bytes in the old state, so the new checkpoint's chains must
+    // not be written into them (checked directly below, and by every crash image).
     const EXTENTS: u64 = 2100;
     crash_test(
         "transaction larger than the log",
@@ -466,38 +465,27 @@ fn a_transaction_larger_than_the_log_is_atomic() {
             for i in 0..200 {
                 fx.fs.reflink(&one, 0, &keep, i * BLOCK, BLOCK).unwrap();
             }
-            // Fill the free run right after the current checkpoint (where the next one would
-            // go first) with a file larger than every other free run, so best fit puts it there.
-            let (goal, runs) = {
-                let fs = fx.fs.read_lock();
-                let goal = fs.journal().checkpoint_blocks().last().unwrap() + 1;
-                (goal, fs.state().free.runs().collect::<Vec<_>>())
-            };
-            let at_goal = runs.iter().find(|r| r.0 == goal).copied().expect("a free run starts at the goal");
-            let filler_blocks = runs.iter().filter(|r| r.0 != goal).map(|r| r.1).max().unwrap_or(0) + 1;
-            fx.open("/filler").write_at(&pattern(16, (filler_blocks * BLOCK) as usize), 0).unwrap();
-            let private = fx.fs.fiemap(&frag).unwrap().into_iter().find(|e| !e.shared).unwrap();
-            let fs = fx.fs.read_lock();
-            assert!(!fs.state().free.is_free(goal, 1), "the filler must take the goal block");
-            // Once /frag's blocks are freed they merge with their free neighbours; that run must
-            // be the smallest free run of two or more blocks, so best fit picks it.
-            let (p_start, p_end) = (private.physical / BLOCK, (private.physical + private.length) / BLOCK);
-            let touches_p = |r: &(u64, u64)| r.0 + r.1 == p_start || r.0 == p_end;
-            let p_merged: u64 =
-                p_end - p_start + fs.state().free.runs().filter(touches_p).map(|r| r.1).sum::<u64>();
-            let others: Vec<(u64, u64)> = fs.state().free.runs().filter(|r| !touches_p(r)).collect();
-            assert!(
-                others.iter().all(|r| r.1 < 2 || r.1 > p_merged),
-                "layout premise: {others:?} vs {p_merged}"
-            );
-            assert!(at_goal.1 > filler_blocks, "the filler must fit the goal run");
-            drop(fs);
+            let private: Vec<u64> = fx
+                .fs
+                .fiemap(&frag)
+                .unwrap()
+                .into_iter()
+                .filter(|e| !e.shared)
+                .flat_map(|e| e.physical / BLOCK..(e.physical + e.length) / BLOCK)
+                .collect();
+            assert_eq!(private.len(), 20, "/frag's private blocks");
             drop((one, frag, keep));
-            fx.fs.read_lock().journal().stats.checkpoints
+            (fx.fs.read_lock().journal().stats.checkpoints, private)
         },
-        |fx, checkpoints| {
+        |fx, (checkpoints, private)| {
             fx.fs.remove_file("/frag").unwrap();
-            assert_eq!(fx.fs.read_lock().journal().stats.checkpoints, checkpoints + 1);
+            let fs = fx.fs.read_lock();
+            assert_eq!(fs.journal().stats.checkpoints, checkpoints + 1);
+            let chains = fs.journal().checkpoint_blocks();
+            assert!(
+                chains.iter().flatten().all(|b| !private.contains(b)),
+                "the checkpoint went into blocks the durable state still uses: {chains:?} vs {private:?}"
+            );
         },
     );
 }

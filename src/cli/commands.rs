@@ -525,10 +525,29 @@ fn check_text(pool: &Path, report: &CheckReport, repaired_now: bool) -> String {
 
 /// `ferrodax check POOL [--json] [--repair]`: mounts read-only (so nothing is repaired behind the
 /// check's back) and runs fsck. With --repair it mounts read-write instead, which repairs what a
-/// mount repairs (damaged or stale superblock copies), and then checks. Exit 0 clean (or clean
-/// after the repair), 1 problems found or repairs pending, 2 the pool cannot be mounted.
+/// mount repairs (a damaged copy of a superblock, checkpoint block or log record is rewritten from
+/// the other), and a pool that does not mount at all is rebuilt from what is readable
+/// ([`Fs::repair`](ferrodax::Fs::repair)), listing what was lost; then it checks. Exit 0 clean (or
+/// clean after a repair that lost nothing), 1 problems found, repairs pending or something lost,
+/// 2 the pool cannot be mounted.
 pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
-    let mounted = super::open_pool(pool, !repair);
+    let mut lost = Vec::new();
+    let mut mounted = super::open_pool(pool, !repair);
+    if repair {
+        if let Err(Error::Corrupt(why)) = &mounted {
+            eprintln!(
+                "{PROGNAME}: check {}: does not mount ({why}); rebuilding it from what is readable",
+                pool.display()
+            );
+            match Pool::open(pool).and_then(|p| Fs::repair(&p)) {
+                Ok(notes) => {
+                    lost = notes.lost;
+                    mounted = super::open_pool(pool, false);
+                }
+                Err(e) => mounted = Err(e),
+            }
+        }
+    }
     let fs = match mounted {
         Ok(fs) => fs,
         Err(e) => {
@@ -545,11 +564,16 @@ pub fn check(pool: &Path, json: bool, repair: bool) -> i32 {
     let report = fs.check();
     checking.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("check report serializes"));
+        let mut value = serde_json::to_value(&report).expect("check report serializes");
+        value["lost_in_repair"] = serde_json::json!(lost);
+        println!("{}", serde_json::to_string_pretty(&value).expect("check report serializes"));
     } else {
+        for item in &lost {
+            println!("lost in repair: {item}");
+        }
         println!("{}", check_text(pool, &report, repair));
     }
-    i32::from(!report.is_clean() || (!report.repaired.is_empty() && !repair))
+    i32::from(!report.is_clean() || (!report.repaired.is_empty() && !repair) || !lost.is_empty())
 }
 
 /// `ferrodax poison --hardware POOL OFFSET [LEN]`: a real media error (see

@@ -11,6 +11,7 @@ mod launch;
 mod poison;
 mod progress;
 mod report_html;
+mod salvage;
 mod serve;
 mod stat;
 mod tour;
@@ -177,10 +178,24 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Mount read-write first, which repairs what a mount repairs (damaged superblock copies),
-        /// then check (without it, check mounts read-only and changes nothing).
+        /// Mount read-write first, which repairs what a mount repairs (a damaged copy of a
+        /// superblock, checkpoint block or log record is rewritten from the other copy); a pool
+        /// that does not mount is rebuilt from whatever is readable (like `salvage`, in place),
+        /// saying what was lost. Then check. Without it, check mounts read-only and changes
+        /// nothing. Exit 0 clean, 1 problems left or something was lost, 2 not mountable.
         #[arg(long)]
         repair: bool,
+    },
+    /// Copy every readable file out of a pool, even one that does not mount normally (damaged
+    /// metadata), into a new or empty host directory; reports each file not saved whole.
+    Salvage {
+        /// The pool (opened read-only; never changed).
+        pool: PathBuf,
+        /// A new or empty directory to copy into.
+        dest: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Pool space like df -h: size, used, available, use%, shared, reserved, quarantined.
     Df {
@@ -293,6 +308,7 @@ pub fn run() -> i32 {
             commands::owners(&pool, offset, len.unwrap_or(4096), json)
         }
         Command::Check { pool, json, repair } => commands::check(&pool, json, repair),
+        Command::Salvage { pool, dest, json } => salvage::run(&pool, &dest, json),
         Command::Poison { pool, offset, len, json, html, save, hardware } => {
             if hardware {
                 commands::poison_hardware(&pool, offset, len.unwrap_or(4096), json)

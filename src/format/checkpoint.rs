@@ -1,30 +1,43 @@
 //! Checkpoints: the whole durable state written out, so the log can start over.
 //!
-//! A checkpoint is a payload (every inode with its extents, the quarantine list) cut into a chain of
-//! blocks. Each block (little-endian):
+//! A checkpoint is a payload (every inode with its extents, the quarantine list) cut into blocks,
+//! written twice: chain 0 and chain 1 hold byte-identical blocks at independently allocated places.
+//! Every block names its successor in *both* chains, so a reader that finds block i of one chain
+//! damaged takes block i of the other and still knows where both chains go on. Each block
+//! (little-endian):
 //! ```text
-//!  0  8  magic "FDXCKPT1"
+//!  0  8  magic "FDXCKPT2"
 //!  8  8  generation of the superblock that points at this chain
-//! 16  8  next block of the chain (0 = last)
-//! 24  4  payload bytes in this block (at most 4064)
-//! 28  4  CRC-32C of bytes 0..32 (this field as zero) and this block's payload bytes
-//! 32  .  payload bytes
+//! 16  8  next block of chain 0 (0 = last)
+//! 24  8  next block of chain 1 (0 = last)
+//! 32  4  index of this block in its chain (0 = head)
+//! 36  4  payload bytes in this block (at most 4048)
+//! 40  4  CRC-32C of bytes 0..48 (this field as zero) and this block's payload bytes
+//! 44  4  zero
+//! 48  .  payload bytes
 //! ```
 //! Payload: `next_ino u64, inode_count u64, inodes…, quarantine_count u64, (block u64, len u64)…`;
 //! an inode is its [`InodeAttrs`] encoding, `extent_count u64`, then `(file_block, phys, len)` u64
-//! triples. Owns the encoding only.
+//! triples. Format version 1 had one chain of blocks with a 32-byte header (magic "FDXCKPT1",
+//! generation, next, payload bytes, CRC); [`read_chain_v1`] still reads it. Owns the encoding only.
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
 use super::record::InodeAttrs;
 use super::{checksum, checksum_with_hole, BLOCK_SIZE};
 use crate::error::{Error, Result};
 
-/// Magic of a checkpoint block.
-pub const MAGIC: &[u8; 8] = b"FDXCKPT1";
+/// Magic of a checkpoint block (format version 2).
+pub const MAGIC: &[u8; 8] = b"FDXCKPT2";
 /// Header bytes per checkpoint block.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 48;
 /// Payload bytes per checkpoint block.
 pub const PAYLOAD_PER_BLOCK: usize = BLOCK_SIZE as usize - HEADER_LEN;
+/// Magic of a format version 1 checkpoint block (read only, to convert old pools).
+pub const MAGIC_V1: &[u8; 8] = b"FDXCKPT1";
+/// Header bytes per format version 1 checkpoint block.
+pub const HEADER_LEN_V1: usize = 32;
+/// Payload bytes per format version 1 checkpoint block.
+pub const PAYLOAD_PER_BLOCK_V1: usize = BLOCK_SIZE as usize - HEADER_LEN_V1;
 
 /// One inode as a checkpoint stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +82,44 @@ impl StateImage {
         w.bytes
     }
 
+    /// Decodes as much of a damaged or cut payload as is whole (salvage): every inode decoded before
+    /// the first undecodable byte, and the quarantine list if the payload reaches it intact.
+    pub fn decode_prefix(payload: &[u8]) -> Self {
+        let mut r = Reader::new(payload, "checkpoint");
+        let mut image = StateImage::default();
+        let (Ok(next_ino), Ok(count)) = (r.u64(), r.u64()) else {
+            return image;
+        };
+        image.next_ino = next_ino;
+        let decode_inode = |r: &mut Reader<'_>| -> Result<InodeImage> {
+            let attrs = InodeAttrs::decode_from(r)?;
+            let n = r.u64()?;
+            if n > r.remaining() as u64 / 24 {
+                return Err(r.corrupt("extent count exceeds payload"));
+            }
+            let mut extents = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                extents.push((r.u64()?, r.u64()?, r.u64()?));
+            }
+            Ok(InodeImage { attrs, extents })
+        };
+        for _ in 0..count.min(payload.len() as u64 / 40) {
+            match decode_inode(&mut r) {
+                Ok(inode) => image.inodes.push(inode),
+                Err(_) => return image,
+            }
+        }
+        if let Ok(q) = r.u64() {
+            for _ in 0..q.min(r.remaining() as u64 / 16) {
+                match (r.u64(), r.u64()) {
+                    (Ok(b), Ok(l)) => image.quarantine.push((b, l)),
+                    _ => break,
+                }
+            }
+        }
+        image
+    }
+
     /// Decodes a payload; every count is checked against the bytes actually present.
     pub fn decode(payload: &[u8]) -> Result<Self> {
         let mut r = Reader::new(payload, "checkpoint");
@@ -105,40 +156,190 @@ impl StateImage {
     }
 }
 
-/// Number of blocks a payload of `len` bytes needs.
+/// Number of blocks a payload of `len` bytes needs (in each chain).
 pub fn blocks_for(len: usize) -> usize {
     len.div_ceil(PAYLOAD_PER_BLOCK).max(1)
 }
 
-/// Cuts `payload` into checkpoint blocks chained through `blocks` (which must hold exactly
-/// `blocks_for(payload.len())` block numbers). Returns (block number, 4096 bytes) pairs.
-pub fn frame(payload: &[u8], generation: u64, blocks: &[u64]) -> Vec<(u64, Vec<u8>)> {
-    assert_eq!(blocks.len(), blocks_for(payload.len()));
-    let mut out = Vec::with_capacity(blocks.len());
-    for (i, &block) in blocks.iter().enumerate() {
+/// Cuts `payload` into checkpoint blocks for two chains: block i goes to `chains[0][i]` and to
+/// `chains[1][i]` (each must hold exactly `blocks_for(payload.len())` block numbers). Returns the
+/// 4096 bytes of each block index, the same for both chains.
+pub fn frame(payload: &[u8], generation: u64, chains: [&[u64]; 2]) -> Vec<Vec<u8>> {
+    let n = blocks_for(payload.len());
+    assert!(chains[0].len() == n && chains[1].len() == n);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
         let chunk = payload
             .get(i * PAYLOAD_PER_BLOCK..((i + 1) * PAYLOAD_PER_BLOCK).min(payload.len()))
             .unwrap_or(&[]);
-        let next = blocks.get(i + 1).copied().unwrap_or(0);
         let mut w = Writer::new();
         w.raw(MAGIC);
         w.u64(generation);
-        w.u64(next);
+        w.u64(chains[0].get(i + 1).copied().unwrap_or(0));
+        w.u64(chains[1].get(i + 1).copied().unwrap_or(0));
+        w.u32(i as u32);
         w.u32(chunk.len() as u32);
+        w.u32(0);
         w.u32(0);
         w.raw(chunk);
         let mut bytes = w.bytes;
-        let crc = checksum_with_hole(&bytes[..28], &bytes[32..]);
-        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        let crc = checksum_with_hole(&bytes[..40], &bytes[44..]);
+        bytes[40..44].copy_from_slice(&crc.to_le_bytes());
         bytes.resize(BLOCK_SIZE as usize, 0);
-        out.push((block, bytes));
+        out.push(bytes);
     }
     out
 }
 
-/// Follows a checkpoint chain from `head`, reading blocks with `read_block`, and returns the
-/// payload and the blocks it occupies. Checks every block and the whole payload's checksum.
-pub fn read_chain(
+/// What [`read_chains`] found: the payload, the blocks of both chains, and the blocks that had to
+/// be read from the other chain because they were damaged or unreadable.
+#[derive(Debug, Clone, Default)]
+pub struct ChainsRead {
+    /// The whole payload, checksum verified.
+    pub payload: Vec<u8>,
+    /// The blocks of chain 0 and chain 1, in order.
+    pub blocks: [Vec<u64>; 2],
+    /// One line per damaged block that the other chain stood in for.
+    pub damaged: Vec<String>,
+    /// False when both copies of a block were bad and the reader was asked for what precedes
+    /// them (`payload` then holds the blocks before the damage, unchecked as a whole).
+    pub complete: bool,
+}
+
+/// What the superblock says of the checkpoint it names.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainRoot {
+    /// First block of chain 0 and of chain 1.
+    pub heads: [u64; 2],
+    /// The superblock's generation, which every block carries.
+    pub generation: u64,
+    /// Payload length in bytes.
+    pub payload_len: u64,
+    /// CRC-32C of the whole payload.
+    pub payload_crc: u32,
+    /// Blocks in the pool (every block number must be below it).
+    pub total_blocks: u64,
+}
+
+/// Checks one block read from a chain: magic, generation, index, length, checksum. Returns
+/// (next in chain 0, next in chain 1, payload bytes) or what is wrong.
+fn decode_block(
+    bytes: &[u8],
+    generation: u64,
+    index: usize,
+) -> std::result::Result<(u64, u64, &[u8]), String> {
+    if bytes.len() < BLOCK_SIZE as usize || &bytes[..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let len = u32_at(bytes, 36) as usize;
+    if len > PAYLOAD_PER_BLOCK {
+        return Err(format!("payload length {len}"));
+    }
+    let crc = checksum_with_hole(&bytes[..40], &bytes[44..HEADER_LEN + len]);
+    if crc != u32_at(bytes, 40) {
+        return Err("checksum mismatch".into());
+    }
+    if u64_at(bytes, 8) != generation {
+        return Err(format!("generation {} but the superblock says {generation}", u64_at(bytes, 8)));
+    }
+    if u32_at(bytes, 32) as usize != index {
+        return Err(format!("says it is block #{} of the chain", u32_at(bytes, 32)));
+    }
+    Ok((u64_at(bytes, 16), u64_at(bytes, 24), &bytes[HEADER_LEN..HEADER_LEN + len]))
+}
+
+/// Follows both checkpoint chains from `root.heads`, reading every block of both with
+/// `read_block`, taking each block from chain 0 and, where that one is damaged or unreadable, from
+/// chain 1; a damaged block of either chain is listed in `damaged`. Where both copies
+/// of one block are bad it fails naming both, or, with `partial_ok` (salvage), returns what precedes
+/// them with `complete` false. A complete payload's length and checksum are verified.
+pub fn read_chains(
+    root: ChainRoot,
+    partial_ok: bool,
+    mut read_block: impl FnMut(u64) -> Result<Vec<u8>>,
+) -> Result<ChainsRead> {
+    let mut out = ChainsRead {
+        payload: Vec::with_capacity(root.payload_len.min(1 << 30) as usize),
+        complete: true,
+        ..ChainsRead::default()
+    };
+    let max_blocks = blocks_for(root.payload_len as usize);
+    let mut next = root.heads;
+    for index in 0.. {
+        if index >= max_blocks {
+            return Err(Error::Corrupt(format!(
+                "checkpoint chains longer than their {}-byte payload needs",
+                root.payload_len
+            )));
+        }
+        for (chain, &block) in next.iter().enumerate() {
+            if block < 2 || block >= root.total_blocks {
+                return Err(Error::Corrupt(format!("checkpoint chain {chain} points at block {block}")));
+            }
+        }
+        // Both copies are read, so a damaged second copy is found (and rewritten by the next
+        // checkpoint) before it is needed.
+        let mut reasons = Vec::new();
+        let mut found = None;
+        for (chain, &block) in next.iter().enumerate() {
+            let what = format!("checkpoint chain {chain} block {block} (#{index})");
+            match read_block(block) {
+                Err(e) => reasons.push(format!("{what}: unreadable ({e})")),
+                Ok(bytes) => match decode_block(&bytes, root.generation, index) {
+                    Err(why) => reasons.push(format!("{what}: {why}")),
+                    Ok((n0, n1, chunk)) => {
+                        if found.is_none() {
+                            found = Some((n0, n1, chunk.to_vec()));
+                        }
+                    }
+                },
+            }
+        }
+        let Some((n0, n1, chunk)) = found else {
+            let why =
+                format!("checkpoint: both copies of block #{index} are damaged: {}", reasons.join("; "));
+            if partial_ok {
+                out.damaged.push(why);
+                out.complete = false;
+                return Ok(out);
+            }
+            return Err(Error::Corrupt(why));
+        };
+        out.damaged.extend(reasons.into_iter().map(|r| format!("{r}; the other chain holds it")));
+        out.payload.extend_from_slice(&chunk);
+        out.blocks[0].push(next[0]);
+        out.blocks[1].push(next[1]);
+        if (n0 == 0) != (n1 == 0) {
+            return Err(Error::Corrupt(format!(
+                "checkpoint block #{index}: one chain ends, the other goes on"
+            )));
+        }
+        if n0 == 0 {
+            break;
+        }
+        next = [n0, n1];
+    }
+    if out.payload.len() as u64 != root.payload_len {
+        return Err(Error::Corrupt(format!(
+            "checkpoint payload is {} bytes, the superblock says {}",
+            out.payload.len(),
+            root.payload_len
+        )));
+    }
+    if checksum(&out.payload) != root.payload_crc {
+        return Err(Error::Corrupt("checkpoint payload checksum mismatch".into()));
+    }
+    let mut all: Vec<u64> = out.blocks.iter().flatten().copied().collect();
+    all.sort_unstable();
+    if all.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::Corrupt("checkpoint chains use one block twice".into()));
+    }
+    Ok(out)
+}
+
+/// Follows a format version 1 checkpoint chain (one chain, 32-byte headers) from `head` and returns
+/// the payload and the blocks it occupies. Checks every block and the whole payload's checksum.
+pub fn read_chain_v1(
     head: u64,
     generation: u64,
     payload_len: u64,
@@ -149,7 +350,7 @@ pub fn read_chain(
     let mut payload = Vec::with_capacity(payload_len.min(1 << 30) as usize);
     let mut blocks = Vec::new();
     let mut block = head;
-    let max_blocks = blocks_for(payload_len as usize);
+    let max_blocks = payload_len.div_ceil(PAYLOAD_PER_BLOCK_V1 as u64).max(1) as usize;
     loop {
         if block < 2 || block >= total_blocks {
             return Err(Error::Corrupt(format!("checkpoint chain points at block {block}")));
@@ -161,7 +362,7 @@ pub fn read_chain(
         }
         let bytes = read_block(block)?;
         let what = format!("checkpoint block {block} (#{} of the chain)", blocks.len());
-        if &bytes[..8] != MAGIC {
+        if &bytes[..8] != MAGIC_V1 {
             return Err(Error::Corrupt(format!("{what}: bad magic")));
         }
         if u64_at(&bytes, 8) != generation {
@@ -171,7 +372,7 @@ pub fn read_chain(
             )));
         }
         let len = u32_at(&bytes, 24) as usize;
-        if len > PAYLOAD_PER_BLOCK {
+        if len > PAYLOAD_PER_BLOCK_V1 {
             return Err(Error::Corrupt(format!("{what}: payload length {len}")));
         }
         let crc = checksum_with_hole(&bytes[..28], &bytes[32..32 + len]);

@@ -74,6 +74,22 @@ pub struct InodeAttrs {
 }
 
 impl InodeAttrs {
+    /// The attributes of a new, empty directory (mode 0755, two links) made at `now_ns`.
+    pub fn empty_dir(ino: u64, parent: u64, name: &[u8], now_ns: i64) -> Self {
+        Self {
+            ino,
+            parent,
+            name: name.to_vec(),
+            kind: InodeKind::Dir,
+            mode: 0o755,
+            size: 0,
+            nlink: 2,
+            atime_ns: now_ns,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+        }
+    }
+
     /// Appends the encoding shared by log records and checkpoints.
     pub fn encode_into(&self, w: &mut Writer) {
         w.u64(self.ino);

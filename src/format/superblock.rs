@@ -1,12 +1,14 @@
 //! The superblock: pool identity, geometry and the root of the durable state.
 //!
 //! Two copies live in blocks 0 and 1. Each is written whole and checksummed; mount takes the valid
-//! copy with the highest generation. Owns the layout only; never writes the pool.
+//! copy with the highest generation. The superblock names both copies of the log region and both
+//! checkpoint chains (format version 2); version 1 pools (one log, one chain) are still read, and a
+//! read-write mount converts them. Owns the layout only; never writes the pool.
 //!
 //! Layout (little-endian, the rest of the 4096-byte block is zero):
 //! ```text
 //!   0  8  magic "FERRODAX"
-//!   8  4  format version (1)
+//!   8  4  format version (2; 1 is read and converted)
 //!  12  4  block size (4096)
 //!  16 16  uuid
 //!  32  8  total blocks in the pool
@@ -15,13 +17,15 @@
 //!  56  8  log start block
 //!  64  8  log length in blocks
 //!  72  8  sequence number of the first log record of this generation
-//!  80  8  first checkpoint block (0 = no checkpoint: empty file system)
+//!  80  8  first block of checkpoint chain 0 (0 = no checkpoint: empty file system)
 //!  88  8  checkpoint payload length in bytes
 //!  96  4  CRC-32C of the whole checkpoint payload
 //! 100  4  copy index (0 or 1)
 //! 104  8  creation time, ns since the Unix epoch
 //! 112  4  lost copies: bit n set = copy n sits on bad memory and is no longer written
-//! 116 136 reserved, zero
+//! 116  8  first block of the log mirror (version 2; 0 in version 1)
+//! 124  8  first block of checkpoint chain 1, the mirror (version 2; 0 in version 1)
+//! 132 120 reserved, zero
 //! 252  4  CRC-32C of bytes 0..252 with this field as zero
 //! ```
 
@@ -31,8 +35,11 @@ use crate::error::{Error, Result};
 
 /// The superblock's magic bytes.
 pub const MAGIC: &[u8; 8] = b"FERRODAX";
-/// The only format version this code reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this code writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads (and converts on a read-write mount): one log region,
+/// one checkpoint chain with 32-byte block headers.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Bytes covered by the checksum, which follows them.
 const CRC_OFFSET: usize = 252;
 /// Encoded size of a superblock (the rest of its block is zero).
@@ -41,6 +48,9 @@ pub const ENCODED_LEN: usize = 256;
 /// The decoded superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
+    /// Format version: [`VERSION`] for every pool this code writes, [`OLDEST_READABLE_VERSION`]
+    /// for an old pool until a read-write mount converts it.
+    pub version: u32,
     /// Identifies the pool: reflink between pools with different uuids fails with EXDEV.
     pub uuid: [u8; 16],
     /// Number of 4096-byte blocks in the pool.
@@ -67,6 +77,12 @@ pub struct Superblock {
     pub created_ns: i64,
     /// Bit n set: copy n is on bad memory (poisoned) and is no longer written or repaired.
     pub lost_copies: u32,
+    /// First block of the log mirror, a second region of `log_blocks` blocks holding the same
+    /// records at the same offsets (0 in a version 1 pool, which has none).
+    pub log_mirror_start: u64,
+    /// First block of checkpoint chain 1, which holds the same blocks as chain 0 (0 when there is
+    /// no checkpoint, and in a version 1 pool).
+    pub checkpoint_mirror_head: u64,
 }
 
 impl Superblock {
@@ -74,7 +90,7 @@ impl Superblock {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(MAGIC);
-        w.u32(VERSION);
+        w.u32(self.version);
         w.u32(BLOCK_SIZE as u32);
         w.raw(&self.uuid);
         w.u64(self.total_blocks);
@@ -89,6 +105,8 @@ impl Superblock {
         w.u32(self.copy);
         w.i64(self.created_ns);
         w.u32(self.lost_copies);
+        w.u64(self.log_mirror_start);
+        w.u64(self.checkpoint_mirror_head);
         let mut bytes = w.bytes;
         bytes.resize(BLOCK_SIZE as usize, 0);
         let crc = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
@@ -114,8 +132,12 @@ impl Superblock {
         }
         let mut r = Reader::new(&bytes[8..ENCODED_LEN], what);
         let version = r.u32()?;
-        if version != VERSION {
-            return Err(Error::Corrupt(format!("{what}: unsupported format version {version}")));
+        if !(OLDEST_READABLE_VERSION..=VERSION).contains(&version) {
+            return Err(Error::Corrupt(format!(
+                "{what}: format version {version}, but this ferrodax reads versions \
+                 {OLDEST_READABLE_VERSION} to {VERSION}{}",
+                if version > VERSION { " (made by a newer ferrodax: use that one)" } else { "" }
+            )));
         }
         let block_size = r.u32()?;
         if block_size as u64 != BLOCK_SIZE {
@@ -124,6 +146,7 @@ impl Superblock {
         let mut uuid = [0; 16];
         uuid.copy_from_slice(r.take(16)?);
         let sb = Superblock {
+            version,
             uuid,
             total_blocks: r.u64()?,
             features: r.u64()?,
@@ -137,6 +160,8 @@ impl Superblock {
             copy: r.u32()?,
             created_ns: r.i64()?,
             lost_copies: r.u32()?,
+            log_mirror_start: r.u64()?,
+            checkpoint_mirror_head: r.u64()?,
         };
         if sb.lost_copies & !0b11 != 0 || sb.lost_copies & (1 << copy) != 0 {
             return Err(Error::Corrupt(format!("{what}: bad lost-copies mask {:#x}", sb.lost_copies)));
@@ -170,6 +195,33 @@ impl Superblock {
         }
         if self.checkpoint_head == 0 && self.checkpoint_len != 0 {
             return Err("checkpoint length without a checkpoint".into());
+        }
+        if self.version == OLDEST_READABLE_VERSION {
+            if self.log_mirror_start != 0 || self.checkpoint_mirror_head != 0 {
+                return Err("a version 1 superblock with mirror fields set".into());
+            }
+            return Ok(());
+        }
+        let mirror_end = self.log_mirror_start.checked_add(self.log_blocks);
+        if self.log_mirror_start < 2 || mirror_end.is_none_or(|e| e > self.total_blocks) {
+            return Err(format!(
+                "log mirror [{}, +{}) does not fit {} blocks",
+                self.log_mirror_start, self.log_blocks, self.total_blocks
+            ));
+        }
+        if self.log_mirror_start < self.log_start + self.log_blocks
+            && self.log_start < self.log_mirror_start + self.log_blocks
+        {
+            return Err(format!(
+                "log mirror [{}, +{}) overlaps the log [{}, +{})",
+                self.log_mirror_start, self.log_blocks, self.log_start, self.log_blocks
+            ));
+        }
+        if (self.checkpoint_head == 0) != (self.checkpoint_mirror_head == 0)
+            || (self.checkpoint_mirror_head != 0
+                && (self.checkpoint_mirror_head < 2 || self.checkpoint_mirror_head >= self.total_blocks))
+        {
+            return Err(format!("checkpoint mirror head block {} out of range", self.checkpoint_mirror_head));
         }
         Ok(())
     }

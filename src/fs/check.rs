@@ -197,7 +197,7 @@ impl FileSystem {
         self.check_tree(&mut report);
 
         // 4. The media replays to exactly this state.
-        match Journal::mount(self.backend.clone()) {
+        match Journal::mount(self.backend.clone(), super::journal::MountMode::Normal) {
             Err(e) => report.problem("media", format!("cannot be mounted: {e}")),
             Ok((_, media, notes)) => {
                 for r in notes.repaired {

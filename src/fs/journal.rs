@@ -1,17 +1,21 @@
-//! The journal: makes state changes durable, atomically, and rebuilds the state at mount.
+//! The journal: makes state changes durable, atomically and redundantly, and rebuilds the state at
+//! mount.
 //!
 //! Owns the order of stores, flushes and fences on metadata. One operation is one log record; it
-//! counts once its last byte is durable, which its checksum proves. When the log region is full the
-//! whole state is written as a checkpoint and the superblocks are switched to it (the second atomic
-//! step this code knows). Must never apply a change to memory before it is durable, nor reuse a
-//! block that a durable structure still references.
+//! counts once its last byte is durable in the log, which its checksum proves; then the same bytes
+//! go to the same offset of the log mirror. When the log region is full the whole state is written
+//! as a checkpoint (two chains of identical blocks) and the superblocks are switched to it (the
+//! second atomic step this code knows). Mount takes every record and checkpoint block from
+//! whichever copy is intact, and refuses, naming the record, a committed record that no copy holds
+//! any more; [`MountMode::Salvage`] instead keeps whatever can be read. Must never apply a change to
+//! memory before it is durable, nor reuse a block that a durable structure still references.
 
 use super::ownership::{MetaStructure, Owner};
 use super::state::{ApplyMode, State};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, StateImage};
-use crate::format::record::{self, InodeAttrs, InodeKind, Mutation, RecordAt};
-use crate::format::superblock::Superblock;
+use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
+use crate::format::superblock::{Superblock, VERSION};
 use crate::format::{BLOCK_SIZE, ROOT_INO, SUPERBLOCK_BLOCKS};
 use crate::pool::SharedBackend;
 
@@ -23,10 +27,24 @@ pub struct Journal {
     log_pos: u64,
     /// Sequence number of the next record.
     next_seq: u64,
-    /// Blocks of the current checkpoint.
-    checkpoint_blocks: Vec<u64>,
+    /// Blocks of the current checkpoint: chain 0 and chain 1 (empty in a version 1 pool).
+    checkpoint_blocks: [Vec<u64>; 2],
+    /// Mirror copies of committed records that could not be written (the operation happened; the
+    /// file system moves the mirror or writes a checkpoint to be redundant again).
+    mirror_failures: Vec<Error>,
     /// Records committed since mount, and checkpoints written.
     pub stats: JournalStats,
+}
+
+/// How mount treats damage that no second copy covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMode {
+    /// Refuse to mount (EUCLEAN), naming the structure and the command that helps.
+    Normal,
+    /// Keep whatever is readable (for copying files out and for `check --repair`): a checkpoint
+    /// cut short at a block lost in both chains, records lost in both log copies skipped,
+    /// mutations that do not apply dropped; [`MountNotes::lost`] lists all of it.
+    Salvage,
 }
 
 /// Counters for reports and benchmarks.
@@ -47,11 +65,18 @@ pub struct MountNotes {
     pub repaired: Vec<String>,
     /// Superblock copies that must be rewritten from the good one.
     pub stale_superblocks: Vec<u32>,
+    /// A log record or checkpoint block was read from its second copy (or a second copy was found
+    /// damaged): a read-write mount writes a new checkpoint, which makes every structure whole.
+    pub needs_checkpoint: bool,
+    /// Metadata blocks that could not be read at all (bad memory): a read-write mount records them.
+    pub unreadable_blocks: Vec<u64>,
+    /// Salvage only: what could not be recovered (records, checkpoint blocks, mutations).
+    pub lost: Vec<String>,
 }
 
-/// How many blocks the log region gets in a pool of `total_blocks`.
+/// How many blocks the log region (and so its mirror) gets in a pool of `total_blocks`.
 pub fn log_blocks_for(total_blocks: u64) -> u64 {
-    (total_blocks / 64).clamp(16, 4096).min(total_blocks.saturating_sub(8).max(1))
+    (total_blocks / 64).clamp(16, 4096).min((total_blocks.saturating_sub(8) / 4).max(1))
 }
 
 /// Current time in ns since the Unix epoch.
@@ -77,13 +102,19 @@ fn random_uuid() -> [u8; 16] {
     uuid
 }
 
-fn meta_layout(sb: &Superblock, checkpoint_blocks: &[u64]) -> Vec<(u64, u64, MetaStructure)> {
+/// Every metadata block run of a pool whose superblock is `sb` and whose checkpoint chains are
+/// `chains`, as (first block, length, structure).
+pub fn meta_layout(sb: &Superblock, chains: &[Vec<u64>; 2]) -> Vec<(u64, u64, MetaStructure)> {
     let mut meta = vec![
         (SUPERBLOCK_BLOCKS[0], 1, MetaStructure::Superblock(0)),
         (SUPERBLOCK_BLOCKS[1], 1, MetaStructure::Superblock(1)),
         (sb.log_start, sb.log_blocks, MetaStructure::Log),
     ];
-    meta.extend(checkpoint_blocks.iter().map(|&b| (b, 1, MetaStructure::Checkpoint)));
+    if sb.log_mirror_start != 0 {
+        meta.push((sb.log_mirror_start, sb.log_blocks, MetaStructure::LogMirror));
+    }
+    meta.extend(chains[0].iter().map(|&b| (b, 1, MetaStructure::Checkpoint)));
+    meta.extend(chains[1].iter().map(|&b| (b, 1, MetaStructure::CheckpointMirror)));
     meta
 }
 
@@ -97,13 +128,15 @@ impl Journal {
             )));
         }
         let now = now_ns();
+        let log_blocks = log_blocks_for(total_blocks);
         let sb = Superblock {
+            version: VERSION,
             uuid: random_uuid(),
             total_blocks,
             features: 0,
             generation: 0,
             log_start: 2,
-            log_blocks: log_blocks_for(total_blocks),
+            log_blocks,
             log_first_seq: 1,
             checkpoint_head: 0,
             checkpoint_len: 0,
@@ -111,43 +144,42 @@ impl Journal {
             copy: 0,
             created_ns: now,
             lost_copies: 0,
+            // The mirror at the far end of the pool: no one failing page or 2 MiB granule holds
+            // both copies of a record.
+            log_mirror_start: total_blocks - log_blocks,
+            checkpoint_mirror_head: 0,
         };
-        // Invalidate whatever the log region held before, so an old pool's records cannot replay.
-        backend.fill(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0)?;
-        backend.flush(sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE);
-        let root = InodeAttrs {
-            ino: ROOT_INO,
-            parent: ROOT_INO,
-            name: Vec::new(),
-            kind: InodeKind::Dir,
-            mode: 0o755,
-            size: 0,
-            nlink: 2,
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
+        // Invalidate whatever the log regions held before, so an old pool's records cannot replay.
+        for start in [sb.log_start, sb.log_mirror_start] {
+            backend.fill(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0)?;
+            backend.flush(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE);
+        }
+        let root = InodeAttrs::empty_dir(ROOT_INO, ROOT_INO, b"", now);
         let image = StateImage {
             next_ino: ROOT_INO + 1,
             inodes: vec![checkpoint::InodeImage { attrs: root, extents: Vec::new() }],
             quarantine: Vec::new(),
         };
-        let state = State::from_image(&image, total_blocks, &meta_layout(&sb, &[]))?;
+        let no_chains = [Vec::new(), Vec::new()];
+        let mut state = State::from_image(&image, total_blocks, &meta_layout(&sb, &no_chains))?;
         let mut journal = Journal {
             backend,
             sb,
             log_pos: 0,
             next_seq: 1,
-            checkpoint_blocks: Vec::new(),
+            checkpoint_blocks: no_chains,
+            mirror_failures: Vec::new(),
             stats: JournalStats::default(),
         };
-        let mut state = state;
         journal.checkpoint(&mut state)?;
         Ok((journal, state))
     }
 
-    /// Reads the superblocks, the checkpoint and the log, and rebuilds the state.
-    pub fn mount(backend: SharedBackend) -> Result<(Journal, State, MountNotes)> {
+    /// Reads the superblocks, the checkpoint and the log, and rebuilds the state. Every checkpoint
+    /// block and log record comes from whichever of its two copies is intact; what had to come from
+    /// the second copy is listed in the notes (a read-write mount then writes a new checkpoint).
+    pub fn mount(backend: SharedBackend, mode: MountMode) -> Result<(Journal, State, MountNotes)> {
+        let salvage = mode == MountMode::Salvage;
         let mut notes = MountNotes::default();
         let pool_blocks = backend.len() / BLOCK_SIZE;
         let mut copies = Vec::new();
@@ -197,51 +229,284 @@ impl Journal {
                 notes.repaired.push(why);
             }
         }
-        let (payload, checkpoint_blocks) = checkpoint::read_chain(
-            best.checkpoint_head,
-            best.generation,
-            best.checkpoint_len,
-            best.checkpoint_crc,
-            best.total_blocks,
-            |b| read_block(&backend, b),
-        )?;
-        let image = StateImage::decode(&payload)?;
-        let mut state =
-            State::from_image(&image, best.total_blocks, &meta_layout(&best, &checkpoint_blocks))?;
+
+        // The checkpoint: block by block from either chain.
+        let mut unreadable = Vec::new();
+        let mut read = |b: u64| {
+            read_block(&backend, b).inspect_err(|e| {
+                if matches!(e, Error::MediaError { .. }) {
+                    unreadable.push(b);
+                }
+            })
+        };
+        let (payload, chains, complete) = if best.version == VERSION {
+            let root = checkpoint::ChainRoot {
+                heads: [best.checkpoint_head, best.checkpoint_mirror_head],
+                generation: best.generation,
+                payload_len: best.checkpoint_len,
+                payload_crc: best.checkpoint_crc,
+                total_blocks: best.total_blocks,
+            };
+            let chains = checkpoint::read_chains(root, salvage, &mut read).map_err(with_repair_hint)?;
+            if !chains.damaged.is_empty() {
+                notes.needs_checkpoint = true;
+                if chains.complete {
+                    notes.repaired.extend(chains.damaged.iter().cloned());
+                } else {
+                    notes.lost.extend(chains.damaged.iter().cloned());
+                }
+            }
+            (chains.payload, chains.blocks, chains.complete)
+        } else {
+            let (payload, blocks) = checkpoint::read_chain_v1(
+                best.checkpoint_head,
+                best.generation,
+                best.checkpoint_len,
+                best.checkpoint_crc,
+                best.total_blocks,
+                &mut read,
+            )
+            .map_err(with_repair_hint)?;
+            (payload, [blocks, Vec::new()], true)
+        };
+        notes.unreadable_blocks = unreadable;
+        let layout = meta_layout(&best, &chains);
+        let mut state = if salvage {
+            let image = match StateImage::decode(&payload) {
+                Ok(image) if complete => image,
+                Ok(_) | Err(_) => {
+                    let image = StateImage::decode_prefix(&payload);
+                    notes.lost.push(format!(
+                        "checkpoint: only {} inode(s) could be decoded before the damage",
+                        image.inodes.len()
+                    ));
+                    image
+                }
+            };
+            super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
+        } else {
+            let image = StateImage::decode(&payload).map_err(with_repair_hint)?;
+            State::from_image(&image, best.total_blocks, &layout).map_err(with_repair_hint)?
+        };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
             return Err(Error::Corrupt("checkpoint: no root directory".into()));
         }
-        // Replay the log.
-        let log = log_region(&backend, &best)?;
+
+        // The log: every record from whichever copy is intact.
+        let (log, bad_log) = read_region(&backend, best.log_start, best.log_blocks);
+        let (mirror, bad_mirror) = if best.log_mirror_start != 0 {
+            let (bytes, bad) = read_region(&backend, best.log_mirror_start, best.log_blocks);
+            (Some(bytes), bad)
+        } else {
+            (None, Vec::new())
+        };
+        notes.unreadable_blocks.extend(bad_log.iter().chain(&bad_mirror));
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
-        while let RecordAt::Valid(mutations, len) = record::decode_record(&log[pos..], seq)? {
-            for m in &mutations {
-                state.apply(m, ApplyMode::Replay)?;
+        loop {
+            let here = |copy: &[u8]| record::decode_record(&copy[pos..], seq);
+            let primary = here(&log);
+            let second = mirror.as_deref().map(here);
+            let found = match (primary, second) {
+                (Ok(RecordAt::Valid(mutations, len)), second) => {
+                    if mirror.is_some() && !matches!(second, Some(Ok(RecordAt::Valid(..)))) {
+                        notes.needs_checkpoint = true;
+                        notes.repaired.push(format!(
+                            "log mirror: record {seq} (log byte {pos}) is damaged; the log holds it intact"
+                        ));
+                    }
+                    Some((mutations, len))
+                }
+                (primary, Some(Ok(RecordAt::Valid(mutations, len)))) => {
+                    notes.needs_checkpoint = true;
+                    notes.repaired.push(format!(
+                        "log: record {seq} (log byte {pos}) is damaged{}; read from the log mirror",
+                        if bad_log.is_empty() { String::new() } else { " (bad memory)".into() }
+                    ));
+                    drop(primary);
+                    Some((mutations, len))
+                }
+                // A checksum that matches over mutations that make no sense: written that way.
+                (Err(e), _) | (_, Some(Err(e))) => {
+                    let why = format!("log record {seq} (log byte {pos}): {e}");
+                    if !salvage {
+                        return Err(Error::Corrupt(format!("{why}; {}", repair_hint())));
+                    }
+                    let resume = [Some(log.as_slice()), mirror.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|copy| later_record_after(copy, pos, seq))
+                        .min_by_key(|&(s, _)| s);
+                    notes.lost.push(format!("{why}: skipped"));
+                    match resume {
+                        Some((later_seq, at)) => {
+                            pos = at;
+                            seq = later_seq;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                _ => None,
+            };
+            if let Some((mutations, len)) = found {
+                for m in &mutations {
+                    let mut applied = state.apply(m, ApplyMode::Replay);
+                    if salvage && applied.is_err() {
+                        if let Some(parent) = super::salvage::recreate_missing_parent(&state, m) {
+                            if state.apply(&parent, ApplyMode::Replay).is_ok() {
+                                notes.lost.push(format!(
+                                    "log record {seq}: a directory it names was made by a lost record; \
+                                     recreated as a stand-in"
+                                ));
+                                applied = state.apply(m, ApplyMode::Replay);
+                            }
+                        }
+                    }
+                    if let Err(e) = applied {
+                        let why = format!("log record {seq} (log byte {pos}): {e}");
+                        if !salvage {
+                            return Err(Error::Corrupt(format!("{why}; {}", repair_hint())));
+                        }
+                        notes.lost.push(format!("{why}: that change is dropped"));
+                    }
+                }
+                pos += len;
+                seq += 1;
+                replayed += 1;
+                continue;
             }
-            pos += len;
-            seq += 1;
-            replayed += 1;
+            // Neither copy holds record `seq`: the end of the log, unless something proves that
+            // the record was committed (a torn record never is).
+            let Some((evidence, resume)) = committed_evidence(&log, mirror.as_deref(), pos, seq) else {
+                break;
+            };
+            let why = format!(
+                "log record {seq} (log byte {pos}) is damaged in both copies, yet it was committed \
+                 ({evidence})"
+            );
+            if !salvage {
+                return Err(Error::Corrupt(format!(
+                    "{why}: replaying only up to it would lose committed operations; {}",
+                    repair_hint()
+                )));
+            }
+            match resume {
+                Some((later_seq, at)) => {
+                    notes.lost.push(format!(
+                        "{why}: records {seq} to {} are lost; replay resumes at record {later_seq}",
+                        later_seq - 1
+                    ));
+                    pos = at;
+                    seq = later_seq;
+                }
+                None => {
+                    notes.lost.push(format!("{why}: it is lost"));
+                    break;
+                }
+            }
         }
-        // A torn last record legitimately ends the log, but a damaged record with intact later
-        // ones after it would silently drop committed operations whose freed blocks may already
-        // hold other data: refuse to mount instead.
-        if let Some((later_seq, at)) = later_record_after(&log, pos, seq) {
-            return Err(Error::Corrupt(format!(
-                "log record {seq} (log byte {pos}) is damaged, yet later records are present (record \
-                 {later_seq} at log byte {at}): replaying only up to it would lose committed operations"
-            )));
+        if salvage && !notes.lost.is_empty() {
+            state = super::salvage::state_from_damaged_image(
+                state.to_image(),
+                best.total_blocks,
+                &layout,
+                &mut notes.lost,
+            );
         }
+        notes.unreadable_blocks.sort_unstable();
+        notes.unreadable_blocks.dedup();
         let journal = Journal {
             backend,
             sb: best,
             log_pos: pos as u64,
             next_seq: seq,
-            checkpoint_blocks,
+            checkpoint_blocks: chains,
+            mirror_failures: Vec::new(),
             stats: JournalStats { replayed, ..JournalStats::default() },
         };
         Ok((journal, state, notes))
+    }
+
+    /// Converts a format version 1 pool (one log, one checkpoint chain) to the current format: a
+    /// log mirror is placed in free blocks (as high in the pool as a run allows) and a checkpoint
+    /// in the current format switches the superblocks to it. A crash before the switch leaves the
+    /// version 1 pool as it was. Returns whether it converted; fails with ENOSPC, changing nothing
+    /// durable, when no run of the log's length is free.
+    pub fn upgrade(&mut self, state: &mut State) -> Result<bool> {
+        if self.sb.version == VERSION {
+            return Ok(false);
+        }
+        self.checkpoint(state)?;
+        Ok(true)
+    }
+
+    /// Places a log mirror when the pool has none (format version 1): a zeroed run of the log's
+    /// length, as high in the pool as one is free. Only memory changes; the next checkpoint's
+    /// superblocks make it durable.
+    fn ensure_log_mirror(&mut self, state: &mut State) -> Result<()> {
+        if self.sb.log_mirror_start != 0 {
+            return Ok(());
+        }
+        let n = self.sb.log_blocks;
+        let start = self.zeroed_region(state, n, true).map_err(|e| match e {
+            Error::NoSpace(_) => Error::NoSpace(format!(
+                "converting this format version {} pool needs {n} contiguous free blocks for a log \
+                 mirror; mount it read-only and copy the files out",
+                self.sb.version
+            )),
+            other => other,
+        })?;
+        state.owners.add(start, n, Owner::Meta(MetaStructure::LogMirror));
+        self.sb.log_mirror_start = start;
+        Ok(())
+    }
+
+    /// Takes `n` contiguous free blocks (the highest run that holds them when `high`) and zeroes
+    /// them durably, so nothing they held can parse as a record.
+    fn zeroed_region(&self, state: &mut State, n: u64, high: bool) -> Result<u64> {
+        let goal = if high {
+            state.free.runs().filter(|&(_, l)| l >= n).map(|(s, l)| s + l - n).max()
+        } else {
+            state.free.runs().find(|&(_, l)| l >= n).map(|(s, _)| s)
+        };
+        let Some(start) = goal else {
+            return Err(Error::NoSpace(format!("no {n} contiguous free blocks for a log region")));
+        };
+        let got = state.free.allocate(n, Some(start));
+        debug_assert_eq!(got, Some(vec![(start, n)]));
+        if let Err(e) = self
+            .backend
+            .ensure_backed(start * BLOCK_SIZE, n * BLOCK_SIZE)
+            .and_then(|()| self.backend.fill(start * BLOCK_SIZE, n * BLOCK_SIZE, 0))
+        {
+            state.free.release(start, n);
+            return Err(e);
+        }
+        self.backend.flush(start * BLOCK_SIZE, n * BLOCK_SIZE);
+        Ok(start)
+    }
+
+    /// Repair: moves each log copy that has a bad block to a fresh zeroed region (memory only; the
+    /// caller's checkpoint makes it durable), and places a mirror if there is none.
+    pub fn fresh_log_regions(&mut self, state: &mut State) -> Result<()> {
+        let n = self.sb.log_blocks;
+        for (copy, structure) in [(0, MetaStructure::Log), (1, MetaStructure::LogMirror)] {
+            let old = if copy == 0 { self.sb.log_start } else { self.sb.log_mirror_start };
+            if old == 0 || state.first_bad_block(old, n).is_none() {
+                continue;
+            }
+            let new = self.zeroed_region(state, n, copy == 1)?;
+            state.owners.add(new, n, Owner::Meta(structure));
+            if copy == 0 {
+                self.sb.log_start = new;
+            } else {
+                self.sb.log_mirror_start = new;
+            }
+            free_region(state, old, n, structure)?;
+        }
+        self.ensure_log_mirror(state)
     }
 
     /// Rewrites superblock copies that mount found stale or damaged.
@@ -257,8 +522,8 @@ impl Journal {
         &self.sb
     }
 
-    /// Blocks of the current checkpoint.
-    pub fn checkpoint_blocks(&self) -> &[u64] {
+    /// Blocks of the current checkpoint: chain 0 and chain 1 (empty in a version 1 pool).
+    pub fn checkpoint_blocks(&self) -> &[Vec<u64>; 2] {
         &self.checkpoint_blocks
     }
 
@@ -267,10 +532,19 @@ impl Journal {
         self.sb.log_blocks * BLOCK_SIZE - self.log_pos
     }
 
+    /// Takes the errors met writing mirror copies of records that were committed anyway (the log
+    /// copy was durable). The caller records bad memory or writes a checkpoint so that every record
+    /// has two copies again.
+    pub fn take_mirror_failures(&mut self) -> Vec<Error> {
+        std::mem::take(&mut self.mirror_failures)
+    }
+
     /// Makes `mutations` durable as one atomic step, then applies them to `state`.
     ///
     /// The caller has written (and flushed) any data the mutations point at; the first fence here
-    /// orders that data before the record.
+    /// orders that data before the record. The record is durable in the log before its mirror copy
+    /// is begun (so a mirror copy that names a record proves the record was committed), and durable
+    /// in both before this returns.
     pub fn commit(&mut self, state: &mut State, mutations: &[Mutation]) -> Result<()> {
         if mutations.is_empty() {
             return Ok(());
@@ -291,6 +565,16 @@ impl Journal {
             self.backend.write(at, &bytes)?;
             self.backend.flush(at, bytes.len() as u64);
             self.backend.drain(); // record durable: the operation happened
+            if self.sb.log_mirror_start != 0 {
+                let at = self.sb.log_mirror_start * BLOCK_SIZE + self.log_pos;
+                match self.backend.write(at, &bytes) {
+                    Ok(()) => {
+                        self.backend.flush(at, bytes.len() as u64);
+                        self.backend.drain(); // the second copy durable
+                    }
+                    Err(e) => self.mirror_failures.push(e),
+                }
+            }
             self.log_pos += bytes.len() as u64;
             self.next_seq += 1;
             self.stats.records += 1;
@@ -307,11 +591,11 @@ impl Journal {
         for m in mutations {
             after.apply(m, ApplyMode::Live).map_err(|e| bug("sizing a large transaction", e))?;
         }
-        let need = checkpoint::blocks_for(after.to_image().encode().len()) as u64;
+        let need = 2 * checkpoint::blocks_for(after.to_image().encode().len()) as u64;
         drop(after);
         if need > state.free.free_blocks() {
             return Err(Error::NoSpace(format!(
-                "a {bound}-byte transaction needs a {need}-block checkpoint"
+                "a {bound}-byte transaction needs a {need}-block checkpoint (two chains)"
             )));
         }
         self.backend.drain();
@@ -354,77 +638,103 @@ impl Journal {
         self.checkpoint(state)
     }
 
-    /// Moves the log region to fresh blocks (the old one has bad blocks): zeroes a new contiguous
-    /// region, writes a checkpoint whose superblocks name it, then frees the old region except its
-    /// bad blocks. Fails with ENOSPC, changing nothing, when no contiguous run is free.
-    pub fn relocate_log(&mut self, state: &mut State) -> Result<()> {
+    /// Moves copy `copy` of the log (0 the log, 1 its mirror) to fresh blocks (the old region has
+    /// bad blocks): zeroes a new contiguous region, writes a checkpoint whose superblocks name it,
+    /// then frees the old region except its bad blocks. Fails with ENOSPC, changing nothing, when
+    /// no contiguous run is free.
+    pub fn relocate_log(&mut self, state: &mut State, copy: usize) -> Result<()> {
         let n = self.sb.log_blocks;
+        let structure = if copy == 0 { MetaStructure::Log } else { MetaStructure::LogMirror };
         let runs = state.free.allocate(n, None).unwrap_or_default();
         if runs.len() != 1 {
             for &(s, l) in &runs {
                 state.free.release(s, l);
             }
-            return Err(Error::NoSpace(format!("no {n} contiguous free blocks to move the log to")));
+            return Err(Error::NoSpace(format!("no {n} contiguous free blocks to move the {structure} to")));
         }
-        let (new_start, old_start) = (runs[0].0, self.sb.log_start);
+        let new_start = runs[0].0;
+        let old_start = if copy == 0 { self.sb.log_start } else { self.sb.log_mirror_start };
         // Whatever the new region held before must never parse as a record.
         if let Err(e) = self.backend.fill(new_start * BLOCK_SIZE, n * BLOCK_SIZE, 0) {
             state.free.release(new_start, n);
             return Err(e);
         }
         self.backend.flush(new_start * BLOCK_SIZE, n * BLOCK_SIZE);
-        state.owners.add(new_start, n, Owner::Meta(MetaStructure::Log));
-        self.sb.log_start = new_start;
+        state.owners.add(new_start, n, Owner::Meta(structure));
+        let set = |sb: &mut Superblock, start| {
+            if copy == 0 {
+                sb.log_start = start;
+            } else {
+                sb.log_mirror_start = start;
+            }
+        };
+        set(&mut self.sb, new_start);
         if let Err(e) = self.checkpoint(state) {
-            self.sb.log_start = old_start;
-            let _ = state.owners.remove(new_start, n, Owner::Meta(MetaStructure::Log));
+            set(&mut self.sb, old_start);
+            let _ = state.owners.remove(new_start, n, Owner::Meta(structure));
             state.free.release(new_start, n);
             return Err(e);
         }
-        let freed = state
-            .owners
-            .remove(old_start, n, Owner::Meta(MetaStructure::Log))
-            .map_err(|e| bug("freeing the old log region", Error::Corrupt(e.0)))?;
-        for (s, l) in freed {
-            state.release_unless_quarantined(s, l);
-        }
-        Ok(())
+        free_region(state, old_start, n, structure)
     }
 
-    /// Writes the whole state as a new checkpoint, switches both superblocks to it, frees the old
-    /// checkpoint and starts the log over.
+    /// Writes the whole state as a new checkpoint (twice: chain 0 and chain 1, block by block the
+    /// same bytes, at independent places), switches both superblocks to it, frees the old
+    /// checkpoint and starts the log over. A version 1 pool gets its log mirror here, and the
+    /// superblocks then say version 2.
     pub fn checkpoint(&mut self, state: &mut State) -> Result<()> {
+        self.ensure_log_mirror(state)?;
         let payload = state.to_image().encode();
         let nblocks = checkpoint::blocks_for(payload.len()) as u64;
-        let goal = self.checkpoint_blocks.last().map(|b| b + 1);
-        let runs = state
-            .free
-            .allocate(nblocks, goal)
-            .ok_or_else(|| Error::NoSpace(format!("no room for a {nblocks}-block checkpoint")))?;
-        if let Err(e) =
-            runs.iter().try_for_each(|&(s, l)| self.backend.ensure_backed(s * BLOCK_SIZE, l * BLOCK_SIZE))
-        {
-            for &(s, l) in &runs {
+        // Chain 0 where the last one was; chain 1 where the last mirror was, or else in the
+        // highest free run: far from chain 0 when the pool has room.
+        let goal0 = self.checkpoint_blocks[0].last().map(|b| b + 1);
+        let goal1 =
+            self.checkpoint_blocks[1].last().map(|b| b + 1).filter(|&g| state.free.is_free(g, 1)).or_else(
+                || state.free.runs().filter(|&(_, l)| l >= nblocks).map(|(s, l)| s + l - nblocks).max(),
+            );
+        let no_room = || Error::NoSpace(format!("no room for a {nblocks}-block checkpoint (two chains)"));
+        let runs0 = state.free.allocate(nblocks, goal0).ok_or_else(no_room)?;
+        let Some(runs1) = state.free.allocate(nblocks, goal1) else {
+            for &(s, l) in &runs0 {
                 state.free.release(s, l);
             }
+            return Err(no_room());
+        };
+        let give_back = |state: &mut State| {
+            for &(s, l) in runs0.iter().chain(&runs1) {
+                state.free.release(s, l);
+            }
+        };
+        if let Err(e) = runs0
+            .iter()
+            .chain(&runs1)
+            .try_for_each(|&(s, l)| self.backend.ensure_backed(s * BLOCK_SIZE, l * BLOCK_SIZE))
+        {
+            give_back(state);
             return Err(e);
         }
-        let blocks: Vec<u64> = runs.iter().flat_map(|&(s, l)| s..s + l).collect();
+        let chains: [Vec<u64>; 2] =
+            [&runs0, &runs1].map(|runs| runs.iter().flat_map(|&(s, l)| s..s + l).collect());
         let generation = self.sb.generation + 1;
-        for (block, bytes) in checkpoint::frame(&payload, generation, &blocks) {
-            if let Err(e) = self.backend.write(block * BLOCK_SIZE, &bytes) {
-                // Nothing names the new chain yet: give its blocks back, the old state stands.
-                for &(s, l) in &runs {
-                    state.free.release(s, l);
+        let frames = checkpoint::frame(&payload, generation, [&chains[0], &chains[1]]);
+        for (i, bytes) in frames.iter().enumerate() {
+            for chain in &chains {
+                let at = chain[i] * BLOCK_SIZE;
+                if let Err(e) = self.backend.write(at, bytes) {
+                    // Nothing names the new chains yet: give their blocks back, the old state stands.
+                    give_back(state);
+                    return Err(e);
                 }
-                return Err(e);
+                self.backend.flush(at, BLOCK_SIZE);
             }
-            self.backend.flush(block * BLOCK_SIZE, BLOCK_SIZE);
         }
         self.backend.drain(); // checkpoint durable before any superblock names it
         let mut sb = self.sb.clone();
+        sb.version = VERSION;
         sb.generation = generation;
-        sb.checkpoint_head = blocks[0];
+        sb.checkpoint_head = chains[0][0];
+        sb.checkpoint_mirror_head = chains[1][0];
         sb.checkpoint_len = payload.len() as u64;
         sb.checkpoint_crc = crate::format::checksum(&payload);
         sb.log_first_seq = self.next_seq;
@@ -434,19 +744,27 @@ impl Journal {
         self.write_superblock(1);
         self.backend.drain();
         // The old checkpoint is referenced by nothing durable any more.
-        for &(s, l) in &runs {
-            state.owners.add(s, l, Owner::Meta(MetaStructure::Checkpoint));
-        }
-        for &b in &self.checkpoint_blocks {
-            let freed = state
-                .owners
-                .remove(b, 1, Owner::Meta(MetaStructure::Checkpoint))
-                .map_err(|e| bug("freeing the old checkpoint", Error::Corrupt(e.0)))?;
-            for (s, l) in freed {
-                state.release_unless_quarantined(s, l);
+        for (runs, structure) in
+            [(&runs0, MetaStructure::Checkpoint), (&runs1, MetaStructure::CheckpointMirror)]
+        {
+            for &(s, l) in runs {
+                state.owners.add(s, l, Owner::Meta(structure));
             }
         }
-        self.checkpoint_blocks = blocks;
+        for (old, structure) in
+            self.checkpoint_blocks.iter().zip([MetaStructure::Checkpoint, MetaStructure::CheckpointMirror])
+        {
+            for &b in old {
+                let freed = state
+                    .owners
+                    .remove(b, 1, Owner::Meta(structure))
+                    .map_err(|e| bug("freeing the old checkpoint", Error::Corrupt(e.0)))?;
+                for (s, l) in freed {
+                    state.release_unless_quarantined(s, l);
+                }
+            }
+        }
+        self.checkpoint_blocks = chains;
         self.log_pos = 0;
         self.stats.checkpoints += 1;
         Ok(())
@@ -469,6 +787,18 @@ impl Journal {
     }
 }
 
+/// Gives back the blocks of a metadata region nothing durable names any more, except bad ones.
+fn free_region(state: &mut State, start: u64, n: u64, structure: MetaStructure) -> Result<()> {
+    let freed = state
+        .owners
+        .remove(start, n, Owner::Meta(structure))
+        .map_err(|e| bug(&format!("freeing the old {structure} region"), Error::Corrupt(e.0)))?;
+    for (s, l) in freed {
+        state.release_unless_quarantined(s, l);
+    }
+    Ok(())
+}
+
 fn same_except_copy(a: &Superblock, b: &Superblock) -> bool {
     let mut a = a.clone();
     a.copy = b.copy;
@@ -480,9 +810,73 @@ fn bug(what: &str, e: Error) -> Error {
     Error::Corrupt(format!("internal inconsistency while {what}: {e}"))
 }
 
+/// What a damaged pool's error message tells the user to run.
+pub fn repair_hint() -> &'static str {
+    "`ferrodax check --repair POOL` rebuilds the pool from what is readable; `ferrodax salvage POOL \
+     DIR` copies every readable file out without changing the pool"
+}
+
+/// Adds to a damage report the commands that help.
+fn with_repair_hint(e: Error) -> Error {
+    match e {
+        Error::Corrupt(what) => Error::Corrupt(format!("{what}; {}", repair_hint())),
+        other => other,
+    }
+}
+
 /// The bytes of one pool block (a machine-check-safe copy).
 pub fn read_block(backend: &SharedBackend, block: u64) -> Result<Vec<u8>> {
     crate::pool::read_vec(backend.as_ref(), block * BLOCK_SIZE, BLOCK_SIZE)
+}
+
+/// A log region's bytes, block by block (machine-check-safe copies); a block that cannot be read
+/// reads as zeros (which no record matches) and is returned in the second list.
+fn read_region(backend: &SharedBackend, start: u64, blocks: u64) -> (Vec<u8>, Vec<u64>) {
+    match crate::pool::read_vec(backend.as_ref(), start * BLOCK_SIZE, blocks * BLOCK_SIZE) {
+        Ok(bytes) => (bytes, Vec::new()),
+        Err(_) => {
+            let mut bytes = Vec::with_capacity((blocks * BLOCK_SIZE) as usize);
+            let mut bad = Vec::new();
+            for b in start..start + blocks {
+                match read_block(backend, b) {
+                    Ok(block) => bytes.extend_from_slice(&block),
+                    Err(_) => {
+                        bad.push(b);
+                        bytes.resize(bytes.len() + BLOCK_SIZE as usize, 0);
+                    }
+                }
+            }
+            (bytes, bad)
+        }
+    }
+}
+
+/// Record `seq` is missing at `pos` in both log copies. Returns why it must have been committed, if
+/// anything proves it, and where replay could resume (a later record's sequence number and
+/// position). Proof is either a later record of this generation in either copy (records are
+/// appended only after the previous one is durable), or the mirror copy's header naming `seq`
+/// (the mirror copy is begun only once the log copy is durable). A torn record has neither: its
+/// log copy was being written, so nothing follows it and its mirror copy was never begun.
+fn committed_evidence(
+    log: &[u8],
+    mirror: Option<&[u8]>,
+    pos: usize,
+    seq: u64,
+) -> Option<(String, Option<(u64, usize)>)> {
+    let later = [Some(log), mirror]
+        .into_iter()
+        .flatten()
+        .filter_map(|copy| later_record_after(copy, pos, seq))
+        .min_by_key(|&(s, _)| s);
+    if let Some((later_seq, at)) = later {
+        return Some((format!("record {later_seq} follows at log byte {at}"), Some((later_seq, at))));
+    }
+    let header_names_it = mirror.is_some_and(|m| {
+        m.len() >= pos + record::HEADER_LEN
+            && crate::format::codec::u32_at(m, pos) == record::RECORD_MAGIC
+            && crate::format::codec::u64_at(m, pos + 8) == seq
+    });
+    header_names_it.then(|| ("its mirror copy was begun, which follows a durable log copy".to_string(), None))
 }
 
 /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record with a
@@ -507,9 +901,4 @@ fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usi
         at += record::RECORD_ALIGN;
     }
     None
-}
-
-/// The whole log region (a machine-check-safe copy).
-fn log_region(backend: &SharedBackend, sb: &Superblock) -> Result<Vec<u8>> {
-    crate::pool::read_vec(backend.as_ref(), sb.log_start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE)
 }

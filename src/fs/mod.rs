@@ -15,6 +15,7 @@ pub mod check;
 pub mod extents;
 pub mod journal;
 pub mod ownership;
+pub mod salvage;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -22,7 +23,7 @@ use crate::format::checkpoint::blocks_for;
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
 use crate::pool::SharedBackend;
-use journal::{now_ns, Journal, MountNotes};
+use journal::{now_ns, Journal, MountMode, MountNotes};
 use ownership::{MetaStructure, Owner};
 use state::{Inode, State};
 use std::collections::{BTreeMap, HashMap};
@@ -319,27 +320,30 @@ impl FileSystem {
         })
     }
 
-    /// Mounts an existing pool. Read-write mounts repair stale superblock copies and reclaim
-    /// files that were unlinked while open when the pool was last used.
+    /// Mounts an existing pool. Read-write mounts repair what mount found damaged (stale
+    /// superblock copies; records and checkpoint blocks read from their second copy, by writing a
+    /// new checkpoint; unreadable metadata blocks, by recording them as bad), convert a format
+    /// version 1 pool, and reclaim files that were unlinked while open when the pool was last used.
     pub fn mount(backend: SharedBackend, read_only: bool) -> Result<Self> {
-        let (mut journal, state, notes) = Journal::mount(backend.clone())?;
+        let (mut journal, state, notes) = Journal::mount(backend.clone(), MountMode::Normal)?;
         if !read_only && !notes.stale_superblocks.is_empty() {
             journal.repair_superblocks(&notes.stale_superblocks);
         }
-        let mut fs = Self {
-            backend,
-            journal,
-            state,
-            open_counts: HashMap::new(),
-            read_only,
-            removed: false,
-            notes,
-            track_layout: false,
-            layout_changes: Vec::new(),
-            read_only_reason: None,
-            reserved: BTreeMap::new(),
-        };
+        let mut fs = Self::assemble(backend, journal, state, notes, read_only);
         if !read_only {
+            let unreadable = fs.notes.unreadable_blocks.clone();
+            for block in unreadable {
+                fs.record_bad_blocks(block, 1)?;
+            }
+            if fs.notes.needs_checkpoint {
+                fs.journal.checkpoint(&mut fs.state)?;
+            }
+            if fs.journal.upgrade(&mut fs.state)? {
+                fs.notes.repaired.push(format!(
+                    "converted from format version 1 to {}: a log mirror and a second checkpoint chain",
+                    crate::format::superblock::VERSION
+                ));
+            }
             let orphans: Vec<u64> =
                 fs.state.inodes.values().filter(|i| i.attrs.nlink == 0).map(|i| i.attrs.ino).collect();
             // Only files outlive their last name; a nameless directory is damage, and reclaiming
@@ -356,6 +360,54 @@ impl FileSystem {
             }
         }
         Ok(fs)
+    }
+
+    /// Mounts a damaged pool read-only, keeping whatever is readable (see [`MountMode::Salvage`]):
+    /// for copying files out of a pool that does not mount normally. What could not be recovered
+    /// is in [`MountNotes::lost`].
+    pub fn mount_salvage(backend: SharedBackend) -> Result<Self> {
+        let (journal, state, notes) = Journal::mount(backend.clone(), MountMode::Salvage)?;
+        let mut fs = Self::assemble(backend, journal, state, notes, true);
+        fs.read_only_reason = Some("a salvage mount is read-only".into());
+        Ok(fs)
+    }
+
+    /// Rebuilds a damaged pool from what a salvage mount reads: the salvaged state (bad names
+    /// replaced, homeless inodes in /lost+found, unreadable records and blocks dropped) is written
+    /// as a new checkpoint in both chains, with both log copies started over, and unreadable
+    /// metadata blocks are recorded as bad. Returns the notes of the salvage (what was lost).
+    /// Crash-safe like every checkpoint: until the superblocks switch, the damaged pool stands.
+    pub fn repair(backend: SharedBackend) -> Result<MountNotes> {
+        let (mut journal, mut state, notes) = Journal::mount(backend.clone(), MountMode::Salvage)?;
+        // A log region or checkpoint chain with unreadable blocks is moved off them first.
+        for &block in &notes.unreadable_blocks {
+            state.add_bad_blocks(block, 1);
+        }
+        journal.fresh_log_regions(&mut state)?;
+        journal.checkpoint(&mut state)?;
+        Ok(notes)
+    }
+
+    fn assemble(
+        backend: SharedBackend,
+        journal: Journal,
+        state: State,
+        notes: MountNotes,
+        read_only: bool,
+    ) -> Self {
+        Self {
+            backend,
+            journal,
+            state,
+            open_counts: HashMap::new(),
+            read_only,
+            removed: false,
+            notes,
+            track_layout: false,
+            layout_changes: Vec::new(),
+            read_only_reason: None,
+            reserved: BTreeMap::new(),
+        }
     }
 
     /// What mount repaired or noticed.
@@ -417,6 +469,31 @@ impl FileSystem {
     }
 
     fn commit(&mut self, tx: &[Mutation]) -> Result<()> {
+        let committed = self.commit_record(tx);
+        if committed.is_ok() {
+            self.restore_log_redundancy();
+        }
+        committed
+    }
+
+    /// After a commit whose log mirror copy could not be written (the operation happened: its log
+    /// copy is durable): bad memory under the mirror is recorded, which moves the mirror; any
+    /// other failure is answered with a checkpoint, which makes the record's content redundant.
+    fn restore_log_redundancy(&mut self) {
+        for failure in self.journal.take_mirror_failures() {
+            let fixed = match failure {
+                Error::MediaError { pool_offset } => {
+                    self.record_bad_blocks(pool_offset / BLOCK_SIZE, 1).map(drop)
+                }
+                _ => self.journal.checkpoint(&mut self.state),
+            };
+            if let Err(e) = fixed {
+                eprintln!("ferrodax: the log mirror could not be written nor moved ({e}); records stay single until the next checkpoint");
+            }
+        }
+    }
+
+    fn commit_record(&mut self, tx: &[Mutation]) -> Result<()> {
         if !self.track_layout {
             return self.journal.commit(&mut self.state, tx);
         }
@@ -800,9 +877,9 @@ impl FileSystem {
         }
     }
 
-    /// Blocks that must stay free so the next checkpoint always fits.
+    /// Blocks that must stay free so the next checkpoint (both chains) always fits.
     pub fn metadata_reserve(&self) -> u64 {
-        blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
+        2 * blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
     }
 
     /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).
@@ -1228,13 +1305,16 @@ impl FileSystem {
         if tx.is_empty() {
             return Ok(outcome);
         }
-        let mut hits_log = false;
+        let mut hits_log = [false; 2];
         let mut hits_checkpoint = false;
         for (_, seg) in self.state.owners.overlapping(start, end - start) {
             for o in &seg.owners {
                 match o {
-                    Owner::Meta(MetaStructure::Log) => hits_log = true,
-                    Owner::Meta(MetaStructure::Checkpoint) => hits_checkpoint = true,
+                    Owner::Meta(MetaStructure::Log) => hits_log[0] = true,
+                    Owner::Meta(MetaStructure::LogMirror) => hits_log[1] = true,
+                    Owner::Meta(MetaStructure::Checkpoint | MetaStructure::CheckpointMirror) => {
+                        hits_checkpoint = true
+                    }
                     _ => {}
                 }
             }
@@ -1246,7 +1326,7 @@ impl FileSystem {
                 }
             }
         }
-        if !hits_log && !hits_checkpoint {
+        if hits_log == [false; 2] && !hits_checkpoint {
             self.commit(&tx)?;
             return Ok(outcome);
         }
@@ -1256,10 +1336,13 @@ impl FileSystem {
                 .apply(m, state::ApplyMode::Live)
                 .map_err(|e| Error::Corrupt(format!("recording bad blocks: {e}")))?;
         }
-        if hits_log {
-            self.journal.relocate_log(&mut self.state)?;
-            outcome.relocated.push(MetaStructure::Log.to_string());
-        } else {
+        for (copy, structure) in [(0, MetaStructure::Log), (1, MetaStructure::LogMirror)] {
+            if hits_log[copy] {
+                self.journal.relocate_log(&mut self.state, copy)?;
+                outcome.relocated.push(structure.to_string());
+            }
+        }
+        if hits_log == [false; 2] {
             self.journal.checkpoint(&mut self.state)?;
         }
         if hits_checkpoint {
@@ -1763,7 +1846,12 @@ impl FileSystem {
             (MetaStructure::Superblock(1), 1, 1),
             (MetaStructure::Log, sb.log_start, sb.log_blocks),
         ];
-        v.extend(self.journal.checkpoint_blocks().iter().map(|&b| (MetaStructure::Checkpoint, b, 1)));
+        if sb.log_mirror_start != 0 {
+            v.push((MetaStructure::LogMirror, sb.log_mirror_start, sb.log_blocks));
+        }
+        let [chain0, chain1] = self.journal.checkpoint_blocks();
+        v.extend(chain0.iter().map(|&b| (MetaStructure::Checkpoint, b, 1)));
+        v.extend(chain1.iter().map(|&b| (MetaStructure::CheckpointMirror, b, 1)));
         v
     }
 

@@ -22,8 +22,12 @@ pub enum MetaStructure {
     Superblock(u8),
     /// The log region.
     Log,
-    /// A block of the current checkpoint.
+    /// The log mirror: a second region holding the same records.
+    LogMirror,
+    /// A block of the current checkpoint (chain 0).
     Checkpoint,
+    /// A block of the current checkpoint's mirror (chain 1).
+    CheckpointMirror,
 }
 
 impl std::fmt::Display for MetaStructure {
@@ -31,7 +35,9 @@ impl std::fmt::Display for MetaStructure {
         match self {
             MetaStructure::Superblock(copy) => write!(f, "superblock copy {copy}"),
             MetaStructure::Log => write!(f, "log"),
+            MetaStructure::LogMirror => write!(f, "log mirror"),
             MetaStructure::Checkpoint => write!(f, "checkpoint"),
+            MetaStructure::CheckpointMirror => write!(f, "checkpoint mirror"),
         }
     }
 }
