@@ -202,7 +202,7 @@ impl FileSystem {
             Ok((_, media, notes)) => {
                 for r in notes.repaired {
                     if !report.repaired.contains(&r) {
-                        report.problem("superblock", r);
+                        report.problem("metadata copy", r);
                     }
                 }
                 let mut live_inos: Vec<_> = state.inodes.keys().copied().collect();
