@@ -17,7 +17,7 @@ mod recording;
 pub use lock::{command_line, holders_of, LockMode};
 pub use mapped::{fd_map_granule, view_granule_error, MappedBackend, Persistence, VIEW_GRANULE_REFUSAL};
 pub use persist::flush_instruction_name;
-pub use recording::{CrashImage, RecordingBackend};
+pub use recording::{CrashFence, RecordingBackend, WordSubset, ATOMIC_WORD};
 
 use crate::error::{Error, Result};
 use std::sync::Arc;
