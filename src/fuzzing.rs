@@ -95,10 +95,14 @@ pub fn edited_image(edits: &[u8]) -> Vec<u8> {
     let (mut image, meta_blocks) = populated_image().clone();
     for edit in edits.chunks_exact(4) {
         let block = meta_blocks[edit[0] as usize % meta_blocks.len()];
-        let span =
-            if SUPERBLOCK_BLOCKS.contains(&block) { superblock::ENCODED_LEN } else { BLOCK_SIZE as usize };
-        let at =
-            block as usize * BLOCK_SIZE as usize + u16::from_le_bytes([edit[1], edit[2]]) as usize % span;
+        let offset = u16::from_le_bytes([edit[1], edit[2]]) as usize;
+        // In a superblock block, a byte of one of its two slots; elsewhere anywhere in the block.
+        let inside = if SUPERBLOCK_BLOCKS.contains(&block) {
+            superblock::SLOT_OFFSETS[offset & 1] + (offset >> 1) % superblock::ENCODED_LEN
+        } else {
+            offset % BLOCK_SIZE as usize
+        };
+        let at = block as usize * BLOCK_SIZE as usize + inside;
         if flags & 2 != 0 {
             image[at] ^= edit[3];
         } else {
@@ -300,23 +304,20 @@ pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
 fn reseal_checksums(image: &mut [u8]) {
     let blocks = image.len() as u64 / BLOCK_SIZE;
     let block_at = |b: u64| (b * BLOCK_SIZE) as usize;
-    // log start, log blocks, first seq, chain 0 head, log mirror start, chain 1 head
-    let mut sb_fields: Option<(u64, u64, u64, u64, u64, u64)> = None;
-    for &copy in &SUPERBLOCK_BLOCKS {
-        let at = block_at(copy);
+    // log start, log blocks, first seq, chain 0 head, log mirror start, chain 1 head: from the
+    // slot with the highest generation.
+    let slots = || {
+        SUPERBLOCK_BLOCKS
+            .iter()
+            .flat_map(|&copy| superblock::SLOT_OFFSETS.iter().map(move |&slot| block_at(copy) + slot))
+    };
+    let newest = slots()
+        .filter(|&at| &image[at..at + 8] == superblock::MAGIC)
+        .max_by_key(|&at| u64_at(&image[at..], 48));
+    let sb_fields: Option<(u64, u64, u64, u64, u64, u64)> = newest.map(|at| {
         let sb = &image[at..at + superblock::ENCODED_LEN];
-        if &sb[..8] != superblock::MAGIC {
-            continue;
-        }
-        sb_fields.get_or_insert((
-            u64_at(sb, 56),
-            u64_at(sb, 64),
-            u64_at(sb, 72),
-            u64_at(sb, 80),
-            u64_at(sb, 116),
-            u64_at(sb, 124),
-        ));
-    }
+        (u64_at(sb, 56), u64_at(sb, 64), u64_at(sb, 72), u64_at(sb, 80), u64_at(sb, 116), u64_at(sb, 124))
+    });
     // Checkpoint chains: reseal each block, then the payload checksum in the superblocks.
     let mut payload = Vec::new();
     if let Some((_, _, _, head0, _, head1)) = sb_fields {
@@ -350,8 +351,8 @@ fn reseal_checksums(image: &mut [u8]) {
             }
         }
     }
-    for &copy in &SUPERBLOCK_BLOCKS {
-        let at = block_at(copy);
+    let all_slots: Vec<usize> = slots().collect();
+    for at in all_slots {
         let sb = &mut image[at..at + superblock::ENCODED_LEN];
         if &sb[..8] != superblock::MAGIC {
             continue;

@@ -1,7 +1,10 @@
 //! The superblock: pool identity, geometry and the root of the durable state.
 //!
-//! Two copies live in blocks 0 and 1. Each is written whole and checksummed; mount takes the valid
-//! copy with the highest generation. The superblock names both copies of the log region and both
+//! Two copies live in blocks 0 and 1, and each block has two slots (bytes 0..256 and 2048..2304): a
+//! checkpoint of generation g writes slot g % 2 of each copy, so the slot it overwrites is never
+//! the newest one, and a torn write of it leaves the other slot (the previous generation) intact —
+//! even when one copy is lost and only one block is left. Each slot is written whole and
+//! checksummed; mount takes the valid slot with the highest generation. The superblock names both copies of the log region and both
 //! checkpoint chains (format version 2); version 1 pools (one log, one chain) are still read, and a
 //! read-write mount converts them. Owns the layout only; never writes the pool.
 //!
@@ -42,8 +45,11 @@ pub const VERSION: u32 = 2;
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Bytes covered by the checksum, which follows them.
 const CRC_OFFSET: usize = 252;
-/// Encoded size of a superblock (the rest of its block is zero).
+/// Encoded size of a superblock (one slot).
 pub const ENCODED_LEN: usize = 256;
+/// Byte offsets of the two slots inside a superblock block (format version 2; version 1 pools
+/// have slot 0 only, and zeros in slot 1).
+pub const SLOT_OFFSETS: [usize; 2] = [0, 2048];
 
 /// The decoded superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +92,12 @@ pub struct Superblock {
 }
 
 impl Superblock {
-    /// Encodes this superblock as the full 4096-byte block.
+    /// The slot a superblock of this generation is written to.
+    pub fn slot(&self) -> usize {
+        (self.generation % 2) as usize
+    }
+
+    /// Encodes this superblock as one slot ([`ENCODED_LEN`] bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(MAGIC);
@@ -108,13 +119,14 @@ impl Superblock {
         w.u64(self.log_mirror_start);
         w.u64(self.checkpoint_mirror_head);
         let mut bytes = w.bytes;
-        bytes.resize(BLOCK_SIZE as usize, 0);
+        bytes.resize(ENCODED_LEN, 0);
         let crc = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
         bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
 
-    /// Decodes and validates one copy; the error names the copy and what is wrong with it.
+    /// Decodes and validates one slot of copy `copy` (its first [`ENCODED_LEN`] bytes); the error
+    /// names the copy and what is wrong with it.
     pub fn decode(bytes: &[u8], copy: u32) -> Result<Self> {
         let what = if copy == 0 { "superblock copy 0 (block 0)" } else { "superblock copy 1 (block 1)" };
         if bytes.len() < ENCODED_LEN {

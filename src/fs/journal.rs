@@ -15,7 +15,7 @@ use super::state::{ApplyMode, State};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, StateImage};
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
-use crate::format::superblock::{Superblock, VERSION};
+use crate::format::superblock::{self, Superblock, SLOT_OFFSETS, VERSION};
 use crate::format::{BLOCK_SIZE, ROOT_INO, SUPERBLOCK_BLOCKS};
 use crate::pool::SharedBackend;
 
@@ -149,7 +149,10 @@ impl Journal {
             log_mirror_start: total_blocks - log_blocks,
             checkpoint_mirror_head: 0,
         };
-        // Invalidate whatever the log regions held before, so an old pool's records cannot replay.
+        // Invalidate whatever the superblock blocks and the log regions held before, so an old
+        // pool's superblock slots and records cannot be taken for this one's.
+        backend.fill(0, 2 * BLOCK_SIZE, 0)?;
+        backend.flush(0, 2 * BLOCK_SIZE);
         for start in [sb.log_start, sb.log_mirror_start] {
             backend.fill(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0)?;
             backend.flush(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE);
@@ -182,49 +185,57 @@ impl Journal {
         let salvage = mode == MountMode::Salvage;
         let mut notes = MountNotes::default();
         let pool_blocks = backend.len() / BLOCK_SIZE;
-        let mut copies = Vec::new();
-        let mut errors = Vec::new();
+        // Every slot of both copies; then the valid slot with the highest generation wins.
+        let mut slots: Vec<(Superblock, usize)> = Vec::new();
+        let mut errors: [[Option<String>; 2]; 2] = Default::default();
         for (copy, &block) in SUPERBLOCK_BLOCKS.iter().enumerate() {
             if block >= pool_blocks {
-                errors.push(format!("superblock copy {copy}: beyond the end of the pool"));
+                errors[copy] =
+                    [0, 1].map(|_| Some(format!("superblock copy {copy}: beyond the end of the pool")));
                 continue;
             }
-            // A copy that a valid one already marks lost sits on bad memory: never read it.
-            if copies.iter().any(|c: &Superblock| c.lost_copies & (1 << copy) != 0) {
-                errors.push(format!("superblock copy {copy}: marked lost (bad memory), not read"));
-                continue;
-            }
-            let decoded = match read_block(&backend, block) {
-                Ok(bytes) => Superblock::decode(&bytes, copy as u32),
-                Err(e) => Err(Error::Corrupt(format!("superblock copy {copy}: {e}"))),
+            let bytes = match read_block(&backend, block) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    errors[copy] = [0, 1].map(|_| Some(format!("superblock copy {copy}: {e}")));
+                    continue;
+                }
             };
-            match decoded {
-                Ok(sb) if sb.total_blocks > pool_blocks => errors.push(format!(
-                    "superblock copy {copy}: says {} blocks but the pool has {pool_blocks}",
-                    sb.total_blocks
-                )),
-                Ok(sb) => copies.push(sb),
-                Err(Error::Corrupt(detail)) => errors.push(detail),
-                Err(e) => errors.push(e.to_string()),
+            for (slot, &at) in SLOT_OFFSETS.iter().enumerate() {
+                match Superblock::decode(&bytes[at..at + superblock::ENCODED_LEN], copy as u32) {
+                    Ok(sb) if sb.total_blocks > pool_blocks => {
+                        errors[copy][slot] = Some(format!(
+                            "superblock copy {copy}: says {} blocks but the pool has {pool_blocks}",
+                            sb.total_blocks
+                        ))
+                    }
+                    Ok(sb) => slots.push((sb, slot)),
+                    Err(Error::Corrupt(detail)) => errors[copy][slot] = Some(detail),
+                    Err(e) => errors[copy][slot] = Some(e.to_string()),
+                }
             }
         }
-        copies.sort_by_key(|sb| std::cmp::Reverse(sb.generation));
-        let Some(best) = copies.first().cloned() else {
-            return Err(Error::Corrupt(format!("no valid superblock: {}", errors.join("; "))));
+        // A copy that any valid slot marks lost sits on bad memory: whatever it holds is stale.
+        let lost = slots.iter().fold(0, |lost, (sb, _)| lost | sb.lost_copies);
+        slots.retain(|(sb, _)| lost & (1 << sb.copy) == 0);
+        slots.sort_by_key(|(sb, _)| std::cmp::Reverse(sb.generation));
+        let Some(best) = slots.first().map(|(sb, _)| sb.clone()) else {
+            let all: Vec<String> = errors.iter().flatten().flatten().cloned().collect();
+            let mut all_unique = all.clone();
+            all_unique.dedup();
+            return Err(Error::Corrupt(format!("no valid superblock: {}", all_unique.join("; "))));
         };
         for other in 0..2u32 {
             if best.lost_copies & (1 << other) != 0 {
                 continue; // known lost: nothing to repair
             }
-            let fine = copies
-                .iter()
-                .any(|c| c.copy == other && c.generation == best.generation && same_except_copy(c, &best));
+            let fine = slots.iter().any(|(c, _)| {
+                c.copy == other && c.generation == best.generation && same_except_copy(c, &best)
+            });
             if !fine {
                 notes.stale_superblocks.push(other);
-                let why = errors
-                    .iter()
-                    .find(|e| e.contains(&format!("copy {other}")))
-                    .cloned()
+                let why = errors[other as usize][best.slot()]
+                    .clone()
                     .unwrap_or_else(|| format!("superblock copy {other}: older generation"));
                 notes.repaired.push(why);
             }
@@ -776,20 +787,22 @@ impl Journal {
         Ok(())
     }
 
+    /// Writes copy `copy` of the superblock into its slot for this generation (the other slot keeps
+    /// the previous generation, so a torn write leaves a valid superblock behind).
     fn write_superblock(&self, copy: u32) {
         if self.sb.lost_copies & (1 << copy) != 0 {
             return; // on bad memory: never written again
         }
         let mut sb = self.sb.clone();
         sb.copy = copy;
-        let at = SUPERBLOCK_BLOCKS[copy as usize] * BLOCK_SIZE;
+        let at = SUPERBLOCK_BLOCKS[copy as usize] * BLOCK_SIZE + SLOT_OFFSETS[sb.slot()] as u64;
         // A copy on bad memory that cannot be written stays stale on the media: mount takes the
         // other copy (the higher valid generation) and reports this one; a memory failure of it
         // marks it lost.
         if self.backend.write(at, &sb.encode()).is_err() {
             return;
         }
-        self.backend.flush(at, BLOCK_SIZE);
+        self.backend.flush(at, superblock::ENCODED_LEN as u64);
     }
 }
 
