@@ -8,6 +8,7 @@
 
 use super::ownership::{MetaStructure, Owner};
 use super::state::{ApplyMode, State};
+use super::validate;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, StateImage};
 use crate::format::record::{self, InodeAttrs, InodeKind, Mutation, RecordAt};
@@ -216,10 +217,10 @@ impl Journal {
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
-        while let RecordAt::Valid(mutations, len) = record::decode_record(&log[pos..], seq)? {
-            for m in &mutations {
-                state.apply(m, ApplyMode::Replay)?;
-            }
+        while let RecordAt::Valid(mutations, len) = record::decode_record(&log[pos..], seq)
+            .map_err(|e| validate::in_log_record(seq, pos as u64, e))?
+        {
+            state.replay_record(&mutations, seq, pos as u64)?;
             pos += len;
             seq += 1;
             replayed += 1;
