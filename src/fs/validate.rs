@@ -229,33 +229,46 @@ impl State {
         if !self.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
             return Err("no root directory".into());
         }
-        let mut inos: Vec<u64> = self.inodes.keys().copied().collect();
-        inos.sort_unstable();
-        for &ino in &inos {
-            if let Some(problem) = self.inode_problems(ino).into_iter().next() {
-                return Err(format!("inode {ino}: {problem}"));
-            }
+        // The lowest-numbered inode with a problem, so the report does not depend on hash order.
+        let first_bad = self.inodes.keys().copied().filter(|&ino| !self.inode_problems(ino).is_empty()).min();
+        if let Some(ino) = first_bad {
+            return Err(format!("inode {ino}: {}", self.inode_problems(ino)[0]));
         }
-        // Every entry is some inode's own (parent, name) (checked above), so a named inode that the
-        // walk from the root misses hangs below a cycle.
-        let mut reached = HashSet::with_capacity(self.inodes.len());
+        // Every entry is now its inode's own (parent, name), so an inode sits in at most one
+        // directory and the walk from the root visits each at most once: it reaches every named
+        // inode unless some hang below a cycle.
+        let named = self.inodes.values().filter(|i| i.attrs.nlink > 0).count();
+        let mut reached = 0;
         let mut stack = vec![ROOT_INO];
         while let Some(dir) = stack.pop() {
-            if !reached.insert(dir) {
-                continue;
-            }
+            reached += 1;
             for &child in self.inodes[&dir].children.values() {
-                stack.push(child);
+                if self.inodes[&child].is_dir() {
+                    stack.push(child);
+                } else {
+                    reached += 1;
+                }
             }
         }
-        for ino in inos {
-            if ino != ROOT_INO && self.inodes[&ino].attrs.nlink > 0 && !reached.contains(&ino) {
-                let dir = if self.inodes[&ino].is_dir() { ino } else { self.inodes[&ino].attrs.parent };
-                let why = self.directory_cycle(dir).unwrap_or_else(|| "not reachable from the root".into());
-                return Err(format!("inode {ino}: {why}"));
-            }
+        if reached == named {
+            return Ok(());
         }
-        Ok(())
+        let mut reached = HashSet::with_capacity(reached);
+        let mut stack = vec![ROOT_INO];
+        while let Some(dir) = stack.pop() {
+            reached.insert(dir);
+            stack.extend(self.inodes[&dir].children.values().copied());
+        }
+        let lost = self
+            .inodes
+            .values()
+            .filter(|i| i.attrs.nlink > 0 && !reached.contains(&i.attrs.ino))
+            .map(|i| i.attrs.ino)
+            .min()
+            .expect("some named inode is not reached");
+        let dir = if self.inodes[&lost].is_dir() { lost } else { self.inodes[&lost].attrs.parent };
+        let why = self.directory_cycle(dir).unwrap_or_else(|| "not reachable from the root".into());
+        Err(format!("inode {lost}: {why}"))
     }
 
     /// Replay only: why file data may not land on pool blocks `[start, +len)` (already inside the
