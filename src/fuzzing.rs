@@ -4,7 +4,8 @@
 //! whatever mounted. What they assert is the promise of SPEC section 6, "a corrupt pool image never
 //! crashes the program", plus a few identities that must hold for any input: a decoded structure
 //! encodes back to the same bytes, a failed mount says `Corrupt` (EUCLEAN), a read-only mount refuses
-//! changes with EROFS, and operations on a pool that checked clean keep it clean.
+//! changes with EROFS, and operations on a pool that checked clean keep it clean. One more hook,
+//! [`check_after_tampering`], lets tests damage a mounted state in memory and see what fsck says.
 //!
 //! Must never: touch a real pool (every pool here is a volatile [`RecordingBackend`] copy), or
 //! swallow a panic: a panic is exactly what the fuzzer is looking for.
@@ -16,7 +17,8 @@ use crate::format::codec::{u32_at, u64_at};
 use crate::format::record::{self, RecordAt};
 use crate::format::superblock::{self, Superblock};
 use crate::format::{checksum, checksum_with_hole, BLOCK_SIZE, SUPERBLOCK_BLOCKS};
-use crate::fs::state::{ApplyMode, State};
+use crate::fs::check::CheckReport;
+use crate::fs::state::State;
 use crate::fs::FileSystem;
 use crate::pool::RecordingBackend;
 use std::sync::{Arc, OnceLock};
@@ -182,13 +184,11 @@ fn decode_all(first_seq: u64, log: &[u8]) {
                 let again = record::encode_record(seq, &mutations);
                 assert_eq!(&again[..unpadded], &log[pos..pos + unpadded], "record {seq} round trip");
                 assert!(record::record_len_bound(&mutations) >= again.len(), "record bound too small");
-                for m in &mutations {
-                    if state.apply(m, ApplyMode::Replay).is_err() {
-                        return;
-                    }
-                    if let Err(e) = state.owners.validate() {
-                        panic!("replay of {m:?} left the ownership map malformed: {}", e.0);
-                    }
+                if state.replay_record(&mutations, seq, pos as u64).is_err() {
+                    return;
+                }
+                if let Err(e) = state.owners.validate() {
+                    panic!("replay of record {seq} {mutations:?} left the ownership map malformed: {}", e.0);
                 }
                 pos += len;
                 seq = seq.wrapping_add(1);
@@ -239,6 +239,17 @@ fn small_state() -> State {
             fs.state().clone()
         })
         .clone()
+}
+
+/// Mounts `image` read-only, lets `tamper` change the mounted state in memory only (the media
+/// stays as it was), and returns what `check()` says of the result: for tests proving that fsck
+/// finds by itself each problem that mount validation refuses on media (check also reports that
+/// the media differs from memory). Panics if `image` does not mount.
+pub fn check_after_tampering(image: &[u8], tamper: impl FnOnce(&mut State)) -> CheckReport {
+    let backend: crate::pool::SharedBackend = Arc::new(RecordingBackend::from_image(image.to_vec()));
+    let mut fs = FileSystem::mount(backend, true).expect("the image to tamper with mounts");
+    tamper(fs.state_mut());
+    fs.check()
 }
 
 /// A small populated pool image ([`POPULATED_POOL_BYTES`]): directories, files with private,

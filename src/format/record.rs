@@ -276,7 +276,7 @@ pub fn decode_record(bytes: &[u8], seq: u64) -> Result<RecordAt> {
         return Ok(RecordAt::End);
     }
     let count = u32_at(bytes, 20) as usize;
-    let mut r = Reader::new(&bytes[HEADER_LEN..total], "log record");
+    let mut r = Reader::new(&bytes[HEADER_LEN..total], "record payload");
     let mut mutations = Vec::with_capacity(count.min(payload_len));
     for _ in 0..count {
         mutations.push(Mutation::decode_from(&mut r)?);

@@ -2,16 +2,22 @@
 //!
 //! Owns the list of invariants and the report. Checks: superblocks, checkpoint and log decode and
 //! replay to exactly the live state; reference counts and the reverse map equal what the forward
-//! maps imply (by rebuilding them); no block is leaked, doubly used, or both free and used; the
-//! directory tree is a tree. (Bytes past EOF in a partial last block may be non-zero: a DAX view
+//! maps imply (by rebuilding them); no block is leaked, doubly used, or both free and used; no
+//! extent lies outside the pool or on the superblocks, the log or the checkpoint; every inode obeys
+//! the rules mount validation enforces on what it decodes ([`State::inode_problems`]: names, link
+//! counts, sizes, inode numbers, parents, duplicate names), so the two agree; the directory tree is
+//! a tree (no directory cycle). (Bytes past EOF in a partial last block may be non-zero: a DAX view
 //! maps the last page whole and stores land there as in the kernel; the file system zeroes them
 //! before the file grows over them.)
 //! Must never change anything: it reads only.
 
 use super::journal::Journal;
 use super::ownership::{Owner, OwnerMap};
+#[cfg(doc)]
+use super::state::State;
+use super::validate::overlap_detail;
 use super::FileSystem;
-use crate::format::{BLOCK_SIZE, ROOT_INO};
+use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
 use std::collections::{BTreeMap, HashSet};
 
 /// One thing check found wrong.
@@ -106,24 +112,23 @@ impl FileSystem {
             if !inode.extents.is_canonical() {
                 report.problem(format!("inode {ino}"), "extent map not canonical");
             }
-            let eof_block = inode.attrs.size.div_ceil(BLOCK_SIZE);
-            if inode.extents.end_block() > eof_block {
-                report.problem(
-                    format!("inode {ino}"),
-                    format!(
-                        "blocks mapped past EOF (size {}, mapped to block {})",
-                        inode.attrs.size,
-                        inode.extents.end_block()
-                    ),
-                );
+            for detail in state.inode_problems(ino) {
+                report.problem(format!("inode {ino}"), detail);
             }
             for (fb, e) in inode.extents.iter() {
-                if e.phys < 2 || e.phys + e.len > state.total_blocks {
+                let outside = e.phys.checked_add(e.len).is_none_or(|end| end > state.total_blocks);
+                if outside || fb.checked_add(e.len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
                     report.problem(
                         format!("inode {ino}"),
-                        format!("extent at file block {fb} outside the pool"),
+                        format!("extent at file block {fb} (pool blocks [{}, +{})) outside the pool or the largest file", e.phys, e.len),
                     );
                     continue;
+                }
+                if let Some(structure) = rebuilt.metadata_in(e.phys, e.len) {
+                    report.problem(
+                        format!("inode {ino}"),
+                        format!("extent at file block {fb}: {}", overlap_detail(e.phys, e.len, structure)),
+                    );
                 }
                 rebuilt.add(e.phys, e.len, Owner::File { ino, file_block: fb });
             }
@@ -263,19 +268,15 @@ impl FileSystem {
                     subdirs += 1;
                     stack.push(child);
                 } else {
-                    if c.attrs.nlink != 1 {
-                        report.problem(
-                            format!("inode {child}"),
-                            format!("link count {} for a file with one name", c.attrs.nlink),
-                        );
-                    }
                     seen.insert(child);
                 }
             }
-            if inode.attrs.nlink != 2 + subdirs {
+            // Link counts are checked against the tracked count (State::inode_problems); here the
+            // tracked count against the entries.
+            if inode.subdir_count != subdirs {
                 report.problem(
                     format!("inode {dir}"),
-                    format!("directory link count {} but {} subdirectories", inode.attrs.nlink, subdirs),
+                    format!("{subdirs} subdirectories but {} tracked", inode.subdir_count),
                 );
             }
         }
@@ -291,7 +292,9 @@ impl FileSystem {
             // a read-only mount legitimately still holds it.
             let pending_reclaim = self.read_only && !inode.is_dir();
             if inode.attrs.nlink != 0 {
-                report.problem(format!("inode {ino}"), "not reachable from the root");
+                let dir = if inode.is_dir() { ino } else { inode.attrs.parent };
+                let why = state.directory_cycle(dir).unwrap_or_else(|| "not reachable from the root".into());
+                report.problem(format!("inode {ino}"), why);
             } else if !open && !pending_reclaim {
                 report.problem(format!("inode {ino}"), "unlinked, not open, yet not freed");
             }

@@ -12,6 +12,7 @@
 
 use super::ownership::{MetaStructure, Owner};
 use super::state::{ApplyMode, State};
+use super::validate;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, StateImage};
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
@@ -346,10 +347,14 @@ impl Journal {
                 }
                 // A checksum that matches over mutations that make no sense: written that way.
                 (Err(e), _) | (_, Some(Err(e))) => {
-                    let why = format!("log record {seq} (log byte {pos}): {e}");
+                    let e = validate::in_log_record(seq, pos as u64, e);
                     if !salvage {
-                        return Err(Error::Corrupt(format!("{why}; {}", repair_hint())));
+                        return Err(with_repair_hint(e));
                     }
+                    let why = match e {
+                        Error::Corrupt(detail) => detail,
+                        other => other.to_string(),
+                    };
                     let resume = [Some(log.as_slice()), mirror.as_deref()]
                         .into_iter()
                         .flatten()
@@ -368,6 +373,14 @@ impl Journal {
                 _ => None,
             };
             if let Some((mutations, len)) = found {
+                if !salvage {
+                    // The whole record, then everything it touched is validated (fs/validate.rs).
+                    state.replay_record(&mutations, seq, pos as u64).map_err(with_repair_hint)?;
+                    pos += len;
+                    seq += 1;
+                    replayed += 1;
+                    continue;
+                }
                 for m in &mutations {
                     let mut applied = state.apply(m, ApplyMode::Replay);
                     if salvage && applied.is_err() {
@@ -382,11 +395,9 @@ impl Journal {
                         }
                     }
                     if let Err(e) = applied {
-                        let why = format!("log record {seq} (log byte {pos}): {e}");
-                        if !salvage {
-                            return Err(Error::Corrupt(format!("{why}; {}", repair_hint())));
-                        }
-                        notes.lost.push(format!("{why}: that change is dropped"));
+                        notes
+                            .lost
+                            .push(format!("log record {seq} (log byte {pos}): {e}: that change is dropped"));
                     }
                 }
                 pos += len;

@@ -17,6 +17,7 @@ pub mod journal;
 pub mod ownership;
 pub mod salvage;
 pub mod state;
+pub mod validate;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::blocks_for;
@@ -428,6 +429,12 @@ impl FileSystem {
     /// The in-memory state (for checks and tests).
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The in-memory state, to change behind the journal's back: only for test hooks
+    /// ([`crate::fuzzing::check_after_tampering`]) that prove fsck finds damage by itself.
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        &mut self.state
     }
 
     /// The journal (for checks, stats and tests).

@@ -134,6 +134,29 @@ impl OwnerMap {
         self.segments.range(first..end).map(|(&b, s)| (b, s))
     }
 
+    /// The first metadata structure owning a block of `[block, block + len)`, if any.
+    pub fn metadata_in(&self, block: u64, len: u64) -> Option<MetaStructure> {
+        self.overlapping(block, len).find_map(|(_, seg)| {
+            seg.owners.iter().find_map(|o| match o {
+                Owner::Meta(structure) => Some(*structure),
+                Owner::File { .. } => None,
+            })
+        })
+    }
+
+    /// The first block of `[block, block + len)` that nobody owns, if any.
+    pub fn first_unowned(&self, block: u64, len: u64) -> Option<u64> {
+        let end = block.saturating_add(len);
+        let mut cursor = block;
+        for (start, seg) in self.overlapping(block, len) {
+            if start > cursor {
+                return Some(cursor);
+            }
+            cursor = cursor.max(start + seg.len);
+        }
+        (cursor < end).then_some(cursor)
+    }
+
     /// The number of owners of `block` (0 when unused).
     pub fn refcount(&self, block: u64) -> usize {
         self.overlapping(block, 1).next().map_or(0, |(_, s)| s.owners.len())

@@ -8,10 +8,11 @@
 use super::alloc::FreeSpace;
 use super::extents::ExtentMap;
 use super::ownership::{MetaStructure, Owner, OwnerMap};
+use super::validate::{check_pool_range, overlap_detail};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
-use crate::format::{BLOCK_SIZE, ROOT_INO};
+use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
 use std::collections::{BTreeMap, HashMap};
 
 /// One inode in memory.
@@ -23,6 +24,8 @@ pub struct Inode {
     pub extents: ExtentMap,
     /// Directory entries, name -> inode (directories only).
     pub children: BTreeMap<Vec<u8>, u64>,
+    /// How many of `children` are directories: a directory's link count is 2 + this.
+    pub subdir_count: u64,
 }
 
 impl Inode {
@@ -65,18 +68,20 @@ pub struct State {
 /// Checkpoint bytes per inode besides its name: attributes (63) and the extent count (8), rounded up.
 const INODE_IMAGE_FIXED_BYTES: u64 = 72;
 
-fn corrupt(detail: impl std::fmt::Display) -> Error {
-    Error::Corrupt(format!("log replay: {detail}"))
-}
-
 impl State {
     /// Builds the state a checkpoint describes, with `meta` blocks owned by metadata structures.
     /// Everything else that no file maps and that is not quarantined is free.
+    ///
+    /// The image is decoded from media, so it is validated whole: every rule of
+    /// [`State::inode_problems`] for every inode, every extent against the pool layout, and the
+    /// directory tree (a tree: no cycles, no duplicate names). A violation is `Error::Corrupt`
+    /// naming the checkpoint, the inode and the problem.
     pub fn from_image(
         image: &StateImage,
         total_blocks: u64,
         meta: &[(u64, u64, MetaStructure)],
     ) -> Result<Self> {
+        let in_checkpoint = |detail: String| Error::Corrupt(format!("checkpoint: {detail}"));
         let mut owners = OwnerMap::new();
         let mut inodes = HashMap::with_capacity(image.inodes.len());
         let mut extent_count = 0;
@@ -88,40 +93,40 @@ impl State {
             // Ranges first: the canonical-form check below adds starts and lengths.
             for &(fb, phys, len) in &img.extents {
                 check_pool_range(phys, len, total_blocks)
-                    .map_err(|d| Error::Corrupt(format!("checkpoint: inode {ino}: {d}")))?;
-                if fb.checked_add(len).is_none_or(|end| end > crate::format::MAX_FILE_SIZE / BLOCK_SIZE) {
-                    return Err(Error::Corrupt(format!(
-                        "checkpoint: inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
+                    .map_err(|d| in_checkpoint(format!("inode {ino}: {d}")))?;
+                if fb.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
+                    return Err(in_checkpoint(format!(
+                        "inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
                     )));
                 }
             }
             let extents = ExtentMap::from_triples(&img.extents);
             if extents.len() != img.extents.len() || !extents.is_canonical() {
-                return Err(Error::Corrupt(format!(
-                    "checkpoint: extents of inode {ino} overlap or are unmerged"
-                )));
+                return Err(in_checkpoint(format!("extents of inode {ino} overlap or are unmerged")));
             }
             if img.attrs.kind == InodeKind::Dir && !extents.is_empty() {
-                return Err(Error::Corrupt(format!("checkpoint: directory {ino} has extents")));
+                return Err(in_checkpoint(format!("directory {ino} has extents")));
             }
             for (fb, e) in extents.iter() {
-                if owners.add(e.phys, e.len, Owner::File { ino, file_block: fb }).touched_metadata {
-                    return Err(Error::Corrupt(format!(
-                        "checkpoint: inode {ino} maps metadata blocks [{}, +{})",
-                        e.phys, e.len
+                if let Some(structure) = owners.metadata_in(e.phys, e.len) {
+                    return Err(in_checkpoint(format!(
+                        "inode {ino}: {}",
+                        overlap_detail(e.phys, e.len, structure)
                     )));
                 }
+                owners.add(e.phys, e.len, Owner::File { ino, file_block: fb });
             }
             extent_count += extents.len() as u64;
-            let inode = Inode { attrs: img.attrs.clone(), extents, children: BTreeMap::new() };
+            let inode =
+                Inode { attrs: img.attrs.clone(), extents, children: BTreeMap::new(), subdir_count: 0 };
             if inodes.insert(ino, inode).is_some() {
-                return Err(Error::Corrupt(format!("checkpoint: inode {ino} appears twice")));
+                return Err(in_checkpoint(format!("inode {ino} appears twice")));
             }
         }
         // Inode numbers are handed out from next_ino: every existing one must lie below it.
         if let Some(&bad) = inodes.keys().find(|&&ino| ino == 0 || ino >= image.next_ino) {
-            return Err(Error::Corrupt(format!(
-                "checkpoint: inode number {bad} is not below the next free inode number {}",
+            return Err(in_checkpoint(format!(
+                "inode number {bad} is not below the next free inode number {}",
                 image.next_ino
             )));
         }
@@ -136,34 +141,38 @@ impl State {
             next_ino: image.next_ino,
             extent_count,
         };
-        state.link_children()?;
+        state.link_children().map_err(in_checkpoint)?;
         for &(start, len) in &image.quarantine {
             check_pool_range(start, len, total_blocks)
-                .map_err(|d| Error::Corrupt(format!("checkpoint: quarantine: {d}")))?;
+                .map_err(|d| in_checkpoint(format!("quarantine: {d}")))?;
             state.add_bad_blocks(start, len);
         }
+        state.validate_whole().map_err(in_checkpoint)?;
         state.rebuild_free();
         Ok(state)
     }
 
     /// Fills directory entry maps from each inode's (parent, name).
-    fn link_children(&mut self) -> Result<()> {
-        let named: Vec<(u64, u64, Vec<u8>)> = self
+    fn link_children(&mut self) -> std::result::Result<(), String> {
+        let named: Vec<(u64, u64, Vec<u8>, bool)> = self
             .inodes
             .values()
             .filter(|i| i.attrs.ino != ROOT_INO && i.attrs.nlink > 0)
-            .map(|i| (i.attrs.ino, i.attrs.parent, i.attrs.name.clone()))
+            .map(|i| (i.attrs.ino, i.attrs.parent, i.attrs.name.clone(), i.is_dir()))
             .collect();
-        for (ino, parent, name) in named {
-            let dir = self.inodes.get_mut(&parent).filter(|d| d.is_dir()).ok_or_else(|| {
-                Error::Corrupt(format!("checkpoint: inode {ino} names missing directory {parent}"))
-            })?;
-            if dir.children.insert(name.clone(), ino).is_some() {
-                return Err(Error::Corrupt(format!(
-                    "checkpoint: directory {parent} has two entries named {:?}",
+        for (ino, parent, name, is_dir) in named {
+            let dir = match self.inodes.get_mut(&parent) {
+                Some(d) if d.is_dir() => d,
+                Some(_) => return Err(format!("inode {ino} is named in inode {parent}, which is a file")),
+                None => return Err(format!("inode {ino} names missing directory {parent}")),
+            };
+            if let Some(other) = dir.children.insert(name.clone(), ino) {
+                return Err(format!(
+                    "directory {parent} has two entries named {:?} (inodes {other} and {ino})",
                     String::from_utf8_lossy(&name)
-                )));
+                ));
             }
+            dir.subdir_count += u64::from(is_dir);
         }
         Ok(())
     }
@@ -214,14 +223,22 @@ impl State {
     }
 
     /// Applies one mutation. In `Live` mode an error is a bug in the caller; in `Replay` mode it
-    /// means the log is damaged.
+    /// means the log is damaged. Only what one mutation alone can break is checked here (ranges,
+    /// kinds, the pool layout under a `Map`); the rules that hold once a whole record is in are
+    /// [`State::replay_record`]'s.
     pub fn apply(&mut self, m: &Mutation, mode: ApplyMode) -> Result<()> {
+        self.apply_one(m, mode).map_err(Error::Corrupt)
+    }
+
+    /// [`State::apply`] with the problem as plain text.
+    pub(super) fn apply_one(&mut self, m: &Mutation, mode: ApplyMode) -> std::result::Result<(), String> {
         match m {
             Mutation::PutInode(attrs) => self.put_inode(attrs),
             Mutation::FreeInode { ino } => self.free_inode(*ino),
             Mutation::Map { ino, file_block, len, phys } => self.map(*ino, *file_block, *len, *phys, mode),
             Mutation::Quarantine { block, len } => {
-                check_pool_range(*block, *len, self.total_blocks).map_err(corrupt)?;
+                check_pool_range(*block, *len, self.total_blocks)
+                    .map_err(|d| format!("quarantine of {d}"))?;
                 self.free.claim(*block, *len);
                 self.add_bad_blocks(*block, *len);
                 Ok(())
@@ -229,10 +246,10 @@ impl State {
         }
     }
 
-    fn put_inode(&mut self, attrs: &InodeAttrs) -> Result<()> {
+    fn put_inode(&mut self, attrs: &InodeAttrs) -> std::result::Result<(), String> {
         let ino = attrs.ino;
         if ino == 0 || ino == u64::MAX {
-            return Err(corrupt(format!("inode number {ino}")));
+            return Err(format!("inode number {ino} cannot be handed out"));
         }
         let old = self
             .inodes
@@ -240,35 +257,39 @@ impl State {
             .map(|i| (i.attrs.parent, i.attrs.name.clone(), i.attrs.nlink, i.attrs.kind));
         if let Some((_, _, _, kind)) = &old {
             if *kind != attrs.kind {
-                return Err(corrupt(format!("inode {ino} changes kind")));
+                return Err(format!("inode {ino} changes kind"));
             }
         }
+        let is_dir = attrs.kind == InodeKind::Dir;
         // Unlink the old name.
         if let Some((parent, name, nlink, _)) = &old {
             if ino != ROOT_INO && *nlink > 0 {
                 if let Some(dir) = self.inodes.get_mut(parent) {
                     if dir.children.get(name) == Some(&ino) {
                         dir.children.remove(name);
+                        dir.subdir_count -= u64::from(is_dir);
                     }
                 }
             }
         }
         // Link the new name.
         if ino != ROOT_INO && attrs.nlink > 0 {
-            let dir =
-                self.inodes.get_mut(&attrs.parent).filter(|d| d.is_dir()).ok_or_else(|| {
-                    corrupt(format!("inode {ino} names missing directory {}", attrs.parent))
-                })?;
+            let parent = attrs.parent;
+            let dir = match self.inodes.get_mut(&parent) {
+                Some(d) if d.is_dir() => d,
+                Some(_) => return Err(format!("inode {ino} is named in inode {parent}, which is a file")),
+                None => return Err(format!("inode {ino} names missing directory {parent}")),
+            };
             if let Some(&other) = dir.children.get(&attrs.name) {
                 if other != ino {
-                    return Err(corrupt(format!(
-                        "directory {} already has an entry {:?}",
-                        attrs.parent,
+                    return Err(format!(
+                        "directory {parent} already has an entry {:?} (inode {other}): a duplicate name",
                         String::from_utf8_lossy(&attrs.name)
-                    )));
+                    ));
                 }
             }
             dir.children.insert(attrs.name.clone(), ino);
+            dir.subdir_count += u64::from(is_dir);
         }
         self.name_bytes += attrs.name.len() as u64;
         match self.inodes.get_mut(&ino) {
@@ -279,7 +300,12 @@ impl State {
             None => {
                 self.inodes.insert(
                     ino,
-                    Inode { attrs: attrs.clone(), extents: ExtentMap::new(), children: BTreeMap::new() },
+                    Inode {
+                        attrs: attrs.clone(),
+                        extents: ExtentMap::new(),
+                        children: BTreeMap::new(),
+                        subdir_count: 0,
+                    },
                 );
             }
         }
@@ -287,16 +313,21 @@ impl State {
         Ok(())
     }
 
-    fn free_inode(&mut self, ino: u64) -> Result<()> {
-        let inode = self.inodes.get(&ino).ok_or_else(|| corrupt(format!("free of missing inode {ino}")))?;
-        if ino == ROOT_INO || !inode.extents.is_empty() || !inode.children.is_empty() {
-            return Err(corrupt(format!("free of inode {ino} that still has blocks or entries")));
+    fn free_inode(&mut self, ino: u64) -> std::result::Result<(), String> {
+        let inode = self.inodes.get(&ino).ok_or_else(|| format!("free of missing inode {ino}"))?;
+        if ino == ROOT_INO {
+            return Err("free of the root directory".into());
+        }
+        if !inode.extents.is_empty() || !inode.children.is_empty() {
+            return Err(format!("free of inode {ino} that still has blocks or entries"));
         }
         let (parent, name, nlink) = (inode.attrs.parent, inode.attrs.name.clone(), inode.attrs.nlink);
+        let is_dir = inode.is_dir();
         if nlink > 0 {
             if let Some(dir) = self.inodes.get_mut(&parent) {
                 if dir.children.get(&name) == Some(&ino) {
                     dir.children.remove(&name);
+                    dir.subdir_count -= u64::from(is_dir);
                 }
             }
         }
@@ -305,22 +336,29 @@ impl State {
         Ok(())
     }
 
-    fn map(&mut self, ino: u64, file_block: u64, len: u64, phys: Option<u64>, mode: ApplyMode) -> Result<()> {
-        if len == 0
-            || file_block.checked_add(len).is_none_or(|e| e > crate::format::MAX_FILE_SIZE / BLOCK_SIZE)
-        {
-            return Err(corrupt(format!("map of inode {ino}: bad range [{file_block}, +{len})")));
+    fn map(
+        &mut self,
+        ino: u64,
+        file_block: u64,
+        len: u64,
+        phys: Option<u64>,
+        mode: ApplyMode,
+    ) -> std::result::Result<(), String> {
+        if len == 0 || file_block.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE / BLOCK_SIZE) {
+            return Err(format!("map of inode {ino}: bad range [{file_block}, +{len})"));
         }
         if let Some(p) = phys {
-            // A bad block may gain owners only while it has some (a reflink of a poisoned range);
-            // replay's accounting below rejects a map onto a bad block that nobody owns.
-            check_pool_range(p, len, self.total_blocks).map_err(corrupt)?;
+            check_pool_range(p, len, self.total_blocks)
+                .map_err(|d| format!("map of inode {ino} onto {d}"))?;
+            if mode == ApplyMode::Replay {
+                self.map_target_problem(p, len).map_err(|d| format!("map of inode {ino} onto {d}"))?;
+            }
         }
         let inode = self
             .inodes
             .get_mut(&ino)
             .filter(|i| i.attrs.kind == InodeKind::File)
-            .ok_or_else(|| corrupt(format!("map of missing or non-file inode {ino}")))?;
+            .ok_or_else(|| format!("map of missing or non-file inode {ino}"))?;
         let before = inode.extents.len() as u64;
         let removed = inode.extents.set(file_block, len, phys);
         let after = inode.extents.len() as u64;
@@ -337,12 +375,10 @@ impl State {
             };
             let added = self.owners.add(p, len, Owner::File { ino, file_block });
             if added.touched_metadata {
-                return Err(corrupt(format!("map of inode {ino} onto metadata blocks [{p}, +{len})")));
+                return Err(format!("map of inode {ino} onto metadata blocks [{p}, +{len})"));
             }
             if mode == ApplyMode::Replay && claimed != added.newly_owned {
-                return Err(corrupt(format!(
-                    "map of inode {ino} onto unaccounted pool blocks [{p}, +{len})"
-                )));
+                return Err(format!("map of inode {ino} onto unaccounted pool blocks [{p}, +{len})"));
             }
         }
         for piece in removed {
@@ -350,7 +386,7 @@ impl State {
             let freed = self
                 .owners
                 .remove(p, piece.len, Owner::File { ino, file_block: piece.file_block })
-                .map_err(|e| corrupt(e.0))?;
+                .map_err(|e| e.0)?;
             for (s, l) in freed {
                 self.release_unless_quarantined(s, l);
             }
@@ -434,12 +470,4 @@ impl State {
         }
         Some(String::from_utf8_lossy(&path).into_owned())
     }
-}
-
-/// Checks that a pool block range lies inside the data area of the pool.
-fn check_pool_range(start: u64, len: u64, total_blocks: u64) -> std::result::Result<(), String> {
-    if len == 0 || start < 2 || start.checked_add(len).is_none_or(|e| e > total_blocks) {
-        return Err(format!("pool blocks [{start}, +{len}) outside the pool of {total_blocks} blocks"));
-    }
-    Ok(())
 }
