@@ -406,9 +406,9 @@ trait System {
     ) -> Result<u64, Errno>;
     /// lseek(SEEK_DATA) or lseek(SEEK_HOLE).
     fn seek(&mut self, file: &Self::Handle, offset: u64, data: bool) -> Result<u64, Errno>;
-    /// Which blocks of `[first, first + count)` SEEK_DATA calls data when no page cache is
-    /// involved (XFS: written extents; ferrodax: mapped blocks), when the side can say.
-    fn data_blocks(&mut self, file: &Self::Handle, first: u64, count: u64) -> Option<Vec<bool>>;
+    /// The byte ranges SEEK_DATA calls data when no page cache is involved (XFS: written
+    /// extents; ferrodax: mapped blocks), ascending and disjoint, when the side can say.
+    fn data_ranges(&mut self, file: &Self::Handle) -> Option<Vec<(u64, u64)>>;
     /// fstat's size.
     fn size(&mut self, file: &Self::Handle) -> Result<u64, Errno>;
     /// pread of exactly `len` bytes at `offset` (the range is inside the file).
@@ -557,16 +557,8 @@ impl System for Xfs {
         remap::seek_data_or_hole(file, offset, data).map_err(|e| errno_of(&e))
     }
 
-    fn data_blocks(&mut self, file: &std::fs::File, first: u64, count: u64) -> Option<Vec<bool>> {
-        let extents = remap::written_extents(file).ok()?;
-        Some(
-            (first..first + count)
-                .map(|block| {
-                    let at = block * BLOCK;
-                    extents.iter().any(|&(start, len)| start <= at && at < start + len)
-                })
-                .collect(),
-        )
+    fn data_ranges(&mut self, file: &std::fs::File) -> Option<Vec<(u64, u64)>> {
+        remap::written_extents(file).ok().map(|extents| merge_ranges(&extents))
     }
 
     fn size(&mut self, file: &std::fs::File) -> Result<u64, Errno> {
@@ -779,9 +771,10 @@ impl System for Ferrodax {
         file.find(offset, target).map_err(|e| e.errno())
     }
 
-    fn data_blocks(&mut self, file: &File, first: u64, count: u64) -> Option<Vec<bool>> {
+    fn data_ranges(&mut self, file: &File) -> Option<Vec<(u64, u64)>> {
         // ferrodax has no unwritten extents: every mapped block is data (preallocated ones too).
-        self.mapped_blocks(file, first, count)
+        let extents = file.fs().fiemap(file).ok()?;
+        Some(merge_ranges(&extents.iter().map(|e| (e.logical, e.length)).collect::<Vec<_>>()))
     }
 
     fn size(&mut self, file: &File) -> Result<u64, Errno> {
@@ -975,23 +968,54 @@ fn compare_windows(size: u64) -> Vec<(u64, u64)> {
     }
 }
 
-/// What lseek(SEEK_DATA / SEEK_HOLE) answers for a file of `size` bytes whose blocks are data
-/// where `data_blocks` says so: ENXIO at or past EOF (and for data with none after `offset`); EOF
-/// is a hole.
-fn seek_over(data_blocks: &[bool], size: u64, offset: u64, data: bool) -> Outcome {
+/// What lseek(SEEK_DATA / SEEK_HOLE) answers for a file of `size` bytes whose data is the
+/// ascending, disjoint byte ranges `data_ranges`: ENXIO at or past EOF (and for data with none
+/// after `offset`); EOF is a hole.
+fn seek_over(data_ranges: &[(u64, u64)], size: u64, offset: u64, data: bool) -> Outcome {
     if offset >= size {
         return Outcome::Failed(libc::ENXIO);
     }
-    for block in offset / BLOCK..size.div_ceil(BLOCK) {
-        if data_blocks[block as usize] == data {
-            return Outcome::Offset((block * BLOCK).max(offset));
+    let mut cursor = offset; // the first byte not known to be data
+    for &(start, len) in data_ranges.iter().filter(|&&(start, len)| start + len > offset) {
+        if data {
+            let at = start.max(offset);
+            return if at < size { Outcome::Offset(at) } else { Outcome::Failed(libc::ENXIO) };
         }
+        if start > cursor {
+            break;
+        }
+        cursor = cursor.max(start + len);
     }
     if data {
         Outcome::Failed(libc::ENXIO)
     } else {
-        Outcome::Offset(size)
+        Outcome::Offset(cursor.min(size))
     }
+}
+
+/// Sorts byte ranges and joins the ones that overlap or touch.
+fn merge_ranges(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    sorted.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (start, len) in sorted {
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(start + len - last.0),
+            _ => out.push((start, len)),
+        }
+    }
+    out
+}
+
+/// The byte ranges covered by exactly one of two sets of ascending, disjoint ranges.
+fn xor_ranges(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let covers = |set: &[(u64, u64)], at: u64| set.iter().any(|&(s, l)| s <= at && at < s + l);
+    let mut points: Vec<u64> = a.iter().chain(b).flat_map(|&(s, l)| [s, s + l]).collect();
+    points.sort_unstable();
+    points.dedup();
+    let pieces =
+        points.windows(2).filter(|w| covers(a, w[0]) != covers(b, w[0])).map(|w| (w[0], w[1] - w[0]));
+    merge_ranges(&pieces.collect::<Vec<_>>())
 }
 
 /// The bytes generic_remap_checks lets a dedupe compare: the whole length when both ranges end at
@@ -1193,6 +1217,16 @@ impl<X: System, F: System> Pair<X, F> {
             {
                 self.resync_past_ferrodax_limit(file).map(Some)
             }
+            (Op::CopyRange { dst, dst_offset, .. }, Outcome::Wrote(n), ferrodax_result)
+                if dst_offset + n > FERRODAX_MAX_FILE_SIZE
+                    && match ferrodax_result {
+                        Outcome::Wrote(m) => m < n && dst_offset + m == FERRODAX_MAX_FILE_SIZE,
+                        Outcome::Failed(libc::EFBIG) => dst_offset >= FERRODAX_MAX_FILE_SIZE,
+                        _ => false,
+                    } =>
+            {
+                self.resync_past_ferrodax_limit(dst).map(Some)
+            }
             (Op::Truncate { file, size }, Outcome::Done, Outcome::Failed(libc::EFBIG))
                 if size > FERRODAX_MAX_FILE_SIZE =>
             {
@@ -1227,23 +1261,28 @@ impl<X: System, F: System> Pair<X, F> {
         x: Outcome,
         f: Outcome,
     ) -> Result<Option<Accepted>, String> {
+        /// The most differing bytes the rule reads to prove they are zeros.
+        const READ_LIMIT: u64 = 64 << 20;
         let size = self.ferrodax.size(&self.ferrodax_files[file]).map_err(errno_name)?;
-        let blocks = size.div_ceil(BLOCK);
         let (Some(ours), Some(theirs)) = (
-            self.ferrodax.data_blocks(&self.ferrodax_files[file], 0, blocks),
-            self.xfs.data_blocks(&self.xfs_files[file], 0, blocks),
+            self.ferrodax.data_ranges(&self.ferrodax_files[file]),
+            self.xfs.data_ranges(&self.xfs_files[file]),
         ) else {
             return Ok(None);
         };
         if seek_over(&ours, size, offset, data) != f || seek_over(&theirs, size, offset, data) != x {
             return Ok(None);
         }
-        for block in (0..blocks).filter(|&b| ours[b as usize] != theirs[b as usize]) {
-            let start = block * BLOCK;
-            let bytes = self
-                .ferrodax
-                .read(&self.ferrodax_files[file], start, BLOCK.min(size - start))
-                .map_err(errno_name)?;
+        let differing: Vec<(u64, u64)> = xor_ranges(&ours, &theirs)
+            .into_iter()
+            .filter(|&(start, _)| start < size)
+            .map(|(start, len)| (start, len.min(size - start)))
+            .collect();
+        if differing.iter().map(|r| r.1).sum::<u64>() > READ_LIMIT {
+            return Ok(None);
+        }
+        for (start, len) in differing {
+            let bytes = self.ferrodax.read(&self.ferrodax_files[file], start, len).map_err(errno_name)?;
             if bytes.iter().any(|&b| b != 0) {
                 return Ok(None);
             }
@@ -2283,6 +2322,78 @@ fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
             Remount,
         ],
     ));
+    let fa = |file, mode, offset, len| Fallocate { file, mode, offset, len };
+    let copy = |src, src_offset, dst, dst_offset, len| CopyRange { src, src_offset, dst, dst_offset, len };
+    let seek = |file, offset, data| Seek { file, offset, data };
+    const PUNCH: u32 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    out.push((
+        "fallocate over shared blocks: punch, zero, collapse, insert",
+        2,
+        vec![
+            w(0, 0x61, 0, 40000),
+            clone(0, 0, 1, 0, 0),
+            fa(1, PUNCH, 5000, 3000),
+            fa(1, PUNCH, 8192, 8192),
+            fa(1, FALLOC_FL_ZERO_RANGE, 20000, 5000),
+            fa(1, FALLOC_FL_COLLAPSE_RANGE, 4096, 8192),
+            fa(1, FALLOC_FL_INSERT_RANGE, 0, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 36864, 8192),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 0, 4096),
+            seek(1, 0, true),
+            seek(1, 0, false),
+            seek(1, 4096, true),
+            Remount,
+        ],
+    ));
+    out.push((
+        "fallocate errors and ranges at and past EOF",
+        1,
+        vec![
+            w(0, 0x62, 0, 10000),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 4096, 4096),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 0, 100),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 4096, 8192),
+            fa(0, FALLOC_FL_INSERT_RANGE, 12288, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 8192, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 4096, 1 << 62),
+            fa(0, FALLOC_FL_PUNCH_HOLE, 0, 4096),
+            fa(0, FALLOC_FL_KEEP_SIZE, 0, 0),
+            fa(0, 0x04, 0, 4096),
+            fa(0, 0x80, 0, 4096),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_KEEP_SIZE, 0, 4096),
+            fa(0, FALLOC_FL_KEEP_SIZE, 20000, 8192),
+            fa(0, PUNCH, 9000, 100_000),
+            fa(0, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 12000, 100_000),
+            fa(0, FALLOC_FL_ZERO_RANGE, 30000, 100),
+            fa(0, 0, 50000, 4096),
+            fa(0, 0, FERRODAX_MAX_FILE_SIZE - 4096, 4096),
+            seek(0, 0, true),
+            seek(0, 12000, true),
+            seek(0, 12000, false),
+            seek(0, 1 << 40, false),
+            Remount,
+        ],
+    ));
+    out.push((
+        "copy_file_range: reflinked, shortened, byte-copied",
+        2,
+        vec![
+            w(0, 0x63, 0, 30000),
+            w(1, 0x64, 0, 50000),
+            copy(0, 0, 1, 0, 8192),
+            copy(0, 4096, 1, 8192, 10000),
+            copy(0, 100, 1, 300, 5000),
+            copy(0, 24576, 1, 4096, 10000),
+            copy(0, 24576, 1, 49152, 10000),
+            copy(0, 0, 0, 4096, 8192),
+            copy(0, 0, 0, 16384, 8192),
+            copy(0, 29000, 1, 0, 100),
+            copy(0, 40000, 1, 0, 100),
+            copy(0, 0, 1, 0, 0),
+            copy(1, 0, 0, FERRODAX_MAX_FILE_SIZE - 10, 100),
+            Remount,
+        ],
+    ));
     out.push((
         "writes and truncates of length 0 and around EOF",
         1,
@@ -2308,7 +2419,10 @@ fn run_edge_sequences<X: System, F: System>(
     tally: &mut CaseTally,
     stats: &mut Stats,
 ) -> Result<(), String> {
-    println!("== fixed edge sequences (partial EOF blocks, length 0, same file, offset limits, funshare)");
+    println!(
+        "== fixed edge sequences (partial EOF blocks, length 0, same file, offset limits, funshare, fallocate, \
+         copy_file_range, seek)"
+    );
     for (title, files, ops) in edge_sequences() {
         let shape = Shape { files, pool_bytes: SMALL_POOL };
         pair.start(files, shape.pool_bytes)?;
