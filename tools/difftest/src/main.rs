@@ -16,8 +16,9 @@
 //! loop device or an image behind (ferrodax-hostkit's scratch guard unmounts and deletes on every
 //! path, errors and panics included); report a pass for a run it did not make: where the machine
 //! cannot make or mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`],
-//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE and
-//! fallocate) live in ferrodax-hostkit's `remap`.
+//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE,
+//! fallocate, copy_file_range, lseek SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise) live in
+//! ferrodax-hostkit's `remap`.
 //!
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
@@ -2174,7 +2175,9 @@ fn run_fstests<X: System, F: System>(pair: &mut Pair<X, F>, tally: &mut CaseTall
 // ----- fixed edge sequences -----
 
 /// Fixed sequences from /tmp/xfsref's verified kernel behaviour: partial EOF blocks, length 0,
-/// the same file, the far end of the offset space, funshare growing a file.
+/// the same file, the far end of the offset space, funshare growing a file; and fallocate over
+/// shared blocks, its errors and ranges around EOF, and copy_file_range linked, shortened and
+/// byte-copied.
 fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
     use Op::*;
     let w = |file, seed, offset, len| Pwrite { file, seed, offset, len };
