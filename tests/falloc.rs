@@ -148,6 +148,25 @@ fn seek_finds_data_and_holes_and_says_enxio_past_eof() {
 }
 
 #[test]
+fn copy_file_range_between_pools_is_exdev_after_the_handle_checks() {
+    let one = Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap();
+    let two = Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap();
+    let a = numbered(&one, "/a", 2);
+    let b = two.open("/b", &rw()).unwrap();
+    assert_eq!(one.copy_file_range(&a, 0, &b, 0, BLOCK).unwrap_err().errno(), libc::EXDEV);
+    let read_only = two.open("/b", ferrodax::OpenOptions::new().read(true)).unwrap();
+    assert_eq!(
+        one.copy_file_range(&a, 0, &read_only, 0, BLOCK).unwrap_err().errno(),
+        libc::EBADF,
+        "EBADF comes before EXDEV"
+    );
+    two.create_dir("/d").unwrap();
+    let dir = two.open("/d", ferrodax::OpenOptions::new().read(true)).unwrap();
+    assert_eq!(one.copy_file_range(&a, 0, &dir, 0, BLOCK).unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(b.metadata().unwrap().size, 0, "nothing was copied");
+}
+
+#[test]
 fn a_client_of_the_pool_server_gets_the_same_results_and_errnos() {
     let pool = TestPool::new(64 << 20);
     let server = Server::start(&pool);
