@@ -1,7 +1,9 @@
 //! fallocate, SEEK_DATA/SEEK_HOLE and copy_file_range where the model test cannot look: DAX views
 //! of the changed file follow a punch, a zero, a collapse and an insert (and views of a clone that
 //! shares the blocks keep their bytes), the reverse map names the moved owners at their new file
-//! offsets, and a client of the pool server gets the same results and errnos as a direct mount.
+//! offsets, poisoned blocks fail a punch that must read them and move with a collapse,
+//! copy_file_range between pools is EXDEV after the handle checks, and a client of the pool
+//! server gets the same results and errnos as a direct mount.
 
 mod server_common;
 
@@ -145,6 +147,33 @@ fn seek_finds_data_and_holes_and_says_enxio_past_eof() {
     assert_eq!(f.seek_hole(3 * BLOCK).unwrap(), 3 * BLOCK + 6, "EOF is a hole");
     assert_eq!(f.seek_data(3 * BLOCK + 6).unwrap_err().errno(), libc::ENXIO);
     assert_eq!(f.seek_hole(1 << 40).unwrap_err().errno(), libc::ENXIO);
+}
+
+#[test]
+fn poisoned_blocks_fail_a_partial_punch_with_eio_and_move_with_a_collapse() {
+    let fs = Fs::format(&Pool::memfd(16 << 20).unwrap()).unwrap();
+    let f = numbered(&fs, "/f", 4);
+    let bad = fs.fiemap(&f).unwrap()[0].physical + 2 * BLOCK; // file block 2
+    fs.memory_failure(bad, BLOCK, ferrodax::memfail::FailureFlags::default()).unwrap();
+    let eio = |r: ferrodax::Result<()>| r.unwrap_err().errno();
+    assert_eq!(eio(f.fallocate(PUNCH, 2 * BLOCK + 10, 10)), libc::EIO, "the kept bytes cannot be read");
+    assert_eq!(eio(f.fallocate(FALLOC_FL_ZERO_RANGE, 2 * BLOCK, 10)), libc::EIO);
+    let mut kept = [0u8; 2 * BLOCK as usize];
+    f.read_exact_at(&mut kept, 0).unwrap();
+    assert!(kept[..BLOCK as usize].iter().all(|&b| b == 1) && kept[BLOCK as usize..].iter().all(|&b| b == 2));
+    assert_eq!(f.metadata().unwrap().size, 4 * BLOCK, "nothing changed");
+    // Moving the bad block reads nothing: the poison goes with it, to file block 1.
+    f.fallocate(FALLOC_FL_COLLAPSE_RANGE, BLOCK, BLOCK).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(f.read_at(&mut b, BLOCK).unwrap_err().errno(), libc::EIO);
+    f.read_at(&mut b, 2 * BLOCK).unwrap();
+    assert_eq!(b, [4]);
+    // Punching it whole drops the reference without reading it.
+    f.fallocate(PUNCH, BLOCK, BLOCK).unwrap();
+    f.read_at(&mut b, BLOCK).unwrap();
+    assert_eq!(b, [0]);
+    assert_eq!(fs.bad_blocks(), vec![(bad / BLOCK, 1)], "the bad block stays quarantined");
+    assert_clean(&fs);
 }
 
 #[test]
