@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::record::InodeKind;
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
+use crate::fs::falloc::{self, SeekTarget, MAX_RW_COUNT};
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
     SpaceUsage, Stat,
@@ -807,6 +808,62 @@ impl Fs {
         self.after_media_error(result)
     }
 
+    /// copy_file_range(2): copies up to `len` bytes of `src` at `src_off` to `dst` at `dst_off`
+    /// and returns how many it copied (0 at or past source EOF). As the kernel does for XFS, it
+    /// first tries a reflink that may shorten the request (whole blocks, or up to source EOF;
+    /// block-aligned offsets), and copies bytes when that links nothing. Errno rules of
+    /// `generic_copy_file_checks`, in order: EISDIR, EBADF (source not readable, destination not
+    /// writable or append-only), EXDEV (another pool), EOVERFLOW (wrapping ranges), EFBIG, EINVAL
+    /// (overlapping ranges of one file, negative offsets). At most [`MAX_RW_COUNT`] bytes a call.
+    pub fn copy_file_range(
+        &self,
+        src: &File,
+        src_off: u64,
+        dst: &File,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
+        if !self.same_pool(&src.fs) || !self.same_pool(&dst.fs) || !src.fs.same_pool(&dst.fs) {
+            // generic_file_rw_checks comes before the EXDEV check.
+            let (s, d) = (src.metadata()?, dst.metadata()?);
+            if s.kind == InodeKind::Dir || d.kind == InodeKind::Dir {
+                return Err(Error::IsDir("copy_file_range of a directory".into()));
+            }
+            if !src.access.read || !dst.access.write || dst.access.append {
+                return Err(Error::BadHandle(
+                    "copy_file_range needs a readable source and a writable, non-append destination".into(),
+                ));
+            }
+            return Err(Error::CrossPool("copy_file_range between different pools".into()));
+        }
+        if let Some(c) = self.remote() {
+            let op = Op::CopyFileRange { src: src.handle, src_off, dst: dst.handle, dst_off, len };
+            return Self::ask(c, op, |a| match a {
+                Answer::Count(n) => Some(n),
+                _ => None,
+            });
+        }
+        let count =
+            self.read_lock().copy_file_range_checks(src.handle(), src_off, dst.handle(), dst_off, len)?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let count = count.min(MAX_RW_COUNT);
+        let linked = {
+            let mut fs = self.write_lock();
+            fs.reflink_shortening(src.handle(), src_off, dst.handle(), dst_off, count)
+        };
+        match linked {
+            Ok(n) if n > 0 => return Ok(n),
+            // Bad memory met on the way is recorded; the byte copy below then meets the poison.
+            Err(e @ Error::MediaError { .. }) => {
+                let _ = self.after_media_error::<()>(Err(e));
+            }
+            _ => {}
+        }
+        copy_bytes(src, src_off, dst, dst_off, count)
+    }
+
     /// Every owner of any byte of `[pool_offset, pool_offset + len)`. Through a server whose
     /// connection is gone: none (the error shows on the next call that can fail).
     pub fn owners(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
@@ -1471,6 +1528,61 @@ impl File {
         self.fs.after_media_error(truncated)
     }
 
+    /// fallocate(2): `mode` is the kernel's `FALLOC_FL_*` bit set ([`crate::fs::falloc`]):
+    /// preallocate (0, or `FALLOC_FL_KEEP_SIZE`), punch a hole, zero a range, collapse or insert a
+    /// range, unshare. The errno rules are `vfs_fallocate`'s and XFS's (see
+    /// [`FileSystem::fallocate`]); views of the file follow the change before this returns.
+    pub fn fallocate(&self, mode: u32, offset: u64, len: u64) -> Result<()> {
+        falloc::vfs_fallocate_checks(mode, offset, len, self.access.write)?;
+        if let Some(c) = self.fs.remote() {
+            return c.call_unit(Op::Fallocate { handle: self.handle, mode, offset, len });
+        }
+        let result = {
+            let mut guard = self.fs.write_lock();
+            // The kept bytes of partial blocks are copied into new blocks: no store through a view
+            // may land in between.
+            if matches!(
+                mode & falloc::FALLOC_FL_MODE_MASK,
+                falloc::FALLOC_FL_PUNCH_HOLE | falloc::FALLOC_FL_ZERO_RANGE
+            ) {
+                let end = offset.saturating_add(len);
+                if offset % BLOCK_SIZE != 0 {
+                    guard.write_protect(self.ino, offset, 1)?;
+                }
+                if end % BLOCK_SIZE != 0 {
+                    guard.write_protect(self.ino, end - 1, 1)?;
+                }
+            }
+            guard.fallocate(self.handle(), mode, offset, len)
+        };
+        self.fs.after_media_error(result)
+    }
+
+    /// lseek(SEEK_DATA) or lseek(SEEK_HOLE) without moving the position: the first byte at or
+    /// after `offset` that is data (a mapped block) or in a hole (EOF counts as a hole). ENXIO at
+    /// or past EOF, and for data when there is none after `offset`.
+    pub fn find(&self, offset: u64, target: SeekTarget) -> Result<u64> {
+        if let Some(c) = self.fs.remote() {
+            return Fs::ask(c, Op::Seek { handle: self.handle, offset, target }, |a| match a {
+                Answer::Count(n) => Some(n),
+                _ => None,
+            });
+        }
+        self.fs.read_lock().seek(self.ino, offset, target)
+    }
+
+    /// lseek(fd, offset, SEEK_DATA): moves the position to the first data at or after `offset`.
+    pub fn seek_data(&mut self, offset: u64) -> Result<u64> {
+        self.pos = self.find(offset, SeekTarget::Data)?;
+        Ok(self.pos)
+    }
+
+    /// lseek(fd, offset, SEEK_HOLE): moves the position to the first hole at or after `offset`.
+    pub fn seek_hole(&mut self, offset: u64) -> Result<u64> {
+        self.pos = self.find(offset, SeekTarget::Hole)?;
+        Ok(self.pos)
+    }
+
     /// fstat.
     pub fn metadata(&self) -> Result<Stat> {
         if let Some(c) = self.fs.remote() {
@@ -1500,6 +1612,36 @@ impl File {
         }
         Ok(())
     }
+}
+
+/// The byte copy of copy_file_range (the kernel's splice fallback): `count` bytes, or up to the
+/// source's EOF, in pieces of at most 1 MiB; not atomic. An error after some bytes were copied
+/// ends the copy short, as a short splice does.
+fn copy_bytes(src: &File, src_off: u64, dst: &File, dst_off: u64, count: u64) -> Result<u64> {
+    const PIECE: u64 = 1 << 20;
+    let mut buf = vec![0u8; count.min(PIECE) as usize];
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(PIECE) as usize;
+        let step = src.read_at(&mut buf[..want], src_off + done).and_then(|n| {
+            if n == 0 {
+                return Ok((0, 0));
+            }
+            dst.write_at(&buf[..n], dst_off + done).map(|w| (n, w))
+        });
+        match step {
+            Ok((0, _)) => break,
+            Ok((n, w)) => {
+                done += w as u64;
+                if w < n {
+                    break;
+                }
+            }
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// pread/pwrite: a negative offset (as the kernel's signed loff_t) is EINVAL, before EBADF.

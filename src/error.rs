@@ -65,6 +65,10 @@ pub enum Error {
     /// EOPNOTSUPP: the pool or object cannot do this (a view of a pool without a file descriptor).
     #[error("Operation not supported: {0}")]
     NotSupported(String),
+    /// ENXIO: SEEK_DATA or SEEK_HOLE from an offset at or past EOF, or SEEK_DATA with no data
+    /// after the offset.
+    #[error("No such device or address: {0}")]
+    NoSuchOffset(String),
     /// EBUSY: the target is in use.
     #[error("Device or resource busy: {0}")]
     Busy(String),
@@ -101,6 +105,7 @@ impl Error {
             Error::Corrupt(_) => libc::EUCLEAN,
             Error::ReadOnly(_) => libc::EROFS,
             Error::Busy(_) => libc::EBUSY,
+            Error::NoSuchOffset(_) => libc::ENXIO,
             Error::NotSupported(_) => libc::EOPNOTSUPP,
             Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
@@ -138,6 +143,7 @@ impl Error {
             libc::EROFS => Error::ReadOnly(detail),
             libc::EOPNOTSUPP => Error::NotSupported(detail),
             libc::EBUSY => Error::Busy(detail),
+            libc::ENXIO => Error::NoSuchOffset(detail),
             _ => {
                 let context = match message.rsplit_once(": ") {
                     Some((context, tail)) if tail.starts_with(&strerror(errno)) => context.to_string(),

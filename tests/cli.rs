@@ -351,6 +351,65 @@ fn a_failing_command_does_not_stop_the_run_but_makes_the_exit_status_non_zero() 
     assert_eq!(s.cat("/a"), vec![0x61; 8192], "no failed command changed anything");
 }
 
+#[test]
+fn falloc_commands_seek_and_copy_range_print_what_xfs_io_prints() {
+    // The expected text is xfs_io 6.1's on a loop-mounted XFS (reflink=1) for the same commands.
+    let s = Sandbox::new();
+    s.io_ok("/src", &["pwrite -q -S 0x62 0 12000"]);
+    let run = s.io(
+        "/f",
+        &[
+            "pwrite -q -S 0x61 0 40000",
+            "fpunch 5000 3000",
+            "fpunch 8192 8192",
+            "seek -a -r 0",
+            "seek -d 9000",
+            "seek -h 100000",
+            "seek -s -a 0",
+            "fzero 20000 5000",
+            "fcollapse 4096 8192",
+            "fcollapse 0 100",
+            "finsert 0 4096",
+            "finsert 1m 4096",
+            "fpunch -1 10",
+            "fpunch 0 0",
+            "seek",
+            "copy_range -s 0 -d 60000 -l 100 /src",
+            "copy_range -s -5 /src",
+            "copy_range -l abc /src",
+            "copy_range /nonexist",
+        ],
+    );
+    assert_eq!(
+        run.stdout,
+        "Whence\tResult\nDATA\t0\nHOLE\t8192\nDATA\t16384\nHOLE\t40000\n\
+         Whence\tResult\nDATA\t16384\n\
+         Whence\tResult\nHOLE\tEOF\n\
+         Whence\tStart\tResult\nDATA\t0\t0\nHOLE\t0\t8192\n\
+         non-numeric offset argument -- -1\n\
+         invalid source offset -- -5\ninvalid length -- abc\n"
+    );
+    assert_eq!(
+        run.stderr,
+        "fallocate: Invalid argument\nfallocate: Invalid argument\nfallocate: Invalid argument\n\
+         bad argument count 0 to seek, expected between 2 and 5 arguments\n\
+         /nonexist: No such file or directory\n"
+    );
+    assert_eq!(run.status, 1);
+    let mut want = vec![0x61u8; 40000];
+    want[5000..8000].fill(0);
+    want[8192..16384].fill(0);
+    want[20000..25000].fill(0);
+    want.drain(4096..12288);
+    want.splice(0..0, [0u8; 4096]);
+    want.resize(60000, 0);
+    want.extend_from_slice(&[0x62; 100]);
+    assert_eq!(s.cat("/f"), want);
+    // Without -l: the whole source, into this file truncated first.
+    s.io_ok("/g", &["pwrite -q 0 100000", "copy_range /src"]);
+    assert_eq!(s.cat("/g"), vec![0x62; 12000]);
+}
+
 /// fstests' setup for generic/157 and 158: file1 and file2 of `BLOCKS` blocks of 0x61, a
 /// directory, and file3 (the destination opened append-only).
 const BLOCKS: u64 = 64;

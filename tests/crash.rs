@@ -513,6 +513,81 @@ fn unshare_is_atomic() {
 }
 
 #[test]
+fn preallocation_that_grows_a_file_is_atomic() {
+    use ferrodax::fs::falloc::FALLOC_FL_KEEP_SIZE;
+    crash_test(
+        "fallocate grow",
+        |fx| fx.open("/c"),
+        |_, c| c.fallocate(0, 2 * BLOCK + 5, 4 * BLOCK).unwrap(),
+    );
+    crash_test(
+        "fallocate keep size",
+        |fx| {
+            let c = fx.open("/c");
+            c.set_len(8 * BLOCK).unwrap();
+            c
+        },
+        |_, c| c.fallocate(FALLOC_FL_KEEP_SIZE, 4 * BLOCK, 100 * BLOCK).unwrap(),
+    );
+}
+
+#[test]
+fn punching_a_shared_and_deduped_range_is_atomic() {
+    use ferrodax::fs::falloc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
+    // /a's blocks 0-2 are shared with /b, 0-1 also with /dir/d: partial edges are copied, the
+    // whole blocks dropped from /a only.
+    crash_test(
+        "punch shared",
+        |fx| fx.open("/a"),
+        |_, a| a.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, 3 * BLOCK).unwrap(),
+    );
+}
+
+#[test]
+fn zeroing_a_shared_range_is_atomic() {
+    use ferrodax::fs::falloc::FALLOC_FL_ZERO_RANGE;
+    crash_test(
+        "zero range",
+        |fx| fx.open("/b"),
+        |_, b| b.fallocate(FALLOC_FL_ZERO_RANGE, 700, 2 * BLOCK).unwrap(),
+    );
+}
+
+#[test]
+fn collapsing_a_file_with_shared_blocks_is_atomic() {
+    use ferrodax::fs::falloc::FALLOC_FL_COLLAPSE_RANGE;
+    crash_test(
+        "collapse",
+        |fx| fx.open("/a"),
+        |_, a| a.fallocate(FALLOC_FL_COLLAPSE_RANGE, BLOCK, 2 * BLOCK).unwrap(),
+    );
+}
+
+#[test]
+fn inserting_into_a_deduped_file_is_atomic() {
+    use ferrodax::fs::falloc::FALLOC_FL_INSERT_RANGE;
+    crash_test(
+        "insert",
+        |fx| fx.open("/dir/d"),
+        |_, d| d.fallocate(FALLOC_FL_INSERT_RANGE, BLOCK, BLOCK).unwrap(),
+    );
+}
+
+#[test]
+fn copy_file_range_by_reflink_and_by_bytes_is_atomic() {
+    crash_test(
+        "copy_file_range reflinked",
+        |fx| (fx.open("/a"), fx.open("/c")),
+        |fx, (a, c)| assert_eq!(fx.fs.copy_file_range(&a, 0, &c, BLOCK, 2 * BLOCK + 10).unwrap(), 2 * BLOCK),
+    );
+    crash_test(
+        "copy_file_range bytes",
+        |fx| (fx.open("/a"), fx.open("/c")),
+        |fx, (a, c)| assert_eq!(fx.fs.copy_file_range(&a, 10, &c, 20, 3000).unwrap(), 3000),
+    );
+}
+
+#[test]
 fn unlink_is_atomic() {
     crash_test("unlink", |_| (), |fx, ()| fx.fs.remove_file("/victim").unwrap());
 }

@@ -2,7 +2,9 @@
 //!
 //! Guards: after any sequence of create, pwrite (unaligned, zero-length, append), truncate (up
 //! and down, unaligned), reflink (aligned, to EOF with length 0, partial EOF block, same file,
-//! invalid), dedupe (equal and unequal, several destinations), unshare, unlink, rename, writes
+//! invalid), dedupe (equal and unequal, several destinations), unshare, fallocate in every mode
+//! (preallocate, punch, zero, collapse, insert, unshare; with and without KEEP_SIZE; valid and
+//! invalid modes), SEEK_DATA/SEEK_HOLE, copy_file_range (reflink or byte copy), unlink, rename, writes
 //! through unlinked-but-open files, and remount (clean, or after a "crash" that left an open
 //! orphan) on a small memfd pool, every file's bytes, every errno and every return value equal
 //! those of a plain in-memory model that implements SPEC sections 1-3 itself (the kernel's errno
@@ -17,6 +19,11 @@
 mod model_common;
 
 use ferrodax::format::MAX_FILE_SIZE;
+use ferrodax::fs::falloc::{
+    SeekTarget, FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_MODE_MASK,
+    FALLOC_FL_PUNCH_HOLE, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_WRITE_ZEROES, FALLOC_FL_ZERO_RANGE,
+    MAX_RW_COUNT,
+};
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use model_common::{
     assert_clean, block_map, create, errno, expect_errno, open, pattern, read_all, verify_reverse_map, Mode,
@@ -53,6 +60,12 @@ static DEDUPE_FAILED: AtomicU64 = AtomicU64::new(0);
 static COW_WRITES_INTO_SHARED: AtomicU64 = AtomicU64::new(0);
 static REMOUNTS: AtomicU64 = AtomicU64::new(0);
 static STEPS_RUN: AtomicU64 = AtomicU64::new(0);
+static FALLOCATES_OK: AtomicU64 = AtomicU64::new(0);
+static SHIFTS_OF_SHARED: AtomicU64 = AtomicU64::new(0);
+static PUNCHES_OF_SHARED: AtomicU64 = AtomicU64::new(0);
+static COPIES_LINKED: AtomicU64 = AtomicU64::new(0);
+static COPIES_BYTES: AtomicU64 = AtomicU64::new(0);
+static SEEKS_FOUND: AtomicU64 = AtomicU64::new(0);
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +218,28 @@ enum Op {
         off: Off,
         len: Len,
     },
+    Fallocate {
+        path: Pick,
+        mode: Mode,
+        falloc_mode: u32,
+        off: Off,
+        len: Len,
+    },
+    Seek {
+        path: Pick,
+        mode: Mode,
+        off: Off,
+        target: SeekTarget,
+    },
+    CopyRange {
+        src: Pick,
+        src_mode: Mode,
+        src_off: Off,
+        dst: Pick,
+        dst_mode: Mode,
+        dst_off: Off,
+        len: Len,
+    },
     Unlink {
         path: Pick,
     },
@@ -238,6 +273,9 @@ enum ROp {
     Reflink { src: usize, src_mode: Mode, src_off: u64, dst: usize, dst_mode: Mode, dst_off: u64, len: u64 },
     Dedupe { src: usize, src_mode: Mode, src_off: u64, len: u64, targets: Vec<(usize, Mode, u64)> },
     Unshare { path: usize, mode: Mode, off: u64, len: u64 },
+    Fallocate { path: usize, mode: Mode, falloc_mode: u32, off: u64, len: u64 },
+    Seek { path: usize, mode: Mode, off: u64, target: SeekTarget },
+    CopyRange { src: usize, src_mode: Mode, src_off: u64, dst: usize, dst_mode: Mode, dst_off: u64, len: u64 },
     Unlink { path: usize },
     Rename { from: usize, to: usize },
     Remount,
@@ -350,6 +388,28 @@ fn resolve(op: &Op, m: &Model) -> ROp {
             let path = p(path);
             let off = off.at(m.size(path));
             ROp::Unshare { path, mode, off, len: len.at(m.size(path), off) }
+        }
+        Op::Fallocate { path, mode, falloc_mode, off, len } => {
+            let path = p(path);
+            let off = off.at(m.size(path));
+            ROp::Fallocate { path, mode, falloc_mode, off, len: len.at(m.size(path), off) }
+        }
+        Op::Seek { path, mode, off, target } => {
+            let path = p(path);
+            ROp::Seek { path, mode, off: off.at(m.size(path)), target }
+        }
+        Op::CopyRange { src, src_mode, src_off, dst, dst_mode, dst_off, len } => {
+            let (src, dst) = (p(src), p(dst));
+            let src_off = src_off.at(m.size(src));
+            ROp::CopyRange {
+                src,
+                src_mode,
+                src_off,
+                dst,
+                dst_mode,
+                dst_off: dst_off.at(m.size(dst)),
+                len: len.at(m.size(src), src_off),
+            }
         }
         Op::Unlink { path } => ROp::Unlink { path: p(path) },
         Op::Rename { from, to } => ROp::Rename { from: p(from), to: p(to) },
@@ -600,6 +660,19 @@ impl Model {
                 }
                 Ok(Outcome::Done)
             }
+            ROp::Fallocate { path, mode, falloc_mode, off, len } => {
+                let h = self.open(path, mode)?;
+                self.fallocate(h, falloc_mode, off, len)
+            }
+            ROp::Seek { path, mode, off, target } => {
+                let h = self.open(path, mode)?;
+                self.seek(h, off, target)
+            }
+            ROp::CopyRange { src, src_mode, src_off, dst, dst_mode, dst_off, len } => {
+                let s = self.open(src, src_mode)?;
+                let d = self.open(dst, dst_mode)?;
+                self.copy_range(s, src_off, d, dst_off, len)
+            }
             ROp::Unlink { path } => {
                 if path == DIR {
                     return Err(libc::EISDIR);
@@ -696,6 +769,21 @@ impl Model {
     /// FICLONERANGE in the kernel's order (vfs_clone_file_range, generic_remap_checks,
     /// generic_remap_check_len).
     fn reflink(&mut self, s: MHandle, src_off: u64, d: MHandle, dst_off: u64, len: u64) -> Res {
+        self.remap(s, src_off, d, dst_off, len, false)
+    }
+
+    /// FICLONERANGE, or with `can_shorten` the remap copy_file_range tries first
+    /// (REMAP_FILE_CAN_SHORTEN: whole blocks, a partial EOF block only at or past the
+    /// destination's EOF).
+    fn remap(
+        &mut self,
+        s: MHandle,
+        src_off: u64,
+        d: MHandle,
+        dst_off: u64,
+        len: u64,
+        can_shorten: bool,
+    ) -> Res {
         remap_verify_area(src_off, dst_off, len)?;
         if s.is_dir() || d.is_dir() {
             return Err(libc::EISDIR);
@@ -731,11 +819,19 @@ impl Model {
         if s.path == d.path && dst_off + bcount > src_off && dst_off < src_off + bcount {
             return Err(libc::EINVAL);
         }
-        if count != len {
+        if count != len && !can_shorten {
             return Err(libc::EINVAL);
         }
+        let mut bcount = bcount;
         if count % BS != 0 && dst_off + count < dsize {
-            return Err(libc::EINVAL);
+            if !can_shorten {
+                return Err(libc::EINVAL);
+            }
+            count -= count % BS;
+            bcount = count;
+        }
+        if count == 0 {
+            return Ok(Outcome::Bytes(0));
         }
         let new_size = dsize.max(dst_off + count);
         if new_size > FILE_SIZE_LIMIT {
@@ -752,6 +848,216 @@ impl Model {
         f.data[dst_off as usize..(dst_off + count) as usize].copy_from_slice(&bytes);
         f.blocks[(dst_off / BS) as usize..][..ids.len()].copy_from_slice(&ids);
         Ok(Outcome::Bytes(count))
+    }
+
+    /// fallocate(2): vfs_fallocate's checks, then XFS's, in the kernel's order; each mode on the
+    /// model's bytes and block ids (a rewritten partial block gets a fresh id; preallocation and
+    /// zeroing give fresh ids; collapse and insert move the ids with the bytes).
+    fn fallocate(&mut self, h: MHandle, mode: u32, off: u64, len: u64) -> Res {
+        if off > I64_MAX || len == 0 || len > I64_MAX {
+            return Err(libc::EINVAL);
+        }
+        if mode & !(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE) != 0 {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        let valid = match mode & FALLOC_FL_MODE_MASK {
+            0 | FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_ZERO_RANGE => true,
+            FALLOC_FL_PUNCH_HOLE => keep,
+            FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE | FALLOC_FL_WRITE_ZEROES => !keep,
+            _ => false,
+        };
+        if !valid {
+            return Err(libc::EOPNOTSUPP);
+        }
+        if !h.mode.writes() {
+            return Err(libc::EBADF);
+        }
+        let end = off + len;
+        if end > MAX_FILE_SIZE {
+            return Err(libc::EFBIG);
+        }
+        let size = self.size(h.path);
+        let path = h.path;
+        let new_size = if keep { size } else { size.max(end) };
+        let zero = |m: &mut Model, from: u64, to: u64| {
+            if from < to {
+                m.files.get_mut(&path).expect("open").data[from as usize..to as usize].fill(0);
+            }
+        };
+        match mode & FALLOC_FL_MODE_MASK {
+            0 => {
+                if new_size > FILE_SIZE_LIMIT {
+                    return Ok(Outcome::Skip);
+                }
+                self.resize(path, new_size);
+                for fb in off / BS..end.min(new_size).div_ceil(BS) {
+                    if self.files[&path].blocks[fb as usize].is_none() {
+                        let id = self.fresh();
+                        self.files.get_mut(&path).expect("open").blocks[fb as usize] = id;
+                    }
+                }
+            }
+            FALLOC_FL_PUNCH_HOLE => {
+                let (first_whole, end_whole) = (off.div_ceil(BS), (end / BS).min(size.div_ceil(BS)));
+                if (off / BS..end.min(size).div_ceil(BS)).any(|fb| self.is_shared(path, fb)) {
+                    bump(&PUNCHES_OF_SHARED);
+                }
+                for fb in first_whole..end_whole.max(first_whole) {
+                    self.files.get_mut(&path).expect("open").blocks[fb as usize] = None;
+                }
+                if off < size {
+                    let mut edges = vec![off / BS, (end - 1) / BS];
+                    edges.dedup();
+                    for fb in edges {
+                        if (first_whole..end_whole).contains(&fb) || fb * BS >= size {
+                            continue;
+                        }
+                        if self.files[&path].blocks[fb as usize].is_some() {
+                            let id = self.fresh();
+                            self.files.get_mut(&path).expect("open").blocks[fb as usize] = id;
+                        }
+                    }
+                    zero(self, off, end.min(size));
+                }
+            }
+            FALLOC_FL_ZERO_RANGE => {
+                if new_size > FILE_SIZE_LIMIT {
+                    return Ok(Outcome::Skip);
+                }
+                self.resize(path, new_size);
+                let zero_end = end.min(new_size);
+                if off < zero_end {
+                    for fb in off / BS..zero_end.div_ceil(BS) {
+                        let id = self.fresh();
+                        self.files.get_mut(&path).expect("open").blocks[fb as usize] = id;
+                    }
+                    zero(self, off, zero_end);
+                }
+            }
+            FALLOC_FL_COLLAPSE_RANGE => {
+                if (off | len) % BS != 0 || end >= size {
+                    return Err(libc::EINVAL);
+                }
+                if (0..size.div_ceil(BS)).any(|fb| self.is_shared(path, fb)) {
+                    bump(&SHIFTS_OF_SHARED);
+                }
+                let f = self.files.get_mut(&path).expect("open");
+                f.data.drain(off as usize..end as usize);
+                f.blocks.drain((off / BS) as usize..(end / BS) as usize);
+            }
+            FALLOC_FL_INSERT_RANGE => {
+                if (off | len) % BS != 0 {
+                    return Err(libc::EINVAL);
+                }
+                if MAX_FILE_SIZE - size < len {
+                    return Err(libc::EFBIG);
+                }
+                if off >= size {
+                    return Err(libc::EINVAL);
+                }
+                if size + len > FILE_SIZE_LIMIT {
+                    return Ok(Outcome::Skip);
+                }
+                if (0..size.div_ceil(BS)).any(|fb| self.is_shared(path, fb)) {
+                    bump(&SHIFTS_OF_SHARED);
+                }
+                let f = self.files.get_mut(&path).expect("open");
+                f.data.splice(off as usize..off as usize, std::iter::repeat_n(0, len as usize));
+                let at = (off / BS) as usize;
+                f.blocks.splice(at..at, std::iter::repeat_n(None, (len / BS) as usize));
+            }
+            FALLOC_FL_UNSHARE_RANGE => {
+                if !keep && end > size && end > FILE_SIZE_LIMIT {
+                    return Ok(Outcome::Skip);
+                }
+                if off < size {
+                    let counts = self.refcounts();
+                    for fb in off / BS..end.min(size).div_ceil(BS) {
+                        let id = self.files[&path].blocks[fb as usize];
+                        if id.is_some_and(|id| counts[&id] > 1) {
+                            let new = self.fresh();
+                            self.files.get_mut(&path).expect("open checked").blocks[fb as usize] = new;
+                        }
+                    }
+                }
+                if !keep && end > size {
+                    self.resize(path, end);
+                }
+            }
+            _ => return Err(libc::EOPNOTSUPP), // FALLOC_FL_WRITE_ZEROES: XFS does not support it
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// lseek SEEK_DATA / SEEK_HOLE: ENXIO at or past EOF (a directory has no data), a mapped
+    /// block is data, EOF is a hole.
+    fn seek(&self, h: MHandle, off: u64, target: SeekTarget) -> Res {
+        let size = if h.is_dir() { 0 } else { self.size(h.path) };
+        if off >= size {
+            return Err(libc::ENXIO);
+        }
+        let blocks = &self.files[&h.path].blocks;
+        for fb in off / BS..size.div_ceil(BS) {
+            let mapped = blocks[fb as usize].is_some();
+            if mapped == (target == SeekTarget::Data) {
+                return Ok(Outcome::Bytes((fb * BS).max(off)));
+            }
+        }
+        match target {
+            SeekTarget::Data => Err(libc::ENXIO),
+            SeekTarget::Hole => Ok(Outcome::Bytes(size)),
+        }
+    }
+
+    /// copy_file_range(2): generic_copy_file_checks and rw_verify_area in the kernel's order,
+    /// then the remap that may shorten (block-aligned), else a byte copy (fresh blocks).
+    fn copy_range(&mut self, s: MHandle, src_off: u64, d: MHandle, dst_off: u64, len: u64) -> Res {
+        if s.is_dir() || d.is_dir() {
+            return Err(libc::EISDIR);
+        }
+        if !s.mode.reads() || !d.mode.writes() || d.mode.appends() {
+            return Err(libc::EBADF);
+        }
+        if src_off.checked_add(len).is_none() || dst_off.checked_add(len).is_none() {
+            return Err(libc::EOVERFLOW);
+        }
+        let size_in = self.size(s.path);
+        let mut count =
+            if src_off as i64 >= size_in as i64 { 0 } else { len.min(size_in.wrapping_sub(src_off)) };
+        if dst_off as i64 >= MAX_FILE_SIZE as i64 {
+            return Err(libc::EFBIG);
+        }
+        if dst_off <= I64_MAX {
+            count = count.min(MAX_FILE_SIZE - dst_off);
+        }
+        if s.path == d.path && dst_off.wrapping_add(count) > src_off && dst_off < src_off.wrapping_add(count)
+        {
+            return Err(libc::EINVAL);
+        }
+        for pos in [src_off, dst_off] {
+            if count > I64_MAX || pos > I64_MAX || pos + count > I64_MAX {
+                return Err(libc::EINVAL);
+            }
+        }
+        if count == 0 {
+            return Ok(Outcome::Bytes(0));
+        }
+        let count = count.min(MAX_RW_COUNT);
+        match self.remap(s, src_off, d, dst_off, count, true) {
+            Ok(Outcome::Bytes(n)) if n > 0 => {
+                bump(&COPIES_LINKED);
+                return Ok(Outcome::Bytes(n));
+            }
+            Ok(Outcome::Skip) => return Ok(Outcome::Skip),
+            _ => {}
+        }
+        let bytes = self.files[&s.path].data[src_off as usize..(src_off + count) as usize].to_vec();
+        let written = self.write_data(d, dst_off, &bytes);
+        if matches!(written, Ok(Outcome::Bytes(_))) {
+            bump(&COPIES_BYTES);
+        }
+        written
     }
 
     /// FIDEDUPERANGE: request-level checks (vfs_dedupe_file_range), then per destination
@@ -944,6 +1250,29 @@ impl Real {
             }
             ROp::Unshare { path, mode, off, len } => {
                 self.open(path, mode).and_then(|f| errno(fs.unshare(&f, off, len)).map(|_| Outcome::Done))
+            }
+            ROp::Fallocate { path, mode, falloc_mode, off, len } => self.open(path, mode).and_then(|f| {
+                let r = errno(f.fallocate(falloc_mode, off, len)).map(|_| Outcome::Done);
+                if r.is_ok() {
+                    bump(&FALLOCATES_OK);
+                }
+                r
+            }),
+            ROp::Seek { path, mode, off, target } => self.open(path, mode).and_then(|mut f| {
+                let found = match target {
+                    SeekTarget::Data => errno(f.seek_data(off)),
+                    SeekTarget::Hole => errno(f.seek_hole(off)),
+                };
+                if found.is_ok() {
+                    bump(&SEEKS_FOUND);
+                }
+                found.map(Outcome::Bytes)
+            }),
+            ROp::CopyRange { src, src_mode, src_off, dst, dst_mode, dst_off, len } => {
+                self.open(src, src_mode).and_then(|s| {
+                    let d = self.open(dst, dst_mode)?;
+                    errno(fs.copy_file_range(&s, src_off, &d, dst_off, len)).map(Outcome::Bytes)
+                })
             }
             ROp::Unlink { path } => errno(fs.remove_file(PATHS[path])).map(|_| Outcome::Done),
             ROp::Rename { from, to } => errno(fs.rename(PATHS[from], PATHS[to])).map(|_| Outcome::Done),
@@ -1296,6 +1625,74 @@ fn dedupe_op() -> impl Strategy<Value = Op> {
     })
 }
 
+/// fallocate modes: mostly the valid ones, sometimes invalid combinations.
+fn falloc_mode() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        3 => Just(0u32),
+        2 => Just(FALLOC_FL_KEEP_SIZE),
+        5 => Just(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
+        3 => Just(FALLOC_FL_ZERO_RANGE),
+        2 => Just(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE),
+        4 => Just(FALLOC_FL_COLLAPSE_RANGE),
+        4 => Just(FALLOC_FL_INSERT_RANGE),
+        1 => Just(FALLOC_FL_UNSHARE_RANGE),
+        1 => Just(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE),
+        1 => proptest::sample::select(vec![
+            FALLOC_FL_PUNCH_HOLE,
+            FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_KEEP_SIZE,
+            FALLOC_FL_INSERT_RANGE | FALLOC_FL_KEEP_SIZE,
+            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE,
+            FALLOC_FL_WRITE_ZEROES,
+            0x04,
+            0x100,
+        ]),
+    ]
+}
+
+/// Offsets for fallocate: block-aligned inside the file most of the time (collapse and insert
+/// need that), else anything.
+fn falloc_off() -> impl Strategy<Value = Off> {
+    prop_oneof![
+        5 => (0u64..6).prop_map(Off::Block),
+        3 => (1u64..4).prop_map(Off::EofDown),
+        3 => off(),
+    ]
+}
+
+fn falloc_len() -> impl Strategy<Value = Len> {
+    prop_oneof![
+        6 => (1u64..4).prop_map(Len::Blocks),
+        3 => (1u64..10_000).prop_map(Len::Bytes),
+        1 => Just(Len::ToEof),
+        1 => len(),
+    ]
+}
+
+fn fallocate_op() -> impl Strategy<Value = Op> {
+    let mode_of_handle = prop_oneof![8 => Just(Mode::ReadWrite), 1 => mode()];
+    (path(), mode_of_handle, falloc_mode(), falloc_off(), falloc_len())
+        .prop_map(|(path, mode, falloc_mode, off, len)| Op::Fallocate { path, mode, falloc_mode, off, len })
+}
+
+fn seek_op() -> impl Strategy<Value = Op> {
+    let target = prop_oneof![Just(SeekTarget::Data), Just(SeekTarget::Hole)];
+    (path(), mode(), off(), target).prop_map(|(path, mode, off, target)| Op::Seek { path, mode, off, target })
+}
+
+fn copy_range_op() -> impl Strategy<Value = Op> {
+    (path(), mode(), near_off(), path(), mode(), off(), len()).prop_map(
+        |(src, src_mode, src_off, dst, dst_mode, dst_off, len)| Op::CopyRange {
+            src,
+            src_mode,
+            src_off,
+            dst,
+            dst_mode,
+            dst_off,
+            len,
+        },
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => any_path().prop_map(|path| Op::Create { path }),
@@ -1311,6 +1708,9 @@ fn op() -> impl Strategy<Value = Op> {
         8 => dedupe_op(),
         3 => (path(), mode(), off(), len())
             .prop_map(|(path, mode, off, len)| Op::Unshare { path, mode, off, len }),
+        10 => fallocate_op(),
+        3 => seek_op(),
+        5 => copy_range_op(),
         2 => path().prop_map(|path| Op::Unlink { path }),
         2 => (file_path(), prop_oneof![file_path(), (0..NFILES).prop_map(Pick::Any)])
             .prop_map(|(from, to)| Op::Rename { from, to }),
@@ -1348,7 +1748,9 @@ fn random_operation_sequences_match_the_model() {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
         "coverage: {} steps, {} checkpoints, {} remounts, reflinks {} ok ({} with a partial EOF block) / {} failed, \
-         dedupe {} sharing / {} differs / {} failed destinations, {} CoW writes into shared blocks",
+         dedupe {} sharing / {} differs / {} failed destinations, {} CoW writes into shared blocks, \
+         {} fallocates ({} shifts and {} punches of shared ranges), copy_file_range {} linked / {} copied, \
+         {} seeks found",
         get(&STEPS_RUN),
         get(&CHECKPOINTS),
         get(&REMOUNTS),
@@ -1359,6 +1761,12 @@ fn random_operation_sequences_match_the_model() {
         get(&DEDUPE_DIFFERS),
         get(&DEDUPE_FAILED),
         get(&COW_WRITES_INTO_SHARED),
+        get(&FALLOCATES_OK),
+        get(&SHIFTS_OF_SHARED),
+        get(&PUNCHES_OF_SHARED),
+        get(&COPIES_LINKED),
+        get(&COPIES_BYTES),
+        get(&SEEKS_FOUND),
     );
     // The run must have exercised what this file claims to guard.
     if cases >= 128 {
@@ -1372,6 +1780,12 @@ fn random_operation_sequences_match_the_model() {
             ("dedupes that differed", &DEDUPE_DIFFERS),
             ("failed dedupe destinations", &DEDUPE_FAILED),
             ("CoW writes into shared blocks", &COW_WRITES_INTO_SHARED),
+            ("successful fallocates", &FALLOCATES_OK),
+            ("collapses or inserts of files with shared blocks", &SHIFTS_OF_SHARED),
+            ("punches of shared ranges", &PUNCHES_OF_SHARED),
+            ("copy_file_range calls that reflinked", &COPIES_LINKED),
+            ("copy_file_range calls that copied bytes", &COPIES_BYTES),
+            ("seeks that found an offset", &SEEKS_FOUND),
         ] {
             assert!(get(c) > 0, "the run never produced {what}");
         }

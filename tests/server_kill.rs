@@ -19,6 +19,7 @@
 mod server_common;
 
 use ferrodax::dax::MapAccess;
+use ferrodax::server::protocol::PROTOCOL_VERSION;
 use ferrodax::server::wire;
 use server_common::*;
 use std::collections::BTreeMap;
@@ -344,16 +345,16 @@ fn once_a_call_failed_with_enotconn_the_clients_views_are_already_taken_away() {
 fn garbage_client() {
     let mut s = UnixStream::connect(env_str("FDX_SOCKET")).unwrap();
     s.set_read_timeout(Some(HANG)).unwrap();
-    let hello = br#"{"Hello":{"version":1,"program":"garbage"}}"#;
+    let hello = format!(r#"{{"Hello":{{"version":{PROTOCOL_VERSION},"program":"garbage"}}}}"#).into_bytes();
     match env_str("FDX_GARBAGE").as_str() {
         "noise" => s.write_all(&noise(3, 4096)).unwrap(),
         "bad-json" => {
-            wire::write_frame(&s, hello, &[]).unwrap();
+            wire::write_frame(&s, &hello, &[]).unwrap();
             let _welcome = wire::read_frame_with_fd(&s).unwrap();
             wire::write_frame(&s, b"this is not a protocol message", &[1, 2, 3]).unwrap();
         }
         "huge-header" => {
-            wire::write_frame(&s, hello, &[]).unwrap();
+            wire::write_frame(&s, &hello, &[]).unwrap();
             let _welcome = wire::read_frame_with_fd(&s).unwrap();
             let mut h = [0xffu8; 8];
             h[4..].copy_from_slice(&0u32.to_le_bytes());
@@ -501,7 +502,9 @@ fn a_client_cannot_use_another_clients_handles_or_views_through_the_protocol() {
     let victim_view = hit.views[0].view;
     // A second client, speaking the protocol by hand.
     let s = UnixStream::connect(pool.socket()).unwrap();
-    let hello = serde_json::to_vec(&ClientMessage::Hello { version: 1, program: "intruder".into() }).unwrap();
+    let hello =
+        serde_json::to_vec(&ClientMessage::Hello { version: PROTOCOL_VERSION, program: "intruder".into() })
+            .unwrap();
     wire::write_frame(&s, &hello, &[]).unwrap();
     let ((json, _), _fd) = wire::read_frame_with_fd(&s).unwrap();
     let ServerMessage::Welcome { connection, .. } = serde_json::from_slice(&json).unwrap() else { panic!() };

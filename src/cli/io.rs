@@ -1,7 +1,8 @@
 //! `ferrodax io`: xfs_io-style commands on one file of a pool.
 //!
 //! Owns the command language (the xfs_io 6.1 subset pwrite, pread, truncate, fsync, fdatasync,
-//! reflink, dedupe, funshare/unshare, fiemap, stat, mmap, mread, mwrite, msync, munmap, help), its
+//! reflink, dedupe, copy_range, falloc, fpunch, fzero, fcollapse, finsert, funshare/unshare, seek,
+//! fiemap, stat, mmap, mread, mwrite, msync, munmap, help), its
 //! output, which is xfs_io's byte for byte so fstests filters (`_filter_xfs_io`, ...) work
 //! unchanged, the session's table of mappings, and the exit status.
 //! Must never reach below the library API, and must never stop at a failing command: every
@@ -33,6 +34,10 @@ use clap::Args;
 use ferrodax::api::Mapping;
 use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::format::record::InodeKind;
+use ferrodax::fs::falloc::{
+    SeekTarget, FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE,
+};
 use ferrodax::{DedupeStatus, DedupeTarget, Error, FiemapExtent, File, Fs, OpenOptions};
 use ferrodax_hostkit::SizeError;
 use std::io::{self, BufWriter, Write};
@@ -51,6 +56,10 @@ const DEDUPE_PREFIX: &str = "XFS_IOC_FILE_EXTENT_SAME";
 const DEDUPE_DIFFERS: &str = "Extents did not match.";
 /// Error prefix of a failed funshare/unshare (xfs_io calls fallocate).
 const UNSHARE_PREFIX: &str = "fallocate";
+/// Error prefix of a failed falloc, fpunch, fzero, fcollapse or finsert.
+const FALLOCATE_PREFIX: &str = "fallocate";
+/// Error prefix of a failed copy_range.
+const COPY_RANGE_PREFIX: &str = "copy_range";
 /// Error prefix of a failed truncate.
 const TRUNCATE_PREFIX: &str = "ftruncate";
 /// Error prefix of a failed stat.
@@ -179,6 +188,14 @@ struct CommandSpec {
 
 const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
+        name: "copy_range",
+        alias: None,
+        argmin: 1,
+        argmax: None,
+        args: "[-s src_off] [-d dst_off] [-l len] src_file | -f N",
+        oneline: "Copy a range of data between two files",
+    },
+    CommandSpec {
         name: "dedupe",
         alias: None,
         argmin: 4,
@@ -195,12 +212,44 @@ const COMMANDS: &[CommandSpec] = &[
         oneline: "calls fdatasync(2) to flush the files in-core data to disk",
     },
     CommandSpec {
+        name: "falloc",
+        alias: None,
+        argmin: 2,
+        argmax: None,
+        args: "[-c] [-k] [-p] [-u] off len",
+        oneline: "allocates space associated with part of a file via fallocate",
+    },
+    CommandSpec {
+        name: "fcollapse",
+        alias: None,
+        argmin: 2,
+        argmax: Some(2),
+        args: "off len",
+        oneline: "de-allocates space and eliminates the hole by shifting extents",
+    },
+    CommandSpec {
         name: "fiemap",
         alias: None,
         argmin: 0,
         argmax: None,
         args: "[-lv] [offset [len]]",
         oneline: "print block mapping for a file",
+    },
+    CommandSpec {
+        name: "finsert",
+        alias: None,
+        argmin: 2,
+        argmax: Some(2),
+        args: "off len",
+        oneline: "creates new space for writing within file by shifting extents",
+    },
+    CommandSpec {
+        name: "fpunch",
+        alias: None,
+        argmin: 2,
+        argmax: Some(2),
+        args: "off len",
+        oneline: "de-allocates space associated with part of a file via fallocate",
     },
     CommandSpec {
         name: "fsync",
@@ -217,6 +266,14 @@ const COMMANDS: &[CommandSpec] = &[
         argmax: Some(2),
         args: "off len",
         oneline: "unshares shared blocks within the range",
+    },
+    CommandSpec {
+        name: "fzero",
+        alias: None,
+        argmin: 2,
+        argmax: Some(3),
+        args: "[-k] off len",
+        oneline: "zeroes space and eliminates holes by preallocating",
     },
     CommandSpec {
         name: "help",
@@ -289,6 +346,14 @@ const COMMANDS: &[CommandSpec] = &[
         argmax: None,
         args: "infile [src_off dst_off len]",
         oneline: "reflinks an entire file, or a number of bytes at a specified offset",
+    },
+    CommandSpec {
+        name: "seek",
+        alias: None,
+        argmin: 2,
+        argmax: Some(5),
+        args: "-a | -d | -h [-r] off",
+        oneline: "locate the next data and/or hole",
     },
     CommandSpec {
         name: "sleep",
@@ -419,6 +484,13 @@ impl Session {
             "reflink" => self.reflink(spec, rest),
             "dedupe" => self.dedupe(spec, rest),
             "funshare" => self.unshare(spec, rest),
+            "falloc" => self.falloc(spec, rest),
+            "fpunch" => self.falloc_fixed(spec, rest, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
+            "fcollapse" => self.falloc_fixed(spec, rest, FALLOC_FL_COLLAPSE_RANGE),
+            "finsert" => self.falloc_fixed(spec, rest, FALLOC_FL_INSERT_RANGE),
+            "fzero" => self.fzero(spec, rest),
+            "copy_range" => self.copy_range(spec, rest),
+            "seek" => self.seek(spec, rest),
             "fiemap" => self.fiemap(spec, rest),
             "stat" => self.stat(spec, rest),
             "mmap" => self.mmap(spec, rest),
@@ -723,6 +795,208 @@ impl Session {
         self.fs
             .unshare(&self.file, offset as u64, len as u64)
             .map_err(|e| self.fail_err(format!("{UNSHARE_PREFIX}: {}", e.strerror())))
+    }
+
+    /// `falloc [-c] [-i] [-k] [-p] [-u] off len`: fallocate(2) with the mode the last option names,
+    /// as xfs_io sets it (`-p` punches with KEEP_SIZE; no option preallocates and grows the file).
+    fn falloc(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "cikpu")?;
+        let mut mode = 0;
+        for &(option, _) in &parsed.options {
+            mode = match option {
+                'c' => FALLOC_FL_COLLAPSE_RANGE,
+                'i' => FALLOC_FL_INSERT_RANGE,
+                'k' => FALLOC_FL_KEEP_SIZE,
+                'p' => FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                _ => FALLOC_FL_UNSHARE_RANGE,
+            };
+        }
+        let [offset, len] = parsed.operands[..] else { return Err(self.fail_out(spec.usage())) };
+        self.fallocate(mode, offset, len)
+    }
+
+    /// `fpunch`, `fcollapse`, `finsert off len`: fallocate(2) with one fixed mode.
+    fn falloc_fixed(&mut self, spec: &CommandSpec, words: &[&str], mode: u32) -> Outcome {
+        let parsed = self.getopt(spec, words, "")?;
+        let [offset, len] = parsed.operands[..] else { return Err(self.fail_out(spec.usage())) };
+        self.fallocate(mode, offset, len)
+    }
+
+    /// `fzero [-k] off len`: FALLOC_FL_ZERO_RANGE, with KEEP_SIZE under `-k`.
+    fn fzero(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "k")?;
+        let keep = if parsed.options.is_empty() { 0 } else { FALLOC_FL_KEEP_SIZE };
+        let [offset, len] = parsed.operands[..] else { return Err(self.fail_out(spec.usage())) };
+        self.fallocate(FALLOC_FL_ZERO_RANGE | keep, offset, len)
+    }
+
+    /// Parses xfs_io's `offset_length` (a negative number is "non-numeric", on standard output)
+    /// and calls fallocate(2); a failure prints "fallocate: <error>".
+    fn fallocate(&mut self, mode: u32, offset: &str, len: &str) -> Outcome {
+        let offset_value = self.number(offset, "non-numeric offset argument")?;
+        if offset_value < 0 {
+            return Err(self.fail_out(format!("non-numeric offset argument -- {offset}")));
+        }
+        let len_value = self.number(len, "non-numeric length argument")?;
+        if len_value < 0 {
+            return Err(self.fail_out(format!("non-numeric length argument -- {len}")));
+        }
+        self.file
+            .fallocate(mode, offset_value as u64, len_value as u64)
+            .map_err(|e| self.fail_err(format!("{FALLOCATE_PREFIX}: {}", e.strerror())))
+    }
+
+    /// `copy_range [-s src_off] [-d dst_off] [-l len] src_file | -f 0`: copy_file_range(2) from
+    /// `src_file` (or this file) into this file, called again while it copies something, as
+    /// xfs_io does. Without `-l` the whole source is copied and this file is truncated to 0 first.
+    fn copy_range(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "s:d:l:f:")?;
+        let (mut src_off, mut dst_off, mut len, mut this_file) = (0u64, 0u64, None, false);
+        for &(option, value) in &parsed.options {
+            match option {
+                's' | 'd' => match parse_number(value) {
+                    Some(n) if n >= 0 => {
+                        if option == 's' {
+                            src_off = n as u64
+                        } else {
+                            dst_off = n as u64
+                        }
+                    }
+                    _ => {
+                        let what = if option == 's' { "source" } else { "destination" };
+                        return Err(self.fail_out(format!("invalid {what} offset -- {value}")));
+                    }
+                },
+                'l' => match parse_number(value) {
+                    // cvtnum's -1 is its error value; other negative lengths wrap, as size_t does.
+                    Some(n) if n != -1 => len = Some(n as u64),
+                    _ => return Err(self.fail_out(format!("invalid length -- {value}"))),
+                },
+                _ => {
+                    let n = atoi(value);
+                    if n != 0 {
+                        return Err(self.fail_out(format!("file value {n} is out of range (0-0)")));
+                    }
+                    this_file = true;
+                }
+            }
+        }
+        let expected = if this_file { 0 } else { 1 };
+        if parsed.operands.len() != expected {
+            return Err(self.fail_out(spec.usage()));
+        }
+        let other;
+        let source = if this_file {
+            &self.file
+        } else {
+            other = self.open_source(parsed.operands[0])?;
+            &other
+        };
+        let len = match len {
+            Some(len) => len,
+            None => {
+                let size = source.metadata().map(|st| st.size);
+                let truncated = size.and_then(|size| self.file.set_len(0).map(|()| size));
+                match truncated {
+                    Ok(size) => size,
+                    Err(e) => return Err(self.fail_err(format!("{COPY_RANGE_PREFIX}: {}", e.strerror()))),
+                }
+            }
+        };
+        let mut left = len;
+        loop {
+            match self.fs.copy_file_range(source, src_off, &self.file, dst_off, left) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    src_off += n;
+                    dst_off += n;
+                    left -= n;
+                    if left == 0 {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.fail_err(format!("{COPY_RANGE_PREFIX}: {}", e.strerror()))),
+            }
+        }
+    }
+
+    /// `seek -a | -d | -h [-r] [-s] off`: the next data and/or hole at or after `off`, in
+    /// xfs_io's table ("Whence\tResult", "DATA\t4096", "HOLE\tEOF"); `-r` walks every
+    /// alternation to EOF, `-s` adds the start column. Mirrors xfs_io's seek_f step for step.
+    fn seek(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        const DATA_FLAG: u8 = 1;
+        const HOLE_FLAG: u8 = 2;
+        let parsed = self.getopt(spec, words, "adhrs")?;
+        let (mut flags, mut repeat, mut show_start) = (0u8, false, false);
+        for &(option, _) in &parsed.options {
+            match option {
+                'a' => flags |= DATA_FLAG | HOLE_FLAG,
+                'd' => flags |= DATA_FLAG,
+                'h' => flags |= HOLE_FLAG,
+                'r' => repeat = true,
+                _ => show_start = true,
+            }
+        }
+        let offset = match parsed.operands[..] {
+            [word] if flags != 0 => parse_number(word).filter(|&n| n >= 0),
+            _ => None,
+        };
+        let Some(offset) = offset else { return Err(self.fail_out(spec.usage())) };
+        let names = ["DATA", "HOLE"];
+        let masks = [DATA_FLAG, HOLE_FLAG];
+        let targets = [SeekTarget::Data, SeekTarget::Hole];
+        let mut start = offset as u64;
+        let mut current = 1; // HOLE
+        let mut found = Err(libc::ENXIO);
+        let mut decided = false;
+        if flags & HOLE_FLAG != 0 {
+            found = self.file.find(start, SeekTarget::Hole).map_err(|e| e.errno());
+            if found.is_ok_and(|o| o == start) || flags & DATA_FLAG == 0 {
+                decided = true;
+            }
+        }
+        if !decided {
+            current = 0;
+            found = self.file.find(start, SeekTarget::Data).map_err(|e| e.errno());
+        }
+        self.say(if show_start { "Whence\tStart\tResult" } else { "Whence\tResult" });
+        let mut flags_left = flags;
+        let mut first = true;
+        while flags_left != 0 {
+            let offset = match found {
+                Err(errno) => {
+                    if errno != libc::ENXIO || first {
+                        self.seek_line(show_start, names[current], start, Err(errno));
+                    }
+                    return if errno == libc::ENXIO { Ok(()) } else { Err(Failed) };
+                }
+                Ok(offset) => offset,
+            };
+            if flags_left & masks[current] != 0 {
+                self.seek_line(show_start, names[current], start, Ok(offset));
+            }
+            if !repeat {
+                flags_left &= !masks[current];
+            }
+            current ^= 1;
+            start = offset;
+            first = false;
+            found = self.file.find(start, targets[current]).map_err(|e| e.errno());
+        }
+        Ok(())
+    }
+
+    /// One line of `seek`'s table: the offset, "EOF" for ENXIO, or "ERR" and the error.
+    fn seek_line(&mut self, show_start: bool, name: &str, start: u64, found: Result<u64, i32>) {
+        let start_column = if show_start { format!("\t{start}") } else { String::new() };
+        match found {
+            Ok(offset) => self.say(format!("{name}{start_column}\t{offset}")),
+            Err(libc::ENXIO) => self.say(format!("{name}{start_column}\tEOF")),
+            Err(errno) => {
+                let _ = write!(self.out, "ERR\t{start}\t");
+                let _ = self.fail_err(strerror(errno));
+            }
+        }
     }
 
     /// `fiemap [-lv] [offset [len]]`: the extents, with FIEMAP flags (0x2000 shared, 0x1 last),

@@ -4,8 +4,9 @@
 //! Owns the meaning of every operation: it validates arguments (errno rules of SPEC sections 1-3),
 //! writes file data into freshly allocated blocks, and describes each change as a list of
 //! mutations that the journal makes durable and the state applies. Data is never written in place:
-//! every pwrite, truncate edge and unshare goes to new blocks and becomes visible atomically when
-//! its record commits, so a block with several owners is never modified.
+//! every pwrite, truncate edge, unshare and fallocate partial block goes to new blocks and becomes
+//! visible atomically when its record commits, so a block with several owners is never modified.
+//! The fallocate family, SEEK_DATA/SEEK_HOLE and copy_file_range's checks live in `falloc`.
 //!
 //! Must never: store into a block that another owner references, free a block before the record
 //! that unreferences it is durable, or reach around the journal to change the state.
@@ -13,6 +14,7 @@
 pub mod alloc;
 pub mod check;
 pub mod extents;
+pub mod falloc;
 pub mod journal;
 pub mod ownership;
 pub mod salvage;
@@ -1427,6 +1429,11 @@ impl FileSystem {
     /// Rewrites every shared block of `[off, off + len)` into private blocks (FALLOC_FL_UNSHARE_RANGE;
     /// like it, the file grows to `off + len` if that is past EOF).
     pub fn unshare(&mut self, ino: u64, off: u64, len: u64) -> Result<()> {
+        self.unshare_range(ino, off, len, false)
+    }
+
+    /// [`FileSystem::unshare`]; with `keep_size` (FALLOC_FL_KEEP_SIZE) the file never grows.
+    pub fn unshare_range(&mut self, ino: u64, off: u64, len: u64, keep_size: bool) -> Result<()> {
         self.writable()?;
         self.file(ino)?;
         if len == 0 {
@@ -1436,7 +1443,9 @@ impl FileSystem {
             .checked_add(len)
             .filter(|&e| e <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::TooBig(format!("unshare of {len} bytes at {off}")))?;
-        self.clear_tail_before_growth(ino, end)?;
+        if !keep_size {
+            self.clear_tail_before_growth(ino, end)?;
+        }
         let inode = self.file(ino)?;
         let fb0 = off / BLOCK_SIZE;
         // iomap_file_unshare: nothing to unshare at or past EOF.
@@ -1455,7 +1464,7 @@ impl FileSystem {
                 }
             }
         }
-        let grows = end > inode.attrs.size;
+        let grows = !keep_size && end > inode.attrs.size;
         let mut attrs = inode.attrs.clone();
         if shared.is_empty() && !grows {
             return Ok(());
@@ -1494,6 +1503,34 @@ impl FileSystem {
     /// FICLONERANGE: shares `len` bytes of `src` at `src_off` into `dst` at `dst_off` (len 0 = to
     /// source EOF). Returns the bytes linked. Errno rules: SPEC section 1, in the kernel's order.
     pub fn reflink(&mut self, src: Handle, src_off: u64, dst: Handle, dst_off: u64, len: u64) -> Result<u64> {
+        self.remap_range(src, src_off, dst, dst_off, len, false)
+    }
+
+    /// The first try of copy_file_range(2): a reflink that may shorten the request
+    /// (`REMAP_FILE_CAN_SHORTEN`): an unaligned length not reaching source EOF is rounded down to
+    /// whole blocks, and a partial EOF block that would land inside the destination is left out.
+    /// Returns the bytes linked (0 when nothing whole is left: the caller then copies bytes).
+    pub fn reflink_shortening(
+        &mut self,
+        src: Handle,
+        src_off: u64,
+        dst: Handle,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
+        self.remap_range(src, src_off, dst, dst_off, len, true)
+    }
+
+    /// FICLONERANGE, or with `can_shorten` the remap of copy_file_range.
+    fn remap_range(
+        &mut self,
+        src: Handle,
+        src_off: u64,
+        dst: Handle,
+        dst_off: u64,
+        len: u64,
+        can_shorten: bool,
+    ) -> Result<u64> {
         let (src_access, dst_access) = (src.access, dst.access);
         let (src, dst) = (src.ino, dst.ino);
         let (s, d) = (self.state.inode(src)?, self.state.inode(dst)?);
@@ -1519,16 +1556,24 @@ impl FileSystem {
             }
             len = isize - src_off;
         }
-        let plan = remap_checks(src == dst, src_off, isize, dst_off, d.attrs.size, len, false)?;
-        if plan.count != len {
+        let mut plan = remap_checks(src == dst, src_off, isize, dst_off, d.attrs.size, len, false)?;
+        if plan.count != len && !can_shorten {
             return Err(Error::Invalid(format!(
                 "range [{src_off}, +{len}) is unaligned or past source EOF {isize}"
             )));
         }
         if plan.bcount != plan.count && dst_off + plan.count < d.attrs.size {
-            return Err(Error::Invalid(
-                "the source's partial EOF block cannot land inside the destination".into(),
-            ));
+            if !can_shorten {
+                return Err(Error::Invalid(
+                    "the source's partial EOF block cannot land inside the destination".into(),
+                ));
+            }
+            // generic_remap_check_len: shortened to the whole blocks before the partial one.
+            plan.count -= plan.count % BLOCK_SIZE;
+            plan.bcount = plan.count;
+        }
+        if plan.count == 0 {
+            return Ok(0);
         }
         let new_size = d.attrs.size.max(dst_off + plan.count);
         self.clear_tail_before_growth(dst, new_size)?;

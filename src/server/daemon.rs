@@ -710,6 +710,14 @@ impl Worker {
                 fs.unshare(self.file(handle)?, offset, len)?;
                 Answer::Unit
             }
+            Op::Fallocate { handle, mode, offset, len } => {
+                self.file(handle)?.fallocate(mode, offset, len)?;
+                Answer::Unit
+            }
+            Op::Seek { handle, offset, target } => Answer::Count(self.file(handle)?.find(offset, target)?),
+            Op::CopyFileRange { src, src_off, dst, dst_off, len } => {
+                Answer::Count(fs.copy_file_range(self.file(src)?, src_off, self.file(dst)?, dst_off, len)?)
+            }
             Op::Owners { pool_offset, len } => Answer::Owners(fs.owners(pool_offset, len)),
             Op::ShareState { block } => Answer::ShareState(fs.share_state(block)),
             Op::Fiemap { handle } => Answer::Fiemap(fs.fiemap(self.file(handle)?)?),

@@ -12,12 +12,13 @@
 use crate::dax::{Holder, MapAccess, Notice, PageChange, PageShare};
 use crate::error::Error;
 use crate::fs::check::CheckReport;
+use crate::fs::falloc::SeekTarget;
 use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, SpaceUsage, Stat};
 use crate::memfail::{FailureReport, PreRemoveReport};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version both sides send in the handshake; a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a client may do with the pool file itself, decided by the server from the client's
 /// credentials (SO_PEERCRED) and the pool file's owner and mode.
@@ -180,6 +181,40 @@ pub enum Op {
         handle: u64,
         /// Offset.
         offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// fallocate(2) with the kernel's `FALLOC_FL_*` mode bits (protocol version 2).
+    Fallocate {
+        /// The handle.
+        handle: u64,
+        /// The mode bits.
+        mode: u32,
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// lseek(SEEK_DATA / SEEK_HOLE) without a position (the client keeps it): `Answer::Count`
+    /// (protocol version 2).
+    Seek {
+        /// The handle.
+        handle: u64,
+        /// Where to start.
+        offset: u64,
+        /// Data or hole.
+        target: SeekTarget,
+    },
+    /// copy_file_range(2) between two handles of this pool: `Answer::Count` (protocol version 2).
+    CopyFileRange {
+        /// Source handle.
+        src: u64,
+        /// Source offset.
+        src_off: u64,
+        /// Destination handle.
+        dst: u64,
+        /// Destination offset.
+        dst_off: u64,
         /// Length.
         len: u64,
     },

@@ -16,13 +16,15 @@
 //! loop device or an image behind (ferrodax-hostkit's scratch guard unmounts and deletes on every
 //! path, errors and panics included); report a pass for a run it did not make: where the machine
 //! cannot make or mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`],
-//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE and
-//! fallocate) live in ferrodax-hostkit's `remap`.
+//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE,
+//! fallocate, copy_file_range, lseek SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise) live in
+//! ferrodax-hostkit's `remap`.
 //!
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
 
 use clap::Parser;
+use ferrodax::fs::falloc::SeekTarget;
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use ferrodax_hostkit::remap::{self, DedupeOutcome};
 use ferrodax_hostkit::xfs::XfsScratch;
@@ -160,6 +162,13 @@ enum Op {
     Dedupe { src: usize, src_offset: u64, dst: usize, dst_offset: u64, len: u64 },
     /// fallocate(FALLOC_FL_UNSHARE_RANGE).
     Unshare { file: usize, offset: u64, len: u64 },
+    /// fallocate(2) with these `FALLOC_FL_*` mode bits (preallocate, punch, zero, collapse,
+    /// insert, and invalid combinations).
+    Fallocate { file: usize, mode: u32, offset: u64, len: u64 },
+    /// copy_file_range(2) with explicit offsets.
+    CopyRange { src: usize, src_offset: u64, dst: usize, dst_offset: u64, len: u64 },
+    /// lseek(SEEK_DATA) (`data`) or lseek(SEEK_HOLE).
+    Seek { file: usize, offset: u64, data: bool },
     /// fsync.
     Fsync { file: usize },
     /// Close everything, unmount, mount, reopen (both sides).
@@ -175,6 +184,10 @@ impl Op {
             Op::Reflink { .. } => "reflink",
             Op::Dedupe { .. } => "dedupe",
             Op::Unshare { .. } => "funshare",
+            Op::Fallocate { mode, .. } => fallocate_kind(*mode),
+            Op::CopyRange { .. } => "copy_range",
+            Op::Seek { data: true, .. } => "seek_data",
+            Op::Seek { data: false, .. } => "seek_hole",
             Op::Fsync { .. } => "fsync",
             Op::Remount => "remount",
         }
@@ -186,12 +199,39 @@ impl Op {
             Op::Pwrite { file, .. }
             | Op::Truncate { file, .. }
             | Op::Unshare { file, .. }
+            | Op::Fallocate { file, .. }
+            | Op::Seek { file, .. }
             | Op::Fsync { file } => file,
-            Op::Reflink { src, dst, .. } | Op::Dedupe { src, dst, .. } => src.max(dst),
+            Op::Reflink { src, dst, .. } | Op::Dedupe { src, dst, .. } | Op::CopyRange { src, dst, .. } => {
+                src.max(dst)
+            }
             Op::Remount => 0,
         }
     }
 }
+
+/// The name of a fallocate mode, for statistics: xfs_io's command where it has one.
+fn fallocate_kind(mode: u32) -> &'static str {
+    match mode {
+        0 => "falloc",
+        FALLOC_FL_KEEP_SIZE => "falloc-k",
+        m if m == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE => "fpunch",
+        FALLOC_FL_ZERO_RANGE => "fzero",
+        m if m == FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE => "fzero-k",
+        FALLOC_FL_COLLAPSE_RANGE => "fcollapse",
+        FALLOC_FL_INSERT_RANGE => "finsert",
+        m if m == FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE => "funshare-k",
+        _ => "fallocate-bad-mode",
+    }
+}
+
+/// `FALLOC_FL_KEEP_SIZE` and the modes (linux/falloc.h).
+const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
+const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
+const FALLOC_FL_COLLAPSE_RANGE: u32 = 0x08;
+const FALLOC_FL_ZERO_RANGE: u32 = 0x10;
+const FALLOC_FL_INSERT_RANGE: u32 = 0x20;
+const FALLOC_FL_UNSHARE_RANGE: u32 = 0x40;
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,6 +247,15 @@ impl fmt::Display for Op {
                 write!(f, "f{dst}: dedupe f{src} {src_offset} {dst_offset} {len}")
             }
             Op::Unshare { file, offset, len } => write!(f, "f{file}: funshare {offset} {len}"),
+            Op::Fallocate { file, mode, offset, len } => {
+                write!(f, "f{file}: fallocate mode {mode:#x} ({}) {offset} {len}", fallocate_kind(mode))
+            }
+            Op::CopyRange { src, src_offset, dst, dst_offset, len } => {
+                write!(f, "f{dst}: copy_range -s {src_offset} -d {dst_offset} -l {len} f{src}")
+            }
+            Op::Seek { file, offset, data } => {
+                write!(f, "f{file}: seek {} {offset}", if data { "-d" } else { "-h" })
+            }
             Op::Fsync { file } => write!(f, "f{file}: fsync"),
             Op::Remount => write!(f, "remount"),
         }
@@ -221,8 +270,10 @@ type Errno = i32;
 enum Outcome {
     /// Success without a count (ftruncate, FICLONERANGE, fallocate, fsync, remount).
     Done,
-    /// pwrite's byte count.
+    /// pwrite's (or copy_file_range's) byte count.
     Wrote(u64),
+    /// lseek's offset.
+    Offset(u64),
     /// FIDEDUPERANGE: FILE_DEDUPE_RANGE_SAME with bytes_deduped.
     Same(u64),
     /// FIDEDUPERANGE: FILE_DEDUPE_RANGE_DIFFERS.
@@ -238,6 +289,7 @@ impl fmt::Display for Outcome {
         match *self {
             Outcome::Done => write!(f, "ok"),
             Outcome::Wrote(n) => write!(f, "wrote {n}"),
+            Outcome::Offset(n) => write!(f, "offset {n}"),
             Outcome::Same(n) => write!(f, "SAME {n}"),
             Outcome::Differs => write!(f, "DIFFERS"),
             Outcome::Status(e) => write!(f, "status {}", errno_name(e)),
@@ -263,6 +315,8 @@ fn errno_name(errno: Errno) -> String {
         libc::ENOENT => "ENOENT",
         libc::EACCES => "EACCES",
         libc::EROFS => "EROFS",
+        libc::ENXIO => "ENXIO",
+        libc::EOVERFLOW => "EOVERFLOW",
         _ => return format!("errno {errno}"),
     };
     name.to_string()
@@ -340,6 +394,22 @@ trait System {
     ) -> Result<Outcome, Errno>;
     /// fallocate(FALLOC_FL_UNSHARE_RANGE).
     fn unshare(&mut self, file: &Self::Handle, offset: u64, len: u64) -> Result<(), Errno>;
+    /// fallocate(2) with `mode`.
+    fn fallocate(&mut self, file: &Self::Handle, mode: u32, offset: u64, len: u64) -> Result<(), Errno>;
+    /// copy_file_range(2): the bytes copied.
+    fn copy_range(
+        &mut self,
+        src: &Self::Handle,
+        src_offset: u64,
+        dst: &Self::Handle,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<u64, Errno>;
+    /// lseek(SEEK_DATA) or lseek(SEEK_HOLE).
+    fn seek(&mut self, file: &Self::Handle, offset: u64, data: bool) -> Result<u64, Errno>;
+    /// The byte ranges SEEK_DATA calls data when no page cache is involved (XFS: written
+    /// extents; ferrodax: mapped blocks), ascending and disjoint, when the side can say.
+    fn data_ranges(&mut self, file: &Self::Handle) -> Option<Vec<(u64, u64)>>;
     /// fstat's size.
     fn size(&mut self, file: &Self::Handle) -> Result<u64, Errno>;
     /// pread of exactly `len` bytes at `offset` (the range is inside the file).
@@ -464,6 +534,32 @@ impl System for Xfs {
 
     fn unshare(&mut self, file: &std::fs::File, offset: u64, len: u64) -> Result<(), Errno> {
         remap::unshare_range(file, offset, len).map_err(|e| errno_of(&e))
+    }
+
+    fn fallocate(&mut self, file: &std::fs::File, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
+        remap::fallocate(file, mode, offset, len).map_err(|e| errno_of(&e))
+    }
+
+    fn copy_range(
+        &mut self,
+        src: &std::fs::File,
+        src_offset: u64,
+        dst: &std::fs::File,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<u64, Errno> {
+        remap::copy_file_range(src, src_offset, dst, dst_offset, len).map_err(|e| errno_of(&e))
+    }
+
+    fn seek(&mut self, file: &std::fs::File, offset: u64, data: bool) -> Result<u64, Errno> {
+        // The kernel answers from its extents, not from what the comparisons left in its page
+        // cache (docs/CONFORMANCE.md, D3).
+        remap::drop_cached_pages(file).map_err(|e| errno_of(&e))?;
+        remap::seek_data_or_hole(file, offset, data).map_err(|e| errno_of(&e))
+    }
+
+    fn data_ranges(&mut self, file: &std::fs::File) -> Option<Vec<(u64, u64)>> {
+        remap::written_extents(file).ok().map(|extents| merge_ranges(&extents))
     }
 
     fn size(&mut self, file: &std::fs::File) -> Result<u64, Errno> {
@@ -656,6 +752,32 @@ impl System for Ferrodax {
         file.fs().unshare(file, offset, len).map_err(|e| e.errno())
     }
 
+    fn fallocate(&mut self, file: &File, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
+        file.fallocate(mode, offset, len).map_err(|e| e.errno())
+    }
+
+    fn copy_range(
+        &mut self,
+        src: &File,
+        src_offset: u64,
+        dst: &File,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<u64, Errno> {
+        dst.fs().copy_file_range(src, src_offset, dst, dst_offset, len).map_err(|e| e.errno())
+    }
+
+    fn seek(&mut self, file: &File, offset: u64, data: bool) -> Result<u64, Errno> {
+        let target = if data { SeekTarget::Data } else { SeekTarget::Hole };
+        file.find(offset, target).map_err(|e| e.errno())
+    }
+
+    fn data_ranges(&mut self, file: &File) -> Option<Vec<(u64, u64)>> {
+        // ferrodax has no unwritten extents: every mapped block is data (preallocated ones too).
+        let extents = file.fs().fiemap(file).ok()?;
+        Some(merge_ranges(&extents.iter().map(|e| (e.logical, e.length)).collect::<Vec<_>>()))
+    }
+
     fn size(&mut self, file: &File) -> Result<u64, Errno> {
         file.metadata().map(|m| m.size).map_err(|e| e.errno())
     }
@@ -783,6 +905,9 @@ enum Accepted {
     /// D2: a write, truncate or unshare that would end in the last partial block of the 63-bit
     /// offset space (XFS succeeds, ferrodax EFBIG).
     LastPartialBlockOfOffsetSpace,
+    /// D3: SEEK_DATA/SEEK_HOLE answer from each side's own layout, and the layouts differ where
+    /// the bytes are zeros (XFS's unwritten preallocation, funshare's preallocation, D1 dedupes).
+    SeekFollowsLayoutOverZeros,
 }
 
 impl Accepted {
@@ -793,6 +918,9 @@ impl Accepted {
             }
             Accepted::LastPartialBlockOfOffsetSpace => {
                 "D2 file size in (2^63-4096, 2^63-1] (XFS accepts, ferrodax EFBIG)"
+            }
+            Accepted::SeekFollowsLayoutOverZeros => {
+                "D3 seek: layouts differ over zeros (XFS unwritten or shared, ferrodax data or hole)"
             }
         }
     }
@@ -839,6 +967,56 @@ fn compare_windows(size: u64) -> Vec<(u64, u64)> {
     } else {
         vec![(0, COMPARE_WINDOW), (size - COMPARE_WINDOW, COMPARE_WINDOW)]
     }
+}
+
+/// What lseek(SEEK_DATA / SEEK_HOLE) answers for a file of `size` bytes whose data is the
+/// ascending, disjoint byte ranges `data_ranges`: ENXIO at or past EOF (and for data with none
+/// after `offset`); EOF is a hole.
+fn seek_over(data_ranges: &[(u64, u64)], size: u64, offset: u64, data: bool) -> Outcome {
+    if offset >= size {
+        return Outcome::Failed(libc::ENXIO);
+    }
+    let mut cursor = offset; // the first byte not known to be data
+    for &(start, len) in data_ranges.iter().filter(|&&(start, len)| start + len > offset) {
+        if data {
+            let at = start.max(offset);
+            return if at < size { Outcome::Offset(at) } else { Outcome::Failed(libc::ENXIO) };
+        }
+        if start > cursor {
+            break;
+        }
+        cursor = cursor.max(start + len);
+    }
+    if data {
+        Outcome::Failed(libc::ENXIO)
+    } else {
+        Outcome::Offset(cursor.min(size))
+    }
+}
+
+/// Sorts byte ranges and joins the ones that overlap or touch.
+fn merge_ranges(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    sorted.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (start, len) in sorted {
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(start + len - last.0),
+            _ => out.push((start, len)),
+        }
+    }
+    out
+}
+
+/// The byte ranges covered by exactly one of two sets of ascending, disjoint ranges.
+fn xor_ranges(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let covers = |set: &[(u64, u64)], at: u64| set.iter().any(|&(s, l)| s <= at && at < s + l);
+    let mut points: Vec<u64> = a.iter().chain(b).flat_map(|&(s, l)| [s, s + l]).collect();
+    points.sort_unstable();
+    points.dedup();
+    let pieces =
+        points.windows(2).filter(|w| covers(a, w[0]) != covers(b, w[0])).map(|w| (w[0], w[1] - w[0]));
+    merge_ranges(&pieces.collect::<Vec<_>>())
 }
 
 /// The bytes generic_remap_checks lets a dedupe compare: the whole length when both ranges end at
@@ -923,6 +1101,13 @@ impl<X: System, F: System> Pair<X, F> {
                 .dedupe(&files[src], src_offset, len, &files[dst], dst_offset)
                 .unwrap_or_else(Outcome::Failed),
             Op::Unshare { file, offset, len } => done(sys.unshare(&files[file], offset, len)),
+            Op::Fallocate { file, mode, offset, len } => done(sys.fallocate(&files[file], mode, offset, len)),
+            Op::CopyRange { src, src_offset, dst, dst_offset, len } => sys
+                .copy_range(&files[src], src_offset, &files[dst], dst_offset, len)
+                .map_or_else(Outcome::Failed, Outcome::Wrote),
+            Op::Seek { file, offset, data } => {
+                sys.seek(&files[file], offset, data).map_or_else(Outcome::Failed, Outcome::Offset)
+            }
             Op::Fsync { file } => done(sys.fsync(&files[file])),
             Op::Remount => unreachable!("remount is the pair's"),
         }
@@ -1033,6 +1218,16 @@ impl<X: System, F: System> Pair<X, F> {
             {
                 self.resync_past_ferrodax_limit(file).map(Some)
             }
+            (Op::CopyRange { dst, dst_offset, .. }, Outcome::Wrote(n), ferrodax_result)
+                if dst_offset + n > FERRODAX_MAX_FILE_SIZE
+                    && match ferrodax_result {
+                        Outcome::Wrote(m) => m < n && dst_offset + m == FERRODAX_MAX_FILE_SIZE,
+                        Outcome::Failed(libc::EFBIG) => dst_offset >= FERRODAX_MAX_FILE_SIZE,
+                        _ => false,
+                    } =>
+            {
+                self.resync_past_ferrodax_limit(dst).map(Some)
+            }
             (Op::Truncate { file, size }, Outcome::Done, Outcome::Failed(libc::EFBIG))
                 if size > FERRODAX_MAX_FILE_SIZE =>
             {
@@ -1043,8 +1238,57 @@ impl<X: System, F: System> Pair<X, F> {
             {
                 self.resync_past_ferrodax_limit(file).map(Some)
             }
+            (Op::Fallocate { file, mode, offset, len }, Outcome::Done, Outcome::Failed(libc::EFBIG))
+                if offset.saturating_add(len) > FERRODAX_MAX_FILE_SIZE
+                    || (mode == FALLOC_FL_INSERT_RANGE
+                        && sizes[file].saturating_add(len) > FERRODAX_MAX_FILE_SIZE) =>
+            {
+                self.resync_past_ferrodax_limit(file).map(Some)
+            }
+            (Op::Seek { file, offset, data }, x, f) => self.layout_explains_seek(file, offset, data, x, f),
             _ => Ok(None),
         }
+    }
+
+    /// D3: a seek whose results differ is accepted exactly when each side's answer is what its
+    /// own layout gives (XFS: written extents from FIEMAP after writeback, with its page cache
+    /// dropped before the seek; ferrodax: mapped blocks) and every block where the two layouts
+    /// disagree reads as zeros.
+    fn layout_explains_seek(
+        &mut self,
+        file: usize,
+        offset: u64,
+        data: bool,
+        x: Outcome,
+        f: Outcome,
+    ) -> Result<Option<Accepted>, String> {
+        /// The most differing bytes the rule reads to prove they are zeros.
+        const READ_LIMIT: u64 = 64 << 20;
+        let size = self.ferrodax.size(&self.ferrodax_files[file]).map_err(errno_name)?;
+        let (Some(ours), Some(theirs)) = (
+            self.ferrodax.data_ranges(&self.ferrodax_files[file]),
+            self.xfs.data_ranges(&self.xfs_files[file]),
+        ) else {
+            return Ok(None);
+        };
+        if seek_over(&ours, size, offset, data) != f || seek_over(&theirs, size, offset, data) != x {
+            return Ok(None);
+        }
+        let differing: Vec<(u64, u64)> = xor_ranges(&ours, &theirs)
+            .into_iter()
+            .filter(|&(start, _)| start < size)
+            .map(|(start, len)| (start, len.min(size - start)))
+            .collect();
+        if differing.iter().map(|r| r.1).sum::<u64>() > READ_LIMIT {
+            return Ok(None);
+        }
+        for (start, len) in differing {
+            let bytes = self.ferrodax.read(&self.ferrodax_files[file], start, len).map_err(errno_name)?;
+            if bytes.iter().any(|&b| b != 0) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Accepted::SeekFollowsLayoutOverZeros))
     }
 
     /// D2: the kernel grew a file past ferrodax's largest file size where ferrodax stopped at it or
@@ -1244,7 +1488,15 @@ impl Generator {
                 let len = if len == 0 { sizes[src].saturating_sub(src_offset) } else { len };
                 dst_offset + len.next_multiple_of(BLOCK)
             }
-            Op::Dedupe { .. } | Op::Fsync { .. } | Op::Remount => 0,
+            Op::Fallocate { file, mode, offset, len } => match mode {
+                FALLOC_FL_INSERT_RANGE => sizes[file] + len,
+                0 | FALLOC_FL_ZERO_RANGE => offset + len,
+                _ => 0,
+            },
+            Op::CopyRange { src, src_offset, dst_offset, len, .. } => {
+                dst_offset + len.min(sizes[src].saturating_sub(src_offset))
+            }
+            Op::Dedupe { .. } | Op::Seek { .. } | Op::Fsync { .. } | Op::Remount => 0,
         }
     }
 
@@ -1259,7 +1511,19 @@ impl Generator {
     }
 
     fn candidate(&mut self, sizes: &[u64]) -> Op {
-        match self.rng.below(100) {
+        match self.rng.below(125) {
+            100..=111 => self.fallocate(sizes),
+            112..=118 => {
+                let (src, dst) = self.two_files();
+                let src_offset = self.source_offset(sizes[src]);
+                let dst_offset = if self.rng.chance(30) { src_offset } else { self.offset(sizes[dst], 70) };
+                let len = self.remap_length(src_offset, sizes[src]);
+                Op::CopyRange { src, src_offset, dst, dst_offset, len }
+            }
+            119..=124 => {
+                let file = self.file();
+                Op::Seek { file, offset: self.offset(sizes[file], 50), data: self.rng.chance(50) }
+            }
             0..=29 => self.pwrite(sizes),
             30..=39 => {
                 let file = self.file();
@@ -1312,6 +1576,48 @@ impl Generator {
         Op::Pwrite { file, seed: self.seed(), offset, len }
     }
 
+    /// A fallocate: mostly valid modes; block-aligned ranges inside the file most of the time
+    /// (collapse and insert need them), often over shared blocks (any file may hold clones).
+    fn fallocate(&mut self, sizes: &[u64]) -> Op {
+        let file = self.file();
+        let size = sizes[file];
+        let mode = match self.rng.below(20) {
+            0..=2 => 0,
+            3 => FALLOC_FL_KEEP_SIZE,
+            4..=7 => FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            8..=9 => FALLOC_FL_ZERO_RANGE,
+            10 => FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+            11..=13 => FALLOC_FL_COLLAPSE_RANGE,
+            14..=16 => FALLOC_FL_INSERT_RANGE,
+            17 => FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE,
+            _ => self.rng.pick(&[
+                FALLOC_FL_PUNCH_HOLE,
+                FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_KEEP_SIZE,
+                FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE,
+                0x04,
+                0x80,
+                0x100,
+            ]),
+        };
+        let aligned = if matches!(mode, FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE) { 85 } else { 40 };
+        let offset = if size > 0 && self.rng.chance(50) {
+            let raw = self.rng.below(size);
+            if self.rng.chance(aligned) {
+                raw / BLOCK * BLOCK
+            } else {
+                raw
+            }
+        } else {
+            self.offset(size, aligned)
+        };
+        let len = match self.rng.below(6) {
+            0..=2 => (1 + self.rng.below(4)) * BLOCK,
+            3 => 1 + self.rng.below(3 * BLOCK),
+            _ => self.length(offset, size),
+        };
+        Op::Fallocate { file, mode, offset, len }
+    }
+
     fn dedupe(&mut self, sizes: &[u64]) -> Op {
         if !self.links.is_empty() && self.rng.chance(40) {
             let i = self.rng.below(self.links.len() as u64) as usize;
@@ -1341,6 +1647,14 @@ impl Generator {
     fn observe(&mut self, op: &Op, outcome: Outcome) {
         match *op {
             Op::Pwrite { seed, offset, len, .. } => self.last_write = Some((seed, offset, len)),
+            Op::CopyRange { src, src_offset, dst, dst_offset, .. } if matches!(outcome, Outcome::Wrote(n) if n > 0) =>
+            {
+                let Outcome::Wrote(len) = outcome else { return };
+                if self.links.len() == 8 {
+                    self.links.remove(0);
+                }
+                self.links.push((src, src_offset, dst, dst_offset, len));
+            }
             Op::Reflink { src, src_offset, dst, dst_offset, len } if outcome == Outcome::Done && len > 0 => {
                 if self.links.len() == 8 {
                     self.links.remove(0);
@@ -1378,7 +1692,7 @@ impl Stats {
         }
         self.steps += 1;
         let outcome = match report.xfs {
-            Outcome::Wrote(_) | Outcome::Done => "ok".to_string(),
+            Outcome::Wrote(_) | Outcome::Done | Outcome::Offset(_) => "ok".to_string(),
             Outcome::Same(_) => "SAME".to_string(),
             other => other.to_string(),
         };
@@ -1479,8 +1793,10 @@ fn target_file(op: &Op) -> usize {
         Op::Pwrite { file, .. }
         | Op::Truncate { file, .. }
         | Op::Unshare { file, .. }
+        | Op::Fallocate { file, .. }
+        | Op::Seek { file, .. }
         | Op::Fsync { file } => file,
-        Op::Reflink { dst, .. } | Op::Dedupe { dst, .. } => dst,
+        Op::Reflink { dst, .. } | Op::Dedupe { dst, .. } | Op::CopyRange { dst, .. } => dst,
         Op::Remount => 0,
     }
 }
@@ -1501,6 +1817,23 @@ fn io_command(op: &Op, dir: &str) -> String {
             format!("dedupe {dir}f{src} {src_offset} {dst_offset} {len}")
         }
         Op::Unshare { offset, len, .. } => format!("funshare {offset} {len}"),
+        Op::Fallocate { mode, offset, len, .. } => match fallocate_kind(mode) {
+            "falloc" => format!("falloc {offset} {len}"),
+            "falloc-k" => format!("falloc -k {offset} {len}"),
+            "fzero-k" => format!("fzero -k {offset} {len}"),
+            "funshare-k" => {
+                format!("stat # fallocate(UNSHARE|KEEP_SIZE, {offset}, {len}): no xfs_io command")
+            }
+            "fallocate-bad-mode" => {
+                format!("stat # fallocate mode {mode:#x} {offset} {len}: no xfs_io command")
+            }
+            command => format!("{command} {offset} {len}"),
+        },
+        // One call, as the tester made (xfs_io calls again while the kernel copies something).
+        Op::CopyRange { src, src_offset, dst_offset, len, .. } => {
+            format!("copy_range -s {src_offset} -d {dst_offset} -l {len} {dir}f{src}")
+        }
+        Op::Seek { offset, data, .. } => format!("seek {} {offset}", if data { "-d" } else { "-h" }),
         Op::Fsync { .. } => "fsync".to_string(),
         Op::Remount => String::new(),
     }
@@ -1842,7 +2175,9 @@ fn run_fstests<X: System, F: System>(pair: &mut Pair<X, F>, tally: &mut CaseTall
 // ----- fixed edge sequences -----
 
 /// Fixed sequences from /tmp/xfsref's verified kernel behaviour: partial EOF blocks, length 0,
-/// the same file, the far end of the offset space, funshare growing a file.
+/// the same file, the far end of the offset space, funshare growing a file; and fallocate over
+/// shared blocks, its errors and ranges around EOF, and copy_file_range linked, shortened and
+/// byte-copied.
 fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
     use Op::*;
     let w = |file, seed, offset, len| Pwrite { file, seed, offset, len };
@@ -1990,6 +2325,78 @@ fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
             Remount,
         ],
     ));
+    let fa = |file, mode, offset, len| Fallocate { file, mode, offset, len };
+    let copy = |src, src_offset, dst, dst_offset, len| CopyRange { src, src_offset, dst, dst_offset, len };
+    let seek = |file, offset, data| Seek { file, offset, data };
+    const PUNCH: u32 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    out.push((
+        "fallocate over shared blocks: punch, zero, collapse, insert",
+        2,
+        vec![
+            w(0, 0x61, 0, 40000),
+            clone(0, 0, 1, 0, 0),
+            fa(1, PUNCH, 5000, 3000),
+            fa(1, PUNCH, 8192, 8192),
+            fa(1, FALLOC_FL_ZERO_RANGE, 20000, 5000),
+            fa(1, FALLOC_FL_COLLAPSE_RANGE, 4096, 8192),
+            fa(1, FALLOC_FL_INSERT_RANGE, 0, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 36864, 8192),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 0, 4096),
+            seek(1, 0, true),
+            seek(1, 0, false),
+            seek(1, 4096, true),
+            Remount,
+        ],
+    ));
+    out.push((
+        "fallocate errors and ranges at and past EOF",
+        1,
+        vec![
+            w(0, 0x62, 0, 10000),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 4096, 4096),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 0, 100),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE, 4096, 8192),
+            fa(0, FALLOC_FL_INSERT_RANGE, 12288, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 8192, 4096),
+            fa(0, FALLOC_FL_INSERT_RANGE, 4096, 1 << 62),
+            fa(0, FALLOC_FL_PUNCH_HOLE, 0, 4096),
+            fa(0, FALLOC_FL_KEEP_SIZE, 0, 0),
+            fa(0, 0x04, 0, 4096),
+            fa(0, 0x80, 0, 4096),
+            fa(0, FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_KEEP_SIZE, 0, 4096),
+            fa(0, FALLOC_FL_KEEP_SIZE, 20000, 8192),
+            fa(0, PUNCH, 9000, 100_000),
+            fa(0, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 12000, 100_000),
+            fa(0, FALLOC_FL_ZERO_RANGE, 30000, 100),
+            fa(0, 0, 50000, 4096),
+            fa(0, 0, FERRODAX_MAX_FILE_SIZE - 4096, 4096),
+            seek(0, 0, true),
+            seek(0, 12000, true),
+            seek(0, 12000, false),
+            seek(0, 1 << 40, false),
+            Remount,
+        ],
+    ));
+    out.push((
+        "copy_file_range: reflinked, shortened, byte-copied",
+        2,
+        vec![
+            w(0, 0x63, 0, 30000),
+            w(1, 0x64, 0, 50000),
+            copy(0, 0, 1, 0, 8192),
+            copy(0, 4096, 1, 8192, 10000),
+            copy(0, 100, 1, 300, 5000),
+            copy(0, 24576, 1, 4096, 10000),
+            copy(0, 24576, 1, 49152, 10000),
+            copy(0, 0, 0, 4096, 8192),
+            copy(0, 0, 0, 16384, 8192),
+            copy(0, 29000, 1, 0, 100),
+            copy(0, 40000, 1, 0, 100),
+            copy(0, 0, 1, 0, 0),
+            copy(1, 0, 0, FERRODAX_MAX_FILE_SIZE - 10, 100),
+            Remount,
+        ],
+    ));
     out.push((
         "writes and truncates of length 0 and around EOF",
         1,
@@ -2015,7 +2422,10 @@ fn run_edge_sequences<X: System, F: System>(
     tally: &mut CaseTally,
     stats: &mut Stats,
 ) -> Result<(), String> {
-    println!("== fixed edge sequences (partial EOF blocks, length 0, same file, offset limits, funshare)");
+    println!(
+        "== fixed edge sequences (partial EOF blocks, length 0, same file, offset limits, funshare, fallocate, \
+         copy_file_range, seek)"
+    );
     for (title, files, ops) in edge_sequences() {
         let shape = Shape { files, pool_bytes: SMALL_POOL };
         pair.start(files, shape.pool_bytes)?;

@@ -1,5 +1,6 @@
 //! Guards conformance with the kernel: `ferrodax-difftest` (`ferrodax difftest`) applies the same random operation
-//! sequences (pwrite, truncate, reflink, dedupe, funshare, fsync, remount) and the fstests
+//! sequences (pwrite, truncate, reflink, dedupe, funshare, fallocate in every mode, copy_file_range,
+//! SEEK_DATA/SEEK_HOLE, fsync, remount) and the fstests
 //! generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1, loop-mounted
 //! from /dev/shm) and to a ferrodax pool, and finds no divergence other than those
 //! docs/CONFORMANCE.md documents. Also guards the tester itself: an injected fault is found, shrunk
