@@ -9,6 +9,17 @@
 //! Must never: touch a real pool (every pool here is a volatile [`RecordingBackend`] copy), or
 //! swallow a panic: a panic is exactly what the fuzzer is looking for.
 
+mod checkpoint_image;
+pub mod ops;
+pub mod replay;
+mod seeds;
+pub mod source;
+
+pub use checkpoint_image::decode_checkpoint;
+pub use ops::{op_sequence, OpsSummary};
+pub use replay::{replay_log, ReplayOutcome, ReplayVerdict, KNOWN_REPLAY_GAPS};
+pub use seeds::{populating_steps, seed_corpus, TARGETS};
+
 use crate::api::{DedupeTarget, Fs, OpenOptions, Pool};
 use crate::error::Error;
 use crate::format::checkpoint::{self, StateImage};
