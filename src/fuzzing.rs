@@ -4,7 +4,10 @@
 //! whatever mounted. What they assert is the promise of SPEC section 6, "a corrupt pool image never
 //! crashes the program", plus a few identities that must hold for any input: a decoded structure
 //! encodes back to the same bytes, a failed mount says `Corrupt` (EUCLEAN), a read-only mount refuses
-//! changes with EROFS, and operations on a pool that checked clean keep it clean.
+//! changes with EROFS, and operations on a pool that checked clean keep it clean. Beside this file:
+//! checkpoint payloads through the state builder ([`decode_checkpoint`]), records appended to a
+//! valid pool's log and mounted ([`replay`]), operation sequences against a model ([`ops`]), and
+//! the generated seed corpus ([`seed_corpus`]). docs/FUZZING.md describes the targets.
 //!
 //! Must never: touch a real pool (every pool here is a volatile [`RecordingBackend`] copy), or
 //! swallow a panic: a panic is exactly what the fuzzer is looking for.

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
 /// Size of the pool each operation sequence runs on.
-pub const OPS_POOL_BYTES: u64 = 2 << 20;
+pub const OPS_POOL_BYTES: u64 = 1 << 20;
 /// Steps that would make a file larger than this are skipped (on both sides).
 pub const OPS_FILE_LIMIT: u64 = 64 << 10;
 /// At most this many steps per input (each is [`OP_BYTES`] bytes).
