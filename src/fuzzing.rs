@@ -6,9 +6,23 @@
 //! encodes back to the same bytes, a failed mount says `Corrupt` (EUCLEAN), a read-only mount refuses
 //! changes with EROFS, and operations on a pool that checked clean keep it clean. One more hook,
 //! [`check_after_tampering`], lets tests damage a mounted state in memory and see what fsck says.
+//! Beside this file: checkpoint payloads through the state builder ([`decode_checkpoint`]), records
+//! appended to a valid pool's log and mounted ([`replay`]), operation sequences against a model
+//! ([`ops`]), and the generated seed corpus ([`seed_corpus`]). docs/FUZZING.md describes the targets.
 //!
 //! Must never: touch a real pool (every pool here is a volatile [`RecordingBackend`] copy), or
 //! swallow a panic: a panic is exactly what the fuzzer is looking for.
+
+mod checkpoint_image;
+pub mod ops;
+pub mod replay;
+mod seeds;
+pub mod source;
+
+pub use checkpoint_image::decode_checkpoint;
+pub use ops::{op_sequence, OpsSummary};
+pub use replay::{replay_log, ReplayOutcome, ReplayVerdict, KNOWN_REPLAY_GAPS};
+pub use seeds::{populating_steps, seed_corpus, TARGETS};
 
 use crate::api::{DedupeTarget, Fs, OpenOptions, Pool};
 use crate::error::Error;

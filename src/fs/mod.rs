@@ -886,9 +886,12 @@ impl FileSystem {
         }
     }
 
-    /// Blocks that must stay free so the next checkpoint (both chains) always fits.
+    /// Blocks that must stay free so the next checkpoint (both chains) always fits: twice the
+    /// checkpoint's size bound plus room for it to grow (64 KiB, or 1/32 of a pool smaller than
+    /// 2 MiB, so the smallest pools keep room for data), plus a few blocks of slack.
     pub fn metadata_reserve(&self) -> u64 {
-        2 * blocks_for((self.state.image_size_bound() + 64 * 1024) as usize) as u64 + 8
+        let growth = (64 * 1024).min(self.state.total_blocks * BLOCK_SIZE / 32);
+        2 * blocks_for((self.state.image_size_bound() + growth) as usize) as u64 + 4
     }
 
     /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).

@@ -1,0 +1,96 @@
+//! Checkpoint fuzzing: hostile checkpoint payloads through the decoder, the state builder and the
+//! chain framing, without a pool around them.
+//!
+//! Owns the identities a checkpoint must keep for any input: what decodes encodes back to the same
+//! bytes; a state built from it is well formed, sizes its own next checkpoint with a bound that
+//! holds, and survives its own checkpoint unchanged; any payload framed into a chain reads back
+//! whole. Must never touch a pool: everything here is bytes in memory.
+
+use super::source::ByteSource;
+use crate::format::checkpoint::{self, StateImage};
+use crate::fs::ownership::MetaStructure;
+use crate::fs::state::State;
+
+/// Feeds a checkpoint payload to [`StateImage::decode`] and, when it decodes, to
+/// [`State::from_image`]; panics when one of the identities in the module documentation breaks.
+///
+/// Input: a byte choosing the pool size (16 to 1039 blocks) and a generation byte, then the payload.
+pub fn decode_checkpoint(bytes: &[u8]) {
+    let mut src = ByteSource::new(bytes);
+    let total_blocks = 16 + src.u16() as u64 % 1024;
+    let generation = src.u8() as u64;
+    let payload = src.rest();
+
+    // Any payload framed into two chains reads back whole (chain 0 at 2, 5, 8..., chain 1 at
+    // 3, 6, 9...).
+    let n = checkpoint::blocks_for(payload.len()) as u64;
+    let chains: [Vec<u64>; 2] = [0, 1].map(|c| (0..n).map(|i| 2 + c + 3 * i).collect());
+    let framed = checkpoint::frame(payload, generation, [&chains[0], &chains[1]]);
+    let root = checkpoint::ChainRoot {
+        heads: [chains[0][0], chains[1][0]],
+        generation,
+        payload_len: payload.len() as u64,
+        payload_crc: crate::format::checksum(payload),
+        total_blocks: 2 + 3 * n,
+    };
+    let read = checkpoint::read_chains(root, false, |b| {
+        let index = ((b - 2) / 3) as usize;
+        framed
+            .get(index)
+            .filter(|_| chains.iter().any(|c| c.get(index) == Some(&b)))
+            .cloned()
+            .ok_or_else(|| crate::error::Error::Corrupt(format!("block {b} is not in a chain")))
+    });
+    match read {
+        Ok(read) => {
+            assert_eq!(read.payload, payload, "framed checkpoint chains read back a different payload");
+            assert_eq!(read.blocks, chains, "framed checkpoint chains read back different blocks");
+            assert!(read.damaged.is_empty() && read.complete, "framed chains read back as damaged");
+        }
+        Err(e) => panic!("checkpoint chains framed by frame() do not read back: {e}"),
+    }
+
+    let Ok(image) = StateImage::decode(payload) else { return };
+    assert_eq!(image.encode(), payload, "checkpoint payload round trip");
+    // Superblocks, an 8-block log at 2 and a one-block checkpoint at the end, like a small pool.
+    let meta = [
+        (0, 1, MetaStructure::Superblock(0)),
+        (1, 1, MetaStructure::Superblock(1)),
+        (2, 8, MetaStructure::Log),
+        (total_blocks - 2, 1, MetaStructure::Checkpoint),
+        (total_blocks - 1, 1, MetaStructure::CheckpointMirror),
+    ];
+    let Ok(state) = State::from_image(&image, total_blocks, &meta) else { return };
+    if let Err(e) = state.owners.validate() {
+        panic!("a checkpoint that loaded left the ownership map malformed: {}", e.0);
+    }
+    // Every block exactly once: used, free, or bad and unused.
+    let mut seen = vec![0u8; total_blocks as usize];
+    for (start, seg) in state.owners.iter() {
+        (start..start + seg.len).for_each(|b| seen[b as usize] += 1);
+    }
+    for (start, len) in state.free.runs() {
+        (start..start + len).for_each(|b| seen[b as usize] += 1);
+    }
+    for (&start, &len) in &state.quarantine {
+        for b in start..start + len {
+            seen[b as usize] = seen[b as usize].max(1);
+        }
+    }
+    if let Some(b) = seen.iter().position(|&n| n != 1) {
+        panic!("a loaded checkpoint counts pool block {b} {} times (used, free or bad)", seen[b]);
+    }
+    // The state's own next checkpoint: within the bound the reserve is sized by, and loading it
+    // gives the same state back.
+    let next = state.to_image();
+    let encoded = next.encode();
+    assert!(
+        state.image_size_bound() >= encoded.len() as u64,
+        "checkpoint size bound {} below the encoded size {}",
+        state.image_size_bound(),
+        encoded.len()
+    );
+    let reloaded = State::from_image(&next, total_blocks, &meta)
+        .unwrap_or_else(|e| panic!("a state's own checkpoint does not load: {e}"));
+    assert_eq!(reloaded.to_image().encode(), encoded, "a state's own checkpoint loads to another state");
+}
