@@ -744,8 +744,10 @@ fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
         serde_json::from_str(&s.run(&["check", "test.pool", "--json"]).stdout).unwrap();
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(0));
 
-    // One bad copy: a read-only check repairs nothing and says so; a read-write mount repairs it.
+    // One bad copy (both its slots): a read-only check repairs nothing and says so; a read-write
+    // mount repairs it.
     scribble(&s.pool, 64, 32);
+    scribble(&s.pool, 2048 + 64, 32);
     let one = s.run(&["check", "test.pool"]);
     assert_eq!(one.status, 1, "{}", one.stdout);
     assert!(
@@ -759,6 +761,7 @@ fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
     // The check names the command that repairs it, and that command does: --repair mounts
     // read-write, says what it repaired, and the next read-only check is clean.
     scribble(&s.pool, 64, 32);
+    scribble(&s.pool, 2048 + 64, 32);
     let named = s.run(&["check", "test.pool"]);
     assert_eq!(named.status, 1, "{}", named.stdout);
     assert!(
@@ -776,8 +779,8 @@ fn check_passes_a_clean_pool_and_names_damaged_superblocks() {
     assert!(after.stdout.starts_with("clean: "), "{}", after.stdout);
 
     // Both copies bad: the pool cannot be mounted, and the message says why.
-    scribble(&s.pool, 0, 512);
-    scribble(&s.pool, 4096, 512);
+    scribble(&s.pool, 0, 4096);
+    scribble(&s.pool, 4096, 4096);
     let broken = s.run(&["check", "test.pool"]);
     assert_eq!(broken.status, 2, "{}{}", broken.stdout, broken.stderr);
     assert!(

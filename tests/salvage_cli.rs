@@ -12,11 +12,13 @@ use std::os::unix::fs::PermissionsExt;
 
 const BLOCK: u64 = 4096;
 
-/// (log start, log blocks, log mirror start) from superblock copy 0 of the sandbox's pool.
+/// (log start, log blocks, log mirror start) from the newest slot of superblock copy 0 (slots at
+/// bytes 0 and 2048; the generation at byte 48) of the sandbox's pool.
 fn log_geometry(s: &Sandbox) -> (u64, u64, u64) {
     let image = std::fs::read(&s.pool).unwrap();
     let u64_at = |at: usize| u64::from_le_bytes(image[at..at + 8].try_into().unwrap());
-    (u64_at(56), u64_at(64), u64_at(116))
+    let slot = if u64_at(2048 + 48) > u64_at(48) { 2048 } else { 0 };
+    (u64_at(slot + 56), u64_at(slot + 64), u64_at(slot + 116))
 }
 
 /// Byte offsets, inside the log, of the records present (walking the headers from byte 0).
