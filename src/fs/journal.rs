@@ -189,6 +189,8 @@ impl Journal {
         // Every slot of both copies; then the valid slot with the highest generation wins.
         let mut slots: Vec<(Superblock, usize)> = Vec::new();
         let mut errors: [[Option<String>; 2]; 2] = Default::default();
+        // Slots read and found all zeros (never written: a new pool, or slot 1 of a format 1 one).
+        let mut blank = [[false; 2]; 2];
         for (copy, &block) in SUPERBLOCK_BLOCKS.iter().enumerate() {
             if block >= pool_blocks {
                 errors[copy] =
@@ -203,6 +205,7 @@ impl Journal {
                 }
             };
             for (slot, &at) in SLOT_OFFSETS.iter().enumerate() {
+                blank[copy][slot] = bytes[at..at + superblock::ENCODED_LEN].iter().all(|&b| b == 0);
                 match Superblock::decode(&bytes[at..at + superblock::ENCODED_LEN], copy as u32) {
                     Ok(sb) if sb.total_blocks > pool_blocks => {
                         errors[copy][slot] = Some(format!(
@@ -226,6 +229,21 @@ impl Journal {
             all_unique.dedup();
             return Err(Error::Corrupt(format!("no valid superblock: {}", all_unique.join("; "))));
         };
+        // The slot after the newest one is damaged in both copies (neither blank nor valid). A crash
+        // tears copy 0's slot, or copy 1's while copy 0 sits on bad memory and is being marked
+        // lost; damage to both looks the same, and then a newer generation than `best` may be
+        // lost. Said, not refused: the log of `best`'s generation decides (a newer generation's
+        // records make mount refuse as committed records lost).
+        let next_slot = 1 - best.slot();
+        if best.lost_copies == 0 && (0..2).all(|c| errors[c][next_slot].is_some() && !blank[c][next_slot]) {
+            notes.repaired.push(format!(
+                "superblock: the slot after generation {} is damaged in both copies ({}; {}): torn by a \
+                 crash, or damage (then a newer generation may be lost)",
+                best.generation,
+                errors[0][next_slot].as_deref().unwrap_or_default(),
+                errors[1][next_slot].as_deref().unwrap_or_default()
+            ));
+        }
         for other in 0..2u32 {
             if best.lost_copies & (1 << other) != 0 {
                 continue; // known lost: nothing to repair
@@ -435,6 +453,18 @@ impl Journal {
                 }
             }
         }
+        if salvage {
+            // A repair starts the log over at `seq`: beyond every header either copy still holds,
+            // so no leftover (damaged) record can pass for one of the new generation.
+            let highest = [Some(log.as_slice()), mirror.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|copy| highest_header_seq(copy, seq))
+                .max();
+            if let Some(h) = highest {
+                seq = seq.max(h + 1);
+            }
+        }
         if salvage && !notes.lost.is_empty() {
             state = super::salvage::state_from_damaged_image(
                 state.to_image(),
@@ -517,9 +547,12 @@ impl Journal {
     }
 
     /// Repair: moves each log copy that has a bad block to a fresh zeroed region (memory only; the
-    /// caller's checkpoint makes it durable), and places a mirror if there is none.
-    pub fn fresh_log_regions(&mut self, state: &mut State) -> Result<()> {
+    /// caller's checkpoint makes it durable), and places a mirror if there is none. Returns the old
+    /// regions, still owned: the damaged pool names them until the checkpoint's superblock switch,
+    /// so nothing may be written there before; give them to [`Journal::free_regions`] after it.
+    pub fn fresh_log_regions(&mut self, state: &mut State) -> Result<Vec<(u64, u64, MetaStructure)>> {
         let n = self.sb.log_blocks;
+        let mut old_regions = Vec::new();
         for (copy, structure) in [(0, MetaStructure::Log), (1, MetaStructure::LogMirror)] {
             let old = if copy == 0 { self.sb.log_start } else { self.sb.log_mirror_start };
             if old == 0 || state.first_bad_block(old, n).is_none() {
@@ -532,9 +565,16 @@ impl Journal {
             } else {
                 self.sb.log_mirror_start = new;
             }
-            free_region(state, old, n, structure)?;
+            old_regions.push((old, n, structure));
         }
-        self.ensure_log_mirror(state)
+        self.ensure_log_mirror(state)?;
+        Ok(old_regions)
+    }
+
+    /// Frees metadata regions that [`Journal::fresh_log_regions`] replaced, once a checkpoint has
+    /// switched the superblocks away from them (bad blocks stay quarantined).
+    pub fn free_regions(&mut self, state: &mut State, regions: &[(u64, u64, MetaStructure)]) -> Result<()> {
+        regions.iter().try_for_each(|&(start, n, structure)| free_region(state, start, n, structure))
     }
 
     /// Rewrites superblock copies that mount found stale or damaged.
@@ -744,7 +784,12 @@ impl Journal {
         }
         let chains: [Vec<u64>; 2] =
             [&runs0, &runs1].map(|runs| runs.iter().flat_map(|&(s, l)| s..s + l).collect());
-        let generation = self.sb.generation + 1;
+        let mut generation = self.sb.generation + 1;
+        if self.sb.version < VERSION && generation % 2 == 0 {
+            // A format 1 pool keeps its superblock in slot 0 only: converting must write slot 1,
+            // so the version 1 superblock survives a torn write.
+            generation += 1;
+        }
         let frames = checkpoint::frame(&payload, generation, [&chains[0], &chains[1]]);
         for (i, bytes) in frames.iter().enumerate() {
             for chain in &chains {
@@ -909,6 +954,18 @@ fn committed_evidence(
     header_names_it.then(|| ("its mirror copy was begun, which follows a durable log copy".to_string(), None))
 }
 
+/// The highest sequence number, from `from` up to as many records as the region could hold, that a
+/// record header (magic at an 8-byte boundary) in `log` carries, valid or not.
+fn highest_header_seq(log: &[u8], from: u64) -> Option<u64> {
+    let max_records = (log.len() / record::HEADER_LEN) as u64;
+    (0..log.len().saturating_sub(record::HEADER_LEN))
+        .step_by(record::RECORD_ALIGN)
+        .filter(|&at| crate::format::codec::u32_at(log, at) == record::RECORD_MAGIC)
+        .map(|at| crate::format::codec::u64_at(log, at + 8))
+        .filter(|&seq| seq >= from && seq - from <= max_records)
+        .max()
+}
+
 /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record with a
 /// later sequence number of this generation and a valid checksum. Records are appended only after
 /// the previous one is durable, so such a record proves the one at `end` was damaged, not torn.
@@ -923,7 +980,7 @@ fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usi
             let seq = crate::format::codec::u64_at(bytes, 8);
             if seq > next_seq
                 && seq - next_seq <= max_records
-                && !matches!(record::decode_record(bytes, seq), Ok(RecordAt::End))
+                && matches!(record::decode_record(bytes, seq), Ok(RecordAt::Valid(..)))
             {
                 return Some((seq, at));
             }

@@ -382,12 +382,17 @@ impl FileSystem {
     /// Crash-safe like every checkpoint: until the superblocks switch, the damaged pool stands.
     pub fn repair(backend: SharedBackend) -> Result<MountNotes> {
         let (mut journal, mut state, notes) = Journal::mount(backend.clone(), MountMode::Salvage)?;
-        // A log region or checkpoint chain with unreadable blocks is moved off them first.
+        // Unreadable blocks are bad memory: never handed out (a log copy on them is moved below,
+        // an old checkpoint block on them stays quarantined when the chain is freed).
         for &block in &notes.unreadable_blocks {
             state.add_bad_blocks(block, 1);
+            if state.free.is_free(block, 1) {
+                state.free.claim(block, 1);
+            }
         }
-        journal.fresh_log_regions(&mut state)?;
+        let old_regions = journal.fresh_log_regions(&mut state)?;
         journal.checkpoint(&mut state)?;
+        journal.free_regions(&mut state, &old_regions)?;
         Ok(notes)
     }
 

@@ -43,9 +43,12 @@ pub fn state_from_damaged_image(
             Ok(state) => return state,
             Err(e) => {
                 let text = e.to_string();
-                let culprit = image.inodes.iter().position(|i| {
-                    i.attrs.ino != ROOT_INO && text.contains(&format!("inode {}", i.attrs.ino))
-                });
+                let names = |ino: u64| {
+                    [format!("inode {ino}:"), format!("inode {ino} "), format!("inode number {ino} ")]
+                        .iter()
+                        .any(|pattern| text.contains(pattern.as_str()))
+                };
+                let culprit = image.inodes.iter().position(|i| i.attrs.ino != ROOT_INO && names(i.attrs.ino));
                 match culprit {
                     Some(at) if !image.inodes[at].extents.is_empty() => {
                         lost.push(format!(
@@ -121,15 +124,15 @@ fn sanitize(
     let quarantine: Vec<(u64, u64)> = image
         .quarantine
         .into_iter()
-        .filter(|&(s, l)| l > 0 && s.checked_add(l).is_some_and(|e| e <= total_blocks))
+        .filter(|&(s, l)| l > 0 && s >= 2 && s.checked_add(l).is_some_and(|e| e <= total_blocks))
         .collect();
 
     // One inode per number; the root a directory.
     let mut inodes: BTreeMap<u64, InodeImage> = BTreeMap::new();
     for inode in image.inodes {
         let ino = inode.attrs.ino;
-        if ino == 0 {
-            lost.push("an inode numbered 0 is dropped".into());
+        if ino == 0 || ino == u64::MAX {
+            lost.push(format!("an inode numbered {ino} is dropped"));
             continue;
         }
         match inodes.entry(ino) {
@@ -202,7 +205,7 @@ fn sanitize(
     // Places in the tree: a valid name in an existing directory, reachable from the root.
     let dirs: HashSet<u64> =
         inodes.iter().filter(|(_, i)| i.attrs.kind == InodeKind::Dir).map(|(&ino, _)| ino).collect();
-    let mut homeless: Vec<u64> = Vec::new();
+    let mut homeless: HashSet<u64> = HashSet::new();
     for (&ino, inode) in inodes.iter_mut() {
         if ino == ROOT_INO {
             inode.attrs.parent = ROOT_INO;
@@ -210,9 +213,7 @@ fn sanitize(
             continue;
         }
         let a = &mut inode.attrs;
-        if a.kind == InodeKind::File && a.nlink == 0 {
-            continue; // unlinked while open: released by the next read-write mount
-        }
+        let orphan = a.kind == InodeKind::File && a.nlink == 0;
         if !valid_entry_name(&a.name) {
             lost.push(format!(
                 "inode {ino}: the name {:?} is not a valid name; renamed ino-{ino}",
@@ -220,8 +221,11 @@ fn sanitize(
             ));
             a.name = format!("ino-{ino}").into_bytes();
         }
+        if orphan {
+            continue; // unlinked while open: released by the next read-write mount
+        }
         if a.parent == ino || !dirs.contains(&a.parent) {
-            homeless.push(ino);
+            homeless.insert(ino);
         }
     }
     // Directories that do not reach the root (a cycle, or a parent that is itself homeless).
@@ -240,7 +244,7 @@ fn sanitize(
             }
         }
         if at != ROOT_INO && !homeless.contains(&at) {
-            homeless.push(dir); // in a cycle: cut it here
+            homeless.insert(dir); // in a cycle: cut it here
         }
     }
     if !homeless.is_empty() {
@@ -256,6 +260,8 @@ fn sanitize(
             inodes.insert(ino, fresh_dir(ino, ROOT_INO, LOST_AND_FOUND));
             ino
         });
+        let mut homeless: Vec<u64> = homeless.into_iter().collect();
+        homeless.sort_unstable();
         for ino in homeless {
             let a = &mut inodes.get_mut(&ino).expect("homeless inodes exist").attrs;
             lost.push(format!(
@@ -306,4 +312,52 @@ fn sanitize(
         }
     }
     StateImage { next_ino, inodes: inodes.into_values().collect(), quarantine }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(ino: u64, parent: u64, name: &[u8], nlink: u32) -> InodeImage {
+        let mut attrs = InodeAttrs::empty_dir(ino, parent, name, 0);
+        attrs.kind = InodeKind::File;
+        attrs.nlink = nlink;
+        attrs.mode = 0o644;
+        InodeImage { attrs, extents: Vec::new() }
+    }
+
+    fn layout() -> Vec<(u64, u64, MetaStructure)> {
+        vec![
+            (0, 1, MetaStructure::Superblock(0)),
+            (1, 1, MetaStructure::Superblock(1)),
+            (2, 4, MetaStructure::Log),
+        ]
+    }
+
+    #[test]
+    fn hostile_images_keep_every_good_inode_in_place() {
+        // A quarantine over block 0, an inode numbered u64::MAX, an orphan with a bad name and a
+        // file in a missing directory: the rules fix or drop exactly those, and the good file
+        // keeps its place and name.
+        let image = StateImage {
+            next_ino: 30,
+            inodes: vec![
+                InodeImage { attrs: InodeAttrs::empty_dir(ROOT_INO, ROOT_INO, b"", 0), extents: vec![] },
+                file(2, ROOT_INO, b"good", 1),
+                file(23, ROOT_INO, b"bad/name", 0),
+                file(u64::MAX, ROOT_INO, b"max", 1),
+                file(24, 99, b"homeless", 1),
+            ],
+            quarantine: vec![(0, 3), (40, 1)],
+        };
+        let mut lost = Vec::new();
+        let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
+        let good = &state.inodes[&2];
+        assert_eq!((good.attrs.parent, good.attrs.name.as_slice()), (ROOT_INO, &b"good"[..]), "{lost:#?}");
+        assert!(!state.inodes.contains_key(&u64::MAX));
+        assert_eq!(state.inodes[&23].attrs.name, b"ino-23");
+        let lost_found = state.inodes[&ROOT_INO].children[LOST_AND_FOUND];
+        assert_eq!(state.inodes[&24].attrs.parent, lost_found);
+        assert_eq!(state.quarantine.iter().map(|(&s, &l)| (s, l)).collect::<Vec<_>>(), vec![(40, 1)]);
+    }
 }
