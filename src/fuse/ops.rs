@@ -42,6 +42,12 @@ const BLOCK: u32 = 4096;
 /// The longest name (as the pool stores it).
 const NAME_MAX: u32 = 255;
 
+/// How the kernel treats an open file: through its page cache (no direct I/O, so mmap works),
+/// whose pages of the file are dropped at every open (no keep-cache: another process may have
+/// changed the file through the pool server), and without a FLUSH request at close (every write
+/// is durable when answered; a shared mapping's dirty pages are written back when it is unmapped).
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// A directory as opendir saw it: ".", "..", then its entries by name.
 type Listing = Vec<(u64, FileType, String)>;
 
@@ -407,7 +413,7 @@ impl Filesystem for FuseFs {
             options.write(true).truncate(flags.0 & libc::O_TRUNC != 0);
         }
         let result = self.open_ino(ino, &options).map(|file| self.remember(file));
-        answer!(reply, result, |fh| reply.opened(FileHandle(fh), FopenFlags::empty()));
+        answer!(reply, result, |fh| reply.opened(FileHandle(fh), OPEN_FLAGS));
     }
 
     fn read(
@@ -607,7 +613,7 @@ impl Filesystem for FuseFs {
             &made.0,
             Generation(0),
             FileHandle(made.1),
-            FopenFlags::empty()
+            OPEN_FLAGS
         ));
     }
 
