@@ -56,6 +56,7 @@ impl Exerciser<'_> {
             .read(true)
             .write(true)
             .create(create)
+            .truncate(false)
             .open(self.host(name))
             .unwrap_or_else(|e| panic!("step {}: open {name}: {e}", self.step))
     }

@@ -222,7 +222,7 @@ fn sigterm_with_a_file_open_detaches_and_stops_when_it_is_closed_and_an_unlinked
     std::fs::write(mount.path("keep"), b"kept").unwrap();
     // An unlinked file still open keeps working, and its blocks go at its last close.
     let mut open =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).open(mount.path("gone")).unwrap();
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(mount.path("gone")).unwrap();
     use std::io::{Read, Seek, Write};
     open.write_all(&noise(7, 100_000)).unwrap();
     std::fs::remove_file(mount.path("gone")).unwrap();

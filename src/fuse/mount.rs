@@ -47,9 +47,7 @@ impl FuseMount {
             MountOption::NoDev,
             MountOption::NoSuid,
         ];
-        config.n_threads = Some(
-            std::env::var("FERRODAX_FUSE_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or(FUSE_THREADS),
-        );
+        config.n_threads = Some(FUSE_THREADS);
         let mut session = Session::new(FuseFs::new(fs), mountpoint, &config).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => " (no /dev/fuse: modprobe fuse)",

@@ -43,10 +43,12 @@ const BLOCK: u32 = 4096;
 const NAME_MAX: u32 = 255;
 
 /// How the kernel treats an open file: through its page cache (no direct I/O, so mmap works),
-/// whose pages of the file are dropped at every open (no keep-cache: another process may have
-/// changed the file through the pool server), and without a FLUSH request at close (every write
-/// is durable when answered; a shared mapping's dirty pages are written back when it is unmapped).
-const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+/// keeping the file's cached pages across opens (FOPEN_KEEP_CACHE) — they are dropped when the
+/// attributes, asked again after [`CACHE_TTL`], show another size or mtime (FUSE_AUTO_INVAL_DATA,
+/// asked for at init): so a change another process made through the pool server shows within
+/// that time — and without a FLUSH request at close (every write is durable when answered; a
+/// shared mapping's dirty pages are written back when it is unmapped).
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
 
 /// A directory as opendir saw it: ".", "..", then its entries by name.
 type Listing = Vec<(u64, FileType, String)>;
@@ -274,6 +276,8 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_write(MAX_WRITE);
         // O_TRUNC arrives with the open (one request instead of open + setattr).
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Cached pages are dropped when the file's size or mtime changed (see OPEN_FLAGS).
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
         Ok(())
     }
 
