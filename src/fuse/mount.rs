@@ -79,15 +79,16 @@ impl FuseMount {
 
     /// Unmounts and waits until every request is answered and every handle closed. While files
     /// are still open on the mount (EBUSY) it is detached instead (a lazy unmount: gone from the
-    /// tree at once) and this waits until the last of them is closed; `on_busy` is told first.
+    /// tree at once) and this waits until the last of them is closed; `on_busy` is told once it is
+    /// detached.
     pub fn unmount(mut self, on_busy: impl FnOnce()) -> Result<()> {
         if !self.is_finished() {
             if let Err(e) = self.unmounter.unmount() {
                 if e.raw_os_error() != Some(libc::EBUSY) {
                     return Err(Error::os(format!("unmounting {}", self.mountpoint.display()), e));
                 }
-                on_busy();
                 detach(&self.mountpoint)?;
+                on_busy();
             }
         }
         self.wait()
