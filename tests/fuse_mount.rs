@@ -117,6 +117,16 @@ fn programs_on_the_mount_write_what_the_pool_server_and_a_later_direct_mount_rea
     assert_eq!(run_ok("stat", &["-c", "%s %h %F %a", &format!("{mnt}/victim")]), "11 1 regular file 644\n");
     assert_eq!(run_ok("stat", &["-c", "%F %h", &format!("{mnt}/dir")]), "directory 2\n");
 
+    // statfs (df) says what `ferrodax df` says.
+    let statvfs = run_ok("python3", &["-c", "import os,sys\ns=os.statvfs(sys.argv[1])\nprint(s.f_frsize*s.f_blocks, s.f_frsize*s.f_bfree, s.f_frsize*s.f_bavail, s.f_namemax)", &mnt]);
+    let (_, df, _) = run_cli(&["df", "-b", "--json", pool.path.to_str().unwrap()]);
+    let df: serde_json::Value = serde_json::from_str(&df).unwrap();
+    assert_eq!(
+        statvfs,
+        format!("{} {} {} 255\n", df["size_bytes"], df["free_bytes"], df["available_bytes"]),
+        "{df}"
+    );
+
     // python3's os module: create, write, truncate, rename, fsync, mmap.
     assert_eq!(run_ok("python3", &["-c", PYTHON_OS, &mnt]), "python ok\n");
 
