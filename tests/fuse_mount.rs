@@ -321,3 +321,28 @@ fn a_mount_goes_through_a_pool_server_that_already_runs() {
     server.stop();
     check_clean(&pool.path);
 }
+
+#[test]
+fn a_mount_through_a_pool_server_unmounts_itself_when_the_server_stops() {
+    if let Some(why) = cannot_mount() {
+        skip("server_stops_under_the_mount", &why);
+        return;
+    }
+    let pool = TestPool::new(POOL_SIZE);
+    let server = Server::start(&pool);
+    let Some(mut mount) = Mount::start("server_stops_under_the_mount", &pool, "mnt") else { return };
+    std::fs::write(mount.path("f"), b"written before the server stopped").unwrap();
+    server.stop();
+    let mut child = mount.child.take().unwrap();
+    let status = wait_deadline(&mut child, "ferrodax mount after its server stopped");
+    let log = mount.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("the pool server stopped: unmounting")
+            && log.contains("Transport endpoint is not connected"),
+        "{log}"
+    );
+    assert!(!is_mounted(&mount.dir), "{log}");
+    check_clean(&pool.path);
+    assert_eq!(cli_cat(&pool.path, "/f"), b"written before the server stopped");
+}

@@ -25,6 +25,9 @@ const FUSE_THREADS: usize = 4;
 /// How often the waiting loop looks at the stop flag, the session and the server.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How often a mount that is a pool server's client asks whether the server is still there.
+const SERVER_CHECK: Duration = Duration::from_secs(1);
+
 /// A FUSE mount of an `Fs`, served by threads of this process until it is unmounted — by
 /// [`FuseMount::unmount`], or from outside (`umount DIR`, `fusermount3 -u DIR`).
 pub struct FuseMount {
@@ -191,13 +194,30 @@ pub fn run(
     let socket = options.socket.clone().unwrap_or_else(|| crate::server::default_socket(&options.pool));
     let source = options.pool.display().to_string();
     if let Some(fs) = connect_if_serving(&socket)? {
-        let mount = FuseMount::mount(fs, &options.mountpoint, &source)?;
+        let mount = FuseMount::mount(fs.clone(), &options.mountpoint, &source)?;
         ready(&MountReport {
             pool: options.pool.clone(),
             mountpoint: options.mountpoint.clone(),
-            serving: Serving::Connected(socket),
+            serving: Serving::Connected(socket.clone()),
         });
-        return wait_then_unmount(mount, &stop, &log, || false);
+        // The server may stop while mounted: then every request would fail with ENOTCONN, so
+        // the mount goes away too. Asked about once a second.
+        let asked = std::cell::Cell::new(std::time::Instant::now());
+        let server_gone = || {
+            if asked.get().elapsed() < SERVER_CHECK {
+                return false;
+            }
+            asked.set(std::time::Instant::now());
+            fs.try_stats().is_err_and(|e| e.errno() == libc::ENOTCONN)
+        };
+        let unmounted = wait_then_unmount(mount, &stop, &log, server_gone);
+        if fs.try_stats().is_err_and(|e| e.errno() == libc::ENOTCONN) {
+            return unmounted.and(Err(Error::os(
+                format!("the pool server at {}", socket.display()),
+                std::io::Error::from_raw_os_error(libc::ENOTCONN),
+            )));
+        }
+        return unmounted;
     }
 
     let pool = Pool::open(&options.pool)?;
@@ -258,8 +278,8 @@ fn connect_if_serving(socket: &Path) -> Result<Option<Fs>> {
     }
 }
 
-/// Waits until `stop` (then unmounts), an unmount from outside, or `gone()` (the server this
-/// process runs has ended: unmounts too).
+/// Waits until `stop` (then unmounts), an unmount from outside, or `gone()` (the pool server has
+/// ended, the one this process runs or the one it is a client of: unmounts too).
 fn wait_then_unmount(mount: FuseMount, stop: &AtomicBool, log: &Log, gone: impl Fn() -> bool) -> Result<()> {
     while !mount.is_finished() && !stop.load(Ordering::Relaxed) && !gone() {
         std::thread::sleep(POLL);
@@ -268,7 +288,8 @@ fn wait_then_unmount(mount: FuseMount, stop: &AtomicBool, log: &Log, gone: impl 
         log(&format!("{} was unmounted", mount.mountpoint().display()));
         return mount.wait();
     }
-    if gone() {
+    if !stop.load(Ordering::Relaxed) {
+        // Neither unmounted nor told to stop: the server is gone.
         log("the pool server stopped: unmounting");
     } else {
         log(&format!("unmounting {}", mount.mountpoint().display()));
