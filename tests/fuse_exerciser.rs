@@ -3,7 +3,8 @@
 //! shared mmaps (msync'd or not), ftruncate and truncate by path, rename over existing files,
 //! unlink, fsync — each checked against an in-memory model: after every step every file is read
 //! whole through the mount and the directory listings are compared; every 100 steps and at the
-//! end of a seed the files are read through the pool server (`Fs::connect`) as well. Then the
+//! end of a seed the files are read through the pool server (`Fs::connect`) as well. Three threads
+//! of the mount answer requests. Then the
 //! pool is unmounted, checked (fsck clean) and read directly. Skips loudly where FUSE cannot
 //! mount, unless FERRODAX_REQUIRE_FUSE=1.
 
@@ -237,7 +238,8 @@ impl Exerciser<'_> {
 #[test]
 fn random_operations_on_the_mount_agree_with_the_model_byte_for_byte_after_every_step() {
     let pool = TestPool::new(512 << 20);
-    let Some(mount) = Mount::start("fuse_exerciser", &pool, "mnt") else { return };
+    // Three threads answer requests, so readahead, write-back and the calls here overlap.
+    let Some(mount) = Mount::start_with("fuse_exerciser", &pool, "mnt", &["--threads", "3"]) else { return };
     let socket = pool.socket();
     let mut finals = Vec::new();
     for seed in SEEDS {

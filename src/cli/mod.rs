@@ -246,7 +246,8 @@ enum Command {
     /// options).
     #[command(disable_help_flag = true)]
     Bench {
-        /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --server-only, --help).
+        /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --server-only,
+        /// --fuse-only, --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },

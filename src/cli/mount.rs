@@ -1,4 +1,4 @@
-//! `ferrodax mount POOL MOUNTPOINT [--background] [--socket PATH] [--log FILE]`: the pool as an
+//! `ferrodax mount POOL MOUNTPOINT [--background] [--socket PATH] [--log FILE] [--threads N]`: the pool as an
 //! ordinary directory tree, through FUSE.
 //!
 //! Owns the command's arguments, its messages, turning SIGTERM/SIGINT into an unmount and a clean
@@ -27,6 +27,10 @@ pub struct MountArgs {
     /// process serves on (default: the pool's path with ".sock" appended).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Threads answering FUSE requests (more let programs' requests run side by side, at the cost
+    /// of a wake-up per request).
+    #[arg(long, default_value_t = fuse::DEFAULT_FUSE_THREADS)]
+    pub threads: usize,
     /// Go to the background once the mount is up; prints the pid of the process that serves it.
     #[arg(long)]
     pub background: bool,
@@ -61,8 +65,12 @@ pub fn run(args: MountArgs) -> i32 {
             return 1;
         }
     }
-    let options =
-        MountOptions { pool: args.pool.clone(), mountpoint: args.mountpoint.clone(), socket: args.socket };
+    let options = MountOptions {
+        pool: args.pool.clone(),
+        mountpoint: args.mountpoint.clone(),
+        socket: args.socket,
+        threads: args.threads,
+    };
     let log: Log = Arc::new(|line: &str| eprintln!("ferrodax mount: {line}"));
     let ready_line = args.ready_line;
     let mut was_ready = false;
@@ -133,6 +141,7 @@ fn start_in_background(args: &MountArgs) -> i32 {
     };
     let mut command = Command::new(exe);
     command.arg("mount").arg(&args.pool).arg(&args.mountpoint).arg("--ready-line");
+    command.arg("--threads").arg(args.threads.to_string());
     if let Some(socket) = &args.socket {
         command.arg("--socket").arg(socket);
     }

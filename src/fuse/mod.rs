@@ -21,5 +21,5 @@ mod mount;
 mod ops;
 pub mod pending;
 
-pub use mount::{run, FuseMount, MountOptions, MountReport, Serving};
+pub use mount::{run, FuseMount, MountOptions, MountReport, Serving, DEFAULT_FUSE_THREADS};
 pub use ops::FuseFs;

@@ -563,6 +563,10 @@ impl Filesystem for FuseFs {
         });
     }
 
+    // Extended attributes: ENOSYS tells the kernel this file system has none, so it answers
+    // EOPNOTSUPP to every later xattr call itself, without asking (an EOPNOTSUPP from here would
+    // be asked again for every write: the kernel looks for security.capability before each).
+
     fn setxattr(
         &self,
         _req: &Request,
@@ -573,25 +577,26 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(Errno::ENOSYS);
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // No permission checks (the pool keeps no owners); only the mounting user reaches the
-        // mount at all (no allow_other).
-        answer!(reply, self.stat(ino, None), |_s| reply.ok());
+        // mount at all (no allow_other). ENOSYS makes the kernel grant every access(2) itself
+        // from now on, without asking.
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(

@@ -58,6 +58,11 @@ impl Mount {
     /// Mounts `pool` on a new directory `name` beside it, or `None` (after a loud SKIPPED line)
     /// where FUSE cannot mount.
     pub fn start(test: &str, pool: &TestPool, name: &str) -> Option<Mount> {
+        Self::start_with(test, pool, name, &[])
+    }
+
+    /// [`Mount::start`] with more arguments for `ferrodax mount`.
+    pub fn start_with(test: &str, pool: &TestPool, name: &str, extra: &[&str]) -> Option<Mount> {
         if let Some(why) = cannot_mount() {
             skip(test, &why);
             return None;
@@ -69,6 +74,7 @@ impl Mount {
             .arg("mount")
             .arg(&pool.path)
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

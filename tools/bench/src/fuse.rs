@@ -139,7 +139,10 @@ pub fn fuse_suite(plan: &Plan) -> Result<DirSuite, String> {
     let dir = base.join(format!("ferrodax-bench-fuse-{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let mut guard = BenchMount { mount: None, dir: dir.clone() };
-    guard.mount = Some(FuseMount::mount(fs.clone(), &dir, "ferrodax-bench").map_err(|e| format!("{e}"))?);
+    guard.mount = Some(
+        FuseMount::mount(fs.clone(), &dir, "ferrodax-bench", ferrodax::fuse::DEFAULT_FUSE_THREADS)
+            .map_err(|e| format!("{e}"))?,
+    );
     progress("FUSE: sequential 1 MiB pwrite/pread and 10,000 small files through the mount");
     let mut suite = dir_suite(&dir, plan);
     suite.uncached_read = Some(uncached_read(&fs, &dir, plan));
@@ -266,7 +269,7 @@ pub fn fuse_rows(plan: &Plan, ours: &Result<DirSuite, String>, xfs: &Result<DirS
 
 /// The header line of the FUSE rows.
 pub fn fuse_note() -> String {
-    "FUSE rows: a memfd pool mounted through FUSE in the bench process (4 threads answer requests), the same \
+    "FUSE rows: a memfd pool mounted through FUSE in the bench process (one thread answers requests, as ferrodax mount's default), the same \
      system calls as on XFS; writes go through the kernel's page cache to File::write_at (write-through), the \
      kernel keeps a file's cached pages across opens (dropped when its size or mtime changes), as XFS does"
         .to_string()

@@ -4,7 +4,8 @@
 //! library API and the shared host helpers of ferrodax-hostkit (the scratch XFS, the remap ioctls).
 //!
 //! Owns the benchmark procedures, their sizes and targets, and the table (or JSON) they print.
-//! The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
+//! The FUSE rows (a pool mounted through FUSE against the same system calls on XFS) live in
+//! [`fuse`]. The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
 //! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! ferrodax runs on a memfd pool, whose persistence is cache write-back plus a store fence; the
 //! header says which flush instruction the CPU uses. Every procedure is written once against the
