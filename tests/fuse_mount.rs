@@ -313,9 +313,11 @@ fn a_mount_goes_through_a_pool_server_that_already_runs() {
     let server = Server::start(&pool);
     let Some(mount) = Mount::start("through_a_server", &pool, "mnt") else { return };
     assert!(mount.log_text().contains("through the pool server"), "{}", mount.log_text());
-    std::fs::write(mount.path("f"), noise(3, 70_000)).unwrap();
+    // 3 MiB: 1 MiB write requests, which a connected mount stores straight into blocks the
+    // server reserved (placed writes).
+    std::fs::write(mount.path("f"), noise(3, 3 << 20)).unwrap();
     let fs = server.connect();
-    assert!(read_all(&fs, "/f") == noise(3, 70_000), "the server reads what the mount wrote");
+    assert!(read_all(&fs, "/f") == noise(3, 3 << 20), "the server reads what the mount wrote");
     drop(fs);
     mount.unmount();
     server.stop();
