@@ -28,5 +28,7 @@ pub mod server;
 
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 pub use error::{Error, Result};
+/// Whether an inode is a file or a directory (the kind in [`Stat`] and [`DirEntry`]).
+pub use format::record::InodeKind;
 pub use fs::check::{CheckReport, Problem};
 pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, SpaceUsage, Stat};

@@ -8,9 +8,8 @@
 //! server does).
 
 use super::ops::FuseFs;
-use crate::api::{Fs, Pool};
-use crate::error::{Error, Result};
 use crate::server::daemon::{self, Log, ServeOptions};
+use crate::{Error, Fs, Pool, Result};
 use fuser::{Config, MountOption, Session, SessionUnmounter};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -12,10 +12,7 @@
 //! path: its requests go through a handle open on it.
 
 use super::pending;
-use crate::api::{File, Fs, OpenOptions};
-use crate::error::Error;
-use crate::format::record::InodeKind;
-use crate::fs::Stat;
+use crate::{Error, File, Fs, InodeKind, OpenOptions, Stat};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,

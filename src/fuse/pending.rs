@@ -12,7 +12,7 @@
 //! EOF, as for a file without holes); copy_file_range(2) falls back to the kernel's generic copy
 //! through read and write requests.
 
-use crate::api::{File, Fs};
+use crate::{File, Fs};
 use fuser::Errno;
 
 // WIRE-WHEN-MERGED (fallocate): `mode` is FALLOC_FL_* (0 = allocate and extend); answer with
