@@ -430,21 +430,30 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.file(fh).and_then(|file| {
-            let mut buf = vec![0u8; size as usize];
-            let mut done = 0;
-            // A short read means EOF to the page cache: read until full or at EOF.
-            while done < buf.len() {
-                let n = file.read_at(&mut buf[done..], offset + done as u64).map_err(|e| errno(&e))?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
+        thread_local! {
+            /// Each FUSE thread reads into its own buffer, kept between requests: a fresh one
+            /// would be zeroed first, for every request.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
             }
-            buf.truncate(done);
-            Ok(buf)
+            let result = self.file(fh).and_then(|file| {
+                let buf = &mut buf[..size as usize];
+                let mut done = 0;
+                // A short read means EOF to the page cache: read until full or at EOF.
+                while done < buf.len() {
+                    let n = file.read_at(&mut buf[done..], offset + done as u64).map_err(|e| errno(&e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(done)
+            });
+            answer!(reply, result, |done| reply.data(&buf[..done]));
         });
-        answer!(reply, result, |data| reply.data(&data));
     }
 
     fn write(
