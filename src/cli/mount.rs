@@ -88,12 +88,11 @@ pub fn run(args: MountArgs) -> i32 {
             0
         }
         Err(e) => {
-            let message = format!(
-                "{} on {}: {}",
-                args.pool.display(),
-                args.mountpoint.display(),
-                super::commands::describe(&e)
-            );
+            // The pool file's problems said plainly where `describe` knows them; otherwise the
+            // whole error, which names what failed.
+            let described = super::commands::describe(&e);
+            let text = if described == e.strerror() { e.to_string() } else { described };
+            let message = format!("{} on {}: {text}", args.pool.display(), args.mountpoint.display());
             if ready_line && !was_ready {
                 println!("error: {message}");
             }

@@ -56,7 +56,7 @@ impl FuseMount {
         let mut session = Session::new(FuseFs::new(fs), mountpoint, &config).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => " (no /dev/fuse: modprobe fuse)",
-                Some(libc::ENOENT) | None if !mountpoint.is_dir() => " (the mount point must be a directory)",
+                _ if !mountpoint.is_dir() => " (the mount point must be a directory)",
                 Some(libc::EPERM) | Some(libc::EACCES) => {
                     " (not permitted: run as root, or install fuse3 for fusermount3)"
                 }
@@ -195,6 +195,16 @@ pub fn run(
     log: Log,
     ready: impl FnOnce(&MountReport),
 ) -> Result<()> {
+    match std::fs::metadata(&options.mountpoint) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::NotDir(format!(
+                "{} (the mount point must be a directory)",
+                options.mountpoint.display()
+            )))
+        }
+        Err(e) => return Err(Error::os(format!("mount point {}", options.mountpoint.display()), e)),
+    }
     let socket = options.socket.clone().unwrap_or_else(|| crate::server::default_socket(&options.pool));
     let source = options.pool.display().to_string();
     if let Some(fs) = connect_if_serving(&socket)? {
