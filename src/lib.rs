@@ -7,6 +7,7 @@
 //! - [`format`]: on-media byte layouts and checksums.
 //! - [`fs`]: inodes, extents, ownership (refcounts + reverse map), allocator, journal, fsck.
 //! - [`api`]: the library front end (`Pool`, `Fs`, `File`, `OpenOptions`); the CLI sits on it.
+//! - [`fuse`]: the FUSE front end on top of the API (`ferrodax mount`).
 //!
 //! docs/ARCHITECTURE.md draws the layers and the on-media format byte by byte.
 
@@ -17,6 +18,7 @@ pub mod dax;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 /// Entry points for the fuzz targets in `fuzz/` (also run by the stable tests): mount hostile
 /// pool images and decode hostile bytes, asserting that nothing panics.
 pub mod fuzzing;
@@ -26,5 +28,7 @@ pub mod server;
 
 pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 pub use error::{Error, Result};
+/// Whether an inode is a file or a directory (the kind in [`Stat`] and [`DirEntry`]).
+pub use format::record::InodeKind;
 pub use fs::check::{CheckReport, Problem};
 pub use fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, OwnerKind, ShareState, SpaceUsage, Stat};

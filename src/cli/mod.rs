@@ -8,6 +8,7 @@ mod dedupe_scan;
 mod df;
 mod io;
 mod launch;
+mod mount;
 mod poison;
 mod progress;
 mod report_html;
@@ -235,13 +236,18 @@ enum Command {
     /// Serve a pool to many processes at once (foreground; SIGTERM or Ctrl-C stops it cleanly).
     /// Every ferrodax command, and Fs::connect, then goes through the server.
     Serve(serve::ServeArgs),
+    /// Mount a pool on a directory through FUSE (foreground; Ctrl-C, SIGTERM or `umount DIR`
+    /// stops it cleanly). Serves the pool to ferrodax commands and Fs::connect at the same time,
+    /// or goes through the pool server when one runs.
+    Mount(mount::MountArgs),
     /// Measure ferrodax against memcpy/memcmp measured in the same run; prints a table.
     ///
     /// Runs the program ferrodax-bench built next to ferrodax (`ferrodax bench --help` shows its
     /// options).
     #[command(disable_help_flag = true)]
     Bench {
-        /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --server-only, --help).
+        /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --server-only,
+        /// --fuse-only, --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -327,6 +333,7 @@ pub fn run() -> i32 {
         Command::Stat { pool, path, json } => stat::run(&pool, &path, json),
         Command::DedupeScan(args) => dedupe_scan::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Mount(args) => mount::run(args),
         Command::Tour { pool, force } => tour::run(&pool, force),
         Command::Bench { args } => launch::exec_tool("bench", "ferrodax-bench", args),
         Command::Difftest { args } => launch::exec_tool("difftest", "ferrodax-difftest", args),

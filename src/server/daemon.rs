@@ -91,6 +91,25 @@ pub fn serve(
 ) -> Result<()> {
     let pool = Pool::open(&options.pool)?;
     let fs = Fs::mount(&pool)?;
+    serve_mounted(options, fs, stop, log, ready)
+}
+
+/// [`serve`] with a mount this process already made of `options.pool` (a direct mount:
+/// [`Fs::mount`] of [`Pool::open`]), so that the process can use the same mount beside its
+/// clients — `ferrodax mount` serves a FUSE mount from it. Everything else is as in [`serve`]:
+/// the final checkpoint is written through `fs` after every client was released.
+pub fn serve_mounted(
+    options: &ServeOptions,
+    fs: Fs,
+    stop: Arc<AtomicBool>,
+    log: Log,
+    ready: impl FnOnce(&Path),
+) -> Result<()> {
+    if fs.is_connected() {
+        return Err(Error::Invalid(
+            "a pool server needs a direct mount, not a connection to another server".into(),
+        ));
+    }
     let pool_meta = std::fs::metadata(&options.pool).map_err(|e| Error::os(options.pool.display(), e))?;
     let socket = options.socket.clone().unwrap_or_else(|| super::default_socket(&options.pool));
     let listener = listen(&socket, options.group)?;

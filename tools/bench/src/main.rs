@@ -4,7 +4,8 @@
 //! library API and the shared host helpers of ferrodax-hostkit (the scratch XFS, the remap ioctls).
 //!
 //! Owns the benchmark procedures, their sizes and targets, and the table (or JSON) they print.
-//! The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
+//! The FUSE rows (a pool mounted through FUSE against the same system calls on XFS) live in
+//! [`fuse`]. The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
 //! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! ferrodax runs on a memfd pool, whose persistence is cache write-back plus a store fence; the
 //! header says which flush instruction the CPU uses. Every procedure is written once against the
@@ -16,6 +17,7 @@
 //! baseline of the DAX rows (a SIGSEGV handler of its own, installed only while it measures,
 //! before any DAX view exists), kept together in [`bare_fault`].
 
+mod fuse;
 mod server;
 
 use clap::Parser;
@@ -46,6 +48,9 @@ struct BenchArgs {
     /// Run only the pool-server rows (a server process on /dev/shm and its clients).
     #[arg(long)]
     server_only: bool,
+    /// Run only the FUSE rows (a pool mounted through FUSE against XFS, both on /dev/shm).
+    #[arg(long)]
+    fuse_only: bool,
 }
 
 const KIB: u64 = 1 << 10;
@@ -1593,6 +1598,14 @@ fn main() {
     std::process::exit(run(BenchArgs::parse()));
 }
 
+/// The FUSE rows' system calls on a scratch XFS of their own (for `--fuse-only`).
+fn xfs_dir_suite(plan: &Plan) -> Result<fuse::DirSuite, String> {
+    progress("XFS: setting up a loop mount on /dev/shm");
+    let scratch = XfsScratch::set_up("bench-xfs", plan.xfs_image_size)?;
+    progress("XFS: the FUSE rows' system calls");
+    Ok(fuse::dir_suite(scratch.mountpoint(), plan))
+}
+
 /// Runs the benchmarks and prints the table; returns the exit status.
 fn run(args: BenchArgs) -> i32 {
     let plan = Plan::new(args.quick);
@@ -1614,6 +1627,24 @@ fn run(args: BenchArgs) -> i32 {
         let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
         let header =
             vec![format!("ferrodax bench, {mode}, pool-server rows only"), server::server_note(&suite)];
+        if args.json {
+            let doc = serde_json::json!({
+                "mode": if plan.quick { "quick" } else { "full" },
+                "notes": header,
+                "rows": rows,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
+        } else {
+            print_table(&header, &rows);
+        }
+        return i32::from(rows.iter().any(|r| r.verdict == Verdict::Error));
+    }
+    if args.fuse_only {
+        let fused = fuse::fuse_suite(&plan);
+        let xfs_dir = xfs_dir_suite(&plan);
+        let rows = fuse::fuse_rows(&plan, &fused, &xfs_dir);
+        let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
+        let header = vec![format!("ferrodax bench, {mode}, FUSE rows only"), fuse::fuse_note()];
         if args.json {
             let doc = serde_json::json!({
                 "mode": if plan.quick { "quick" } else { "full" },
@@ -1665,17 +1696,24 @@ fn run(args: BenchArgs) -> i32 {
 
     let served = server::server_suite(&plan);
 
+    let fused = fuse::fuse_suite(&plan);
+
     progress("XFS: setting up a loop mount on /dev/shm");
-    let xfs = XfsScratch::set_up("bench-xfs", plan.xfs_image_size).map(|scratch| {
-        progress(&format!(
-            "XFS: mounted {} on {}",
-            scratch.image().display(),
-            scratch.mountpoint().display()
-        ));
-        let target = XfsTarget { scratch };
-        run_suite(&target, &plan, "XFS")
-        // `target` drops here: unmount and delete.
-    });
+    let (xfs, xfs_dir) = match XfsScratch::set_up("bench-xfs", plan.xfs_image_size) {
+        Ok(scratch) => {
+            progress(&format!(
+                "XFS: mounted {} on {}",
+                scratch.image().display(),
+                scratch.mountpoint().display()
+            ));
+            progress("XFS: the FUSE rows' system calls");
+            let dir = fuse::dir_suite(scratch.mountpoint(), &plan);
+            let target = XfsTarget { scratch };
+            (Ok(run_suite(&target, &plan, "XFS")), Ok(dir))
+            // `target` drops here: unmount and delete.
+        }
+        Err(why) => (Err(why.clone()), Err(why)),
+    };
     if let Err(why) = &xfs {
         progress(&format!("XFS comparison skipped: {why}"));
     }
@@ -1683,6 +1721,7 @@ fn run(args: BenchArgs) -> i32 {
     let mut rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
     rows.extend(memfail_rows(&plan, &memfail));
     rows.extend(server::server_rows(&served));
+    rows.extend(fuse::fuse_rows(&plan, &fused, &xfs_dir));
     let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
     let header = vec![
         format!(
@@ -1712,6 +1751,7 @@ fn run(args: BenchArgs) -> i32 {
             if plan.quick { "; QUICK mode: fewer extents and reflinks than the 1,000,000 / 10,000 of the target" } else { "" }
         ),
         server::server_note(&served),
+        fuse::fuse_note(),
     ];
     if args.json {
         let doc = serde_json::json!({
