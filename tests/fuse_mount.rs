@@ -156,7 +156,8 @@ fn errno_of(result: std::io::Result<()>) -> i32 {
 }
 
 #[test]
-fn what_the_mount_does_not_support_fails_with_the_errno_of_a_linux_file_system_without_it() {
+fn what_the_mount_does_not_support_fails_with_the_errno_of_a_linux_file_system_without_it_and_fallocate_seek_and_copy_range_work(
+) {
     let pool = TestPool::new(POOL_SIZE);
     let Some(mount) = Mount::start("unsupported_errnos", &pool, "mnt") else { return };
     std::fs::write(mount.path("f"), b"0123456789").unwrap();
@@ -193,10 +194,11 @@ fn what_the_mount_does_not_support_fails_with_the_errno_of_a_linux_file_system_w
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     assert_eq!(errno_of(file.set_modified(std::time::SystemTime::UNIX_EPOCH)), libc::EPERM);
     drop(file);
-    // fallocate: ENOSYS from the file system, which the kernel reports as EOPNOTSUPP.
-    let (status, _, stderr) = run("fallocate", &["-l", "1M", f.to_str().unwrap()]);
-    assert!(!status.success() && stderr.contains("not supported"), "fallocate: {stderr}");
-    // SEEK_DATA/SEEK_HOLE and copy_file_range work through the kernel's own fallbacks.
+    // fallocate, SEEK_DATA/SEEK_HOLE and copy_file_range reach the library.
+    let g = mount.path("preallocated");
+    run_ok("fallocate", &["-l", "1M", g.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&g).unwrap().len(), 1 << 20, "fallocate extends the file");
+    assert!(std::fs::read(&g).unwrap().iter().all(|&b| b == 0), "preallocated bytes read as zeros");
     let script = "import os,sys\nfd=os.open(sys.argv[1],os.O_RDWR)\n\
                   print(os.lseek(fd,0,os.SEEK_DATA), os.lseek(fd,0,os.SEEK_HOLE))\n\
                   out=os.open(sys.argv[2],os.O_CREAT|os.O_RDWR)\n\

@@ -10,9 +10,8 @@
 //! answered with what `Fs` and `File` offer, exactly as another front end would. What the API
 //! does not have yet is refused with the errno a Linux file system without it returns (hard
 //! links, symlinks and special files: EPERM; xattrs: EOPNOTSUPP; changing mode, owner or times:
-//! EPERM); the operations another branch is adding to the library (fallocate modes,
-//! SEEK_DATA/SEEK_HOLE, copy_file_range) answer ENOSYS from one place, [`pending`], until they
-//! are wired.
+//! EPERM); fallocate modes, SEEK_DATA/SEEK_HOLE and copy_file_range are one library call each,
+//! in [`pending`].
 //!
 //! FUSE has no DAX: file data reaches the kernel's page cache through read and write requests
 //! (mmap included), and every write request becomes one [`crate::File::write_at`].
