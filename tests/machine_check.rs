@@ -175,3 +175,25 @@ fn an_action_optional_machine_check_naming_a_2_mib_granule_records_only_the_page
     // Pages that still read are not quarantined on a guess.
     assert!(fs.bad_blocks().iter().all(|&(s, _)| s * 4096 >= cut), "{:?}", fs.bad_blocks());
 }
+
+#[test]
+fn a_log_mirror_copy_that_meets_bad_memory_still_commits_and_moves_the_mirror() {
+    // The log mirror sits at the end of the pool: cutting the pool file there makes every store
+    // into it a real SIGBUS. A commit's log copy is durable first, so the operation happens; the
+    // mirror block is recorded bad and the mirror moves (a checkpoint), so records have two copies
+    // again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.pool");
+    let (_pool, fs, _, _) = setup(&path);
+    let mirror = fs.read_lock().journal().superblock().log_mirror_start;
+    cut_pool_file(&path, mirror * 4096);
+    fs.create_dir("/made-while-the-mirror-is-bad").expect("the operation commits");
+    let moved_to = fs.read_lock().journal().superblock().log_mirror_start;
+    assert_ne!(moved_to, mirror, "the mirror moved off the bad memory");
+    let bad = fs.bad_blocks();
+    assert!(bad.iter().any(|&(s, l)| s <= mirror && mirror < s + l), "mirror block recorded bad: {bad:?}");
+    assert!(fs.metadata("/made-while-the-mirror-is-bad").is_ok());
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(POOL).unwrap();
+    let report = fs.check();
+    assert!(report.is_clean(), "{report}");
+}

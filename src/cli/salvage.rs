@@ -8,7 +8,7 @@
 
 use super::commands::describe;
 use ferrodax::format::record::InodeKind;
-use ferrodax::{Error, Fs, OpenOptions, Pool};
+use ferrodax::{Fs, OpenOptions, Pool};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -172,14 +172,14 @@ fn copy_file(fs: &Fs, path: &str, target: &Path, out: &mut Salvaged) -> std::io:
     let mut at = 0;
     while at < size {
         let want = CHUNK.min(size - at) as usize;
-        match read_exact(&file, &mut buf[..want], at) {
+        match file.read_exact_at(&mut buf[..want], at) {
             Ok(()) => {}
             Err(_) => {
                 // Block by block: keep what reads, zeros where the memory is bad.
                 for block_at in (at..at + want as u64).step_by(BLOCK as usize) {
                     let from = (block_at - at) as usize;
                     let to = (from + BLOCK as usize).min(want);
-                    if read_exact(&file, &mut buf[from..to], block_at).is_err() {
+                    if file.read_exact_at(&mut buf[from..to], block_at).is_err() {
                         buf[from..to].fill(0);
                         unreadable.push(block_at);
                     }
@@ -204,8 +204,4 @@ fn copy_file(fs: &Fs, path: &str, target: &Path, out: &mut Salvaged) -> std::io:
         });
     }
     Ok(())
-}
-
-fn read_exact(file: &ferrodax::File, buf: &mut [u8], at: u64) -> Result<(), Error> {
-    file.read_exact_at(buf, at)
 }

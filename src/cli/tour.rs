@@ -382,19 +382,12 @@ impl Tour {
             (sb.log_start, sums(&fs)?)
         };
         let at = log_start * BLOCK + 40;
-        let host = context(
-            "opening the pool file",
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::Os { context: path.display().to_string(), source: e }),
-        )?;
+        let scribbled =
+            std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&[0x5a; 16], at));
         context(
             "scribbling on the log",
-            host.write_all_at(&[0x5a; 16], at)
-                .map_err(|e| Error::Os { context: path.display().to_string(), source: e }),
+            scribbled.map_err(|e| Error::Os { context: path.display().to_string(), source: e }),
         )?;
-        drop(host);
         let pool = context("opening the damaged pool", Pool::open_read_only(path))?;
         let fs = context("read-only mount of the damaged pool", Fs::mount_read_only(&pool))?;
         let notes = fs.read_lock().mount_notes().repaired.clone();

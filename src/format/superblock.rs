@@ -92,6 +92,24 @@ pub struct Superblock {
 }
 
 impl Superblock {
+    /// First block of log copy `copy` (0 the log, 1 its mirror; 0 = none).
+    pub fn log_copy_start(&self, copy: usize) -> u64 {
+        if copy == 0 {
+            self.log_start
+        } else {
+            self.log_mirror_start
+        }
+    }
+
+    /// Moves log copy `copy` (0 the log, 1 its mirror) to `start`.
+    pub fn set_log_copy_start(&mut self, copy: usize, start: u64) {
+        if copy == 0 {
+            self.log_start = start;
+        } else {
+            self.log_mirror_start = start;
+        }
+    }
+
     /// The slot a superblock of this generation is written to.
     pub fn slot(&self) -> usize {
         (self.generation % 2) as usize

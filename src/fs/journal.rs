@@ -554,17 +554,13 @@ impl Journal {
         let n = self.sb.log_blocks;
         let mut old_regions = Vec::new();
         for (copy, structure) in [(0, MetaStructure::Log), (1, MetaStructure::LogMirror)] {
-            let old = if copy == 0 { self.sb.log_start } else { self.sb.log_mirror_start };
+            let old = self.sb.log_copy_start(copy);
             if old == 0 || state.first_bad_block(old, n).is_none() {
                 continue;
             }
             let new = self.zeroed_region(state, n, copy == 1)?;
             state.owners.add(new, n, Owner::Meta(structure));
-            if copy == 0 {
-                self.sb.log_start = new;
-            } else {
-                self.sb.log_mirror_start = new;
-            }
+            self.sb.set_log_copy_start(copy, new);
             old_regions.push((old, n, structure));
         }
         self.ensure_log_mirror(state)?;
@@ -721,7 +717,7 @@ impl Journal {
             return Err(Error::NoSpace(format!("no {n} contiguous free blocks to move the {structure} to")));
         }
         let new_start = runs[0].0;
-        let old_start = if copy == 0 { self.sb.log_start } else { self.sb.log_mirror_start };
+        let old_start = self.sb.log_copy_start(copy);
         // Whatever the new region held before must never parse as a record.
         if let Err(e) = self.backend.fill(new_start * BLOCK_SIZE, n * BLOCK_SIZE, 0) {
             state.free.release(new_start, n);
@@ -729,16 +725,9 @@ impl Journal {
         }
         self.backend.flush(new_start * BLOCK_SIZE, n * BLOCK_SIZE);
         state.owners.add(new_start, n, Owner::Meta(structure));
-        let set = |sb: &mut Superblock, start| {
-            if copy == 0 {
-                sb.log_start = start;
-            } else {
-                sb.log_mirror_start = start;
-            }
-        };
-        set(&mut self.sb, new_start);
+        self.sb.set_log_copy_start(copy, new_start);
         if let Err(e) = self.checkpoint(state) {
-            set(&mut self.sb, old_start);
+            self.sb.set_log_copy_start(copy, old_start);
             let _ = state.owners.remove(new_start, n, Owner::Meta(structure));
             state.free.release(new_start, n);
             return Err(e);
