@@ -42,13 +42,21 @@ thread_local! {
 }
 
 impl Credentials {
-    /// The credentials of this process: effective user and group, supplementary groups.
+    /// The credentials of this process: effective user and group, supplementary groups (read
+    /// again whenever the effective user or group changed since they were last read).
     pub fn of_process() -> Credentials {
-        let groups = rustix::process::getgroups().unwrap_or_default();
-        Credentials {
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+        static LAST: std::sync::Mutex<Option<Credentials>> = std::sync::Mutex::new(None);
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        match last.as_ref() {
+            Some(c) if c.uid == uid && c.gid == gid => c.clone(),
+            _ => {
+                let groups = rustix::process::getgroups().unwrap_or_default();
+                let now = Credentials { uid, gid, groups: groups.into_iter().map(|g| g.as_raw()).collect() };
+                *last = Some(now.clone());
+                now
+            }
         }
     }
 

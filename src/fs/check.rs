@@ -237,7 +237,12 @@ impl FileSystem {
                 }
                 for ino in live_inos {
                     if let (Some(a), Some(b)) = (state.inodes.get(&ino), media.inodes.get(&ino)) {
-                        if a.attrs != b.attrs || a.extents != b.extents {
+                        if a.attrs != b.attrs
+                            || a.extents != b.extents
+                            || a.children != b.children
+                            || a.xattrs != b.xattrs
+                            || a.target != b.target
+                        {
                             report.problem(format!("inode {ino}"), "on media differs from memory");
                         }
                     }

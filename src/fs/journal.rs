@@ -495,6 +495,13 @@ impl Journal {
                 seq = seq.max(h + 1);
             }
         }
+        // Salvage replay applies mutations one by one: a record that breaks a rule only as a whole
+        // leaves no note. The whole state is checked, and rebuilt by the salvage rules if needed.
+        if salvage && notes.lost.is_empty() {
+            if let Err(problem) = state.validate_whole() {
+                notes.lost.push(format!("the replayed state breaks a rule ({problem}): rebuilt"));
+            }
+        }
         if salvage && !notes.lost.is_empty() {
             state = super::salvage::state_from_damaged_image(
                 state.to_image(),

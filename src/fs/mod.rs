@@ -1706,11 +1706,22 @@ impl FileSystem {
 }
 
 /// Sets a file's new size and stamps its modification and change times.
+///
+/// A change of a file's data by anyone but root drops its set-user-ID bit, and its set-group-ID
+/// bit when group execute is set (Linux's `file_remove_privs`).
 fn modified(attrs: &mut InodeAttrs, size: u64) {
     let now = now_ns();
     attrs.size = size;
     attrs.mtime_ns = now;
     attrs.ctime_ns = now;
+    let group_exec_sgid = access::S_ISGID | 0o010;
+    let privileged = attrs.mode & access::S_ISUID != 0 || attrs.mode & group_exec_sgid == group_exec_sgid;
+    if privileged && !access::Credentials::current().is_root() {
+        attrs.mode &= !access::S_ISUID;
+        if attrs.mode & 0o010 != 0 {
+            attrs.mode &= !access::S_ISGID;
+        }
+    }
 }
 
 /// Appends a one-block map, extending the previous one when it continues it.

@@ -85,9 +85,15 @@ pub struct OpenIntent {
     pub no_follow: bool,
 }
 
-/// One component of a path, split by [`components`].
+/// The components of a path ("." kept: it demands a directory, and follows a symlink before it).
 fn components(path: &str) -> impl Iterator<Item = &[u8]> {
-    path.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
+    path.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
+/// Whether the last component of `path` is "." or "..": such a path names a directory through
+/// the walk, never an entry to create or remove.
+fn ends_in_dot(path: &str) -> bool {
+    matches!(path.trim_end_matches('/').rsplit('/').next(), Some(".") | Some(".."))
 }
 
 fn shown(name: &[u8]) -> String {
@@ -120,6 +126,9 @@ impl FileSystem {
             }
             if !cred.permits(&dir.attrs, MAY_EXEC) {
                 return Err(Error::AccessDenied(path.into()));
+            }
+            if name == b"." {
+                continue;
             }
             if name == b".." {
                 cur = dir.parent();
@@ -240,9 +249,17 @@ impl FileSystem {
             InodeKind::Symlink => 0o777,
             _ => mode & 0o7777,
         };
-        if kind == InodeKind::Dir && sgid_dir {
-            mode |= S_ISGID;
-        } else if kind == InodeKind::File && mode & S_ISGID != 0 && !cred.is_root() && !cred.in_group(gid) {
+        if kind == InodeKind::Dir {
+            // mkdir(2) keeps the permission and sticky bits; set-group-ID comes from the parent.
+            mode &= 0o1777;
+            if sgid_dir {
+                mode |= S_ISGID;
+            }
+        } else if kind == InodeKind::File
+            && mode & (S_ISGID | 0o010) == (S_ISGID | 0o010)
+            && !cred.is_root()
+            && !cred.in_group(gid)
+        {
             mode &= !S_ISGID;
         }
         let attrs = InodeAttrs {
@@ -643,8 +660,8 @@ impl FileSystem {
     /// `no_follow`, EACCES where the mode bits refuse, ENOENT/EEXIST as `O_CREAT`/`O_EXCL` say.
     pub fn open_path(&mut self, path: &str, intent: &OpenIntent) -> Result<u64> {
         self.not_removed()?;
-        let found = if path.trim_matches('/').is_empty() {
-            Some(ROOT_INO)
+        let found = if path.trim_matches('/').is_empty() || ends_in_dot(path) {
+            Some(self.walk(path, true)?)
         } else {
             let (parent, name, _) = self.resolve_parent(path)?;
             match self.state.inode(parent)?.children.get(&name).copied() {
@@ -657,9 +674,14 @@ impl FileSystem {
                     }
                     match self.resolve(path) {
                         Ok(ino) => Some(ino),
-                        // A dangling symlink: O_CREAT creates its target (as Linux does) only
-                        // when the target is a plain path; keep it simple and say ENOENT.
-                        Err(Error::NotFound(_)) => return Err(Error::NotFound(path.into())),
+                        // A dangling symlink: O_CREAT creates what it points at, as Linux does.
+                        Err(Error::NotFound(_)) if intent.create => {
+                            let target = String::from_utf8_lossy(&self.state.inode(ino)?.target).into_owned();
+                            let dir = path.trim_end_matches('/').rsplit_once('/').map_or("", |(d, _)| d);
+                            let created =
+                                if target.starts_with('/') { target } else { format!("{dir}/{target}") };
+                            return self.open_path(&created, &OpenIntent { no_follow: false, ..*intent });
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -723,8 +745,9 @@ impl FileSystem {
             }
             attrs.uid = set.uid.unwrap_or(old.uid);
             attrs.gid = set.gid.unwrap_or(old.gid);
-            if old.kind != InodeKind::Dir && (attrs.uid != old.uid || attrs.gid != old.gid || !cred.is_root())
-            {
+            // chown(2) of a non-directory drops set-user-ID, and set-group-ID with group execute,
+            // whoever asks and even when the ids stay (Linux's ATTR_KILL_SUID/SGID).
+            if old.kind != InodeKind::Dir {
                 attrs.mode &= !S_ISUID;
                 if attrs.mode & 0o010 != 0 {
                     attrs.mode &= !S_ISGID;
@@ -732,11 +755,14 @@ impl FileSystem {
             }
         }
         if let Some(mode) = set.mode {
-            if !owner {
+            // A writer may drop set-user-ID and set-group-ID (the kernel asks for that before a
+            // write by someone else: file_remove_privs), nothing more.
+            let only_drops_set_id = mode & 0o7777 == old.mode & !(S_ISUID | S_ISGID) && mode != old.mode;
+            if !(owner || only_drops_set_id && cred.permits(&old, MAY_WRITE)) {
                 return Err(Error::NotPermitted(format!("{}: only its owner may change its mode", what())));
             }
             attrs.mode = mode & 0o7777;
-            if !cred.is_root() && !cred.in_group(attrs.gid) && old.kind != InodeKind::Dir {
+            if !cred.is_root() && !cred.in_group(attrs.gid) {
                 attrs.mode &= !S_ISGID;
             }
         }
@@ -765,8 +791,9 @@ impl FileSystem {
     }
 
     /// Checks an extended attribute name for the `user.` namespace (EOPNOTSUPP for others, ERANGE
-    /// for a name too long) and that `ino` may carry one (EPERM for symlinks).
-    fn xattr_target(&self, ino: u64, name: &str) -> Result<()> {
+    /// for a name too long, EINVAL for one with NUL) and that `ino` may carry one: a symlink has
+    /// none (EPERM to set, ENODATA to read, as Linux answers for `user.` on symlinks).
+    fn xattr_target(&self, ino: u64, name: &str, setting: bool) -> Result<()> {
         if !name.starts_with("user.") || name.len() == 5 {
             return Err(Error::NotSupported(format!(
                 "extended attribute {name:?}: only the user. namespace is kept"
@@ -775,10 +802,15 @@ impl FileSystem {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(Error::TooSmall(format!("extended attribute name of {} bytes", name.len())));
         }
+        if name.contains('\0') {
+            return Err(Error::Invalid(format!("extended attribute name {name:?} contains NUL")));
+        }
         if self.state.inode(ino)?.attrs.kind == InodeKind::Symlink {
-            return Err(Error::NotPermitted(
-                "user. extended attributes are for files and directories".into(),
-            ));
+            return Err(if setting {
+                Error::NotPermitted("user. extended attributes are for files and directories".into())
+            } else {
+                Error::NoAttribute(name.into())
+            });
         }
         Ok(())
     }
@@ -786,7 +818,7 @@ impl FileSystem {
     /// The value of extended attribute `name` of `ino` (ENODATA if absent; read permission).
     pub fn get_xattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
         self.not_removed()?;
-        self.xattr_target(ino, name)?;
+        self.xattr_target(ino, name, false)?;
         self.check_permission(ino, MAY_READ, name)?;
         self.state
             .inode(ino)?
@@ -807,7 +839,7 @@ impl FileSystem {
     /// directory ownership).
     pub fn set_xattr(&mut self, ino: u64, name: &str, value: &[u8], flags: u32) -> Result<()> {
         self.writable()?;
-        self.xattr_target(ino, name)?;
+        self.xattr_target(ino, name, true)?;
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(Error::Invalid(format!("setxattr flags {flags:#x}")));
         }
@@ -825,7 +857,10 @@ impl FileSystem {
         if !exists && flags & XATTR_REPLACE != 0 {
             return Err(Error::NoAttribute(name.into()));
         }
-        debug_assert!(xattr_problem(name.as_bytes(), value).is_none());
+        // What replay would refuse is refused here (the rule lives in one place: validate).
+        if let Some(problem) = xattr_problem(name.as_bytes(), value) {
+            return Err(Error::Invalid(problem));
+        }
         self.ensure_metadata_room(1 + (value.len() as u64).div_ceil(BLOCK_SIZE))?;
         let mut attrs = self.state.inodes[&ino].attrs.clone();
         attrs.ctime_ns = now_ns();
@@ -839,7 +874,7 @@ impl FileSystem {
     /// Removes extended attribute `name` of `ino` (ENODATA if absent).
     pub fn remove_xattr(&mut self, ino: u64, name: &str) -> Result<()> {
         self.writable()?;
-        self.xattr_target(ino, name)?;
+        self.xattr_target(ino, name, true)?;
         self.may_change_xattrs(ino, name)?;
         if !self.state.inode(ino)?.xattrs.contains_key(name.as_bytes()) {
             return Err(Error::NoAttribute(name.into()));

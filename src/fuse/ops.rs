@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may keep attributes and names without asking again. Other processes
 /// change the pool through the pool server beside the mount, so this is short.
@@ -58,18 +58,36 @@ pub struct FuseFs {
     files: Mutex<HashMap<u64, Arc<File>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_handle: AtomicU64,
+    groups: Mutex<GroupsCache>,
 }
+
+/// How long the supplementary groups read for a process are used again without reading them anew
+/// (a process that changes its groups is seen with its new ones after this at the latest).
+const GROUPS_TTL: Duration = Duration::from_secs(1);
+
+/// Supplementary groups by (pid, uid, gid), as read from /proc, and when.
+type GroupsCache = HashMap<(u32, u32, u32), (Vec<u32>, Instant)>;
 
 /// The credentials of the process that made `req`: its file system user and group as the kernel
-/// sent them, its supplementary groups from /proc.
-fn caller(req: &Request) -> Credentials {
-    let groups = Credentials::of_pid(req.pid()).map(|c| c.groups).unwrap_or_default();
+/// sent them, its supplementary groups from /proc (FUSE does not send them), read at most once per
+/// [`GROUPS_TTL`] per process.
+fn caller(req: &Request, cache: &Mutex<GroupsCache>) -> Credentials {
+    let key = (req.pid(), req.uid(), req.gid());
+    let now = Instant::now();
+    let cached = {
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(&key).filter(|(_, at)| now.duration_since(*at) < GROUPS_TTL).map(|(g, _)| g.clone())
+    };
+    let groups = cached.unwrap_or_else(|| {
+        let groups = Credentials::of_pid(req.pid()).map(|c| c.groups).unwrap_or_default();
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 4096 {
+            cache.retain(|_, (_, at)| now.duration_since(*at) < GROUPS_TTL);
+        }
+        cache.insert(key, (groups.clone(), now));
+        groups
+    });
     Credentials { uid: req.uid(), gid: req.gid(), groups }
-}
-
-/// Runs `f` as the caller of `req` (see [`caller`]).
-fn as_requester<T>(req: &Request, f: impl FnOnce() -> T) -> T {
-    as_caller(caller(req), f)
 }
 
 fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
@@ -126,7 +144,13 @@ impl FuseFs {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            groups: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `f` as the process that made `req` (see [`caller`]).
+    fn as_requester<T>(&self, req: &Request, f: impl FnOnce() -> T) -> T {
+        as_caller(caller(req, &self.groups), f)
     }
 
     fn attr(&self, s: &Stat) -> FileAttr {
@@ -345,7 +369,8 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = as_requester(req, || self.set_attributes(ino, mode, uid, gid, size, atime, mtime, fh));
+        let result =
+            self.as_requester(req, || self.set_attributes(ino, mode, uid, gid, size, atime, mtime, fh));
         answer!(reply, result, |s| reply.attr(&CACHE_TTL, &self.attr(&s)));
     }
 
@@ -371,7 +396,7 @@ impl Filesystem for FuseFs {
         let result = self.child(parent, name).and_then(|path| {
             let mut create = OpenOptions::new();
             create.write(true).create_new(true).mode(mode & 0o7777);
-            let file = as_requester(req, || self.fs.open(&path, &create)).map_err(|e| errno(&e))?;
+            let file = self.as_requester(req, || self.fs.open(&path, &create)).map_err(|e| errno(&e))?;
             file.metadata().map(|s| self.attr(&s)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
@@ -379,7 +404,7 @@ impl Filesystem for FuseFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let result = self.child(parent, name).and_then(|path| {
-            as_requester(req, || self.fs.create_dir_with_mode(&path, mode & 0o7777))
+            self.as_requester(req, || self.fs.create_dir_with_mode(&path, mode & 0o7777))
                 .map_err(|e| errno(&e))?;
             self.entry(&path)
         });
@@ -389,21 +414,21 @@ impl Filesystem for FuseFs {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self
             .child(parent, name)
-            .and_then(|path| as_requester(req, || self.fs.remove_file(&path)).map_err(|e| errno(&e)));
+            .and_then(|path| self.as_requester(req, || self.fs.remove_file(&path)).map_err(|e| errno(&e)));
         answer!(reply, result, |_v| reply.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self
             .child(parent, name)
-            .and_then(|path| as_requester(req, || self.fs.remove_dir(&path)).map_err(|e| errno(&e)));
+            .and_then(|path| self.as_requester(req, || self.fs.remove_dir(&path)).map_err(|e| errno(&e)));
         answer!(reply, result, |_v| reply.ok());
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
         let result = self.child(parent, name).and_then(|path| {
             let target = target.to_str().ok_or(Errno::EINVAL)?;
-            as_requester(req, || self.fs.symlink(target, &path)).map_err(|e| errno(&e))?;
+            self.as_requester(req, || self.fs.symlink(target, &path)).map_err(|e| errno(&e))?;
             self.fs.symlink_metadata(&path).map(|s| self.attr(&s)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
@@ -421,7 +446,8 @@ impl Filesystem for FuseFs {
     ) {
         let result = self.child(parent, name).and_then(|from| {
             let to = self.child(newparent, newname)?;
-            as_requester(req, || self.fs.rename_with_flags(&from, &to, flags.bits())).map_err(|e| errno(&e))
+            self.as_requester(req, || self.fs.rename_with_flags(&from, &to, flags.bits()))
+                .map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
     }
@@ -429,7 +455,7 @@ impl Filesystem for FuseFs {
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let result = self.path(ino).and_then(|existing| {
             let new = self.child(newparent, newname)?;
-            as_requester(req, || self.fs.hard_link(&existing, &new)).map_err(|e| errno(&e))?;
+            self.as_requester(req, || self.fs.hard_link(&existing, &new)).map_err(|e| errno(&e))?;
             self.fs.symlink_metadata(&new).map(|s| self.attr(&s)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
@@ -614,7 +640,8 @@ impl Filesystem for FuseFs {
     ) {
         let result = name_str(name).and_then(|name| {
             let path = self.path(ino)?;
-            as_requester(req, || self.fs.set_xattr(&path, name, value, flags as u32)).map_err(|e| errno(&e))
+            self.as_requester(req, || self.fs.set_xattr(&path, name, value, flags as u32))
+                .map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
     }
@@ -625,7 +652,7 @@ impl Filesystem for FuseFs {
         }
         let result = name_str(name).and_then(|name| {
             let path = self.path(ino)?;
-            as_requester(req, || self.fs.get_xattr(&path, name)).map_err(|e| errno(&e))
+            self.as_requester(req, || self.fs.get_xattr(&path, name)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |value| xattr_reply(reply, size, &value));
     }
@@ -645,7 +672,7 @@ impl Filesystem for FuseFs {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = name_str(name).and_then(|name| {
             let path = self.path(ino)?;
-            as_requester(req, || self.fs.remove_xattr(&path, name)).map_err(|e| errno(&e))
+            self.as_requester(req, || self.fs.remove_xattr(&path, name)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
     }
@@ -654,7 +681,7 @@ impl Filesystem for FuseFs {
         // The mount asks the kernel to check permissions itself (default_permissions), which then
         // does not send access(2) here; answered anyway with the pool's own rules.
         let result = self.path(ino).and_then(|path| {
-            as_requester(req, || self.fs.access(&path, mask.bits() as u32)).map_err(|e| errno(&e))
+            self.as_requester(req, || self.fs.access(&path, mask.bits() as u32)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
     }
@@ -677,7 +704,7 @@ impl Filesystem for FuseFs {
             } else {
                 options.create(true).truncate(flags & libc::O_TRUNC != 0);
             }
-            let file = as_requester(req, || self.fs.open(&path, &options)).map_err(|e| errno(&e))?;
+            let file = self.as_requester(req, || self.fs.open(&path, &options)).map_err(|e| errno(&e))?;
             let attr = file.metadata().map(|s| self.attr(&s)).map_err(|e| errno(&e))?;
             Ok((attr, self.remember(file)))
         });

@@ -481,11 +481,8 @@ fn serve_connection(server: Arc<Server>, stream: UnixStream) {
         return;
     }
     let _ = stream.set_read_timeout(None);
-    let caller = Credentials::of_pid(pid).filter(|c| c.uid == uid).unwrap_or(Credentials {
-        uid,
-        gid,
-        groups: groups_of(pid),
-    });
+    // The user and group SO_PEERCRED reported at connect; the supplementary groups from /proc.
+    let caller = Credentials { uid, gid, groups: groups_of(pid) };
     let peer = Arc::new(Peer {
         id,
         pid,

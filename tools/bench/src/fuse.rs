@@ -22,12 +22,21 @@ const SEQUENTIAL_TARGET_RATIO: f64 = 0.5;
 const SMALL_FILES_TARGET_RATIO: f64 = 0.3;
 /// Files of the small-file row.
 const SMALL_FILES: usize = 10_000;
+/// Target: `cp --reflink=auto` of the sequential rows' file through the mount takes at most this.
+const REFLINK_COPY_TARGET_MS: f64 = 10.0;
+/// The copy the reflink row makes (checked and removed after its last run).
+const REFLINK_COPY_NAME: &str = "reflink-copy";
 
 /// What one directory (the FUSE mount, or XFS) measured: every run's time.
 pub struct DirSuite {
     write: Result<Vec<Duration>, String>,
     read: Result<Vec<Duration>, String>,
     small_files: Result<Vec<Duration>, String>,
+    /// `cp --reflink=auto` of the sequential file (a whole process, as a user runs it).
+    reflink_copy: Result<Vec<Duration>, String>,
+    /// Whether the last copy shares every block with its source (the FUSE side checks through
+    /// the library; XFS is not asked), or why not; `None` when no copy was made.
+    copy_shares: Option<Result<(), String>>,
     /// FUSE only: pread of files written through the library beside the mount, so none of their
     /// pages is in the kernel's cache: every byte crosses FUSE (no XFS counterpart).
     uncached_read: Option<Result<Vec<Duration>, String>>,
@@ -54,8 +63,9 @@ fn all_runs(
     (0..runs).map(&mut measure).collect()
 }
 
-/// The three measurements in the directory `dir` (a mount point).
-pub fn dir_suite(dir: &Path, plan: &Plan) -> DirSuite {
+/// The measurements in the directory `dir` (a mount point); `check_copy` is asked about the
+/// reflink row's last copy while its source still exists.
+pub fn dir_suite(dir: &Path, plan: &Plan, check_copy: &dyn Fn() -> Result<(), String>) -> DirSuite {
     let bytes = sequential_bytes(plan);
     let path = dir.join("sequential");
     let chunks: Vec<Vec<u8>> = (0..4).map(chunk).collect();
@@ -95,6 +105,26 @@ pub fn dir_suite(dir: &Path, plan: &Plan) -> DirSuite {
         }
         Ok(time)
     });
+    let reflink_copy = write.as_ref().map_err(Clone::clone).and_then(|_| {
+        let copy = dir.join(REFLINK_COPY_NAME);
+        all_runs(plan.runs, |_| {
+            let _ = std::fs::remove_file(&copy);
+            let start = Instant::now();
+            let status = std::process::Command::new("cp")
+                .arg("--reflink=auto")
+                .arg(&path)
+                .arg(&copy)
+                .status()
+                .map_err(|e| format!("cp: {e}"))?;
+            let time = start.elapsed();
+            if !status.success() {
+                return Err(format!("cp --reflink=auto failed: {status}"));
+            }
+            Ok(time)
+        })
+    });
+    let copy_shares = reflink_copy.as_ref().ok().map(|_| check_copy());
+    let _ = std::fs::remove_file(dir.join(REFLINK_COPY_NAME));
     let _ = std::fs::remove_file(&path);
     let small_files = all_runs(plan.runs, |run| {
         let sub = dir.join(format!("small-{run}"));
@@ -110,7 +140,7 @@ pub fn dir_suite(dir: &Path, plan: &Plan) -> DirSuite {
         std::fs::remove_dir_all(&sub).map_err(|e| format!("rm -r {}: {e}", sub.display()))?;
         Ok(time)
     });
-    DirSuite { write, read, small_files, uncached_read: None }
+    DirSuite { write, read, small_files, reflink_copy, copy_shares, uncached_read: None }
 }
 
 /// A memfd pool mounted through FUSE in this process on a fresh directory under /dev/shm;
@@ -144,9 +174,31 @@ pub fn fuse_suite(plan: &Plan) -> Result<DirSuite, String> {
             .map_err(|e| format!("{e}"))?,
     );
     progress("FUSE: sequential 1 MiB pwrite/pread and 10,000 small files through the mount");
-    let mut suite = dir_suite(&dir, plan);
+    let mut suite = dir_suite(&dir, plan, &|| copy_shares_every_block(&fs));
     suite.uncached_read = Some(uncached_read(&fs, &dir, plan));
     Ok(suite)
+}
+
+/// Whether `/<REFLINK_COPY_NAME>` shares every block with `/sequential` (both extent lists
+/// marked shared and mapping the same pool blocks), asked through the library.
+fn copy_shares_every_block(fs: &Fs) -> Result<(), String> {
+    let read = ferrodax::OpenOptions::new().read(true).clone();
+    let map = |path: &str| -> Result<Vec<ferrodax::fs::FiemapExtent>, String> {
+        let file = fs.open(path, &read).map_err(|e| format!("{path}: {e}"))?;
+        fs.fiemap(&file).map_err(|e| format!("fiemap {path}: {e}"))
+    };
+    let (source, copy) = (map("/sequential")?, map(&format!("/{REFLINK_COPY_NAME}"))?);
+    let blocks = |m: &[ferrodax::fs::FiemapExtent]| -> Vec<(u64, u64)> {
+        m.iter().map(|e| (e.physical, e.length)).collect()
+    };
+    if copy.is_empty() || blocks(&source) != blocks(&copy) || !copy.iter().all(|e| e.shared) {
+        return Err(format!(
+            "cp --reflink=auto through the mount did not share the blocks ({} extents, {} shared)",
+            copy.len(),
+            copy.iter().filter(|e| e.shared).count()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` through the library and deletes them again, so no timed write pays for the
@@ -273,7 +325,33 @@ pub fn fuse_rows(plan: &Plan, ours: &Result<DirSuite, String>, xfs: &Result<DirS
             files_per_s,
             SMALL_FILES_TARGET_RATIO,
         ),
+        reflink_copy_row(&big, ours, xfs),
     ]
+}
+
+/// `cp --reflink=auto` through the mount (copy_file_range, which ferrodax answers with a reflink
+/// of whole blocks): a whole process, at most [`REFLINK_COPY_TARGET_MS`], and the copy must share
+/// every block with its source.
+fn reflink_copy_row(big: &str, ours: &Result<DirSuite, String>, xfs: &Result<DirSuite, String>) -> Row {
+    let ms = |t: Duration| t.as_secs_f64() * 1e3;
+    let r = Row::new(format!("FUSE mount: cp --reflink=auto of a {big} file (a whole cp process)"), "ms");
+    let mut r = match ours.as_ref().map(|s| (&s.reflink_copy, &s.copy_shares)) {
+        Ok((Ok(times), Some(Ok(())))) => r.measured(&Samples::of_times(times, ms)),
+        Ok((Ok(_), Some(Err(e)))) => return r.failed(e),
+        Ok((Ok(_), None)) => return r.failed("the copy was not checked"),
+        Ok((Err(e), _)) | Err(e) => return r.failed(e),
+    };
+    r.target = format!("<= {REFLINK_COPY_TARGET_MS} ms, blocks shared");
+    r.judge(r.result.is_some_and(|best| best <= REFLINK_COPY_TARGET_MS));
+    match xfs.as_ref().map(|s| &s.reflink_copy) {
+        Ok(Ok(times)) => {
+            let theirs = Samples::of_times(times, ms).spread();
+            r.compare(format!("XFS {} ms (FICLONE)", num(theirs.best)), theirs.best);
+            r.xfs = format!("{} ms (median {})", num(theirs.best), num(theirs.median));
+        }
+        Ok(Err(e)) | Err(e) => r.xfs = format!("n/a ({e})"),
+    }
+    r
 }
 
 /// The header line of the FUSE rows.

@@ -1944,7 +1944,7 @@ fn xfs_dir_suite(plan: &Plan) -> Result<fuse::DirSuite, String> {
     progress("XFS: setting up a loop mount on /dev/shm");
     let scratch = XfsScratch::set_up("bench-xfs", plan.xfs_image_size)?;
     progress("XFS: the FUSE rows' system calls");
-    Ok(fuse::dir_suite(scratch.mountpoint(), plan))
+    Ok(fuse::dir_suite(scratch.mountpoint(), plan, &|| Ok(())))
 }
 
 /// The version of the JSON document's layout (docs/BENCH.md); raised when a field changes
@@ -2062,7 +2062,7 @@ fn run(args: BenchArgs) -> i32 {
                     scratch.mountpoint().display()
                 ));
                 progress("XFS: the FUSE rows' system calls");
-                let dir = fuse::dir_suite(scratch.mountpoint(), &plan);
+                let dir = fuse::dir_suite(scratch.mountpoint(), &plan, &|| Ok(()));
                 let target = XfsTarget { scratch };
                 (Ok(run_suite(&target, &plan, "XFS")), Ok(dir))
                 // `target` drops here: unmount and delete.
