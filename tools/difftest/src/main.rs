@@ -2697,6 +2697,76 @@ fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
             Remount,
         ],
     ));
+    let store = |file, seed, offset, len, sync| MapStore { file, seed, offset, len, sync };
+    let load = |file, offset, len| MapLoad { file, offset, len };
+    out.push((
+        "mmap stores into the EOF page past EOF, then the file grows",
+        1,
+        vec![
+            w(0, 0x61, 0, 5000),
+            store(0, 0x62, 4000, 4192, false),
+            load(0, 0, 5000),
+            load(0, 4000, 1001),
+            Truncate { file: 0, size: 12000 },
+            store(0, 0x63, 11000, 1288, true),
+            w(0, 0x64, 20000, 10),
+            store(0, 0x65, 20005, 100, true),
+            Truncate { file: 0, size: 20003 },
+            fa(0, 0, 20003, 4096),
+            store(0, 0x66, 24000, 576, false),
+            fa(0, FALLOC_FL_ZERO_RANGE, 24099, 10),
+            store(0, 0x67, 30000, 10, true),
+            load(0, 24096, 3),
+            Remount,
+        ],
+    ));
+    out.push((
+        "mmap stores over shared blocks and holes, then remap calls",
+        2,
+        vec![
+            w(0, 0x61, 0, 16384),
+            clone(0, 0, 1, 0, 0),
+            store(1, 0x62, 100, 5000, true),
+            store(0, 0x63, 8192, 4096, false),
+            clone(0, 8192, 1, 8192, 4096),
+            copy(1, 0, 0, 0, 8192),
+            Truncate { file: 1, size: 40000 },
+            store(1, 0x64, 32768, 100, false),
+            seek(1, 16384, true),
+            dedupe(0, 0, 1, 0, 8192),
+            load(1, 0, 40000),
+            fa(1, PUNCH, 0, 4096),
+            store(1, 0x65, 0, 4096, false),
+            Fsync { file: 1 },
+            Remount,
+        ],
+    ));
+    out.push((
+        "unlink an open file and go on with it; create, rename over and onto itself",
+        3,
+        vec![
+            w(0, 0x61, 0, 9000),
+            Unlink { name: 0 },
+            w(0, 0x62, 100, 5000),
+            store(0, 0x63, 8000, 1000, true),
+            Truncate { file: 0, size: 20000 },
+            copy(0, 0, 1, 0, 9000),
+            clone(0, 0, 2, 0, 8192),
+            Open { file: 0, name: 0, how: Create::Exclusive },
+            Open { file: 0, name: 0, how: Create::Exclusive },
+            w(0, 0x64, 0, 100),
+            Rename { from: 1, to: 0 },
+            Rename { from: 0, to: 0 },
+            Rename { from: 3, to: 4 },
+            Open { file: 1, name: 3, how: Create::No },
+            Open { file: 1, name: 2, how: Create::Truncate },
+            Rename { from: 2, to: 3 },
+            w(1, 0x65, 0, 3000),
+            Unlink { name: 0 },
+            Unlink { name: 0 },
+            Remount,
+        ],
+    ));
     out.push((
         "writes and truncates of length 0 and around EOF",
         1,
@@ -2791,6 +2861,17 @@ fn run(args: DifftestArgs) -> i32 {
             ""
         }
     );
+    // Through FUSE: what the machine lacks for the mount is said before anything is made.
+    if args.through == Through::Fuse {
+        let missing = if args.pretend_no_fuse {
+            Some("--pretend-no-fuse was given".to_string())
+        } else {
+            fuse_side::missing_prerequisite()
+        };
+        if let Some(why) = missing {
+            return skipped("a FUSE mount", &why);
+        }
+    }
     let scratch = if args.pretend_no_oracle {
         Err("--pretend-no-oracle was given".to_string())
     } else {
@@ -2819,12 +2900,7 @@ fn run(args: DifftestArgs) -> i32 {
             run_all(&mut Pair::new(xfs, ferrodax), &args, seed, files)
         }
         Through::Fuse => {
-            let backend = if args.pretend_no_fuse {
-                Err("--pretend-no-fuse was given".to_string())
-            } else {
-                fuse_side::FuseBackend::set_up()
-            };
-            let backend = match backend {
+            let backend = match fuse_side::FuseBackend::set_up() {
                 Ok(backend) => backend,
                 Err(why) => return skipped("a FUSE mount", &why),
             };
