@@ -4,21 +4,25 @@
 //! binary; it uses only ferrodax's public library API and the shared host helpers of
 //! ferrodax-hostkit (the scratch XFS, the remap calls).
 //!
-//! Owns the operation generator, the two sides (files on a real XFS with reflink and a reverse map,
-//! loop-mounted from an image in /dev/shm and driven through the kernel's system calls; files in a
-//! ferrodax memfd pool driven through the library), the comparison after every step (result or
-//! errno, every file's size and contents; ferrodax's fsck at every remount), the shrinker and the
-//! replay scripts it prints (one for `xfs_io`, one for `ferrodax io`), the fstests generic/157 and
-//! generic/158 case lists, a list of fixed edge sequences, and the exact rules for the differences
-//! docs/CONFORMANCE.md documents (nothing else is accepted).
+//! Owns the operation generator (data operations on files open in slots f0..fN, mmap stores and
+//! loads, and namespace operations on the names /f0../fN+2), the sides (files on a real XFS with
+//! reflink and a reverse map, loop-mounted from an image in /dev/shm and driven through the
+//! kernel's system calls, [`kernel`]; files in a ferrodax memfd pool driven through the library,
+//! [`Ferrodax`], or, with `--through fuse`, mounted through FUSE and driven by the same system
+//! calls as XFS, [`fuse_side`]), the comparison after every step (result or errno, every slot's
+//! size, contents and link count, every name; ferrodax's fsck at every remount), the shrinker and
+//! the replay scripts it prints (one for `xfs_io`, one for `ferrodax io`), the fstests generic/157
+//! and generic/158 case lists, a list of fixed edge sequences, and the exact rules for the
+//! differences docs/CONFORMANCE.md documents (nothing else is accepted).
 //!
 //! Must never: reach below the library API (`ferrodax::{Pool, Fs, File, ...}`); leave a mount, a
-//! loop device or an image behind (ferrodax-hostkit's scratch guard unmounts and deletes on every
-//! path, errors and panics included); report a pass for a run it did not make: where the machine
-//! cannot make or mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`],
-//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE,
-//! fallocate, copy_file_range, lseek SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise) live in
-//! ferrodax-hostkit's `remap`.
+//! loop device or an image behind (ferrodax-hostkit's scratch guard and the FUSE side's guard
+//! unmount and delete on every path, errors and panics included); report a pass for a run it did
+//! not make: where the machine cannot make or mount the loop XFS (or, through FUSE, cannot mount
+//! FUSE) it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`], never 0. No `unsafe`: the
+//! kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE, fallocate, copy_file_range, lseek
+//! SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise, mmap, statx) live in ferrodax-hostkit's
+//! `remap` and `mapping`.
 //!
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
