@@ -2771,6 +2771,29 @@ fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
             Remount,
         ],
     ));
+    if HARD_LINKS {
+        out.push((
+            "hard links: link counts, rename between links of one file, unlink of one name",
+            3,
+            vec![
+                w(0, 0x61, 0, 6000),
+                Link { from: 0, to: 3 },
+                Link { from: 0, to: 3 },
+                Link { from: 4, to: 2 },
+                Link { from: 0, to: 1 },
+                Rename { from: 0, to: 3 },
+                Unlink { name: 0 },
+                w(0, 0x62, 1000, 100),
+                Open { file: 1, name: 3, how: Create::No },
+                store(1, 0x63, 0, 100, true),
+                Rename { from: 2, to: 3 },
+                Link { from: 3, to: 0 },
+                Unlink { name: 1 },
+                Open { file: 2, name: 0, how: Create::Truncate },
+                Remount,
+            ],
+        ));
+    }
     out.push((
         "writes and truncates of length 0 and around EOF",
         1,
