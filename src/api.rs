@@ -15,6 +15,7 @@ use crate::format::record::InodeKind;
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::fs::check::CheckReport;
 use crate::fs::falloc::{self, SeekTarget, MAX_RW_COUNT};
+use crate::fs::namespace::OpenIntent;
 use crate::fs::{
     BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
     SpaceUsage, Stat,
@@ -26,6 +27,8 @@ use crate::server::protocol::{Answer, Op, OpenSpec, PoolAccess, WireDedupe};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+mod names;
 
 /// A memory pool, not yet mounted: where the file system's bytes live.
 #[derive(Clone)]
@@ -334,6 +337,7 @@ pub struct OpenOptions {
     create_new: bool,
     truncate: bool,
     mode: u32,
+    no_follow: bool,
 }
 
 impl Default for OpenOptions {
@@ -353,7 +357,13 @@ impl OpenOptions {
             create_new: false,
             truncate: false,
             mode: 0o644,
+            no_follow: false,
         }
+    }
+    /// Fail with ELOOP when the path's last component is a symlink (O_NOFOLLOW).
+    pub fn no_follow(&mut self, on: bool) -> &mut Self {
+        self.no_follow = on;
+        self
     }
     /// Open for reading.
     pub fn read(&mut self, on: bool) -> &mut Self {
@@ -583,6 +593,7 @@ impl Fs {
                 create_new: options.create_new,
                 truncate: options.truncate,
                 mode: options.mode,
+                no_follow: options.no_follow,
             };
             let op = Op::Open { path: path.to_string(), options: spec };
             let (handle, ino, access) = Self::ask(c, op, |a| match a {
@@ -591,40 +602,33 @@ impl Fs {
             })?;
             return Ok(File { fs: self.clone(), ino, pos: 0, access, handle });
         }
-        let mut fs = self.write_lock();
-        let existing = fs.lookup(path).or_else(|e| {
-            if path.trim_matches('/').is_empty() {
-                Ok(Some(fs.resolve("/")?))
-            } else {
-                Err(e)
-            }
-        })?;
-        let ino = match existing {
-            Some(_) if options.create_new => return Err(Error::Exists(path.into())),
-            Some(ino) => {
-                let kind = fs.stat(ino)?.kind;
-                if kind == InodeKind::Dir && access.write {
-                    return Err(Error::IsDir(path.into()));
-                }
-                if options.truncate && kind == InodeKind::File {
-                    fs.truncate(ino, 0)?;
-                }
-                ino
-            }
-            None if options.create || options.create_new => fs.create_file(path, options.mode)?,
-            None => return Err(Error::NotFound(path.into())),
+        let intent = OpenIntent {
+            read: access.read,
+            write: access.write,
+            create: options.create || options.create_new,
+            exclusive: options.create_new,
+            truncate: options.truncate,
+            mode: options.mode,
+            no_follow: options.no_follow,
         };
+        let mut fs = self.write_lock();
+        let ino = fs.open_path(path, &intent)?;
         fs.open_ref(ino);
         drop(fs);
         Ok(File { fs: self.clone(), ino, pos: 0, access, handle: 0 })
     }
 
-    /// Creates a directory (EEXIST if the name exists).
+    /// Creates a directory, mode 0755 (EEXIST if the name exists).
     pub fn create_dir(&self, path: &str) -> Result<()> {
+        self.create_dir_with_mode(path, 0o755)
+    }
+
+    /// Creates a directory with permission bits `mode` (`mkdir(2)`, the umask already applied).
+    pub fn create_dir_with_mode(&self, path: &str, mode: u32) -> Result<()> {
         if let Some(c) = self.remote() {
-            return c.call_unit(Op::CreateDir { path: path.into() });
+            return c.call_unit(Op::CreateDir { path: path.into(), mode });
         }
-        self.write_lock().mkdir(path, 0o755).map(|_| ())
+        self.write_lock().mkdir(path, mode).map(|_| ())
     }
 
     /// Removes an empty directory.

@@ -33,6 +33,26 @@ pub enum Error {
     /// EPERM: the operation is not permitted on this file.
     #[error("Operation not permitted: {0}")]
     NotPermitted(String),
+
+    /// The caller lacks a permission the mode bits would have to grant (EACCES).
+    #[error("{0}: Permission denied")]
+    AccessDenied(String),
+
+    /// A file would get more names than a link count holds (EMLINK).
+    #[error("Too many links: {0}")]
+    TooManyLinks(String),
+
+    /// A path goes through too many symlinks, or a final symlink that must not be followed (ELOOP).
+    #[error("{0}: Too many levels of symbolic links")]
+    Loop(String),
+
+    /// No extended attribute of that name (ENODATA).
+    #[error("No data available: {0}")]
+    NoAttribute(String),
+
+    /// A caller's buffer is too small for the answer (ERANGE).
+    #[error("Numerical result out of range: {0}")]
+    TooSmall(String),
     /// EXDEV: the files belong to different pools.
     #[error("Invalid cross-device link: {0}")]
     CrossPool(String),
@@ -97,6 +117,11 @@ impl Error {
             Error::Invalid(_) => libc::EINVAL,
             Error::BadHandle(_) => libc::EBADF,
             Error::NotPermitted(_) => libc::EPERM,
+            Error::AccessDenied(_) => libc::EACCES,
+            Error::TooManyLinks(_) => libc::EMLINK,
+            Error::Loop(_) => libc::ELOOP,
+            Error::NoAttribute(_) => libc::ENODATA,
+            Error::TooSmall(_) => libc::ERANGE,
             Error::CrossPool(_) => libc::EXDEV,
             Error::NoSpace(_) => libc::ENOSPC,
             Error::TooBig(_) => libc::EFBIG,
@@ -134,6 +159,11 @@ impl Error {
             libc::EINVAL => Error::Invalid(detail),
             libc::EBADF => Error::BadHandle(detail),
             libc::EPERM => Error::NotPermitted(detail),
+            libc::EACCES => Error::AccessDenied(path_detail()),
+            libc::EMLINK => Error::TooManyLinks(detail),
+            libc::ELOOP => Error::Loop(path_detail()),
+            libc::ENODATA => Error::NoAttribute(detail),
+            libc::ERANGE => Error::TooSmall(detail),
             libc::EXDEV => Error::CrossPool(detail),
             libc::ENOSPC => Error::NoSpace(detail),
             libc::EFBIG => Error::TooBig(detail),

@@ -974,14 +974,27 @@ fn a_placed_write_of_the_pool_server_commits_atomically() {
 #[test]
 fn converting_a_format_version_1_pool_is_crash_safe() {
     // tests/fixtures/format-v1.pool, made before format version 2: the read-write mount places a
-    // log mirror and writes a version 2 checkpoint. Every crash image shows the same tree, as a
-    // version 1 pool (before the superblock switch) or a version 2 one (after it).
+    // log mirror and writes a current checkpoint. Every crash image shows the same tree, as a
+    // version 1 pool (before the superblock switch) or a current one (after it).
     let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1.pool")).unwrap();
     let expected = tree(&mount_image(image.clone(), true).unwrap());
     assert!(expected.len() >= 3, "the fixture holds files");
     assert!(crash_recovery("conversion from format 1", &image, &expected) > 0, "conversion must write");
     let converted = mount_image(image, false).unwrap();
-    assert_eq!(converted.read_lock().journal().superblock().version, 2);
+    assert_eq!(converted.read_lock().journal().superblock().version, 3);
+}
+
+#[test]
+fn converting_a_format_version_2_pool_is_crash_safe() {
+    // tests/fixtures/format-v2.pool, made before format version 3 with every change still in its
+    // log (renames and an unlink among them): the read-write mount replays the old records,
+    // translated, and writes a version 3 checkpoint. Every crash image shows the same tree.
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v2.pool")).unwrap();
+    let expected = tree(&mount_image(image.clone(), true).unwrap());
+    assert!(expected.len() >= 5, "the fixture holds files");
+    assert!(crash_recovery("conversion from format 2", &image, &expected) > 0, "conversion must write");
+    let converted = mount_image(image, false).unwrap();
+    assert_eq!(converted.read_lock().journal().superblock().version, 3);
 }
 
 #[test]

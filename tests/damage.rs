@@ -664,16 +664,19 @@ fn edited(path: &str, edit: impl FnOnce(&mut InodeAttrs)) -> Mutation {
     Mutation::PutInode(attrs)
 }
 
-/// A new inode's attributes: the next inode number, in `parent`, named `name`.
-fn new_inode(parent: &str, name: &[u8], kind: InodeKind) -> InodeAttrs {
+/// A new inode's attributes: the next inode number, of `kind`, with one name.
+fn new_inode(kind: InodeKind) -> InodeAttrs {
     let mut attrs = attrs_of("/a");
     attrs.ino = final_state().next_ino;
-    attrs.parent = attrs_of(parent).ino;
-    attrs.name = name.to_vec();
     attrs.kind = kind;
     attrs.size = 0;
     attrs.nlink = if kind == InodeKind::Dir { 2 } else { 1 };
     attrs
+}
+
+/// The entry `name` -> `ino` added to the root directory.
+fn link_in_root(name: &[u8], ino: u64) -> Mutation {
+    Mutation::Link { dir: 1, name: name.to_vec(), ino }
 }
 
 /// The first free block of the history's final state.
@@ -714,6 +717,7 @@ fn crafted(kind: &'static str, mutations: Vec<Mutation>, refusal: impl Into<Stri
 /// single mutation catches them.
 fn crafted_refused_by_one_mutation() -> Vec<Crafted> {
     let a = attrs_of("/a").ino;
+    let d = attrs_of("/d").ino;
     let dir = attrs_of("/dir").ino;
     let root_nlink = attrs_of("/").nlink;
     let free = free_block();
@@ -724,24 +728,21 @@ fn crafted_refused_by_one_mutation() -> Vec<Crafted> {
     vec![
         crafted(
             "inode number u64::MAX",
-            vec![edited("/a", |x| (x.ino, x.name) = (u64::MAX, b"max".to_vec()))],
+            vec![edited("/a", |x| x.ino = u64::MAX)],
             "inode number 18446744073709551615 cannot be handed out",
         ),
-        crafted(
-            "inode number 0",
-            vec![edited("/a", |x| (x.ino, x.name) = (0, b"zero".to_vec()))],
-            "inode number 0 cannot be handed out",
-        ),
+        crafted("inode number 0", vec![edited("/a", |x| x.ino = 0)], "inode number 0 cannot be handed out"),
         crafted(
             "size past the largest file size",
             vec![edited("/a", |x| x.size = u64::MAX - 5)],
             "past the largest file size",
         ),
         crafted(
-            "name longer than 255 bytes",
-            vec![edited("/a", |x| x.name = vec![b'n'; 256])],
-            "name of 256 bytes",
+            "mode bits beyond 0o7777",
+            vec![edited("/a", |x| x.mode = 0o170644)],
+            "mode 170644 has bits beyond 0o7777",
         ),
+        crafted("name longer than 255 bytes", vec![link_in_root(&[b'n'; 256], a)], "a name of 256 bytes"),
         crafted(
             "map: file blocks overflow",
             vec![Mutation::Map { ino: a, file_block: u64::MAX / 4096, len: 1, phys: None }],
@@ -823,6 +824,15 @@ fn crafted_refused_by_one_mutation() -> Vec<Crafted> {
             vec![Mutation::FreeInode { ino: dir }, edited("/", |x| x.nlink = root_nlink - 1)],
             format!("free of inode {dir} that still has blocks or entries"),
         ),
+        crafted(
+            "free: an inode a directory still names",
+            vec![
+                Mutation::PutInode(new_inode(InodeKind::File)),
+                link_in_root(b"new", final_state().next_ino),
+                Mutation::FreeInode { ino: final_state().next_ino },
+            ],
+            format!("free of inode {} that a directory still names", final_state().next_ino),
+        ),
         crafted("free: the root", vec![Mutation::FreeInode { ino: 1 }], "free of the root directory"),
         crafted(
             "a file turned into a directory",
@@ -830,19 +840,49 @@ fn crafted_refused_by_one_mutation() -> Vec<Crafted> {
             format!("inode {a} changes kind"),
         ),
         crafted(
-            "parent missing",
-            vec![edited("/a", |x| x.parent = missing)],
-            format!("inode {a} names missing directory {missing}"),
+            "entry in a missing directory",
+            vec![Mutation::Link { dir: missing, name: b"x".to_vec(), ino: a }],
+            format!("inode {a} is named in missing directory {missing}"),
         ),
         crafted(
-            "parent is a file",
-            vec![edited("/d", |x| x.parent = a)],
-            format!("is named in inode {a}, which is a file"),
+            "entry in a file",
+            vec![Mutation::Link { dir: a, name: b"x".to_vec(), ino: d }],
+            format!("inode {d} is named in inode {a}, which is not a directory"),
         ),
         crafted(
             "duplicate name",
-            vec![Mutation::PutInode(new_inode("/", b"a", InodeKind::File))],
+            vec![link_in_root(b"a", d)],
             format!("directory 1 already has an entry \"a\" (inode {a}): a duplicate name"),
+        ),
+        crafted(
+            "entry naming a missing inode",
+            vec![link_in_root(b"ghost", missing)],
+            format!("entry \"ghost\" of directory 1 names missing inode {missing}"),
+        ),
+        crafted(
+            "entry naming the root",
+            vec![Mutation::Link { dir, name: b"root".to_vec(), ino: 1 }],
+            format!("entry \"root\" of directory {dir} names the root directory"),
+        ),
+        crafted(
+            "a second name of a directory",
+            vec![link_in_root(b"dir2", dir)],
+            format!("directory {dir} gets a second name \"dir2\" in directory 1"),
+        ),
+        crafted(
+            "removal of an entry the directory does not hold",
+            vec![Mutation::Unlink { dir: 1, name: b"nope".to_vec(), ino: a }],
+            format!("removal of entry \"nope\" -> inode {a} that directory 1 does not hold"),
+        ),
+        crafted(
+            "removal of an extended attribute the inode lacks",
+            vec![Mutation::SetXattr { ino: a, name: b"user.none".to_vec(), value: None }],
+            format!("removal of extended attribute \"user.none\" that inode {a} does not have"),
+        ),
+        crafted(
+            "a symlink target on a file",
+            vec![Mutation::SetTarget { ino: a, target: b"x".to_vec() }],
+            format!("symlink target of missing or non-symlink inode {a}"),
         ),
         crafted(
             "quarantine outside the pool",
@@ -868,21 +908,24 @@ fn crafted_refused_by_the_whole_record() -> Vec<Crafted> {
     let sub_nlink = attrs_of("/dir/sub").nlink;
     let a_blocks = attrs_of("/a").size.div_ceil(BLOCK_SIZE);
     let free = free_block();
-    let renamed = |name: &[u8]| edited("/a", |x| x.name = name.to_vec());
+    let new = final_state().next_ino;
+    // A second name for /a, its link count raised to match: only the name is wrong.
+    let named = |name: &[u8]| vec![link_in_root(name, a), edited("/a", |x| x.nlink = 2)];
     vec![
-        crafted("name with '/'", vec![renamed(b"x/y")], format!("inode {a}: the name \"x/y\" contains '/'")),
-        crafted("empty name", vec![renamed(b"")], format!("inode {a}: an empty name")),
-        crafted("name \".\"", vec![renamed(b".")], format!("inode {a}: the name \".\" is reserved")),
-        crafted("name \"..\"", vec![renamed(b"..")], format!("inode {a}: the name \"..\" is reserved")),
+        crafted("name with '/'", named(b"x/y"), format!("inode {a}: the name \"x/y\" contains '/'")),
+        crafted("empty name", named(b""), format!("inode {a}: an empty name")),
+        crafted("name \".\"", named(b"."), format!("inode {a}: the name \".\" is reserved")),
+        crafted("name \"..\"", named(b".."), format!("inode {a}: the name \"..\" is reserved")),
+        crafted("name with NUL", named(b"a\0b"), format!("inode {a}: the name \"a\\0b\" contains NUL")),
         crafted(
-            "name with NUL",
-            vec![renamed(b"a\0b")],
-            format!("inode {a}: the name \"a\\0b\" contains NUL"),
+            "file with link count 2 and one name",
+            vec![edited("/a", |x| x.nlink = 2)],
+            format!("inode {a}: link count 2 but 1 name(s)"),
         ),
         crafted(
-            "file with link count 2",
-            vec![edited("/a", |x| x.nlink = 2)],
-            format!("inode {a}: a file with link count 2"),
+            "a hard link without its link count",
+            vec![link_in_root(b"a2", a)],
+            format!("inode {a}: link count 1 but 2 name(s)"),
         ),
         crafted(
             "directory with a wrong link count",
@@ -894,7 +937,7 @@ fn crafted_refused_by_the_whole_record() -> Vec<Crafted> {
         ),
         crafted(
             "mkdir without the parent's link",
-            vec![Mutation::PutInode(new_inode("/", b"newdir", InodeKind::Dir))],
+            vec![Mutation::PutInode(new_inode(InodeKind::Dir)), link_in_root(b"newdir", new)],
             format!(
                 "inode 1: directory link count {} but {} subdirectories (expected {})",
                 root.nlink,
@@ -903,24 +946,14 @@ fn crafted_refused_by_the_whole_record() -> Vec<Crafted> {
             ),
         ),
         crafted(
-            "directory with link count 0",
-            vec![edited("/dir", |x| x.nlink = 0)],
-            format!("inode {dir}: a directory with link count 0"),
+            "a directory without a name",
+            vec![Mutation::PutInode(new_inode(InodeKind::Dir))],
+            format!("inode {new}: a directory with 0 names (a directory has exactly one)"),
         ),
         crafted(
             "root with link count 0",
             vec![edited("/", |x| x.nlink = 0)],
-            "inode 1: a directory with link count 0",
-        ),
-        crafted(
-            "root whose parent is not itself",
-            vec![edited("/", |x| x.parent = dir)],
-            format!("inode 1: the root directory's parent is {dir}, not itself"),
-        ),
-        crafted(
-            "root with a name",
-            vec![edited("/", |x| x.name = b"root".to_vec())],
-            "inode 1: the root directory has a name, \"root\"",
+            format!("inode 1: directory link count 0 but {} subdirectories", root.nlink - 2),
         ),
         crafted(
             "directory with a size",
@@ -938,9 +971,20 @@ fn crafted_refused_by_the_whole_record() -> Vec<Crafted> {
             format!("inode {a}: blocks mapped past EOF (size 0, mapped to block {a_blocks})"),
         ),
         crafted(
+            "a symlink without a target",
+            vec![Mutation::PutInode(new_inode(InodeKind::Symlink)), link_in_root(b"s", new)],
+            format!("inode {new}: a symlink target of 0 bytes, empty or with NUL"),
+        ),
+        crafted(
+            "an extended attribute outside user.",
+            vec![Mutation::SetXattr { ino: a, name: b"trusted.x".to_vec(), value: Some(b"v".to_vec()) }],
+            format!("inode {a}: the extended attribute \"trusted.x\" is not named user.<something>"),
+        ),
+        crafted(
             "directory cycle",
             vec![
-                edited("/dir", |x| x.parent = sub),
+                Mutation::Unlink { dir: 1, name: b"dir".to_vec(), ino: dir },
+                Mutation::Link { dir: sub, name: b"dir".to_vec(), ino: dir },
                 edited("/", |x| x.nlink = root.nlink - 1),
                 edited("/dir/sub", |x| x.nlink = sub_nlink + 1),
             ],
@@ -960,7 +1004,7 @@ fn refusal_of(record: &HostileRecord, read_only: bool) -> String {
 #[test]
 fn hostile_records_caught_by_one_mutation_are_refused_naming_the_record_and_the_problem() {
     let cases = crafted_refused_by_one_mutation();
-    assert_eq!(cases.len(), 26);
+    assert_eq!(cases.len(), 34);
     for case in cases {
         let record = with_record(&case.mutations);
         for read_only in [true, false] {
@@ -973,7 +1017,7 @@ fn hostile_records_caught_by_one_mutation_are_refused_naming_the_record_and_the_
 #[test]
 fn hostile_records_caught_only_by_the_whole_record_are_refused_and_check_finds_them_too() {
     let cases = crafted_refused_by_the_whole_record();
-    assert_eq!(cases.len(), 16);
+    assert_eq!(cases.len(), 17);
     for case in cases {
         let record = with_record(&case.mutations);
         for read_only in [true, false] {
@@ -1003,7 +1047,7 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
     };
     let has = |problems: &[String], text: &str| problems.iter().any(|p| p.contains(text));
     // A name longer than 255 bytes (the decoder refuses it in a record).
-    let p = problems_after(&|s| s.inodes.get_mut(&a).unwrap().attrs.name = vec![b'n'; 300]);
+    let p = problems_after(&|s| s.inodes.get_mut(&a).unwrap().names[0].1 = vec![b'n'; 300]);
     assert!(has(&p, &format!("inode {a}: a name of 300 bytes (at most 255)")), "{p:#?}");
     // Inode numbers at or above next_ino (replay raises next_ino past every inode it puts).
     let p = problems_after(&|s| s.next_ino = 2);
@@ -1031,16 +1075,18 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
         has(&p, &format!("inode {a}: extent at file block 0 (pool blocks [{}, +2)) outside", u64::MAX - 1)),
         "{p:#?}"
     );
-    // A duplicate name: two inodes claim the same entry.
+    // Names that disagree with the entries: an entry the inode does not list, and a name no
+    // entry holds.
     let b = attrs_of("/d").ino;
-    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().attrs.name = b"a".to_vec());
-    assert!(
-        has(&p, &format!("inode {b}: its name \"a\" in directory 1 is inode {a}'s: a duplicate name")),
-        "{p:#?}"
-    );
-    // A parent that is a file, and a tracked subdirectory count that disagrees with the entries.
-    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().attrs.parent = a);
-    assert!(has(&p, &format!("inode {b}: named in inode {a}, which is a file")), "{p:#?}");
+    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names[0].1 = b"elsewhere".to_vec());
+    assert!(has(&p, &format!("inode {b}: its names do not list the entry \"d\" of directory 1")), "{p:#?}");
+    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names.push((1, b"extra".to_vec())));
+    assert!(has(&p, &format!("inode {b}: 2 names tracked but 1 directory entries name it")), "{p:#?}");
+    // A file holding entries, and a tracked subdirectory count that disagrees with the entries.
+    let p = problems_after(&|s| {
+        s.inodes.get_mut(&a).unwrap().children.insert(b"x".to_vec(), b);
+    });
+    assert!(has(&p, &format!("inode {a}: a file with directory entries")), "{p:#?}");
     let p = problems_after(&|s| s.inodes.get_mut(&dir).unwrap().subdir_count += 1);
     assert!(has(&p, &format!("inode {dir}: 1 subdirectories but 2 tracked")), "{p:#?}");
 }
@@ -1094,9 +1140,20 @@ fn with_checkpoint(edit: impl FnOnce(&mut StateImage)) -> Vec<u8> {
     image
 }
 
-/// The inode image named `name` (the first one) in a checkpoint's state.
+/// The inode the first entry named `name` names, in a checkpoint's state.
+fn ino_named(state: &StateImage, name: &str) -> u64 {
+    state.inodes.iter().flat_map(|i| i.entries.iter()).find(|(n, _)| n == name.as_bytes()).unwrap().1
+}
+
+/// The inode image of [`ino_named`].
 fn inode_named<'a>(state: &'a mut StateImage, name: &str) -> &'a mut InodeImage {
-    state.inodes.iter_mut().find(|i| i.attrs.name == name.as_bytes()).unwrap()
+    let ino = ino_named(state, name);
+    state.inodes.iter_mut().find(|i| i.attrs.ino == ino).unwrap()
+}
+
+/// The inode image numbered `ino`.
+fn inode_numbered(state: &mut StateImage, ino: u64) -> &mut InodeImage {
+    state.inodes.iter_mut().find(|i| i.attrs.ino == ino).unwrap()
 }
 
 #[test]
@@ -1127,9 +1184,11 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
     type Edit = Box<dyn Fn(&mut StateImage) -> String>;
     let rename = |name: &'static [u8]| -> Edit {
         Box::new(move |s| {
-            let a = inode_named(s, "a");
-            a.attrs.name = name.to_vec();
-            format!("checkpoint: inode {}: ", a.attrs.ino)
+            let a = ino_named(s, "a");
+            let root = inode_numbered(s, 1);
+            root.entries.iter_mut().find(|(n, _)| n == b"a").unwrap().0 = name.to_vec();
+            root.entries.sort();
+            format!("checkpoint: inode {a}: ")
         })
     };
     let cases: Vec<(&str, Edit, &str)> = vec![
@@ -1139,13 +1198,13 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
         ("name \"..\"", rename(b".."), "the name \"..\" is reserved"),
         ("name with NUL", rename(b"a\0"), "contains NUL"),
         (
-            "file with link count 2",
+            "file with link count 2 and one name",
             Box::new(|s| {
                 let a = inode_named(s, "a");
                 a.attrs.nlink = 2;
                 format!("checkpoint: inode {}: ", a.attrs.ino)
             }),
-            "a file with link count 2",
+            "link count 2 but 1 name(s)",
         ),
         (
             "directory with a wrong link count",
@@ -1161,20 +1220,18 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
             Box::new(|s| {
                 let d = inode_named(s, "sub");
                 d.attrs.nlink = 0;
-                let dir = inode_named(s, "dir");
-                dir.attrs.nlink -= 1;
-                let ino = s.inodes.iter().find(|i| i.attrs.name == b"sub").unwrap().attrs.ino;
-                format!("checkpoint: inode {ino}: ")
+                format!("checkpoint: inode {}: ", d.attrs.ino)
             }),
-            "a directory with link count 0",
+            "directory link count 0 but 0 subdirectories (expected 2)",
         ),
         (
-            "root whose parent is not itself",
+            "an entry naming the root",
             Box::new(|s| {
-                s.inodes[0].attrs.parent = 5;
-                "checkpoint: inode 1: ".into()
+                let d = inode_named(s, "dir");
+                d.entries.insert(0, (b"0root".to_vec(), 1));
+                format!("checkpoint: entry \"0root\" of directory {} names the root directory", d.attrs.ino)
             }),
-            "the root directory's parent is 5, not itself",
+            "",
         ),
         (
             "directory with a size",
@@ -1186,35 +1243,38 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
             "a directory of size 1",
         ),
         (
-            "parent is a file",
+            "an entry in a file",
             Box::new(|s| {
-                let a = inode_named(s, "a").attrs.ino;
-                let b = inode_named(s, "b");
-                b.attrs.parent = a;
-                "checkpoint: inode ".into()
+                let b = ino_named(s, "b");
+                let a = inode_named(s, "a");
+                a.entries.push((b"x".to_vec(), b));
+                format!("checkpoint: inode {b} is named in inode {}, which is not a directory", a.attrs.ino)
             }),
-            "which is a file",
+            "",
         ),
         (
             "duplicate name",
             Box::new(|s| {
-                // /dir/b moves next to /a under the same name (a file: no link count changes).
-                let b = inode_named(s, "b");
-                b.attrs.parent = 1;
-                b.attrs.name = b"a".to_vec();
-                "checkpoint: directory 1 has two entries named \"a\"".into()
+                // /dir/b also appears in the root under the name "a".
+                let b = ino_named(s, "b");
+                let root = inode_numbered(s, 1);
+                let at = root.entries.iter().position(|(n, _)| n == b"a").unwrap();
+                root.entries.insert(at, (b"a".to_vec(), b));
+                "entries of directory 1 are not in ascending order".into()
             }),
             "",
         ),
         (
             "directory cycle",
             Box::new(|s| {
-                let sub = inode_named(s, "sub").attrs.ino;
-                let d = inode_named(s, "dir");
-                d.attrs.parent = sub;
-                let dir = d.attrs.ino;
-                s.inodes[0].attrs.nlink -= 1;
-                inode_named(s, "sub").attrs.nlink += 1;
+                let sub = ino_named(s, "sub");
+                let dir = ino_named(s, "dir");
+                let root = inode_numbered(s, 1);
+                root.entries.retain(|(n, _)| n != b"dir");
+                root.attrs.nlink -= 1;
+                let sub_image = inode_numbered(s, sub);
+                sub_image.entries.push((b"dir".to_vec(), dir));
+                sub_image.attrs.nlink += 1;
                 format!("checkpoint: inode {dir}: directory {dir} is inside itself: a directory cycle")
             }),
             "",

@@ -151,49 +151,69 @@ fn programs_on_the_mount_write_what_the_pool_server_and_a_later_direct_mount_rea
     assert_eq!(names, ["big", "dir", "put", "py2", "victim"], "{listing}");
 }
 
-fn errno_of(result: std::io::Result<()>) -> i32 {
-    result.expect_err("the call must fail").raw_os_error().expect("an errno")
-}
-
 #[test]
-fn what_the_mount_does_not_support_fails_with_the_errno_of_a_linux_file_system_without_it_and_fallocate_seek_and_copy_range_work(
+fn links_symlinks_modes_times_xattrs_and_renameat2_work_on_the_mount_and_special_files_are_eperm_and_fallocate_seek_and_copy_range_work(
 ) {
     let pool = TestPool::new(POOL_SIZE);
-    let Some(mount) = Mount::start("unsupported_errnos", &pool, "mnt") else { return };
+    let Some(mount) = Mount::start("posix_breadth", &pool, "mnt") else { return };
     std::fs::write(mount.path("f"), b"0123456789").unwrap();
     std::fs::write(mount.path("g"), b"g").unwrap();
+    use std::os::unix::fs::MetadataExt;
 
-    assert_eq!(errno_of(std::fs::hard_link(mount.path("f"), mount.path("link"))), libc::EPERM);
-    assert_eq!(errno_of(std::os::unix::fs::symlink("f", mount.path("sym"))), libc::EPERM);
+    // A hard link: one inode, two names, link count 2; removing one name keeps the other.
+    std::fs::hard_link(mount.path("f"), mount.path("link")).unwrap();
+    let (f_meta, link_meta) =
+        (std::fs::metadata(mount.path("f")).unwrap(), std::fs::metadata(mount.path("link")).unwrap());
+    assert_eq!((f_meta.ino(), f_meta.nlink()), (link_meta.ino(), 2));
+    std::fs::write(mount.path("link"), b"0123456789").unwrap();
+    // A symlink: readlink gives the target, opening follows it, lstat shows the link.
+    std::os::unix::fs::symlink("f", mount.path("sym")).unwrap();
+    assert_eq!(std::fs::read_link(mount.path("sym")).unwrap(), Path::new("f"));
+    assert_eq!(std::fs::read(mount.path("sym")).unwrap(), b"0123456789");
+    assert!(std::fs::symlink_metadata(mount.path("sym")).unwrap().file_type().is_symlink());
+    std::fs::remove_file(mount.path("link")).unwrap();
+    assert_eq!(std::fs::metadata(mount.path("f")).unwrap().nlink(), 1);
+
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: plain system calls on NUL-terminated paths that live across the calls.
-    let (mknod, setxattr, noreplace, exchange) = unsafe {
+    // SAFETY: plain system calls on NUL-terminated paths and buffers that live across the calls.
+    let (mknod, setxattr, getxattr, trusted, noreplace, exchange) = unsafe {
         let fifo = libc::mknod(c(&mount.path("fifo")).as_ptr(), libc::S_IFIFO | 0o644, 0);
         let fifo = (fifo, *libc::__errno_location());
         let name = CString::new("user.k").unwrap();
         let x = libc::setxattr(c(&mount.path("f")).as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0);
-        let x = (x, *libc::__errno_location());
-        let (f, g, h) = (c(&mount.path("f")), c(&mount.path("g")), c(&mount.path("h")));
+        let mut value = [0u8; 8];
+        let got = libc::getxattr(c(&mount.path("f")).as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), 8);
+        let trusted_name = CString::new("trusted.k").unwrap();
+        let t =
+            libc::setxattr(c(&mount.path("f")).as_ptr(), trusted_name.as_ptr(), b"v".as_ptr().cast(), 1, 0);
+        let t = (t, *libc::__errno_location());
+        let (f, g) = (c(&mount.path("f")), c(&mount.path("g")));
         let r1 =
-            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, h.as_ptr(), libc::RENAME_NOREPLACE);
+            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, g.as_ptr(), libc::RENAME_NOREPLACE);
         let r1 = (r1, *libc::__errno_location());
         let r2 =
             libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, g.as_ptr(), libc::RENAME_EXCHANGE);
-        (fifo, x, r1, (r2, *libc::__errno_location()))
+        (fifo, x, (got, value[0]), t, r1, r2)
     };
     assert_eq!(mknod, (-1, libc::EPERM), "mknod of a FIFO");
-    assert_eq!(setxattr, (-1, libc::EOPNOTSUPP), "setxattr");
-    assert_eq!(noreplace, (-1, libc::EINVAL), "renameat2 RENAME_NOREPLACE");
-    assert_eq!(exchange, (-1, libc::EINVAL), "renameat2 RENAME_EXCHANGE");
+    assert_eq!(setxattr, 0, "setxattr user.k");
+    assert_eq!(getxattr, (1, b'v'), "getxattr user.k");
+    assert_eq!(trusted, (-1, libc::EOPNOTSUPP), "setxattr trusted.k");
+    assert_eq!(noreplace, (-1, libc::EEXIST), "renameat2 RENAME_NOREPLACE onto an existing name");
+    assert_eq!(exchange, 0, "renameat2 RENAME_EXCHANGE");
+    assert_eq!(std::fs::read(mount.path("g")).unwrap(), b"0123456789", "exchanged");
+    assert_eq!(std::fs::read(mount.path("f")).unwrap(), b"g", "exchanged");
+    std::fs::rename(mount.path("g"), mount.path("f")).unwrap();
 
-    // Mode and times cannot be changed yet; setting what they already are is fine.
+    // Mode and times change as asked.
     use std::os::unix::fs::PermissionsExt;
     let f = mount.path("f");
-    assert_eq!(errno_of(std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))), libc::EPERM);
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o600);
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
-    assert_eq!(errno_of(file.set_modified(std::time::SystemTime::UNIX_EPOCH)), libc::EPERM);
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
     drop(file);
+    assert_eq!(std::fs::metadata(&f).unwrap().mtime(), 1_000_000);
     // fallocate, SEEK_DATA/SEEK_HOLE and copy_file_range reach the library.
     let g = mount.path("preallocated");
     run_ok("fallocate", &["-l", "1M", g.to_str().unwrap()]);
@@ -213,6 +233,7 @@ fn what_the_mount_does_not_support_fails_with_the_errno_of_a_linux_file_system_w
     mount.unmount();
     check_clean(&pool.path);
     assert_eq!(cli_cat(&pool.path, "/copy"), b"0123456789");
+    assert_eq!(cli_cat(&pool.path, "/sym"), b"0123456789", "the CLI follows the symlink too");
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn replay_refuses_a_directory_link_count_that_does_not_count_its_subdirectories(
 }
 
 #[test]
-fn replay_refuses_a_file_link_count_above_one() {
+fn replay_refuses_a_file_link_count_above_its_names() {
     let mut a = base_attrs("/a");
     a.nlink = 2;
     assert_refused(&[vec![Mutation::PutInode(a)]]);
@@ -140,15 +140,16 @@ fn replay_refuses_a_file_link_count_above_one() {
 #[test]
 fn replay_refuses_a_directory_moved_below_itself() {
     let sub = base_attrs("/dir/sub");
-    let mut dir = base_attrs("/dir");
-    dir.parent = sub.ino;
-    dir.name = b"loop".to_vec();
-    assert_refused(&[vec![Mutation::PutInode(dir)]]);
+    let dir = base_attrs("/dir");
+    assert_refused(&[vec![
+        Mutation::Unlink { dir: 1, name: b"dir".to_vec(), ino: dir.ino },
+        Mutation::Link { dir: sub.ino, name: b"loop".to_vec(), ino: dir.ino },
+    ]]);
 }
 
 #[test]
 fn replay_refuses_a_directory_without_a_name() {
-    let mut sub = base_attrs("/dir/sub");
-    sub.nlink = 0;
-    assert_refused(&[vec![Mutation::PutInode(sub)]]);
+    let sub = base_attrs("/dir/sub");
+    let dir = base_attrs("/dir");
+    assert_refused(&[vec![Mutation::Unlink { dir: dir.ino, name: b"sub".to_vec(), ino: sub.ino }]]);
 }

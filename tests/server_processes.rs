@@ -17,6 +17,7 @@ use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageState};
 use server_common::*;
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 
 // ----- 1. concurrent command-line writers -----
 
@@ -602,6 +603,23 @@ fn a_file_unlinked_by_another_process_stays_alive_for_a_client_view_and_is_freed
 // ----- the server's guarantees about stuck clients, other users and its pool -----
 
 /// A client running as another user: says what each kind of access gave (`ok` or the errno).
+/// The user the tests that run a client as another user run it as.
+const NOBODY: u32 = 65534;
+
+/// A pool whose file's group is [`NOBODY`]'s, in a directory anyone may search. Needs root.
+fn pool_for_nobody() -> TestPool {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs a client as another user: it needs root (CI is)"
+    );
+    let pool = TestPool::new(64 << 20);
+    std::fs::set_permissions(pool.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&pool.path, None, Some(NOBODY)).unwrap();
+    pool
+}
+
 fn other_user() {
     let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
     let word = |r: ferrodax::Result<()>| match r {
@@ -629,17 +647,7 @@ fn a_client_of_another_user_gets_only_the_views_its_own_access_to_the_pool_file_
     if role().is_some() {
         return other_user();
     }
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test runs a client as another user: it needs root (CI is)"
-    );
-    const NOBODY: u32 = 65534;
-    let pool = TestPool::new(64 << 20);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(pool.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(&pool.path, None, Some(NOBODY)).unwrap();
+    let pool = pool_for_nobody();
     let want_ok = "ok".to_string();
     let eacces = libc::EACCES.to_string();
     // Group members may read the pool file (0640): read-only views; none at all with 0600.
@@ -648,6 +656,8 @@ fn a_client_of_another_user_gets_only_the_views_its_own_access_to_the_pool_file_
         let server = Server::start_with(&pool, &["--group", &NOBODY.to_string()]);
         let fs = server.connect();
         fs.open("/f", &rw()).unwrap().write_at(&[0x33; PAGE as usize], 0).unwrap();
+        // The file's own mode lets everyone write: what is under test is the pool file's mode.
+        fs.set_permissions("/f", 0o666).unwrap();
         let env = [("FDX_SOCKET", pool.socket().to_str().unwrap().to_string())];
         let mut kid = Kid::spawn_as(pool.dir.path(), TEST, "nobody", &env, Some((NOBODY, NOBODY)));
         let got = kid.expect("access");
@@ -662,6 +672,105 @@ fn a_client_of_another_user_gets_only_the_views_its_own_access_to_the_pool_file_
         drop(fs);
         server.stop();
     }
+}
+
+/// The other user's side of the permission test: each step's errno ("ok" for success), in order.
+fn permission_prober() {
+    use ferrodax::fs::access::{as_caller, Credentials};
+    use ferrodax::fs::namespace::{SetAttributes, TimeSet};
+    let fs = ferrodax::Fs::connect(env_str("FDX_SOCKET")).unwrap();
+    let word = |r: ferrodax::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => libc_name(e.errno()),
+    };
+    let read = || ferrodax::OpenOptions::new().read(true).clone();
+    let write = || ferrodax::OpenOptions::new().write(true).clone();
+    let times = |t| SetAttributes { mtime: Some(t), ..SetAttributes::default() };
+    let steps = [
+        word(fs.open("/f", &write()).map(drop)),
+        word(fs.open("/f", &read()).map(drop)),
+        word(fs.open("/newfile", &rw()).map(drop)),
+        word(fs.metadata("/private/x").map(drop)),
+        word(fs.read_dir("/private").map(drop)),
+        word(fs.set_permissions("/f", 0o777)),
+        word(fs.set_attributes("/f", &SetAttributes { uid: Some(65534), ..Default::default() }, true)),
+        word(fs.set_attributes("/f", &times(TimeSet::At(5)), true)),
+        word(fs.set_attributes("/f", &times(TimeSet::Now), true)),
+        word(fs.set_xattr("/f", "user.x", b"v", 0)),
+        word(fs.hard_link("/f", "/open/f2")),
+        word(fs.remove_file("/tmp/rootfile")),
+        word(fs.rename("/tmp/rootfile", "/tmp/moved")),
+        word(fs.open("/open/mine", &rw()).map(drop)),
+        word(fs.metadata("/open/mine").map(|s| assert_eq!((s.uid, s.gid), (65534, 65534)))),
+        word(fs.set_permissions("/open/mine", 0o600)),
+        word(fs.remove_file("/open/mine")),
+        // Asking the server to act as root: only a root client (the FUSE mount) may.
+        word(as_caller(Credentials::root(), || fs.open("/f", &write()).map(drop))),
+    ];
+    say(&format!("perm {}", steps.join(" ")));
+    std::process::exit(0);
+}
+
+fn libc_name(errno: i32) -> String {
+    match errno {
+        libc::EACCES => "EACCES".into(),
+        libc::EPERM => "EPERM".into(),
+        libc::ENOENT => "ENOENT".into(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn a_client_of_another_user_is_refused_where_linux_refuses_and_what_it_makes_is_its_own() {
+    const TEST: &str = "a_client_of_another_user_is_refused_where_linux_refuses_and_what_it_makes_is_its_own";
+    if role().is_some() {
+        return permission_prober();
+    }
+    let pool = pool_for_nobody();
+    std::fs::set_permissions(&pool.path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let server = Server::start_with(&pool, &["--group", &NOBODY.to_string()]);
+    let fs = server.connect();
+    // Root's files: /f 0644, /private 0700 holding x, /tmp sticky 1777 holding root's 0666 file,
+    // /open 0777.
+    fs.open("/f", &rw()).unwrap().write_at(b"root's", 0).unwrap();
+    fs.create_dir_with_mode("/private", 0o700).unwrap();
+    drop(fs.open("/private/x", &rw()).unwrap());
+    fs.create_dir_with_mode("/tmp", 0o1777).unwrap();
+    fs.set_permissions("/tmp", 0o1777).unwrap();
+    drop(fs.open("/tmp/rootfile", &rw()).unwrap());
+    fs.set_permissions("/tmp/rootfile", 0o666).unwrap();
+    fs.create_dir_with_mode("/open", 0o777).unwrap();
+    let env = [("FDX_SOCKET", pool.socket().to_str().unwrap().to_string())];
+    let mut kid = Kid::spawn_as(pool.dir.path(), TEST, "nobody", &env, Some((NOBODY, NOBODY)));
+    let got = kid.expect("perm");
+    kid.wait_code(0);
+    let want = [
+        "EACCES", // open /f for writing: 0644, not the owner
+        "ok",     // open /f for reading
+        "EACCES", // create in / (0755 root)
+        "EACCES", // stat /private/x: no search permission on /private
+        "EACCES", // list /private
+        "EPERM",  // chmod another's file
+        "EPERM",  // chown to oneself
+        "EPERM",  // set another's mtime to a given time
+        "EACCES", // set another's mtime to now without write permission
+        "EACCES", // setxattr without write permission
+        "EPERM",  // hard link to another's file it may not write (protected_hardlinks)
+        "EPERM",  // unlink another's file in a sticky directory
+        "EPERM",  // rename it there
+        "ok",     // create in /open (0777)
+        "ok",     // ... owned by the caller
+        "ok",     // chmod its own file
+        "ok",     // unlink its own file
+        "EPERM",  // requests for another user: only a root client may send them
+    ];
+    assert_eq!(got, want, "errno of each step (see permission_prober)");
+    assert_eq!(read_all(&fs, "/f"), b"root's");
+    assert!(fs.metadata("/tmp/rootfile").is_ok());
+    assert!(fs.metadata("/open/mine").is_err());
+    assert_clean(&fs, "a client of another user refused where Linux refuses");
+    drop(fs);
+    server.stop();
 }
 
 #[test]

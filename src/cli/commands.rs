@@ -171,6 +171,7 @@ fn ls_line(kind: InodeKind, size: u64, name: &str) -> String {
     let kind = match kind {
         InodeKind::File => "file",
         InodeKind::Dir => "dir",
+        InodeKind::Symlink => "link",
     };
     format!("{kind:<4} {size:>12} {name}")
 }

@@ -130,6 +130,9 @@ fn regular_files(fs: &Fs, paths: &[String]) -> Result<Vec<String>, i32> {
                     found.push(path);
                 }
             }
+            // A symlink is followed by metadata(): this is what it points at, never a loop
+            // (ELOOP fails the call); a dangling one fails it as ENOENT.
+            InodeKind::Symlink => {}
             InodeKind::Dir => {
                 let mut entries =
                     fs.read_dir(&path).map_err(|e| fail(format_args!("dedupe-scan {path}"), &e))?;

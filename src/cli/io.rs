@@ -284,6 +284,14 @@ const COMMANDS: &[CommandSpec] = &[
         oneline: "help for one or all commands",
     },
     CommandSpec {
+        name: "link",
+        alias: Some("ln"),
+        argmin: 1,
+        argmax: Some(1),
+        args: "newpath",
+        oneline: "gives the current file a further name (a hard link, as link(2))",
+    },
+    CommandSpec {
         name: "mmap",
         alias: Some("mm"),
         argmin: 0,
@@ -491,6 +499,7 @@ impl Session {
             "fzero" => self.fzero(spec, rest),
             "copy_range" => self.copy_range(spec, rest),
             "seek" => self.seek(spec, rest),
+            "link" => self.link(spec, rest),
             "fiemap" => self.fiemap(spec, rest),
             "stat" => self.stat(spec, rest),
             "mmap" => self.mmap(spec, rest),
@@ -689,6 +698,14 @@ impl Session {
         self.file
             .set_len(size as u64)
             .map_err(|e| self.fail_err(format!("{TRUNCATE_PREFIX}: {}", e.strerror())))
+    }
+
+    /// `link NEWPATH`: a further name for the current file.
+    fn link(&mut self, spec: &CommandSpec, words: &[&str]) -> Outcome {
+        let parsed = self.getopt(spec, words, "")?;
+        let [new] = parsed.operands[..] else { return Err(self.fail_out(spec.usage())) };
+        let path = self.path.clone();
+        self.fs.hard_link(&path, new).map_err(|e| self.fail_err(format!("link: {}", e.strerror())))
     }
 
     /// `fsync` / `fdatasync`: every operation is already durable; this confirms the file is there.
@@ -1057,6 +1074,7 @@ impl Session {
         let kind = match st.kind {
             InodeKind::File => "regular file",
             InodeKind::Dir => "directory",
+            InodeKind::Symlink => "symbolic link",
         };
         self.say(format!("stat.type = {kind}"));
         self.say(format!("stat.size = {}", st.size));

@@ -28,6 +28,12 @@ struct Salvaged {
     not_whole: Vec<NotWhole>,
     /// What the salvage mount could not recover (records, checkpoint blocks, names, places).
     lost: Vec<String>,
+    /// Symlinks made.
+    symlinks: u64,
+    /// Where each file with several names was copied first: its further names become hard
+    /// links to that copy.
+    #[serde(skip)]
+    copied: std::collections::HashMap<u64, std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -137,7 +143,24 @@ fn copy_dir(
                 }
                 copy_dir(fs, &path, &target, out, paths, modes)?;
             }
+            InodeKind::Symlink => match fs.read_link(&path) {
+                Ok(to) => {
+                    std::os::unix::fs::symlink(&to, &target)?;
+                    out.symlinks += 1;
+                }
+                Err(e) => {
+                    out.not_whole.push(NotWhole { path, reason: format!("cannot read the symlink: {e}") })
+                }
+            },
+            InodeKind::File
+                if meta.as_ref().is_some_and(|m| m.nlink > 1) && out.copied.contains_key(&entry.ino) =>
+            {
+                std::fs::hard_link(&out.copied[&entry.ino], &target)?;
+            }
             InodeKind::File => {
+                if meta.as_ref().is_some_and(|m| m.nlink > 1) {
+                    out.copied.insert(entry.ino, target.clone());
+                }
                 copy_file(fs, &path, &target, out)?;
                 if let Some(m) = &meta {
                     let _ = std::fs::set_permissions(

@@ -148,8 +148,9 @@ fn create(fs: &Fs, path: &str) -> Result<File, String> {
     context(&format!("create {path}"), fs.open(path, OpenOptions::new().read(true).write(true).create(true)))
 }
 
+/// Opens a file for reading (a read-only mount refuses write access with EROFS, as Linux does).
 fn open(fs: &Fs, path: &str) -> Result<File, String> {
-    context(&format!("open {path}"), fs.open(path, OpenOptions::new().read(true).write(true)))
+    context(&format!("open {path}"), fs.open(path, OpenOptions::new().read(true)))
 }
 
 impl Tour {

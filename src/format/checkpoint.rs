@@ -16,14 +16,20 @@
 //! 44  4  zero
 //! 48  .  payload bytes
 //! ```
-//! Payload: `next_ino u64, inode_count u64, inodes…, quarantine_count u64, (block u64, len u64)…`;
-//! an inode is its [`InodeAttrs`] encoding, `extent_count u64`, then `(file_block, phys, len)` u64
-//! triples. Format version 1 had one chain of blocks with a 32-byte header (magic "FDXCKPT1",
+//! Payload (format version 3): `next_ino u64, inode_count u64, inodes…, quarantine_count u64,
+//! (block u64, len u64)…`; an inode is its [`InodeAttrs`] encoding, `extent_count u64` and
+//! `(file_block, phys, len)` u64 triples, `entry_count u64` and `(name_len u16, name, ino u64)`
+//! entries ascending by name (directories), `xattr_count u32` and `(name_len u16, name,
+//! value_len u32, value)` ascending by name, then `target_len u16, target` (symlinks). Versions 1
+//! and 2 kept each inode's one name in the inode instead ([`super::legacy`] reads them). Format version 1 had one chain of blocks with a 32-byte header (magic "FDXCKPT1",
 //! generation, next, payload bytes, CRC); [`read_chain_v1`] still reads it. Owns the encoding only.
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
-use super::record::InodeAttrs;
-use super::{checksum, checksum_with_hole, BLOCK_SIZE};
+use super::record::{read_bytes16, InodeAttrs, INODE_ATTRS_LEN};
+use super::{
+    checksum, checksum_with_hole, BLOCK_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_VALUE_LEN,
+};
 use crate::error::{Error, Result};
 
 /// Magic of a checkpoint block (format version 2).
@@ -40,12 +46,18 @@ pub const HEADER_LEN_V1: usize = 32;
 pub const PAYLOAD_PER_BLOCK_V1: usize = BLOCK_SIZE as usize - HEADER_LEN_V1;
 
 /// One inode as a checkpoint stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InodeImage {
     /// Its attributes.
     pub attrs: InodeAttrs,
     /// Its mapped extents as (file block, pool block, length in blocks), ascending.
     pub extents: Vec<(u64, u64, u64)>,
+    /// A directory's entries as (name, inode), ascending by name (empty for other kinds).
+    pub entries: Vec<(Vec<u8>, u64)>,
+    /// Extended attributes as (full name, value), ascending by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A symlink's target (empty for other kinds).
+    pub target: Vec<u8>,
 }
 
 /// The whole durable state.
@@ -59,6 +71,85 @@ pub struct StateImage {
     pub quarantine: Vec<(u64, u64)>,
 }
 
+/// The fewest payload bytes one inode takes (its attributes and four empty counts).
+const MIN_INODE_BYTES: u64 = (INODE_ATTRS_LEN + 8 + 8 + 4 + 2) as u64;
+
+impl InodeImage {
+    fn encode_into(&self, w: &mut Writer) {
+        self.attrs.encode_into(w);
+        w.u64(self.extents.len() as u64);
+        for &(fb, phys, len) in &self.extents {
+            w.u64(fb);
+            w.u64(phys);
+            w.u64(len);
+        }
+        w.u64(self.entries.len() as u64);
+        for (name, ino) in &self.entries {
+            w.u16(name.len() as u16);
+            w.raw(name);
+            w.u64(*ino);
+        }
+        w.u32(self.xattrs.len() as u32);
+        for (name, value) in &self.xattrs {
+            w.u16(name.len() as u16);
+            w.raw(name);
+            w.u32(value.len() as u32);
+            w.raw(value);
+        }
+        w.u16(self.target.len() as u16);
+        w.raw(&self.target);
+    }
+
+    /// Decodes one inode; every count is checked against the bytes left, every list must be in
+    /// ascending order without duplicates.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+        let attrs = InodeAttrs::decode_from(r)?;
+        let ino = attrs.ino;
+        let n = r.u64()?;
+        if n > r.remaining() as u64 / 24 {
+            return Err(r.corrupt(format!("extent count {n} of inode {ino} exceeds payload")));
+        }
+        let mut extents = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            extents.push((r.u64()?, r.u64()?, r.u64()?));
+        }
+        let n = r.u64()?;
+        if n > r.remaining() as u64 / 10 {
+            return Err(r.corrupt(format!("entry count {n} of inode {ino} exceeds payload")));
+        }
+        let mut entries: Vec<(Vec<u8>, u64)> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let name = read_bytes16(r, MAX_NAME_LEN, "a name")?;
+            let child = r.u64()?;
+            if entries.last().is_some_and(|(last, _)| *last >= name) {
+                return Err(r.corrupt(format!("entries of directory {ino} are not in ascending order")));
+            }
+            entries.push((name, child));
+        }
+        let n = r.u32()?;
+        if n as usize > r.remaining() / 6 {
+            return Err(r.corrupt(format!("extended attribute count {n} of inode {ino} exceeds payload")));
+        }
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let name = read_bytes16(r, MAX_XATTR_NAME_LEN, "an extended attribute name")?;
+            let len = r.u32()? as usize;
+            if len > MAX_XATTR_VALUE_LEN {
+                return Err(r.corrupt(format!("an extended attribute value of {len} bytes")));
+            }
+            let value = r.take(len)?.to_vec();
+            if xattrs.last().is_some_and(|(last, _)| *last >= name) {
+                return Err(
+                    r.corrupt(format!("extended attributes of inode {ino} are not in ascending order"))
+                );
+            }
+            xattrs.push((name, value));
+        }
+        let target = read_bytes16(r, MAX_SYMLINK_LEN, "a symlink target")?;
+        Ok(InodeImage { attrs, extents, entries, xattrs, target })
+    }
+}
+
 impl StateImage {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
@@ -66,13 +157,7 @@ impl StateImage {
         w.u64(self.next_ino);
         w.u64(self.inodes.len() as u64);
         for inode in &self.inodes {
-            inode.attrs.encode_into(&mut w);
-            w.u64(inode.extents.len() as u64);
-            for &(fb, phys, len) in &inode.extents {
-                w.u64(fb);
-                w.u64(phys);
-                w.u64(len);
-            }
+            inode.encode_into(&mut w);
         }
         w.u64(self.quarantine.len() as u64);
         for &(block, len) in &self.quarantine {
@@ -85,75 +170,79 @@ impl StateImage {
     /// Decodes as much of a damaged or cut payload as is whole (salvage): every inode decoded before
     /// the first undecodable byte, and the quarantine list if the payload reaches it intact.
     pub fn decode_prefix(payload: &[u8]) -> Self {
-        let mut r = Reader::new(payload, "checkpoint");
-        let mut image = StateImage::default();
-        let (Ok(next_ino), Ok(count)) = (r.u64(), r.u64()) else {
-            return image;
-        };
-        image.next_ino = next_ino;
-        let decode_inode = |r: &mut Reader<'_>| -> Result<InodeImage> {
-            let attrs = InodeAttrs::decode_from(r)?;
-            let n = r.u64()?;
-            if n > r.remaining() as u64 / 24 {
-                return Err(r.corrupt("extent count exceeds payload"));
-            }
-            let mut extents = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                extents.push((r.u64()?, r.u64()?, r.u64()?));
-            }
-            Ok(InodeImage { attrs, extents })
-        };
-        for _ in 0..count.min(payload.len() as u64 / 40) {
-            match decode_inode(&mut r) {
-                Ok(inode) => image.inodes.push(inode),
-                Err(_) => return image,
-            }
-        }
-        if let Ok(q) = r.u64() {
-            for _ in 0..q.min(r.remaining() as u64 / 16) {
-                match (r.u64(), r.u64()) {
-                    (Ok(b), Ok(l)) => image.quarantine.push((b, l)),
-                    _ => break,
-                }
-            }
-        }
-        image
+        let (next_ino, inodes, quarantine) =
+            decode_prefix_with(payload, MIN_INODE_BYTES, InodeImage::decode_from);
+        StateImage { next_ino, inodes, quarantine }
     }
 
     /// Decodes a payload; every count is checked against the bytes actually present.
     pub fn decode(payload: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(payload, "checkpoint");
-        let next_ino = r.u64()?;
-        let count = r.u64()?;
-        if count > r.remaining() as u64 / 40 {
-            return Err(r.corrupt(format!("inode count {count} exceeds payload")));
-        }
-        let mut inodes = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let attrs = InodeAttrs::decode_from(&mut r)?;
-            let n = r.u64()?;
-            if n > r.remaining() as u64 / 24 {
-                return Err(r.corrupt(format!("extent count {n} of inode {} exceeds payload", attrs.ino)));
-            }
-            let mut extents = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                extents.push((r.u64()?, r.u64()?, r.u64()?));
-            }
-            inodes.push(InodeImage { attrs, extents });
-        }
-        let q = r.u64()?;
-        if q > r.remaining() as u64 / 16 {
-            return Err(r.corrupt(format!("quarantine count {q} exceeds payload")));
-        }
-        let mut quarantine = Vec::with_capacity(q as usize);
-        for _ in 0..q {
-            quarantine.push((r.u64()?, r.u64()?));
-        }
-        if r.remaining() != 0 {
-            return Err(r.corrupt(format!("{} trailing bytes", r.remaining())));
-        }
-        Ok(Self { next_ino, inodes, quarantine })
+        let (next_ino, inodes, quarantine) = decode_with(payload, MIN_INODE_BYTES, InodeImage::decode_from)?;
+        Ok(StateImage { next_ino, inodes, quarantine })
     }
+}
+
+/// What a checkpoint payload holds, with inodes of some format version: `next_ino`, the inodes,
+/// the quarantine runs.
+pub(crate) type Decoded<I> = (u64, Vec<I>, Vec<(u64, u64)>);
+
+/// [`StateImage::decode_prefix`] with the inode decoder of some format version, whose smallest
+/// inode takes `min_inode_bytes`.
+pub(crate) fn decode_prefix_with<I>(
+    payload: &[u8],
+    min_inode_bytes: u64,
+    decode_inode: impl Fn(&mut Reader<'_>) -> Result<I>,
+) -> Decoded<I> {
+    let mut r = Reader::new(payload, "checkpoint");
+    let (mut inodes, mut quarantine) = (Vec::new(), Vec::new());
+    let (Ok(next_ino), Ok(count)) = (r.u64(), r.u64()) else {
+        return (0, inodes, quarantine);
+    };
+    for _ in 0..count.min(payload.len() as u64 / min_inode_bytes) {
+        match decode_inode(&mut r) {
+            Ok(inode) => inodes.push(inode),
+            Err(_) => return (next_ino, inodes, quarantine),
+        }
+    }
+    if let Ok(q) = r.u64() {
+        for _ in 0..q.min(r.remaining() as u64 / 16) {
+            match (r.u64(), r.u64()) {
+                (Ok(b), Ok(l)) => quarantine.push((b, l)),
+                _ => break,
+            }
+        }
+    }
+    (next_ino, inodes, quarantine)
+}
+
+/// [`StateImage::decode`] with the inode decoder of some format version.
+pub(crate) fn decode_with<I>(
+    payload: &[u8],
+    min_inode_bytes: u64,
+    decode_inode: impl Fn(&mut Reader<'_>) -> Result<I>,
+) -> Result<Decoded<I>> {
+    let mut r = Reader::new(payload, "checkpoint");
+    let next_ino = r.u64()?;
+    let count = r.u64()?;
+    if count > r.remaining() as u64 / min_inode_bytes {
+        return Err(r.corrupt(format!("inode count {count} exceeds payload")));
+    }
+    let mut inodes = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        inodes.push(decode_inode(&mut r)?);
+    }
+    let q = r.u64()?;
+    if q > r.remaining() as u64 / 16 {
+        return Err(r.corrupt(format!("quarantine count {q} exceeds payload")));
+    }
+    let mut quarantine = Vec::with_capacity(q as usize);
+    for _ in 0..q {
+        quarantine.push((r.u64()?, r.u64()?));
+    }
+    if r.remaining() != 0 {
+        return Err(r.corrupt(format!("{} trailing bytes", r.remaining())));
+    }
+    Ok((next_ino, inodes, quarantine))
 }
 
 /// Number of blocks a payload of `len` bytes needs (in each chain).

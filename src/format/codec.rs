@@ -78,6 +78,10 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
+    /// The next byte, without taking it.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
     /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod codec;
+pub mod legacy;
 pub mod record;
 pub mod superblock;
 
@@ -25,6 +26,15 @@ pub const MAX_FILE_SIZE: u64 = (i64::MAX as u64) & !(BLOCK_SIZE - 1);
 
 /// The longest name in a directory, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+
+/// The longest symlink target, in bytes (PATH_MAX less its NUL, as Linux).
+pub const MAX_SYMLINK_LEN: usize = 4095;
+
+/// The longest extended attribute name, namespace prefix included (XATTR_NAME_MAX).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+
+/// The largest extended attribute value (XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE_LEN: usize = 65536;
 
 /// The CRC-32C of `bytes`, the checksum of every on-media structure.
 pub fn checksum(bytes: &[u8]) -> u32 {

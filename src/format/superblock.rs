@@ -4,14 +4,16 @@
 //! checkpoint of generation g writes slot g % 2 of each copy, so the slot it overwrites is never
 //! the newest one, and a torn write of it leaves the other slot (the previous generation) intact —
 //! even when one copy is lost and only one block is left. Each slot is written whole and
-//! checksummed; mount takes the valid slot with the highest generation. The superblock names both copies of the log region and both
-//! checkpoint chains (format version 2); version 1 pools (one log, one chain) are still read, and a
-//! read-write mount converts them. Owns the layout only; never writes the pool.
+//! checksummed; mount takes the valid slot with the highest generation. The superblock names both
+//! copies of the log region and both checkpoint chains (since format version 2). Version 3 keeps
+//! names in directory entries (hard links), owners, symlinks and extended attributes; the layout of
+//! this block is the same. Version 1 pools (one log, one chain) and version 2 pools (names inside
+//! inodes) are still read, and a read-write mount converts them. Owns the layout only; never writes the pool.
 //!
 //! Layout (little-endian, the rest of the 4096-byte block is zero):
 //! ```text
 //!   0  8  magic "FERRODAX"
-//!   8  4  format version (2; 1 is read and converted)
+//!   8  4  format version (3; 1 and 2 are read and converted)
 //!  12  4  block size (4096)
 //!  16 16  uuid
 //!  32  8  total blocks in the pool
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 /// The superblock's magic bytes.
 pub const MAGIC: &[u8; 8] = b"FERRODAX";
 /// The format version this code writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest format version this code reads (and converts on a read-write mount): one log region,
 /// one checkpoint chain with 32-byte block headers.
 pub const OLDEST_READABLE_VERSION: u32 = 1;

@@ -15,10 +15,11 @@ use super::journal::Journal;
 use super::ownership::{Owner, OwnerMap};
 #[cfg(doc)]
 use super::state::State;
+use super::state::{ENTRY_FIXED_BYTES, XATTR_FIXED_BYTES};
 use super::validate::overlap_detail;
 use super::FileSystem;
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One thing check found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -134,9 +135,26 @@ impl FileSystem {
             }
         }
         report.extents = extent_total;
-        let name_bytes: u64 = state.inodes.values().map(|i| i.attrs.name.len() as u64).sum();
-        if name_bytes != state.name_bytes {
-            report.problem("name bytes", format!("counted {name_bytes}, tracked {}", state.name_bytes));
+        let var_bytes: u64 = state
+            .inodes
+            .values()
+            .map(|i| {
+                i.children.keys().map(|n| ENTRY_FIXED_BYTES + n.len() as u64).sum::<u64>()
+                    + i.xattrs
+                        .iter()
+                        .map(|(n, v)| XATTR_FIXED_BYTES + (n.len() + v.len()) as u64)
+                        .sum::<u64>()
+                    + i.target.len() as u64
+            })
+            .sum();
+        if var_bytes != state.var_bytes {
+            report.problem(
+                "checkpoint size",
+                format!(
+                    "entries, extended attributes and targets take {var_bytes} bytes, tracked {}",
+                    state.var_bytes
+                ),
+            );
         }
         if extent_total != state.extent_count {
             report.problem("extent count", format!("counted {extent_total}, tracked {}", state.extent_count));
@@ -242,10 +260,14 @@ impl FileSystem {
             }
         }
         let mut seen = HashSet::new();
+        let mut entries_naming: HashMap<u64, usize> = HashMap::new();
         let mut stack = vec![ROOT_INO];
         while let Some(dir) = stack.pop() {
             if !seen.insert(dir) {
-                report.problem(format!("inode {dir}"), "reachable twice (a cycle or a hard link)");
+                report.problem(
+                    format!("inode {dir}"),
+                    "a directory reachable twice (a cycle or a second name)",
+                );
                 continue;
             }
             let inode = &state.inodes[&dir];
@@ -258,10 +280,14 @@ impl FileSystem {
                     );
                     continue;
                 };
-                if c.attrs.parent != dir || &c.attrs.name != name || c.attrs.nlink == 0 {
+                *entries_naming.entry(child).or_default() += 1;
+                if !c.names.iter().any(|(d, n)| *d == dir && n == name) {
                     report.problem(
                         format!("inode {child}"),
-                        "its name and parent disagree with the directory entry",
+                        format!(
+                            "its names do not list the entry {:?} of directory {dir}",
+                            String::from_utf8_lossy(name)
+                        ),
                     );
                 }
                 if c.is_dir() {
@@ -280,6 +306,15 @@ impl FileSystem {
                 );
             }
         }
+        for (&ino, inode) in &state.inodes {
+            let entries = entries_naming.get(&ino).copied().unwrap_or(0);
+            if seen.contains(&ino) && inode.names.len() != entries {
+                report.problem(
+                    format!("inode {ino}"),
+                    format!("{} names tracked but {entries} directory entries name it", inode.names.len()),
+                );
+            }
+        }
         let orphans: BTreeMap<u64, bool> = state
             .inodes
             .keys()
@@ -292,7 +327,7 @@ impl FileSystem {
             // a read-only mount legitimately still holds it.
             let pending_reclaim = self.read_only && !inode.is_dir();
             if inode.attrs.nlink != 0 {
-                let dir = if inode.is_dir() { ino } else { inode.attrs.parent };
+                let dir = if inode.is_dir() { ino } else { inode.parent() };
                 let why = state.directory_cycle(dir).unwrap_or_else(|| "not reachable from the root".into());
                 report.problem(format!("inode {ino}"), why);
             } else if !open && !pending_reclaim {

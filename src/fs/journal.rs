@@ -10,11 +10,13 @@
 //! any more; [`MountMode::Salvage`] instead keeps whatever can be read. Must never apply a change to
 //! memory before it is durable, nor reuse a block that a durable structure still references.
 
+use super::access::Credentials;
 use super::ownership::{MetaStructure, Owner};
 use super::state::{ApplyMode, State};
 use super::validate;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, StateImage};
+use crate::format::legacy;
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
 use crate::format::superblock::{self, Superblock, SLOT_OFFSETS, VERSION};
 use crate::format::{BLOCK_SIZE, ROOT_INO, SUPERBLOCK_BLOCKS};
@@ -158,10 +160,12 @@ impl Journal {
             backend.fill(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE, 0)?;
             backend.flush(start * BLOCK_SIZE, sb.log_blocks * BLOCK_SIZE);
         }
-        let root = InodeAttrs::empty_dir(ROOT_INO, ROOT_INO, b"", now);
+        // The root belongs to whoever makes the pool, mode 0755 (as mkfs.xfs makes it for root).
+        let owner = Credentials::of_process();
+        let root = InodeAttrs::empty_dir(ROOT_INO, 0o755, owner.uid, owner.gid, now);
         let image = StateImage {
             next_ino: ROOT_INO + 1,
-            inodes: vec![checkpoint::InodeImage { attrs: root, extents: Vec::new() }],
+            inodes: vec![checkpoint::InodeImage { attrs: root, ..checkpoint::InodeImage::default() }],
             quarantine: Vec::new(),
         };
         let no_chains = [Vec::new(), Vec::new()];
@@ -269,7 +273,7 @@ impl Journal {
                 }
             })
         };
-        let (payload, chains, complete) = if best.version == VERSION {
+        let (payload, chains, complete) = if best.version >= 2 {
             let root = checkpoint::ChainRoot {
                 heads: [best.checkpoint_head, best.checkpoint_mirror_head],
                 generation: best.generation,
@@ -301,11 +305,29 @@ impl Journal {
         };
         notes.unreadable_blocks = unreadable;
         let layout = meta_layout(&best, &chains);
+        // Versions 1 and 2 kept names in inodes and had no owners: their inodes become the
+        // converter's (whoever mounts the pool), their names entries of the directories.
+        let legacy = best.version < VERSION;
+        let owner = {
+            let me = Credentials::of_process();
+            (me.uid, me.gid)
+        };
+        let decode_image = |payload: &[u8]| {
+            if legacy {
+                legacy::decode_image(payload, owner)
+            } else {
+                StateImage::decode(payload)
+            }
+        };
         let mut state = if salvage {
-            let image = match StateImage::decode(&payload) {
+            let image = match decode_image(&payload) {
                 Ok(image) if complete => image,
                 Ok(_) | Err(_) => {
-                    let image = StateImage::decode_prefix(&payload);
+                    let image = if legacy {
+                        legacy::decode_image_prefix(&payload, owner)
+                    } else {
+                        StateImage::decode_prefix(&payload)
+                    };
                     notes.lost.push(format!(
                         "checkpoint: only {} inode(s) could be decoded before the damage",
                         image.inodes.len()
@@ -315,7 +337,7 @@ impl Journal {
             };
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
-            let image = StateImage::decode(&payload).map_err(with_repair_hint)?;
+            let image = decode_image(&payload).map_err(with_repair_hint)?;
             State::from_image(&image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
@@ -335,7 +357,15 @@ impl Journal {
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
         loop {
-            let here = |copy: &[u8]| record::decode_record(&copy[pos..], seq);
+            let here = |copy: &[u8]| -> Result<RecordAt> {
+                if !legacy {
+                    return record::decode_record(&copy[pos..], seq);
+                }
+                Ok(match legacy::decode_record(&copy[pos..], seq, owner)? {
+                    RecordAt::Valid(old, len) => RecordAt::Valid(super::upgrade::translate(&state, old), len),
+                    RecordAt::End => RecordAt::End,
+                })
+            };
             let primary = here(&log);
             // A mirror copy byte-equal to a valid log copy is valid too: no second decode.
             let second = match (&primary, mirror.as_deref()) {
@@ -403,7 +433,7 @@ impl Journal {
                     let mut applied = state.apply(m, ApplyMode::Replay);
                     if salvage && applied.is_err() {
                         if let Some(parent) = super::salvage::recreate_missing_parent(&state, m) {
-                            if state.apply(&parent, ApplyMode::Replay).is_ok() {
+                            if parent.iter().try_for_each(|p| state.apply(p, ApplyMode::Replay)).is_ok() {
                                 notes.lost.push(format!(
                                     "log record {seq}: a directory it names was made by a lost record; \
                                      recreated as a stand-in"
@@ -487,10 +517,11 @@ impl Journal {
         Ok((journal, state, notes))
     }
 
-    /// Converts a format version 1 pool (one log, one checkpoint chain) to the current format: a
-    /// log mirror is placed in free blocks (as high in the pool as a run allows) and a checkpoint
-    /// in the current format switches the superblocks to it. A crash before the switch leaves the
-    /// version 1 pool as it was. Returns whether it converted; fails with ENOSPC, changing nothing
+    /// Converts a format version 1 or 2 pool to the current format: a version 1 pool (one log,
+    /// one checkpoint chain) gets a log mirror in free blocks (as high in the pool as a run
+    /// allows), and a checkpoint in the current format (names as directory entries) switches the
+    /// superblocks to it; the log starts over, so no record of the old format is replayed with
+    /// the new decoder. A crash before the switch leaves the old pool as it was. Returns whether it converted; fails with ENOSPC, changing nothing
     /// durable, when no run of the log's length is free.
     pub fn upgrade(&mut self, state: &mut State) -> Result<bool> {
         if self.sb.version == VERSION {
@@ -738,7 +769,7 @@ impl Journal {
     /// Writes the whole state as a new checkpoint (twice: chain 0 and chain 1, block by block the
     /// same bytes, at independent places), switches both superblocks to it, frees the old
     /// checkpoint and starts the log over. A version 1 pool gets its log mirror here, and the
-    /// superblocks then say version 2.
+    /// superblocks of an older pool then say the current version.
     pub fn checkpoint(&mut self, state: &mut State) -> Result<()> {
         self.ensure_log_mirror(state)?;
         let payload = state.to_image().encode();
@@ -774,7 +805,7 @@ impl Journal {
         let chains: [Vec<u64>; 2] =
             [&runs0, &runs1].map(|runs| runs.iter().flat_map(|&(s, l)| s..s + l).collect());
         let mut generation = self.sb.generation + 1;
-        if self.sb.version < VERSION && generation % 2 == 0 {
+        if self.sb.version == superblock::OLDEST_READABLE_VERSION && generation % 2 == 0 {
             // A format 1 pool keeps its superblock in slot 0 only: converting must write slot 1,
             // so the version 1 superblock survives a torn write.
             generation += 1;
@@ -967,10 +998,7 @@ fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usi
         let bytes = &log[at..];
         if crate::format::codec::u32_at(bytes, 0) == record::RECORD_MAGIC {
             let seq = crate::format::codec::u64_at(bytes, 8);
-            if seq > next_seq
-                && seq - next_seq <= max_records
-                && matches!(record::decode_record(bytes, seq), Ok(RecordAt::Valid(..)))
-            {
+            if seq > next_seq && seq - next_seq <= max_records && record::record_checksum_valid(bytes, seq) {
                 return Some((seq, at));
             }
         }

@@ -11,20 +11,23 @@
 //! Must never: store into a block that another owner references, free a block before the record
 //! that unreferences it is durable, or reach around the journal to change the state.
 
+pub mod access;
 pub mod alloc;
 pub mod check;
 pub mod extents;
 pub mod falloc;
 pub mod journal;
+pub mod namespace;
 pub mod ownership;
 pub mod salvage;
 pub mod state;
+pub mod upgrade;
 pub mod validate;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::blocks_for;
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
-use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::pool::SharedBackend;
 use journal::{now_ns, Journal, MountMode, MountNotes};
 use ownership::{MetaStructure, Owner};
@@ -117,6 +120,10 @@ pub struct Stat {
     pub kind: InodeKind,
     /// Permission bits.
     pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
     /// Size in bytes.
     pub size: u64,
     /// Allocated space in 512-byte units, as st_blocks counts it.
@@ -334,16 +341,20 @@ impl FileSystem {
         }
         let mut fs = Self::assemble(backend, journal, state, notes, read_only);
         if !read_only {
+            // An older format is converted first: no record of the current format may follow
+            // records of the old one in the same log.
+            let upgraded = fs.journal.upgrade(&mut fs.state)?;
             let unreadable = fs.notes.unreadable_blocks.clone();
             for block in unreadable {
                 fs.record_bad_blocks(block, 1)?;
             }
-            if fs.notes.needs_checkpoint {
+            if fs.notes.needs_checkpoint && !upgraded {
                 fs.journal.checkpoint(&mut fs.state)?;
             }
-            if fs.journal.upgrade(&mut fs.state)? {
+            if upgraded {
                 fs.notes.repaired.push(format!(
-                    "converted from format version 1 to {}: a log mirror and a second checkpoint chain",
+                    "converted to format version {}: names in directory entries (hard links), owners, \
+                     symlinks and extended attributes; a log mirror and a second checkpoint chain",
                     crate::format::superblock::VERSION
                 ));
             }
@@ -540,7 +551,12 @@ impl FileSystem {
                         }
                     }
                 }
-                Mutation::FreeInode { .. } | Mutation::Quarantine { .. } => {}
+                Mutation::FreeInode { .. }
+                | Mutation::Quarantine { .. }
+                | Mutation::Link { .. }
+                | Mutation::Unlink { .. }
+                | Mutation::SetXattr { .. }
+                | Mutation::SetTarget { .. } => {}
             }
         }
         self.journal.commit(&mut self.state, tx)?;
@@ -548,147 +564,7 @@ impl FileSystem {
         Ok(())
     }
 
-    // ----- namespace -----
-
-    /// Resolves a path ("/a/b", "a/b", ".", "..") to an inode number.
-    pub fn resolve(&self, path: &str) -> Result<u64> {
-        self.not_removed()?;
-        let mut cur = ROOT_INO;
-        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            let inode = self.state.inode(cur)?;
-            if !inode.is_dir() {
-                return Err(Error::NotDir(path.into()));
-            }
-            if comp == ".." {
-                cur = inode.attrs.parent;
-                continue;
-            }
-            cur = *inode.children.get(comp.as_bytes()).ok_or_else(|| Error::NotFound(path.into()))?;
-        }
-        Ok(cur)
-    }
-
-    /// Splits a path into its parent directory's inode and its last name.
-    fn resolve_parent(&self, path: &str) -> Result<(u64, Vec<u8>)> {
-        let trimmed = path.trim_end_matches('/');
-        let (dir, name) = match trimmed.rfind('/') {
-            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-            None => ("", trimmed),
-        };
-        if name.is_empty() || name == "." || name == ".." {
-            return Err(Error::Invalid(format!("{path}: not a name that can be created or removed")));
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(Error::NameTooLong(path.into()));
-        }
-        if name.contains('\0') {
-            return Err(Error::Invalid(format!("{path}: name contains NUL")));
-        }
-        let parent = self.resolve(dir)?;
-        if !self.state.inode(parent)?.is_dir() {
-            return Err(Error::NotDir(path.into()));
-        }
-        Ok((parent, name.as_bytes().to_vec()))
-    }
-
-    /// Looks a name up in a directory.
-    pub fn lookup(&self, path: &str) -> Result<Option<u64>> {
-        let (parent, name) = self.resolve_parent(path)?;
-        Ok(self.state.inode(parent)?.children.get(&name).copied())
-    }
-
-    fn touched_dir(&self, dir: u64, nlink_delta: i32, now: i64) -> Mutation {
-        let mut attrs = self.state.inodes[&dir].attrs.clone();
-        attrs.nlink = (attrs.nlink as i64 + nlink_delta as i64) as u32;
-        attrs.mtime_ns = now;
-        attrs.ctime_ns = now;
-        Mutation::PutInode(attrs)
-    }
-
-    fn new_inode(&mut self, path: &str, kind: InodeKind, mode: u32) -> Result<u64> {
-        self.writable()?;
-        let (parent, name) = self.resolve_parent(path)?;
-        if self.state.inode(parent)?.children.contains_key(&name) {
-            return Err(Error::Exists(path.into()));
-        }
-        // Every new inode grows the next checkpoint; keep room for it.
-        self.ensure_metadata_room(1)?;
-        let now = now_ns();
-        let ino = self.state.next_ino;
-        let attrs = InodeAttrs {
-            ino,
-            parent,
-            name,
-            kind,
-            mode: mode & 0o7777,
-            size: 0,
-            nlink: if kind == InodeKind::Dir { 2 } else { 1 },
-            atime_ns: now,
-            mtime_ns: now,
-            ctime_ns: now,
-        };
-        let dir_delta = if kind == InodeKind::Dir { 1 } else { 0 };
-        let tx = vec![Mutation::PutInode(attrs), self.touched_dir(parent, dir_delta, now)];
-        self.commit(&tx)?;
-        Ok(ino)
-    }
-
-    /// Creates an empty regular file; fails with EEXIST if the name exists.
-    pub fn create_file(&mut self, path: &str, mode: u32) -> Result<u64> {
-        self.new_inode(path, InodeKind::File, mode)
-    }
-
-    /// Creates a directory.
-    pub fn mkdir(&mut self, path: &str, mode: u32) -> Result<u64> {
-        self.new_inode(path, InodeKind::Dir, mode)
-    }
-
-    /// Removes an empty directory.
-    pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        let ino = self.resolve(path)?;
-        if ino == ROOT_INO {
-            return Err(Error::Busy(format!("{path}: the root directory")));
-        }
-        let (parent, _) = self.resolve_parent(path)?;
-        let inode = self.state.inode(ino)?;
-        if !inode.is_dir() {
-            return Err(Error::NotDir(path.into()));
-        }
-        if !inode.children.is_empty() {
-            return Err(Error::NotEmpty(path.into()));
-        }
-        let tx = vec![Mutation::FreeInode { ino }, self.touched_dir(parent, -1, now_ns())];
-        self.commit(&tx)
-    }
-
-    /// Removes a file's name; its blocks are freed now, or at its last close if it is open.
-    pub fn unlink(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        let (parent, name) = self.resolve_parent(path)?;
-        let ino =
-            *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
-        if self.state.inode(ino)?.is_dir() {
-            return Err(Error::IsDir(path.into()));
-        }
-        let now = now_ns();
-        let mut tx = Vec::new();
-        self.drop_name_mutations(ino, now, &mut tx);
-        tx.push(self.touched_dir(parent, 0, now));
-        self.commit(&tx)
-    }
-
-    /// Mutations that take away a file's only name: free it, or keep it as an open orphan.
-    fn drop_name_mutations(&self, ino: u64, now: i64, tx: &mut Vec<Mutation>) {
-        if self.open_counts.get(&ino).copied().unwrap_or(0) == 0 {
-            self.release_inode_mutations(ino, tx);
-        } else {
-            let mut attrs = self.state.inodes[&ino].attrs.clone();
-            attrs.nlink = 0;
-            attrs.ctime_ns = now;
-            tx.push(Mutation::PutInode(attrs));
-        }
-    }
+    // ----- names (the rest lives in `namespace`) -----
 
     /// Mutations that unmap every block of an inode and delete it.
     fn release_inode_mutations(&self, ino: u64, tx: &mut Vec<Mutation>) {
@@ -697,103 +573,6 @@ impl FileSystem {
             tx.push(Mutation::Map { ino, file_block: fb, len: e.len, phys: None });
         }
         tx.push(Mutation::FreeInode { ino });
-    }
-
-    /// Renames `from` to `to`, replacing a compatible `to` (POSIX rename).
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        self.writable()?;
-        let (src_parent, src_name) = self.resolve_parent(from)?;
-        let ino = *self
-            .state
-            .inode(src_parent)?
-            .children
-            .get(&src_name)
-            .ok_or_else(|| Error::NotFound(from.into()))?;
-        let (dst_parent, dst_name) = self.resolve_parent(to)?;
-        let moving_dir = self.state.inode(ino)?.is_dir();
-        if moving_dir {
-            // A directory cannot move below itself.
-            let mut cur = dst_parent;
-            loop {
-                if cur == ino {
-                    return Err(Error::Invalid(format!("cannot move {from} inside itself ({to})")));
-                }
-                if cur == ROOT_INO {
-                    break;
-                }
-                cur = self.state.inode(cur)?.attrs.parent;
-            }
-        }
-        let now = now_ns();
-        let mut tx = Vec::new();
-        let existing = self.state.inode(dst_parent)?.children.get(&dst_name).copied();
-        if existing == Some(ino) {
-            return Ok(());
-        }
-        let mut dst_dir_delta = if moving_dir && src_parent != dst_parent { 1 } else { 0 };
-        if let Some(target) = existing {
-            let t = self.state.inode(target)?;
-            match (moving_dir, t.is_dir()) {
-                (true, true) => {
-                    if !t.children.is_empty() {
-                        return Err(Error::NotEmpty(to.into()));
-                    }
-                    tx.push(Mutation::FreeInode { ino: target });
-                    dst_dir_delta -= 1;
-                }
-                (true, false) => return Err(Error::NotDir(to.into())),
-                (false, true) => return Err(Error::IsDir(to.into())),
-                (false, false) => self.drop_name_mutations(target, now, &mut tx),
-            }
-        }
-        let mut attrs = self.state.inodes[&ino].attrs.clone();
-        attrs.parent = dst_parent;
-        attrs.name = dst_name;
-        attrs.ctime_ns = now;
-        tx.push(Mutation::PutInode(attrs));
-        if src_parent == dst_parent {
-            tx.push(self.touched_dir(src_parent, dst_dir_delta, now));
-        } else {
-            tx.push(self.touched_dir(src_parent, if moving_dir { -1 } else { 0 }, now));
-            tx.push(self.touched_dir(dst_parent, dst_dir_delta, now));
-        }
-        self.commit(&tx)
-    }
-
-    /// Lists a directory, sorted by name.
-    pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let ino = self.resolve(path)?;
-        let dir = self.state.inode(ino)?;
-        if !dir.is_dir() {
-            return Err(Error::NotDir(path.into()));
-        }
-        Ok(dir
-            .children
-            .iter()
-            .map(|(name, &child)| DirEntry {
-                name: String::from_utf8_lossy(name).into_owned(),
-                ino: child,
-                kind: self.state.inodes[&child].attrs.kind,
-            })
-            .collect())
-    }
-
-    /// File attributes.
-    pub fn stat(&self, ino: u64) -> Result<Stat> {
-        self.not_removed()?;
-        let i = self.state.inode(ino)?;
-        Ok(Stat {
-            ino,
-            kind: i.attrs.kind,
-            mode: i.attrs.mode,
-            size: i.attrs.size,
-            blocks: i.extents.mapped_blocks() * (BLOCK_SIZE / 512),
-            nlink: i.attrs.nlink,
-            atime_ns: i.attrs.atime_ns,
-            mtime_ns: i.attrs.mtime_ns,
-            ctime_ns: i.attrs.ctime_ns,
-            extents: i.extents.len() as u64,
-        })
     }
 
     /// The path of an inode (None if unlinked).
@@ -824,10 +603,14 @@ impl FileSystem {
     fn file(&self, ino: u64) -> Result<&Inode> {
         self.not_removed()?;
         let inode = self.state.inode(ino)?;
-        if inode.is_dir() {
-            return Err(Error::IsDir(self.path_of(ino).unwrap_or_else(|| format!("inode {ino}"))));
+        match inode.attrs.kind {
+            InodeKind::File => Ok(inode),
+            InodeKind::Dir => Err(Error::IsDir(self.path_of(ino).unwrap_or_else(|| format!("inode {ino}")))),
+            InodeKind::Symlink => Err(Error::Invalid(format!(
+                "{}: a symlink has no data of its own",
+                self.path_of(ino).unwrap_or_else(|| format!("inode {ino}"))
+            ))),
         }
-        Ok(inode)
     }
 
     // ----- data -----

@@ -2,13 +2,15 @@
 //!
 //! Owns the rules that turn a possibly inconsistent image (a checkpoint cut short, a log replayed
 //! with records or changes missing) into one that [`State::from_image`] accepts and `check` calls
-//! clean: bad names are replaced, nameless or homeless inodes go to `/lost+found`, directory cycles
-//! are cut, link counts are recomputed, extents that leave the pool, overlap metadata or each other
-//! are dropped. Every change is reported in words a user can act on. Must never read or write the
+//! clean: entries with bad names or naming lost inodes are dropped, a directory keeps one name,
+//! directories the walk from the root does not reach (a cycle, a lost parent) and files that lost
+//! every name go to `/lost+found`, link counts are recomputed, extents that leave the pool, overlap
+//! metadata or each other are dropped, as are bad extended attributes and symlinks without a target. Every change is reported in words a user can act on. Must never read or write the
 //! pool: the journal reads, [`crate::fs::FileSystem::repair`] writes.
 
 use super::ownership::MetaStructure;
 use super::state::State;
+use super::validate::{kind_name, xattr_problem};
 use crate::format::checkpoint::{InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
@@ -76,34 +78,31 @@ pub fn state_from_damaged_image(
             }
         }
     }
-    let root = StateImage {
-        next_ino: ROOT_INO + 1,
-        inodes: vec![fresh_dir(ROOT_INO, ROOT_INO, b"")],
-        quarantine: vec![],
-    };
+    let root = StateImage { next_ino: ROOT_INO + 1, inodes: vec![fresh_dir(ROOT_INO)], quarantine: vec![] };
     State::from_image(&root, total_blocks, layout).expect("an empty root directory is always a valid state")
 }
 
-/// Salvage replay: when `m` failed because it puts an inode into a directory that does not exist
-/// (the record that made the directory was lost), the mutation that recreates that directory, as
+/// Salvage replay: when `m` failed because it names an entry of a directory that does not exist
+/// (the record that made the directory was lost), the mutations that recreate that directory, as
 /// a stand-in under the root named `ino-N` (a later record that touches it, or the final rules,
 /// put it right). `None` for any other failure.
-pub fn recreate_missing_parent(state: &State, m: &Mutation) -> Option<Mutation> {
-    let Mutation::PutInode(attrs) = m else { return None };
-    if attrs.ino == ROOT_INO || attrs.nlink == 0 || state.inodes.contains_key(&attrs.parent) {
+pub fn recreate_missing_parent(state: &State, m: &Mutation) -> Option<Vec<Mutation>> {
+    let Mutation::Link { dir, .. } = m else { return None };
+    let dir = *dir;
+    let name = format!("ino-{dir}").into_bytes();
+    if dir == 0 || dir == u64::MAX || state.inodes.contains_key(&dir) {
         return None;
     }
-    let parent = attrs.parent;
-    if parent == 0 || parent == attrs.ino {
+    if state.inodes.get(&ROOT_INO)?.children.contains_key(&name) {
         return None;
     }
-    Some(Mutation::PutInode(fresh_dir(parent, ROOT_INO, format!("ino-{parent}").as_bytes()).attrs))
+    Some(vec![Mutation::PutInode(fresh_dir(dir).attrs), Mutation::Link { dir: ROOT_INO, name, ino: dir }])
 }
 
-fn fresh_dir(ino: u64, parent: u64, name: &[u8]) -> InodeImage {
+fn fresh_dir(ino: u64) -> InodeImage {
     InodeImage {
-        attrs: InodeAttrs::empty_dir(ino, parent, name, super::journal::now_ns()),
-        extents: Vec::new(),
+        attrs: InodeAttrs::empty_dir(ino, 0o755, 0, 0, super::journal::now_ns()),
+        ..InodeImage::default()
     }
 }
 
@@ -147,22 +146,49 @@ fn sanitize(
     if !inodes.get(&ROOT_INO).is_some_and(|r| r.attrs.kind == InodeKind::Dir) {
         lost.push("the root directory was lost: a new, empty one is made".into());
         if let Some(old) = inodes.remove(&ROOT_INO) {
-            lost.push(format!("the old root (a {:?}) is dropped", old.attrs.kind));
+            lost.push(format!("the old root (a {}) is dropped", kind_name(old.attrs.kind)));
         }
-        inodes.insert(ROOT_INO, fresh_dir(ROOT_INO, ROOT_INO, b""));
+        inodes.insert(ROOT_INO, fresh_dir(ROOT_INO));
     }
     let mut next_ino = image.next_ino.max(inodes.keys().next_back().copied().unwrap_or(ROOT_INO) + 1);
 
-    // Attributes and extents, inode by inode.
+    // Attributes, extents, extended attributes and targets, inode by inode.
+    let mut unusable_links = Vec::new();
     for (&ino, inode) in inodes.iter_mut() {
         let a = &mut inode.attrs;
-        if a.kind == InodeKind::Dir {
-            if !inode.extents.is_empty() {
-                lost.push(format!("directory {ino}: it mapped data blocks; they are dropped"));
-                inode.extents.clear();
+        a.mode &= 0o7777;
+        inode.xattrs.retain(|(name, value)| {
+            let problem = xattr_problem(name, value);
+            if let Some(p) = &problem {
+                lost.push(format!("inode {ino}: {p}: dropped"));
             }
-            a.size = 0;
-            continue;
+            problem.is_none()
+        });
+        if a.kind != InodeKind::Dir && !inode.entries.is_empty() {
+            lost.push(format!("inode {ino}: a {} held directory entries; dropped", kind_name(a.kind)));
+            inode.entries.clear();
+        }
+        if a.kind != InodeKind::File && !inode.extents.is_empty() {
+            lost.push(format!("{} {ino}: it mapped data blocks; they are dropped", kind_name(a.kind)));
+            inode.extents.clear();
+        }
+        if a.kind != InodeKind::Symlink {
+            inode.target.clear();
+        }
+        match a.kind {
+            InodeKind::Dir => {
+                a.size = 0;
+                continue;
+            }
+            InodeKind::Symlink => {
+                if inode.target.is_empty() || inode.target.contains(&0) {
+                    lost.push(format!("symlink {ino}: its target is lost; the symlink is dropped"));
+                    unusable_links.push(ino);
+                }
+                a.size = inode.target.len() as u64;
+                continue;
+            }
+            InodeKind::File => {}
         }
         if a.size > MAX_FILE_SIZE {
             lost.push(format!("inode {ino}: size {} is past the largest file size; set to 0", a.size));
@@ -201,115 +227,143 @@ fn sanitize(
         }
         inode.extents = kept;
     }
+    for ino in unusable_links {
+        inodes.remove(&ino);
+    }
 
-    // Places in the tree: a valid name in an existing directory, reachable from the root.
-    let dirs: HashSet<u64> =
-        inodes.iter().filter(|(_, i)| i.attrs.kind == InodeKind::Dir).map(|(&ino, _)| ino).collect();
-    let mut homeless: HashSet<u64> = HashSet::new();
-    for (&ino, inode) in inodes.iter_mut() {
-        if ino == ROOT_INO {
-            inode.attrs.parent = ROOT_INO;
-            inode.attrs.name.clear();
-            continue;
-        }
-        let a = &mut inode.attrs;
-        let orphan = a.kind == InodeKind::File && a.nlink == 0;
-        if !valid_entry_name(&a.name) {
-            lost.push(format!(
-                "inode {ino}: the name {:?} is not a valid name; renamed ino-{ino}",
-                String::from_utf8_lossy(&a.name)
-            ));
-            a.name = format!("ino-{ino}").into_bytes();
-        }
-        if orphan {
-            continue; // unlinked while open: released by the next read-write mount
-        }
-        if a.parent == ino || !dirs.contains(&a.parent) {
-            homeless.insert(ino);
+    // Places in the tree: entries with a good name naming an existing inode, walked from the
+    // root; a directory keeps the first name the walk meets.
+    let mut entries: BTreeMap<u64, Vec<(Vec<u8>, u64)>> = BTreeMap::new();
+    for (&dir, inode) in inodes.iter_mut() {
+        for (name, child) in std::mem::take(&mut inode.entries) {
+            entries.entry(dir).or_default().push((name, child));
         }
     }
-    // Directories that do not reach the root (a cycle, or a parent that is itself homeless).
-    let parent_of: HashMap<u64, u64> = inodes.iter().map(|(&i, n)| (i, n.attrs.parent)).collect();
-    for &dir in &dirs {
-        if dir == ROOT_INO || homeless.contains(&dir) {
-            continue;
-        }
-        let mut at = dir;
-        let mut steps = 0;
-        while at != ROOT_INO && steps <= dirs.len() {
-            at = parent_of[&at];
-            steps += 1;
-            if homeless.contains(&at) {
-                break;
+    let mut kept: BTreeMap<u64, Vec<(Vec<u8>, u64)>> = BTreeMap::new();
+    let mut placed: HashSet<u64> = HashSet::from([ROOT_INO]);
+    let mut names_of: HashMap<u64, u32> = HashMap::new();
+    let walk = |start: u64,
+                inodes: &BTreeMap<u64, InodeImage>,
+                entries: &mut BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
+                kept: &mut BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
+                placed: &mut HashSet<u64>,
+                names_of: &mut HashMap<u64, u32>,
+                lost: &mut Vec<String>| {
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            for (name, child) in entries.remove(&dir).unwrap_or_default() {
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                let Some(target) = inodes.get(&child).filter(|_| child != ROOT_INO) else {
+                    lost.push(format!(
+                        "directory {dir}: the entry {shown:?} named a lost inode {child}; dropped"
+                    ));
+                    continue;
+                };
+                if !valid_entry_name(&name) {
+                    lost.push(format!("directory {dir}: the entry {shown:?} is not a valid name; dropped"));
+                    continue;
+                }
+                if target.attrs.kind == InodeKind::Dir {
+                    if !placed.insert(child) {
+                        lost.push(format!(
+                            "directory {child}: a second name {shown:?} in directory {dir} is dropped"
+                        ));
+                        continue;
+                    }
+                    stack.push(child);
+                }
+                *names_of.entry(child).or_default() += 1;
+                kept.entry(dir).or_default().push((name, child));
             }
         }
-        if at != ROOT_INO && !homeless.contains(&at) {
-            homeless.insert(dir); // in a cycle: cut it here
-        }
-    }
+    };
+    walk(ROOT_INO, &inodes, &mut entries, &mut kept, &mut placed, &mut names_of, lost);
+    // What the walk did not reach goes to /lost+found: directories (a cycle, or a lost parent)
+    // with what they hold, and files and symlinks that had a name.
+    let homeless: Vec<u64> = inodes
+        .values()
+        .filter(|i| match i.attrs.kind {
+            InodeKind::Dir => !placed.contains(&i.attrs.ino),
+            _ => i.attrs.nlink > 0 && !names_of.contains_key(&i.attrs.ino),
+        })
+        .map(|i| i.attrs.ino)
+        .collect();
     if !homeless.is_empty() {
-        let existing = inodes
-            .values()
-            .find(|i| {
-                i.attrs.parent == ROOT_INO && i.attrs.name == LOST_AND_FOUND && i.attrs.kind == InodeKind::Dir
-            })
-            .map(|i| i.attrs.ino);
+        let existing = kept
+            .get(&ROOT_INO)
+            .and_then(|e| e.iter().find(|(n, _)| n == LOST_AND_FOUND))
+            .map(|&(_, ino)| ino)
+            .filter(|ino| inodes[ino].attrs.kind == InodeKind::Dir);
         let lost_found = existing.unwrap_or_else(|| {
             let ino = next_ino;
             next_ino += 1;
-            inodes.insert(ino, fresh_dir(ino, ROOT_INO, LOST_AND_FOUND));
+            inodes.insert(ino, fresh_dir(ino));
+            placed.insert(ino);
+            let root_entries = kept.entry(ROOT_INO).or_default();
+            let mut name = LOST_AND_FOUND.to_vec();
+            if root_entries.iter().any(|(n, _)| *n == name) {
+                name = format!("lost+found.ino-{ino}").into_bytes();
+            }
+            root_entries.push((name, ino));
+            names_of.insert(ino, 1);
             ino
         });
-        let mut homeless: Vec<u64> = homeless.into_iter().collect();
-        homeless.sort_unstable();
         for ino in homeless {
-            let a = &mut inodes.get_mut(&ino).expect("homeless inodes exist").attrs;
+            let reached = match inodes[&ino].attrs.kind {
+                InodeKind::Dir => placed.contains(&ino),
+                _ => names_of.contains_key(&ino),
+            };
+            if reached {
+                continue; // reached from a homeless directory placed before it
+            }
+            let taken = kept.entry(lost_found).or_default();
+            let mut name = format!("ino-{ino}").into_bytes();
+            if taken.iter().any(|(n, _)| *n == name) {
+                name = format!("ino-{ino}.{next_ino}").into_bytes();
+            }
             lost.push(format!(
-                "inode {ino} ({:?}): its directory {} is gone; moved to /lost+found/ino-{ino}",
-                String::from_utf8_lossy(&a.name),
-                a.parent
+                "inode {ino} ({}): no directory of the tree names it any more; moved to /lost+found/{}",
+                kind_name(inodes[&ino].attrs.kind),
+                String::from_utf8_lossy(&name)
             ));
-            a.parent = lost_found;
-            a.name = format!("ino-{ino}").into_bytes();
+            taken.push((name, ino));
+            *names_of.entry(ino).or_default() += 1;
+            if inodes[&ino].attrs.kind == InodeKind::Dir {
+                placed.insert(ino);
+                walk(ino, &inodes, &mut entries, &mut kept, &mut placed, &mut names_of, lost);
+            }
         }
     }
-    // One name per entry: a second inode with a name already taken gets another one.
-    let mut taken: HashSet<(u64, Vec<u8>)> = HashSet::new();
-    for (&ino, inode) in inodes.iter_mut() {
-        let a = &mut inode.attrs;
-        if ino == ROOT_INO || (a.kind == InodeKind::File && a.nlink == 0) {
-            continue;
-        }
-        if !taken.insert((a.parent, a.name.clone())) {
-            let renamed = format!("{}.ino-{ino}", String::from_utf8_lossy(&a.name)).into_bytes();
+    for (dir, list) in entries {
+        if !list.is_empty() {
             lost.push(format!(
-                "inode {ino}: directory {} already has an entry {:?}; renamed {:?}",
-                a.parent,
-                String::from_utf8_lossy(&a.name),
-                String::from_utf8_lossy(&renamed)
+                "directory {dir}: {} entries of a directory outside the tree are dropped",
+                list.len()
             ));
-            a.name = renamed;
-            taken.insert((a.parent, a.name.clone()));
         }
     }
     // Link counts follow the tree.
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
-    for inode in inodes.values() {
-        if inode.attrs.kind == InodeKind::Dir && inode.attrs.ino != ROOT_INO {
-            *subdirs.entry(inode.attrs.parent).or_default() += 1;
+    for (&dir, list) in &kept {
+        for (_, child) in list {
+            if inodes[child].attrs.kind == InodeKind::Dir {
+                *subdirs.entry(dir).or_default() += 1;
+            }
         }
     }
     for (&ino, inode) in inodes.iter_mut() {
         let a = &mut inode.attrs;
         let want = match a.kind {
             InodeKind::Dir => 2 + subdirs.get(&ino).copied().unwrap_or(0),
-            InodeKind::File if a.nlink == 0 => 0,
-            InodeKind::File => 1,
+            _ => names_of.get(&ino).copied().unwrap_or(0),
         };
         if a.nlink != want {
             lost.push(format!("inode {ino}: link count {} corrected to {want}", a.nlink));
             a.nlink = want;
         }
+        let mut list = kept.remove(&ino).unwrap_or_default();
+        list.sort_unstable();
+        inode.entries = list;
     }
     StateImage { next_ino, inodes: inodes.into_values().collect(), quarantine }
 }
@@ -318,12 +372,11 @@ fn sanitize(
 mod tests {
     use super::*;
 
-    fn file(ino: u64, parent: u64, name: &[u8], nlink: u32) -> InodeImage {
-        let mut attrs = InodeAttrs::empty_dir(ino, parent, name, 0);
+    fn file(ino: u64, nlink: u32) -> InodeImage {
+        let mut attrs = InodeAttrs::empty_dir(ino, 0o644, 0, 0, 0);
         attrs.kind = InodeKind::File;
         attrs.nlink = nlink;
-        attrs.mode = 0o644;
-        InodeImage { attrs, extents: Vec::new() }
+        InodeImage { attrs, ..InodeImage::default() }
     }
 
     fn layout() -> Vec<(u64, u64, MetaStructure)> {
@@ -336,28 +389,55 @@ mod tests {
 
     #[test]
     fn hostile_images_keep_every_good_inode_in_place() {
-        // A quarantine over block 0, an inode numbered u64::MAX, an orphan with a bad name and a
-        // file in a missing directory: the rules fix or drop exactly those, and the good file
-        // keeps its place and name.
+        // A quarantine over block 0, an inode numbered u64::MAX, an entry with a bad name, an entry
+        // naming a lost inode and a file no entry names: the rules fix or drop exactly those, and
+        // the good file keeps both of its names.
+        let mut root = fresh_dir(ROOT_INO);
+        root.entries = vec![
+            (b"bad/name".to_vec(), 23),
+            (b"ghost".to_vec(), 77),
+            (b"good".to_vec(), 2),
+            (b"good2".to_vec(), 2),
+            (b"max".to_vec(), u64::MAX),
+        ];
         let image = StateImage {
             next_ino: 30,
-            inodes: vec![
-                InodeImage { attrs: InodeAttrs::empty_dir(ROOT_INO, ROOT_INO, b"", 0), extents: vec![] },
-                file(2, ROOT_INO, b"good", 1),
-                file(23, ROOT_INO, b"bad/name", 0),
-                file(u64::MAX, ROOT_INO, b"max", 1),
-                file(24, 99, b"homeless", 1),
-            ],
+            inodes: vec![root, file(2, 2), file(23, 1), file(u64::MAX, 1), file(24, 1)],
             quarantine: vec![(0, 3), (40, 1)],
         };
         let mut lost = Vec::new();
         let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
-        let good = &state.inodes[&2];
-        assert_eq!((good.attrs.parent, good.attrs.name.as_slice()), (ROOT_INO, &b"good"[..]), "{lost:#?}");
+        let root = &state.inodes[&ROOT_INO];
+        assert_eq!(root.children.get(&b"good"[..]), Some(&2), "{lost:#?}");
+        assert_eq!(root.children.get(&b"good2"[..]), Some(&2));
+        assert_eq!(state.inodes[&2].attrs.nlink, 2);
         assert!(!state.inodes.contains_key(&u64::MAX));
-        assert_eq!(state.inodes[&23].attrs.name, b"ino-23");
-        let lost_found = state.inodes[&ROOT_INO].children[LOST_AND_FOUND];
-        assert_eq!(state.inodes[&24].attrs.parent, lost_found);
+        assert!(!root.children.contains_key(&b"ghost"[..]));
+        let lost_found = root.children[LOST_AND_FOUND];
+        assert_eq!(state.inodes[&23].names, vec![(lost_found, b"ino-23".to_vec())]);
+        assert_eq!(state.inodes[&24].names, vec![(lost_found, b"ino-24".to_vec())]);
         assert_eq!(state.quarantine.iter().map(|(&s, &l)| (s, l)).collect::<Vec<_>>(), vec![(40, 1)]);
+    }
+
+    #[test]
+    fn a_directory_cycle_is_cut_into_lost_and_found_with_its_contents() {
+        // Directories 3 and 4 name each other, and 4 holds file 5: no walk from the root reaches
+        // them; both end up under /lost+found, the file still inside 4.
+        let mut d3 = fresh_dir(3);
+        d3.entries = vec![(b"four".to_vec(), 4)];
+        let mut d4 = fresh_dir(4);
+        d4.entries = vec![(b"file".to_vec(), 5), (b"three".to_vec(), 3)];
+        let image = StateImage {
+            next_ino: 10,
+            inodes: vec![fresh_dir(ROOT_INO), d3, d4, file(5, 1)],
+            quarantine: vec![],
+        };
+        let mut lost = Vec::new();
+        let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
+        let lost_found = state.inodes[&ROOT_INO].children[LOST_AND_FOUND];
+        assert_eq!(state.inodes[&3].names, vec![(lost_found, b"ino-3".to_vec())], "{lost:#?}");
+        assert_eq!(state.inodes[&4].names, vec![(3, b"four".to_vec())]);
+        assert_eq!(state.inodes[&5].names, vec![(4, b"file".to_vec())]);
+        assert!(!state.inodes[&4].children.contains_key(&b"three"[..]));
     }
 }

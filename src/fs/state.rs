@@ -26,14 +26,44 @@ pub struct Inode {
     pub children: BTreeMap<Vec<u8>, u64>,
     /// How many of `children` are directories: a directory's link count is 2 + this.
     pub subdir_count: u64,
+    /// The entries that name this inode, as (directory, name), oldest first: the reverse of
+    /// `children`, kept in memory only (a directory has one, a file one per hard link).
+    pub names: Vec<(u64, Vec<u8>)>,
+    /// Extended attributes, full name -> value.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// A symlink's target (empty for other kinds).
+    pub target: Vec<u8>,
 }
 
 impl Inode {
+    /// An inode with these attributes and nothing else.
+    pub fn new(attrs: InodeAttrs) -> Self {
+        Inode {
+            attrs,
+            extents: ExtentMap::new(),
+            children: BTreeMap::new(),
+            subdir_count: 0,
+            names: Vec::new(),
+            xattrs: BTreeMap::new(),
+            target: Vec::new(),
+        }
+    }
+
     /// True for directories.
     pub fn is_dir(&self) -> bool {
         self.attrs.kind == InodeKind::Dir
     }
+
+    /// The directory holding this one (`..`): its one entry's directory; the root is its own.
+    pub fn parent(&self) -> u64 {
+        self.names.first().map_or(ROOT_INO, |(dir, _)| *dir)
+    }
 }
+
+/// Checkpoint bytes of one directory entry besides its name.
+pub(super) const ENTRY_FIXED_BYTES: u64 = 2 + 8;
+/// Checkpoint bytes of one extended attribute besides its name and value.
+pub(super) const XATTR_FIXED_BYTES: u64 = 2 + 4;
 
 /// Whether `apply` is replaying the durable log or applying a live operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +91,14 @@ pub struct State {
     pub next_ino: u64,
     /// Number of extents over all files (sizes the checkpoint).
     pub extent_count: u64,
-    /// Bytes of all inode names (sizes the checkpoint without walking every inode).
-    pub name_bytes: u64,
+    /// Checkpoint bytes of every directory entry, extended attribute and symlink target (sizes
+    /// the checkpoint without walking every inode).
+    pub var_bytes: u64,
 }
 
-/// Checkpoint bytes per inode besides its name: attributes (63) and the extent count (8), rounded up.
-const INODE_IMAGE_FIXED_BYTES: u64 = 72;
+/// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
+/// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded.
+const INODE_IMAGE_FIXED_BYTES: u64 = 80;
 
 impl State {
     /// Builds the state a checkpoint describes, with `meta` blocks owned by metadata structures.
@@ -117,8 +149,10 @@ impl State {
                 owners.add(e.phys, e.len, Owner::File { ino, file_block: fb });
             }
             extent_count += extents.len() as u64;
-            let inode =
-                Inode { attrs: img.attrs.clone(), extents, children: BTreeMap::new(), subdir_count: 0 };
+            let mut inode = Inode::new(img.attrs.clone());
+            inode.extents = extents;
+            inode.xattrs = img.xattrs.iter().cloned().collect();
+            inode.target = img.target.clone();
             if inodes.insert(ino, inode).is_some() {
                 return Err(in_checkpoint(format!("inode {ino} appears twice")));
             }
@@ -130,9 +164,8 @@ impl State {
                 image.next_ino
             )));
         }
-        let name_bytes = inodes.values().map(|i: &Inode| i.attrs.name.len() as u64).sum();
         let mut state = State {
-            name_bytes,
+            var_bytes: 0,
             total_blocks,
             inodes,
             owners,
@@ -141,7 +174,13 @@ impl State {
             next_ino: image.next_ino,
             extent_count,
         };
-        state.link_children().map_err(in_checkpoint)?;
+        for img in &image.inodes {
+            state.var_bytes +=
+                var_bytes_of_xattrs_and_target(img.xattrs.iter().map(|(n, v)| (n, v)), &img.target);
+            for (name, child) in &img.entries {
+                state.link(img.attrs.ino, name, *child).map_err(in_checkpoint)?;
+            }
+        }
         for &(start, len) in &image.quarantine {
             check_pool_range(start, len, total_blocks)
                 .map_err(|d| in_checkpoint(format!("quarantine: {d}")))?;
@@ -150,31 +189,6 @@ impl State {
         state.validate_whole().map_err(in_checkpoint)?;
         state.rebuild_free();
         Ok(state)
-    }
-
-    /// Fills directory entry maps from each inode's (parent, name).
-    fn link_children(&mut self) -> std::result::Result<(), String> {
-        let named: Vec<(u64, u64, Vec<u8>, bool)> = self
-            .inodes
-            .values()
-            .filter(|i| i.attrs.ino != ROOT_INO && i.attrs.nlink > 0)
-            .map(|i| (i.attrs.ino, i.attrs.parent, i.attrs.name.clone(), i.is_dir()))
-            .collect();
-        for (ino, parent, name, is_dir) in named {
-            let dir = match self.inodes.get_mut(&parent) {
-                Some(d) if d.is_dir() => d,
-                Some(_) => return Err(format!("inode {ino} is named in inode {parent}, which is a file")),
-                None => return Err(format!("inode {ino} names missing directory {parent}")),
-            };
-            if let Some(other) = dir.children.insert(name.clone(), ino) {
-                return Err(format!(
-                    "directory {parent} has two entries named {:?} (inodes {other} and {ino})",
-                    String::from_utf8_lossy(&name)
-                ));
-            }
-            dir.subdir_count += u64::from(is_dir);
-        }
-        Ok(())
     }
 
     /// Recomputes free space as every block that is neither owned nor quarantined.
@@ -209,6 +223,9 @@ impl State {
                     InodeImage {
                         attrs: i.attrs.clone(),
                         extents: i.extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect(),
+                        entries: i.children.iter().map(|(n, &c)| (n.clone(), c)).collect(),
+                        xattrs: i.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+                        target: i.target.clone(),
                     }
                 })
                 .collect(),
@@ -218,7 +235,7 @@ impl State {
 
     /// An upper bound of the encoded checkpoint payload size.
     pub fn image_size_bound(&self) -> u64 {
-        let inode_bytes = self.inodes.len() as u64 * INODE_IMAGE_FIXED_BYTES + self.name_bytes;
+        let inode_bytes = self.inodes.len() as u64 * INODE_IMAGE_FIXED_BYTES + self.var_bytes;
         32 + inode_bytes + self.extent_count * 24 + self.quarantine.len() as u64 * 16
     }
 
@@ -243,7 +260,97 @@ impl State {
                 self.add_bad_blocks(*block, *len);
                 Ok(())
             }
+            Mutation::Link { dir, name, ino } => self.link(*dir, name, *ino),
+            Mutation::Unlink { dir, name, ino } => self.unlink(*dir, name, *ino),
+            Mutation::SetXattr { ino, name, value } => self.set_xattr(*ino, name, value.as_deref()),
+            Mutation::SetTarget { ino, target } => {
+                let inode = self
+                    .inodes
+                    .get_mut(ino)
+                    .filter(|i| i.attrs.kind == InodeKind::Symlink)
+                    .ok_or_else(|| format!("symlink target of missing or non-symlink inode {ino}"))?;
+                self.var_bytes -= inode.target.len() as u64;
+                self.var_bytes += target.len() as u64;
+                inode.target = target.clone();
+                Ok(())
+            }
         }
+    }
+
+    /// Adds the entry `name` -> `ino` to directory `dir`.
+    fn link(&mut self, dir: u64, name: &[u8], ino: u64) -> std::result::Result<(), String> {
+        let shown = || String::from_utf8_lossy(name).into_owned();
+        let child_is_dir = match self.inodes.get(&ino) {
+            None => return Err(format!("entry {:?} of directory {dir} names missing inode {ino}", shown())),
+            Some(_) if ino == ROOT_INO => {
+                return Err(format!("entry {:?} of directory {dir} names the root directory", shown()))
+            }
+            Some(child) if child.is_dir() && !child.names.is_empty() => {
+                return Err(format!(
+                    "directory {ino} gets a second name {:?} in directory {dir} (a directory has one)",
+                    shown()
+                ))
+            }
+            Some(child) => child.is_dir(),
+        };
+        let parent = match self.inodes.get_mut(&dir) {
+            Some(d) if d.is_dir() => d,
+            Some(_) => return Err(format!("inode {ino} is named in inode {dir}, which is not a directory")),
+            None => return Err(format!("inode {ino} is named in missing directory {dir}")),
+        };
+        if let Some(&other) = parent.children.get(name) {
+            return Err(format!(
+                "directory {dir} already has an entry {:?} (inode {other}): a duplicate name",
+                shown()
+            ));
+        }
+        parent.children.insert(name.to_vec(), ino);
+        parent.subdir_count += u64::from(child_is_dir);
+        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name.to_vec()));
+        self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
+        Ok(())
+    }
+
+    /// Removes the entry `name` of directory `dir`, which must name `ino`.
+    fn unlink(&mut self, dir: u64, name: &[u8], ino: u64) -> std::result::Result<(), String> {
+        let holds = self.inodes.get(&dir).is_some_and(|d| d.is_dir() && d.children.get(name) == Some(&ino));
+        if !holds {
+            return Err(format!(
+                "removal of entry {:?} -> inode {ino} that directory {dir} does not hold",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        let child = self.inodes.get_mut(&ino).expect("entries name existing inodes");
+        let at = child.names.iter().position(|(d, n)| *d == dir && n == name).expect("names mirror entries");
+        child.names.remove(at);
+        let child_is_dir = child.is_dir();
+        let parent = self.inodes.get_mut(&dir).expect("checked above");
+        parent.children.remove(name);
+        parent.subdir_count -= u64::from(child_is_dir);
+        self.var_bytes -= ENTRY_FIXED_BYTES + name.len() as u64;
+        Ok(())
+    }
+
+    fn set_xattr(&mut self, ino: u64, name: &[u8], value: Option<&[u8]>) -> std::result::Result<(), String> {
+        let inode =
+            self.inodes.get_mut(&ino).ok_or_else(|| format!("extended attribute of missing inode {ino}"))?;
+        let cost = |value: &[u8]| XATTR_FIXED_BYTES + name.len() as u64 + value.len() as u64;
+        let old = match value {
+            Some(v) => inode.xattrs.insert(name.to_vec(), v.to_vec()),
+            None => Some(inode.xattrs.remove(name).ok_or_else(|| {
+                format!(
+                    "removal of extended attribute {:?} that inode {ino} does not have",
+                    String::from_utf8_lossy(name)
+                )
+            })?),
+        };
+        if let Some(old) = old {
+            self.var_bytes -= cost(&old);
+        }
+        if let Some(v) = value {
+            self.var_bytes += cost(v);
+        }
+        Ok(())
     }
 
     fn put_inode(&mut self, attrs: &InodeAttrs) -> std::result::Result<(), String> {
@@ -251,62 +358,11 @@ impl State {
         if ino == 0 || ino == u64::MAX {
             return Err(format!("inode number {ino} cannot be handed out"));
         }
-        let old = self
-            .inodes
-            .get(&ino)
-            .map(|i| (i.attrs.parent, i.attrs.name.clone(), i.attrs.nlink, i.attrs.kind));
-        if let Some((_, _, _, kind)) = &old {
-            if *kind != attrs.kind {
-                return Err(format!("inode {ino} changes kind"));
-            }
-        }
-        let is_dir = attrs.kind == InodeKind::Dir;
-        // Unlink the old name.
-        if let Some((parent, name, nlink, _)) = &old {
-            if ino != ROOT_INO && *nlink > 0 {
-                if let Some(dir) = self.inodes.get_mut(parent) {
-                    if dir.children.get(name) == Some(&ino) {
-                        dir.children.remove(name);
-                        dir.subdir_count -= u64::from(is_dir);
-                    }
-                }
-            }
-        }
-        // Link the new name.
-        if ino != ROOT_INO && attrs.nlink > 0 {
-            let parent = attrs.parent;
-            let dir = match self.inodes.get_mut(&parent) {
-                Some(d) if d.is_dir() => d,
-                Some(_) => return Err(format!("inode {ino} is named in inode {parent}, which is a file")),
-                None => return Err(format!("inode {ino} names missing directory {parent}")),
-            };
-            if let Some(&other) = dir.children.get(&attrs.name) {
-                if other != ino {
-                    return Err(format!(
-                        "directory {parent} already has an entry {:?} (inode {other}): a duplicate name",
-                        String::from_utf8_lossy(&attrs.name)
-                    ));
-                }
-            }
-            dir.children.insert(attrs.name.clone(), ino);
-            dir.subdir_count += u64::from(is_dir);
-        }
-        self.name_bytes += attrs.name.len() as u64;
         match self.inodes.get_mut(&ino) {
-            Some(inode) => {
-                self.name_bytes -= inode.attrs.name.len() as u64;
-                inode.attrs = attrs.clone();
-            }
+            Some(inode) if inode.attrs.kind != attrs.kind => return Err(format!("inode {ino} changes kind")),
+            Some(inode) => inode.attrs = attrs.clone(),
             None => {
-                self.inodes.insert(
-                    ino,
-                    Inode {
-                        attrs: attrs.clone(),
-                        extents: ExtentMap::new(),
-                        children: BTreeMap::new(),
-                        subdir_count: 0,
-                    },
-                );
+                self.inodes.insert(ino, Inode::new(attrs.clone()));
             }
         }
         self.next_ino = self.next_ino.max(ino + 1);
@@ -321,17 +377,10 @@ impl State {
         if !inode.extents.is_empty() || !inode.children.is_empty() {
             return Err(format!("free of inode {ino} that still has blocks or entries"));
         }
-        let (parent, name, nlink) = (inode.attrs.parent, inode.attrs.name.clone(), inode.attrs.nlink);
-        let is_dir = inode.is_dir();
-        if nlink > 0 {
-            if let Some(dir) = self.inodes.get_mut(&parent) {
-                if dir.children.get(&name) == Some(&ino) {
-                    dir.children.remove(&name);
-                    dir.subdir_count -= u64::from(is_dir);
-                }
-            }
+        if !inode.names.is_empty() {
+            return Err(format!("free of inode {ino} that a directory still names"));
         }
-        self.name_bytes -= name.len() as u64;
+        self.var_bytes -= var_bytes_of_xattrs_and_target(&inode.xattrs, &inode.target);
         self.inodes.remove(&ino);
         Ok(())
     }
@@ -444,7 +493,8 @@ impl State {
         self.inodes.get(&ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
-    /// The path of an inode from the root, or `None` if it has no name (unlinked but open).
+    /// A path of an inode from the root (its first name at every step), or `None` if it has no
+    /// name (unlinked but open).
     pub fn path_of(&self, ino: u64) -> Option<String> {
         if ino == ROOT_INO {
             return Some("/".into());
@@ -453,12 +503,9 @@ impl State {
         let mut parts: Vec<&[u8]> = Vec::new();
         let mut cur = ino;
         while cur != ROOT_INO {
-            let inode = self.inodes.get(&cur)?;
-            if inode.attrs.nlink == 0 {
-                return None;
-            }
-            parts.push(&inode.attrs.name);
-            cur = inode.attrs.parent;
+            let (dir, name) = self.inodes.get(&cur)?.names.first()?;
+            parts.push(name);
+            cur = *dir;
             if parts.len() > self.inodes.len() {
                 return None;
             }
@@ -470,4 +517,13 @@ impl State {
         }
         Some(String::from_utf8_lossy(&path).into_owned())
     }
+}
+
+/// Checkpoint bytes of an inode's extended attributes and symlink target.
+fn var_bytes_of_xattrs_and_target<'a>(
+    xattrs: impl IntoIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+    target: &[u8],
+) -> u64 {
+    xattrs.into_iter().map(|(n, v)| XATTR_FIXED_BYTES + (n.len() + v.len()) as u64).sum::<u64>()
+        + target.len() as u64
 }

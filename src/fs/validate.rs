@@ -1,10 +1,12 @@
 //! The rules every state decoded from media must obey, and the validation of replay and checkpoints.
 //!
 //! Owns the rules themselves: names (not empty, no '/', no NUL, not "." or "..", at most 255
-//! bytes; the root's is empty), kinds, parents (an existing directory holding the name, no
-//! duplicate names, no directory cycles), link counts (a file 1, or 0 only while open after an
-//! unlink; a directory 2 plus its subdirectories; the root its own parent), sizes (at most
-//! [`MAX_FILE_SIZE`], directories 0, no block mapped past EOF), inode numbers (below `next_ino`),
+//! bytes; the root has none), kinds (only files map blocks, only directories hold entries, only
+//! symlinks have a target: 1 to 4095 bytes without NUL, their size), names per inode (a directory
+//! exactly one, no directory cycles; a file or symlink any number, its link count; a file 0 only
+//! while open after its last unlink), directory link counts (2 plus its subdirectories), sizes (at
+//! most [`MAX_FILE_SIZE`], directories 0, no block mapped past EOF), modes (`0o7777` at most),
+//! extended attributes (`user.` names, values of at most 64 KiB), inode numbers (below `next_ino`),
 //! and where an extent may lie (inside the pool, never on the superblocks, the log, the checkpoint,
 //! or a bad block nobody owns).
 //!
@@ -19,7 +21,10 @@ use super::ownership::MetaStructure;
 use super::state::{ApplyMode, Inode, State};
 use crate::error::{Error, Result};
 use crate::format::record::{InodeKind, Mutation};
-use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::format::{
+    BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    ROOT_INO,
+};
 use std::collections::HashSet;
 
 /// What is wrong with a name in a directory, or `None` for a good one.
@@ -37,6 +42,31 @@ pub fn name_problem(name: &[u8]) -> Option<String> {
         Some(format!("a name of {} bytes (at most {MAX_NAME_LEN})", name.len()))
     } else {
         None
+    }
+}
+
+/// What is wrong with an extended attribute, or `None` for a good one: only the `user.`
+/// namespace is kept, names of at most [`MAX_XATTR_NAME_LEN`] bytes without NUL, values of at most
+/// [`MAX_XATTR_VALUE_LEN`] bytes.
+pub fn xattr_problem(name: &[u8], value: &[u8]) -> Option<String> {
+    let shown = String::from_utf8_lossy(name);
+    if !name.starts_with(b"user.") || name.len() == 5 {
+        Some(format!("the extended attribute {shown:?} is not named user.<something>"))
+    } else if name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
+        Some(format!("the extended attribute name {shown:?} is too long or contains NUL"))
+    } else if value.len() > MAX_XATTR_VALUE_LEN {
+        Some(format!("the extended attribute {shown:?} has a value of {} bytes", value.len()))
+    } else {
+        None
+    }
+}
+
+/// The word for an inode kind in messages.
+pub fn kind_name(kind: InodeKind) -> &'static str {
+    match kind {
+        InodeKind::File => "file",
+        InodeKind::Dir => "directory",
+        InodeKind::Symlink => "symlink",
     }
 }
 
@@ -81,29 +111,28 @@ impl State {
     /// in the error: `Error::Corrupt("log record <seq> (log byte <offset>): <what is wrong>")`.
     pub fn replay_record(&mut self, mutations: &[Mutation], seq: u64, log_byte: u64) -> Result<()> {
         let in_record = |detail: String| in_log_record(seq, log_byte, Error::Corrupt(detail));
-        // The inodes the record names first (the report then names what the record did), then
-        // the directories whose entries it changed.
-        let mut named = Vec::with_capacity(mutations.len());
-        let mut parents = Vec::with_capacity(2 * mutations.len());
+        // The inodes the record names, in its order (the report then names what the record did
+        // first), and the directories whose entries it changed.
+        let mut touched = Vec::with_capacity(2 * mutations.len());
         for m in mutations {
             match m {
-                Mutation::PutInode(attrs) => {
-                    named.push(attrs.ino);
-                    parents.push(attrs.parent);
-                    parents.extend(self.inodes.get(&attrs.ino).map(|i| i.attrs.parent));
+                Mutation::PutInode(attrs) => touched.push(attrs.ino),
+                Mutation::Map { ino, .. }
+                | Mutation::SetXattr { ino, .. }
+                | Mutation::SetTarget { ino, .. } => touched.push(*ino),
+                Mutation::Link { dir, ino, .. } | Mutation::Unlink { dir, ino, .. } => {
+                    touched.push(*ino);
+                    touched.push(*dir);
                 }
-                Mutation::FreeInode { ino } => parents.extend(self.inodes.get(ino).map(|i| i.attrs.parent)),
-                Mutation::Map { ino, .. } => named.push(*ino),
-                Mutation::Quarantine { .. } => {}
+                Mutation::FreeInode { .. } | Mutation::Quarantine { .. } => {}
             }
             self.apply_one(m, ApplyMode::Replay).map_err(in_record)?;
         }
-        named.sort_unstable();
-        named.dedup();
-        parents.sort_unstable();
-        parents.dedup();
-        parents.retain(|p| named.binary_search(p).is_err());
-        for ino in named.into_iter().chain(parents) {
+        let mut seen = HashSet::with_capacity(touched.len());
+        for ino in touched {
+            if !seen.insert(ino) {
+                continue;
+            }
             let Some(inode) = self.inodes.get(&ino) else { continue };
             if let Some(problem) = self.inode_problems(ino).into_iter().next() {
                 return Err(in_record(format!("inode {ino}: {problem}")));
@@ -117,23 +146,22 @@ impl State {
         Ok(())
     }
 
-    /// Everything wrong with inode `ino` by itself and with its name: see the module
+    /// Everything wrong with inode `ino` by itself and with its names: see the module
     /// documentation. Cheap: no walk over extents or entries. Empty when it is fine.
     pub fn inode_problems(&self, ino: u64) -> Vec<String> {
         match self.inodes.get(&ino) {
-            Some(inode) => self.problems_of(inode, false),
+            Some(inode) => self.problems_of(inode),
             None => vec!["missing".into()],
         }
     }
 
-    /// [`State::inode_problems`] of `inode`. With `links_built`, trusts that a named inode's
-    /// parent is a directory holding its entry (true when the entries were built from the names,
-    /// as a checkpoint's are, which refuses a missing parent or a duplicate): two lookups fewer per
-    /// inode, one of them in a possibly large directory.
-    fn problems_of(&self, inode: &Inode, links_built: bool) -> Vec<String> {
+    /// [`State::inode_problems`] of `inode`. Entries and names mirror each other by construction
+    /// ([`State::apply`] keeps both), so a name's directory holds its entry.
+    fn problems_of(&self, inode: &Inode) -> Vec<String> {
         let mut out = Vec::new();
         let ino = inode.attrs.ino;
         let attrs = &inode.attrs;
+        let names = inode.names.len();
         if ino == 0 || ino >= self.next_ino {
             out.push(format!("inode number {ino} is not below the next free inode number {}", self.next_ino));
         }
@@ -141,43 +169,34 @@ impl State {
             if attrs.kind != InodeKind::Dir {
                 out.push("the root is not a directory".into());
             }
-            if attrs.parent != ROOT_INO {
-                out.push(format!("the root directory's parent is {}, not itself", attrs.parent));
+            if names != 0 {
+                out.push(format!("the root directory has {names} name(s)"));
             }
-            if !attrs.name.is_empty() {
-                out.push(format!(
-                    "the root directory has a name, {:?}",
-                    String::from_utf8_lossy(&attrs.name)
-                ));
-            }
-        } else if attrs.nlink > 0 {
-            out.extend(name_problem(&attrs.name));
-            let parent = attrs.parent;
-            if !links_built {
-                match self.inodes.get(&parent) {
-                    None => out.push(format!("named in directory {parent}, which does not exist")),
-                    Some(dir) if !dir.is_dir() => {
-                        out.push(format!("named in inode {parent}, which is a file"))
-                    }
-                    Some(dir) => match dir.children.get(&attrs.name) {
-                        Some(&entry) if entry == ino => {}
-                        Some(&other) => out.push(format!(
-                            "its name {:?} in directory {parent} is inode {other}'s: a duplicate name",
-                            String::from_utf8_lossy(&attrs.name)
-                        )),
-                        None => out.push(format!("missing from the entries of directory {parent}")),
-                    },
-                }
-            }
-        } else if !attrs.name.is_empty() {
-            // An open file after its unlink keeps the name it had, which was a good one.
-            out.extend(name_problem(&attrs.name));
+        }
+        for (_, name) in &inode.names {
+            out.extend(name_problem(name));
+        }
+        for (name, value) in &inode.xattrs {
+            out.extend(xattr_problem(name, value));
+        }
+        if attrs.mode & !0o7777 != 0 {
+            out.push(format!("mode {:o} has bits beyond 0o7777", attrs.mode));
+        }
+        if attrs.kind != InodeKind::Dir && !inode.children.is_empty() {
+            out.push("a file with directory entries".into());
+        }
+        if attrs.kind != InodeKind::Symlink && !inode.target.is_empty() {
+            out.push("a symlink target on an inode that is not a symlink".into());
+        }
+        if attrs.kind != InodeKind::File && !inode.extents.is_empty() {
+            out.push(format!("a {} with mapped blocks", kind_name(attrs.kind)));
         }
         match attrs.kind {
             InodeKind::Dir => {
-                if attrs.nlink == 0 {
-                    out.push("a directory with link count 0 (only a file outlives its last name)".into());
-                } else if u64::from(attrs.nlink) != 2 + inode.subdir_count {
+                if ino != ROOT_INO && names != 1 {
+                    out.push(format!("a directory with {names} names (a directory has exactly one)"));
+                }
+                if u64::from(attrs.nlink) != 2 + inode.subdir_count {
                     out.push(format!(
                         "directory link count {} but {} subdirectories (expected {})",
                         attrs.nlink,
@@ -188,16 +207,10 @@ impl State {
                 if attrs.size != 0 {
                     out.push(format!("a directory of size {} (a directory has size 0)", attrs.size));
                 }
-                if !inode.extents.is_empty() {
-                    out.push("a directory with mapped blocks".into());
-                }
             }
             InodeKind::File => {
-                if attrs.nlink > 1 {
-                    out.push(format!(
-                        "a file with link count {} (a file has one name, or none while open after an unlink)",
-                        attrs.nlink
-                    ));
+                if attrs.nlink as usize != names {
+                    out.push(format!("link count {} but {names} name(s)", attrs.nlink));
                 }
                 if attrs.size > MAX_FILE_SIZE {
                     out.push(format!("size {} past the largest file size {MAX_FILE_SIZE}", attrs.size));
@@ -210,8 +223,26 @@ impl State {
                         inode.extents.end_block()
                     ));
                 }
-                if !inode.children.is_empty() {
-                    out.push("a file with directory entries".into());
+            }
+            InodeKind::Symlink => {
+                if attrs.nlink as usize != names || names == 0 {
+                    out.push(format!(
+                        "symlink link count {} with {names} name(s) (a symlink has at least one)",
+                        attrs.nlink
+                    ));
+                }
+                if inode.target.is_empty()
+                    || inode.target.contains(&0)
+                    || inode.target.len() > MAX_SYMLINK_LEN
+                {
+                    out.push(format!("a symlink target of {} bytes, empty or with NUL", inode.target.len()));
+                }
+                if attrs.size != inode.target.len() as u64 {
+                    out.push(format!(
+                        "symlink size {} but a target of {} bytes",
+                        attrs.size,
+                        inode.target.len()
+                    ));
                 }
             }
         }
@@ -227,11 +258,7 @@ impl State {
             if cur == ROOT_INO {
                 return None;
             }
-            let inode = self.inodes.get(&cur)?;
-            if inode.attrs.nlink == 0 {
-                return None;
-            }
-            cur = inode.attrs.parent;
+            cur = self.inodes.get(&cur)?.names.first()?.0;
             if cur == dir {
                 return Some(format!("directory {dir} is inside itself: a directory cycle"));
             }
@@ -240,56 +267,41 @@ impl State {
     }
 
     /// Validates a whole state (a checkpoint's): every inode's rules, a root directory, and a
-    /// tree: every named inode reachable from the root.
+    /// tree: every directory reachable from the root (then every named file is too).
     pub(super) fn validate_whole(&self) -> std::result::Result<(), String> {
         if !self.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
             return Err("no root directory".into());
         }
         // The lowest-numbered inode with a problem, so the report does not depend on hash order.
-        // The entries were built from the names (link_children), so each name's entry is its own.
         let first_bad = self
             .inodes
             .values()
-            .filter(|inode| !self.problems_of(inode, true).is_empty())
-            .map(|inode| inode.attrs.ino)
+            .filter(|inode| !self.problems_of(inode).is_empty())
+            .map(|i| i.attrs.ino)
             .min();
         if let Some(ino) = first_bad {
-            return Err(format!("inode {ino}: {}", self.problems_of(&self.inodes[&ino], true)[0]));
+            return Err(format!("inode {ino}: {}", self.problems_of(&self.inodes[&ino])[0]));
         }
-        // Every entry is now its inode's own (parent, name), so an inode sits in at most one
-        // directory and the walk from the root visits each at most once: it reaches every named
-        // inode unless some hang below a cycle.
-        let named = self.inodes.values().filter(|i| i.attrs.nlink > 0).count();
-        let mut reached = 0;
-        let mut stack = vec![ROOT_INO];
-        while let Some(dir) = stack.pop() {
-            reached += 1;
-            for &child in self.inodes[&dir].children.values() {
-                if self.inodes[&child].is_dir() {
-                    stack.push(child);
-                } else {
-                    reached += 1;
-                }
-            }
-        }
-        if reached == named {
-            return Ok(());
-        }
-        let mut reached = HashSet::with_capacity(reached);
+        // Every directory but the root has exactly one name now, so the walk from the root visits
+        // each at most once: it reaches every directory unless some hang below a cycle.
+        let dirs = self.inodes.values().filter(|i| i.is_dir()).count();
+        let mut reached = HashSet::with_capacity(dirs);
         let mut stack = vec![ROOT_INO];
         while let Some(dir) = stack.pop() {
             reached.insert(dir);
-            stack.extend(self.inodes[&dir].children.values().copied());
+            stack.extend(self.inodes[&dir].children.values().copied().filter(|c| self.inodes[c].is_dir()));
+        }
+        if reached.len() == dirs {
+            return Ok(());
         }
         let lost = self
             .inodes
             .values()
-            .filter(|i| i.attrs.nlink > 0 && !reached.contains(&i.attrs.ino))
+            .filter(|i| i.is_dir() && !reached.contains(&i.attrs.ino))
             .map(|i| i.attrs.ino)
             .min()
-            .expect("some named inode is not reached");
-        let dir = if self.inodes[&lost].is_dir() { lost } else { self.inodes[&lost].attrs.parent };
-        let why = self.directory_cycle(dir).unwrap_or_else(|| "not reachable from the root".into());
+            .expect("some directory is not reached");
+        let why = self.directory_cycle(lost).unwrap_or_else(|| "not reachable from the root".into());
         Err(format!("inode {lost}: {why}"))
     }
 

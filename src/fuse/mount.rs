@@ -41,7 +41,9 @@ impl FuseMount {
     /// Mounts `fs` on the directory `mountpoint` (the mount table names `source` as the file
     /// system, subtype `ferrodax`): directly when this process may (root), else through
     /// `fusermount3`.
-    /// Only the mounting user can reach the files (no allow_other).
+    /// The kernel checks every access against the owner, group and mode the pool keeps
+    /// (`default_permissions`), and the pool checks again for the requesting process; mounted by
+    /// root, every user may reach the files (`allow_other`), otherwise only the mounting user.
     /// `threads` threads answer requests (at least one).
     pub fn mount(fs: Fs, mountpoint: &Path, source: &str, threads: usize) -> Result<FuseMount> {
         let mut config = Config::default();
@@ -51,7 +53,11 @@ impl FuseMount {
             MountOption::RW,
             MountOption::NoDev,
             MountOption::NoSuid,
+            MountOption::DefaultPermissions,
         ];
+        if rustix::process::geteuid().is_root() {
+            config.acl = fuser::SessionACL::All;
+        }
         config.n_threads = Some(threads.max(1));
         let mut session = Session::new(FuseFs::new(fs), mountpoint, &config).map_err(|e| {
             let hint = match e.raw_os_error() {

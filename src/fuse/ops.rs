@@ -12,6 +12,8 @@
 //! path: its requests go through a handle open on it.
 
 use super::pending;
+use crate::fs::access::{as_caller, Credentials};
+use crate::fs::namespace::{SetAttributes, TimeSet};
 use crate::{Error, File, Fs, InodeKind, OpenOptions, Stat};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
@@ -56,8 +58,28 @@ pub struct FuseFs {
     files: Mutex<HashMap<u64, Arc<File>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_handle: AtomicU64,
-    uid: u32,
-    gid: u32,
+}
+
+/// The credentials of the process that made `req`: its file system user and group as the kernel
+/// sent them, its supplementary groups from /proc.
+fn caller(req: &Request) -> Credentials {
+    let groups = Credentials::of_pid(req.pid()).map(|c| c.groups).unwrap_or_default();
+    Credentials { uid: req.uid(), gid: req.gid(), groups }
+}
+
+/// Runs `f` as the caller of `req` (see [`caller`]).
+fn as_requester<T>(req: &Request, f: impl FnOnce() -> T) -> T {
+    as_caller(caller(req), f)
+}
+
+fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(at) => TimeSet::At(match at.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+            Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+        }),
+    })
 }
 
 /// The errno of a library error.
@@ -90,27 +112,20 @@ fn file_type(kind: InodeKind) -> FileType {
     match kind {
         InodeKind::Dir => FileType::Directory,
         InodeKind::File => FileType::RegularFile,
+        InodeKind::Symlink => FileType::Symlink,
     }
 }
 
 impl FuseFs {
-    /// The FUSE file system of `fs`. Every file shows the owner and group of this process (the
-    /// pool keeps none).
+    /// The FUSE file system of `fs`: files show the owner, group and mode the pool keeps, and
+    /// every request that creates, removes, renames or changes an inode runs with the
+    /// credentials of the process that made it ([`caller`]).
     pub fn new(fs: Fs) -> FuseFs {
-        // The effective ids of this process: the owner of its /proc directory.
-        let (uid, gid) = std::fs::metadata("/proc/self")
-            .map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.uid(), m.gid())
-            })
-            .unwrap_or((0, 0));
         FuseFs {
             fs,
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            uid,
-            gid,
         }
     }
 
@@ -126,8 +141,8 @@ impl FuseFs {
             kind: file_type(s.kind),
             perm: (s.mode & 0o7777) as u16,
             nlink: s.nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid: s.uid,
+            gid: s.gid,
             rdev: 0,
             blksize: BLOCK,
             flags: 0,
@@ -165,7 +180,7 @@ impl FuseFs {
             return file.metadata().map_err(|e| errno(&e));
         }
         if let Some(path) = self.fs.path_of(ino.0) {
-            match self.fs.metadata(&path) {
+            match self.fs.symlink_metadata(&path) {
                 Ok(s) if s.ino == ino.0 => return Ok(s),
                 Ok(_) => return Err(Errno::ESTALE),
                 Err(e) if e.errno() != libc::ENOENT => return Err(errno(&e)),
@@ -189,13 +204,15 @@ impl FuseFs {
         Ok(file)
     }
 
+    /// The attributes of what `path` names, a symlink itself (the kernel follows symlinks).
     fn entry(&self, path: &str) -> Result<FileAttr, Errno> {
-        self.fs.metadata(path).map(|s| self.attr(&s)).map_err(|e| errno(&e))
+        self.fs.symlink_metadata(path).map(|s| self.attr(&s)).map_err(|e| errno(&e))
     }
 
-    /// setattr: the changes the API has (size) are made; changing mode, owner or times is EPERM
-    /// (the API cannot set them yet), except to the value they already have. A size change sets
-    /// mtime and ctime itself, so "times = now" sent along with it (truncate(2)) is satisfied.
+    /// setattr: mode, owner and times through [`SetAttributes`] (for the requester, as the
+    /// caller of the surrounding [`as_caller`]), then the size through a writable handle. A size
+    /// change stamps mtime and ctime itself, so "times = now" sent along with it (truncate(2)) is
+    /// left to it.
     #[allow(clippy::too_many_arguments)]
     fn set_attributes(
         &self,
@@ -209,23 +226,25 @@ impl FuseFs {
         fh: Option<FileHandle>,
     ) -> Result<Stat, Errno> {
         let now = self.stat(ino, fh)?;
-        if mode.is_some_and(|m| m & 0o7777 != now.mode & 0o7777)
-            || uid.is_some_and(|u| u != self.uid)
-            || gid.is_some_and(|g| g != self.gid)
-        {
-            return Err(Errno::EPERM);
-        }
-        let time_set = |t: Option<TimeOrNow>| match t {
-            None => false,
-            Some(TimeOrNow::Now) => size.is_none(),
-            Some(TimeOrNow::SpecificTime(_)) => true,
+        let with_size = |t: Option<TimeOrNow>| t.filter(|t| !(size.is_some() && *t == TimeOrNow::Now));
+        let set = SetAttributes {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            atime: time_set(with_size(atime)),
+            mtime: time_set(with_size(mtime)),
         };
-        // WIRE-WHEN-THE-API-HAS-IT: setting mode and times (chmod, utimensat: `touch`, `cp -p`)
-        // needs calls the API does not have yet; then they go here instead of these refusals.
-        if time_set(atime) || time_set(mtime) {
-            return Err(Errno::EPERM);
+        if set != SetAttributes::default() {
+            let changed = match self.fs.path_of(ino.0) {
+                Some(path) => self.fs.set_attributes(&path, &set, false),
+                None => match self.open_handle_of(ino.0, false) {
+                    Some(file) => file.set_attributes(&set),
+                    None => return Err(Errno::ENOENT),
+                },
+            };
+            changed.map_err(|e| errno(&e))?;
         }
-        let Some(size) = size else { return Ok(now) };
+        let Some(size) = size else { return self.stat(ino, fh) };
         if now.kind == InodeKind::Dir {
             return Err(Errno::EISDIR);
         }
@@ -256,6 +275,18 @@ impl FuseFs {
         listing.push((parent, FileType::Directory, "..".to_string()));
         listing.extend(entries.into_iter().map(|e| (e.ino, file_type(e.kind), e.name)));
         Ok(listing)
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked with size 0, ERANGE when `bytes` do not
+/// fit, else the bytes.
+fn xattr_reply(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if (size as usize) < bytes.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
     }
 }
 
@@ -298,7 +329,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -314,18 +345,18 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = self.set_attributes(ino, mode, uid, gid, size, atime, mtime, fh);
+        let result = as_requester(req, || self.set_attributes(ino, mode, uid, gid, size, atime, mtime, fh));
         answer!(reply, result, |s| reply.attr(&CACHE_TTL, &self.attr(&s)));
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        // No symlinks exist: readlink of anything else is EINVAL.
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let result = self.path(ino).and_then(|path| self.fs.read_link(&path).map_err(|e| errno(&e)));
+        answer!(reply, result, |target| reply.data(target.as_bytes()));
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -340,48 +371,47 @@ impl Filesystem for FuseFs {
         let result = self.child(parent, name).and_then(|path| {
             let mut create = OpenOptions::new();
             create.write(true).create_new(true).mode(mode & 0o7777);
-            let file = self.fs.open(&path, &create).map_err(|e| errno(&e))?;
+            let file = as_requester(req, || self.fs.open(&path, &create)).map_err(|e| errno(&e))?;
             file.metadata().map(|s| self.attr(&s)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
     }
 
-    fn mkdir(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let result = self.child(parent, name).and_then(|path| {
-            self.fs.create_dir(&path).map_err(|e| errno(&e))?;
+            as_requester(req, || self.fs.create_dir_with_mode(&path, mode & 0o7777))
+                .map_err(|e| errno(&e))?;
             self.entry(&path)
         });
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result =
-            self.child(parent, name).and_then(|path| self.fs.remove_file(&path).map_err(|e| errno(&e)));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .child(parent, name)
+            .and_then(|path| as_requester(req, || self.fs.remove_file(&path)).map_err(|e| errno(&e)));
         answer!(reply, result, |_v| reply.ok());
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result =
-            self.child(parent, name).and_then(|path| self.fs.remove_dir(&path).map_err(|e| errno(&e)));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .child(parent, name)
+            .and_then(|path| as_requester(req, || self.fs.remove_dir(&path)).map_err(|e| errno(&e)));
         answer!(reply, result, |_v| reply.ok());
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        // Symlinks need an inode kind the on-media format does not have yet (as on vfat).
-        reply.error(Errno::EPERM);
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let result = self.child(parent, name).and_then(|path| {
+            let target = target.to_str().ok_or(Errno::EINVAL)?;
+            as_requester(req, || self.fs.symlink(target, &path)).map_err(|e| errno(&e))?;
+            self.fs.symlink_metadata(&path).map(|s| self.attr(&s)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -389,21 +419,20 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
-            // RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT: the API renames only plainly;
-            // EINVAL is what the kernel answers for flags a file system does not support.
-            return reply.error(Errno::EINVAL);
-        }
         let result = self.child(parent, name).and_then(|from| {
             let to = self.child(newparent, newname)?;
-            self.fs.rename(&from, &to).map_err(|e| errno(&e))
+            as_requester(req, || self.fs.rename_with_flags(&from, &to, flags.bits())).map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        // A file has exactly one name in the on-media format (no hard links yet), as on vfat.
-        reply.error(Errno::EPERM);
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let result = self.path(ino).and_then(|existing| {
+            let new = self.child(newparent, newname)?;
+            as_requester(req, || self.fs.hard_link(&existing, &new)).map_err(|e| errno(&e))?;
+            self.fs.symlink_metadata(&new).map(|s| self.attr(&s)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -576,45 +605,70 @@ impl Filesystem for FuseFs {
         });
     }
 
-    // Extended attributes: ENOSYS tells the kernel this file system has none, so it answers
-    // EOPNOTSUPP to every later xattr call itself, without asking (an EOPNOTSUPP from here would
-    // be asked again for every write: the kernel looks for security.capability before each).
+    // Extended attributes: the user. namespace is the pool's; a name in any other namespace has
+    // no value (ENODATA at once, without asking the pool: the kernel looks for
+    // security.capability before writes) and cannot be set (EOPNOTSUPP).
 
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        let result = name_str(name).and_then(|name| {
+            let path = self.path(ino)?;
+            as_requester(req, || self.fs.set_xattr(&path, name, value, flags as u32)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |_v| reply.ok());
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !name.as_encoded_bytes().starts_with(b"user.") {
+            return reply.error(Errno::ENODATA);
+        }
+        let result = name_str(name).and_then(|name| {
+            let path = self.path(ino)?;
+            as_requester(req, || self.fs.get_xattr(&path, name)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |value| xattr_reply(reply, size, &value));
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let result = self.path(ino).and_then(|path| self.fs.list_xattrs(&path).map_err(|e| errno(&e)));
+        answer!(reply, result, |names| {
+            let mut list = Vec::new();
+            for n in names {
+                list.extend_from_slice(n.as_bytes());
+                list.push(0);
+            }
+            xattr_reply(reply, size, &list)
+        });
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = name_str(name).and_then(|name| {
+            let path = self.path(ino)?;
+            as_requester(req, || self.fs.remove_xattr(&path, name)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |_v| reply.ok());
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // No permission checks (the pool keeps no owners); only the mounting user reaches the
-        // mount at all (no allow_other). ENOSYS makes the kernel grant every access(2) itself
-        // from now on, without asking.
-        reply.error(Errno::ENOSYS);
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // The mount asks the kernel to check permissions itself (default_permissions), which then
+        // does not send access(2) here; answered anyway with the pool's own rules.
+        let result = self.path(ino).and_then(|path| {
+            as_requester(req, || self.fs.access(&path, mask.bits() as u32)).map_err(|e| errno(&e))
+        });
+        answer!(reply, result, |_v| reply.ok());
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -630,7 +684,7 @@ impl Filesystem for FuseFs {
             } else {
                 options.create(true).truncate(flags & libc::O_TRUNC != 0);
             }
-            let file = self.fs.open(&path, &options).map_err(|e| errno(&e))?;
+            let file = as_requester(req, || self.fs.open(&path, &options)).map_err(|e| errno(&e))?;
             let attr = file.metadata().map(|s| self.attr(&s)).map_err(|e| errno(&e))?;
             Ok((attr, self.remember(file)))
         });

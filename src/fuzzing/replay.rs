@@ -98,6 +98,8 @@ struct Base {
     next_ino: u64,
     total_blocks: u64,
     inodes: Vec<InodeAttrs>,
+    /// Every directory entry as (directory, name, inode).
+    entries: Vec<(u64, Vec<u8>, u64)>,
     free_blocks: Vec<u64>,
     file_blocks: Vec<u64>,
     meta_blocks: Vec<u64>,
@@ -122,6 +124,12 @@ fn base() -> &'static Base {
         let state = g.state();
         let mut inodes: Vec<InodeAttrs> = state.inodes.values().map(|i| i.attrs.clone()).collect();
         inodes.sort_by_key(|a| a.ino);
+        let mut entries: Vec<(u64, Vec<u8>, u64)> = state
+            .inodes
+            .values()
+            .flat_map(|i| i.children.iter().map(move |(n, &c)| (i.attrs.ino, n.clone(), c)))
+            .collect();
+        entries.sort();
         let mut file_blocks = Vec::new();
         let mut meta_blocks = Vec::new();
         for (start, seg) in state.owners.iter() {
@@ -136,6 +144,7 @@ fn base() -> &'static Base {
             free_blocks: state.free.runs().flat_map(|(s, l)| s..s + l).collect(),
             log_regions,
             inodes,
+            entries,
             file_blocks,
             meta_blocks,
             image,
@@ -227,31 +236,27 @@ pub fn record_payload(record_bytes: &[u8]) -> &[u8] {
 /// Decodes one mutation from fuzzer bytes, choosing among what the base state holds (`known`
 /// inodes grow with the inodes this input creates) and hostile numbers.
 fn replay_mutation(src: &mut ByteSource<'_>, base: &Base, known: &mut Vec<u64>) -> Mutation {
-    match src.u8() % 8 {
+    match src.u8() % 12 {
         0..=2 => {
             let ino = pick_ino(src, base, known);
-            let mut attrs =
-                base.inodes.iter().find(|a| a.ino == ino).cloned().unwrap_or_else(|| InodeAttrs {
-                    ino,
-                    parent: ROOT_INO,
-                    name: format!("new{}", ino % 1000).into_bytes(),
-                    kind: InodeKind::File,
-                    mode: 0o644,
-                    size: 0,
-                    nlink: 1,
-                    atime_ns: 1,
-                    mtime_ns: 1,
-                    ctime_ns: 1,
-                });
+            let mut attrs = base.inodes.iter().find(|a| a.ino == ino).cloned().unwrap_or(InodeAttrs {
+                ino,
+                kind: InodeKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink: 1,
+                atime_ns: 1,
+                mtime_ns: 1,
+                ctime_ns: 1,
+            });
             let changes = src.u8();
             if changes & 1 != 0 {
-                attrs.parent = pick_ino(src, base, known);
-            }
-            if changes & 2 != 0 {
-                attrs.name = pick_name(src, base);
+                attrs.uid = src.pick(&[0, 1000, u32::MAX]);
             }
             if changes & 4 != 0 {
-                attrs.kind = if attrs.kind == InodeKind::File { InodeKind::Dir } else { InodeKind::File };
+                attrs.kind = src.pick(&[InodeKind::File, InodeKind::Dir, InodeKind::Symlink]);
             }
             if changes & 8 != 0 {
                 let size = attrs.size;
@@ -300,7 +305,34 @@ fn replay_mutation(src: &mut ByteSource<'_>, base: &Base, known: &mut Vec<u64>) 
             };
             Mutation::Map { ino, file_block, len, phys }
         }
-        _ => Mutation::Quarantine { block: pick_block(src, base), len: pick_len(src) },
+        7 => Mutation::Quarantine { block: pick_block(src, base), len: pick_len(src) },
+        8 | 9 => {
+            // An existing entry (to remove, or to add again: a duplicate) or a made-up one.
+            let (dir, name, ino) = if src.u8() % 2 == 0 && !base.entries.is_empty() {
+                base.entries[src.below(base.entries.len())].clone()
+            } else {
+                (pick_ino(src, base, known), pick_name(src, base), pick_ino(src, base, known))
+            };
+            if src.u8() % 2 == 0 {
+                Mutation::Link { dir, name, ino }
+            } else {
+                Mutation::Unlink { dir, name, ino }
+            }
+        }
+        10 => {
+            let name = src.pick(&[&b"user.a"[..], b"user.", b"trusted.x", b"user.b"]).to_vec();
+            let value = match src.u8() % 4 {
+                0 => None,
+                1 => Some(vec![7; 1 + src.below(64)]),
+                2 => Some(Vec::new()),
+                _ => Some(vec![1; crate::format::MAX_XATTR_VALUE_LEN]),
+            };
+            Mutation::SetXattr { ino: pick_ino(src, base, known), name, value }
+        }
+        _ => {
+            let target = src.pick(&[&b"f"[..], b"", b"/a/b", b"x\0y"]).to_vec();
+            Mutation::SetTarget { ino: pick_ino(src, base, known), target }
+        }
     }
 }
 
@@ -315,7 +347,8 @@ fn pick_ino(src: &mut ByteSource<'_>, base: &Base, known: &[u64]) -> u64 {
 
 fn pick_name(src: &mut ByteSource<'_>, base: &Base) -> Vec<u8> {
     match src.u8() % 6 {
-        0..=2 => base.inodes[src.below(base.inodes.len())].name.clone(),
+        0..=2 if !base.entries.is_empty() => base.entries[src.below(base.entries.len())].1.clone(),
+        0..=2 => b"n0".to_vec(),
         3 => format!("n{}", src.below(4)).into_bytes(),
         4 => Vec::new(),
         _ => src.pick(&[&b"."[..], b"..", b"a/b", &[b'x'; MAX_NAME_LEN]]).to_vec(),

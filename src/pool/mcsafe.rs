@@ -156,6 +156,64 @@ std::arch::global_asm!(
     "    mov eax, 2",
     "    ret",
     ".size ferrodax_mc_cmp, . - ferrodax_mc_cmp",
+    // ferrodax_mc_cmp_avx2(a rdi, b rsi, len rdx) -> rax: as ferrodax_mc_cmp, 128 bytes a round
+    // with 32-byte loads (the width glibc's memcmp uses here); only called where the CPU has AVX2.
+    ".globl ferrodax_mc_cmp_avx2",
+    ".type ferrodax_mc_cmp_avx2,@function",
+    "ferrodax_mc_cmp_avx2:",
+    "    mov rcx, rdx",
+    "    shr rcx, 7",
+    ".globl ferrodax_mc_cmp_avx2_loads",
+    "ferrodax_mc_cmp_avx2_loads:",
+    "    jz 3f",
+    "2:",
+    "    vmovdqu ymm0, [rdi]",
+    "    vmovdqu ymm1, [rdi + 32]",
+    "    vmovdqu ymm2, [rdi + 64]",
+    "    vmovdqu ymm3, [rdi + 96]",
+    "    vpcmpeqb ymm0, ymm0, [rsi]",
+    "    vpcmpeqb ymm1, ymm1, [rsi + 32]",
+    "    vpcmpeqb ymm2, ymm2, [rsi + 64]",
+    "    vpcmpeqb ymm3, ymm3, [rsi + 96]",
+    "    vpand ymm0, ymm0, ymm1",
+    "    vpand ymm2, ymm2, ymm3",
+    "    vpand ymm0, ymm0, ymm2",
+    "    vpmovmskb eax, ymm0",
+    "    cmp eax, -1",
+    "    jne 5f",
+    "    sub rdi, -128",
+    "    sub rsi, -128",
+    "    dec rcx",
+    "    jnz 2b",
+    "3:",
+    "    vzeroupper",
+    "    mov rcx, rdx",
+    "    and rcx, 127",
+    "    jz 6f",
+    "4:",
+    "    movzx eax, byte ptr [rdi]",
+    "    cmp al, byte ptr [rsi]",
+    "    jne 7f",
+    "    inc rdi",
+    "    inc rsi",
+    "    dec rcx",
+    "    jnz 4b",
+    "6:",
+    "    xor eax, eax",
+    "    ret",
+    "5:",
+    "    vzeroupper",
+    "7:",
+    "    mov eax, 1",
+    "    ret",
+    ".globl ferrodax_mc_cmp_avx2_loads_end",
+    "ferrodax_mc_cmp_avx2_loads_end:",
+    ".globl ferrodax_mc_cmp_avx2_fixup",
+    "ferrodax_mc_cmp_avx2_fixup:",
+    "    vzeroupper",
+    "    mov eax, 2",
+    "    ret",
+    ".size ferrodax_mc_cmp_avx2, . - ferrodax_mc_cmp_avx2",
     ".popsection",
 );
 
@@ -169,6 +227,10 @@ extern "C" {
     fn ferrodax_mc_cmp_loads();
     fn ferrodax_mc_cmp_loads_end();
     fn ferrodax_mc_cmp_fixup();
+    fn ferrodax_mc_cmp_avx2(a: *const u8, b: *const u8, len: usize) -> usize;
+    fn ferrodax_mc_cmp_avx2_loads();
+    fn ferrodax_mc_cmp_avx2_loads_end();
+    fn ferrodax_mc_cmp_avx2_fixup();
 }
 
 thread_local! {
@@ -212,30 +274,70 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Memor
 }
 
 /// Compares `len` bytes at `a` and `b`: `Ok(true)` when equal; a SIGBUS while reading either
-/// becomes a [`MemoryError`].
+/// becomes a [`MemoryError`]. Reads both ranges in place, 128 bytes a round with 32-byte loads
+/// where the CPU has AVX2 (16-byte loads, 64 bytes a round, otherwise): as fast as memcmp.
 ///
 /// # Safety
 /// Both ranges must be valid for reads of `len` bytes (bad memory excepted).
 pub unsafe fn equal(a: *const u8, b: *const u8, len: usize) -> Result<bool, MemoryError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let routine = if std::arch::is_x86_feature_detected!("avx2") {
+            CompareRoutine::Avx2
+        } else {
+            CompareRoutine::Sse2
+        };
+        // SAFETY: the caller's contract; the routine needs only what the CPU has (checked above).
+        unsafe { equal_by(routine, a, b, len) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if len == 0 {
+            return Ok(true);
+        }
+        // SAFETY: the caller's contract. No landing pad on this architecture.
+        let (x, y) = unsafe { (std::slice::from_raw_parts(a, len), std::slice::from_raw_parts(b, len)) };
+        Ok(x == y)
+    }
+}
+
+/// The compare routines: both land a SIGBUS on their fixup.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompareRoutine {
+    /// 16-byte loads, 64 bytes a round: every x86-64 CPU.
+    Sse2,
+    /// 32-byte loads, 128 bytes a round: CPUs with AVX2 only.
+    Avx2,
+}
+
+/// [`equal`] with a chosen routine.
+///
+/// # Safety
+/// As [`equal`]; [`CompareRoutine::Avx2`] only on a CPU with AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn equal_by(
+    routine: CompareRoutine,
+    a: *const u8,
+    b: *const u8,
+    len: usize,
+) -> Result<bool, MemoryError> {
     if len == 0 {
         return Ok(true);
     }
     install();
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the caller's contract; the routine only reads both ranges within len, and a fault
-        // in its loads lands on its fixup (see on_sigbus).
-        match unsafe { ferrodax_mc_cmp(a, b, len) } {
-            0 => Ok(true),
-            1 => Ok(false),
-            _ => Err(take_landed(a as usize)),
+    // SAFETY: the caller's contract; the routine only reads both ranges within len, and a fault
+    // in its loads lands on its fixup (see on_sigbus).
+    let outcome = unsafe {
+        match routine {
+            CompareRoutine::Sse2 => ferrodax_mc_cmp(a, b, len),
+            CompareRoutine::Avx2 => ferrodax_mc_cmp_avx2(a, b, len),
         }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // SAFETY: the caller's contract. No landing pad on this architecture.
-        let (x, y) = unsafe { (std::slice::from_raw_parts(a, len), std::slice::from_raw_parts(b, len)) };
-        Ok(x == y)
+    };
+    match outcome {
+        0 => Ok(true),
+        1 => Ok(false),
+        _ => Err(take_landed(a as usize)),
     }
 }
 
@@ -244,10 +346,16 @@ pub unsafe fn equal(a: *const u8, b: *const u8, len: usize) -> Result<bool, Memo
 fn landing_pad(ip: usize) -> Option<usize> {
     let copy = (ferrodax_mc_copy_insn as *const () as usize, ferrodax_mc_copy_insn_end as *const () as usize);
     let cmp = (ferrodax_mc_cmp_loads as *const () as usize, ferrodax_mc_cmp_loads_end as *const () as usize);
+    let cmp_avx2 = (
+        ferrodax_mc_cmp_avx2_loads as *const () as usize,
+        ferrodax_mc_cmp_avx2_loads_end as *const () as usize,
+    );
     if ip >= copy.0 && ip < copy.1 {
         Some(ferrodax_mc_copy_fixup as *const () as usize)
     } else if ip >= cmp.0 && ip < cmp.1 {
         Some(ferrodax_mc_cmp_fixup as *const () as usize)
+    } else if ip >= cmp_avx2.0 && ip < cmp_avx2.1 {
+        Some(ferrodax_mc_cmp_avx2_fixup as *const () as usize)
     } else {
         None
     }
@@ -422,6 +530,68 @@ mod tests {
             assert_eq!(err.addr, map as usize + 4096);
             libc::munmap(map, 8192);
             libc::close(fd);
+        }
+    }
+
+    /// Every compare routine this CPU can run.
+    #[cfg(target_arch = "x86_64")]
+    fn routines() -> Vec<CompareRoutine> {
+        let mut all = vec![CompareRoutine::Sse2];
+        if std::arch::is_x86_feature_detected!("avx2") {
+            all.push(CompareRoutine::Avx2);
+        }
+        all
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_compare_routine_lands_a_real_sigbus_and_says_where() {
+        // As above: a memfd mapped for two pages and cut to one; the second page faults.
+        // SAFETY: memfd_create with a static name; mmap of our own descriptor; the mapping is
+        // unmapped at the end and only read through the compare routines.
+        unsafe {
+            let fd = libc::memfd_create(c"mcsafe-cmp-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, 8192), 0);
+            let map = libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            assert_ne!(map, libc::MAP_FAILED);
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            let zeros = vec![0u8; 8192];
+            for routine in routines() {
+                assert_eq!(
+                    equal_by(routine, map as *const u8, zeros.as_ptr(), 4096),
+                    Ok(true),
+                    "{routine:?}"
+                );
+                let err = equal_by(routine, zeros.as_ptr(), map as *const u8, 8192).unwrap_err();
+                assert_eq!(err.addr, map as usize + 4096, "{routine:?}: the first byte of the cut page");
+            }
+            libc::munmap(map, 8192);
+            libc::close(fd);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_compare_routine_finds_a_difference_at_any_byte_and_any_alignment() {
+        let a: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        for routine in routines() {
+            for start in [0usize, 1, 13] {
+                for at in [start, start + 31, start + 127, start + 128, 600, 998, 999] {
+                    let mut b = a.clone();
+                    b[at] ^= 0x40;
+                    let len = 1000 - start;
+                    // SAFETY: two live buffers of 1000 bytes, read from `start` to their end.
+                    let (whole, before) = unsafe {
+                        (
+                            equal_by(routine, a.as_ptr().add(start), b.as_ptr().add(start), len),
+                            equal_by(routine, a.as_ptr().add(start), b.as_ptr().add(start), at - start),
+                        )
+                    };
+                    assert_eq!(whole, Ok(false), "{routine:?}: a difference at byte {at} from {start}");
+                    assert_eq!(before, Ok(true), "{routine:?}: the bytes before {at} from {start} are equal");
+                }
+            }
         }
     }
 

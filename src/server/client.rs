@@ -231,6 +231,11 @@ impl Client {
     /// Sends a request with `data` after it and waits for the answer (and its data).
     /// Runs in signal context when a store fault or a machine check calls it (module docs).
     pub fn call(&self, op: Op, data: &[u8]) -> Result<(Answer, Vec<u8>)> {
+        // A request made for someone else (the FUSE mount serving a user) says for whom.
+        let op = match crate::fs::access::Credentials::explicit() {
+            Some(caller) => Op::AsCaller { caller, op: Box::new(op) },
+            None => op,
+        };
         let slot = Arc::new(Slot::default());
         let id = {
             let mut calls = self.shared.calls.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,6 +27,7 @@ use super::wire;
 use crate::api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use crate::dax::{MapAccess, Notice, PageChange, RecallTicket, Subscription, ViewPeer};
 use crate::error::{Error, Result};
+use crate::fs::access::{as_caller, Credentials};
 use crate::memfail::FailureFlags;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -226,6 +227,8 @@ fn wait_readable(fd: i32, ms: i32) {
 struct Peer {
     id: u64,
     pid: u32,
+    /// Who the client is: every request it makes runs with these credentials.
+    caller: Credentials,
     program: String,
     access: PoolAccess,
     writer: Mutex<UnixStream>,
@@ -478,9 +481,15 @@ fn serve_connection(server: Arc<Server>, stream: UnixStream) {
         return;
     }
     let _ = stream.set_read_timeout(None);
+    let caller = Credentials::of_pid(pid).filter(|c| c.uid == uid).unwrap_or(Credentials {
+        uid,
+        gid,
+        groups: groups_of(pid),
+    });
     let peer = Arc::new(Peer {
         id,
         pid,
+        caller,
         program: program.clone(),
         access,
         writer: Mutex::new(stream),
@@ -571,7 +580,9 @@ struct Worker {
 
 impl Worker {
     fn answer(&mut self, request: u64, op: Op, data: Vec<u8>) {
-        let (result, out) = match self.execute(op, data) {
+        // Every request runs with the client's credentials (SO_PEERCRED, groups from /proc).
+        let caller = self.peer.caller.clone();
+        let (result, out) = match as_caller(caller, || self.execute(op, data)) {
             Ok((answer, out)) => (Ok(answer), out),
             Err(e) => (Err(WireError::from(&e)), Vec::new()),
         };
@@ -625,7 +636,8 @@ impl Worker {
                     .create(options.create)
                     .create_new(options.create_new)
                     .truncate(options.truncate)
-                    .mode(options.mode);
+                    .mode(options.mode)
+                    .no_follow(options.no_follow);
                 let file = fs.open(&path, &o)?;
                 self.next_handle += 1;
                 let (ino, access) = (file.ino(), file.access());
@@ -688,8 +700,8 @@ impl Worker {
                 Answer::Unit
             }
             Op::Metadata { path } => Answer::Stat(fs.metadata(&path)?),
-            Op::CreateDir { path } => {
-                fs.create_dir(&path)?;
+            Op::CreateDir { path, mode } => {
+                fs.create_dir_with_mode(&path, mode)?;
                 Answer::Unit
             }
             Op::RemoveDir { path } => {
@@ -703,6 +715,51 @@ impl Worker {
             Op::Rename { from, to } => {
                 fs.rename(&from, &to)?;
                 Answer::Unit
+            }
+            Op::RenameWithFlags { from, to, flags } => {
+                fs.rename_with_flags(&from, &to, flags)?;
+                Answer::Unit
+            }
+            Op::Link { existing, new } => {
+                fs.hard_link(&existing, &new)?;
+                Answer::Unit
+            }
+            Op::Symlink { target, path } => {
+                fs.symlink(&target, &path)?;
+                Answer::Unit
+            }
+            Op::ReadLink { path } => Answer::Path(Some(fs.read_link(&path)?)),
+            Op::SymlinkMetadata { path } => Answer::Stat(fs.symlink_metadata(&path)?),
+            Op::SetAttributes { path, set, follow } => {
+                fs.set_attributes(&path, &set, follow)?;
+                Answer::Unit
+            }
+            Op::FileSetAttributes { handle, set } => {
+                self.file(handle)?.set_attributes(&set)?;
+                Answer::Unit
+            }
+            Op::Access { path, mask } => {
+                fs.access(&path, mask)?;
+                Answer::Unit
+            }
+            Op::GetXattr { path, name } => Answer::Bytes(fs.get_xattr(&path, &name)?),
+            Op::ListXattrs { path } => Answer::Names(fs.list_xattrs(&path)?),
+            Op::SetXattr { path, name, value, flags } => {
+                fs.set_xattr(&path, &name, &value, flags)?;
+                Answer::Unit
+            }
+            Op::RemoveXattr { path, name } => {
+                fs.remove_xattr(&path, &name)?;
+                Answer::Unit
+            }
+            Op::AsCaller { caller, op } => {
+                if !self.peer.caller.is_root() {
+                    return Err(Error::NotPermitted(format!(
+                        "uid {} may not make requests for other users (only root, such as a FUSE mount, may)",
+                        self.peer.caller.uid
+                    )));
+                }
+                return as_caller(caller, || self.execute(*op, data));
             }
             Op::ReadDir { path } => Answer::Entries(fs.read_dir(&path)?),
             Op::Reflink { src, src_off, dst, dst_off, len } => {

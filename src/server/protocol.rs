@@ -11,14 +11,16 @@
 
 use crate::dax::{Holder, MapAccess, Notice, PageChange, PageShare};
 use crate::error::Error;
+use crate::fs::access::Credentials;
 use crate::fs::check::CheckReport;
 use crate::fs::falloc::SeekTarget;
+use crate::fs::namespace::SetAttributes;
 use crate::fs::{BlockOwner, DirEntry, FiemapExtent, FsStats, HandleAccess, ShareState, SpaceUsage, Stat};
 use crate::memfail::{FailureReport, PreRemoveReport};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version both sides send in the handshake; a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What a client may do with the pool file itself, decided by the server from the client's
 /// credentials (SO_PEERCRED) and the pool file's owner and mode.
@@ -50,6 +52,8 @@ pub struct OpenSpec {
     pub truncate: bool,
     /// Permission bits for a new file.
     pub mode: u32,
+    /// O_NOFOLLOW.
+    pub no_follow: bool,
 }
 
 /// A request a client sends; the server answers each with one [`ServerMessage::Reply`].
@@ -124,10 +128,106 @@ pub enum Op {
         /// The path.
         path: String,
     },
+    /// link(2).
+    Link {
+        /// The existing name.
+        existing: String,
+        /// The new name.
+        new: String,
+    },
+    /// symlink(2).
+    Symlink {
+        /// What it points at.
+        target: String,
+        /// Where it is made.
+        path: String,
+    },
+    /// readlink(2): `Answer::Path`.
+    ReadLink {
+        /// The symlink.
+        path: String,
+    },
+    /// lstat(2): `Answer::Stat`.
+    SymlinkMetadata {
+        /// The path.
+        path: String,
+    },
+    /// chmod/chown/utimensat by path.
+    SetAttributes {
+        /// The path.
+        path: String,
+        /// What changes.
+        set: SetAttributes,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// fchmod/fchown/futimens.
+    FileSetAttributes {
+        /// The handle.
+        handle: u64,
+        /// What changes.
+        set: SetAttributes,
+    },
+    /// renameat2.
+    RenameWithFlags {
+        /// Old name.
+        from: String,
+        /// New name.
+        to: String,
+        /// RENAME_NOREPLACE, RENAME_EXCHANGE.
+        flags: u32,
+    },
+    /// access(2).
+    Access {
+        /// The path.
+        path: String,
+        /// R_OK | W_OK | X_OK.
+        mask: u32,
+    },
+    /// getxattr: `Answer::Bytes`.
+    GetXattr {
+        /// The path.
+        path: String,
+        /// The attribute.
+        name: String,
+    },
+    /// listxattr: `Answer::Names`.
+    ListXattrs {
+        /// The path.
+        path: String,
+    },
+    /// setxattr.
+    SetXattr {
+        /// The path.
+        path: String,
+        /// The attribute.
+        name: String,
+        /// Its value.
+        value: Vec<u8>,
+        /// XATTR_CREATE, XATTR_REPLACE.
+        flags: u32,
+    },
+    /// removexattr.
+    RemoveXattr {
+        /// The path.
+        path: String,
+        /// The attribute.
+        name: String,
+    },
+    /// Runs `op` for `caller` instead of the connection's own credentials: only a root client
+    /// may (the FUSE mount, which serves many users); others get EPERM.
+    AsCaller {
+        /// Who the request is for.
+        caller: Credentials,
+        /// The request.
+        op: Box<Op>,
+    },
     /// mkdir.
     CreateDir {
         /// The path.
         path: String,
+        /// Permission bits.
+        mode: u32,
     },
     /// rmdir.
     RemoveDir {
@@ -410,6 +510,10 @@ pub enum Answer {
     SpaceUsage(SpaceUsage),
     /// A path.
     Path(Option<String>),
+    /// Bytes (an extended attribute's value).
+    Bytes(Vec<u8>),
+    /// Names (of extended attributes).
+    Names(Vec<String>),
 }
 
 /// Everything a client sends.

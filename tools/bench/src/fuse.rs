@@ -7,7 +7,7 @@
 //! 4 KiB, close) and the rows. Must never leave the mount or its directory behind (the guard
 //! unmounts and removes on every path), or reach below the public library API. No `unsafe`.
 
-use crate::{num, progress, size_text, Plan, Row, Verdict, MIB};
+use crate::{num, progress, size_text, Plan, Row, Samples, MIB};
 use ferrodax::fuse::FuseMount;
 use ferrodax::{Fs, Pool};
 use std::hint::black_box;
@@ -23,14 +23,14 @@ const SMALL_FILES_TARGET_RATIO: f64 = 0.3;
 /// Files of the small-file row.
 const SMALL_FILES: usize = 10_000;
 
-/// What one directory (the FUSE mount, or XFS) measured.
+/// What one directory (the FUSE mount, or XFS) measured: every run's time.
 pub struct DirSuite {
-    write: Result<Duration, String>,
-    read: Result<Duration, String>,
-    small_files: Result<Duration, String>,
+    write: Result<Vec<Duration>, String>,
+    read: Result<Vec<Duration>, String>,
+    small_files: Result<Vec<Duration>, String>,
     /// FUSE only: pread of files written through the library beside the mount, so none of their
     /// pages is in the kernel's cache: every byte crosses FUSE (no XFS counterpart).
-    uncached_read: Option<Result<Duration, String>>,
+    uncached_read: Option<Result<Vec<Duration>, String>>,
 }
 
 /// Bytes of the sequential rows.
@@ -46,13 +46,12 @@ fn chunk(index: u64) -> Vec<u8> {
     (0..MIB).map(|i| (i as u8) ^ (index as u8).wrapping_mul(31)).collect()
 }
 
-fn best(runs: usize, mut measure: impl FnMut(usize) -> Result<Duration, String>) -> Result<Duration, String> {
-    let mut best: Option<Duration> = None;
-    for run in 0..runs {
-        let t = measure(run)?;
-        best = Some(best.map_or(t, |b| b.min(t)));
-    }
-    best.ok_or_else(|| "no runs".into())
+/// Every run's time of `measure` (given the run's number).
+fn all_runs(
+    runs: usize,
+    mut measure: impl FnMut(usize) -> Result<Duration, String>,
+) -> Result<Vec<Duration>, String> {
+    (0..runs).map(&mut measure).collect()
 }
 
 /// The three measurements in the directory `dir` (a mount point).
@@ -76,10 +75,10 @@ pub fn dir_suite(dir: &Path, plan: &Plan) -> DirSuite {
         Ok(start.elapsed())
     };
     // The first pass makes the file; the timed ones overwrite it.
-    let write = write_all().and_then(|_| best(plan.runs, |_| write_all()));
+    let write = write_all().and_then(|_| all_runs(plan.runs, |_| write_all()));
     let read = write.as_ref().map_err(Clone::clone).and_then(|_| {
         let mut buf = vec![0u8; MIB as usize];
-        let time = best(plan.runs, |_| {
+        let time = all_runs(plan.runs, |_| {
             // A fresh open, as a program reading the file would make.
             let file = std::fs::File::open(&path).map_err(|e| format!("open: {e}"))?;
             let start = Instant::now();
@@ -97,7 +96,7 @@ pub fn dir_suite(dir: &Path, plan: &Plan) -> DirSuite {
         Ok(time)
     });
     let _ = std::fs::remove_file(&path);
-    let small_files = best(plan.runs, |run| {
+    let small_files = all_runs(plan.runs, |run| {
         let sub = dir.join(format!("small-{run}"));
         std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
         let data = [0x5au8; 4096];
@@ -166,13 +165,13 @@ fn warm_up(fs: &Fs, bytes: u64) -> Result<(), String> {
 
 /// 1 MiB preads through the mount of a file written through the library (`fs`), a new file for
 /// every run: the kernel has cached none of its pages.
-fn uncached_read(fs: &Fs, dir: &Path, plan: &Plan) -> Result<Duration, String> {
+fn uncached_read(fs: &Fs, dir: &Path, plan: &Plan) -> Result<Vec<Duration>, String> {
     let bytes = sequential_bytes(plan);
     let mut options = ferrodax::OpenOptions::new();
     options.read(true).write(true).create_new(true);
     let data = chunk(7);
     let mut buf = vec![0u8; MIB as usize];
-    best(plan.runs, |run| {
+    all_runs(plan.runs, |run| {
         let name = format!("uncached-{run}");
         let file = fs.open(&format!("/{name}"), &options).map_err(|e| format!("create /{name}: {e}"))?;
         for offset in (0..bytes).step_by(MIB as usize) {
@@ -196,26 +195,24 @@ fn uncached_read(fs: &Fs, dir: &Path, plan: &Plan) -> Result<Duration, String> {
 }
 
 fn ratio_row(
-    mut r: Row,
+    r: Row,
     ours: &Result<DirSuite, String>,
     xfs: &Result<DirSuite, String>,
-    pick: impl Fn(&DirSuite) -> &Result<Duration, String>,
+    pick: impl Fn(&DirSuite) -> &Result<Vec<Duration>, String>,
     rate: impl Fn(Duration) -> f64,
     target: f64,
 ) -> Row {
-    let ours = match ours.as_ref().map(&pick) {
-        Ok(Ok(t)) => rate(*t),
+    let mut r = match ours.as_ref().map(&pick) {
+        Ok(Ok(times)) => r.measured(&Samples::of_rates(times, &rate)),
         Ok(Err(e)) | Err(e) => return r.failed(e),
     };
-    r.result = Some(ours);
     r.target = format!(">= {target}x XFS");
     match xfs.as_ref().map(&pick) {
-        Ok(Ok(t)) => {
-            let theirs = rate(*t);
-            r.comparison = format!("XFS {} {}", num(theirs), r.unit);
-            r.ratio = Some(ours / theirs);
-            r.verdict = if ours / theirs >= target { Verdict::Pass } else { Verdict::Miss };
-            r.xfs = format!("{} {}", num(theirs), r.unit);
+        Ok(Ok(times)) => {
+            let theirs = Samples::of_rates(times, &rate).spread();
+            r.compare(format!("XFS {} {}", num(theirs.best), r.unit), theirs.best);
+            r.judge(r.ratio.is_some_and(|x| x >= target));
+            r.xfs = format!("{} {} (median {})", num(theirs.best), r.unit, num(theirs.median));
         }
         Ok(Err(e)) | Err(e) => {
             r.comparison = format!("XFS not measured ({e})");
@@ -252,15 +249,12 @@ pub fn fuse_rows(plan: &Plan, ours: &Result<DirSuite, String>, xfs: &Result<DirS
             SEQUENTIAL_TARGET_RATIO,
         ),
         {
-            let mut r = Row::new(
+            let r = Row::new(
                 format!("FUSE mount: 1 MiB sequential pread over {big}, none of it cached: every byte crosses FUSE (information)"),
                 "GB/s",
             );
             match ours.as_ref().map(|s| &s.uncached_read) {
-                Ok(Some(Ok(t))) => {
-                    r.result = Some(gbps(*t));
-                    r
-                }
+                Ok(Some(Ok(times))) => r.measured(&Samples::of_rates(times, gbps)),
                 Ok(Some(Err(e))) | Err(e) => r.failed(e),
                 Ok(None) => r.failed("not measured"),
             }

@@ -11,7 +11,7 @@
 //! children and delete the files on every path, errors included), or reach below the public
 //! library API. No `unsafe`: descriptors reach the children as their standard streams.
 
-use crate::{num, progress, size_text, Plan, Row, Spread, Verdict, BLOCK, MIB};
+use crate::{num, progress, size_text, Plan, Row, Samples, Verdict, BLOCK, MIB};
 use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, Notice, PageState};
 use ferrodax::memfail::FailureFlags;
@@ -76,39 +76,6 @@ impl ServerPlan {
             pool: if quick { 256 * MIB } else { 512 * MIB },
             direct_pool: 64 * MIB,
         }
-    }
-}
-
-/// Per-run values of one measurement, in the unit of its row.
-#[derive(Clone)]
-struct Samples {
-    values: Vec<f64>,
-    /// True for times (the smallest is best), false for bandwidths.
-    lower_is_better: bool,
-}
-
-impl Samples {
-    fn times() -> Samples {
-        Samples { values: Vec::new(), lower_is_better: true }
-    }
-
-    fn rates() -> Samples {
-        Samples { values: Vec::new(), lower_is_better: false }
-    }
-
-    fn spread(&self) -> Spread {
-        let mut sorted = self.values.clone();
-        sorted.sort_by(f64::total_cmp);
-        if !self.lower_is_better {
-            sorted.reverse();
-        }
-        let n = sorted.len();
-        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        Spread { best: sorted[0], median, worst: sorted[n - 1], runs: n }
-    }
-
-    fn best(&self) -> f64 {
-        self.spread().best
     }
 }
 
@@ -786,11 +753,8 @@ pub fn server_suite(plan: &Plan) -> ServerSuite {
 
 // ----- the rows -----
 
-fn measured(mut r: Row, samples: &Samples) -> Row {
-    let spread = samples.spread();
-    r.result = Some(spread.best);
-    r.spread = Some(spread);
-    r
+fn measured(r: Row, samples: &Samples) -> Row {
+    r.measured(samples)
 }
 
 pub fn server_rows(s: &ServerSuite) -> Vec<Row> {
@@ -826,6 +790,7 @@ pub fn server_rows(s: &ServerSuite) -> Vec<Row> {
                 let mut r = measured(r, samples);
                 r.comparison = echo_text.clone();
                 if let Ok(p) = &s.echo_process {
+                    r.baseline = Some(p.best());
                     r.ratio = Some(samples.best() / p.best());
                 }
                 r
@@ -858,6 +823,7 @@ pub fn server_rows(s: &ServerSuite) -> Vec<Row> {
                     // A fault is a request and a recall: about two server round trips.
                     r.comparison += &format!("; one server round trip (fstat) {} us", num(m.best()));
                 }
+                r.baseline = Some(d.best());
                 r.ratio = Some(ratio);
                 r.verdict = if ratio <= CROSS_FAULT_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
             }
@@ -912,6 +878,7 @@ pub fn server_rows(s: &ServerSuite) -> Vec<Row> {
                 if let Ok(m) = &s.memcpy {
                     let ratio = samples.best() / m.best();
                     r.comparison = format!("memcpy {} GB/s", num(m.best()));
+                    r.baseline = Some(m.best());
                     r.ratio = Some(ratio);
                     r.verdict = if ratio >= VIEW_IO_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
                 }

@@ -1,0 +1,141 @@
+//! Guards the shape of `ferrodax-bench --json` (docs/BENCH.md), which scripts such as the speed
+//! acceptance check read: one tiny run (`--smoke`, no XFS, pool server or FUSE), then every
+//! field of the document and of every row, and the rows those scripts look for by name. Never
+//! a timing threshold: the numbers of a smoke run mean nothing, only their shape and their
+//! consistency (best, median and worst in order; the ratio is best / baseline) are checked.
+
+use serde_json::Value;
+use std::process::Command;
+
+/// The fields of a row, in the order the document lists them.
+const ROW_FIELDS: [&str; 16] = [
+    "benchmark",
+    "unit",
+    "better",
+    "result",
+    "best",
+    "median",
+    "worst",
+    "runs",
+    "pool",
+    "comparison",
+    "baseline",
+    "ratio",
+    "target",
+    "verdict",
+    "xfs",
+    "error",
+];
+
+fn smoke_run() -> Value {
+    let disk = tempfile_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-bench"))
+        .args(["--smoke", "--json", "--disk-dir"])
+        .arg(&disk)
+        .output()
+        .expect("run ferrodax-bench");
+    let _ = std::fs::remove_dir_all(&disk);
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+/// A fresh directory for the disk-backed pool (under the target directory, a disk file system).
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("make the disk directory");
+    dir
+}
+
+fn number_or_null(row: &Value, field: &str) -> Option<f64> {
+    let v = &row[field];
+    assert!(v.is_null() || v.is_f64() || v.is_u64(), "{field} of {} is {v}", row["benchmark"]);
+    v.as_f64()
+}
+
+#[test]
+fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_read() {
+    let doc = smoke_run();
+    assert_eq!(doc["schema"], "ferrodax-bench/2");
+    assert_eq!(doc["mode"], "smoke");
+    assert_eq!(doc["part"], "all");
+    assert!(doc["flush_instruction"].is_string());
+    for baseline in ["memcpy_gb_per_s", "memcpy_reused_buffer_gb_per_s", "memcmp_gb_per_s"] {
+        assert!(doc["baselines"][baseline].as_f64().is_some_and(|v| v > 0.0), "baselines.{baseline}");
+    }
+    assert!(doc["notes"].as_array().is_some_and(|n| n.iter().all(Value::is_string)));
+    let rows = doc["rows"].as_array().expect("rows");
+    assert!(rows.len() > 20, "{} rows", rows.len());
+
+    let expected: std::collections::BTreeSet<&str> = ROW_FIELDS.iter().copied().collect();
+    for row in rows {
+        let name = row["benchmark"].as_str().expect("benchmark is a string");
+        let fields: std::collections::BTreeSet<&str> =
+            row.as_object().expect("a row is an object").keys().map(String::as_str).collect();
+        assert_eq!(fields, expected, "fields of {name}");
+        assert!(row["unit"].is_string() && row["comparison"].is_string() && row["target"].is_string());
+        assert!(row["xfs"].is_string(), "{name}");
+        let verdict = row["verdict"].as_str().expect("verdict");
+        assert!(["pass", "miss", "info", "error"].contains(&verdict), "{name}: {verdict}");
+        assert_eq!(verdict == "error", !row["error"].is_null(), "{name}: error field and verdict agree");
+        assert!(row["pool"].is_null() || row["pool"].is_string(), "{name}");
+        let better = row["better"].as_str().expect("better");
+        assert!(better == "lower" || better == "higher", "{name}: {better}");
+        let (result, best, median, worst) = (
+            number_or_null(row, "result"),
+            number_or_null(row, "best"),
+            number_or_null(row, "median"),
+            number_or_null(row, "worst"),
+        );
+        let runs = row["runs"].as_u64().expect("runs");
+        if verdict == "error" {
+            continue;
+        }
+        let (best, median, worst) = (best.expect("best"), median.expect("median"), worst.expect("worst"));
+        assert_eq!(result, Some(best), "{name}: result is the best run");
+        assert!(runs >= 1, "{name}");
+        if better == "lower" {
+            assert!(best <= median && median <= worst, "{name}: {best} {median} {worst}");
+        } else {
+            assert!(best >= median && median >= worst, "{name}: {best} {median} {worst}");
+        }
+        match (number_or_null(row, "baseline"), number_or_null(row, "ratio")) {
+            (Some(baseline), Some(ratio)) => {
+                assert!((ratio - best / baseline).abs() <= 1e-9 * ratio.abs().max(1.0), "{name}: ratio")
+            }
+            (None, None) => {}
+            (baseline, ratio) => panic!("{name}: baseline {baseline:?} and ratio {ratio:?} come together"),
+        }
+    }
+
+    let named =
+        |test: &dyn Fn(&str) -> bool| rows.iter().filter(|r| test(r["benchmark"].as_str().unwrap())).count();
+    // What the speed acceptance check matches (in full mode the names also say 10,000).
+    assert_eq!(named(&|n| n.contains("CoW store fault") && n.contains("one plain store")), 1);
+    assert_eq!(named(&|n| n.starts_with("owner lookup alone")), 1);
+    assert_eq!(named(&|n| n.contains("owners + unmap/notify 10 views")), 1);
+    assert_eq!(named(&|n| n.starts_with("dedupe")), 1);
+    let first_random_cow = rows
+        .iter()
+        .find(|r| {
+            let n = r["benchmark"].as_str().unwrap();
+            n.contains("CoW pwrite") && n.contains("random")
+        })
+        .expect("a random-order CoW pwrite row");
+    assert_eq!(first_random_cow["pool"], "memfd", "the first random CoW pwrite row is the memfd one");
+    let dedupe = rows.iter().find(|r| r["benchmark"].as_str().unwrap().starts_with("dedupe")).unwrap();
+    assert!(dedupe["ratio"].is_f64(), "the dedupe row has its ratio to memcmp");
+    // Every pool kind for the rows where the pool kind matters.
+    for kind in ["memfd", "file on /dev/shm", "file on disk ("] {
+        let of_kind = |what: &str| {
+            rows.iter().any(|r| {
+                r["pool"].as_str().is_some_and(|p| p.starts_with(kind))
+                    && r["benchmark"].as_str().unwrap().contains(what)
+            })
+        };
+        for what in ["1 MiB sequential pwrite", "4 KiB CoW pwrite", "durable on return"] {
+            assert!(of_kind(what), "no {what} row on a pool: {kind}");
+        }
+    }
+}
