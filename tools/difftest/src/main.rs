@@ -789,9 +789,8 @@ impl System for Ferrodax {
         self.fs()?.remove_file(&format!("/{path}")).map_err(|e| e.errno())
     }
 
-    fn link(&mut self, _existing: &str, _new: &str) -> Result<(), Errno> {
-        // WIRE-WHEN-MERGED: Fs::hard_link.
-        Err(libc::EPERM)
+    fn link(&mut self, existing: &str, new: &str) -> Result<(), Errno> {
+        self.fs()?.hard_link(&format!("/{existing}"), &format!("/{new}")).map_err(|e| e.errno())
     }
 
     fn identity(&mut self, file: &File) -> Result<(u64, u64), Errno> {
@@ -1552,9 +1551,8 @@ struct Generator {
     links: Vec<(usize, u64, usize, u64, u64)>,
 }
 
-/// Whether both sides have link(2): the library's `Fs::hard_link` (and with it the FUSE mount's
-/// link) is not there yet.
-const HARD_LINKS: bool = false;
+/// Whether link(2) is in the mix (the library has `Fs::hard_link`, the FUSE mount serves link).
+const HARD_LINKS: bool = true;
 
 /// Byte patterns: few, so equal contents happen; zeros, so zero data meets holes.
 const SEEDS: [u8; 6] = [0x00, 0x61, 0x62, 0x63, 0xcd, 0x00];
@@ -1748,7 +1746,15 @@ impl Generator {
                 };
                 Op::Open { file: self.file(), name: self.name(), how }
             }
-            139..=140 if self.hard_links => Op::Link { from: self.name(), to: self.name() },
+            139..=140 if self.hard_links => {
+                // Mostly onto the extra names, which are free more often than the slots' names.
+                let to = if self.rng.chance(70) {
+                    self.files + self.rng.below(EXTRA_NAMES as u64) as usize
+                } else {
+                    self.name()
+                };
+                Op::Link { from: self.name(), to }
+            }
             139..=140 => Op::Rename { from: self.name(), to: self.name() },
             100..=111 => self.fallocate(sizes),
             112..=118 => {
@@ -2006,7 +2012,7 @@ fn ferrodax_io_script(ops: &[Op], files: usize, pool_bytes: u64, divergence: &Di
             Op::Remount => ": remount (the next call mounts the pool again)".to_string(),
             Op::Rename { from, to } => format!("\"$FERRODAX\" mv \"$POOL\" /f{from} /f{to}"),
             Op::Unlink { name } => format!("\"$FERRODAX\" rm \"$POOL\" /f{name}"),
-            Op::Link { from, to } => format!(": link /f{from} /f{to}: no ferrodax command"),
+            Op::Link { from, to } => format!("\"$FERRODAX\" io -c \"link /f{to}\" \"$POOL\" /f{from}"),
             Op::Open { name, how, .. } => {
                 format!("{}\"$POOL\" /f{name}", open_command(how, "\"$FERRODAX\" io "))
             }
@@ -3114,5 +3120,36 @@ mod tests {
         let f = ferrodax_io_script(&ops, 2, SMALL_POOL, &d);
         assert!(f.contains("\"$FERRODAX\" io -c \"dedupe /f1 0 4096 4096\" \"$POOL\" /f0"), "{f}");
         assert!(f.contains("\"$FERRODAX\" io -f -c \"truncate 0\" \"$POOL\" /f1"), "{f}");
+    }
+
+    #[test]
+    fn scripts_replay_mmap_and_namespace_steps_and_say_where_names_and_slots_part() {
+        let ops = vec![
+            Op::MapStore { file: 0, seed: 0x61, offset: 100, len: 5000, sync: true },
+            Op::MapLoad { file: 0, offset: 4096, len: 10 },
+            Op::Link { from: 0, to: 3 },
+            Op::Unlink { name: 0 },
+        ];
+        let d = Divergence {
+            step: 3,
+            op: ops[3],
+            xfs: Outcome::Done,
+            ferrodax: Outcome::Failed(libc::ENOENT),
+            mismatch: Mismatch::Result,
+        };
+        let x = xfs_io_script(&ops, 1, &d);
+        let store = "xfs_io -c \"mmap -rw 0 8192\" -c \"mwrite -S 0x61 100 5000\" -c \"msync -s\" -c \"munmap\" \"$MNT/f0\"";
+        assert!(x.contains(store), "{x}");
+        assert!(
+            x.contains("xfs_io -c \"mmap -r 4096 4096\" -c \"mread 4096 10\" -c \"munmap\" \"$MNT/f0\""),
+            "{x}"
+        );
+        assert!(x.contains("ln \"$MNT/f0\" \"$MNT/f3\""), "{x}");
+        assert!(x.contains("rm \"$MNT/f0\""), "{x}");
+        assert!(x.contains("# NOTE: the tester's steps act on open files"), "{x}");
+        let f = ferrodax_io_script(&ops, 1, SMALL_POOL, &d);
+        assert!(f.contains("\"$FERRODAX\" io -c \"link /f3\" \"$POOL\" /f0"), "{f}");
+        assert!(f.contains("\"$FERRODAX\" rm \"$POOL\" /f0"), "{f}");
+        assert!(f.contains("# step 4: DIVERGES here: xfs ok, ferrodax ENOENT"), "{f}");
     }
 }

@@ -1,6 +1,6 @@
 //! Guards conformance with the kernel: `ferrodax-difftest` (`ferrodax difftest`) applies the same random operation
 //! sequences (pwrite, truncate, reflink, dedupe, funshare, fallocate in every mode, copy_file_range,
-//! SEEK_DATA/SEEK_HOLE, mmap stores and loads, open/create, rename, unlink, fsync, remount) and
+//! SEEK_DATA/SEEK_HOLE, mmap stores and loads, open/create, rename, unlink, link, fsync, remount) and
 //! the fstests generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1,
 //! loop-mounted from /dev/shm) and to a ferrodax pool, through the library and (`--through fuse`)
 //! through a FUSE mount of the pool, and finds no divergence other than those
@@ -230,9 +230,17 @@ fn random_sequences_mmap_and_namespace_operations_through_a_fuse_mount_agree_wit
         assert_clean_pass(&run, steps);
         assert!(run.stdout.contains("mounted through FUSE"), "{}", run.stdout);
         // The whole mix ran through the mount: mmap, namespace operations, fallocate, copies.
-        for kind in
-            ["pwrite", "mmap-store", "mmap-load", "rename", "unlink", "create", "fpunch", "copy_range"]
-        {
+        for kind in [
+            "pwrite",
+            "mmap-store",
+            "mmap-load",
+            "rename",
+            "unlink",
+            "create",
+            "link",
+            "fpunch",
+            "copy_range",
+        ] {
             assert!(ok_steps(&run.stdout, kind) > 0, "no successful {kind} step:\n{}", run.stdout);
         }
         // And what the kernel refuses on FUSE went to the library, as CONFORMANCE.md says.
