@@ -371,3 +371,33 @@ fn a_mount_through_a_pool_server_unmounts_itself_when_the_server_stops() {
     check_clean(&pool.path);
     assert_eq!(cli_cat(&pool.path, "/f"), b"written before the server stopped");
 }
+
+#[test]
+fn a_write_crossing_the_largest_file_size_through_the_mount_is_short_and_keeps_the_bytes_before_it() {
+    use std::os::unix::fs::FileExt;
+    let pool = TestPool::new(POOL_SIZE);
+    let Some(mount) = Mount::start("short_write_at_the_size_limit", &pool, "mnt") else { return };
+    let limit = ferrodax::format::MAX_FILE_SIZE;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(mount.path("edge"))
+        .unwrap();
+    // As the library's (and the kernel's) own writes: up to the limit, and the count says so.
+    assert_eq!(file.write_at(&[0x61; 200], limit - 100).unwrap(), 100);
+    // With the page before the limit in the kernel's cache (read back), the kernel sends the
+    // whole 200 bytes in one request, and the bytes before the limit still count.
+    let mut tail = [0u8; 100];
+    file.read_exact_at(&mut tail, limit - 100).unwrap();
+    assert_eq!(tail, [0x61; 100]);
+    assert_eq!(file.write_at(&[0x62; 200], limit - 100).unwrap(), 100);
+    assert_eq!(file.metadata().unwrap().len(), limit);
+    file.read_exact_at(&mut tail, limit - 100).unwrap();
+    assert_eq!(tail, [0x62; 100]);
+    assert_eq!(file.write_at(&[1], limit).unwrap_err().raw_os_error(), Some(libc::EFBIG));
+    drop(file);
+    mount.unmount();
+    check_clean(&pool.path);
+}

@@ -526,7 +526,14 @@ impl Filesystem for FuseFs {
         let result = self.file(fh).and_then(|file| {
             let mut done = 0;
             while done < data.len() {
-                done += file.write_at(&data[done..], offset + done as u64).map_err(|e| errno(&e))?;
+                match file.write_at(&data[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    // A write that made progress is short, as the kernel's are (the rest met
+                    // the largest file size, or no space): the bytes written stay written.
+                    Err(_) if done > 0 => break,
+                    Err(e) => return Err(errno(&e)),
+                }
             }
             Ok(done as u32)
         });

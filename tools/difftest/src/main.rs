@@ -4,34 +4,40 @@
 //! binary; it uses only ferrodax's public library API and the shared host helpers of
 //! ferrodax-hostkit (the scratch XFS, the remap calls).
 //!
-//! Owns the operation generator, the two sides (files on a real XFS with reflink and a reverse map,
-//! loop-mounted from an image in /dev/shm and driven through the kernel's system calls; files in a
-//! ferrodax memfd pool driven through the library), the comparison after every step (result or
-//! errno, every file's size and contents; ferrodax's fsck at every remount), the shrinker and the
-//! replay scripts it prints (one for `xfs_io`, one for `ferrodax io`), the fstests generic/157 and
-//! generic/158 case lists, a list of fixed edge sequences, and the exact rules for the differences
-//! docs/CONFORMANCE.md documents (nothing else is accepted).
+//! Owns the operation generator (data operations on files open in slots f0..fN, mmap stores and
+//! loads, and namespace operations on the names /f0../fN+2), the sides (files on a real XFS with
+//! reflink and a reverse map, loop-mounted from an image in /dev/shm and driven through the
+//! kernel's system calls, [`kernel`]; files in a ferrodax memfd pool driven through the library,
+//! [`Ferrodax`], or, with `--through fuse`, mounted through FUSE and driven by the same system
+//! calls as XFS, [`fuse_side`]), the comparison after every step (result or errno, every slot's
+//! size, contents and link count, every name; ferrodax's fsck at every remount), the shrinker and
+//! the replay scripts it prints (one for `xfs_io`, one for `ferrodax io`), the fstests generic/157
+//! and generic/158 case lists, a list of fixed edge sequences, and the exact rules for the
+//! differences docs/CONFORMANCE.md documents (nothing else is accepted).
 //!
 //! Must never: reach below the library API (`ferrodax::{Pool, Fs, File, ...}`); leave a mount, a
-//! loop device or an image behind (ferrodax-hostkit's scratch guard unmounts and deletes on every
-//! path, errors and panics included); report a pass for a run it did not make: where the machine
-//! cannot make or mount the loop XFS it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`],
-//! never 0. No `unsafe`: the kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE,
-//! fallocate, copy_file_range, lseek SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise) live in
-//! ferrodax-hostkit's `remap`.
+//! loop device or an image behind (ferrodax-hostkit's scratch guard and the FUSE side's guard
+//! unmount and delete on every path, errors and panics included); report a pass for a run it did
+//! not make: where the machine cannot make or mount the loop XFS (or, through FUSE, cannot mount
+//! FUSE) it prints "SKIPPED: ..." and exits with [`EXIT_SKIPPED`], never 0. No `unsafe`: the
+//! kernel calls std does not wrap (FICLONERANGE, FIDEDUPERANGE, fallocate, copy_file_range, lseek
+//! SEEK_DATA/SEEK_HOLE, FS_IOC_FIEMAP, posix_fadvise, mmap, statx) live in ferrodax-hostkit's
+//! `remap` and `mapping`.
 //!
 //! Exit status: 0 every step agreed (or differed only as documented), 1 a divergence, 2 the harness
 //! itself failed (a remount, a read), 77 skipped.
 
+mod fuse_side;
+mod kernel;
+
 use clap::Parser;
+use ferrodax::dax::MapAccess;
 use ferrodax::fs::falloc::SeekTarget;
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
-use ferrodax_hostkit::remap::{self, DedupeOutcome};
 use ferrodax_hostkit::xfs::XfsScratch;
-use ferrodax_hostkit::{find_program, run_command};
+use kernel::{KernelSide, XfsMount};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 /// Exit status of a run that could not happen (automake's "skipped").
@@ -95,14 +101,30 @@ struct DifftestArgs {
     /// Print every step with both sides' results.
     #[arg(long)]
     verbose: bool,
+    /// The path the ferrodax side is driven through: `library` (its API, in this process) or
+    /// `fuse` (a FUSE mount of the pool, with the same system calls as the XFS side).
+    #[arg(long, value_enum, default_value_t = Through::Library)]
+    through: Through,
     /// Self-test: make the ferrodax side write a wrong last byte in every unaligned pwrite of 2
     /// or more bytes that starts in a shared block, to prove the tester finds a divergence,
     /// shrinks it (to write, share, write) and prints both scripts.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "through")]
     inject_fault: bool,
     /// Self-test of the skip path: behave as if the machine could not make the loop XFS.
     #[arg(long, hide = true)]
     pretend_no_oracle: bool,
+    /// Self-test of the skip path of `--through fuse`: behave as if FUSE could not mount.
+    #[arg(long, hide = true)]
+    pretend_no_fuse: bool,
+}
+
+/// The path the ferrodax side is driven through.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Through {
+    /// The library's API (`Fs`, `File`), in this process.
+    Library,
+    /// A FUSE mount of the pool (`ferrodax::fuse`), through the kernel's system calls.
+    Fuse,
 }
 
 /// Parses `--max-file-size`.
@@ -171,8 +193,47 @@ enum Op {
     Seek { file: usize, offset: u64, data: bool },
     /// fsync.
     Fsync { file: usize },
+    /// mmap(MAP_SHARED, PROT_READ | PROT_WRITE) of the pages holding the range, plain stores of
+    /// `len` bytes of `seed`, msync(MS_SYNC) when `sync`, munmap.
+    MapStore { file: usize, seed: u8, offset: u64, len: u64, sync: bool },
+    /// mmap(MAP_SHARED, PROT_READ) of the pages holding the range, loads of it, munmap.
+    MapLoad { file: usize, offset: u64, len: u64 },
+    /// open(2) of the name `/f{name}` (O_RDWR and `how`'s flags) into slot `file`, whose earlier
+    /// file is closed; on failure the slot keeps its file.
+    Open { file: usize, name: usize, how: Create },
+    /// rename(2) of `/f{from}` to `/f{to}` (over an existing name or not).
+    Rename { from: usize, to: usize },
+    /// unlink(2) of `/f{name}` (the slots' open files stay usable).
+    Unlink { name: usize },
+    /// link(2): `/f{to}` becomes another name of `/f{from}`.
+    Link { from: usize, to: usize },
     /// Close everything, unmount, mount, reopen (both sides).
     Remount,
+}
+
+/// How an [`Op::Open`] creates (O_CREAT, O_EXCL, O_TRUNC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Create {
+    /// Opens an existing file only.
+    No,
+    /// O_CREAT.
+    IfMissing,
+    /// O_CREAT | O_EXCL.
+    Exclusive,
+    /// O_CREAT | O_TRUNC.
+    Truncate,
+}
+
+impl Create {
+    /// The open flags, as a C program spells them.
+    fn flags(self) -> &'static str {
+        match self {
+            Create::No => "O_RDWR",
+            Create::IfMissing => "O_RDWR|O_CREAT",
+            Create::Exclusive => "O_RDWR|O_CREAT|O_EXCL",
+            Create::Truncate => "O_RDWR|O_CREAT|O_TRUNC",
+        }
+    }
 }
 
 impl Op {
@@ -189,6 +250,13 @@ impl Op {
             Op::Seek { data: true, .. } => "seek_data",
             Op::Seek { data: false, .. } => "seek_hole",
             Op::Fsync { .. } => "fsync",
+            Op::MapStore { .. } => "mmap-store",
+            Op::MapLoad { .. } => "mmap-load",
+            Op::Open { how: Create::No, .. } => "open",
+            Op::Open { .. } => "create",
+            Op::Rename { .. } => "rename",
+            Op::Unlink { .. } => "unlink",
+            Op::Link { .. } => "link",
             Op::Remount => "remount",
         }
     }
@@ -201,12 +269,29 @@ impl Op {
             | Op::Unshare { file, .. }
             | Op::Fallocate { file, .. }
             | Op::Seek { file, .. }
+            | Op::MapStore { file, .. }
+            | Op::MapLoad { file, .. }
+            | Op::Open { file, .. }
             | Op::Fsync { file } => file,
             Op::Reflink { src, dst, .. } | Op::Dedupe { src, dst, .. } | Op::CopyRange { src, dst, .. } => {
                 src.max(dst)
             }
-            Op::Remount => 0,
+            Op::Rename { .. } | Op::Unlink { .. } | Op::Link { .. } | Op::Remount => 0,
         }
+    }
+
+    /// The highest name index the operation names (None: it names no path).
+    fn max_name(&self) -> Option<usize> {
+        match *self {
+            Op::Open { name, .. } | Op::Unlink { name } => Some(name),
+            Op::Rename { from, to } | Op::Link { from, to } => Some(from.max(to)),
+            _ => None,
+        }
+    }
+
+    /// True for the operations that change which names exist.
+    fn is_namespace(&self) -> bool {
+        matches!(self, Op::Open { .. } | Op::Rename { .. } | Op::Unlink { .. } | Op::Link { .. })
     }
 }
 
@@ -257,6 +342,16 @@ impl fmt::Display for Op {
                 write!(f, "f{file}: seek {} {offset}", if data { "-d" } else { "-h" })
             }
             Op::Fsync { file } => write!(f, "f{file}: fsync"),
+            Op::MapStore { file, seed, offset, len, sync } => write!(
+                f,
+                "f{file}: mmap store -S {seed:#04x} {offset} {len}{}",
+                if sync { " + msync" } else { "" }
+            ),
+            Op::MapLoad { file, offset, len } => write!(f, "f{file}: mmap load {offset} {len}"),
+            Op::Open { file, name, how } => write!(f, "f{file}: open /f{name} {}", how.flags()),
+            Op::Rename { from, to } => write!(f, "rename /f{from} /f{to}"),
+            Op::Unlink { name } => write!(f, "unlink /f{name}"),
+            Op::Link { from, to } => write!(f, "link /f{from} /f{to}"),
             Op::Remount => write!(f, "remount"),
         }
     }
@@ -282,6 +377,11 @@ enum Outcome {
     Status(Errno),
     /// The call failed with this errno (for the fstests cases: also the open of the destination).
     Failed(Errno),
+    /// Loads through a mapping: the CRC-32C of the bytes loaded.
+    Loaded(u32),
+    /// The tester did not make the access: an mmap store reaching a page wholly past EOF (SIGBUS),
+    /// or an mmap load reaching past EOF (bytes POSIX leaves unspecified in the EOF page).
+    PastEof,
 }
 
 impl fmt::Display for Outcome {
@@ -294,6 +394,8 @@ impl fmt::Display for Outcome {
             Outcome::Differs => write!(f, "DIFFERS"),
             Outcome::Status(e) => write!(f, "status {}", errno_name(e)),
             Outcome::Failed(e) => write!(f, "{}", errno_name(e)),
+            Outcome::Loaded(crc) => write!(f, "loaded crc32c {crc:#010x}"),
+            Outcome::PastEof => write!(f, "past EOF, not accessed"),
         }
     }
 }
@@ -317,6 +419,10 @@ fn errno_name(errno: Errno) -> String {
         libc::EROFS => "EROFS",
         libc::ENXIO => "ENXIO",
         libc::EOVERFLOW => "EOVERFLOW",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EMLINK => "EMLINK",
+        libc::ESTALE => "ESTALE",
         _ => return format!("errno {errno}"),
     };
     name.to_string()
@@ -361,8 +467,8 @@ trait System {
     fn wipe(&mut self, pool_bytes: u64) -> Result<(), String>;
     /// Makes the second file system ready.
     fn prepare_other(&mut self) -> Result<(), String>;
-    /// Opens (creating it when asked) a file.
-    fn open(&mut self, other: bool, path: &str, access: Access, create: bool) -> Result<Self::Handle, Errno>;
+    /// Opens (creating it as `how` says) a file.
+    fn open(&mut self, other: bool, path: &str, access: Access, how: Create) -> Result<Self::Handle, Errno>;
     /// Makes a directory (and its parents) on the main or the other file system.
     fn mkdir(&mut self, other: bool, path: &str) -> Result<(), String>;
     /// Makes a special file; false when the side has none.
@@ -414,6 +520,22 @@ trait System {
     fn size(&mut self, file: &Self::Handle) -> Result<u64, Errno>;
     /// pread of exactly `len` bytes at `offset` (the range is inside the file).
     fn read(&mut self, file: &Self::Handle, offset: u64, len: u64) -> Result<Vec<u8>, Errno>;
+    /// Stores `data` at `offset` through a shared mapping of the pages holding it (msync when
+    /// `sync`), then unmaps; the caller keeps the range out of pages wholly past EOF.
+    fn map_store(&mut self, file: &Self::Handle, data: &[u8], offset: u64, sync: bool) -> Result<(), Errno>;
+    /// Loads `len` bytes at `offset` through a shared mapping, then unmaps; the caller keeps the
+    /// range inside the file.
+    fn map_load(&mut self, file: &Self::Handle, offset: u64, len: u64) -> Result<Vec<u8>, Errno>;
+    /// rename(2) on the main file system.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno>;
+    /// unlink(2) on the main file system.
+    fn unlink(&mut self, path: &str) -> Result<(), Errno>;
+    /// link(2) on the main file system: `new` becomes another name of `existing`.
+    fn link(&mut self, existing: &str, new: &str) -> Result<(), Errno>;
+    /// fstat's inode number and link count.
+    fn identity(&mut self, file: &Self::Handle) -> Result<(u64, u64), Errno>;
+    /// stat(2) of a name: inode number, link count, size.
+    fn stat_path(&mut self, path: &str) -> Result<(u64, u64, u64), Errno>;
     /// Unmounts and mounts the main file system again; the caller has closed every handle.
     fn remount(&mut self) -> Result<(), String>;
     /// The file system's own consistency check: a description of what is wrong, if anything.
@@ -424,170 +546,7 @@ trait System {
     fn coverage(&mut self) -> Option<String>;
 }
 
-// ----- the kernel side: XFS on a loop device -----
-
-/// The kernel side.
-struct Xfs {
-    main: XfsScratch,
-    other: Option<XfsScratch>,
-}
-
-impl System for Xfs {
-    type Handle = std::fs::File;
-
-    fn wipe(&mut self, _pool_bytes: u64) -> Result<(), String> {
-        let root = self.main.mountpoint();
-        let entries = std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
-            let path = entry.path();
-            let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        Ok(())
-    }
-
-    fn prepare_other(&mut self) -> Result<(), String> {
-        if self.other.is_none() {
-            self.other = Some(XfsScratch::set_up("difftest-other", XFS_IMAGE_SIZE)?);
-        }
-        Ok(())
-    }
-
-    fn open(
-        &mut self,
-        other: bool,
-        path: &str,
-        access: Access,
-        create: bool,
-    ) -> Result<std::fs::File, Errno> {
-        let scratch = if other { self.other.as_ref().ok_or(libc::ENOENT)? } else { &self.main };
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).create(create).mode(0o600);
-        match access {
-            Access::ReadWrite => options.write(true),
-            Access::ReadOnly => options.write(false),
-            Access::Append => options.append(true),
-            Access::NonBlocking => options.write(true).custom_flags(libc::O_NONBLOCK),
-        };
-        options.open(scratch.path(path)).map_err(|e| errno_of(&e))
-    }
-
-    fn mkdir(&mut self, other: bool, path: &str) -> Result<(), String> {
-        let scratch = if other { self.other.as_ref().ok_or("no other file system")? } else { &self.main };
-        let full = scratch.path(path);
-        std::fs::create_dir_all(&full).map_err(|e| format!("{}: {e}", full.display()))
-    }
-
-    fn special(&mut self, path: &str, kind: Special) -> Result<bool, String> {
-        let full = self.main.path(path);
-        let (program, args): (&str, Vec<&std::ffi::OsStr>) = match kind {
-            Special::CharDevice => ("mknod", vec![full.as_ref(), "c".as_ref(), "1".as_ref(), "3".as_ref()]),
-            Special::Fifo => ("mkfifo", vec![full.as_ref()]),
-        };
-        let program = find_program(program).ok_or(format!("{program} not found"))?;
-        run_command(&program, &args)?;
-        Ok(true)
-    }
-
-    fn pwrite(&mut self, file: &std::fs::File, data: &[u8], offset: u64) -> Result<u64, Errno> {
-        file.write_at(data, offset).map(|n| n as u64).map_err(|e| errno_of(&e))
-    }
-
-    fn truncate(&mut self, file: &std::fs::File, size: u64) -> Result<(), Errno> {
-        file.set_len(size).map_err(|e| errno_of(&e))
-    }
-
-    fn fsync(&mut self, file: &std::fs::File) -> Result<(), Errno> {
-        file.sync_all().map_err(|e| errno_of(&e))
-    }
-
-    fn reflink(
-        &mut self,
-        src: &std::fs::File,
-        src_offset: u64,
-        dst: &std::fs::File,
-        dst_offset: u64,
-        len: u64,
-    ) -> Result<(), Errno> {
-        remap::clone_range(src, src_offset, len, dst, dst_offset).map_err(|e| errno_of(&e))
-    }
-
-    fn dedupe(
-        &mut self,
-        src: &std::fs::File,
-        src_offset: u64,
-        len: u64,
-        dst: &std::fs::File,
-        dst_offset: u64,
-    ) -> Result<Outcome, Errno> {
-        match remap::dedupe_range(src, src_offset, len, dst, dst_offset).map_err(|e| errno_of(&e))? {
-            DedupeOutcome::Same(bytes) => Ok(Outcome::Same(bytes)),
-            DedupeOutcome::Differs => Ok(Outcome::Differs),
-            DedupeOutcome::Failed(errno) => Ok(Outcome::Status(errno)),
-        }
-    }
-
-    fn unshare(&mut self, file: &std::fs::File, offset: u64, len: u64) -> Result<(), Errno> {
-        remap::unshare_range(file, offset, len).map_err(|e| errno_of(&e))
-    }
-
-    fn fallocate(&mut self, file: &std::fs::File, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
-        remap::fallocate(file, mode, offset, len).map_err(|e| errno_of(&e))
-    }
-
-    fn copy_range(
-        &mut self,
-        src: &std::fs::File,
-        src_offset: u64,
-        dst: &std::fs::File,
-        dst_offset: u64,
-        len: u64,
-    ) -> Result<u64, Errno> {
-        remap::copy_file_range(src, src_offset, dst, dst_offset, len).map_err(|e| errno_of(&e))
-    }
-
-    fn seek(&mut self, file: &std::fs::File, offset: u64, data: bool) -> Result<u64, Errno> {
-        // The kernel answers from its extents, not from what the comparisons left in its page
-        // cache (docs/CONFORMANCE.md, D3).
-        remap::drop_cached_pages(file).map_err(|e| errno_of(&e))?;
-        remap::seek_data_or_hole(file, offset, data).map_err(|e| errno_of(&e))
-    }
-
-    fn data_ranges(&mut self, file: &std::fs::File) -> Option<Vec<(u64, u64)>> {
-        remap::written_extents(file).ok().map(|extents| merge_ranges(&extents))
-    }
-
-    fn size(&mut self, file: &std::fs::File) -> Result<u64, Errno> {
-        file.metadata().map(|m| m.len()).map_err(|e| errno_of(&e))
-    }
-
-    fn read(&mut self, file: &std::fs::File, offset: u64, len: u64) -> Result<Vec<u8>, Errno> {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| errno_of(&e))?;
-        Ok(buf)
-    }
-
-    fn remount(&mut self) -> Result<(), String> {
-        self.main.remount()
-    }
-
-    fn fsck(&mut self) -> Option<String> {
-        None
-    }
-
-    fn mapped_blocks(&mut self, _file: &std::fs::File, _first: u64, _count: u64) -> Option<Vec<bool>> {
-        None
-    }
-
-    fn coverage(&mut self) -> Option<String> {
-        None
-    }
-}
+// ----- the kernel side: XFS on a loop device, driven through system calls (kernel.rs) -----
 
 // ----- the ferrodax side: a memfd pool through the library -----
 
@@ -668,14 +627,20 @@ impl System for Ferrodax {
         Ok(())
     }
 
-    fn open(&mut self, other: bool, path: &str, access: Access, create: bool) -> Result<File, Errno> {
+    fn open(&mut self, other: bool, path: &str, access: Access, how: Create) -> Result<File, Errno> {
         let fs = if other { self.other.as_ref().ok_or(libc::ENOENT)? } else { self.fs()? };
         let mut options = OpenOptions::new();
-        options.read(true).create(create).mode(0o600);
+        options.read(true).mode(0o600);
         match access {
             Access::ReadWrite | Access::NonBlocking => options.write(true),
             Access::ReadOnly => options.write(false),
             Access::Append => options.append(true),
+        };
+        match how {
+            Create::No => options.create(false),
+            Create::IfMissing => options.create(true),
+            Create::Exclusive => options.create_new(true),
+            Create::Truncate => options.create(true).truncate(true),
         };
         fs.open(&format!("/{path}"), &options).map_err(|e| e.errno())
     }
@@ -788,6 +753,55 @@ impl System for Ferrodax {
         Ok(buf)
     }
 
+    fn map_store(&mut self, file: &File, data: &[u8], offset: u64, sync: bool) -> Result<(), Errno> {
+        if data.is_empty() {
+            return Err(libc::EINVAL); // mmap of length 0
+        }
+        // A DAX view of the pages holding the range; plain stores, as a program's (a store into
+        // a shared block or a hole faults and the library copies or allocates the page).
+        let start = offset / BLOCK * BLOCK;
+        let end = (offset + data.len() as u64).next_multiple_of(BLOCK);
+        let view = file.map(start, end - start, MapAccess::ReadWrite).map_err(|e| e.errno())?;
+        view.store_plain((offset - start) as usize, data).map_err(|e| e.errno())?;
+        if sync {
+            view.sync().map_err(|e| e.errno())?;
+        }
+        Ok(())
+    }
+
+    fn map_load(&mut self, file: &File, offset: u64, len: u64) -> Result<Vec<u8>, Errno> {
+        if len == 0 {
+            return Err(libc::EINVAL); // mmap of length 0
+        }
+        let start = offset / BLOCK * BLOCK;
+        let end = (offset + len).next_multiple_of(BLOCK);
+        let view = file.map(start, end - start, MapAccess::Read).map_err(|e| e.errno())?;
+        let mut buf = vec![0u8; len as usize];
+        view.read_at((offset - start) as usize, &mut buf).map_err(|e| e.errno())?;
+        Ok(buf)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
+        self.fs()?.rename(&format!("/{from}"), &format!("/{to}")).map_err(|e| e.errno())
+    }
+
+    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        self.fs()?.remove_file(&format!("/{path}")).map_err(|e| e.errno())
+    }
+
+    fn link(&mut self, existing: &str, new: &str) -> Result<(), Errno> {
+        self.fs()?.hard_link(&format!("/{existing}"), &format!("/{new}")).map_err(|e| e.errno())
+    }
+
+    fn identity(&mut self, file: &File) -> Result<(u64, u64), Errno> {
+        file.metadata().map(|m| (m.ino, u64::from(m.nlink))).map_err(|e| e.errno())
+    }
+
+    fn stat_path(&mut self, path: &str) -> Result<(u64, u64, u64), Errno> {
+        let stat = self.fs()?.metadata(&format!("/{path}")).map_err(|e| e.errno())?;
+        Ok((stat.ino, u64::from(stat.nlink), stat.size))
+    }
+
     fn remount(&mut self) -> Result<(), String> {
         self.unmount();
         let fs = Fs::mount(&self.pool).map_err(|e| library_error("mount", e))?;
@@ -844,6 +858,10 @@ enum Mismatch {
     Size { file: usize, xfs: u64, ferrodax: u64 },
     /// A file's contents differ, first at `offset`.
     Contents { file: usize, offset: u64, xfs: u8, ferrodax: u8 },
+    /// A slot's file has a different link count.
+    Links { file: usize, xfs: u64, ferrodax: u64 },
+    /// A name differs: missing on one side, or naming another file.
+    Name { name: usize, xfs: NameState, ferrodax: NameState },
     /// ferrodax's fsck found a problem.
     Fsck(String),
     /// ferrodax failed where the kernel did not: a mount, reopening a file, fstat, pread.
@@ -857,6 +875,8 @@ impl Mismatch {
             Mismatch::Result => "result",
             Mismatch::Size { .. } => "size",
             Mismatch::Contents { .. } => "contents",
+            Mismatch::Links { .. } => "links",
+            Mismatch::Name { .. } => "name",
             Mismatch::Fsck(_) => "fsck",
             Mismatch::Failure(_) => "failure",
         }
@@ -874,8 +894,37 @@ impl fmt::Display for Mismatch {
                 f,
                 "f{file} contents differ first at offset {offset}: xfs {xfs:#04x}, ferrodax {ferrodax:#04x}"
             ),
+            Mismatch::Links { file, xfs, ferrodax } => {
+                write!(f, "f{file} link count differs: xfs {xfs}, ferrodax {ferrodax}")
+            }
+            Mismatch::Name { name, xfs, ferrodax } => {
+                write!(f, "name /f{name} differs: xfs {xfs}, ferrodax {ferrodax}")
+            }
             Mismatch::Fsck(problems) => write!(f, "ferrodax fsck: {problems}"),
             Mismatch::Failure(what) => write!(f, "ferrodax failed: {what}"),
+        }
+    }
+}
+
+/// What a name is, in terms both sides share: which slot's file it names, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameState {
+    /// stat(2) of the name fails with this errno.
+    Missing(Errno),
+    /// The name is the file open in this slot (the lowest such slot).
+    Slot(usize),
+    /// The name is a file no slot has open, with this link count and size.
+    Unopened { nlink: u64, size: u64 },
+}
+
+impl fmt::Display for NameState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            NameState::Missing(e) => write!(f, "missing ({})", errno_name(e)),
+            NameState::Slot(slot) => write!(f, "the file open as f{slot}"),
+            NameState::Unopened { nlink, size } => {
+                write!(f, "a file no slot has open (nlink {nlink}, size {size})")
+            }
         }
     }
 }
@@ -950,8 +999,12 @@ struct Pair<X: System, F: System> {
     ferrodax_files: Vec<F::Handle>,
     xfs: X,
     ferrodax: F,
+    /// Slots: files open on both sides (f0..fN at the start and after every remount).
     files: usize,
 }
+
+/// Names beyond the slots' own (/f{files}, /f{files + 1}) that namespace operations may use.
+const EXTRA_NAMES: usize = 2;
 
 impl<X: System, F: System> Drop for Pair<X, F> {
     fn drop(&mut self) {
@@ -1044,8 +1097,8 @@ impl<X: System, F: System> Pair<X, F> {
     fn create_all(&mut self) -> Result<(), String> {
         for i in 0..self.files {
             let name = format!("f{i}");
-            let x = self.xfs.open(false, &name, Access::ReadWrite, true);
-            let f = self.ferrodax.open(false, &name, Access::ReadWrite, true);
+            let x = self.xfs.open(false, &name, Access::ReadWrite, Create::IfMissing);
+            let f = self.ferrodax.open(false, &name, Access::ReadWrite, Create::IfMissing);
             match (x, f) {
                 (Ok(x), Ok(f)) => {
                     self.xfs_files.push(x);
@@ -1109,8 +1162,101 @@ impl<X: System, F: System> Pair<X, F> {
                 sys.seek(&files[file], offset, data).map_or_else(Outcome::Failed, Outcome::Offset)
             }
             Op::Fsync { file } => done(sys.fsync(&files[file])),
-            Op::Remount => unreachable!("remount is the pair's"),
+            Op::MapStore { file, seed, offset, len, sync } => match sys.size(&files[file]) {
+                Err(e) => Outcome::Failed(e),
+                // A store into a page wholly past EOF raises SIGBUS: not made.
+                Ok(size) if offset.saturating_add(len) > size.next_multiple_of(BLOCK) => Outcome::PastEof,
+                Ok(_) => done(sys.map_store(&files[file], &vec![seed; len as usize], offset, sync)),
+            },
+            Op::MapLoad { file, offset, len } => match sys.size(&files[file]) {
+                Err(e) => Outcome::Failed(e),
+                // Past EOF a load raises SIGBUS or sees bytes POSIX leaves unspecified: not made.
+                Ok(size) if offset.saturating_add(len) > size => Outcome::PastEof,
+                Ok(_) => sys
+                    .map_load(&files[file], offset, len)
+                    .map_or_else(Outcome::Failed, |bytes| Outcome::Loaded(crc32c::crc32c(&bytes))),
+            },
+            Op::Rename { from, to } => done(sys.rename(&format!("f{from}"), &format!("f{to}"))),
+            Op::Unlink { name } => done(sys.unlink(&format!("f{name}"))),
+            Op::Link { from, to } => done(sys.link(&format!("f{from}"), &format!("f{to}"))),
+            Op::Open { .. } | Op::Remount => unreachable!("opens and remounts are the pair's"),
         }
+    }
+
+    /// Opens `/f{name}` into slot `file` on both sides; each side's slot keeps its earlier file
+    /// when its open fails.
+    fn open_slot(&mut self, file: usize, name: usize, how: Create) -> (Outcome, Outcome) {
+        let path = format!("f{name}");
+        fn outcome<T>(r: &Result<T, Errno>) -> Outcome {
+            r.as_ref().map_or_else(|e| Outcome::Failed(*e), |_| Outcome::Done)
+        }
+        let x = self.xfs.open(false, &path, Access::ReadWrite, how);
+        let xo = outcome(&x);
+        if let Ok(handle) = x {
+            self.xfs_files[file] = handle;
+        }
+        let f = self.ferrodax.open(false, &path, Access::ReadWrite, how);
+        let fo = outcome(&f);
+        if let Ok(handle) = f {
+            self.ferrodax_files[file] = handle;
+        }
+        (xo, fo)
+    }
+
+    /// Every slot's (inode number, link count) and every name's state on one side.
+    fn namespace<S: System>(
+        sys: &mut S,
+        files: &[S::Handle],
+        names: usize,
+    ) -> Result<(Vec<u64>, Vec<NameState>), String> {
+        let mut slots = Vec::with_capacity(files.len());
+        for (i, file) in files.iter().enumerate() {
+            slots.push(sys.identity(file).map_err(|e| format!("fstat f{i}: {}", errno_name(e)))?);
+        }
+        let mut states = Vec::with_capacity(names);
+        for name in 0..names {
+            states.push(match sys.stat_path(&format!("f{name}")) {
+                Err(e) => NameState::Missing(e),
+                Ok((ino, nlink, size)) => match slots.iter().position(|&(slot_ino, _)| slot_ino == ino) {
+                    Some(slot) => NameState::Slot(slot),
+                    None => NameState::Unopened { nlink, size },
+                },
+            });
+        }
+        Ok((slots.into_iter().map(|(_, nlink)| nlink).collect(), states))
+    }
+
+    /// The link counts of the slots' files and what every name is, compared; then the contents of
+    /// every named file no slot has open.
+    fn compare_namespace(&mut self) -> Result<Option<Mismatch>, String> {
+        let names = self.files + EXTRA_NAMES;
+        let (x_links, x_names) =
+            Self::namespace(&mut self.xfs, &self.xfs_files, names).map_err(|e| format!("xfs {e}"))?;
+        let (f_links, f_names) = match Self::namespace(&mut self.ferrodax, &self.ferrodax_files, names) {
+            Ok(found) => found,
+            Err(e) => return Ok(Some(Mismatch::Failure(e))),
+        };
+        if let Some(file) = (0..self.files).find(|&i| x_links[i] != f_links[i]) {
+            return Ok(Some(Mismatch::Links { file, xfs: x_links[file], ferrodax: f_links[file] }));
+        }
+        if let Some(name) = (0..names).find(|&k| x_names[k] != f_names[k]) {
+            return Ok(Some(Mismatch::Name { name, xfs: x_names[name], ferrodax: f_names[name] }));
+        }
+        for name in (0..names).filter(|&k| matches!(x_names[k], NameState::Unopened { .. })) {
+            let path = format!("f{name}");
+            let x = self
+                .xfs
+                .open(false, &path, Access::ReadOnly, Create::No)
+                .map_err(|e| format!("xfs open /{path}: {}", errno_name(e)))?;
+            let f = match self.ferrodax.open(false, &path, Access::ReadOnly, Create::No) {
+                Ok(f) => f,
+                Err(e) => return Ok(Some(Mismatch::Failure(format!("open /{path}: {}", errno_name(e))))),
+            };
+            if let Some(mismatch) = Self::compare_file(&mut self.xfs, &x, &mut self.ferrodax, &f, name)? {
+                return Ok(Some(mismatch));
+            }
+        }
+        Ok(None)
     }
 
     /// Closes every file, remounts both sides and reopens the files. A failure of the kernel side
@@ -1123,9 +1269,10 @@ impl<X: System, F: System> Pair<X, F> {
         }
         for i in 0..self.files {
             let name = format!("f{i}");
-            let x = self.xfs.open(false, &name, Access::ReadWrite, false);
+            // A slot whose name went away (renamed, unlinked) starts again with a new empty file.
+            let x = self.xfs.open(false, &name, Access::ReadWrite, Create::IfMissing);
             self.xfs_files.push(x.map_err(|e| format!("xfs reopen {name}: {}", errno_name(e)))?);
-            match self.ferrodax.open(false, &name, Access::ReadWrite, false) {
+            match self.ferrodax.open(false, &name, Access::ReadWrite, Create::IfMissing) {
                 Ok(f) => self.ferrodax_files.push(f),
                 Err(e) => return Ok(Some(Mismatch::Failure(format!("reopen {name}: {}", errno_name(e))))),
             }
@@ -1133,38 +1280,53 @@ impl<X: System, F: System> Pair<X, F> {
         Ok(None)
     }
 
-    /// Every file's size and contents, compared.
+    /// Every slot's size and contents, compared; then the link counts and the names.
     fn compare(&mut self) -> Result<Option<Mismatch>, String> {
         for i in 0..self.files {
-            let xs = self
-                .xfs
-                .size(&self.xfs_files[i])
-                .map_err(|e| format!("xfs fstat f{i}: {}", errno_name(e)))?;
-            let fs = self.ferrodax.size(&self.ferrodax_files[i]).map_err(errno_name);
-            let fs = match fs {
-                Ok(size) => size,
-                Err(e) => return Ok(Some(Mismatch::Failure(format!("fstat f{i}: {e}")))),
-            };
-            if xs != fs {
-                return Ok(Some(Mismatch::Size { file: i, xfs: xs, ferrodax: fs }));
+            let mismatch = Self::compare_file(
+                &mut self.xfs,
+                &self.xfs_files[i],
+                &mut self.ferrodax,
+                &self.ferrodax_files[i],
+                i,
+            )?;
+            if mismatch.is_some() {
+                return Ok(mismatch);
             }
-            for (offset, len) in compare_windows(xs) {
-                let x = self
-                    .xfs
-                    .read(&self.xfs_files[i], offset, len)
-                    .map_err(|e| format!("xfs pread f{i}: {}", errno_name(e)))?;
-                let f = match self.ferrodax.read(&self.ferrodax_files[i], offset, len) {
-                    Ok(bytes) => bytes,
-                    Err(e) => return Ok(Some(Mismatch::Failure(format!("pread f{i}: {}", errno_name(e))))),
-                };
-                if let Some(at) = x.iter().zip(&f).position(|(a, b)| a != b) {
-                    return Ok(Some(Mismatch::Contents {
-                        file: i,
-                        offset: offset + at as u64,
-                        xfs: x[at],
-                        ferrodax: f[at],
-                    }));
-                }
+        }
+        self.compare_namespace()
+    }
+
+    /// One file's size and contents on both sides (`label` i names it f{i} in the mismatch).
+    fn compare_file(
+        xfs: &mut X,
+        x: &X::Handle,
+        ferrodax: &mut F,
+        f: &F::Handle,
+        label: usize,
+    ) -> Result<Option<Mismatch>, String> {
+        let i = label;
+        let xs = xfs.size(x).map_err(|e| format!("xfs fstat f{i}: {}", errno_name(e)))?;
+        let fs = match ferrodax.size(f) {
+            Ok(size) => size,
+            Err(e) => return Ok(Some(Mismatch::Failure(format!("fstat f{i}: {}", errno_name(e))))),
+        };
+        if xs != fs {
+            return Ok(Some(Mismatch::Size { file: i, xfs: xs, ferrodax: fs }));
+        }
+        for (offset, len) in compare_windows(xs) {
+            let xb = xfs.read(x, offset, len).map_err(|e| format!("xfs pread f{i}: {}", errno_name(e)))?;
+            let fb = match ferrodax.read(f, offset, len) {
+                Ok(bytes) => bytes,
+                Err(e) => return Ok(Some(Mismatch::Failure(format!("pread f{i}: {}", errno_name(e))))),
+            };
+            if let Some(at) = xb.iter().zip(&fb).position(|(a, b)| a != b) {
+                return Ok(Some(Mismatch::Contents {
+                    file: i,
+                    offset: offset + at as u64,
+                    xfs: xb[at],
+                    ferrodax: fb[at],
+                }));
             }
         }
         Ok(None)
@@ -1327,6 +1489,8 @@ impl<X: System, F: System> Pair<X, F> {
                 return Ok(StepReport { xfs: Outcome::Done, ferrodax: f, accepted: None, divergence });
             }
             (Outcome::Done, Outcome::Done)
+        } else if let Op::Open { file, name, how } = *op {
+            self.open_slot(file, name, how)
         } else {
             let x = Self::apply_one(&mut self.xfs, &self.xfs_files, op);
             let f = Self::apply_one(&mut self.ferrodax, &self.ferrodax_files, op);
@@ -1373,6 +1537,10 @@ impl<X: System, F: System> Pair<X, F> {
 struct Generator {
     rng: Rng,
     files: usize,
+    /// Names namespace operations use: the slots' own and [`EXTRA_NAMES`] more.
+    names: usize,
+    /// Whether link(2) is in the mix.
+    hard_links: bool,
     /// No step makes a file larger than this.
     size_cap: u64,
     /// Random offsets fall below this (plus the "at or near EOF" choices).
@@ -1383,13 +1551,25 @@ struct Generator {
     links: Vec<(usize, u64, usize, u64, u64)>,
 }
 
+/// Whether link(2) is in the mix (the library has `Fs::hard_link`, the FUSE mount serves link).
+const HARD_LINKS: bool = true;
+
 /// Byte patterns: few, so equal contents happen; zeros, so zero data meets holes.
 const SEEDS: [u8; 6] = [0x00, 0x61, 0x62, 0x63, 0xcd, 0x00];
 
 impl Generator {
     fn new(seed: u64, files: usize, size_cap: u64) -> Generator {
         let span = size_cap / 3 * 2;
-        Generator { rng: Rng(seed), files, size_cap, span, last_write: None, links: Vec::new() }
+        Generator {
+            rng: Rng(seed),
+            files,
+            names: files + EXTRA_NAMES,
+            hard_links: HARD_LINKS,
+            size_cap,
+            span,
+            last_write: None,
+            links: Vec::new(),
+        }
     }
 
     /// A block-aligned offset below the span.
@@ -1479,6 +1659,39 @@ impl Generator {
         self.rng.pick(&SEEDS)
     }
 
+    /// A name index for a namespace operation.
+    fn name(&mut self) -> usize {
+        self.rng.below(self.names as u64) as usize
+    }
+
+    /// An mmap store (two times in three) or load: mostly inside the file (a store may reach
+    /// into the EOF page's tail past EOF), sometimes past it (the tester does not make those).
+    fn map_op(&mut self, sizes: &[u64]) -> Op {
+        let file = self.file();
+        let size = sizes[file];
+        let store = self.rng.chance(65);
+        let (offset, len) = if size == 0 || self.rng.chance(5) {
+            (self.offset(size, 50), 1 + self.rng.below(2 * BLOCK))
+        } else {
+            let offset =
+                if self.rng.chance(40) { self.rng.below(size) / BLOCK * BLOCK } else { self.rng.below(size) };
+            let limit = if store { size.next_multiple_of(BLOCK) } else { size };
+            let room = limit - offset;
+            let len = match self.rng.below(4) {
+                0 => room,
+                1 => 1 + self.rng.below(room.min(3 * BLOCK)),
+                2 => ((1 + self.rng.below(4)) * BLOCK).min(room),
+                _ => 1 + self.rng.below(room),
+            };
+            (offset, len)
+        };
+        if store {
+            Op::MapStore { file, seed: self.seed(), offset, len, sync: self.rng.chance(50) }
+        } else {
+            Op::MapLoad { file, offset, len }
+        }
+    }
+
     /// The end offset a step could make a file reach (for the size cap).
     fn reach(op: &Op, sizes: &[u64]) -> u64 {
         match *op {
@@ -1496,7 +1709,16 @@ impl Generator {
             Op::CopyRange { src, src_offset, dst_offset, len, .. } => {
                 dst_offset + len.min(sizes[src].saturating_sub(src_offset))
             }
-            Op::Dedupe { .. } | Op::Seek { .. } | Op::Fsync { .. } | Op::Remount => 0,
+            Op::Dedupe { .. }
+            | Op::Seek { .. }
+            | Op::Fsync { .. }
+            | Op::MapStore { .. }
+            | Op::MapLoad { .. }
+            | Op::Open { .. }
+            | Op::Rename { .. }
+            | Op::Unlink { .. }
+            | Op::Link { .. }
+            | Op::Remount => 0,
         }
     }
 
@@ -1511,7 +1733,29 @@ impl Generator {
     }
 
     fn candidate(&mut self, sizes: &[u64]) -> Op {
-        match self.rng.below(125) {
+        match self.rng.below(141) {
+            125..=133 => self.map_op(sizes),
+            134..=135 => Op::Rename { from: self.name(), to: self.name() },
+            136 => Op::Unlink { name: self.name() },
+            137..=138 => {
+                let how = match self.rng.below(20) {
+                    0..=9 => Create::IfMissing,
+                    10..=13 => Create::Exclusive,
+                    14..=16 => Create::Truncate,
+                    _ => Create::No,
+                };
+                Op::Open { file: self.file(), name: self.name(), how }
+            }
+            139..=140 if self.hard_links => {
+                // Mostly onto the extra names, which are free more often than the slots' names.
+                let to = if self.rng.chance(70) {
+                    self.files + self.rng.below(EXTRA_NAMES as u64) as usize
+                } else {
+                    self.name()
+                };
+                Op::Link { from: self.name(), to }
+            }
+            139..=140 => Op::Rename { from: self.name(), to: self.name() },
             100..=111 => self.fallocate(sizes),
             112..=118 => {
                 let (src, dst) = self.two_files();
@@ -1692,7 +1936,7 @@ impl Stats {
         }
         self.steps += 1;
         let outcome = match report.xfs {
-            Outcome::Wrote(_) | Outcome::Done | Outcome::Offset(_) => "ok".to_string(),
+            Outcome::Wrote(_) | Outcome::Done | Outcome::Offset(_) | Outcome::Loaded(_) => "ok".to_string(),
             Outcome::Same(_) => "SAME".to_string(),
             other => other.to_string(),
         };
@@ -1726,6 +1970,7 @@ fn xfs_io_script(ops: &[Op], files: usize, divergence: &Divergence) -> String {
     s.push_str("IMG=${IMG:-/dev/shm/difftest-replay.img}\nMNT=${MNT:-/tmp/difftest-replay}\n");
     s.push_str("rm -f \"$IMG\"; truncate -s 512M \"$IMG\" && mkfs.xfs -q -f -m reflink=1,rmapbt=1 \"$IMG\" || exit 1\n");
     s.push_str("mkdir -p \"$MNT\" && mount -o loop \"$IMG\" \"$MNT\" || exit 1\n");
+    s.push_str(&namespace_note(ops));
     for i in 0..files {
         s.push_str(&format!("xfs_io -f -c \"truncate 0\" \"$MNT/f{i}\"\n"));
     }
@@ -1733,6 +1978,10 @@ fn xfs_io_script(ops: &[Op], files: usize, divergence: &Divergence) -> String {
         s.push_str(&step_comment(i, op, divergence));
         let line = match *op {
             Op::Remount => "umount \"$MNT\" && mount -o loop \"$IMG\" \"$MNT\"".to_string(),
+            Op::Rename { from, to } => format!("mv -f \"$MNT/f{from}\" \"$MNT/f{to}\""),
+            Op::Unlink { name } => format!("rm \"$MNT/f{name}\""),
+            Op::Link { from, to } => format!("ln \"$MNT/f{from}\" \"$MNT/f{to}\""),
+            Op::Open { name, how, .. } => format!("{}\"$MNT/f{name}\"", open_command(how, "xfs_io ")),
             _ => format!("xfs_io -c \"{}\" \"$MNT/f{}\"", io_command(op, "$MNT/"), target_file(op)),
         };
         s.push_str(&line);
@@ -1753,6 +2002,7 @@ fn ferrodax_io_script(ops: &[Op], files: usize, pool_bytes: u64, divergence: &Di
     s.push_str("FERRODAX=${FERRODAX:-ferrodax}\nPOOL=${POOL:-/dev/shm/difftest-replay.pool}\n");
     // The tester's pool size: the log's size (and so when checkpoints happen) depends on it.
     s.push_str(&format!("\"$FERRODAX\" mkfs --force --size {pool_bytes} \"$POOL\" >/dev/null || exit 1\n"));
+    s.push_str(&namespace_note(ops));
     for i in 0..files {
         s.push_str(&format!("\"$FERRODAX\" io -f -c \"truncate 0\" \"$POOL\" /f{i}\n"));
     }
@@ -1760,6 +2010,12 @@ fn ferrodax_io_script(ops: &[Op], files: usize, pool_bytes: u64, divergence: &Di
         s.push_str(&step_comment(i, op, divergence));
         let line = match *op {
             Op::Remount => ": remount (the next call mounts the pool again)".to_string(),
+            Op::Rename { from, to } => format!("\"$FERRODAX\" mv \"$POOL\" /f{from} /f{to}"),
+            Op::Unlink { name } => format!("\"$FERRODAX\" rm \"$POOL\" /f{name}"),
+            Op::Link { from, to } => format!("\"$FERRODAX\" io -c \"link /f{to}\" \"$POOL\" /f{from}"),
+            Op::Open { name, how, .. } => {
+                format!("{}\"$POOL\" /f{name}", open_command(how, "\"$FERRODAX\" io "))
+            }
             _ => format!("\"$FERRODAX\" io -c \"{}\" \"$POOL\" /f{}", io_command(op, "/"), target_file(op)),
         };
         s.push_str(&line);
@@ -1770,6 +2026,29 @@ fn ferrodax_io_script(ops: &[Op], files: usize, pool_bytes: u64, divergence: &Di
         (0..files).map(|i| format!("f{i}")).collect::<Vec<_>>().join(" ")
     ));
     s
+}
+
+/// For a sequence with namespace operations: how far a script of one call per step follows it.
+fn namespace_note(ops: &[Op]) -> String {
+    if !ops.iter().any(Op::is_namespace) {
+        return String::new();
+    }
+    "# NOTE: the tester's steps act on open files (f0..fN are slots, reopened by name only at a\n\
+     # remount); this script's act on the names /f0../fN. They agree while slot i's file is named\n\
+     # /fi: a file unlinked (or renamed away) while open cannot be reached by a later call here.\n"
+        .to_string()
+}
+
+/// The command that opens a name as [`Op::Open`] does (`prefix` is the tool), up to the path.
+fn open_command(how: Create, prefix: &str) -> String {
+    match how {
+        Create::No => format!("{prefix}-c \"stat\" "),
+        Create::IfMissing => format!("{prefix}-f -c \"stat\" "),
+        Create::Exclusive => {
+            format!("# O_EXCL: the tester's open fails where the name exists; this one does not\n{prefix}-f -c \"stat\" ")
+        }
+        Create::Truncate => format!("{prefix}-f -c \"truncate 0\" "),
+    }
 }
 
 /// "# step 3" (and, at the diverging step, what each side did).
@@ -1795,10 +2074,20 @@ fn target_file(op: &Op) -> usize {
         | Op::Unshare { file, .. }
         | Op::Fallocate { file, .. }
         | Op::Seek { file, .. }
+        | Op::MapStore { file, .. }
+        | Op::MapLoad { file, .. }
         | Op::Fsync { file } => file,
         Op::Reflink { dst, .. } | Op::Dedupe { dst, .. } | Op::CopyRange { dst, .. } => dst,
+        Op::Open { name, .. } | Op::Unlink { name } => name,
+        Op::Rename { to, .. } | Op::Link { to, .. } => to,
         Op::Remount => 0,
     }
+}
+
+/// The page-aligned start and length of the pages holding `[offset, offset + len)`.
+fn pages_holding(offset: u64, len: u64) -> (u64, u64) {
+    let start = offset / BLOCK * BLOCK;
+    (start, (offset + len.max(1)).next_multiple_of(BLOCK) - start)
 }
 
 /// The xfs_io command (the same text works for `ferrodax io`); `dir` prefixes source paths.
@@ -1835,7 +2124,21 @@ fn io_command(op: &Op, dir: &str) -> String {
         }
         Op::Seek { offset, data, .. } => format!("seek {} {offset}", if data { "-d" } else { "-h" }),
         Op::Fsync { .. } => "fsync".to_string(),
-        Op::Remount => String::new(),
+        // Several commands in one call (the caller puts the whole text between -c "...").
+        Op::MapStore { seed, offset, len, sync, .. } => {
+            let (start, map_len) = pages_holding(offset, len);
+            format!(
+                "mmap -rw {start} {map_len}\" -c \"mwrite -S {seed:#04x} {offset} {len}{}\" -c \"munmap",
+                if sync { "\" -c \"msync -s" } else { "" }
+            )
+        }
+        Op::MapLoad { offset, len, .. } => {
+            let (start, map_len) = pages_holding(offset, len);
+            format!("mmap -r {start} {map_len}\" -c \"mread {offset} {len}\" -c \"munmap")
+        }
+        Op::Open { .. } | Op::Rename { .. } | Op::Unlink { .. } | Op::Link { .. } | Op::Remount => {
+            String::new()
+        }
     }
 }
 
@@ -1904,7 +2207,14 @@ fn report_divergence<X: System, F: System>(
     println!("  {}", divergence.mismatch);
     println!("  replay: {replay_hint}");
     let (minimal, last, replays) = shrink(pair, ops, shape, divergence)?;
-    let files_used = minimal.iter().map(Op::max_file).max().unwrap_or(0) + 1;
+    // The files the scripts make first: the slots' names the minimal sequence uses.
+    let files_used = minimal
+        .iter()
+        .map(|op| op.max_file().max(op.max_name().unwrap_or(0)))
+        .max()
+        .unwrap_or(0)
+        .min(shape.files - 1)
+        + 1;
     println!(
         "minimal sequence: {} step{} (shrunk with {replays} replays); it diverges at its last step: {}",
         minimal.len(),
@@ -2076,7 +2386,7 @@ fn fstests_setup<S: System>(sys: &mut S) -> Result<bool, String> {
     let data = vec![0x61u8; (FSTESTS_BLOCKS * BLOCK) as usize];
     for (other, path) in [Obj::File1, Obj::File2, Obj::File3, Obj::OtherFile1].map(Obj::path) {
         let file = sys
-            .open(other, path, Access::ReadWrite, true)
+            .open(other, path, Access::ReadWrite, Create::IfMissing)
             .map_err(|e| format!("create {path}: {}", errno_name(e)))?;
         let n = sys.pwrite(&file, &data, 0).map_err(|e| format!("write {path}: {}", errno_name(e)))?;
         if n != data.len() as u64 {
@@ -2091,7 +2401,7 @@ fn fstests_setup<S: System>(sys: &mut S) -> Result<bool, String> {
 /// Opens `obj` on a side.
 fn fstests_open<S: System>(sys: &mut S, obj: Obj, access: Access, create: bool) -> Result<S::Handle, Errno> {
     let (other, path) = obj.path();
-    sys.open(other, path, access, create)
+    sys.open(other, path, access, if create { Create::IfMissing } else { Create::No })
 }
 
 /// Runs one case on one side: the outcome and a checksum of every regular file afterwards.
@@ -2397,6 +2707,99 @@ fn edge_sequences() -> Vec<(&'static str, usize, Vec<Op>)> {
             Remount,
         ],
     ));
+    let store = |file, seed, offset, len, sync| MapStore { file, seed, offset, len, sync };
+    let load = |file, offset, len| MapLoad { file, offset, len };
+    out.push((
+        "mmap stores into the EOF page past EOF, then the file grows",
+        1,
+        vec![
+            w(0, 0x61, 0, 5000),
+            store(0, 0x62, 4000, 4192, false),
+            load(0, 0, 5000),
+            load(0, 4000, 1001),
+            Truncate { file: 0, size: 12000 },
+            store(0, 0x63, 11000, 1288, true),
+            w(0, 0x64, 20000, 10),
+            store(0, 0x65, 20005, 100, true),
+            Truncate { file: 0, size: 20003 },
+            fa(0, 0, 20003, 4096),
+            store(0, 0x66, 24000, 576, false),
+            fa(0, FALLOC_FL_ZERO_RANGE, 24099, 10),
+            store(0, 0x67, 30000, 10, true),
+            load(0, 24096, 3),
+            Remount,
+        ],
+    ));
+    out.push((
+        "mmap stores over shared blocks and holes, then remap calls",
+        2,
+        vec![
+            w(0, 0x61, 0, 16384),
+            clone(0, 0, 1, 0, 0),
+            store(1, 0x62, 100, 5000, true),
+            store(0, 0x63, 8192, 4096, false),
+            clone(0, 8192, 1, 8192, 4096),
+            copy(1, 0, 0, 0, 8192),
+            Truncate { file: 1, size: 40000 },
+            store(1, 0x64, 32768, 100, false),
+            seek(1, 16384, true),
+            dedupe(0, 0, 1, 0, 8192),
+            load(1, 0, 40000),
+            fa(1, PUNCH, 0, 4096),
+            store(1, 0x65, 0, 4096, false),
+            Fsync { file: 1 },
+            Remount,
+        ],
+    ));
+    out.push((
+        "unlink an open file and go on with it; create, rename over and onto itself",
+        3,
+        vec![
+            w(0, 0x61, 0, 9000),
+            Unlink { name: 0 },
+            w(0, 0x62, 100, 5000),
+            store(0, 0x63, 8000, 1000, true),
+            Truncate { file: 0, size: 20000 },
+            copy(0, 0, 1, 0, 9000),
+            clone(0, 0, 2, 0, 8192),
+            Open { file: 0, name: 0, how: Create::Exclusive },
+            Open { file: 0, name: 0, how: Create::Exclusive },
+            w(0, 0x64, 0, 100),
+            Rename { from: 1, to: 0 },
+            Rename { from: 0, to: 0 },
+            Rename { from: 3, to: 4 },
+            Open { file: 1, name: 3, how: Create::No },
+            Open { file: 1, name: 2, how: Create::Truncate },
+            Rename { from: 2, to: 3 },
+            w(1, 0x65, 0, 3000),
+            Unlink { name: 0 },
+            Unlink { name: 0 },
+            Remount,
+        ],
+    ));
+    if HARD_LINKS {
+        out.push((
+            "hard links: link counts, rename between links of one file, unlink of one name",
+            3,
+            vec![
+                w(0, 0x61, 0, 6000),
+                Link { from: 0, to: 3 },
+                Link { from: 0, to: 3 },
+                Link { from: 4, to: 2 },
+                Link { from: 0, to: 1 },
+                Rename { from: 0, to: 3 },
+                Unlink { name: 0 },
+                w(0, 0x62, 1000, 100),
+                Open { file: 1, name: 3, how: Create::No },
+                store(1, 0x63, 0, 100, true),
+                Rename { from: 2, to: 3 },
+                Link { from: 3, to: 0 },
+                Unlink { name: 1 },
+                Open { file: 2, name: 0, how: Create::Truncate },
+                Remount,
+            ],
+        ));
+    }
     out.push((
         "writes and truncates of length 0 and around EOF",
         1,
@@ -2459,10 +2862,10 @@ fn run_edge_sequences<X: System, F: System>(
 
 // ----- the run -----
 
-/// Prints the skip loudly and returns [`EXIT_SKIPPED`].
-fn skipped(why: &str) -> i32 {
+/// Prints the skip loudly and returns [`EXIT_SKIPPED`]; `what` is what the machine lacks.
+fn skipped(what: &str, why: &str) -> i32 {
     let line = format!(
-        "SKIPPED: ferrodax difftest did not run: the kernel XFS oracle is not available here ({why}). \
+        "SKIPPED: ferrodax difftest did not run: {what} is not available here ({why}). \
          Nothing was compared; this is not a pass."
     );
     println!("{line}");
@@ -2491,6 +2894,17 @@ fn run(args: DifftestArgs) -> i32 {
             ""
         }
     );
+    // Through FUSE: what the machine lacks for the mount is said before anything is made.
+    if args.through == Through::Fuse {
+        let missing = if args.pretend_no_fuse {
+            Some("--pretend-no-fuse was given".to_string())
+        } else {
+            fuse_side::missing_prerequisite()
+        };
+        if let Some(why) = missing {
+            return skipped("a FUSE mount", &why);
+        }
+    }
     let scratch = if args.pretend_no_oracle {
         Err("--pretend-no-oracle was given".to_string())
     } else {
@@ -2498,22 +2912,40 @@ fn run(args: DifftestArgs) -> i32 {
     };
     let main = match scratch {
         Ok(scratch) => scratch,
-        Err(why) => return skipped(&why),
+        Err(why) => return skipped("the kernel XFS oracle", &why),
     };
     println!(
         "kernel side: XFS (reflink=1, rmapbt=1) on {} at {}",
         main.image().display(),
         main.mountpoint().display()
     );
-    let ferrodax = match Ferrodax::new(args.inject_fault) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("difftest: {e}");
-            return EXIT_HARNESS;
+    let xfs = KernelSide { mount: XfsMount { main, other: None } };
+    let outcome = match args.through {
+        Through::Library => {
+            let ferrodax = match Ferrodax::new(args.inject_fault) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("difftest: {e}");
+                    return EXIT_HARNESS;
+                }
+            };
+            println!("ferrodax side: memfd pools driven through the library");
+            run_all(&mut Pair::new(xfs, ferrodax), &args, seed, files)
+        }
+        Through::Fuse => {
+            let backend = match fuse_side::FuseBackend::set_up() {
+                Ok(backend) => backend,
+                Err(why) => return skipped("a FUSE mount", &why),
+            };
+            println!(
+                "ferrodax side: memfd pools mounted through FUSE (ferrodax::fuse, in this process) at {}, \
+                 driven through the kernel's system calls",
+                fuse_side::FuseBackend::mountpoint(&backend).display()
+            );
+            run_all(&mut Pair::new(xfs, KernelSide { mount: backend }), &args, seed, files)
         }
     };
-    let mut pair = Pair::new(Xfs { main, other: None }, ferrodax);
-    match run_all(&mut pair, &args, seed, files) {
+    match outcome {
         Ok(status) => status,
         Err(e) => {
             println!("difftest: HARNESS FAILURE: {e}");
@@ -2533,7 +2965,14 @@ fn run_all<X: System, F: System>(
     let mut tally = CaseTally::default();
     let mut stats = Stats { verbose: args.verbose, ..Stats::default() };
     if !args.random_only {
-        run_fstests(pair, &mut tally)?;
+        if args.through == Through::Library {
+            run_fstests(pair, &mut tally)?;
+        } else {
+            println!(
+                "== fstests generic/157 and generic/158: not run through FUSE (every case is a FICLONERANGE or \
+                 FIDEDUPERANGE call, which the kernel refuses on FUSE before ferrodax sees it)"
+            );
+        }
         run_edge_sequences(pair, &mut tally, &mut stats)?;
     }
     println!("== random sequences");
@@ -2566,10 +3005,11 @@ fn run_all<X: System, F: System>(
             diverged_seeds.push(sequence_seed);
             let hint = format!(
                 "ferrodax difftest --random-only --seed {sequence_seed} --sequences 1 --steps {} --files {files} \
-                 --max-file-size {}{}",
+                 --max-file-size {}{}{}",
                 args.steps,
                 args.max_file_size,
-                if args.inject_fault { " --inject-fault" } else { "" }
+                if args.inject_fault { " --inject-fault" } else { "" },
+                if args.through == Through::Fuse { " --through fuse" } else { "" }
             );
             report_divergence(pair, &format!("sequence seed {sequence_seed}"), &hint, &ops, shape, &d)?;
             if !args.keep_going {
@@ -2680,5 +3120,36 @@ mod tests {
         let f = ferrodax_io_script(&ops, 2, SMALL_POOL, &d);
         assert!(f.contains("\"$FERRODAX\" io -c \"dedupe /f1 0 4096 4096\" \"$POOL\" /f0"), "{f}");
         assert!(f.contains("\"$FERRODAX\" io -f -c \"truncate 0\" \"$POOL\" /f1"), "{f}");
+    }
+
+    #[test]
+    fn scripts_replay_mmap_and_namespace_steps_and_say_where_names_and_slots_part() {
+        let ops = vec![
+            Op::MapStore { file: 0, seed: 0x61, offset: 100, len: 5000, sync: true },
+            Op::MapLoad { file: 0, offset: 4096, len: 10 },
+            Op::Link { from: 0, to: 3 },
+            Op::Unlink { name: 0 },
+        ];
+        let d = Divergence {
+            step: 3,
+            op: ops[3],
+            xfs: Outcome::Done,
+            ferrodax: Outcome::Failed(libc::ENOENT),
+            mismatch: Mismatch::Result,
+        };
+        let x = xfs_io_script(&ops, 1, &d);
+        let store = "xfs_io -c \"mmap -rw 0 8192\" -c \"mwrite -S 0x61 100 5000\" -c \"msync -s\" -c \"munmap\" \"$MNT/f0\"";
+        assert!(x.contains(store), "{x}");
+        assert!(
+            x.contains("xfs_io -c \"mmap -r 4096 4096\" -c \"mread 4096 10\" -c \"munmap\" \"$MNT/f0\""),
+            "{x}"
+        );
+        assert!(x.contains("ln \"$MNT/f0\" \"$MNT/f3\""), "{x}");
+        assert!(x.contains("rm \"$MNT/f0\""), "{x}");
+        assert!(x.contains("# NOTE: the tester's steps act on open files"), "{x}");
+        let f = ferrodax_io_script(&ops, 1, SMALL_POOL, &d);
+        assert!(f.contains("\"$FERRODAX\" io -c \"link /f3\" \"$POOL\" /f0"), "{f}");
+        assert!(f.contains("\"$FERRODAX\" rm \"$POOL\" /f0"), "{f}");
+        assert!(f.contains("# step 4: DIVERGES here: xfs ok, ferrodax ENOENT"), "{f}");
     }
 }

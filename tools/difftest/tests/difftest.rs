@@ -1,11 +1,12 @@
 //! Guards conformance with the kernel: `ferrodax-difftest` (`ferrodax difftest`) applies the same random operation
 //! sequences (pwrite, truncate, reflink, dedupe, funshare, fallocate in every mode, copy_file_range,
-//! SEEK_DATA/SEEK_HOLE, fsync, remount) and the fstests
-//! generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1, loop-mounted
-//! from /dev/shm) and to a ferrodax pool, and finds no divergence other than those
+//! SEEK_DATA/SEEK_HOLE, mmap stores and loads, open/create, rename, unlink, link, fsync, remount) and
+//! the fstests generic/157 and generic/158 case lists to files on a real XFS (reflink=1, rmapbt=1,
+//! loop-mounted from /dev/shm) and to a ferrodax pool, through the library and (`--through fuse`)
+//! through a FUSE mount of the pool, and finds no divergence other than those
 //! docs/CONFORMANCE.md documents. Also guards the tester itself: an injected fault is found, shrunk
-//! and printed as an xfs_io and a ferrodax io script, and a machine without the oracle is reported
-//! as SKIPPED (exit 77), never as a pass.
+//! and printed as an xfs_io and a ferrodax io script, and a machine without the oracle (or,
+//! through FUSE, without FUSE) is reported as SKIPPED (exit 77), never as a pass.
 //!
 //! The kernel-oracle tests need root, xfsprogs (mkfs.xfs) and a loop device. Where they are
 //! present the tests compare with the live kernel and each says so in one line on standard error
@@ -15,7 +16,10 @@
 //! having compared anything. With FERRODAX_DIFFTEST_REQUIRE=1 (set by .ci/run after it installs
 //! xfsprogs) a skip FAILS the test instead, so CI cannot pass without the oracle. The self-test
 //! of the skip path itself needs nothing and always runs.
-//! Budget: 18,000 random steps plus the fixed cases, well under a minute in release mode.
+//! The FUSE runs also need /dev/fuse (and root or fusermount3); where FUSE cannot mount, they skip
+//! loudly the same way, and FERRODAX_REQUIRE_FUSE=1 (set by .ci/run) makes that skip fail.
+//! Budget: 18,000 random steps through the library and 9,200 through FUSE, plus the fixed cases,
+//! about a minute in release mode.
 
 use std::io::Write;
 use std::process::Command;
@@ -34,11 +38,21 @@ struct Run {
 /// when it reruns this test program: every run then behaves as on a machine without the oracle.
 const PRETEND_NO_ORACLE: &str = "FERRODAX_DIFFTEST_TEST_PRETEND_NO_ORACLE";
 
+/// Set by [`a_machine_without_fuse_passes_the_fuse_test_with_a_loud_skip_unless_required`] when
+/// it reruns this test program: every run then behaves as on a machine where FUSE cannot mount.
+const PRETEND_NO_FUSE: &str = "FERRODAX_DIFFTEST_TEST_PRETEND_NO_FUSE";
+
+/// The environment variable that turns a FUSE skip into a failure (CI sets it).
+const REQUIRE_FUSE: &str = "FERRODAX_REQUIRE_FUSE";
+
 fn difftest(args: &[&str]) -> Run {
     let pretend: &[&str] =
         if std::env::var(PRETEND_NO_ORACLE).as_deref() == Ok("1") { &["--pretend-no-oracle"] } else { &[] };
+    let pretend_fuse: &[&str] =
+        if std::env::var(PRETEND_NO_FUSE).as_deref() == Ok("1") { &["--pretend-no-fuse"] } else { &[] };
     let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-difftest"))
         .args(pretend)
+        .args(pretend_fuse)
         .args(args)
         .output()
         .expect("run ferrodax-difftest");
@@ -75,6 +89,39 @@ fn ran(test: &str, run: &Run) -> bool {
          apt-get install xfsprogs (and give the machine a loop device); {REQUIRE_ORACLE}=1 makes a skip fail.\n"
     );
     false
+}
+
+/// True if a `--through fuse` run happened. Where FUSE cannot mount (the tester exited 77 naming
+/// "a FUSE mount"), fails the test when FERRODAX_REQUIRE_FUSE=1, otherwise says SKIPPED loudly
+/// past the harness's capture and returns false; a missing XFS oracle is [`ran`]'s.
+fn ran_through_fuse(test: &str, run: &Run) -> bool {
+    if run.status != EXIT_SKIPPED || !run.stdout.contains("a FUSE mount is not available") {
+        return ran(test, run);
+    }
+    let reason =
+        run.stdout.lines().find(|l| l.starts_with("SKIPPED:")).unwrap_or("SKIPPED: (no reason printed)");
+    if std::env::var(REQUIRE_FUSE).as_deref() == Ok("1") {
+        panic!("{test}: {reason}\n{REQUIRE_FUSE}=1 requires FUSE (/dev/fuse, root or fusermount3); it could not mount, so this test fails.");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** {test}: {reason}\n*** SKIPPED: nothing was compared through FUSE. To run it: give the machine \
+         /dev/fuse (modprobe fuse) and run as root or apt-get install fuse3; {REQUIRE_FUSE}=1 makes a skip fail.\n"
+    );
+    false
+}
+
+/// The count of successful steps of one kind in the summary ("  unlink   18  (ENOENT 8, ok 10)"),
+/// 0 when none succeeded.
+fn ok_steps(stdout: &str, kind: &str) -> u64 {
+    let summary = stdout.split("== summary").nth(1).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(kind))
+        .and_then(|l| l.split("ok ").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The random steps the summary says were compared ("random: 12 sequences (...), 4800 steps compared").
@@ -147,6 +194,67 @@ fn random_sequences_over_one_file_and_five_larger_files_agree_with_kernel_xfs() 
             return;
         }
         assert_clean_pass(&run, sequences * steps);
+    }
+}
+
+#[test]
+fn random_sequences_mmap_and_namespace_operations_through_a_fuse_mount_agree_with_kernel_xfs() {
+    let test = "random_sequences_mmap_and_namespace_operations_through_a_fuse_mount_agree_with_kernel_xfs";
+    // With the fixed edge sequences (reflink and dedupe there run through the library, as the
+    // kernel refuses them on FUSE), then one file, and five larger files.
+    let runs: [(&[&str], u64); 3] = [
+        (&["--seed", "20250101", "--sequences", "6", "--steps", "700", "--files", "3"], 6 * 700),
+        (&["--random-only", "--seed", "777", "--sequences", "4", "--steps", "500", "--files", "1"], 4 * 500),
+        (
+            &[
+                "--random-only",
+                "--seed",
+                "31337",
+                "--sequences",
+                "3",
+                "--steps",
+                "1000",
+                "--files",
+                "5",
+                "--max-file-size",
+                "512k",
+            ],
+            3 * 1000,
+        ),
+    ];
+    for (args, steps) in runs {
+        let run = difftest(&[&["--through", "fuse"], args].concat());
+        if !ran_through_fuse(test, &run) {
+            return;
+        }
+        assert_clean_pass(&run, steps);
+        assert!(run.stdout.contains("mounted through FUSE"), "{}", run.stdout);
+        // The whole mix ran through the mount: mmap, namespace operations, fallocate, copies.
+        for kind in [
+            "pwrite",
+            "mmap-store",
+            "mmap-load",
+            "rename",
+            "unlink",
+            "create",
+            "link",
+            "fpunch",
+            "copy_range",
+        ] {
+            assert!(ok_steps(&run.stdout, kind) > 0, "no successful {kind} step:\n{}", run.stdout);
+        }
+        // And what the kernel refuses on FUSE went to the library, as CONFORMANCE.md says.
+        assert!(
+            run.stdout.contains("calls the kernel refuses on FUSE ran through the library"),
+            "{}",
+            run.stdout
+        );
+        if !args.contains(&"--random-only") {
+            // The edge sequences ran, the fstests lists (all remap calls) did not.
+            assert!(run.stdout.contains("not run through FUSE"), "{}", run.stdout);
+            assert!(run.stdout.contains("documented difference D2"), "{}", run.stdout);
+            assert!(run.stdout.contains("0 diverged"), "{}", run.stdout);
+        }
     }
 }
 
@@ -230,6 +338,59 @@ fn a_machine_without_the_oracle_passes_the_kernel_tests_with_a_loud_skip_unless_
 
     let (passed, stdout, stderr) = rerun(Some("1"));
     assert!(!passed, "with {REQUIRE_ORACLE}=1 a skip passed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 failed"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_machine_without_fuse_is_reported_as_skipped_never_as_a_pass() {
+    let run = difftest(&[
+        "--through",
+        "fuse",
+        "--pretend-no-fuse",
+        "--seed",
+        "1",
+        "--sequences",
+        "1",
+        "--steps",
+        "10",
+    ]);
+    assert_eq!(run.status, EXIT_SKIPPED, "{}\n{}", run.stdout, run.stderr);
+    let skip =
+        run.stdout.lines().find(|l| l.starts_with("SKIPPED: ")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(skip.contains("a FUSE mount is not available"), "{skip}");
+    assert!(run.stderr.lines().any(|l| l.starts_with("SKIPPED: ")), "{}", run.stderr);
+    assert!(!run.stdout.contains("RESULT: PASS"), "{}", run.stdout);
+}
+
+#[test]
+fn a_machine_without_fuse_passes_the_fuse_test_with_a_loud_skip_unless_required() {
+    // Reruns the FUSE test of this very program as on a machine where FUSE cannot mount.
+    let fuse_test =
+        "random_sequences_mmap_and_namespace_operations_through_a_fuse_mount_agree_with_kernel_xfs";
+    let rerun = |require: Option<&str>| {
+        let mut command = Command::new(std::env::current_exe().expect("the test program"));
+        command.args([fuse_test, "--exact", "--test-threads", "1"]).env(PRETEND_NO_FUSE, "1");
+        match require {
+            Some(value) => command.env(REQUIRE_FUSE, value),
+            None => command.env_remove(REQUIRE_FUSE),
+        };
+        let out = command.output().expect("rerun the test program");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (passed, stdout, stderr) = rerun(None);
+    assert!(passed, "a machine without FUSE fails the FUSE test:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the FUSE test did not run at all:\n{stdout}");
+    let loud = stderr.lines().find(|l| l.contains(fuse_test) && l.contains("SKIPPED: "));
+    assert!(loud.is_some(), "no SKIPPED line on stderr:\n{stderr}");
+    assert!(stderr.contains("apt-get install fuse3"), "the skip does not say what to install:\n{stderr}");
+
+    let (passed, stdout, stderr) = rerun(Some("1"));
+    assert!(!passed, "with {REQUIRE_FUSE}=1 a skip passed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 failed"), "{stdout}\n{stderr}");
 }
 

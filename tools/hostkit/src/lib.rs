@@ -3,16 +3,18 @@
 //!
 //! Owns: finding and running system programs and who we run as ([`programs`]), the scratch XFS
 //! (reflink=1, rmapbt=1) loop-mounted from an image in /dev/shm ([`xfs`]), the kernel's remap calls
-//! that std does not wrap ([`remap`]: FICLONERANGE, FIDEDUPERANGE, fallocate unshare), xfs_io's
-//! size syntax ([`size`]), and ending quietly on a closed pipe ([`closed_pipe`]).
+//! that std does not wrap ([`remap`]: FICLONERANGE, FIDEDUPERANGE, fallocate unshare), stores and
+//! loads through `mmap(MAP_SHARED)` and a forced attribute refresh ([`mapping`]), xfs_io's size
+//! syntax ([`size`]), and ending quietly on a closed pipe ([`closed_pipe`]).
 //!
 //! Must never: touch a ferrodax pool (this crate does not depend on ferrodax), install anything,
-//! or leave a mount, a loop device or an image behind. The only `unsafe` is the three kernel calls
-//! of [`remap`], each with its SAFETY argument.
+//! or leave a mount, a loop device or an image behind. The only `unsafe` is the kernel calls of
+//! [`remap`] and [`mapping`], each with its SAFETY argument.
 
 #![warn(missing_docs)]
 
 pub mod closed_pipe;
+pub mod mapping;
 pub mod programs;
 pub mod remap;
 pub mod size;

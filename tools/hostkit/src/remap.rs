@@ -3,7 +3,8 @@
 //! fallocate(2) in any mode, copy_file_range(2), lseek(SEEK_DATA / SEEK_HOLE) and the unwritten
 //! extents FS_IOC_FIEMAP reports. Used on the XFS side of the benchmark and the differential
 //! tester. Offsets and lengths are passed bit for bit: the kernel, not this module, decides what
-//! is invalid, so its errno comes back unchanged. The only `unsafe` of this crate.
+//! is invalid, so its errno comes back unchanged. With [`crate::mapping`], the only `unsafe` of
+//! this crate.
 
 use std::io;
 use std::os::fd::AsRawFd;
