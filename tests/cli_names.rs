@@ -235,8 +235,10 @@ fn xattr_sets_gets_lists_and_removes_user_attributes_with_the_kernels_errnos() {
     s.put("/f", b"x");
     s.ok(&["xattr", "test.pool", "set", "/f", "user.colour", "dark blue"]);
     s.ok(&["xattr", "test.pool", "set", "/f", "user.empty", ""]);
+    s.ok(&["xattr", "test.pool", "set", "/f", "user.negative", "-1"]);
     assert_eq!(s.ok(&["xattr", "test.pool", "get", "/f", "user.colour"]), "dark blue");
-    assert_eq!(s.ok(&["xattr", "test.pool", "list", "/f"]), "user.colour\nuser.empty\n");
+    assert_eq!(s.ok(&["xattr", "test.pool", "get", "/f", "user.negative"]), "-1");
+    assert_eq!(s.ok(&["xattr", "test.pool", "list", "/f"]), "user.colour\nuser.empty\nuser.negative\n");
     assert_eq!(
         fails(&s, &["xattr", "--create", "test.pool", "set", "/f", "user.colour", "red"]),
         "ferrodax: xattr set /f: File exists\n"
@@ -258,7 +260,7 @@ fn xattr_sets_gets_lists_and_removes_user_attributes_with_the_kernels_errnos() {
         fails(&s, &["xattr", "test.pool", "rm", "/f", "user.colour"]),
         "ferrodax: xattr rm /f: No data available: user.colour\n"
     );
-    assert_eq!(s.ok(&["xattr", "test.pool", "list", "/f"]), "user.empty\n");
+    assert_eq!(s.ok(&["xattr", "test.pool", "list", "/f"]), "user.empty\nuser.negative\n");
     assert_eq!(fails(&s, &["xattr", "test.pool", "get", "/f"]), "ferrodax: xattr get: takes PATH NAME\n");
     assert_clean(&s);
 }

@@ -168,7 +168,8 @@ enum Command {
         path: String,
         /// The attribute's name, user.SOMETHING (get, set, rm).
         name: Option<String>,
-        /// The value (set).
+        /// The value (set; may start with '-').
+        #[arg(allow_hyphen_values = true)]
         value: Option<String>,
     },
     /// Write a file's contents to standard output.
@@ -301,7 +302,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// What stat(1) says about a file or directory of the pool, plus extents and shared bytes.
+    /// What stat(1) says about a file, directory or symlink (not followed) of the pool, plus
+    /// extents and shared bytes.
     Stat {
         /// The pool.
         pool: PathBuf,
