@@ -3,7 +3,9 @@
 //! `--dry-run` changes nothing, the real run makes the blocks shared (the reverse map names both
 //! files), frees exactly the duplicate bytes, keeps every file's contents and a clean fsck, and a
 //! second run finds nothing; a file of one repeated block collapses to one pool block; the scan
-//! stays inside the paths it is given; no progress output reaches a non-terminal standard error.
+//! stays inside the paths it is given, following a symlink it is given but none it meets inside a
+//! directory (dangling or pointing at an ancestor); no progress output reaches a non-terminal
+//! standard error.
 
 mod cli_sandbox;
 
@@ -147,5 +149,25 @@ fn dedupe_scan_shares_a_copy_block_for_block_with_its_original_and_keeps_the_ori
         assert_eq!(owner_paths(&s, x + block * 4096), ["/x", "/y"], "block {block} of /x is shared with /y");
     }
     assert_eq!(checksums(&s, &["/x", "/y"]), before);
+    assert_eq!(s.run(&["check", "test.pool"]).status, 0);
+}
+
+#[test]
+fn dedupe_scan_skips_symlinks_inside_the_tree_dangling_or_looping_and_follows_one_it_is_given() {
+    let s = Sandbox::with_pool("32m");
+    s.ok(&["mkdir", "test.pool", "/d"]);
+    s.ok(&["mkdir", "test.pool", "/e"]);
+    for path in ["/d/a", "/d/b", "/e/c"] {
+        s.io(path, &["pwrite -q -S 0x61 0 64k"]);
+    }
+    s.ok(&["ln", "-s", "test.pool", "nowhere", "/d/dangling"]);
+    s.ok(&["ln", "-s", "test.pool", "/", "/d/up"]);
+    s.ok(&["ln", "-s", "test.pool", "/e/c", "/d/to-c"]);
+    s.ok(&["ln", "-s", "test.pool", "/e", "/elink"]);
+    let dry = s.json(&["dedupe-scan", "test.pool", "/d", "--dry-run", "--json"]);
+    assert_eq!(dry["files_scanned"], 2, "only /d/a and /d/b: {dry}");
+    let given = s.json(&["dedupe-scan", "test.pool", "/d", "/elink", "--json"]);
+    assert_eq!(given["files_scanned"], 3, "a symlink on the command line is followed: {given}");
+    assert_eq!(owner_paths(&s, first_pool_offset(&s, "/e/c")), ["/d/a", "/d/b", "/e/c"]);
     assert_eq!(s.run(&["check", "test.pool"]).status, 0);
 }

@@ -6,7 +6,7 @@
 
 mod cli_sandbox;
 
-use cli_sandbox::Sandbox;
+use cli_sandbox::{PoolServer, Sandbox};
 
 fn figure(value: &serde_json::Value, name: &str) -> u64 {
     value[name].as_u64().unwrap_or_else(|| panic!("df --json has no {name}: {value}"))
@@ -100,7 +100,9 @@ fn stat_reports_size_blocks_links_extents_and_shared_bytes_of_a_partly_reflinked
     let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
     assert_eq!(words(1), ["Size:", "65536", "Blocks:", "128", "IO", "Block:", "4096", "regular", "file"]);
     assert_eq!(words(2), ["Inode:", &json["ino"].to_string(), "Links:", "1"]);
-    assert_eq!(lines[3], "Access: (0600/-rw-------)", "xfs_io -f creates files 0600");
+    // xfs_io -f creates files 0600, owned by the caller: the user who made the sandbox.
+    let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(s.dir.path()).unwrap());
+    assert!(lines[3].starts_with(&format!("Access: (0600/-rw-------)  Uid: ({me:>5}/")), "{text}");
     assert!(lines[5].starts_with("Modify: ") && lines[5].ends_with(" +0000"), "{text}");
     assert_eq!(words(7), ["Extents:", "3", "Shared:", "16384", "bytes"]);
 
@@ -113,38 +115,6 @@ fn stat_reports_size_blocks_links_extents_and_shared_bytes_of_a_partly_reflinked
     );
 }
 
-/// `ferrodax serve test.pool` in the sandbox, stopped with SIGTERM when dropped.
-struct PoolServer(std::process::Child);
-
-impl PoolServer {
-    /// Starts the server and returns once it says it is serving (it listens before saying so).
-    fn start(s: &Sandbox) -> PoolServer {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrodax"))
-            .args(["serve", "test.pool"])
-            .current_dir(s.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        log.read_line(&mut first).unwrap();
-        assert!(first.contains("serving test.pool"), "the pool server did not start: {first}");
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        PoolServer(child)
-    }
-}
-
-impl Drop for PoolServer {
-    fn drop(&mut self) {
-        // SIGTERM stops the server cleanly (kill(1): no unsafe code in tests).
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn df_and_stat_through_a_pool_server_report_what_a_direct_mount_reports() {
     let s = Sandbox::with_pool("16m");
@@ -152,7 +122,7 @@ fn df_and_stat_through_a_pool_server_report_what_a_direct_mount_reports() {
     s.io("/b", &["reflink -q /a 0 0 16k"]);
     let direct_df = s.json(&["df", "test.pool", "--json"]);
     let direct_stat = s.json(&["stat", "test.pool", "/b", "--json"]);
-    let _server = PoolServer::start(&s);
+    let _server = PoolServer::start(&s, &[]);
     let run = s.run(&["-v", "df", "test.pool", "--json"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stderr.contains("through the pool server"), "df went through the server: {}", run.stderr);

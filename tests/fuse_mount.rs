@@ -1,7 +1,8 @@
 //! `ferrodax mount` through FUSE, with real processes: ordinary programs (cp, cat, mv, rm, ls,
 //! stat, dd, python3's os and mmap modules) on the mount, the same files read through the pool
 //! server by `ferrodax cat` while it is mounted, then unmounted, checked and read directly; the
-//! errnos of what the mount does not support; the ways a mount ends (umount, SIGINT, SIGTERM
+//! errnos of what the mount does not support, and of xattr calls on a symlink itself (which never
+//! reach its target); the ways a mount ends (umount, SIGINT, SIGTERM
 //! with a file still open, --background); a mount that goes through a pool server already
 //! running. Where FUSE cannot mount, each test prints SKIPPED and passes, unless
 //! FERRODAX_REQUIRE_FUSE=1.
@@ -398,6 +399,33 @@ fn a_write_crossing_the_largest_file_size_through_the_mount_is_short_and_keeps_t
     assert_eq!(tail, [0x62; 100]);
     assert_eq!(file.write_at(&[1], limit).unwrap_err().raw_os_error(), Some(libc::EFBIG));
     drop(file);
+    mount.unmount();
+    check_clean(&pool.path);
+}
+
+#[test]
+fn xattr_calls_on_a_symlink_itself_are_refused_as_linux_refuses_them_and_never_reach_its_target() {
+    let pool = TestPool::new(POOL_SIZE);
+    let Some(mount) = Mount::start("symlink_xattrs", &pool, "mnt") else { return };
+    std::fs::write(mount.path("f"), b"target").unwrap();
+    std::os::unix::fs::symlink("f", mount.path("sym")).unwrap();
+    // setxattr through the link sets the target's; then lsetxattr, lgetxattr, llistxattr and
+    // lremovexattr on the link itself.
+    let script = "import os,sys\nf,sym=sys.argv[1],sys.argv[2]\n\
+                  def errno_of(call):\n  try:\n    call(); return 'ok'\n  except OSError as e:\n    return e.errno\n\
+                  os.setxattr(sym,'user.k',b'v')\nprint(os.getxattr(f,'user.k'))\n\
+                  print(errno_of(lambda: os.setxattr(sym,'user.j',b'w',follow_symlinks=False)))\n\
+                  print(errno_of(lambda: os.getxattr(sym,'user.k',follow_symlinks=False)))\n\
+                  print(os.listxattr(sym,follow_symlinks=False))\n\
+                  print(errno_of(lambda: os.removexattr(sym,'user.k',follow_symlinks=False)))\n\
+                  print(os.listxattr(f))";
+    let (f, sym) = (mount.path("f"), mount.path("sym"));
+    assert_eq!(
+        run_ok("python3", &["-c", script, f.to_str().unwrap(), sym.to_str().unwrap()]),
+        format!("b'v'\n{}\n{}\n[]\n{}\n['user.k']\n", libc::EPERM, libc::ENODATA, libc::EPERM),
+        "setxattr through the link sets the target's; lsetxattr EPERM, lgetxattr ENODATA, llistxattr \
+         empty, lremovexattr EPERM, and the target keeps its attribute"
+    );
     mount.unmount();
     check_clean(&pool.path);
 }

@@ -1,4 +1,4 @@
-//! The small commands: mkfs, ls, mkdir, rm, mv, cat, put, cp, owners, check.
+//! The small commands: mkfs, mkdir, rm, mv, cat, put, cp, owners, check.
 //!
 //! `put` and `cp` write under a temporary name in the target's directory and rename it over the
 //! target once complete, so a failed copy changes nothing.
@@ -7,8 +7,8 @@
 //! failure; `check` exits 1 when it finds problems and 2 when the pool cannot be mounted at all.
 //! Errors print as "ferrodax: <context>: <strerror text>", followed by the library's detail when
 //! it has one (the damaged structure, the rule that was broken). Must never reach below the
-//! library API, and must never write to a pool in a command that only looks (ls, cat, owners,
-//! check mount read-only).
+//! library API, and must never write to a pool in a command that only looks (cat, owners, check
+//! mount read-only).
 
 use ferrodax::format::record::InodeKind;
 use ferrodax::{BlockOwner, CheckReport, Error, File, Fs, OpenOptions, OwnerKind, Pool, ShareState};
@@ -166,46 +166,16 @@ pub fn mkfs(pool: &Path, size: u64, force: bool, sparse: bool) -> i32 {
     }
 }
 
-/// One `ls` line: kind, size, name.
-fn ls_line(kind: InodeKind, size: u64, name: &str) -> String {
-    let kind = match kind {
-        InodeKind::File => "file",
-        InodeKind::Dir => "dir",
-        InodeKind::Symlink => "link",
-    };
-    format!("{kind:<4} {size:>12} {name}")
-}
-
-/// `ferrodax ls POOL [PATH]`: one line per entry (kind, size, name), sorted by name; a file
-/// lists itself.
-pub fn ls(pool: &Path, path: &str) -> i32 {
-    with_fs(pool, true, |fs| {
-        let context = format!("ls {path}");
-        let st = fs.metadata(path).map_err(|e| fail(&context, &e))?;
-        if st.kind == InodeKind::File {
-            println!("{}", ls_line(st.kind, st.size, path));
-            return Ok(());
-        }
-        let mut entries = fs.read_dir(path).map_err(|e| fail(&context, &e))?;
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out = std::io::stdout().lock();
-        for entry in entries {
-            let child = fs.metadata(&join(path, &entry.name)).map_err(|e| fail(&context, &e))?;
-            let _ = writeln!(out, "{}", ls_line(child.kind, child.size, &entry.name));
-        }
-        Ok(())
-    })
-}
-
 /// `ferrodax mkdir POOL PATH`.
 pub fn mkdir(pool: &Path, path: &str) -> i32 {
     with_fs(pool, false, |fs| fs.create_dir(path).map_err(|e| fail(format_args!("mkdir {path}"), &e)))
 }
 
-/// `ferrodax rm POOL PATH`: removes a file or an empty directory.
+/// `ferrodax rm POOL PATH`: removes a file, a symlink (never what it points at) or an empty
+/// directory.
 pub fn rm(pool: &Path, path: &str) -> i32 {
     with_fs(pool, false, |fs| {
-        let removed = match fs.metadata(path) {
+        let removed = match fs.symlink_metadata(path) {
             Ok(st) if st.kind == InodeKind::Dir => fs.remove_dir(path),
             Ok(_) => fs.remove_file(path),
             Err(e) => Err(e),
@@ -214,9 +184,38 @@ pub fn rm(pool: &Path, path: &str) -> i32 {
     })
 }
 
-/// `ferrodax mv POOL FROM TO`.
-pub fn mv(pool: &Path, from: &str, to: &str) -> i32 {
-    with_fs(pool, false, |fs| fs.rename(from, to).map_err(|e| fail(format_args!("mv {from} {to}"), &e)))
+/// How `mv` treats an existing destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MvMode {
+    /// rename(2): replace it, or move into it when it is a directory (as mv(1)).
+    Replace,
+    /// Never replace it: `renameat2(RENAME_NOREPLACE)`, EEXIST when it exists (moving into a
+    /// directory as mv(1) does, where the name inside must be free).
+    NoClobber,
+    /// Swap the two names: `renameat2(RENAME_EXCHANGE)`; both must exist.
+    Exchange,
+}
+
+/// `ferrodax mv [-n|--exchange] [-T] POOL FROM TO`: renames FROM to TO; an existing directory TO
+/// receives FROM under its last name (as mv(1); not with -T or --exchange, which name TO itself).
+pub fn mv(pool: &Path, from: &str, to: &str, mode: MvMode, no_target_directory: bool) -> i32 {
+    use ferrodax::fs::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+    with_fs(pool, false, |fs| {
+        let into_dir = mode != MvMode::Exchange
+            && !no_target_directory
+            && fs.metadata(to).is_ok_and(|st| st.kind == InodeKind::Dir);
+        let target = if into_dir {
+            join(to, from.rsplit('/').find(|c| !c.is_empty()).unwrap_or(from))
+        } else {
+            to.to_string()
+        };
+        let flags = match mode {
+            MvMode::Replace => 0,
+            MvMode::NoClobber => RENAME_NOREPLACE,
+            MvMode::Exchange => RENAME_EXCHANGE,
+        };
+        fs.rename_with_flags(from, &target, flags).map_err(|e| fail(format_args!("mv {from} {to}"), &e))
+    })
 }
 
 /// Copies `src` (from offset 0 to EOF) into `dst` in chunks; returns the bytes copied.

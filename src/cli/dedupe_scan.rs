@@ -117,27 +117,28 @@ fn read_write() -> OpenOptions {
     options
 }
 
-/// Every regular file at or under `paths`, directories walked by name, each file once.
+/// Every regular file at or under `paths`, directories walked by name, each file once. A symlink
+/// named on the command line is followed; one met inside a directory is skipped (as duperemove
+/// does), so a dangling link or a link to an ancestor neither fails nor repeats the walk.
 fn regular_files(fs: &Fs, paths: &[String]) -> Result<Vec<String>, i32> {
     let mut found = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack: Vec<String> = paths.iter().rev().cloned().collect();
-    while let Some(path) = stack.pop() {
-        let st = fs.metadata(&path).map_err(|e| fail(format_args!("dedupe-scan {path}"), &e))?;
+    let mut stack: Vec<(String, bool)> = paths.iter().rev().map(|p| (p.clone(), true)).collect();
+    while let Some((path, named)) = stack.pop() {
+        let st = if named { fs.metadata(&path) } else { fs.symlink_metadata(&path) };
+        let st = st.map_err(|e| fail(format_args!("dedupe-scan {path}"), &e))?;
         match st.kind {
             InodeKind::File => {
                 if seen.insert(st.ino) {
                     found.push(path);
                 }
             }
-            // A symlink is followed by metadata(): this is what it points at, never a loop
-            // (ELOOP fails the call); a dangling one fails it as ENOENT.
             InodeKind::Symlink => {}
             InodeKind::Dir => {
                 let mut entries =
                     fs.read_dir(&path).map_err(|e| fail(format_args!("dedupe-scan {path}"), &e))?;
                 entries.sort_by(|a, b| a.name.cmp(&b.name));
-                stack.extend(entries.iter().rev().map(|entry| join(&path, &entry.name)));
+                stack.extend(entries.iter().rev().map(|entry| (join(&path, &entry.name), false)));
             }
         }
     }

@@ -3,12 +3,16 @@
 //! Owns argument parsing, output formats (xfs_io's, so fstests-style filters work) and exit codes.
 //! Must never reach below the library API (`ferrodax::{Pool, Fs, File, ...}`).
 
+mod accounts;
 mod commands;
 mod dedupe_scan;
 mod df;
 mod io;
 mod launch;
+mod ls;
+mod modes;
 mod mount;
+mod names;
 mod poison;
 mod progress;
 mod report_html;
@@ -52,8 +56,12 @@ enum Command {
     },
     /// Run xfs_io-style commands on one file of a pool.
     Io(io::IoArgs),
-    /// List a directory.
+    /// List a directory (a symlink shows as `name -> target`, control characters in names
+    /// escaped as `ls -b` does).
     Ls {
+        /// Long format: mode, links, owner, group, size, modification time (UTC), name.
+        #[arg(short = 'l')]
+        long: bool,
         /// The pool.
         pool: PathBuf,
         /// The directory (default /).
@@ -66,21 +74,103 @@ enum Command {
         /// The directory to create.
         path: String,
     },
-    /// Remove a file or an empty directory.
+    /// Remove a file, a symlink (not what it points at) or an empty directory.
     Rm {
         /// The pool.
         pool: PathBuf,
         /// What to remove.
         path: String,
     },
-    /// Rename a file or directory.
+    /// Rename a file or directory (into TO when TO is a directory, as mv(1)).
     Mv {
+        /// Never replace an existing TO: fail with "File exists" (renameat2 RENAME_NOREPLACE).
+        #[arg(short = 'n', long, conflicts_with = "exchange")]
+        no_clobber: bool,
+        /// Swap FROM and TO, which must both exist (renameat2 RENAME_EXCHANGE).
+        #[arg(long)]
+        exchange: bool,
+        /// Treat TO as the name to rename to even when it is a directory.
+        #[arg(short = 'T', long)]
+        no_target_directory: bool,
         /// The pool.
         pool: PathBuf,
         /// Old path.
         from: String,
         /// New path.
         to: String,
+    },
+    /// Make a hard link (with -s: a symlink, whose target is stored as given).
+    Ln {
+        /// Make a symbolic link.
+        #[arg(short = 's', long)]
+        symbolic: bool,
+        /// The pool.
+        pool: PathBuf,
+        /// The existing file (with -s: any text, stored as the symlink's target).
+        target: String,
+        /// The new name (a directory: the link goes in it under TARGET's last name).
+        link_name: String,
+    },
+    /// Print the target of a symlink.
+    Readlink {
+        /// The pool.
+        pool: PathBuf,
+        /// The symlink.
+        path: String,
+    },
+    /// Change permission bits: octal (640) or symbolic (u+x,go-w) as chmod(1).
+    Chmod {
+        /// The pool.
+        pool: PathBuf,
+        /// The mode.
+        mode: String,
+        /// The file or directory (a symlink's target).
+        path: String,
+    },
+    /// Change owner and/or group: USER, USER:GROUP, USER: (the login group) or :GROUP, names
+    /// (from /etc/passwd and /etc/group) or numbers.
+    Chown {
+        /// The pool.
+        pool: PathBuf,
+        /// USER[:GROUP].
+        owner: String,
+        /// The file or directory (a symlink's target).
+        path: String,
+    },
+    /// Set a file's access and modification times to now (or -d @SECONDS); create it empty if it
+    /// does not exist.
+    Touch {
+        /// Do not create a missing file.
+        #[arg(short = 'c', long)]
+        no_create: bool,
+        /// Use this time instead of now: @SECONDS[.FRACTION] since the epoch.
+        #[arg(short = 'd', long, value_parser = names::parse_date, allow_hyphen_values = true)]
+        date: Option<i64>,
+        /// The pool.
+        pool: PathBuf,
+        /// The file.
+        path: String,
+    },
+    /// Get, set, remove or list `user.` extended attributes: xattr POOL get|set|rm|list PATH
+    /// [NAME [VALUE]].
+    Xattr {
+        /// With set: fail if the attribute exists (XATTR_CREATE).
+        #[arg(long, conflicts_with = "replace")]
+        create: bool,
+        /// With set: fail if the attribute does not exist (XATTR_REPLACE).
+        #[arg(long)]
+        replace: bool,
+        /// The pool.
+        pool: PathBuf,
+        /// What to do.
+        action: names::XattrAction,
+        /// The file or directory (a symlink's target).
+        path: String,
+        /// The attribute's name, user.SOMETHING (get, set, rm).
+        name: Option<String>,
+        /// The value (set; may start with '-').
+        #[arg(allow_hyphen_values = true)]
+        value: Option<String>,
     },
     /// Write a file's contents to standard output.
     Cat {
@@ -212,7 +302,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// What stat(1) says about a file or directory of the pool, plus extents and shared bytes.
+    /// What stat(1) says about a file, directory or symlink (not followed) of the pool, plus
+    /// extents and shared bytes.
     Stat {
         /// The pool.
         pool: PathBuf,
@@ -303,10 +394,25 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),
         Command::Io(args) => io::run(args),
-        Command::Ls { pool, path } => commands::ls(&pool, path.as_deref().unwrap_or("/")),
+        Command::Ls { long, pool, path } => ls::run(&pool, path.as_deref().unwrap_or("/"), long),
         Command::Mkdir { pool, path } => commands::mkdir(&pool, &path),
         Command::Rm { pool, path } => commands::rm(&pool, &path),
-        Command::Mv { pool, from, to } => commands::mv(&pool, &from, &to),
+        Command::Mv { no_clobber, exchange, no_target_directory, pool, from, to } => {
+            let mode = match (no_clobber, exchange) {
+                (true, _) => commands::MvMode::NoClobber,
+                (_, true) => commands::MvMode::Exchange,
+                _ => commands::MvMode::Replace,
+            };
+            commands::mv(&pool, &from, &to, mode, no_target_directory)
+        }
+        Command::Ln { symbolic, pool, target, link_name } => names::ln(&pool, &target, &link_name, symbolic),
+        Command::Readlink { pool, path } => names::readlink(&pool, &path),
+        Command::Chmod { pool, mode, path } => names::chmod(&pool, &mode, &path),
+        Command::Chown { pool, owner, path } => names::chown(&pool, &owner, &path),
+        Command::Touch { no_create, date, pool, path } => names::touch(&pool, &path, no_create, date),
+        Command::Xattr { create, replace, pool, action, path, name, value } => {
+            names::xattr(&pool, action, &path, name.as_deref(), value.as_deref(), (create, replace))
+        }
         Command::Cat { pool, path } => commands::cat(&pool, &path),
         Command::Put { pool, host_file, path } => commands::put(&pool, &host_file, &path),
         Command::Cp { pool, src, dst, reflink } => commands::cp(&pool, &src, &dst, reflink),

@@ -26,21 +26,9 @@ pub struct ServeArgs {
     pub recall_timeout: u64,
 }
 
-/// A group name or number to a gid.
-fn gid_of(group: &str) -> Option<u32> {
-    if let Ok(n) = group.parse() {
-        return Some(n);
-    }
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == group).then(|| fields.nth(1)?.parse().ok())?
-    })
-}
-
 /// Runs the server until SIGTERM or SIGINT; exit status 0 after a clean shutdown, 1 otherwise.
 pub fn run(args: ServeArgs) -> i32 {
-    let group = match args.group.as_deref().map(|g| (g, gid_of(g))) {
+    let group = match args.group.as_deref().map(|g| (g, super::accounts::group_id(g))) {
         None => None,
         Some((_, Some(gid))) => Some(gid),
         Some((g, None)) => {

@@ -1,10 +1,14 @@
-//! `ferrodax stat POOL PATH`: what stat(1) prints for a file or directory of a pool, plus its
-//! extent count and how many of its bytes share blocks with other files.
+//! `ferrodax stat POOL PATH`: what stat(1) prints for a file, directory or symlink of a pool
+//! (a symlink itself, not what it points at, as stat(1) without -L), plus its extent count and how
+//! many of its bytes share blocks with other files.
 //!
 //! Owns the layout of that output (stat(1)'s, times in UTC) and its JSON. Must never reach below
 //! the library API and never write to the pool (it mounts read-only).
 
+use super::accounts;
 use super::commands::{fail, with_fs};
+use super::ls::escape_name;
+use super::modes::mode_string;
 use ferrodax::format::record::InodeKind;
 use ferrodax::{Fs, OpenOptions, Stat};
 use std::path::Path;
@@ -25,24 +29,20 @@ struct StatFigures {
     /// Permission bits.
     mode: u32,
     nlink: u32,
+    uid: u32,
+    gid: u32,
+    /// The owner's name (from /etc/passwd), if it has one.
+    user: Option<String>,
+    /// The group's name (from /etc/group), if it has one.
+    group: Option<String>,
+    /// A symlink's target, as stored.
+    link_target: Option<String>,
     atime_ns: i64,
     mtime_ns: i64,
     ctime_ns: i64,
     extents: u64,
     /// Bytes of the file on blocks that other files own too (FIEMAP_EXTENT_SHARED).
     shared_bytes: u64,
-}
-
-/// `-rw-r--r--` for a file with mode 0644 (`d` first for a directory).
-fn mode_string(kind: InodeKind, mode: u32) -> String {
-    let mut text = String::from(if kind == InodeKind::Dir { "d" } else { "-" });
-    for shift in [6, 3, 0] {
-        let bits = (mode >> shift) & 7;
-        text.push(if bits & 4 != 0 { 'r' } else { '-' });
-        text.push(if bits & 2 != 0 { 'w' } else { '-' });
-        text.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    text
 }
 
 /// A count of seconds since the epoch as (days since the epoch, year, month, day, second of the
@@ -74,7 +74,8 @@ pub(super) fn utc_timestamp(ns: i64) -> String {
     )
 }
 
-/// The figures of `path`: its stat and, for a file, the shared bytes from fiemap.
+/// The figures of `path`: its stat, for a file the shared bytes from fiemap, for a symlink its
+/// target.
 fn figures(fs: &Fs, path: &str, st: &Stat) -> Result<StatFigures, ferrodax::Error> {
     let shared_bytes = if st.kind == InodeKind::File {
         let mut read = OpenOptions::new();
@@ -86,13 +87,22 @@ fn figures(fs: &Fs, path: &str, st: &Stat) -> Result<StatFigures, ferrodax::Erro
     };
     Ok(StatFigures {
         path: path.to_string(),
-        kind: if st.kind == InodeKind::Dir { "directory" } else { "regular file" },
+        kind: match st.kind {
+            InodeKind::Dir => "directory",
+            InodeKind::File => "regular file",
+            InodeKind::Symlink => "symbolic link",
+        },
         size: st.size,
         blocks: st.blocks,
         io_block: BLOCK_SIZE,
         ino: st.ino,
         mode: st.mode & 0o7777,
         nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
+        user: accounts::user_name(st.uid),
+        group: accounts::group_name(st.gid),
+        link_target: if st.kind == InodeKind::Symlink { Some(fs.read_link(path)?) } else { None },
         atime_ns: st.atime_ns,
         mtime_ns: st.mtime_ns,
         ctime_ns: st.ctime_ns,
@@ -101,14 +111,19 @@ fn figures(fs: &Fs, path: &str, st: &Stat) -> Result<StatFigures, ferrodax::Erro
     })
 }
 
-/// stat(1)'s text for `f`.
+/// stat(1)'s text for `f` (names escaped as `ls` shows them; an owner or group without a name
+/// shows as UNKNOWN, as stat(1)).
 fn text(f: &StatFigures, kind: InodeKind) -> String {
+    let file = match &f.link_target {
+        Some(target) => format!("{} -> {}", escape_name(&f.path), escape_name(target)),
+        None => escape_name(&f.path),
+    };
+    let unknown = || "UNKNOWN".to_string();
     format!(
-        "  File: {}\n  Size: {:<15} Blocks: {:<10} IO Block: {:<6} {}\n Inode: {:<15} Links: {}\n\
-         Access: ({:04o}/{})\n\
+        "  File: {file}\n  Size: {:<15} Blocks: {:<10} IO Block: {:<6} {}\n Inode: {:<15} Links: {}\n\
+         Access: ({:04o}/{})  Uid: ({:>5}/{:>8})   Gid: ({:>5}/{:>8})\n\
          Access: {}\nModify: {}\nChange: {}\n\
          Extents: {:<12} Shared: {} bytes\n",
-        f.path,
         f.size,
         f.blocks,
         f.io_block,
@@ -117,6 +132,10 @@ fn text(f: &StatFigures, kind: InodeKind) -> String {
         f.nlink,
         f.mode,
         mode_string(kind, f.mode),
+        f.uid,
+        f.user.clone().unwrap_or_else(unknown),
+        f.gid,
+        f.group.clone().unwrap_or_else(unknown),
         utc_timestamp(f.atime_ns),
         utc_timestamp(f.mtime_ns),
         utc_timestamp(f.ctime_ns),
@@ -125,12 +144,13 @@ fn text(f: &StatFigures, kind: InodeKind) -> String {
     )
 }
 
-/// `ferrodax stat POOL PATH [--json]`: size, 512-byte blocks, kind, mode, links, inode, the three
-/// times, extents and shared bytes of one file or directory.
+/// `ferrodax stat POOL PATH [--json]`: size, 512-byte blocks, kind, mode, links, owner and group
+/// (numbers and names), inode, the three times, extents and shared bytes of one file, directory or
+/// symlink (not followed; its target shown as `File: a -> b`).
 pub fn run(pool: &Path, path: &str, json: bool) -> i32 {
     with_fs(pool, true, |fs| {
         let context = format!("stat {path}");
-        let st = fs.metadata(path).map_err(|e| fail(&context, &e))?;
+        let st = fs.symlink_metadata(path).map_err(|e| fail(&context, &e))?;
         let f = figures(fs, path, &st).map_err(|e| fail(&context, &e))?;
         if json {
             println!("{}", serde_json::to_string_pretty(&f).expect("stat figures serialize"));
@@ -150,11 +170,5 @@ mod tests {
         assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00.000000000 +0000");
         assert_eq!(utc_timestamp(1_709_251_199_999_999_999), "2024-02-29 23:59:59.999999999 +0000");
         assert_eq!(utc_timestamp(-1), "1969-12-31 23:59:59.999999999 +0000");
-    }
-
-    #[test]
-    fn mode_string_spells_permission_bits_like_ls() {
-        assert_eq!(mode_string(InodeKind::File, 0o644), "-rw-r--r--");
-        assert_eq!(mode_string(InodeKind::Dir, 0o755), "drwxr-xr-x");
     }
 }

@@ -665,7 +665,14 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let result = self.path(ino).and_then(|path| self.fs.list_xattrs(&path).map_err(|e| errno(&e)));
+        let result = self.path(ino).and_then(|path| {
+            // The kernel asks about a symlink itself (llistxattr); the path call would follow it
+            // and list its target's. A symlink has no user. attributes of its own.
+            if self.fs.symlink_metadata(&path).map_err(|e| errno(&e))?.kind == InodeKind::Symlink {
+                return Ok(Vec::new());
+            }
+            self.fs.list_xattrs(&path).map_err(|e| errno(&e))
+        });
         answer!(reply, result, |names| {
             let mut list = Vec::new();
             for n in names {

@@ -1,6 +1,7 @@
-//! A scratch directory with a pool, and the `ferrodax` program run in it, for the tests of the
-//! first-contact commands (df, stat, dedupe-scan, poison --html, report). Each test binary uses
-//! only some of these helpers.
+//! A scratch directory with a pool, and the `ferrodax` program run in it (as root or as another
+//! user, directly or through a pool server), for the tests of the first-contact commands (df,
+//! stat, dedupe-scan, poison --html, report) and the namespace commands (ln, chmod, chown, touch,
+//! xattr, ls). Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -32,11 +33,20 @@ impl Sandbox {
 
     /// Runs the program in the sandbox directory, standard error a pipe (so never a terminal).
     pub fn run(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("the ferrodax binary runs");
+        Self::finish(Command::new(env!("CARGO_BIN_EXE_ferrodax")).args(args).current_dir(self.dir.path()))
+    }
+
+    /// Runs the program in the sandbox directory as user `uid` and group `gid` (no supplementary
+    /// groups). Needs root.
+    pub fn run_as(&self, uid: u32, gid: u32, args: &[&str]) -> Run {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferrodax"));
+        command.args(args).current_dir(self.dir.path()).uid(uid).gid(gid);
+        Self::finish(&mut command)
+    }
+
+    fn finish(command: &mut Command) -> Run {
+        let output = command.output().expect("the ferrodax binary runs");
         Run {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -91,6 +101,39 @@ impl Sandbox {
         args.push("test.pool");
         args.push(path);
         self.ok(&args)
+    }
+}
+
+/// `ferrodax serve test.pool [EXTRA...]` in a sandbox, stopped with SIGTERM when dropped.
+pub struct PoolServer(std::process::Child);
+
+impl PoolServer {
+    /// Starts the server and returns once it says it is serving (it listens before saying so).
+    pub fn start(s: &Sandbox, extra: &[&str]) -> PoolServer {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+            .args(["serve", "test.pool"])
+            .args(extra)
+            .current_dir(s.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        log.read_line(&mut first).unwrap();
+        assert!(first.contains("serving test.pool"), "the pool server did not start: {first}");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        PoolServer(child)
+    }
+}
+
+impl Drop for PoolServer {
+    fn drop(&mut self) {
+        // SIGTERM stops the server cleanly (kill(1): no unsafe code in tests).
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
     }
 }
 
