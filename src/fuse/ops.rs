@@ -193,6 +193,17 @@ impl FuseFs {
         self.fs.path_of(ino.0).ok_or(Errno::ENOENT)
     }
 
+    /// A path of inode `ino` that still names it (ESTALE when a rename by another client moved
+    /// another inode there since), for requests the API takes by path.
+    fn path_naming(&self, ino: INodeNo) -> Result<String, Errno> {
+        let path = self.path(ino)?;
+        match self.fs.symlink_metadata(&path) {
+            Ok(s) if s.ino == ino.0 => Ok(path),
+            Ok(_) => Err(Errno::ESTALE),
+            Err(e) => Err(errno(&e)),
+        }
+    }
+
     fn child(&self, parent: INodeNo, name: &OsStr) -> Result<String, Errno> {
         Ok(join(&self.path(parent)?, name_str(name)?))
     }
@@ -259,8 +270,8 @@ impl FuseFs {
             mtime: time_set(with_size(mtime)),
         };
         if set != SetAttributes::default() {
-            let changed = match self.fs.path_of(ino.0) {
-                Some(path) => self.fs.set_attributes(&path, &set, false),
+            let changed = match self.fs.path_of(ino.0).map(|_| self.path_naming(ino)) {
+                Some(path) => self.fs.set_attributes(&path?, &set, false),
                 None => match self.open_handle_of(ino.0, false) {
                     Some(file) => file.set_attributes(&set),
                     None => return Err(Errno::ENOENT),
@@ -646,7 +657,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let result = name_str(name).and_then(|name| {
-            let path = self.path(ino)?;
+            let path = self.path_naming(ino)?;
             self.as_requester(req, || self.fs.set_xattr(&path, name, value, flags as u32))
                 .map_err(|e| errno(&e))
         });
@@ -658,14 +669,14 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENODATA);
         }
         let result = name_str(name).and_then(|name| {
-            let path = self.path(ino)?;
+            let path = self.path_naming(ino)?;
             self.as_requester(req, || self.fs.get_xattr(&path, name)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |value| xattr_reply(reply, size, &value));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let result = self.path(ino).and_then(|path| {
+        let result = self.path_naming(ino).and_then(|path| {
             // The kernel asks about a symlink itself (llistxattr); the path call would follow it
             // and list its target's. A symlink has no user. attributes of its own.
             if self.fs.symlink_metadata(&path).map_err(|e| errno(&e))?.kind == InodeKind::Symlink {
@@ -685,7 +696,7 @@ impl Filesystem for FuseFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = name_str(name).and_then(|name| {
-            let path = self.path(ino)?;
+            let path = self.path_naming(ino)?;
             self.as_requester(req, || self.fs.remove_xattr(&path, name)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
@@ -694,7 +705,7 @@ impl Filesystem for FuseFs {
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         // The mount asks the kernel to check permissions itself (default_permissions), which then
         // does not send access(2) here; answered anyway with the pool's own rules.
-        let result = self.path(ino).and_then(|path| {
+        let result = self.path_naming(ino).and_then(|path| {
             self.as_requester(req, || self.fs.access(&path, mask.bits() as u32)).map_err(|e| errno(&e))
         });
         answer!(reply, result, |_v| reply.ok());
