@@ -1516,6 +1516,18 @@ impl FileSystem {
         let end = blocks_of(pool_offset.saturating_add(len.max(1))).min(self.state.total_blocks);
         let mut out: Vec<BlockOwner> = Vec::new();
         let mut open: HashMap<Owner, usize> = HashMap::new(); // owner continuing at next block -> index
+        // Many owners of one page usually sit in few directories: each directory's path is built
+        // once per query, each owner's path is that plus its name.
+        let mut dir_paths: HashMap<u64, Option<String>> = HashMap::new();
+        let mut path_of = |ino: u64| -> Option<String> {
+            let (dir, name) = self.state.inodes.get(&ino)?.names.first()?;
+            let dir_path = dir_paths.entry(*dir).or_insert_with(|| self.state.path_of(*dir)).as_deref()?;
+            let mut path = String::with_capacity(dir_path.len() + 1 + name.len());
+            path.push_str(dir_path.trim_end_matches('/'));
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(name));
+            Some(path)
+        };
         for (s, seg) in self.state.owners.overlapping(first, end.saturating_sub(first)) {
             let a = s.max(first);
             let b = (s + seg.len).min(end);
@@ -1526,7 +1538,7 @@ impl FileSystem {
                         (
                             OwnerKind::File {
                                 ino,
-                                path: self.state.path_of(ino),
+                                path: path_of(ino),
                                 file_offset: fb * BLOCK_SIZE,
                                 refcount: seg.owners.len(),
                             },
