@@ -100,7 +100,18 @@ fn stat_reports_size_blocks_links_extents_and_shared_bytes_of_a_partly_reflinked
     let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
     assert_eq!(words(1), ["Size:", "65536", "Blocks:", "128", "IO", "Block:", "4096", "regular", "file"]);
     assert_eq!(words(2), ["Inode:", &json["ino"].to_string(), "Links:", "1"]);
-    assert_eq!(lines[3], "Access: (0600/-rw-------)", "xfs_io -f creates files 0600");
+    let (uid, gid) = (json["uid"].as_u64().unwrap(), json["gid"].as_u64().unwrap());
+    // SAFETY: geteuid and getegid cannot fail.
+    assert_eq!(
+        (uid, gid),
+        unsafe { (libc::geteuid() as u64, libc::getegid() as u64) },
+        "the creator owns it"
+    );
+    assert_eq!(
+        lines[3],
+        format!("Access: (0600/-rw-------)  Uid: ({uid:>5})   Gid: ({gid:>5})"),
+        "xfs_io -f creates files 0600"
+    );
     assert!(lines[5].starts_with("Modify: ") && lines[5].ends_with(" +0000"), "{text}");
     assert_eq!(words(7), ["Extents:", "3", "Shared:", "16384", "bytes"]);
 

@@ -190,7 +190,8 @@ pub fn ls(pool: &Path, path: &str) -> i32 {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = std::io::stdout().lock();
         for entry in entries {
-            let child = fs.metadata(&join(path, &entry.name)).map_err(|e| fail(&context, &e))?;
+            // A symlink lists itself (kind "link"), as ls -l shows it; its target may not exist.
+            let child = fs.symlink_metadata(&join(path, &entry.name)).map_err(|e| fail(&context, &e))?;
             let _ = writeln!(out, "{}", ls_line(child.kind, child.size, &entry.name));
         }
         Ok(())

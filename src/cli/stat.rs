@@ -1,5 +1,6 @@
-//! `ferrodax stat POOL PATH`: what stat(1) prints for a file or directory of a pool, plus its
-//! extent count and how many of its bytes share blocks with other files.
+//! `ferrodax stat POOL PATH`: what stat(1) prints for a file, directory or symlink of a pool (a
+//! final symlink is not followed, as stat(1) does), plus its extent count and how many of its
+//! bytes share blocks with other files.
 //!
 //! Owns the layout of that output (stat(1)'s, times in UTC) and its JSON. Must never reach below
 //! the library API and never write to the pool (it mounts read-only).
@@ -24,6 +25,10 @@ struct StatFigures {
     ino: u64,
     /// Permission bits.
     mode: u32,
+    /// Owner.
+    uid: u32,
+    /// Group.
+    gid: u32,
     nlink: u32,
     atime_ns: i64,
     mtime_ns: i64,
@@ -33,9 +38,13 @@ struct StatFigures {
     shared_bytes: u64,
 }
 
-/// `-rw-r--r--` for a file with mode 0644 (`d` first for a directory).
+/// `-rw-r--r--` for a file with mode 0644 (`d` first for a directory, `l` for a symlink).
 fn mode_string(kind: InodeKind, mode: u32) -> String {
-    let mut text = String::from(if kind == InodeKind::Dir { "d" } else { "-" });
+    let mut text = String::from(match kind {
+        InodeKind::Dir => "d",
+        InodeKind::File => "-",
+        InodeKind::Symlink => "l",
+    });
     for shift in [6, 3, 0] {
         let bits = (mode >> shift) & 7;
         text.push(if bits & 4 != 0 { 'r' } else { '-' });
@@ -86,12 +95,18 @@ fn figures(fs: &Fs, path: &str, st: &Stat) -> Result<StatFigures, ferrodax::Erro
     };
     Ok(StatFigures {
         path: path.to_string(),
-        kind: if st.kind == InodeKind::Dir { "directory" } else { "regular file" },
+        kind: match st.kind {
+            InodeKind::Dir => "directory",
+            InodeKind::File => "regular file",
+            InodeKind::Symlink => "symbolic link",
+        },
         size: st.size,
         blocks: st.blocks,
         io_block: BLOCK_SIZE,
         ino: st.ino,
         mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
         nlink: st.nlink,
         atime_ns: st.atime_ns,
         mtime_ns: st.mtime_ns,
@@ -105,7 +120,7 @@ fn figures(fs: &Fs, path: &str, st: &Stat) -> Result<StatFigures, ferrodax::Erro
 fn text(f: &StatFigures, kind: InodeKind) -> String {
     format!(
         "  File: {}\n  Size: {:<15} Blocks: {:<10} IO Block: {:<6} {}\n Inode: {:<15} Links: {}\n\
-         Access: ({:04o}/{})\n\
+         Access: ({:04o}/{})  Uid: ({:>5})   Gid: ({:>5})\n\
          Access: {}\nModify: {}\nChange: {}\n\
          Extents: {:<12} Shared: {} bytes\n",
         f.path,
@@ -117,6 +132,8 @@ fn text(f: &StatFigures, kind: InodeKind) -> String {
         f.nlink,
         f.mode,
         mode_string(kind, f.mode),
+        f.uid,
+        f.gid,
         utc_timestamp(f.atime_ns),
         utc_timestamp(f.mtime_ns),
         utc_timestamp(f.ctime_ns),
@@ -125,12 +142,13 @@ fn text(f: &StatFigures, kind: InodeKind) -> String {
     )
 }
 
-/// `ferrodax stat POOL PATH [--json]`: size, 512-byte blocks, kind, mode, links, inode, the three
-/// times, extents and shared bytes of one file or directory.
+/// `ferrodax stat POOL PATH [--json]`: size, 512-byte blocks, kind, mode, owner, group, links,
+/// inode, the three times, extents and shared bytes of one file, directory or symlink (not
+/// followed).
 pub fn run(pool: &Path, path: &str, json: bool) -> i32 {
     with_fs(pool, true, |fs| {
         let context = format!("stat {path}");
-        let st = fs.metadata(path).map_err(|e| fail(&context, &e))?;
+        let st = fs.symlink_metadata(path).map_err(|e| fail(&context, &e))?;
         let f = figures(fs, path, &st).map_err(|e| fail(&context, &e))?;
         if json {
             println!("{}", serde_json::to_string_pretty(&f).expect("stat figures serialize"));
@@ -156,5 +174,6 @@ mod tests {
     fn mode_string_spells_permission_bits_like_ls() {
         assert_eq!(mode_string(InodeKind::File, 0o644), "-rw-r--r--");
         assert_eq!(mode_string(InodeKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(InodeKind::Symlink, 0o777), "lrwxrwxrwx");
     }
 }

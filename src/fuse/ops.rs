@@ -693,7 +693,14 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let result = self.path(ino).and_then(|path| self.fs.list_xattrs(&path).map_err(|e| errno(&e)));
+        let result = self.path(ino).and_then(|path| {
+            // A symlink has none (user. attributes are for files and directories); the library's
+            // list_xattrs follows a final symlink, so its target's are not asked for.
+            if self.entry(&path)?.kind == FileType::Symlink {
+                return Ok(Vec::new());
+            }
+            self.fs.list_xattrs(&path).map_err(|e| errno(&e))
+        });
         answer!(reply, result, |names| {
             let mut list = Vec::new();
             for n in names {
