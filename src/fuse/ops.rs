@@ -293,8 +293,6 @@ impl FuseFs {
         file.metadata().map_err(|e| errno(&e))
     }
 
-    /// Changes the attributes of inode `ino` as `set` says, for the caller of the surrounding
-    /// [`as_caller`]: by its path, else through a handle open on it (an unlinked, open file).
     /// Clears what [`mode_after_truncate_by`] says `caller` clears by truncating `file`.
     fn drop_privileges_after_truncate(&self, caller: &Credentials, file: &File) -> Result<(), Errno> {
         let stat = file.metadata().map_err(|e| errno(&e))?;
@@ -306,6 +304,8 @@ impl FuseFs {
         as_caller(Credentials::root(), || file.set_attributes(&set)).map_err(|e| errno(&e))
     }
 
+    /// Changes the attributes of inode `ino` as `set` says, for the caller of the surrounding
+    /// [`as_caller`]: by its path, else through a handle open on it (an unlinked, open file).
     fn change_attributes(&self, ino: INodeNo, set: &SetAttributes) -> Result<(), Errno> {
         let changed = match self.fs.path_of(ino.0) {
             Some(path) => self.fs.set_attributes(&path, set, false),
