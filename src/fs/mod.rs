@@ -1516,8 +1516,8 @@ impl FileSystem {
         let end = blocks_of(pool_offset.saturating_add(len.max(1))).min(self.state.total_blocks);
         let mut out: Vec<BlockOwner> = Vec::new();
         let mut open: HashMap<Owner, usize> = HashMap::new(); // owner continuing at next block -> index
-        // Many owners of one page usually sit in few directories: each directory's path is built
-        // once per query, each owner's path is that plus its name.
+                                                              // Many owners of one page usually sit in few directories: each directory's path is built
+                                                              // once per query, each owner's path is that plus its name.
         let mut dir_paths: HashMap<u64, Option<String>> = HashMap::new();
         let mut path_of = |ino: u64| -> Option<String> {
             let (dir, name) = self.state.inodes.get(&ino)?.names.first()?;

@@ -12,7 +12,7 @@
 //! path: its requests go through a handle open on it.
 
 use super::pending;
-use crate::fs::access::{as_caller, Credentials};
+use crate::fs::access::{as_caller, Credentials, S_ISGID, S_ISUID};
 use crate::fs::namespace::{SetAttributes, TimeSet};
 use crate::{Error, File, Fs, InodeKind, OpenOptions, Stat};
 use fuser::{
@@ -98,6 +98,38 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
             Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
         }),
     })
+}
+
+/// Whether a mode change that `caller` sends is the kernel clearing the set-user-ID or
+/// set-group-ID bits of a file `caller` does not own after writing to or truncating it
+/// (`file_remove_privs`: FUSE sends that as a SETATTR of the mode, made by the writer): only those
+/// bits go and nothing else changes. The pool lets only the owner change a mode, so the mount makes
+/// this change as root. No other mode change by a non-owner reaches the mount: with
+/// `default_permissions` the kernel refuses it (EPERM) before sending it.
+fn is_privilege_kill(old_mode: u32, new_mode: u32, file_uid: u32, caller: &Credentials) -> bool {
+    let (old, new) = (old_mode & 0o7777, new_mode & 0o7777);
+    let cleared = old & !new;
+    !caller.is_root()
+        && caller.uid != file_uid
+        && cleared != 0
+        && new & !old == 0
+        && cleared & !(S_ISUID | S_ISGID) == 0
+}
+
+/// The mode a file keeps after `caller` truncated it by opening it with O_TRUNC, as Linux's
+/// `file_remove_privs` decides for a caller without CAP_FSETID: no set-user-ID, and no set-group-ID
+/// when group execute is set or the caller is outside the file's group. FUSE clears these itself on
+/// write and truncate, but not on an O_TRUNC open that the file system truncates (FUSE_ATOMIC_O_TRUNC).
+fn mode_after_truncate_by(caller: &Credentials, stat: &Stat) -> u32 {
+    let mut mode = stat.mode & 0o7777;
+    if caller.is_root() {
+        return mode;
+    }
+    mode &= !S_ISUID;
+    if mode & 0o010 != 0 || !caller.in_group(stat.gid) {
+        mode &= !S_ISGID;
+    }
+    mode
 }
 
 /// The errno of a library error.
@@ -261,23 +293,23 @@ impl FuseFs {
         fh: Option<FileHandle>,
     ) -> Result<Stat, Errno> {
         let now = self.stat(ino, fh)?;
+        let mut mode = mode.map(|m| m & 0o7777);
+        if let Some(kill) = mode.filter(|&m| is_privilege_kill(now.mode, m, now.uid, &Credentials::current()))
+        {
+            let set = SetAttributes { mode: Some(kill), ..SetAttributes::default() };
+            as_caller(Credentials::root(), || self.change_attributes(ino, &set))?;
+            mode = None;
+        }
         let with_size = |t: Option<TimeOrNow>| t.filter(|t| !(size.is_some() && *t == TimeOrNow::Now));
         let set = SetAttributes {
-            mode: mode.map(|m| m & 0o7777),
+            mode,
             uid,
             gid,
             atime: time_set(with_size(atime)),
             mtime: time_set(with_size(mtime)),
         };
         if set != SetAttributes::default() {
-            let changed = match self.fs.path_of(ino.0).map(|_| self.path_naming(ino)) {
-                Some(path) => self.fs.set_attributes(&path?, &set, false),
-                None => match self.open_handle_of(ino.0, false) {
-                    Some(file) => file.set_attributes(&set),
-                    None => return Err(Errno::ENOENT),
-                },
-            };
-            changed.map_err(|e| errno(&e))?;
+            self.change_attributes(ino, &set)?;
         }
         let Some(size) = size else { return self.stat(ino, fh) };
         if now.kind == InodeKind::Dir {
@@ -294,6 +326,30 @@ impl FuseFs {
         };
         file.set_len(size).map_err(|e| errno(&e))?;
         file.metadata().map_err(|e| errno(&e))
+    }
+
+    /// Clears what [`mode_after_truncate_by`] says `caller` clears by truncating `file`.
+    fn drop_privileges_after_truncate(&self, caller: &Credentials, file: &File) -> Result<(), Errno> {
+        let stat = file.metadata().map_err(|e| errno(&e))?;
+        let mode = mode_after_truncate_by(caller, &stat);
+        if mode == stat.mode & 0o7777 {
+            return Ok(());
+        }
+        let set = SetAttributes { mode: Some(mode), ..SetAttributes::default() };
+        as_caller(Credentials::root(), || file.set_attributes(&set)).map_err(|e| errno(&e))
+    }
+
+    /// Changes the attributes of inode `ino` as `set` says, for the caller of the surrounding
+    /// [`as_caller`]: by its path, else through a handle open on it (an unlinked, open file).
+    fn change_attributes(&self, ino: INodeNo, set: &SetAttributes) -> Result<(), Errno> {
+        let changed = match self.fs.path_of(ino.0).map(|_| self.path_naming(ino)) {
+            Some(path) => self.fs.set_attributes(&path?, set, false),
+            None => match self.open_handle_of(ino.0, false) {
+                Some(file) => file.set_attributes(set),
+                None => return Err(Errno::ENOENT),
+            },
+        };
+        changed.map_err(|e| errno(&e))
     }
 
     fn listing(&self, ino: INodeNo) -> Result<Listing, Errno> {
@@ -472,16 +528,22 @@ impl Filesystem for FuseFs {
         answer!(reply, result, |attr| reply.entry(&CACHE_TTL, &attr, Generation(0)));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // Every handle can read: the page cache reads through whichever handle it has. O_APPEND
         // is not passed on: the kernel puts appended writes at EOF itself, and a write-back of a
         // mapped page through an append handle must land where the page is.
         let mut options = OpenOptions::new();
         options.read(true);
+        let truncate = flags.acc_mode() != OpenAccMode::O_RDONLY && flags.0 & libc::O_TRUNC != 0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            options.write(true).truncate(flags.0 & libc::O_TRUNC != 0);
+            options.write(true).truncate(truncate);
         }
-        let result = self.open_ino(ino, &options).map(|file| self.remember(file));
+        let result = self.open_ino(ino, &options).and_then(|file| {
+            if truncate && req.uid() != 0 {
+                self.drop_privileges_after_truncate(&caller(req, &self.groups), &file)?;
+            }
+            Ok(self.remember(file))
+        });
         answer!(reply, result, |fh| reply.opened(FileHandle(fh), OPEN_FLAGS));
     }
 

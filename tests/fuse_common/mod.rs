@@ -173,3 +173,30 @@ pub fn cli_cat(pool: &Path, path: &str) -> Vec<u8> {
     assert!(out.status.success(), "ferrodax cat {path}: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
+
+/// Whether `program` runs here (`program --version` starts).
+pub fn have(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// A part of a test that needs `program` (from Debian package `package`): true when it runs;
+/// else a loud SKIPPED line for that part, or a failure under FERRODAX_REQUIRE_FUSE=1 (.ci/run
+/// installs the package).
+pub fn need(test: &str, program: &str, package: &str) -> bool {
+    if have(program) {
+        return true;
+    }
+    assert!(
+        std::env::var("FERRODAX_REQUIRE_FUSE").as_deref() != Ok("1"),
+        "{test}: {program} is missing (apt-get install {package}) and FERRODAX_REQUIRE_FUSE=1"
+    );
+    eprintln!("\n*** SKIPPED part of {test}: {program} is missing (apt-get install {package}) ***\n");
+    false
+}
+
+/// Runs `script` with bash (`-o pipefail`, arguments $1...) and asserts it succeeded.
+pub fn bash_ok(script: &str, args: &[&str]) -> String {
+    let mut all = vec!["-euo", "pipefail", "-c", script, "bash"];
+    all.extend_from_slice(args);
+    run_ok("bash", &all)
+}
