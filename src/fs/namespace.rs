@@ -509,21 +509,18 @@ impl FileSystem {
         let mut tx = vec![Mutation::Unlink { dir: src_parent, name: src_name, ino }];
         let mut dst_dir_delta = if moving_dir && src_parent != dst_parent { 1 } else { 0 };
         if let Some(target) = existing {
+            // The kinds agree (checked above): an empty directory goes, a file loses a name.
             let t = self.state.inode(target)?;
-            match (moving_dir, t.is_dir()) {
-                (true, true) => {
-                    if !t.children.is_empty() {
-                        return Err(Error::NotEmpty(to.into()));
-                    }
-                    tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
-                    tx.push(Mutation::FreeInode { ino: target });
-                    dst_dir_delta -= 1;
+            if t.is_dir() {
+                if !t.children.is_empty() {
+                    return Err(Error::NotEmpty(to.into()));
                 }
-                (true, false) | (false, true) => unreachable!("the kinds were checked above"),
-                (false, false) => {
-                    tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
-                    self.drop_name_mutations(target, now, &mut tx);
-                }
+                tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
+                tx.push(Mutation::FreeInode { ino: target });
+                dst_dir_delta -= 1;
+            } else {
+                tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
+                self.drop_name_mutations(target, now, &mut tx);
             }
         }
         tx.push(Mutation::Link { dir: dst_parent, name: dst_name, ino });
