@@ -10,7 +10,8 @@
 //! and a number of random subsets (at least 4,096 with `FERRODAX_CRASH_FULL=1`, fewer by default
 //! so the file stays quick: see [`random_subsets`]). For every image: it mounts read-only and
 //! read-write, check() is clean on both, and the whole tree (every path, kind, size, byte, which
-//! blocks read EIO, extent mapping with its shared flags, the bad-block list and the lost
+//! blocks read EIO, extent mapping with its shared flags, every name's inode number, mode, owner,
+//! link count, times and extended attributes, symlink targets, the bad-block list and the lost
 //! superblock copies) equals the tree before the operation or the tree after it (or a named step
 //! in between, for operations that are two commits by design), never a mix. Writes that are in
 //! place by design (a pwrite under a DAX view, stores through a view) may tear per 8-byte word in
@@ -18,7 +19,9 @@
 //! unpersisted, and the durable image alone must show the new tree. Each test prints
 //! `crash: <op>: N fences, M images` (visible with --nocapture).
 //!
-//! Covered: every namespace and data operation, checkpoints (a full log, a transaction larger
+//! Covered: every namespace and data operation (hard links, unlink of one of two names, symlinks,
+//! rename over a hard-linked target, RENAME_EXCHANGE across parents, chmod/chown/utimensat,
+//! setxattr and removexattr among them), checkpoints (a full log, a transaction larger
 //! than the log), recovery itself (orphan reclaim, superblock repair at mount), memory failure
 //! (quarantine of a free and of a data block, log relocation, checkpoint relocation, a superblock
 //! copy marked lost), pre-remove, a DAX store fault that copies a shared page, a pwrite under a
@@ -27,6 +30,8 @@
 //! backend).
 
 use ferrodax::dax::MapAccess;
+use ferrodax::format::record::InodeKind;
+use ferrodax::fs::namespace::{SetAttributes, TimeSet, RENAME_EXCHANGE, XATTR_CREATE, XATTR_REPLACE};
 use ferrodax::memfail::FailureFlags;
 use ferrodax::pool::{CrashFence, RecordingBackend, ATOMIC_WORD};
 use ferrodax::{DedupeTarget, File, Fs, OpenOptions, Pool};
@@ -64,6 +69,20 @@ enum Node {
         unreadable: Vec<u64>,
         extents: Vec<ferrodax::FiemapExtent>,
     },
+    /// A symlink and its target.
+    Symlink(String),
+    /// The inode a name points at, beside the name's own entry (under [`attributes_key`]): its
+    /// number (so two names of one inode show it), mode, owner, link count, times and extended
+    /// attributes, so that a torn namespace or attribute change is visible.
+    Attributes {
+        ino: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        nlink: u32,
+        times_ns: [i64; 3],
+        xattrs: Vec<(String, Vec<u8>)>,
+    },
     /// The pool's bad blocks (under the key [`BAD_BLOCKS`]).
     BadBlocks(Vec<(u64, u64)>),
     /// The superblock copies marked lost (under the key [`LOST_SUPERBLOCKS`]).
@@ -93,14 +112,42 @@ fn ro() -> OpenOptions {
     o
 }
 
+/// The key of the [`Node::Attributes`] of the inode `path` names (no test name contains " #").
+fn attributes_key(path: &str) -> String {
+    format!("{path} #attributes")
+}
+
+/// Every name of the tree below the root with what it holds, the attributes of every name's
+/// inode (the root's too), and the pool's bad-block state. Deterministic: nothing in it depends on
+/// when or how often it is taken (reads change no time).
 fn tree(fs: &Fs) -> Tree {
+    fn attributes(fs: &Fs, path: &str, meta: &ferrodax::Stat) -> Node {
+        let xattrs = if meta.kind == InodeKind::Symlink {
+            Vec::new()
+        } else {
+            let names = fs.list_xattrs(path).expect("listxattr");
+            names.into_iter().map(|n| (n.clone(), fs.get_xattr(path, &n).expect("getxattr"))).collect()
+        };
+        Node::Attributes {
+            ino: meta.ino,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            nlink: meta.nlink,
+            times_ns: [meta.atime_ns, meta.mtime_ns, meta.ctime_ns],
+            xattrs,
+        }
+    }
     fn walk(fs: &Fs, dir: &str, out: &mut Tree) {
         for e in fs.read_dir(dir).expect("read_dir") {
             let path = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
-            let meta = fs.metadata(&path).expect("metadata");
-            if meta.kind == ferrodax::format::record::InodeKind::Dir {
+            let meta = fs.symlink_metadata(&path).expect("lstat");
+            out.insert(attributes_key(&path), attributes(fs, &path, &meta));
+            if meta.kind == InodeKind::Dir {
                 out.insert(path.clone(), Node::Dir);
                 walk(fs, &path, out);
+            } else if meta.kind == InodeKind::Symlink {
+                out.insert(path.clone(), Node::Symlink(fs.read_link(&path).expect("readlink")));
             } else {
                 let f = fs.open(&path, &ro()).expect("open");
                 let mut bytes = vec![0; meta.size as usize];
@@ -121,6 +168,8 @@ fn tree(fs: &Fs) -> Tree {
         }
     }
     let mut out = Tree::new();
+    let root = fs.symlink_metadata("/").expect("lstat /");
+    out.insert(attributes_key("/"), attributes(fs, "/", &root));
     walk(fs, "/", &mut out);
     out.insert(BAD_BLOCKS.into(), Node::BadBlocks(fs.bad_blocks()));
     let lost = fs.read_lock().journal().superblock().lost_copies;
@@ -621,6 +670,88 @@ fn rename_of_a_directory_across_directories_is_atomic() {
 #[test]
 fn rmdir_is_atomic() {
     crash_test("rmdir", |_| (), |fx, ()| fx.fs.remove_dir("/dir/empty").unwrap());
+}
+
+#[test]
+fn hard_link_is_atomic() {
+    crash_test("hard link", |_| (), |fx, ()| fx.fs.hard_link("/c", "/dir/c2").unwrap());
+}
+
+#[test]
+fn unlink_of_one_of_two_names_is_atomic() {
+    // The inode stays with one name fewer: the entry and the link count change in one commit.
+    crash_test(
+        "unlink one of two names",
+        |fx| fx.fs.hard_link("/c", "/dir/c2").unwrap(),
+        |fx, ()| {
+            fx.fs.remove_file("/c").unwrap();
+            assert_eq!(fx.fs.metadata("/dir/c2").unwrap().nlink, 1);
+        },
+    );
+}
+
+#[test]
+fn symlink_is_atomic() {
+    crash_test("symlink", |_| (), |fx, ()| fx.fs.symlink("../dir/d", "/dir/link").unwrap());
+}
+
+#[test]
+fn rename_over_a_hard_linked_target_is_atomic() {
+    // /target keeps its other name /dir/t2 with one link fewer; /c takes the name.
+    crash_test(
+        "rename over a hard-linked target",
+        |fx| fx.fs.hard_link("/target", "/dir/t2").unwrap(),
+        |fx, ()| {
+            fx.fs.rename("/c", "/target").unwrap();
+            assert_eq!(fx.fs.metadata("/dir/t2").unwrap().nlink, 1);
+        },
+    );
+}
+
+#[test]
+fn exchange_of_a_file_and_a_directory_in_different_parents_is_atomic() {
+    // Both entries, both parents' link counts (a directory changes parent) and times, one commit.
+    crash_test(
+        "exchange a file and a directory",
+        |_| (),
+        |fx, ()| fx.fs.rename_with_flags("/c", "/dir/empty", RENAME_EXCHANGE).unwrap(),
+    );
+}
+
+#[test]
+fn chmod_chown_and_utimensat_in_one_call_are_atomic() {
+    let set = SetAttributes {
+        mode: Some(0o4750),
+        uid: Some(1000),
+        gid: Some(1000),
+        atime: Some(TimeSet::At(1_000_000_007)),
+        mtime: Some(TimeSet::At(2_000_000_011)),
+    };
+    crash_test("set attributes", |_| (), |fx, ()| fx.fs.set_attributes("/a", &set, true).unwrap());
+}
+
+#[test]
+fn set_xattr_is_atomic() {
+    // A value of several blocks replaces a small one on a file with shared blocks.
+    crash_test(
+        "set xattr",
+        |fx| fx.fs.set_xattr("/b", "user.big", b"small", XATTR_CREATE).unwrap(),
+        |fx, ()| {
+            fx.fs.set_xattr("/b", "user.big", &pattern(9, 3 * BLOCK as usize + 5), XATTR_REPLACE).unwrap()
+        },
+    );
+}
+
+#[test]
+fn remove_xattr_is_atomic() {
+    crash_test(
+        "remove xattr",
+        |fx| {
+            fx.fs.set_xattr("/dir", "user.one", &pattern(10, 2000), 0).unwrap();
+            fx.fs.set_xattr("/dir", "user.two", b"kept", 0).unwrap();
+        },
+        |fx, ()| fx.fs.remove_xattr("/dir", "user.one").unwrap(),
+    );
 }
 
 /// Fills the log with records exactly as large as a 10-byte write to /a's block 4, until the next

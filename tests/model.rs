@@ -26,11 +26,11 @@ use ferrodax::fs::falloc::{
 };
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use model_common::{
-    assert_clean, block_map, create, errno, expect_errno, open, pattern, read_all, verify_reverse_map, Mode,
-    BS,
+    assert_clean, block_map, create, env_u64, errno, expect_errno, open, pattern, read_all, seeded_runner,
+    verify_reverse_map, verify_space, BlockIds, Mode, BS,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -1377,8 +1377,7 @@ fn verify(real: &Real, model: &Model) -> Result<(), String> {
     }
     // Contents, sizes, and block sharing against the model's block ids.
     let mut handles = Vec::new();
-    let mut id_to_block: HashMap<u64, u64> = HashMap::new();
-    let mut block_to_id: HashMap<u64, u64> = HashMap::new();
+    let mut ids = BlockIds::default();
     for (&p, mf) in &model.files {
         let f = open(fs, PATHS[p], Mode::ReadOnly);
         let data = read_all(&f);
@@ -1392,41 +1391,10 @@ fn verify(real: &Real, model: &Model) -> Result<(), String> {
             ));
         }
         let map = block_map(fs, &f).map_err(|e| format!("{}: {e}", PATHS[p]))?;
-        if map.len() != mf.blocks.len() {
-            return Err(format!("{}: {} blocks, model {}", PATHS[p], map.len(), mf.blocks.len()));
-        }
-        for (fb, (&want, &got)) in mf.blocks.iter().zip(&map).enumerate() {
-            match (want, got) {
-                (None, None) => {}
-                (Some(id), Some(block)) => {
-                    let b = *id_to_block.entry(id).or_insert(block);
-                    let i = *block_to_id.entry(block).or_insert(id);
-                    if b != block || i != id {
-                        return Err(format!(
-                            "{} file block {fb}: sharing differs from the model (pool block {block}; the \
-                             model's block {id} is at pool block {b}; pool block {block} is the model's {i})",
-                            PATHS[p]
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "{} file block {fb}: model says {}, FIEMAP says {got:?}",
-                        PATHS[p],
-                        if want.is_some() { "data" } else { "hole" }
-                    ))
-                }
-            }
-        }
+        ids.check(PATHS[p], &mf.blocks, &map)?;
         handles.push(f);
     }
-    let refs: Vec<&File> = handles.iter().collect();
-    verify_reverse_map(fs, &refs)?;
-    let report = fs.check();
-    if !report.is_clean() {
-        return Err(format!("check:\n{report}"));
-    }
-    Ok(())
+    verify_space(fs, &handles)
 }
 
 fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
@@ -1721,26 +1689,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 #[test]
 fn random_operation_sequences_match_the_model() {
     let cases = env_u64("FERRODAX_PROPTEST_CASES", 256) as u32;
     let steps = env_u64("FERRODAX_PROPTEST_STEPS", 40) as usize;
-    let seed = match std::env::var("FERRODAX_PROPTEST_SEED").as_deref() {
-        Ok("random") => rand_seed(),
-        Ok(v) => v.parse().expect("FERRODAX_PROPTEST_SEED: a number or \"random\""),
-        Err(_) => 0x5eed_f00d,
-    };
+    let (mut runner, seed) = seeded_runner(cases, 0x5eed_f00d);
     eprintln!("model test: {cases} cases x up to {steps} steps, FERRODAX_PROPTEST_SEED={seed}");
-    let mut seed_bytes = [0u8; 32];
-    for (i, chunk) in seed_bytes.chunks_mut(8).enumerate() {
-        chunk.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0x9e37_79b9)).to_le_bytes());
-    }
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
     let strategy = proptest::collection::vec(op(), 1..=steps);
     if let Err(e) = runner.run(&strategy, |ops| run_case(&ops)) {
         panic!("{e}\n(reproduce with FERRODAX_PROPTEST_SEED={seed})");
@@ -1790,15 +1744,6 @@ fn random_operation_sequences_match_the_model() {
             assert!(get(c) > 0, "the run never produced {what}");
         }
     }
-}
-
-fn rand_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
-    u64::from_le_bytes(bytes)
 }
 
 // ----- deterministic tests for what random sequences rarely reach -----

@@ -247,6 +247,9 @@ impl FileSystem {
         let gid = if sgid_dir { parent_attrs.gid } else { cred.gid };
         let mut mode = match kind {
             InodeKind::Symlink => 0o777,
+            // vfs_mkdir keeps the permission bits and the sticky bit; set-group-ID comes only
+            // from the parent, below.
+            InodeKind::Dir => mode & 0o1777,
             _ => mode & 0o7777,
         };
         if kind == InodeKind::Dir {
@@ -325,25 +328,21 @@ impl FileSystem {
     /// [`MAX_LINKS`].
     pub fn hard_link(&mut self, existing: &str, new: &str) -> Result<()> {
         self.writable()?;
+        // do_linkat's order: the old path, the new name (EEXIST), may_linkat (EPERM), then
+        // vfs_link (EACCES on the directory, EPERM for a directory, ENOENT, EMLINK).
         let ino = self.resolve_no_follow(existing)?;
-        if existing.ends_with('/') {
-            return Err(Error::NotDir(existing.into()));
+        let (parent, name, trailing_slash) = self.resolve_parent(new)?;
+        if self.state.inode(parent)?.children.contains_key(&name) {
+            return Err(Error::Exists(new.into()));
         }
-        let inode = self.state.inode(ino)?;
-        if inode.is_dir() {
-            return Err(Error::NotPermitted(format!("{existing}: a directory cannot get a second name")));
-        }
-        if inode.attrs.nlink == 0 {
-            return Err(Error::NotFound(format!("{existing}: unlinked")));
-        }
-        if inode.attrs.nlink >= MAX_LINKS {
-            return Err(Error::TooManyLinks(existing.into()));
+        if trailing_slash {
+            return Err(Error::NotDir(new.into()));
         }
         // fs.protected_hardlinks (on by default): a caller may link only a file it owns, or a
         // regular file it may read and write that is neither set-user-ID nor executable
         // set-group-ID.
         let cred = Credentials::current();
-        let a = &inode.attrs;
+        let a = &self.state.inode(ino)?.attrs;
         let safe = a.kind == InodeKind::File
             && a.mode & S_ISUID == 0
             && a.mode & (S_ISGID | 0o010) != (S_ISGID | 0o010)
@@ -354,14 +353,17 @@ impl FileSystem {
                  (protected_hardlinks)"
             )));
         }
-        let (parent, name, trailing_slash) = self.resolve_parent(new)?;
-        if self.state.inode(parent)?.children.contains_key(&name) {
-            return Err(Error::Exists(new.into()));
-        }
-        if trailing_slash {
-            return Err(Error::NotDir(new.into()));
-        }
         self.may_change_entries(parent, new)?;
+        let inode = self.state.inode(ino)?;
+        if inode.is_dir() {
+            return Err(Error::NotPermitted(format!("{existing}: a directory cannot get a second name")));
+        }
+        if inode.attrs.nlink == 0 {
+            return Err(Error::NotFound(format!("{existing}: unlinked")));
+        }
+        if inode.attrs.nlink >= MAX_LINKS {
+            return Err(Error::TooManyLinks(existing.into()));
+        }
         self.ensure_metadata_room(0)?;
         let now = now_ns();
         let mut attrs = self.state.inodes[&ino].attrs.clone();
@@ -384,6 +386,8 @@ impl FileSystem {
         let (parent, name, _) = self.resolve_parent(path)?;
         let ino =
             *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+        // vfs_rmdir's order: may_delete (permission, sticky bit), then the kind, then emptiness.
+        self.may_delete(parent, ino, path)?;
         let inode = self.state.inode(ino)?;
         if !inode.is_dir() {
             return Err(Error::NotDir(path.into()));
@@ -391,7 +395,6 @@ impl FileSystem {
         if !inode.children.is_empty() {
             return Err(Error::NotEmpty(path.into()));
         }
-        self.may_delete(parent, ino, path)?;
         let tx = vec![
             Mutation::Unlink { dir: parent, name, ino },
             Mutation::FreeInode { ino },
@@ -407,13 +410,15 @@ impl FileSystem {
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
         let ino =
             *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
-        if self.state.inode(ino)?.is_dir() {
-            return Err(Error::IsDir(path.into()));
-        }
+        // do_unlinkat's order: a trailing slash is judged before permission, a directory after.
+        let is_dir = self.state.inode(ino)?.is_dir();
         if trailing_slash {
-            return Err(Error::NotDir(path.into()));
+            return Err(if is_dir { Error::IsDir(path.into()) } else { Error::NotDir(path.into()) });
         }
         self.may_delete(parent, ino, path)?;
+        if is_dir {
+            return Err(Error::IsDir(path.into()));
+        }
         let now = now_ns();
         let mut tx = vec![Mutation::Unlink { dir: parent, name, ino }];
         self.drop_name_mutations(ino, now, &mut tx);
@@ -450,28 +455,47 @@ impl FileSystem {
         {
             return Err(Error::Invalid(format!("rename flags {flags:#x}")));
         }
+        // do_renameat2's order: both parents, the source, NOREPLACE and EXCHANGE, trailing
+        // slashes, lock_rename's ancestry traps; then vfs_rename's permission and kind checks.
         let (src_parent, src_name, src_slash) = self.resolve_parent(from)?;
+        let (dst_parent, dst_name, dst_slash) = self.resolve_parent(to)?;
         let ino = *self
             .state
             .inode(src_parent)?
             .children
             .get(&src_name)
             .ok_or_else(|| Error::NotFound(from.into()))?;
-        let (dst_parent, dst_name, dst_slash) = self.resolve_parent(to)?;
         let moving_dir = self.state.inode(ino)?.is_dir();
         let existing = self.state.inode(dst_parent)?.children.get(&dst_name).copied();
-        if (src_slash || dst_slash) && !moving_dir {
-            return Err(Error::NotDir(if src_slash { from.into() } else { to.into() }));
-        }
         if flags & RENAME_NOREPLACE != 0 && existing.is_some() {
             return Err(Error::Exists(to.into()));
         }
-        if flags & RENAME_EXCHANGE != 0 {
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        if exchange {
             let Some(other) = existing else { return Err(Error::NotFound(to.into())) };
-            return self.exchange(from, to, (src_parent, src_name, ino), (dst_parent, dst_name, other));
+            if dst_slash && !self.state.inode(other)?.is_dir() {
+                return Err(Error::NotDir(to.into()));
+            }
         }
-        if moving_dir {
-            self.refuse_move_below_itself(ino, dst_parent, from, to)?;
+        if !moving_dir && (src_slash || !exchange && dst_slash) {
+            return Err(Error::NotDir(if src_slash { from.into() } else { to.into() }));
+        }
+        if src_parent != dst_parent {
+            if self.is_ancestor_or_self(ino, dst_parent, to)? {
+                return Err(Error::Invalid(format!("cannot move {from} inside itself ({to})")));
+            }
+            if let Some(target) = existing {
+                if self.is_ancestor_or_self(target, src_parent, from)? {
+                    return Err(if exchange {
+                        Error::Invalid(format!("{to} contains {from}: they cannot swap"))
+                    } else {
+                        Error::NotEmpty(format!("{to} contains {from}"))
+                    });
+                }
+            }
+        }
+        if let (true, Some(other)) = (exchange, existing) {
+            return self.exchange(from, to, (src_parent, src_name, ino), (dst_parent, dst_name, other));
         }
         // Two names of one inode: POSIX says rename does nothing.
         if existing == Some(ino) {
@@ -479,7 +503,15 @@ impl FileSystem {
         }
         self.may_delete(src_parent, ino, from)?;
         match existing {
-            Some(target) => self.may_delete(dst_parent, target, to)?,
+            Some(target) => {
+                // may_delete: permission, the sticky bit, then the kinds must agree.
+                self.may_delete(dst_parent, target, to)?;
+                match (moving_dir, self.state.inode(target)?.is_dir()) {
+                    (true, false) => return Err(Error::NotDir(to.into())),
+                    (false, true) => return Err(Error::IsDir(to.into())),
+                    _ => {}
+                }
+            }
             None => {
                 self.may_change_entries(dst_parent, to)?;
             }
@@ -494,22 +526,18 @@ impl FileSystem {
         let mut tx = vec![Mutation::Unlink { dir: src_parent, name: src_name, ino }];
         let mut dst_dir_delta = if moving_dir && src_parent != dst_parent { 1 } else { 0 };
         if let Some(target) = existing {
+            // The kinds agree (checked above): an empty directory goes, a file loses a name.
             let t = self.state.inode(target)?;
-            match (moving_dir, t.is_dir()) {
-                (true, true) => {
-                    if !t.children.is_empty() {
-                        return Err(Error::NotEmpty(to.into()));
-                    }
-                    tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
-                    tx.push(Mutation::FreeInode { ino: target });
-                    dst_dir_delta -= 1;
+            if t.is_dir() {
+                if !t.children.is_empty() {
+                    return Err(Error::NotEmpty(to.into()));
                 }
-                (true, false) => return Err(Error::NotDir(to.into())),
-                (false, true) => return Err(Error::IsDir(to.into())),
-                (false, false) => {
-                    tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
-                    self.drop_name_mutations(target, now, &mut tx);
-                }
+                tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
+                tx.push(Mutation::FreeInode { ino: target });
+                dst_dir_delta -= 1;
+            } else {
+                tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
+                self.drop_name_mutations(target, now, &mut tx);
             }
         }
         tx.push(Mutation::Link { dir: dst_parent, name: dst_name, ino });
@@ -525,19 +553,19 @@ impl FileSystem {
         self.commit(&tx)
     }
 
-    /// EINVAL when directory `dir` would move to `dst_parent`, which lies inside it.
-    fn refuse_move_below_itself(&self, dir: u64, dst_parent: u64, from: &str, to: &str) -> Result<()> {
-        let mut cur = dst_parent;
+    /// Whether `ancestor` is `ino` or one of its ancestors (`path` names `ino` in errors).
+    fn is_ancestor_or_self(&self, ancestor: u64, ino: u64, path: &str) -> Result<bool> {
+        let mut cur = ino;
         for _ in 0..=self.state.inodes.len() {
-            if cur == dir {
-                return Err(Error::Invalid(format!("cannot move {from} inside itself ({to})")));
+            if cur == ancestor {
+                return Ok(true);
             }
             if cur == ROOT_INO {
-                return Ok(());
+                return Ok(false);
             }
             cur = self.state.inode(cur)?.parent();
         }
-        Err(Error::Corrupt(format!("the ancestors of {to} never reach the root")))
+        Err(Error::Corrupt(format!("the ancestors of {path} never reach the root")))
     }
 
     /// `RENAME_EXCHANGE`: the entries `a` and `b` (directory, name, inode) swap their inodes.
@@ -555,12 +583,6 @@ impl FileSystem {
         }
         let a_is_dir = self.state.inode(a_ino)?.is_dir();
         let b_is_dir = self.state.inode(b_ino)?.is_dir();
-        if a_is_dir {
-            self.refuse_move_below_itself(a_ino, b_dir, from, to)?;
-        }
-        if b_is_dir {
-            self.refuse_move_below_itself(b_ino, a_dir, to, from)?;
-        }
         self.may_delete(a_dir, a_ino, from)?;
         self.may_delete(b_dir, b_ino, to)?;
         if a_dir != b_dir {
@@ -717,9 +739,10 @@ impl FileSystem {
 
     /// `chmod`, `chown`, `utimensat` in one: see [`SetAttributes`]. EPERM where Linux refuses
     /// (changing another's mode or owner, giving a file away, explicit times on another's file),
-    /// EACCES for `UTIME_NOW` on another's file without write permission. Clears set-user-ID
-    /// (and set-group-ID with group execute) when the owner or group of a non-directory changes,
-    /// and set-group-ID when a caller outside the group changes the mode. The change time is now.
+    /// EACCES for `UTIME_NOW` on another's file without write permission. Any chown of a
+    /// non-directory clears set-user-ID (and set-group-ID with group execute, or for a caller
+    /// outside the file's group), even by root to the same owner, as Linux does; a caller outside
+    /// the group who changes the mode loses set-group-ID. The change time is now.
     pub fn set_attributes(&mut self, ino: u64, set: &SetAttributes) -> Result<()> {
         self.writable()?;
         let cred = Credentials::current();
@@ -745,11 +768,12 @@ impl FileSystem {
             }
             attrs.uid = set.uid.unwrap_or(old.uid);
             attrs.gid = set.gid.unwrap_or(old.gid);
-            // chown(2) of a non-directory drops set-user-ID, and set-group-ID with group execute,
-            // whoever asks and even when the ids stay (Linux's ATTR_KILL_SUID/SGID).
+            // chown_common: every chown of a non-directory, even to the same owner and by root,
+            // clears set-user-ID, and set-group-ID with group execute or for a caller outside
+            // the file's group (setattr_should_drop_sgid).
             if old.kind != InodeKind::Dir {
                 attrs.mode &= !S_ISUID;
-                if attrs.mode & 0o010 != 0 {
+                if attrs.mode & 0o010 != 0 || !cred.is_root() && !cred.in_group(old.gid) {
                     attrs.mode &= !S_ISGID;
                 }
             }
@@ -762,6 +786,7 @@ impl FileSystem {
                 return Err(Error::NotPermitted(format!("{}: only its owner may change its mode", what())));
             }
             attrs.mode = mode & 0o7777;
+            // setattr_prepare: directories too.
             if !cred.is_root() && !cred.in_group(attrs.gid) {
                 attrs.mode &= !S_ISGID;
             }

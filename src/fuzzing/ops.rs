@@ -611,15 +611,20 @@ impl Model {
         }
     }
 
+    /// rename(2) in do_renameat2's order: both parents, the source, lock_rename's ancestry traps
+    /// (EINVAL into itself, ENOTEMPTY onto a directory that contains the source), then the kinds.
     fn rename(&mut self, from: &str, to: &str) -> Res {
         self.parent_check(from)?;
+        self.parent_check(to)?;
         let moving_dir = match self.nodes.get(from) {
             None => return Err(libc::ENOENT),
             Some(node) => matches!(node, Node::Dir),
         };
-        self.parent_check(to)?;
         if moving_dir && to.starts_with(&format!("{from}/")) {
             return Err(libc::EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(libc::ENOTEMPTY);
         }
         if from == to {
             return Ok(Outcome::Done);

@@ -266,3 +266,83 @@ pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
         );
     }
 }
+
+/// The correspondence between a model's abstract block ids and the pool blocks FIEMAP reports,
+/// built file by file: it must stay one-to-one (same id = same pool block, and back).
+#[derive(Debug, Default)]
+pub struct BlockIds {
+    id_to_block: std::collections::HashMap<u64, u64>,
+    block_to_id: std::collections::HashMap<u64, u64>,
+}
+
+impl BlockIds {
+    /// Checks one file: the model's block ids `want` (None: a hole) against its block map `got`.
+    pub fn check(&mut self, path: &str, want: &[Option<u64>], got: &[Option<u64>]) -> Result<(), String> {
+        if want.len() != got.len() {
+            return Err(format!("{path}: {} blocks, model {}", got.len(), want.len()));
+        }
+        for (fb, (&want, &got)) in want.iter().zip(got).enumerate() {
+            match (want, got) {
+                (None, None) => {}
+                (Some(id), Some(block)) => {
+                    let b = *self.id_to_block.entry(id).or_insert(block);
+                    let i = *self.block_to_id.entry(block).or_insert(id);
+                    if b != block || i != id {
+                        return Err(format!(
+                            "{path} file block {fb}: sharing differs from the model (pool block {block}; the \
+                             model's block {id} is at pool block {b}; pool block {block} is the model's {i})"
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{path} file block {fb}: model says {}, FIEMAP says {got:?}",
+                        if want.is_some() { "data" } else { "hole" }
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The space checks every model test makes after a step: the reverse map against a brute-force
+/// scan of `files` (see [`verify_reverse_map`]) and `check()` clean.
+pub fn verify_space(fs: &Fs, files: &[File]) -> Result<(), String> {
+    let refs: Vec<&File> = files.iter().collect();
+    verify_reverse_map(fs, &refs)?;
+    let report = fs.check();
+    if !report.is_clean() {
+        return Err(format!("check:\n{report}"));
+    }
+    Ok(())
+}
+
+/// A number from the environment variable `name`, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A proptest runner for `cases` cases, seeded from FERRODAX_PROPTEST_SEED (a number, or
+/// "random"), else `default_seed`; returns it with the seed (print it, to reproduce a failure).
+pub fn seeded_runner(cases: u32, default_seed: u64) -> (proptest::test_runner::TestRunner, u64) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed = match std::env::var("FERRODAX_PROPTEST_SEED").as_deref() {
+        Ok("random") => {
+            let mut bytes = [0u8; 8];
+            if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+                use std::io::Read;
+                let _ = f.read_exact(&mut bytes);
+            }
+            u64::from_le_bytes(bytes)
+        }
+        Ok(v) => v.parse().expect("FERRODAX_PROPTEST_SEED: a number or \"random\""),
+        Err(_) => default_seed,
+    };
+    let mut seed_bytes = [0u8; 32];
+    for (i, chunk) in seed_bytes.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0x9e37_79b9)).to_le_bytes());
+    }
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    (TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes)), seed)
+}
