@@ -278,6 +278,16 @@ impl WriteGuard<'_> {
         self.mounted().dax.write_protect(ino, first, end - first)
     }
 
+    /// Makes file block `file_block` of `ino` private for a store through a view: a shared block
+    /// that no view shows at any other file block stays with `ino` (the faulting page then only
+    /// changes protection) and its other owners take the copy; see
+    /// [`FileSystem::make_block_private_for_store`].
+    fn make_block_private_for_store(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+        let m = &mut *self.guard;
+        let dax = &m.dax;
+        m.fs.make_block_private_for_store(ino, file_block, |block| dax.shown_only_at(block, ino, file_block))
+    }
+
     /// Applies pending layout changes to the views now.
     fn sync_views(&mut self) -> Result<()> {
         let m = &mut *self.guard;
@@ -1210,7 +1220,7 @@ impl Fs {
         if page >= view.pages {
             return Err(Error::Invalid(format!("page {page} is outside view {id:#x}")));
         }
-        guard.make_block_private(view.ino, view.first_page + page)?;
+        guard.make_block_private_for_store(view.ino, view.first_page + page)?;
         guard.sync_views()
     }
 
@@ -1728,7 +1738,7 @@ impl MappingInner {
             let copied = {
                 let mut guard = self.fs.write_lock();
                 guard
-                    .make_block_private(self.view.ino, self.view.first_page + page)
+                    .make_block_private_for_store(self.view.ino, self.view.first_page + page)
                     .and_then(|_| guard.sync_views())
             };
             self.fs.after_media_error(copied)?;

@@ -672,6 +672,12 @@ impl DaxLayer {
         }
     }
 
+    /// True when no view shows pool block `block` anywhere but at file page `page` of `ino` (or
+    /// no view shows it at all).
+    pub fn shown_only_at(&self, block: u64, ino: u64, page: u64) -> bool {
+        self.entries.get(&block).is_none_or(|m| m.keys().all(|&key| key == (ino, page)))
+    }
+
     /// Every (view, view page) that shows pool block `block` now.
     pub fn views_showing(&self, block: u64) -> Vec<(Arc<View>, u64)> {
         let mut out = Vec::new();

@@ -232,6 +232,11 @@ pub enum DedupeOutcome {
 /// extent (24 checkpoint bytes), and 2 blocks cover that.
 const ALLOCATION_SLACK: u64 = 2;
 
+/// At most this many other file blocks sharing a pool block are re-pointed at a copy by
+/// [`FileSystem::make_block_private_for_store`] (one `Map` each in one record); with more, the
+/// storing file takes the copy.
+pub const MOVABLE_SHARERS: usize = 8;
+
 /// Space and object counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
@@ -1198,6 +1203,22 @@ impl FileSystem {
     /// a hole gets a zeroed block, a shared block is copied, a private one is left alone. Returns
     /// whether anything changed. Fails with EINVAL past EOF and ENOSPC when the pool is full.
     pub fn make_block_private(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+        self.make_block_private_for_store(ino, file_block, |_| false)
+    }
+
+    /// [`FileSystem::make_block_private`] for a store fault through a view, which is cheapest when
+    /// the faulting page keeps its pool block: then only its protection changes, instead of a new
+    /// mapping. So when the block is shared with at most [`MOVABLE_SHARERS`] other file blocks and
+    /// `shown_only_here(block)` says that no view shows it anywhere but at this file block, the
+    /// *other* owners get the copy (one record re-points them all; their bytes do not change) and
+    /// `ino` keeps the block, which becomes private. Otherwise `ino` gets the copy. Returns
+    /// whether anything changed; the errors are [`FileSystem::make_block_private`]'s.
+    pub fn make_block_private_for_store(
+        &mut self,
+        ino: u64,
+        file_block: u64,
+        shown_only_here: impl FnOnce(u64) -> bool,
+    ) -> Result<bool> {
         self.writable()?;
         let inode = self.file(ino)?;
         if file_block >= blocks_of(inode.attrs.size) {
@@ -1208,6 +1229,13 @@ impl FileSystem {
         if old.is_some_and(|p| self.state.owners.refcount(p) == 1) {
             return Ok(false);
         }
+        if let Some(others) = old.and_then(|p| self.movable_sharers(p, ino, file_block)) {
+            let old = old.expect("sharers of a mapped block");
+            if shown_only_here(old) {
+                return self.give_copy_to_sharers(old, &others).map(|()| true);
+            }
+        }
+        let inode = self.file(ino)?;
         let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
@@ -1218,6 +1246,51 @@ impl FileSystem {
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
+    }
+
+    /// The file blocks other than `file_block` of `ino` that map pool block `block`, as
+    /// (inode, file block), when there are at most [`MOVABLE_SHARERS`] of them and all are file
+    /// data; `None` otherwise.
+    fn movable_sharers(&self, block: u64, ino: u64, file_block: u64) -> Option<Vec<(u64, u64)>> {
+        let (start, segment) = self.state.owners.overlapping(block, 1).next()?;
+        if segment.owners.len() > MOVABLE_SHARERS + 1 {
+            return None;
+        }
+        let mut others = Vec::with_capacity(segment.owners.len());
+        let mut found_self = false;
+        for owner in &segment.owners {
+            match *owner {
+                Owner::File { ino: i, file_block: f } => {
+                    let f = f + (block - start);
+                    if i == ino && f == file_block && !found_self {
+                        found_self = true;
+                    } else {
+                        others.push((i, f));
+                    }
+                }
+                Owner::Meta(_) => return None,
+            }
+        }
+        (found_self && !others.is_empty()).then_some(others)
+    }
+
+    /// Copies shared pool block `old` into a new block and re-points `sharers` (file blocks that
+    /// map `old`) at the copy, in one record: whoever else maps `old` keeps it, now privately.
+    fn give_copy_to_sharers(&mut self, old: u64, sharers: &[(u64, u64)]) -> Result<()> {
+        let (first_ino, first_block) = sharers[0];
+        let goal = self.file(first_ino).ok().and_then(|inode| self.goal_for(inode, first_block));
+        let runs = self.allocate_data(1, goal.or(Some(old + 1)))?;
+        let new = runs[0].0;
+        if let Err(e) = self.copy_or_zero(Some(old), 0, new, BLOCK_SIZE) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+        let tx: Vec<Mutation> = sharers
+            .iter()
+            .map(|&(ino, file_block)| Mutation::Map { ino, file_block, len: 1, phys: Some(new) })
+            .collect();
+        self.commit_or_give_back(&tx, &runs)
     }
 
     /// Before `ino` grows to `new_size`: makes the bytes past EOF in its partial last block zero,

@@ -51,6 +51,10 @@ struct BenchArgs {
     /// Run only the FUSE rows (a pool mounted through FUSE against XFS, both on /dev/shm).
     #[arg(long)]
     fuse_only: bool,
+    /// Run only the copy-on-write rows (bare fault, DAX CoW store fault, 4 KiB CoW pwrite), with
+    /// more runs, on ferrodax alone.
+    #[arg(long)]
+    cow_only: bool,
 }
 
 const KIB: u64 = 1 << 10;
@@ -172,6 +176,27 @@ fn gb_per_s(bytes: u64, time: Duration) -> f64 {
 
 fn ms(time: Duration) -> f64 {
     time.as_secs_f64() * 1e3
+}
+
+/// Best, median and worst of per-run values where smaller is better (times).
+fn spread_of_times(values: &[f64]) -> Spread {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    Spread { best: sorted[0], median, worst: sorted[n - 1], runs: n }
+}
+
+/// Per-page times of a run of store faults: microseconds per page of every run, and the pages.
+struct FaultRuns {
+    us_per_page: Vec<f64>,
+    pages: u64,
+}
+
+impl FaultRuns {
+    fn best(&self) -> f64 {
+        spread_of_times(&self.us_per_page).best
+    }
 }
 
 /// Runs `measure` `runs` times and keeps the shortest time.
@@ -648,6 +673,8 @@ struct CowTime {
     /// The pwrites alone.
     writes: Duration,
     ops: u64,
+    /// Every run's total, in microseconds per pwrite.
+    per_op_us: Vec<f64>,
 }
 
 fn cow_pwrite<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern, order: Order) -> Result<CowTime, String> {
@@ -664,7 +691,8 @@ fn cow_pwrite<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern, order: Order
         }
     }
     let data = vec![0xa5u8; BLOCK as usize];
-    let mut best = CowTime { total: Duration::MAX, writes: Duration::MAX, ops: blocks };
+    let mut best =
+        CowTime { total: Duration::MAX, writes: Duration::MAX, ops: blocks, per_op_us: Vec::new() };
     for run in 0..plan.runs {
         let name = format!("cow-clone-{run}");
         let clone = t.create(&name)?;
@@ -688,6 +716,7 @@ fn cow_pwrite<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern, order: Order
         }
         drop(clone);
         t.remove(&name)?;
+        best.per_op_us.push(total.as_secs_f64() * 1e6 / blocks as f64);
         if total < best.total {
             best.total = total;
         }
@@ -735,7 +764,7 @@ fn run_suite<T: Target>(t: &T, plan: &Plan, name: &str) -> Suite {
 /// What the DAX rows measure.
 struct DaxSuite {
     /// All the copy-on-write store faults of one pass over a fully shared clone, and their count.
-    cow_fault: Result<(Duration, u64), String>,
+    cow_fault: Result<FaultRuns, String>,
     /// Mapping a `plan.big` single-extent file, and what the view took.
     map: Result<MapCost, String>,
     /// Storing `plan.big` bytes through a private view.
@@ -766,8 +795,9 @@ fn kernel_mappings_in(start: usize, end: usize) -> Option<usize> {
 }
 
 /// One plain store per page into a ReadWrite view of a freshly reflinked clone of a
-/// `plan.cow_file` file: every store faults, and the handler copies the page. Best of `plan.runs`.
-fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Result<(Duration, u64), String> {
+/// `plan.cow_file` file: every store faults, and the handler copies the page. Every one of
+/// `plan.runs` runs.
+fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Result<FaultRuns, String> {
     let base = t.create("dax-fault-base")?;
     fill_file(t, &base, plan.cow_file, pattern)?;
     let pages = plan.cow_file / BLOCK;
@@ -776,10 +806,9 @@ fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Res
     t.read_at(&base, &mut source_byte, last_page)?;
     // Differs from the source's byte where the stored bytes are checked.
     let stored = [!source_byte[0]];
-    let mut run = 0;
-    let time = best_of(plan.runs, || {
+    let mut us_per_page = Vec::new();
+    for run in 0..plan.runs {
         let name = format!("dax-fault-clone-{run}");
-        run += 1;
         let clone = t.create(&name)?;
         t.reflink(&base, &clone, plan.cow_file)?;
         let view = clone.map(0, plan.cow_file, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
@@ -807,11 +836,11 @@ fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Res
         }
         drop(clone);
         t.remove(&name)?;
-        Ok(time)
-    })?;
+        us_per_page.push(time.as_secs_f64() * 1e6 / pages as f64);
+    }
     drop(base);
     t.remove("dax-fault-base")?;
-    Ok((time, pages))
+    Ok(FaultRuns { us_per_page, pages })
 }
 
 /// Maps a `plan.big` single-extent file (best of `plan.runs`), then stores `plan.big` bytes from
@@ -1134,8 +1163,8 @@ fn memfail_rows(plan: &Plan, m: &MemfailSuite) -> Vec<Row> {
 struct Baselines {
     memcpy: f64,
     memcmp: f64,
-    /// Microseconds of one SIGSEGV + mprotect round trip (see [`bare_fault`]), and the pages timed.
-    bare_fault: Result<(f64, u64), String>,
+    /// SIGSEGV + mprotect round trips (see [`bare_fault`]), every run.
+    bare_fault: Result<FaultRuns, String>,
 }
 
 fn machine_baselines(plan: &Plan) -> Baselines {
@@ -1164,11 +1193,20 @@ fn machine_baselines(plan: &Plan) -> Baselines {
     .expect("memcmp cannot fail");
     assert!(equal, "the copied buffer differs from its source");
     drop((src, dst));
-    // Before any DAX view exists, so that ferrodax's fault handler is not installed yet.
-    let pages = plan.cow_file / BLOCK;
-    let bare_fault = best_of(plan.runs, || bare_fault::store_fault_round_trips(pages as usize))
-        .map(|time| (time.as_secs_f64() * 1e6 / pages as f64, pages));
+    let bare_fault = bare_fault_runs(plan);
     Baselines { memcpy: gb_per_s(plan.big, memcpy), memcmp: gb_per_s(plan.big, memcmp), bare_fault }
+}
+
+/// The bare store fault, `plan.runs` times over `plan.cow_file / 4 KiB` pages. Must run before any
+/// DAX view exists, so that ferrodax's fault handler is not installed yet.
+fn bare_fault_runs(plan: &Plan) -> Result<FaultRuns, String> {
+    let pages = plan.cow_file / BLOCK;
+    let mut us_per_page = Vec::new();
+    for _ in 0..plan.runs {
+        let time = bare_fault::store_fault_round_trips(pages as usize)?;
+        us_per_page.push(time.as_secs_f64() * 1e6 / pages as f64);
+    }
+    Ok(FaultRuns { us_per_page, pages })
 }
 
 /// Mount time of a pool holding `plan.mount_files` empty files in 16 directories.
@@ -1402,32 +1440,7 @@ fn build_rows(
         |t| format!("{} GB/s ({} ms)", num(gb_per_s(plan.big, *t)), num(ms(*t))),
     );
 
-    let memcpy_4k_us = BLOCK as f64 / (base.memcpy * 1e9) * 1e6;
-    for (order, result, pick) in [
-        ("random", &ours.cow_random, (|s: &Suite| &s.cow_random) as fn(&Suite) -> &Result<CowTime, String>),
-        ("sequential", &ours.cow_sequential, |s: &Suite| &s.cow_sequential),
-    ] {
-        let mut r = Row::new(
-            format!("4 KiB CoW pwrite, shared {} clone, {order} order", size_text(plan.cow_file)),
-            "us/op",
-        );
-        r.target = format!("<= {COW_TARGET_US} us/op");
-        rows.push(match result {
-            Ok(m) => {
-                let us = m.total.as_secs_f64() * 1e6 / m.ops as f64;
-                r.result = Some(us);
-                r.comparison = format!("memcpy of 4 KiB: {} us", num(memcpy_4k_us));
-                r.ratio = Some(us / memcpy_4k_us);
-                r.verdict = if us <= COW_TARGET_US { Verdict::Pass } else { Verdict::Miss };
-                r
-            }
-            Err(e) => r.failed(e),
-        });
-        rows.last_mut().expect("pushed").xfs = xfs_cell(xfs, pick, |m| {
-            let per = |d: Duration| d.as_secs_f64() * 1e6 / m.ops as f64;
-            format!("{} us/op with final fsync ({} without)", num(per(m.total)), num(per(m.writes)))
-        });
-    }
+    rows.extend(cow_pwrite_rows(plan, Some(base.memcpy), ours, xfs));
 
     for (what, pick) in [
         ("pwrite", (|s: &Sequential| s.write) as fn(&Sequential) -> Duration),
@@ -1476,15 +1489,57 @@ fn build_rows(
     rows
 }
 
-/// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
-fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
+/// The 4 KiB copy-on-write pwrite rows (random and sequential order), each with the spread of its
+/// runs; compared with a 4 KiB memcpy when the memcpy bandwidth (GB/s) was measured.
+fn cow_pwrite_rows(plan: &Plan, memcpy: Option<f64>, ours: &Suite, xfs: &Result<Suite, String>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (order, result, pick) in [
+        ("random", &ours.cow_random, (|s: &Suite| &s.cow_random) as fn(&Suite) -> &Result<CowTime, String>),
+        ("sequential", &ours.cow_sequential, |s: &Suite| &s.cow_sequential),
+    ] {
+        let mut r = Row::new(
+            format!("4 KiB CoW pwrite, shared {} clone, {order} order", size_text(plan.cow_file)),
+            "us/op",
+        );
+        r.target = format!("<= {COW_TARGET_US} us/op");
+        rows.push(match result {
+            Ok(m) => {
+                let us = m.total.as_secs_f64() * 1e6 / m.ops as f64;
+                r.result = Some(us);
+                r.spread = Some(spread_of_times(&m.per_op_us));
+                if let Some(memcpy) = memcpy {
+                    let memcpy_4k_us = BLOCK as f64 / (memcpy * 1e9) * 1e6;
+                    r.comparison = format!("memcpy of 4 KiB: {} us", num(memcpy_4k_us));
+                    r.ratio = Some(us / memcpy_4k_us);
+                }
+                r.verdict = if us <= COW_TARGET_US { Verdict::Pass } else { Verdict::Miss };
+                r
+            }
+            Err(e) => r.failed(e),
+        });
+        rows.last_mut().expect("pushed").xfs = xfs_cell(xfs, pick, |m| {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / m.ops as f64;
+            format!("{} us/op with final fsync ({} without)", num(per(m.total)), num(per(m.writes)))
+        });
+    }
+    rows
+}
+
+/// The bare store fault row and the DAX copy-on-write fault row compared with it, each with the
+/// spread of its runs (the ratio compares best runs).
+fn fault_rows(
+    plan: &Plan,
+    bare_fault: &Result<FaultRuns, String>,
+    cow_fault: &Result<FaultRuns, String>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let r = Row::new("bare store fault: SIGSEGV + mprotect of a private anonymous page".into(), "us/page");
-    rows.push(match &base.bare_fault {
-        Ok((us, pages)) => {
+    rows.push(match bare_fault {
+        Ok(runs) => {
             let mut r = r;
-            r.result = Some(*us);
-            r.comparison = format!("machine baseline ({} pages)", thousands(*pages));
+            r.result = Some(runs.best());
+            r.spread = Some(spread_of_times(&runs.us_per_page));
+            r.comparison = format!("machine baseline ({} pages)", thousands(runs.pages));
             r
         }
         Err(e) => r.failed(e),
@@ -1495,20 +1550,27 @@ fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
         "us/page",
     );
     r.target = format!("<= {DAX_FAULT_TARGET_RATIO}x bare fault");
-    rows.push(match (&dax.cow_fault, &base.bare_fault) {
-        (Ok((time, pages)), bare) => {
-            let us = time.as_secs_f64() * 1e6 / *pages as f64;
+    rows.push(match (cow_fault, bare_fault) {
+        (Ok(runs), bare) => {
+            let us = runs.best();
             r.result = Some(us);
-            if let Ok((bare_us, _)) = bare {
-                r.comparison = format!("bare fault {} us", num(*bare_us));
-                r.ratio = Some(us / bare_us);
+            r.spread = Some(spread_of_times(&runs.us_per_page));
+            if let Ok(bare) = bare {
+                r.comparison = format!("bare fault {} us", num(bare.best()));
+                r.ratio = Some(us / bare.best());
                 r.verdict =
-                    if us / bare_us <= DAX_FAULT_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
+                    if us / bare.best() <= DAX_FAULT_TARGET_RATIO { Verdict::Pass } else { Verdict::Miss };
             }
             r
         }
         (Err(e), _) => r.failed(e),
     });
+    rows
+}
+
+/// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
+fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
+    let mut rows = fault_rows(plan, &base.bare_fault, &dax.cow_fault);
 
     let r = Row::new(format!("DAX map of a {} file (File::map, read-write)", size_text(plan.big)), "ms");
     rows.push(match &dax.map {
@@ -1606,6 +1668,60 @@ fn xfs_dir_suite(plan: &Plan) -> Result<fuse::DirSuite, String> {
     Ok(fuse::dir_suite(scratch.mountpoint(), plan))
 }
 
+/// Runs of each measurement in `--cow-only` mode.
+const COW_ONLY_RUNS: usize = 7;
+/// The memfd pool of `--cow-only` mode (its log is as long as the full-mode pool's).
+const COW_ONLY_POOL: u64 = 2 * GIB;
+
+/// `--cow-only`: the bare fault, then on one pool of its own the 4 KiB CoW pwrite rows and the
+/// DAX CoW store fault, [`COW_ONLY_RUNS`] runs each.
+fn cow_only_rows(plan: &Plan) -> Vec<Row> {
+    let plan = Plan { runs: COW_ONLY_RUNS, ..Plan::new(plan.quick) };
+    progress("bare store fault (SIGSEGV + mprotect)");
+    let bare_fault = bare_fault_runs(&plan);
+    let not_measured = || Err::<Duration, String>("not measured in --cow-only mode".into());
+    let (ours, cow_fault) = match Pool::memfd(COW_ONLY_POOL).and_then(|pool| Fs::format(&pool)) {
+        Ok(fs) => {
+            let t = FerrodaxTarget { fs };
+            let mut pattern = Pattern::new();
+            progress(&format!("ferrodax: warming up {} of free space", size_text(512 * MIB)));
+            if let Err(e) = warm_up(&t, 512 * MIB, &mut pattern) {
+                progress(&format!("ferrodax: warm-up failed ({e}); measuring anyway"));
+            }
+            progress("ferrodax: 4 KiB CoW pwrite into a shared file, random order");
+            let cow_random = cow_pwrite(&t, &plan, &mut pattern, Order::Random);
+            progress("ferrodax: 4 KiB CoW pwrite into a shared file, sequential order");
+            let cow_sequential = cow_pwrite(&t, &plan, &mut pattern, Order::Sequential);
+            progress("ferrodax: DAX copy-on-write store faults");
+            let cow_fault = dax_cow_faults(&t, &plan, &mut pattern);
+            let suite = Suite {
+                sequential: Err("not measured in --cow-only mode".into()),
+                reflink_single: Err("not measured in --cow-only mode".into()),
+                reflink_fragmented: Err("not measured in --cow-only mode".into()),
+                dedupe: not_measured(),
+                cow_random,
+                cow_sequential,
+            };
+            (suite, cow_fault)
+        }
+        Err(e) => {
+            let e = format!("could not make the pool: {e}");
+            let suite = Suite {
+                sequential: Err(e.clone()),
+                reflink_single: Err(e.clone()),
+                reflink_fragmented: Err(e.clone()),
+                dedupe: Err(e.clone()),
+                cow_random: Err(e.clone()),
+                cow_sequential: Err(e.clone()),
+            };
+            (suite, Err(e))
+        }
+    };
+    let mut rows = fault_rows(&plan, &bare_fault, &cow_fault);
+    rows.extend(cow_pwrite_rows(&plan, None, &ours, &Err("not measured in --cow-only mode".into())));
+    rows
+}
+
 /// Runs the benchmarks and prints the table; returns the exit status.
 fn run(args: BenchArgs) -> i32 {
     let plan = Plan::new(args.quick);
@@ -1657,6 +1773,29 @@ fn run(args: BenchArgs) -> i32 {
         }
         return i32::from(rows.iter().any(|r| r.verdict == Verdict::Error));
     }
+    if args.cow_only {
+        let rows = cow_only_rows(&plan);
+        let mode = if plan.quick { "QUICK mode (smaller sizes)" } else { "full mode" };
+        let header = vec![
+            format!("ferrodax bench, {mode}, copy-on-write rows only"),
+            format!(
+                "{COW_ONLY_RUNS} runs each (best, median / worst); memfd pool of {}, free space pre-faulted; \
+                 the bare fault is measured before any view exists",
+                size_text(COW_ONLY_POOL)
+            ),
+        ];
+        if args.json {
+            let doc = serde_json::json!({
+                "mode": if plan.quick { "quick" } else { "full" },
+                "notes": header,
+                "rows": rows,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("plain data serialises"));
+        } else {
+            print_table(&header, &rows);
+        }
+        return i32::from(rows.iter().any(|r| r.verdict == Verdict::Error));
+    }
     let flush = ferrodax::pool::flush_instruction_name();
     let started = Instant::now();
 
@@ -1664,7 +1803,7 @@ fn run(args: BenchArgs) -> i32 {
     let base = machine_baselines(&plan);
     progress(&format!("memcpy {} GB/s, memcmp {} GB/s", num(base.memcpy), num(base.memcmp)));
     match &base.bare_fault {
-        Ok((us, _)) => progress(&format!("bare store fault (SIGSEGV + mprotect): {} us", num(*us))),
+        Ok(runs) => progress(&format!("bare store fault (SIGSEGV + mprotect): {} us", num(runs.best()))),
         Err(e) => progress(&format!("bare store fault could not be measured: {e}")),
     }
 
@@ -1760,7 +1899,7 @@ fn run(args: BenchArgs) -> i32 {
             "baselines": {
                 "memcpy_gb_per_s": base.memcpy,
                 "memcmp_gb_per_s": base.memcmp,
-                "bare_store_fault_us": base.bare_fault.as_ref().ok().map(|b| b.0),
+                "bare_store_fault_us": base.bare_fault.as_ref().ok().map(FaultRuns::best),
             },
             "notes": header,
             "rows": rows,
