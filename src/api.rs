@@ -288,11 +288,14 @@ impl WriteGuard<'_> {
         m.fs.make_block_private_for_store(ino, file_block, |block| dax.shown_only_at(block, ino, file_block))
     }
 
-    /// Applies pending layout changes to the views now.
+    /// Applies pending layout changes to the views now. The file system records layout changes
+    /// only while some view exists (nobody else reads them).
     fn sync_views(&mut self) -> Result<()> {
         let m = &mut *self.guard;
         let changes = m.fs.take_layout_changes();
-        m.dax.apply_changes(&m.fs, &changes)
+        let applied = m.dax.apply_changes(&m.fs, &changes);
+        m.fs.set_layout_tracking(m.dax.view_count() > 0);
+        applied
     }
 }
 
@@ -429,8 +432,9 @@ pub struct DedupeTarget<'a> {
 
 impl Fs {
     fn wrap(fs: FileSystem) -> Fs {
+        // No view yet: layout changes are recorded from the first view on (`sync_views`).
         let mut fs = fs;
-        fs.set_layout_tracking(true);
+        fs.set_layout_tracking(false);
         let shared = Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) });
         watch_action_optional_machine_checks(&shared);
         Fs { kind: FsKind::Local(shared) }
@@ -1182,6 +1186,7 @@ impl Fs {
         }
         let pages = len.div_ceil(BLOCK_SIZE);
         let m = guard.mounted();
+        m.fs.set_layout_tracking(true);
         m.dax.create_remote_view(
             &m.fs,
             id,
@@ -1434,6 +1439,7 @@ impl File {
         }
         let pages = len.div_ceil(BLOCK_SIZE);
         let m = guard.mounted();
+        m.fs.set_layout_tracking(true);
         let view = m.dax.create_view(&m.fs, self.ino, offset / BLOCK_SIZE, pages, access, holder)?;
         m.fs.open_ref(self.ino);
         drop(guard);

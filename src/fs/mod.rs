@@ -1028,18 +1028,22 @@ impl FileSystem {
                 if end % BLOCK_SIZE != 0 {
                     self.readable_block(ino, fb_end - 1, old_last)?;
                 }
-                Ok(())
+                Ok((old_first, old_last))
             });
-        if let Err(e) = prepared {
-            self.give_back(runs);
-            return Err(e);
-        }
-        self.fill_edges_and_commit(ino, pos, end, runs, None)?;
+        let old = match prepared {
+            Ok(old) => old,
+            Err(e) => {
+                self.give_back(runs);
+                return Err(e);
+            }
+        };
+        self.fill_edges_and_commit(ino, pos, end, old, runs, None)?;
         Ok(len as usize)
     }
 
     /// The second half of a copy-on-write write into the fresh `runs` (covering the blocks of
-    /// `[pos, end)`): the head and tail edges copied from the current blocks (or zeroed), the data
+    /// `[pos, end)`): the head and tail edges copied from the current blocks `old` (of the first and
+    /// the last file block; `None` for holes) or zeroed, the data
     /// stored unless a writer placed it already (`data` is `None`), everything flushed, and one
     /// record mapping the runs committed. On failure the runs are free again.
     fn fill_edges_and_commit(
@@ -1047,13 +1051,13 @@ impl FileSystem {
         ino: u64,
         pos: u64,
         end: u64,
+        (old_first, old_last): (Option<u64>, Option<u64>),
         runs: &[(u64, u64)],
         data: Option<&[u8]>,
     ) -> Result<()> {
         let inode = self.file(ino)?;
-        let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+        let fb0 = pos / BLOCK_SIZE;
         let (head, tail) = (pos % BLOCK_SIZE, end % BLOCK_SIZE);
-        let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
         let mut attrs = inode.attrs.clone();
         let first_new = runs[0].0;
         let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
@@ -1112,9 +1116,10 @@ impl FileSystem {
         let fb_end = blocks_of(end);
         let head = pos % BLOCK_SIZE;
         let tail = end % BLOCK_SIZE;
-        let old_first = inode.extents.lookup(fb0);
-        let old_last = inode.extents.lookup(fb_end - 1);
-        let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
+        let (before_first, old_first) = inode.extents.lookup_with_previous(fb0);
+        let old_last = if fb_end - 1 == fb0 { old_first } else { inode.extents.lookup(fb_end - 1) };
+        // Where the file grows contiguously (see `goal_for`), else right after the block replaced.
+        let goal = before_first.map(|p| p + 1).or(old_first.map(|p| p + 1));
         // The edge copies read the old blocks: poison there fails the write and changes nothing.
         // Blocks the write covers whole are not read, so a write over poison is a recovery write.
         if head != 0 {
@@ -1124,7 +1129,7 @@ impl FileSystem {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
         let runs = self.allocate_data(fb_end - fb0, goal)?;
-        self.fill_edges_and_commit(ino, pos, end, &runs, Some(data))?;
+        self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
         Ok(data.len())
     }
 
