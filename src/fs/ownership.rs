@@ -170,10 +170,11 @@ impl OwnerMap {
     pub fn add(&mut self, block: u64, len: u64, owner: Owner) -> AddOutcome {
         debug_assert!(len > 0);
         let end = block + len;
-        if let Some(outcome) = self.add_to_exact_segment(block, len, owner) {
+        // Fresh blocks first: every write maps some, and the test costs one descent.
+        if let Some(outcome) = self.add_to_gap(block, len, owner) {
             return outcome;
         }
-        if let Some(outcome) = self.add_to_gap(block, len, owner) {
+        if let Some(outcome) = self.add_to_exact_segment(block, len, owner) {
             return outcome;
         }
         self.split_at(block);
