@@ -281,11 +281,24 @@ impl WriteGuard<'_> {
         self.mounted().dax.write_protect(ino, first, end - first)
     }
 
-    /// Applies pending layout changes to the views now.
+    /// Makes file block `file_block` of `ino` private for a store through a view: a shared block
+    /// that no view shows at any other file block stays with `ino` (the faulting page then only
+    /// changes protection) and its other owners take the copy; see
+    /// [`FileSystem::make_block_private_for_store`].
+    fn make_block_private_for_store(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+        let m = &mut *self.guard;
+        let dax = &m.dax;
+        m.fs.make_block_private_for_store(ino, file_block, |block| dax.shown_only_at(block, ino, file_block))
+    }
+
+    /// Applies pending layout changes to the views now. The file system records layout changes
+    /// only while some view exists (nobody else reads them).
     fn sync_views(&mut self) -> Result<()> {
         let m = &mut *self.guard;
         let changes = m.fs.take_layout_changes();
-        m.dax.apply_changes(&m.fs, &changes)
+        let applied = m.dax.apply_changes(&m.fs, &changes);
+        m.fs.set_layout_tracking(m.dax.view_count() > 0);
+        applied
     }
 }
 
@@ -429,8 +442,9 @@ pub struct DedupeTarget<'a> {
 
 impl Fs {
     fn wrap(fs: FileSystem) -> Fs {
+        // No view yet: layout changes are recorded from the first view on (`sync_views`).
         let mut fs = fs;
-        fs.set_layout_tracking(true);
+        fs.set_layout_tracking(false);
         let shared = Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) });
         watch_action_optional_machine_checks(&shared);
         Fs { kind: FsKind::Local(shared) }
@@ -1176,6 +1190,7 @@ impl Fs {
         }
         let pages = len.div_ceil(BLOCK_SIZE);
         let m = guard.mounted();
+        m.fs.set_layout_tracking(true);
         m.dax.create_remote_view(
             &m.fs,
             id,
@@ -1214,7 +1229,7 @@ impl Fs {
         if page >= view.pages {
             return Err(Error::Invalid(format!("page {page} is outside view {id:#x}")));
         }
-        guard.make_block_private(view.ino, view.first_page + page)?;
+        guard.make_block_private_for_store(view.ino, view.first_page + page)?;
         guard.sync_views()
     }
 
@@ -1428,6 +1443,7 @@ impl File {
         }
         let pages = len.div_ceil(BLOCK_SIZE);
         let m = guard.mounted();
+        m.fs.set_layout_tracking(true);
         let view = m.dax.create_view(&m.fs, self.ino, offset / BLOCK_SIZE, pages, access, holder)?;
         m.fs.open_ref(self.ino);
         drop(guard);
@@ -1732,7 +1748,7 @@ impl MappingInner {
             let copied = {
                 let mut guard = self.fs.write_lock();
                 guard
-                    .make_block_private(self.view.ino, self.view.first_page + page)
+                    .make_block_private_for_store(self.view.ino, self.view.first_page + page)
                     .and_then(|_| guard.sync_views())
             };
             self.fs.after_media_error(copied)?;
@@ -1783,6 +1799,10 @@ impl FaultTarget for MappingInner {
 
     fn resolve_store_fault(&self, addr: usize) -> FaultOutcome {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
+        if self.view.access == MapAccess::ReadWrite && !self.view.is_remote() {
+            // Before any lock: see `Reservation::populate_for_read`.
+            self.view.reservation().populate_for_read(addr - self.view.addr());
+        }
         match self.make_page_writable(page) {
             Ok(()) => FaultOutcome::Resolved,
             Err(Error::BadHandle(_)) => FaultOutcome::Refused,

@@ -24,12 +24,13 @@
 //! setxattr and removexattr among them), checkpoints (a full log, a transaction larger
 //! than the log), recovery itself (orphan reclaim, superblock repair at mount), memory failure
 //! (quarantine of a free and of a data block, log relocation, checkpoint relocation, a superblock
-//! copy marked lost), pre-remove, a DAX store fault that copies a shared page, a pwrite under a
-//! view, and the pool server's placed write at the file-system level (reserve, the client's
-//! stores, commit: the server itself opens its pool by path, so it cannot run on a recording
-//! backend).
+//! copy marked lost), pre-remove, a DAX store fault on a shared page (either file taking the
+//! copy), a pwrite under a view, and the pool server's placed write at the file-system level
+//! (reserve, the client's stores, commit: the server itself opens its pool by path, so it cannot
+//! run on a recording backend).
 
-use ferrodax::dax::MapAccess;
+use ferrodax::dax::vm::PageProtection;
+use ferrodax::dax::{MapAccess, PageState};
 use ferrodax::format::record::InodeKind;
 use ferrodax::fs::namespace::{SetAttributes, TimeSet, RENAME_EXCHANGE, XATTR_CREATE, XATTR_REPLACE};
 use ferrodax::memfail::FailureFlags;
@@ -1029,27 +1030,69 @@ fn copied_but_not_stored(before: &Tree, after: &Tree) -> Vec<(String, Tree)> {
     vec![("page copied, store not yet durable".into(), mid)]
 }
 
+/// Stores one 8-byte word into page 2 of `view` (a ReadWrite view of `b`, 3 pages long), syncs
+/// it, and checks that `b`'s block 2 is no longer shared.
+fn store_into_page_2_and_see_it_private(fx: &Fixture, b: &File, view: &ferrodax::api::Mapping) {
+    let at = 2 * BLOCK as usize + 64;
+    // SAFETY: inside the view (3 pages of a file that long); the store faults and resumes.
+    unsafe { (view.as_ptr().add(at) as *mut u64).write_volatile(0x1122_3344_5566_7788) };
+    view.sync().unwrap();
+    let extents = fx.fs.fiemap(b).unwrap();
+    assert!(!extents.iter().any(|e| e.shared && e.logical <= 2 * BLOCK && 2 * BLOCK < e.logical + e.length));
+}
+
 #[test]
 fn a_store_fault_that_copies_a_shared_page_commits_atomically() {
-    // /b's block 2 is shared with /a: the store faults, the page is copied and remapped (one
-    // commit), the store lands in the copy, and sync makes it durable (one 8-byte word).
+    // /b's block 2 is shared with /a, which no view shows: the store faults, /a is re-pointed at a
+    // copy of the page and /b keeps it (one commit), the store lands in it, and sync makes it
+    // durable (one 8-byte word).
     Scenario { mappable: true, between: Some(copied_but_not_stored), ..Scenario::default() }.run(
         "dax store fault on a shared page",
         |fx| {
             let b = fx.open("/b");
             let view = b.map(0, 3 * BLOCK, MapAccess::ReadWrite).unwrap();
             assert!(fx.fs.fiemap(&b).unwrap().iter().any(|e| e.shared && e.logical == 2 * BLOCK));
-            (b, view)
+            let PageState::Block { phys, .. } = view.page_state(2) else { panic!("page 2 shows no block") };
+            (b, view, phys)
         },
-        |fx, (b, view)| {
-            let at = 2 * BLOCK as usize + 64;
-            // SAFETY: inside the view (3 pages of a file that long); the store faults and resumes.
-            unsafe { (view.as_ptr().add(at) as *mut u64).write_volatile(0x1122_3344_5566_7788) };
-            view.sync().unwrap();
-            let extents = fx.fs.fiemap(&b).unwrap();
-            assert!(!extents
-                .iter()
-                .any(|e| e.shared && e.logical <= 2 * BLOCK && 2 * BLOCK < e.logical + e.length));
+        |fx, (b, view, phys)| {
+            store_into_page_2_and_see_it_private(fx, &b, &view);
+            assert_eq!(
+                view.page_state(2),
+                PageState::Block { phys, prot: PageProtection::ReadWrite },
+                "/b keeps its block"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_store_fault_on_a_page_another_view_shows_commits_its_copy_atomically() {
+    // As above, but a view of /a shows the shared page, so /b takes the copy and its view page is
+    // remapped (one commit); /a's blocks and bytes stay as they were.
+    Scenario { mappable: true, between: Some(copied_but_not_stored), ..Scenario::default() }.run(
+        "dax store fault on a shared page another view shows",
+        |fx| {
+            let a = fx.open("/a");
+            let a_view = a.map(0, 3 * BLOCK, MapAccess::Read).unwrap();
+            let b = fx.open("/b");
+            let view = b.map(0, 3 * BLOCK, MapAccess::ReadWrite).unwrap();
+            let a_extents = fx.fs.fiemap(&a).unwrap();
+            (a, a_view, a_extents, b, view)
+        },
+        |fx, (a, a_view, a_extents, b, view)| {
+            store_into_page_2_and_see_it_private(fx, &b, &view);
+            // Per block: the extents split where sharing changes.
+            let a_physical = |extents: &[ferrodax::fs::FiemapExtent]| -> Vec<(u64, u64)> {
+                extents
+                    .iter()
+                    .flat_map(|e| {
+                        (0..e.length / BLOCK).map(move |i| (e.logical + i * BLOCK, e.physical + i * BLOCK))
+                    })
+                    .collect()
+            };
+            assert_eq!(a_physical(&fx.fs.fiemap(&a).unwrap()), a_physical(&a_extents), "/a moved");
+            drop(a_view);
         },
     );
 }

@@ -169,3 +169,48 @@ fn a_view_far_longer_than_its_file_costs_memory_in_proportion_to_the_file_not_th
     assert!(matches!(view.page_state(256), PageState::Block { .. }));
     assert!(fs.check().is_clean(), "{}", fs.check());
 }
+
+#[test]
+fn a_store_fault_that_gives_the_copy_to_a_hard_linked_setuid_sharer_keeps_its_names_links_mode_and_times() {
+    // The clone's page is shown by no other view, so the clone keeps the shared block and the
+    // source (two names, set-user-ID) is re-pointed at a copy: its bytes, names, link count, mode
+    // and times must stay as they were, live and after a remount.
+    let pool = Pool::memfd(16 << 20).unwrap();
+    let fs = Fs::format(&pool).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![7u8; 16384], 0).unwrap();
+    fs.set_permissions("/a", 0o4755).unwrap();
+    fs.hard_link("/a", "/a2").unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    let vb = b.map(0, 16384, MapAccess::ReadWrite).unwrap();
+    let PageState::Block { phys: shared_block, .. } = vb.page_state(1) else {
+        panic!("page 1 shows no block")
+    };
+    let before = fs.metadata("/a").unwrap();
+    // SAFETY: inside the view (4 pages of a file that long); the store faults and resumes.
+    unsafe { vb.as_ptr().add(4096 + 5).write_volatile(0x55) };
+    assert!(
+        matches!(vb.page_state(1), PageState::Block { phys, .. } if phys == shared_block),
+        "/b keeps its block"
+    );
+    assert_eq!(fs.page_share(shared_block), Some(PageShare::Single { ino: b.ino(), page: 1 }));
+    let after = fs.metadata("/a").unwrap();
+    let kept =
+        |s: &ferrodax::Stat| (s.ino, s.mode, s.uid, s.gid, s.nlink, s.size, s.blocks, s.mtime_ns, s.ctime_ns);
+    assert_eq!(kept(&after), kept(&before));
+    assert_eq!(after.mode, 0o4755);
+    assert_eq!(after.nlink, 2);
+    drop(vb);
+    let names: Vec<String> = fs.read_dir("/").unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["a", "a2", "b"]);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+    drop((a, b, fs));
+    let fs = Fs::mount(&pool).unwrap();
+    let a2 = fs.open("/a2", OpenOptions::new().read(true)).unwrap();
+    assert!(contents(&a2, 16384).iter().all(|&x| x == 7), "the source's bytes changed");
+    let b = fs.open("/b", OpenOptions::new().read(true)).unwrap();
+    assert_eq!(contents(&b, 16384)[4096 + 5], 0x55);
+    assert_eq!(kept(&fs.metadata("/a").unwrap()), kept(&before));
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}

@@ -1200,20 +1200,44 @@ fn stores_through_a_view_stay_durable_after_unmap_and_after_the_block_changes_ha
     drop(view);
     file.sync_all().unwrap();
     assert_eq!(block_dirty_kib(&fs, page0), 0, "fsync after unmap left a view store unwritten");
-    // 2. Store, share the block with a clone, then store again (the view's page is copied): the
-    //    old block now belongs to the clone alone, and the clone's fsync must find it written back.
+    // 2. Store, share the block with a clone that a view shows, then store again (the view's
+    //    page is copied): the old block now belongs to the clone alone, and the clone's fsync
+    //    must find it written back.
     let view = file.map(0, (4 * BS) as u64, MapAccess::ReadWrite).unwrap();
     let (page1, _) = block_at(&view, 1);
     store(&view, BS, b"stored while private");
     let clone = create(&fs, "/clone");
     fs.reflink(&file, 0, &clone, 0, 0).unwrap();
+    let clone_view = clone.map(0, (4 * BS) as u64, MapAccess::Read).unwrap();
     store(&view, BS + 100, b"after the copy");
     assert_ne!(block_at(&view, 1).0, page1, "the store must have copied the shared page");
     assert_eq!(fs.share_state(page1), ShareState::Single { ino: clone.ino(), file_block: 1 });
+    drop(clone_view);
     clone.sync_all().unwrap();
     assert_eq!(block_dirty_kib(&fs, page1), 0, "the clone's fsync left its block unwritten");
     let mut buf = vec![0u8; 20];
     clone.read_at(&mut buf, BS as u64).unwrap();
+    assert_eq!(&buf, b"stored while private");
+    // 3. The same with no view of the clone: the file keeps its block and the clone takes a copy
+    //    of it, which holds the unsynced store and is written back by the copy itself.
+    let (page2, _) = block_at(&view, 2);
+    store(&view, 2 * BS, b"stored while private");
+    let clone2 = create(&fs, "/clone2");
+    fs.reflink(&file, 0, &clone2, 0, 0).unwrap();
+    store(&view, 2 * BS + 100, b"after the copy");
+    assert_eq!(block_at(&view, 2), (page2, PageProtection::ReadWrite), "the file keeps its block");
+    assert_eq!(fs.share_state(page2), ShareState::Single { ino: file.ino(), file_block: 2 });
+    let at = 2 * BS as u64;
+    let copy = fs
+        .fiemap(&clone2)
+        .unwrap()
+        .iter()
+        .find(|e| e.logical <= at && at < e.logical + e.length)
+        .map(|e| (e.physical + at - e.logical) / BS as u64)
+        .expect("the clone maps block 2");
+    assert_ne!(copy, page2);
+    assert_eq!(block_dirty_kib(&fs, copy), 0, "the clone's copy was left unwritten");
+    clone2.read_at(&mut buf, 2 * BS as u64).unwrap();
     assert_eq!(&buf, b"stored while private");
     assert_clean(&fs);
 }

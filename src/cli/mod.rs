@@ -338,7 +338,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Bench {
         /// Passed to ferrodax-bench unchanged (--quick, --json, --memory-failure-only, --server-only,
-        /// --fuse-only, --help).
+        /// --fuse-only, --cow-only, --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },

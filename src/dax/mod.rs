@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::BLOCK_SIZE;
 use crate::fs::{FileSystem, LayoutChange};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use vm::{PageProtection, Reservation};
 
@@ -452,6 +453,33 @@ pub enum PageShare {
     },
 }
 
+/// The hasher of the DAX layer's maps, whose keys are pool block and inode numbers (not chosen by
+/// anyone who could aim at one bucket): a multiply-rotate per word, as rustc's FxHash. A store
+/// fault looks several of them up, and SipHash cost more than the rest of the bookkeeping.
+#[derive(Default, Clone, Copy)]
+pub struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// A hash map with [`IntHasher`].
+pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 /// A run of view pages that showed consecutive pool blocks when the pool was removed:
 /// (view, first view page, pages, first pool block).
 pub type RemovedRun = (Arc<View>, u64, u64, u64);
@@ -460,9 +488,9 @@ pub type RemovedRun = (Arc<View>, u64, u64, u64);
 #[derive(Default)]
 pub struct DaxLayer {
     views: BTreeMap<u64, Arc<View>>,
-    by_ino: HashMap<u64, BTreeSet<u64>>,
+    by_ino: IntMap<u64, BTreeSet<u64>>,
     /// pool block -> (inode, file page) -> number of views showing it there.
-    entries: HashMap<u64, HashMap<(u64, u64), u32>>,
+    entries: IntMap<u64, IntMap<(u64, u64), u32>>,
     next_id: u64,
     /// Pool blocks that were writable through a view and no longer are (re-pointed, made
     /// read-only, unmapped). Stores made through the view may not be written back yet, and msync
@@ -672,6 +700,12 @@ impl DaxLayer {
         }
     }
 
+    /// True when no view shows pool block `block` anywhere but at file page `page` of `ino` (or
+    /// no view shows it at all).
+    pub fn shown_only_at(&self, block: u64, ino: u64, page: u64) -> bool {
+        self.entries.get(&block).is_none_or(|m| m.keys().all(|&key| key == (ino, page)))
+    }
+
     /// Every (view, view page) that shows pool block `block` now.
     pub fn views_showing(&self, block: u64) -> Vec<(Arc<View>, u64)> {
         let mut out = Vec::new();
@@ -859,6 +893,16 @@ impl DaxLayer {
             let idx = page + i;
             let file_page = view.first_page + page + i;
             let old = states.get(idx);
+            if only_prot {
+                // The same blocks at the same file pages: the entries stay as they are.
+                if let PageState::Block { phys, prot: PageProtection::ReadWrite } = old {
+                    if nth(i) != old {
+                        self.retired_writable.push(phys);
+                    }
+                }
+                states.set(idx, nth(i));
+                continue;
+            }
             if let PageState::Block { phys, prot } = old {
                 if !force {
                     self.drop_entry(phys, view.ino, file_page);
@@ -977,7 +1021,7 @@ impl DaxLayer {
     /// protection, and that the page share state counts exactly the views' entries.
     pub fn check(&self, fs: &FileSystem) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut counted: HashMap<u64, HashMap<(u64, u64), u32>> = HashMap::new();
+        let mut counted: IntMap<u64, IntMap<(u64, u64), u32>> = IntMap::default();
         if self.removed {
             // After a pre-remove every page must be a sentinel, whatever the media says.
             for view in self.views.values() {

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Bytes per page of a view (the pool block size).
@@ -38,6 +39,11 @@ fn os_error(what: &str) -> Error {
 pub struct Reservation {
     base: usize,
     len: usize,
+    /// The last pool descriptor whose writable mapping refused MAP_SYNC, plus one (0: none), so
+    /// that later writable placements of that descriptor skip the attempt (one mmap per placement,
+    /// not two: this runs once per copy-on-write fault). An atomic, as placements run in the store
+    /// fault handler.
+    map_sync_refused_by: AtomicU64,
 }
 
 impl Reservation {
@@ -73,7 +79,7 @@ impl Reservation {
                 libc::munmap(end as *mut libc::c_void, raw + span - end);
             }
         }
-        Ok(Self { base, len })
+        Ok(Self { base, len, map_sync_refused_by: AtomicU64::new(0) })
     }
 
     /// First address.
@@ -125,7 +131,10 @@ impl Reservation {
         // pool durable suffice. The kernel checks MAP_SYNC before it touches the range, so a
         // refusal (EOPNOTSUPP: not DAX; EINVAL: an old kernel) leaves the reservation as it was.
         let mut rc = libc::MAP_FAILED;
-        if prot == PageProtection::ReadWrite {
+        let refused_tag = u64::from(fd as u32) + 1;
+        if prot == PageProtection::ReadWrite
+            && self.map_sync_refused_by.load(Ordering::Relaxed) != refused_tag
+        {
             // SAFETY: errno is this thread's; restored below (this may run in a signal handler).
             let saved = unsafe { *libc::__errno_location() };
             rc = map(libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC);
@@ -134,6 +143,9 @@ impl Reservation {
                 if !matches!(err, Some(libc::EOPNOTSUPP | libc::EINVAL)) {
                     return Err(os_error("mapping pool pages into a view"));
                 }
+                // Whether a file supports MAP_SYNC is a property of its file system: it does not
+                // change while the descriptor stays open.
+                self.map_sync_refused_by.store(refused_tag, Ordering::Relaxed);
                 // SAFETY: as above.
                 unsafe { *libc::__errno_location() = saved };
             }
@@ -213,6 +225,21 @@ impl Reservation {
         // read-only with the store fault resolved by the registered handler, or a past-EOF sentinel
         // that raises SIGBUS like the kernel's mapping would).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.base + offset) as *mut u8, data.len()) };
+    }
+
+    /// Reads one byte of the page holding byte `offset`, machine-check safe, so that the kernel
+    /// maps that page (and, by its fault-around, the neighbours it has in the page cache) into the
+    /// page table now, read-only. A store fault calls this before the page turns writable: the
+    /// store that resumes then only takes a write-protect fault instead of a whole page fault, and
+    /// the next store faults of a sequential pass find their pages mapped. A bad line stops the
+    /// read, and is left to the copy that follows (which meets it and fails as it would have).
+    pub fn populate_for_read(&self, offset: usize) {
+        assert!(offset < self.len);
+        let mut byte = 0u8;
+        // SAFETY: in range of our reservation (asserted); the page is mapped readable (a store
+        // fault happens only on read-only pages: the past-EOF and poison sentinels raise SIGBUS
+        // on stores instead), and the machine-check-safe routine survives bad memory.
+        let _ = unsafe { crate::pool::mcsafe::copy(&mut byte, (self.base + offset) as *const u8, 1) };
     }
 
     /// Copies view memory at byte `offset` into `buf`.

@@ -358,7 +358,7 @@ impl Mutation {
 
 /// Encodes a whole record (header and payload), padded to [`RECORD_ALIGN`].
 pub fn encode_record(seq: u64, mutations: &[Mutation]) -> Vec<u8> {
-    let mut w = Writer::new();
+    let mut w = Writer { bytes: Vec::with_capacity(record_len_bound(mutations)) };
     w.u32(RECORD_MAGIC);
     w.u32(0); // payload length, patched below
     w.u64(seq);

@@ -77,6 +77,20 @@ impl ExtentMap {
         (file_block < fb + e.len).then(|| e.phys + (file_block - fb))
     }
 
+    /// The pool blocks backing `file_block - 1` (`None` for block 0) and `file_block`, in one
+    /// descent: where a write at `file_block` allocates (after its predecessor) and what it replaces.
+    pub fn lookup_with_previous(&self, file_block: u64) -> (Option<u64>, Option<u64>) {
+        let block_in = |(&fb, e): (&u64, &Extent), block: u64| {
+            (fb <= block && block < fb + e.len).then(|| e.phys + (block - fb))
+        };
+        let mut it = self.map.range(..=file_block).rev();
+        let Some(last) = it.next() else { return (None, None) };
+        let here = block_in(last, file_block);
+        let Some(before) = file_block.checked_sub(1) else { return (None, here) };
+        let previous = block_in(last, before).or_else(|| it.next().and_then(|e| block_in(e, before)));
+        (previous, here)
+    }
+
     /// One past the last mapped file block (0 when empty).
     pub fn end_block(&self) -> u64 {
         self.map.iter().next_back().map_or(0, |(&fb, e)| fb + e.len)
@@ -111,10 +125,11 @@ impl ExtentMap {
     pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Vec<Piece> {
         debug_assert!(len > 0);
         let end = file_block + len;
-        if let Some(removed) = self.set_in_hole(file_block, len, phys) {
+        // Overwrites first: a copy-on-write is the hot path, and the test costs one descent.
+        if let Some(removed) = self.set_inside_one_extent(file_block, len, phys) {
             return removed;
         }
-        if let Some(removed) = self.set_inside_one_extent(file_block, len, phys) {
+        if let Some(removed) = self.set_in_hole(file_block, len, phys) {
             return removed;
         }
         self.split_at(file_block);
@@ -135,23 +150,45 @@ impl ExtentMap {
         removed
     }
 
-    /// Fast path of `set` when one extent strictly contains the range (a copy-on-write of a block in
-    /// the middle of a run): the extent keeps its head, the range and the tail are inserted. The new
-    /// run cannot merge with either part unless it maps the very same blocks, which takes the
-    /// general path. Returns `None` (changing nothing) when the fast path does not apply.
+    /// Fast path of `set` when one extent contains the whole range (a copy-on-write of blocks of a
+    /// run: in its middle, at its head or tail, or all of it). The extent keeps its head, if any;
+    /// the new run and the tail, if any, are inserted. The new run cannot merge with a part of the
+    /// same extent unless it maps the very same blocks, which takes the general path; where the
+    /// range reaches an end of the extent, it may merge with the neighbour beyond. Returns `None`
+    /// (changing nothing) when the fast path does not apply.
     fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Vec<Piece>> {
         let end = file_block + len;
-        let (&fb, e) = self.map.range_mut(..file_block).next_back()?;
+        let (&fb, e) = self.map.range_mut(..=file_block).next_back()?;
+        let e_end = fb + e.len;
         let old_phys = e.phys + (file_block - fb);
-        if fb + e.len <= end || phys == Some(old_phys) {
+        if e_end < end || phys == Some(old_phys) {
             return None;
         }
-        let tail = Extent { phys: e.phys + (end - fb), len: fb + e.len - end };
-        e.len = file_block - fb;
-        if let Some(phys) = phys {
-            self.map.insert(file_block, Extent { phys, len });
+        let tail = (e_end > end).then(|| Extent { phys: e.phys + (end - fb), len: e_end - end });
+        let keeps_head = fb < file_block;
+        match (keeps_head, phys) {
+            (true, _) => {
+                e.len = file_block - fb;
+                if let Some(phys) = phys {
+                    self.map.insert(file_block, Extent { phys, len });
+                }
+            }
+            (false, Some(phys)) => *e = Extent { phys, len },
+            (false, None) => {
+                self.map.remove(&file_block);
+            }
         }
-        self.map.insert(end, tail);
+        if let Some(tail) = tail {
+            self.map.insert(end, tail);
+        }
+        if phys.is_some() {
+            if tail.is_none() {
+                self.merge_at(end);
+            }
+            if !keeps_head {
+                self.merge_at(file_block);
+            }
+        }
         Some(vec![Piece { file_block, len, phys: Some(old_phys) }])
     }
 
@@ -201,11 +238,16 @@ impl ExtentMap {
 
     /// Merges the extent starting at `file_block` into its predecessor when they continue each other.
     fn merge_at(&mut self, file_block: u64) {
-        let Some(&next) = self.map.get(&file_block) else { return };
-        let Some((&fb, &prev)) = self.map.range(..file_block).next_back() else { return };
+        // One descent finds the extent and its predecessor.
+        let mut it = self.map.range_mut(..=file_block).rev();
+        let Some((&start, &mut next)) = it.next() else { return };
+        if start != file_block {
+            return;
+        }
+        let Some((&fb, prev)) = it.next() else { return };
         if fb + prev.len == file_block && prev.phys + prev.len == next.phys {
+            prev.len += next.len;
             self.map.remove(&file_block);
-            self.map.insert(fb, Extent { phys: prev.phys, len: prev.len + next.len });
         }
     }
 
@@ -256,6 +298,50 @@ mod tests {
         m.set(4, 2, Some(104));
         m.set(1, 1, Some(101));
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_range_at_an_end_of_an_extent_or_all_of_it_merges_with_the_neighbour_beyond() {
+        let mut m = ExtentMap::new();
+        m.set(0, 4, Some(100));
+        m.set(4, 4, Some(200));
+        m.set(8, 4, Some(300));
+        // The head of [4, 8) onto blocks that continue [0, 4): merges into it.
+        assert_eq!(m.set(4, 1, Some(104)), vec![Piece { file_block: 4, len: 1, phys: Some(200) }]);
+        assert_eq!(
+            m.iter().collect::<Vec<_>>()[..2],
+            [(0, Extent { phys: 100, len: 5 }), (5, Extent { phys: 201, len: 3 })]
+        );
+        // The tail of [5, 8) onto blocks that [8, 12) continues: absorbs it.
+        assert_eq!(m.set(7, 1, Some(299)), vec![Piece { file_block: 7, len: 1, phys: Some(203) }]);
+        assert_eq!(m.lookup(8), Some(300));
+        assert_eq!(m.iter().last(), Some((7, Extent { phys: 299, len: 5 })));
+        // All of [5, 7) onto blocks between its neighbours' ends: one extent again.
+        assert_eq!(m.set(5, 2, Some(105)), vec![Piece { file_block: 5, len: 2, phys: Some(201) }]);
+        assert_eq!(m.set(7, 5, Some(107)), vec![Piece { file_block: 7, len: 5, phys: Some(299) }]);
+        assert_eq!(m.iter().collect::<Vec<_>>(), [(0, Extent { phys: 100, len: 12 })]);
+        // A hole at the head, at the tail and over a whole extent.
+        assert_eq!(m.set(0, 2, None), vec![Piece { file_block: 0, len: 2, phys: Some(100) }]);
+        assert_eq!(m.set(10, 2, None), vec![Piece { file_block: 10, len: 2, phys: Some(110) }]);
+        assert_eq!(m.iter().collect::<Vec<_>>(), [(2, Extent { phys: 102, len: 8 })]);
+        assert_eq!(m.set(2, 8, None), vec![Piece { file_block: 2, len: 8, phys: Some(102) }]);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn lookup_with_previous_sees_both_blocks_across_extents_and_holes() {
+        let mut m = ExtentMap::new();
+        m.set(0, 4, Some(100));
+        m.set(4, 2, Some(200));
+        m.set(8, 1, Some(300));
+        assert_eq!(m.lookup_with_previous(0), (None, Some(100)));
+        assert_eq!(m.lookup_with_previous(2), (Some(101), Some(102)));
+        assert_eq!(m.lookup_with_previous(4), (Some(103), Some(200)));
+        assert_eq!(m.lookup_with_previous(6), (Some(201), None));
+        assert_eq!(m.lookup_with_previous(7), (None, None));
+        assert_eq!(m.lookup_with_previous(8), (None, Some(300)));
+        assert_eq!(m.lookup_with_previous(9), (Some(300), None));
+        assert_eq!(ExtentMap::new().lookup_with_previous(5), (None, None));
     }
 
     #[test]

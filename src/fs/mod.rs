@@ -239,6 +239,11 @@ pub enum DedupeOutcome {
 /// extent (24 checkpoint bytes), and 2 blocks cover that.
 const ALLOCATION_SLACK: u64 = 2;
 
+/// At most this many other file blocks sharing a pool block are re-pointed at a copy by
+/// [`FileSystem::make_block_private_for_store`] (one `Map` each in one record); with more, the
+/// storing file takes the copy.
+pub const MOVABLE_SHARERS: usize = 8;
+
 /// Space and object counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
@@ -806,18 +811,22 @@ impl FileSystem {
                 if end % BLOCK_SIZE != 0 {
                     self.readable_block(ino, fb_end - 1, old_last)?;
                 }
-                Ok(())
+                Ok((old_first, old_last))
             });
-        if let Err(e) = prepared {
-            self.give_back(runs);
-            return Err(e);
-        }
-        self.fill_edges_and_commit(ino, pos, end, runs, None)?;
+        let old = match prepared {
+            Ok(old) => old,
+            Err(e) => {
+                self.give_back(runs);
+                return Err(e);
+            }
+        };
+        self.fill_edges_and_commit(ino, pos, end, old, runs, None)?;
         Ok(len as usize)
     }
 
     /// The second half of a copy-on-write write into the fresh `runs` (covering the blocks of
-    /// `[pos, end)`): the head and tail edges copied from the current blocks (or zeroed), the data
+    /// `[pos, end)`): the head and tail edges copied from the current blocks `old` (of the first and
+    /// the last file block; `None` for holes) or zeroed, the data
     /// stored unless a writer placed it already (`data` is `None`), everything flushed, and one
     /// record mapping the runs committed. On failure the runs are free again.
     fn fill_edges_and_commit(
@@ -825,13 +834,13 @@ impl FileSystem {
         ino: u64,
         pos: u64,
         end: u64,
+        (old_first, old_last): (Option<u64>, Option<u64>),
         runs: &[(u64, u64)],
         data: Option<&[u8]>,
     ) -> Result<()> {
         let inode = self.file(ino)?;
-        let (fb0, fb_end) = (pos / BLOCK_SIZE, blocks_of(end));
+        let fb0 = pos / BLOCK_SIZE;
         let (head, tail) = (pos % BLOCK_SIZE, end % BLOCK_SIZE);
-        let (old_first, old_last) = (inode.extents.lookup(fb0), inode.extents.lookup(fb_end - 1));
         let mut attrs = inode.attrs.clone();
         let first_new = runs[0].0;
         let last_new = runs.last().map(|&(s, l)| s + l - 1).expect("at least one run");
@@ -890,9 +899,10 @@ impl FileSystem {
         let fb_end = blocks_of(end);
         let head = pos % BLOCK_SIZE;
         let tail = end % BLOCK_SIZE;
-        let old_first = inode.extents.lookup(fb0);
-        let old_last = inode.extents.lookup(fb_end - 1);
-        let goal = self.goal_for(inode, fb0).or(old_first.map(|p| p + 1));
+        let (before_first, old_first) = inode.extents.lookup_with_previous(fb0);
+        let old_last = if fb_end - 1 == fb0 { old_first } else { inode.extents.lookup(fb_end - 1) };
+        // Where the file grows contiguously (see `goal_for`), else right after the block replaced.
+        let goal = before_first.map(|p| p + 1).or(old_first.map(|p| p + 1));
         // The edge copies read the old blocks: poison there fails the write and changes nothing.
         // Blocks the write covers whole are not read, so a write over poison is a recovery write.
         if head != 0 {
@@ -902,7 +912,7 @@ impl FileSystem {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
         let runs = self.allocate_data(fb_end - fb0, goal)?;
-        self.fill_edges_and_commit(ino, pos, end, &runs, Some(data))?;
+        self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
         Ok(data.len())
     }
 
@@ -981,6 +991,22 @@ impl FileSystem {
     /// a hole gets a zeroed block, a shared block is copied, a private one is left alone. Returns
     /// whether anything changed. Fails with EINVAL past EOF and ENOSPC when the pool is full.
     pub fn make_block_private(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+        self.make_block_private_for_store(ino, file_block, |_| false)
+    }
+
+    /// [`FileSystem::make_block_private`] for a store fault through a view, which is cheapest when
+    /// the faulting page keeps its pool block: then only its protection changes, instead of a new
+    /// mapping. So when the block is shared with at most [`MOVABLE_SHARERS`] other file blocks and
+    /// `shown_only_here(block)` says that no view shows it anywhere but at this file block, the
+    /// *other* owners get the copy (one record re-points them all; their bytes do not change) and
+    /// `ino` keeps the block, which becomes private. Otherwise `ino` gets the copy. Returns
+    /// whether anything changed; the errors are [`FileSystem::make_block_private`]'s.
+    pub fn make_block_private_for_store(
+        &mut self,
+        ino: u64,
+        file_block: u64,
+        shown_only_here: impl FnOnce(u64) -> bool,
+    ) -> Result<bool> {
         self.writable()?;
         let inode = self.file(ino)?;
         if file_block >= blocks_of(inode.attrs.size) {
@@ -991,6 +1017,13 @@ impl FileSystem {
         if old.is_some_and(|p| self.state.owners.refcount(p) == 1) {
             return Ok(false);
         }
+        if let Some(others) = old.and_then(|p| self.movable_sharers(p, ino, file_block)) {
+            let old = old.expect("sharers of a mapped block");
+            if shown_only_here(old) {
+                return self.give_copy_to_sharers(old, &others).map(|()| true);
+            }
+        }
+        let inode = self.file(ino)?;
         let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
         let runs = self.allocate_data(1, goal)?;
         let new = runs[0].0;
@@ -1001,6 +1034,51 @@ impl FileSystem {
         self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
         Ok(true)
+    }
+
+    /// The file blocks other than `file_block` of `ino` that map pool block `block`, as
+    /// (inode, file block), when there are at most [`MOVABLE_SHARERS`] of them and all are file
+    /// data; `None` otherwise.
+    fn movable_sharers(&self, block: u64, ino: u64, file_block: u64) -> Option<Vec<(u64, u64)>> {
+        let (start, segment) = self.state.owners.overlapping(block, 1).next()?;
+        if segment.owners.len() > MOVABLE_SHARERS + 1 {
+            return None;
+        }
+        let mut others = Vec::with_capacity(segment.owners.len());
+        let mut found_self = false;
+        for owner in &segment.owners {
+            match *owner {
+                Owner::File { ino: i, file_block: f } => {
+                    let f = f + (block - start);
+                    if i == ino && f == file_block && !found_self {
+                        found_self = true;
+                    } else {
+                        others.push((i, f));
+                    }
+                }
+                Owner::Meta(_) => return None,
+            }
+        }
+        (found_self && !others.is_empty()).then_some(others)
+    }
+
+    /// Copies shared pool block `old` into a new block and re-points `sharers` (file blocks that
+    /// map `old`) at the copy, in one record: whoever else maps `old` keeps it, now privately.
+    fn give_copy_to_sharers(&mut self, old: u64, sharers: &[(u64, u64)]) -> Result<()> {
+        let (first_ino, first_block) = sharers[0];
+        let goal = self.file(first_ino).ok().and_then(|inode| self.goal_for(inode, first_block));
+        let runs = self.allocate_data(1, goal.or(Some(old + 1)))?;
+        let new = runs[0].0;
+        if let Err(e) = self.copy_or_zero(Some(old), 0, new, BLOCK_SIZE) {
+            self.give_back(&runs);
+            return Err(e);
+        }
+        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
+        let tx: Vec<Mutation> = sharers
+            .iter()
+            .map(|&(ino, file_block)| Mutation::Map { ino, file_block, len: 1, phys: Some(new) })
+            .collect();
+        self.commit_or_give_back(&tx, &runs)
     }
 
     /// Before `ino` grows to `new_size`: makes the bytes past EOF in its partial last block zero,

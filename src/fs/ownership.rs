@@ -170,10 +170,11 @@ impl OwnerMap {
     pub fn add(&mut self, block: u64, len: u64, owner: Owner) -> AddOutcome {
         debug_assert!(len > 0);
         let end = block + len;
-        if let Some(outcome) = self.add_to_exact_segment(block, len, owner) {
+        // Fresh blocks first: every write maps some, and the test costs one descent.
+        if let Some(outcome) = self.add_to_gap(block, len, owner) {
             return outcome;
         }
-        if let Some(outcome) = self.add_to_gap(block, len, owner) {
+        if let Some(outcome) = self.add_to_exact_segment(block, len, owner) {
             return outcome;
         }
         self.split_at(block);
@@ -321,17 +322,27 @@ impl OwnerMap {
         }
     }
 
-    /// Fast path of `remove` when the range lies inside one segment and is not all of it (a
-    /// copy-on-write of part of a shared run): the segment splits in two or three. The middle part
-    /// lacks an owner its split-off neighbours have, so it cannot merge with them; where it touches
-    /// the segment's own end it may merge with the segment beyond. Returns `None` to take the
-    /// general path.
+    /// Fast path of `remove` when the range lies inside one segment (a copy-on-write of part of a
+    /// shared run, or of all of a segment that earlier copies cut out): the segment splits in two
+    /// or three, or loses the owner whole. A middle part lacks an owner its split-off neighbours
+    /// have, so it cannot merge with them; where it touches the segment's own end it may merge with
+    /// the segment beyond. Returns `None` (changing nothing) to take the general path.
     fn remove_inside_one_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<Vec<(u64, u64)>> {
         let end = block + len;
         let (&start, seg) = self.segments.range_mut(..=block).next_back()?;
         let seg_end = start + seg.len;
-        if seg_end < end || (start == block && seg_end == end) {
+        if seg_end < end {
             return None;
+        }
+        if start == block && seg_end == end {
+            let index = seg.owners.binary_search(&owner).ok()?;
+            seg.owners.remove(index);
+            if seg.owners.is_empty() {
+                self.segments.remove(&block);
+                return Some(vec![(block, len)]);
+            }
+            self.merge_ends(block, end);
+            return Some(Vec::new());
         }
         let relative = owner.unshifted(block - start)?;
         let index = seg.owners.binary_search(&relative).ok()?;
@@ -387,17 +398,21 @@ impl OwnerMap {
     }
 
     fn merge_into_predecessor(&mut self, start: u64) {
-        let Some(next) = self.segments.get(&start) else { return };
-        let Some((&pstart, prev)) = self.segments.range(..start).next_back() else { return };
+        // One descent finds the segment and its predecessor.
+        let mut it = self.segments.range_mut(..=start).rev();
+        let Some((&found, next)) = it.next() else { return };
+        if found != start {
+            return;
+        }
+        let Some((&pstart, prev)) = it.next() else { return };
         if pstart + prev.len != start || prev.owners.len() != next.owners.len() {
             return;
         }
         // Owner lists are sorted and shifting preserves order, so compare pairwise.
         let same = prev.owners.iter().zip(&next.owners).all(|(p, n)| p.shifted(prev.len) == *n);
         if same {
-            let next_len = next.len;
+            prev.len += next.len;
             self.segments.remove(&start);
-            self.segments.get_mut(&pstart).expect("listed").len += next_len;
         }
     }
 
@@ -476,6 +491,32 @@ mod tests {
         rebuilt.add(100, 10, file(1, 0));
         rebuilt.add(106, 3, file(2, 1));
         assert_eq!(m, rebuilt, "canonical form");
+    }
+
+    #[test]
+    fn removing_an_owner_from_a_whole_segment_merges_with_both_neighbours_or_frees_it() {
+        let mut m = OwnerMap::new();
+        m.add(100, 10, file(1, 0));
+        m.add(100, 10, file(2, 0));
+        // Copy-on-write of blocks 103 and 105 by file 2: block 104 becomes a segment of its own.
+        m.remove(103, 1, file(2, 3)).unwrap();
+        m.remove(105, 1, file(2, 5)).unwrap();
+        assert_eq!(
+            m.overlapping(104, 1).next().unwrap(),
+            (104, &Segment { len: 1, owners: vec![file(1, 4), file(2, 4)] })
+        );
+        // Then of block 104 itself: [103, 106) is file 1's alone, one segment.
+        assert_eq!(m.remove(104, 1, file(2, 4)).unwrap(), vec![]);
+        assert_eq!(
+            m.overlapping(104, 1).next().unwrap(),
+            (103, &Segment { len: 3, owners: vec![file(1, 3)] })
+        );
+        assert_eq!(m.segment_count(), 3);
+        // A whole segment's last owner: the blocks are free.
+        assert_eq!(m.remove(103, 3, file(1, 3)).unwrap(), vec![(103, 3)]);
+        assert_eq!(m.refcount(104), 0);
+        assert!(m.remove(103, 3, file(1, 3)).is_err(), "a segment that is gone");
+        m.validate().unwrap();
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Mount {
             .unwrap();
         let mut mount = Mount { child: Some(child), dir, log };
         let deadline = Instant::now() + HANG;
-        while !is_mounted(&mount.dir) {
+        // The kernel shows the mount a moment before the process logs that it mounted: wait for
+        // both, so that a test may read the log at once.
+        while !is_mounted(&mount.dir) || !mount.log_text().contains(" mounted on ") {
             if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
                 let text = mount.log_text();
                 if text.contains("not permitted") || text.contains("/dev/fuse") {

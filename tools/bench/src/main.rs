@@ -59,6 +59,10 @@ struct BenchArgs {
     /// Run only the FUSE rows (a pool mounted through FUSE against XFS, both on /dev/shm).
     #[arg(long)]
     fuse_only: bool,
+    /// Run only the copy-on-write rows (bare fault, DAX CoW store fault, 4 KiB CoW pwrite), with
+    /// more runs, on ferrodax alone.
+    #[arg(long)]
+    cow_only: bool,
     /// The directory of the disk-backed pool file of the pool-kind rows (default: /var/tmp, or
     /// the current directory when /var/tmp is a memory file system).
     #[arg(long, value_name = "DIR")]
@@ -1350,16 +1354,22 @@ fn machine_baselines(plan: &Plan) -> Baselines {
     })
     .expect("memcpy cannot fail");
     drop(src);
-    // Before any DAX view exists, so that ferrodax's fault handler is not installed yet.
-    let pages = plan.cow_file / BLOCK;
-    let bare_fault = time_runs(plan.runs, || bare_fault::store_fault_round_trips(pages as usize))
-        .map(|times| (Samples::of_times(&times, |d| us(d) / pages as f64), pages));
+    let bare_fault = bare_fault_runs(plan);
     Baselines {
         memcpy: Samples::of_rates(&memcpy, rate),
         memcpy_reused: Samples::of_rates(&memcpy_reused, rate),
         memcmp: Samples::of_rates(&memcmp, rate),
         bare_fault,
     }
+}
+
+/// The bare store fault, `plan.runs` times over `plan.cow_file / 4 KiB` pages: microseconds per
+/// page of every run, and the pages. Must run before any DAX view exists, so that ferrodax's
+/// fault handler is not installed yet.
+fn bare_fault_runs(plan: &Plan) -> Result<(Samples, u64), String> {
+    let pages = plan.cow_file / BLOCK;
+    time_runs(plan.runs, || bare_fault::store_fault_round_trips(pages as usize))
+        .map(|times| (Samples::of_times(&times, |d| us(d) / pages as f64), pages))
 }
 
 /// Mount time of a pool holding `plan.mount_files` empty files in 16 directories.
@@ -1739,35 +1749,7 @@ fn build_rows(
         },
     );
 
-    let memcpy_4k_us = BLOCK as f64 / (memcpy * 1e9) * 1e6;
-    for (order, result, pick) in [
-        ("random", &ours.cow_random, (|s: &Suite| &s.cow_random) as fn(&Suite) -> &Result<CowTime, String>),
-        ("sequential", &ours.cow_sequential, |s: &Suite| &s.cow_sequential),
-    ] {
-        let mut r = Row::new(
-            format!("4 KiB CoW pwrite, shared {} clone, {order} order", size_text(plan.cow_file)),
-            "us/op",
-        )
-        .on_pool(MEMFD);
-        r.target = format!("<= {COW_TARGET_US} us/op");
-        rows.push(match result {
-            Ok(m) => {
-                let mut r = r.measured(&Samples::of_times(&m.total, |d| us(d) / m.ops as f64));
-                r.compare(format!("memcpy of 4 KiB: {} us", num(memcpy_4k_us)), memcpy_4k_us);
-                r.judge(r.best.is_some_and(|best| best <= COW_TARGET_US));
-                r
-            }
-            Err(e) => r.failed(e),
-        });
-        rows.last_mut().expect("pushed").xfs = xfs_cell(xfs, pick, |m| {
-            let per = |d: Duration| us(d) / m.ops as f64;
-            format!(
-                "{} with final fsync ({} us/op without)",
-                xfs_times(&m.total, per, "us/op"),
-                num(Samples::of_times(&m.writes, per).best())
-            )
-        });
-    }
+    rows.extend(cow_pwrite_rows(plan, Some(memcpy), &ours.cow_random, &ours.cow_sequential, Some(xfs)));
 
     for (what, pick, baseline, baseline_name) in [
         (
@@ -1818,11 +1800,62 @@ fn build_rows(
     rows
 }
 
-/// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
-fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
+/// The 4 KiB copy-on-write pwrite rows on a memfd pool (random and sequential order): compared
+/// with a 4 KiB memcpy when the memcpy bandwidth (GB/s, best run) was measured, and with XFS when
+/// it ran (`None`: not part of this bench run).
+fn cow_pwrite_rows(
+    plan: &Plan,
+    memcpy: Option<f64>,
+    random: &Result<CowTime, String>,
+    sequential: &Result<CowTime, String>,
+    xfs: Option<&Result<Suite, String>>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (order, result, pick) in [
+        ("random", random, (|s: &Suite| &s.cow_random) as fn(&Suite) -> &Result<CowTime, String>),
+        ("sequential", sequential, |s: &Suite| &s.cow_sequential),
+    ] {
+        let mut r = Row::new(
+            format!("4 KiB CoW pwrite, shared {} clone, {order} order", size_text(plan.cow_file)),
+            "us/op",
+        )
+        .on_pool(MEMFD);
+        r.target = format!("<= {COW_TARGET_US} us/op");
+        rows.push(match result {
+            Ok(m) => {
+                let mut r = r.measured(&Samples::of_times(&m.total, |d| us(d) / m.ops as f64));
+                if let Some(memcpy) = memcpy {
+                    let memcpy_4k_us = BLOCK as f64 / (memcpy * 1e9) * 1e6;
+                    r.compare(format!("memcpy of 4 KiB: {} us", num(memcpy_4k_us)), memcpy_4k_us);
+                }
+                r.judge(r.best.is_some_and(|best| best <= COW_TARGET_US));
+                r
+            }
+            Err(e) => r.failed(e),
+        });
+        if let Some(xfs) = xfs {
+            rows.last_mut().expect("pushed").xfs = xfs_cell(xfs, pick, |m| {
+                let per = |d: Duration| us(d) / m.ops as f64;
+                format!(
+                    "{} with final fsync ({} us/op without)",
+                    xfs_times(&m.total, per, "us/op"),
+                    num(Samples::of_times(&m.writes, per).best())
+                )
+            });
+        }
+    }
+    rows
+}
+
+/// The bare store fault row and the DAX copy-on-write store fault row compared with it.
+fn fault_rows(
+    plan: &Plan,
+    bare_fault: &Result<(Samples, u64), String>,
+    cow_fault: &Result<(Vec<Duration>, u64), String>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let r = Row::new("bare store fault: SIGSEGV + mprotect of a private anonymous page".into(), "us/page");
-    rows.push(match &base.bare_fault {
+    rows.push(match bare_fault {
         Ok((samples, pages)) => {
             let mut r = r.measured(samples);
             r.comparison = format!("machine baseline ({} pages)", thousands(*pages));
@@ -1837,7 +1870,7 @@ fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
     )
     .on_pool(MEMFD);
     r.target = format!("<= {DAX_FAULT_TARGET_RATIO}x bare fault");
-    rows.push(match (&dax.cow_fault, &base.bare_fault) {
+    rows.push(match (cow_fault, bare_fault) {
         (Ok((times, pages)), bare) => {
             let mut r = r.measured(&Samples::of_times(times, |d| us(d) / *pages as f64));
             if let Ok((bare, _)) = bare {
@@ -1848,6 +1881,12 @@ fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
         }
         (Err(e), _) => r.failed(e),
     });
+    rows
+}
+
+/// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
+fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
+    let mut rows = fault_rows(plan, &base.bare_fault, &dax.cow_fault);
 
     let r = Row::new(format!("DAX map of a {} file (File::map, read-write)", size_text(plan.big)), "ms")
         .on_pool(MEMFD);
@@ -1947,6 +1986,46 @@ fn xfs_dir_suite(plan: &Plan) -> Result<fuse::DirSuite, String> {
     Ok(fuse::dir_suite(scratch.mountpoint(), plan, &|| Ok(())))
 }
 
+/// Runs of each measurement in `--cow-only` mode.
+const COW_ONLY_RUNS: usize = 7;
+/// The memfd pool of `--cow-only` mode.
+const COW_ONLY_POOL: u64 = 2 * GIB;
+/// Free space of the `--cow-only` pool pre-faulted before measuring.
+const COW_ONLY_WARM_UP: u64 = 512 * MIB;
+
+/// `--cow-only`: the bare fault, then on one memfd pool of its own the 4 KiB CoW pwrite rows and
+/// the DAX CoW store fault, [`COW_ONLY_RUNS`] runs each (the rows of the full run, by the same
+/// names, without the memcpy and XFS comparisons).
+fn cow_only_rows(plan: &Plan) -> Vec<Row> {
+    let plan = &Plan { runs: COW_ONLY_RUNS, ..Plan::new(plan.quick, plan.smoke) };
+    progress("bare store fault (SIGSEGV + mprotect)");
+    let bare_fault = bare_fault_runs(plan);
+    let (random, sequential, cow_fault) = match Pool::memfd(COW_ONLY_POOL).and_then(|pool| Fs::format(&pool))
+    {
+        Ok(fs) => {
+            let t = &FerrodaxTarget { fs };
+            let mut pattern = Pattern::new();
+            progress(&format!("ferrodax: warming up {} of free space", size_text(COW_ONLY_WARM_UP)));
+            if let Err(e) = warm_up(t, COW_ONLY_WARM_UP, &mut pattern) {
+                progress(&format!("ferrodax: warm-up failed ({e}); measuring anyway"));
+            }
+            progress("ferrodax: 4 KiB CoW pwrite into a shared file, random order");
+            let random = cow_pwrite(t, plan, &mut pattern, Order::Random);
+            progress("ferrodax: 4 KiB CoW pwrite into a shared file, sequential order");
+            let sequential = cow_pwrite(t, plan, &mut pattern, Order::Sequential);
+            progress("ferrodax: DAX copy-on-write store faults");
+            (random, sequential, dax_cow_faults(t, plan, &mut pattern))
+        }
+        Err(e) => {
+            let e = format!("could not make the pool: {e}");
+            (Err(e.clone()), Err(e.clone()), Err(e))
+        }
+    };
+    let mut rows = fault_rows(plan, &bare_fault, &cow_fault);
+    rows.extend(cow_pwrite_rows(plan, None, &random, &sequential, None));
+    rows
+}
+
 /// The version of the JSON document's layout (docs/BENCH.md); raised when a field changes
 /// meaning or goes away, never for a new row or a new field.
 const JSON_SCHEMA: &str = "ferrodax-bench/2";
@@ -2000,6 +2079,20 @@ fn run(args: BenchArgs) -> i32 {
         let rows = fuse::fuse_rows(&plan, &fused, &xfs_dir);
         let header = vec![format!("ferrodax bench, {mode}, FUSE rows only"), fuse::fuse_note()];
         return emit(&args, &plan, "fuse", &header, serde_json::Value::Null, &rows);
+    }
+    if args.cow_only {
+        let rows = cow_only_rows(&plan);
+        let header = vec![
+            format!("ferrodax bench, {mode}, copy-on-write rows only"),
+            format!(
+                "{COW_ONLY_RUNS} runs of each row: the best, then the median and the worst; memfd pool of {}, \
+                 {} of free space pre-faulted; the bare fault is measured before any view exists",
+                size_text(COW_ONLY_POOL),
+                size_text(COW_ONLY_WARM_UP)
+            ),
+            format!("DAX rows: plain stores (Mapping::store_plain); {COW_FAULT_NOTE}"),
+        ];
+        return emit(&args, &plan, "cow", &header, serde_json::Value::Null, &rows);
     }
     let flush = ferrodax::pool::flush_instruction_name();
     let started = Instant::now();
@@ -2100,10 +2193,11 @@ fn run(args: BenchArgs) -> i32 {
          of its size run right before each dedupe"
             .to_string(),
         pools::kinds_note(&kinds),
-        "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); a CoW fault copies the page, \
-         commits and remaps it; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \
-         view exists"
-            .to_string(),
+        format!(
+            "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); \
+             {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \
+             view exists"
+        ),
         memfail_note(&plan),
     ];
     if let Some(served) = &served {
@@ -2125,6 +2219,11 @@ fn run(args: BenchArgs) -> i32 {
     });
     emit(&args, &plan, "all", &header, baselines, &rows)
 }
+
+/// What the DAX copy-on-write store fault row measures, for the table's header.
+const COW_FAULT_NOTE: &str =
+    "a CoW store fault copies the page and commits, and the page turns writable (the \
+     clone keeps its block and the source, shown by no view, takes the copy)";
 
 /// The table's note about the memory-failure rows.
 fn memfail_note(plan: &Plan) -> String {

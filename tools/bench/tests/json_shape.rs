@@ -1,6 +1,7 @@
 //! Guards the shape of `ferrodax-bench --json` (docs/BENCH.md), which scripts such as the speed
 //! acceptance check read: one tiny run (`--smoke`, no XFS, pool server or FUSE), then every
-//! field of the document and of every row, and the rows those scripts look for by name. Never
+//! field of the document and of every row, and the rows those scripts look for by name; the same
+//! for the `--cow-only` part. Never
 //! a timing threshold: the numbers of a smoke run mean nothing, only their shape and their
 //! consistency (best, median and worst in order; the ratio is best / baseline) are checked.
 
@@ -27,11 +28,13 @@ const ROW_FIELDS: [&str; 16] = [
     "error",
 ];
 
-fn smoke_run() -> Value {
+/// `ferrodax-bench --smoke --json` with `extra` arguments, parsed.
+fn smoke_run(extra: &[&str]) -> Value {
     let disk = tempfile_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_ferrodax-bench"))
         .args(["--smoke", "--json", "--disk-dir"])
         .arg(&disk)
+        .args(extra)
         .output()
         .expect("run ferrodax-bench");
     let _ = std::fs::remove_dir_all(&disk);
@@ -54,20 +57,15 @@ fn number_or_null(row: &Value, field: &str) -> Option<f64> {
     v.as_f64()
 }
 
-#[test]
-fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_read() {
-    let doc = smoke_run();
+/// The document fields every part has, and every row's fields and the consistency of its numbers;
+/// returns the rows.
+fn checked_rows<'a>(doc: &'a Value, part: &str) -> &'a [Value] {
     assert_eq!(doc["schema"], "ferrodax-bench/2");
     assert_eq!(doc["mode"], "smoke");
-    assert_eq!(doc["part"], "all");
+    assert_eq!(doc["part"], part);
     assert!(doc["flush_instruction"].is_string());
-    for baseline in ["memcpy_gb_per_s", "memcpy_reused_buffer_gb_per_s", "memcmp_gb_per_s"] {
-        assert!(doc["baselines"][baseline].as_f64().is_some_and(|v| v > 0.0), "baselines.{baseline}");
-    }
     assert!(doc["notes"].as_array().is_some_and(|n| n.iter().all(Value::is_string)));
     let rows = doc["rows"].as_array().expect("rows");
-    assert!(rows.len() > 20, "{} rows", rows.len());
-
     let expected: std::collections::BTreeSet<&str> = ROW_FIELDS.iter().copied().collect();
     for row in rows {
         let name = row["benchmark"].as_str().expect("benchmark is a string");
@@ -108,9 +106,23 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
             (baseline, ratio) => panic!("{name}: baseline {baseline:?} and ratio {ratio:?} come together"),
         }
     }
+    rows
+}
 
-    let named =
-        |test: &dyn Fn(&str) -> bool| rows.iter().filter(|r| test(r["benchmark"].as_str().unwrap())).count();
+/// How many of `rows` have a name that passes `test`.
+fn named(rows: &[Value], test: &dyn Fn(&str) -> bool) -> usize {
+    rows.iter().filter(|r| test(r["benchmark"].as_str().unwrap())).count()
+}
+
+#[test]
+fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_read() {
+    let doc = smoke_run(&[]);
+    let rows = checked_rows(&doc, "all");
+    for baseline in ["memcpy_gb_per_s", "memcpy_reused_buffer_gb_per_s", "memcmp_gb_per_s"] {
+        assert!(doc["baselines"][baseline].as_f64().is_some_and(|v| v > 0.0), "baselines.{baseline}");
+    }
+    assert!(rows.len() > 20, "{} rows", rows.len());
+    let named = |test: &dyn Fn(&str) -> bool| named(rows, test);
     // What the speed acceptance check matches (in full mode the names also say 10,000).
     assert_eq!(named(&|n| n.contains("CoW store fault") && n.contains("one plain store")), 1);
     assert_eq!(named(&|n| n.starts_with("owner lookup alone")), 1);
@@ -138,4 +150,23 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
             assert!(of_kind(what), "no {what} row on a pool: {kind}");
         }
     }
+}
+
+#[test]
+fn cow_only_smoke_json_has_the_fault_and_pwrite_rows_under_the_full_runs_names() {
+    let doc = smoke_run(&["--cow-only"]);
+    let rows = checked_rows(&doc, "cow");
+    assert!(doc["baselines"].is_null());
+    let names: Vec<&str> = rows.iter().map(|r| r["benchmark"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[0].starts_with("bare store fault"), "{names:?}");
+    assert_eq!(named(rows, &|n| n.contains("CoW store fault") && n.contains("one plain store")), 1);
+    assert_eq!(named(rows, &|n| n.contains("CoW pwrite") && n.contains("random")), 1);
+    assert_eq!(named(rows, &|n| n.contains("CoW pwrite") && n.contains("sequential")), 1);
+    for row in rows {
+        assert_eq!(row["runs"], 7, "{}", row["benchmark"]);
+        assert_ne!(row["verdict"], "error", "{}: {}", row["benchmark"], row["error"]);
+    }
+    let fault = rows.iter().find(|r| r["benchmark"].as_str().unwrap().contains("CoW store fault")).unwrap();
+    assert!(fault["ratio"].is_f64(), "the fault row has its ratio to the bare fault");
 }
