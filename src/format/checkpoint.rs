@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// Magic of a checkpoint block (format version 2).
+/// Magic of a checkpoint block (format versions 2 and 3: the block layout is the same, the payload differs).
 pub const MAGIC: &[u8; 8] = b"FDXCKPT2";
 /// Header bytes per checkpoint block.
 pub const HEADER_LEN: usize = 48;

@@ -49,7 +49,7 @@ pub const OLDEST_READABLE_VERSION: u32 = 1;
 const CRC_OFFSET: usize = 252;
 /// Encoded size of a superblock (one slot).
 pub const ENCODED_LEN: usize = 256;
-/// Byte offsets of the two slots inside a superblock block (format version 2; version 1 pools
+/// Byte offsets of the two slots inside a superblock block (since format version 2; version 1 pools
 /// have slot 0 only, and zeros in slot 1).
 pub const SLOT_OFFSETS: [usize; 2] = [0, 2048];
 
