@@ -22,6 +22,7 @@ pub mod fuse;
 /// Entry points for the fuzz targets in `fuzz/` (also run by the stable tests): mount hostile
 /// pool images and decode hostile bytes, asserting that nothing panics.
 pub mod fuzzing;
+pub mod intmap;
 pub mod memfail;
 pub mod pool;
 pub mod server;

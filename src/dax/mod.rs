@@ -25,8 +25,7 @@ pub mod vm;
 use crate::error::{Error, Result};
 use crate::format::BLOCK_SIZE;
 use crate::fs::{FileSystem, LayoutChange};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use vm::{PageProtection, Reservation};
 
@@ -453,32 +452,7 @@ pub enum PageShare {
     },
 }
 
-/// The hasher of the DAX layer's maps, whose keys are pool block and inode numbers (not chosen by
-/// anyone who could aim at one bucket): a multiply-rotate per word, as rustc's FxHash. A store
-/// fault looks several of them up, and SipHash cost more than the rest of the bookkeeping.
-#[derive(Default, Clone, Copy)]
-pub struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-/// A hash map with [`IntHasher`].
-pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+pub use crate::intmap::{IntHasher, IntMap};
 
 /// A run of view pages that showed consecutive pool blocks when the pool was removed:
 /// (view, first view page, pages, first pool block).

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
-use std::collections::{BTreeMap, HashMap};
+use crate::intmap::IntMap;
+use std::collections::BTreeMap;
 
 /// One inode in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub struct State {
     /// Blocks in the pool.
     pub total_blocks: u64,
     /// Every inode.
-    pub inodes: HashMap<u64, Inode>,
+    pub inodes: IntMap<u64, Inode>,
     /// Owners of every used block.
     pub owners: OwnerMap,
     /// Free blocks.
@@ -115,7 +116,7 @@ impl State {
     ) -> Result<Self> {
         let in_checkpoint = |detail: String| Error::Corrupt(format!("checkpoint: {detail}"));
         let mut owners = OwnerMap::new();
-        let mut inodes = HashMap::with_capacity(image.inodes.len());
+        let mut inodes = IntMap::with_capacity_and_hasher(image.inodes.len(), Default::default());
         let mut extent_count = 0;
         for &(start, len, structure) in meta {
             owners.add(start, len, Owner::Meta(structure));
