@@ -1588,3 +1588,42 @@ fn the_newest_superblock_slot_damaged_in_both_copies_is_never_a_silent_roll_back
         }
     }
 }
+
+/// Mount ends its search for records past the end of the log at an aligned stretch of
+/// `LOG_TERMINATOR_BYTES` zeros. Records holding the longest zero run a record can carry (64 KiB
+/// extended-attribute values of zeros, one after another) must never pass for such a stretch: the
+/// first of them, damaged in both copies, is still proven committed by the record behind its
+/// zeros, and mount refuses instead of silently ending the log there.
+#[test]
+fn records_full_of_zeros_never_end_the_search_for_later_records() {
+    let backend = Arc::new(RecordingBackend::new(64 << 20));
+    let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();
+    drop(fs.open("/f", OpenOptions::new().write(true).create(true)).unwrap());
+    let log_pos = |fs: &Fs| {
+        let g = fs.read_lock();
+        (g.journal().superblock().log_blocks * BLOCK_SIZE - g.journal().log_free_bytes()) as usize
+    };
+    let checkpoints = fs.read_lock().journal().stats.checkpoints;
+    let zeros = vec![0u8; ferrodax::format::MAX_XATTR_VALUE_LEN];
+    // The damaged record is the first of them: the search starts at it and crosses its zeros.
+    let damaged = log_pos(&fs);
+    for i in 0..6 {
+        fs.set_xattr("/f", &format!("user.zeros{i}"), &zeros, 0).unwrap();
+    }
+    fs.set_xattr("/f", "user.last", b"behind the zeros", 0).unwrap();
+    let end = log_pos(&fs) as u64;
+    assert!(end > 3 * ferrodax::fs::journal::LOG_TERMINATOR_BYTES, "the zeros span several stretches");
+    assert_eq!(fs.read_lock().journal().stats.checkpoints, checkpoints, "all in one log");
+    let sb = fs.read_lock().journal().superblock().clone();
+    // Taken while mounted: unmounting writes a checkpoint after this much log.
+    let image = backend.volatile_image();
+    assert!(fs.read_lock().checkpoint_due_at_unmount());
+    let log = sb.log_start as usize * BLOCK + damaged;
+    let mirror = sb.log_mirror_start as usize * BLOCK + damaged;
+    // The log copy's magic and the mirror copy's sequence number: no header names the record.
+    let image = flipped(&image, &[log, mirror + 9]);
+    for read_only in [true, false] {
+        let msg = corrupt_mount(&image, read_only);
+        assert!(msg.contains("damaged in both copies, yet it was committed"), "{msg}");
+    }
+}

@@ -253,11 +253,8 @@ impl ExtentMap {
 
     /// Builds a map from (file block, pool block, length) triples, as a checkpoint stores them.
     pub fn from_triples(triples: &[(u64, u64, u64)]) -> Self {
-        let mut m = Self::new();
-        for &(fb, phys, len) in triples {
-            m.map.insert(fb, Extent { phys, len });
-        }
-        m
+        // Collecting builds the tree in one pass from sorted input (a checkpoint's order).
+        Self { map: triples.iter().map(|&(fb, phys, len)| (fb, Extent { phys, len })).collect() }
     }
 
     /// True if the stored extents are sorted, non-overlapping, non-empty and fully merged.

@@ -30,6 +30,9 @@ pub struct Journal {
     log_pos: u64,
     /// Sequence number of the next record.
     next_seq: u64,
+    /// Every aligned terminator stretch ([`LOG_TERMINATOR_BYTES`]) from the first one at or after
+    /// `log_pos` up to this log byte is known to be zero in both copies.
+    zeroed_to: u64,
     /// Blocks of the current checkpoint: chain 0 and chain 1 (empty in a version 1 pool).
     checkpoint_blocks: [Vec<u64>; 2],
     /// Mirror copies of committed records that could not be written (the operation happened; the
@@ -174,6 +177,7 @@ impl Journal {
             backend,
             sb,
             log_pos: 0,
+            zeroed_to: 0,
             next_seq: 1,
             checkpoint_blocks: no_chains,
             mirror_failures: Vec::new(),
@@ -344,15 +348,17 @@ impl Journal {
             return Err(Error::Corrupt("checkpoint: no root directory".into()));
         }
 
-        // The log: every record from whichever copy is intact.
-        let (log, bad_log) = read_region(&backend, best.log_start, best.log_blocks);
-        let (mirror, bad_mirror) = if best.log_mirror_start != 0 {
-            let (bytes, bad) = read_region(&backend, best.log_mirror_start, best.log_blocks);
-            (Some(bytes), bad)
-        } else {
-            (None, Vec::new())
-        };
-        notes.unreadable_blocks.extend(bad_log.iter().chain(&bad_mirror));
+        // The log: every record from whichever copy is intact, read only as far as replay and the
+        // end-of-log evidence need (a salvage reads everything: it looks for records anywhere).
+        let mut log = LogCopy::new(&backend, best.log_start, best.log_blocks, !salvage);
+        let mut mirror = (best.log_mirror_start != 0)
+            .then(|| LogCopy::new(&backend, best.log_mirror_start, best.log_blocks, !salvage));
+        if salvage {
+            log.read_all();
+            if let Some(m) = mirror.as_mut() {
+                m.read_all();
+            }
+        }
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
@@ -366,10 +372,19 @@ impl Journal {
                     RecordAt::End => RecordAt::End,
                 })
             };
-            let primary = here(&log);
+            log.read_record(pos, seq);
+            let primary = here(log.bytes());
+            if let (Some(m), Ok(RecordAt::Valid(_, len))) = (mirror.as_mut(), &primary) {
+                m.read_to(pos + len);
+            }
+            if let Some(m) = mirror.as_mut() {
+                m.read_record(pos, seq);
+            }
             // A mirror copy byte-equal to a valid log copy is valid too: no second decode.
-            let second = match (&primary, mirror.as_deref()) {
-                (Ok(RecordAt::Valid(_, len)), Some(m)) if m[pos..pos + len] == log[pos..pos + len] => {
+            let second = match (&primary, mirror.as_ref().map(LogCopy::bytes)) {
+                (Ok(RecordAt::Valid(_, len)), Some(m))
+                    if m.get(pos..pos + len) == log.bytes().get(pos..pos + len) =>
+                {
                     Some(Ok(RecordAt::Valid(Vec::new(), *len)))
                 }
                 (_, m) => m.map(here),
@@ -388,7 +403,7 @@ impl Journal {
                     notes.needs_checkpoint = true;
                     notes.repaired.push(format!(
                         "log: record {seq} (log byte {pos}) is damaged{}; read from the log mirror",
-                        if bad_log.is_empty() { String::new() } else { " (bad memory)".into() }
+                        if log.bad.is_empty() { String::new() } else { " (bad memory)".into() }
                     ));
                     drop(primary);
                     Some((mutations, len))
@@ -403,10 +418,10 @@ impl Journal {
                         Error::Corrupt(detail) => detail,
                         other => other.to_string(),
                     };
-                    let resume = [Some(log.as_slice()), mirror.as_deref()]
+                    let resume = [Some(&mut log), mirror.as_mut()]
                         .into_iter()
                         .flatten()
-                        .filter_map(|copy| later_record_after(copy, pos, seq))
+                        .filter_map(|copy| copy.later_record_after(pos, seq))
                         .min_by_key(|&(s, _)| s);
                     notes.lost.push(format!("{why}: skipped"));
                     match resume {
@@ -455,7 +470,7 @@ impl Journal {
             }
             // Neither copy holds record `seq`: the end of the log, unless something proves that
             // the record was committed (a torn record never is).
-            let Some((evidence, resume)) = committed_evidence(&log, mirror.as_deref(), pos, seq) else {
+            let Some((evidence, resume)) = committed_evidence(&mut log, mirror.as_mut(), pos, seq) else {
                 break;
             };
             let why = format!(
@@ -486,7 +501,7 @@ impl Journal {
         if salvage {
             // A repair starts the log over at `seq`: beyond every header either copy still holds,
             // so no leftover (damaged) record can pass for one of the new generation.
-            let highest = [Some(log.as_slice()), mirror.as_deref()]
+            let highest = [Some(log.bytes()), mirror.as_ref().map(LogCopy::bytes)]
                 .into_iter()
                 .flatten()
                 .filter_map(|copy| highest_header_seq(copy, seq))
@@ -510,12 +525,26 @@ impl Journal {
                 &mut notes.lost,
             );
         }
+        // The first terminator after the end is zero in both copies when both searches stopped
+        // there; otherwise the next commit writes one.
+        let first_terminator = (pos as u64).next_multiple_of(LOG_TERMINATOR_BYTES);
+        let zeroed_to = if [Some(&log), mirror.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|copy| copy.terminator == Some(first_terminator as usize))
+        {
+            first_terminator + LOG_TERMINATOR_BYTES
+        } else {
+            first_terminator
+        };
+        notes.unreadable_blocks.extend(log.bad.iter().chain(mirror.iter().flat_map(|m| &m.bad)));
         notes.unreadable_blocks.sort_unstable();
         notes.unreadable_blocks.dedup();
         let journal = Journal {
             backend,
             sb: best,
             log_pos: pos as u64,
+            zeroed_to,
             next_seq: seq,
             checkpoint_blocks: chains,
             mirror_failures: Vec::new(),
@@ -629,6 +658,11 @@ impl Journal {
         &self.checkpoint_blocks
     }
 
+    /// Bytes of the log region that records of this generation use.
+    pub fn log_used_bytes(&self) -> u64 {
+        self.log_pos
+    }
+
     /// Bytes left in the log region.
     pub fn log_free_bytes(&self) -> u64 {
         self.sb.log_blocks * BLOCK_SIZE - self.log_pos
@@ -660,22 +694,28 @@ impl Journal {
         if bound <= self.log_free_bytes() {
             let bytes = record::encode_record(self.next_seq, mutations);
             let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
+            let terminator = self.terminator_after(self.log_pos + bytes.len() as u64);
             self.backend.drain(); // data before record
                                   // A log block on bad memory: the record is not written (a torn record at the end of
                                   // the log, which replay ignores) and nothing changes; the front end records the bad
                                   // block, which moves the log.
             self.backend.write(at, &bytes)?;
             self.backend.flush(at, bytes.len() as u64);
+            self.zero_stretch(self.sb.log_start, terminator);
             self.backend.drain(); // record durable: the operation happened
             if self.sb.log_mirror_start != 0 {
                 let at = self.sb.log_mirror_start * BLOCK_SIZE + self.log_pos;
                 match self.backend.write(at, &bytes) {
                     Ok(()) => {
                         self.backend.flush(at, bytes.len() as u64);
+                        self.zero_stretch(self.sb.log_mirror_start, terminator);
                         self.backend.drain(); // the second copy durable
                     }
                     Err(e) => self.mirror_failures.push(e),
                 }
+            }
+            if let Some((_, end)) = terminator {
+                self.zeroed_to = end;
             }
             self.log_pos += bytes.len() as u64;
             self.next_seq += 1;
@@ -866,8 +906,46 @@ impl Journal {
         }
         self.checkpoint_blocks = chains;
         self.log_pos = 0;
+        // The old log is dead: its first two stretches become terminators, so the next mount
+        // stops reading at once instead of searching the old records for later ones, and the
+        // commits that fill the first stretch find the second one zero already.
+        self.zeroed_to = 0;
+        let first = self
+            .terminator_after(LOG_TERMINATOR_BYTES)
+            .map(|(_, end)| (0, end))
+            .or_else(|| self.terminator_after(0));
+        for region in [self.sb.log_start, self.sb.log_mirror_start] {
+            if region != 0 {
+                self.zero_stretch(region, first);
+            }
+        }
+        self.backend.drain();
+        if let Some((_, end)) = first {
+            self.zeroed_to = end;
+        }
         self.stats.checkpoints += 1;
         Ok(())
+    }
+
+    /// The terminator stretch ([`LOG_TERMINATOR_BYTES`]) that must be zero once a record ends at
+    /// log byte `end`, as log bytes `(from, to)`, when it is not zero already and fits the region.
+    fn terminator_after(&self, end: u64) -> Option<(u64, u64)> {
+        let start = end.next_multiple_of(LOG_TERMINATOR_BYTES);
+        let stop = start + LOG_TERMINATOR_BYTES;
+        (stop <= self.sb.log_blocks * BLOCK_SIZE && self.zeroed_to < stop)
+            .then_some((start.max(self.zeroed_to), stop))
+    }
+
+    /// Stores zeros over log bytes `stretch` of the log copy at pool block `region` and flushes
+    /// them. Only the next mount's speed depends on it (it stops at zeros it reads, never at zeros
+    /// it assumes), so a store that fails is left at that.
+    fn zero_stretch(&self, region: u64, stretch: Option<(u64, u64)>) {
+        if let Some((from, to)) = stretch {
+            let at = region * BLOCK_SIZE + from;
+            if self.backend.fill(at, to - from, 0).is_ok() {
+                self.backend.flush(at, to - from);
+            }
+        }
     }
 
     /// Writes copy `copy` of the superblock into its slot for this generation (the other slot keeps
@@ -931,25 +1009,136 @@ pub fn read_block(backend: &SharedBackend, block: u64) -> Result<Vec<u8>> {
     crate::pool::read_vec(backend.as_ref(), block * BLOCK_SIZE, BLOCK_SIZE)
 }
 
-/// A log region's bytes, block by block (machine-check-safe copies); a block that cannot be read
-/// reads as zeros (which no record matches) and is returned in the second list.
-fn read_region(backend: &SharedBackend, start: u64, blocks: u64) -> (Vec<u8>, Vec<u64>) {
-    match crate::pool::read_vec(backend.as_ref(), start * BLOCK_SIZE, blocks * BLOCK_SIZE) {
-        Ok(bytes) => (bytes, Vec::new()),
-        Err(_) => {
-            let mut bytes = Vec::with_capacity((blocks * BLOCK_SIZE) as usize);
-            let mut bad = Vec::new();
-            for b in start..start + blocks {
-                match read_block(backend, b) {
-                    Ok(block) => bytes.extend_from_slice(&block),
-                    Err(_) => {
-                        bad.push(b);
-                        bytes.resize(bytes.len() + BLOCK_SIZE as usize, 0);
+/// Aligned stretches of this many log bytes end the search for records past the end of the log
+/// when they read as zeros: no record of any format version holds this many zero bytes in a row
+/// (every mutation starts with a non-zero kind, and the longest field, an extended attribute's
+/// value, is at most 64 KiB), and records are contiguous, so no record of this generation lies
+/// beyond such a stretch. Commits zero the stretch after the record they write (both copies), so
+/// mount finds one within two stretches of the end and never reads the rest of the region.
+pub const LOG_TERMINATOR_BYTES: u64 = 128 * 1024;
+
+/// The smallest read mount makes of a log copy; reads double from there.
+const LOG_READ_STEP: usize = 64 * 1024;
+
+/// One copy of the log region as mount reads it: from its start, only as far as replay and the
+/// end-of-log evidence ask, in a few growing machine-check-safe copies. A block that cannot be
+/// read reads as zeros (which no record matches) and is listed in `bad`.
+struct LogCopy<'a> {
+    backend: &'a SharedBackend,
+    start_block: u64,
+    /// The whole region; zeros where not read yet (a zeroed allocation costs nothing until read).
+    whole: Vec<u8>,
+    /// Bytes `[0, read)` have been read.
+    read: usize,
+    /// Unreadable blocks (pool block numbers) among those read.
+    bad: Vec<u64>,
+    /// Whether an aligned stretch of zeros ends the search for later records (not in a salvage,
+    /// which looks everywhere).
+    stop_at_zeros: bool,
+    /// Where the last search for later records met a terminator.
+    terminator: Option<usize>,
+}
+
+impl<'a> LogCopy<'a> {
+    fn new(backend: &'a SharedBackend, start_block: u64, blocks: u64, stop_at_zeros: bool) -> Self {
+        LogCopy {
+            backend,
+            start_block,
+            whole: vec![0; (blocks * BLOCK_SIZE) as usize],
+            read: 0,
+            bad: Vec::new(),
+            stop_at_zeros,
+            terminator: None,
+        }
+    }
+
+    /// The bytes read so far.
+    fn bytes(&self) -> &[u8] {
+        &self.whole[..self.read]
+    }
+
+    fn read_all(&mut self) {
+        self.read_to(self.whole.len());
+    }
+
+    /// Reads at least the bytes before `end` (or the whole region).
+    fn read_to(&mut self, end: usize) {
+        if end <= self.read {
+            return;
+        }
+        let block = BLOCK_SIZE as usize;
+        let upto = end.max(2 * self.read).max(LOG_READ_STEP).next_multiple_of(block).min(self.whole.len());
+        let from = self.read;
+        let offset = self.start_block * BLOCK_SIZE + from as u64;
+        if crate::pool::read_into(self.backend.as_ref(), offset, &mut self.whole[from..upto]).is_err() {
+            for (i, bytes) in self.whole[from..upto].chunks_mut(block).enumerate() {
+                let at = offset + (i * block) as u64;
+                if crate::pool::read_into(self.backend.as_ref(), at, bytes).is_err() {
+                    bytes.fill(0);
+                    self.bad.push(at / BLOCK_SIZE);
+                }
+            }
+        }
+        self.read = upto;
+    }
+
+    /// Reads whatever a record with sequence number `seq` at `pos` spans: its header, and the
+    /// payload that header claims (bounded by the region).
+    fn read_record(&mut self, pos: usize, seq: u64) {
+        self.read_to(pos + record::HEADER_LEN);
+        let bytes = self.bytes();
+        if pos + record::HEADER_LEN <= bytes.len()
+            && crate::format::codec::u32_at(bytes, pos) == record::RECORD_MAGIC
+            && crate::format::codec::u64_at(bytes, pos + 8) == seq
+        {
+            let payload = crate::format::codec::u32_at(bytes, pos + 4) as usize;
+            self.read_to(pos.saturating_add(record::HEADER_LEN).saturating_add(payload));
+        }
+    }
+
+    /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable.
+    fn terminator_at(&mut self, at: usize) -> bool {
+        let len = LOG_TERMINATOR_BYTES as usize;
+        if !self.stop_at_zeros || at + len > self.whole.len() {
+            return false;
+        }
+        self.read_to(at + len);
+        let first = self.start_block + (at as u64) / BLOCK_SIZE;
+        let last = first + LOG_TERMINATOR_BYTES / BLOCK_SIZE;
+        self.whole[at..at + len].iter().all(|&b| b == 0)
+            && !self.bad.iter().any(|b| (first..last).contains(b))
+    }
+
+    /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record
+    /// with a later sequence number of this generation and a valid checksum. Records are appended
+    /// only after the previous one is durable, so such a record proves the one at `end` was
+    /// damaged, not torn. Records of earlier generations carry lower sequence numbers and are
+    /// ignored. The search ends at the first terminator ([`LOG_TERMINATOR_BYTES`]).
+    fn later_record_after(&mut self, end: usize, next_seq: u64) -> Option<(u64, usize)> {
+        // More records than could fit in the region cannot be of this generation.
+        let max_records = (self.whole.len() / record::HEADER_LEN) as u64;
+        let mut at = end;
+        while at + record::HEADER_LEN <= self.whole.len() {
+            if at as u64 % LOG_TERMINATOR_BYTES == 0 && self.terminator_at(at) {
+                self.terminator = Some(at);
+                return None;
+            }
+            if at > end {
+                self.read_to(at + record::HEADER_LEN);
+                let bytes = &self.bytes()[at..];
+                if crate::format::codec::u32_at(bytes, 0) == record::RECORD_MAGIC {
+                    let seq = crate::format::codec::u64_at(bytes, 8);
+                    if seq > next_seq && seq - next_seq <= max_records {
+                        self.read_record(at, seq);
+                        if record::record_checksum_valid(&self.bytes()[at..], seq) {
+                            return Some((seq, at));
+                        }
                     }
                 }
             }
-            (bytes, bad)
+            at += record::RECORD_ALIGN;
         }
+        None
     }
 }
 
@@ -960,20 +1149,20 @@ fn read_region(backend: &SharedBackend, start: u64, blocks: u64) -> (Vec<u8>, Ve
 /// (the mirror copy is begun only once the log copy is durable). A torn record has neither: its
 /// log copy was being written, so nothing follows it and its mirror copy was never begun.
 fn committed_evidence(
-    log: &[u8],
-    mirror: Option<&[u8]>,
+    log: &mut LogCopy<'_>,
+    mut mirror: Option<&mut LogCopy<'_>>,
     pos: usize,
     seq: u64,
 ) -> Option<(String, Option<(u64, usize)>)> {
-    let later = [Some(log), mirror]
-        .into_iter()
-        .flatten()
-        .filter_map(|copy| later_record_after(copy, pos, seq))
-        .min_by_key(|&(s, _)| s);
+    let in_log = log.later_record_after(pos, seq);
+    let in_mirror = mirror.as_mut().and_then(|m| m.later_record_after(pos, seq));
+    let later = in_log.into_iter().chain(in_mirror).min_by_key(|&(s, _)| s);
     if let Some((later_seq, at)) = later {
         return Some((format!("record {later_seq} follows at log byte {at}"), Some((later_seq, at))));
     }
     let header_names_it = mirror.is_some_and(|m| {
+        m.read_to(pos + record::HEADER_LEN);
+        let m = m.bytes();
         m.len() >= pos + record::HEADER_LEN
             && crate::format::codec::u32_at(m, pos) == record::RECORD_MAGIC
             && crate::format::codec::u64_at(m, pos + 8) == seq
@@ -991,25 +1180,4 @@ fn highest_header_seq(log: &[u8], from: u64) -> Option<u64> {
         .map(|at| crate::format::codec::u64_at(log, at + 8))
         .filter(|&seq| seq >= from && seq - from <= max_records)
         .max()
-}
-
-/// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record with a
-/// later sequence number of this generation and a valid checksum. Records are appended only after
-/// the previous one is durable, so such a record proves the one at `end` was damaged, not torn.
-/// Records of earlier generations carry lower sequence numbers and are ignored.
-fn later_record_after(log: &[u8], end: usize, next_seq: u64) -> Option<(u64, usize)> {
-    // More records than could fit in the region cannot be of this generation.
-    let max_records = (log.len() / record::HEADER_LEN) as u64;
-    let mut at = end + record::RECORD_ALIGN;
-    while at + record::HEADER_LEN <= log.len() {
-        let bytes = &log[at..];
-        if crate::format::codec::u32_at(bytes, 0) == record::RECORD_MAGIC {
-            let seq = crate::format::codec::u64_at(bytes, 8);
-            if seq > next_seq && seq - next_seq <= max_records && record::record_checksum_valid(bytes, seq) {
-                return Some((seq, at));
-            }
-        }
-        at += record::RECORD_ALIGN;
-    }
-    None
 }

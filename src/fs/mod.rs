@@ -1793,6 +1793,33 @@ impl FileSystem {
         self.writable()?;
         self.journal.checkpoint(&mut self.state)
     }
+
+    /// Whether unmounting now writes a checkpoint: when the log holds at least
+    /// [`UNMOUNT_CHECKPOINT_MIN_LOG_BYTES`] and more bytes than a checkpoint of the state would,
+    /// so the next mount reads the smaller image instead of replaying the records.
+    pub fn checkpoint_due_at_unmount(&self) -> bool {
+        let used = self.journal.log_used_bytes();
+        self.writable().is_ok()
+            && used >= UNMOUNT_CHECKPOINT_MIN_LOG_BYTES
+            && used >= self.state.image_size_bound()
+    }
+}
+
+/// The least log a process leaves behind before its unmount writes a checkpoint: below this,
+/// replaying the log costs the next mount less than the checkpoint would cost this one.
+pub const UNMOUNT_CHECKPOINT_MIN_LOG_BYTES: u64 = 64 * 1024;
+
+impl Drop for FileSystem {
+    /// Unmount: writes a checkpoint when one is due ([`FileSystem::checkpoint_due_at_unmount`]),
+    /// which bounds the next mount's replay. A checkpoint that fails changes nothing durable (the
+    /// log stands, and the next mount replays it); it is only said.
+    fn drop(&mut self) {
+        if self.checkpoint_due_at_unmount() {
+            if let Err(e) = self.journal.checkpoint(&mut self.state) {
+                eprintln!("ferrodax: no checkpoint at unmount ({e}); the next mount replays the log");
+            }
+        }
+    }
 }
 
 /// Sets a file's new size and stamps its modification and change times.

@@ -99,6 +99,13 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnershipMismatch(pub String);
 
+/// Whether segment `a` (of `a_len` blocks) continues into a touching segment with `next_owners`:
+/// the same owners, each one `a_len` blocks further along (then the two must be one segment).
+fn continues(a: &Segment, a_len: u64, next_owners: &[Owner]) -> bool {
+    a.owners.len() == next_owners.len()
+        && a.owners.iter().zip(next_owners).all(|(p, n)| p.shifted(a_len) == *n)
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerMap {
@@ -109,6 +116,48 @@ impl OwnerMap {
     /// An empty map: no block is used.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The map of exactly these runs, as (first pool block, length, owner of that first block):
+    /// what adding them one by one gives, built in one sweep over the runs sorted by pool block
+    /// (mount builds the map of a whole checkpoint this way). Empty runs are ignored.
+    pub fn from_runs(mut runs: Vec<(u64, u64, Owner)>) -> Self {
+        runs.retain(|&(_, len, _)| len > 0);
+        runs.sort_unstable_by_key(|&(start, _, _)| start);
+        let mut segments: Vec<(u64, Segment)> = Vec::with_capacity(runs.len());
+        // Runs covering the sweep position, as (end, start, owner at start).
+        let mut active: Vec<(u64, u64, Owner)> = Vec::new();
+        let mut next = 0;
+        let mut at = 0;
+        loop {
+            if active.is_empty() {
+                match runs.get(next) {
+                    Some(&(start, _, _)) => at = start,
+                    None => break,
+                }
+            }
+            while let Some(&(start, len, owner)) = runs.get(next).filter(|r| r.0 == at) {
+                active.push((start + len, start, owner));
+                next += 1;
+            }
+            let mut end = active.iter().map(|&(end, _, _)| end).min().expect("a run covers `at`");
+            if let Some(&(start, _, _)) = runs.get(next) {
+                end = end.min(start);
+            }
+            let mut owners: Vec<Owner> = active.iter().map(|&(_, start, o)| o.shifted(at - start)).collect();
+            owners.sort_unstable();
+            match segments.last_mut() {
+                Some((prev_start, prev))
+                    if *prev_start + prev.len == at && continues(prev, prev.len, &owners) =>
+                {
+                    prev.len += end - at;
+                }
+                _ => segments.push((at, Segment { len: end - at, owners })),
+            }
+            active.retain(|&(run_end, _, _)| run_end != end);
+            at = end;
+        }
+        OwnerMap { segments: segments.into_iter().collect() }
     }
 
     /// Number of segments.
@@ -223,13 +272,9 @@ impl OwnerMap {
         let touched_metadata = here.owners.iter().any(|o| matches!(o, Owner::Meta(_)));
         let at = here.owners.binary_search(&owner).unwrap_or_else(|i| i);
         here.owners.insert(at, owner);
-        let continues = |a: &Segment, a_len: u64, b: &Segment| {
-            a.owners.len() == b.owners.len()
-                && a.owners.iter().zip(&b.owners).all(|(p, n)| p.shifted(a_len) == *n)
-        };
-        let merge_next = next.is_some_and(|n| continues(here, len, n));
+        let merge_next = next.is_some_and(|n| continues(here, len, &n.owners));
         let merge_prev = match it.next() {
-            Some((&pstart, prev)) => pstart + prev.len == block && continues(prev, prev.len, here),
+            Some((&pstart, prev)) => pstart + prev.len == block && continues(prev, prev.len, &here.owners),
             None => false,
         };
         if merge_next {
@@ -405,12 +450,8 @@ impl OwnerMap {
             return;
         }
         let Some((&pstart, prev)) = it.next() else { return };
-        if pstart + prev.len != start || prev.owners.len() != next.owners.len() {
-            return;
-        }
-        // Owner lists are sorted and shifting preserves order, so compare pairwise.
-        let same = prev.owners.iter().zip(&next.owners).all(|(p, n)| p.shifted(prev.len) == *n);
-        if same {
+        // Owner lists are sorted and shifting preserves order, so they compare pairwise.
+        if pstart + prev.len == start && continues(prev, prev.len, &next.owners) {
             prev.len += next.len;
             self.segments.remove(&start);
         }
@@ -458,6 +499,28 @@ mod tests {
 
     fn file(ino: u64, file_block: u64) -> Owner {
         Owner::File { ino, file_block }
+    }
+
+    proptest::proptest! {
+        /// Mount builds the map in one sweep; it must be the very map that adding the runs one by
+        /// one builds (the canonical form `check` compares against).
+        #[test]
+        fn a_map_built_in_one_sweep_equals_the_map_built_run_by_run(
+            runs in proptest::collection::vec((0u64..64, 1u64..12, 0u64..4, 0u64..40, proptest::bool::ANY), 0..40)
+        ) {
+            let runs: Vec<(u64, u64, Owner)> = runs
+                .into_iter()
+                .map(|(start, len, ino, fb, meta)| {
+                    let owner = if meta { Owner::Meta(MetaStructure::Log) } else { file(ino + 1, fb) };
+                    (start, len, owner)
+                })
+                .collect();
+            let mut one_by_one = OwnerMap::new();
+            for &(start, len, owner) in &runs {
+                one_by_one.add(start, len, owner);
+            }
+            proptest::prop_assert_eq!(OwnerMap::from_runs(runs), one_by_one);
+        }
     }
 
     #[test]

@@ -97,6 +97,30 @@ pub struct State {
     pub var_bytes: u64,
 }
 
+/// The first file extent, in inode and file order, that maps a block a metadata structure owns,
+/// described as a checkpoint problem; `None` when files and metadata never share a block.
+fn file_on_metadata(owners: &OwnerMap, inodes: &IntMap<u64, Inode>) -> Option<String> {
+    let shared_with_metadata = |seg: &super::ownership::Segment| {
+        seg.owners.iter().any(|o| matches!(o, Owner::Meta(_)))
+            && seg.owners.iter().any(|o| matches!(o, Owner::File { .. }))
+    };
+    let mut culprits: Vec<u64> = owners
+        .iter()
+        .filter(|(_, seg)| shared_with_metadata(seg))
+        .flat_map(|(_, seg)| seg.owners.iter())
+        .filter_map(|o| match o {
+            Owner::File { ino, .. } => Some(*ino),
+            Owner::Meta(_) => None,
+        })
+        .collect();
+    culprits.sort_unstable();
+    let ino = *culprits.first()?;
+    inodes[&ino].extents.iter().find_map(|(_, e)| {
+        let structure = owners.metadata_in(e.phys, e.len)?;
+        Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
+    })
+}
+
 /// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
 /// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded.
 const INODE_IMAGE_FIXED_BYTES: u64 = 80;
@@ -115,12 +139,11 @@ impl State {
         meta: &[(u64, u64, MetaStructure)],
     ) -> Result<Self> {
         let in_checkpoint = |detail: String| Error::Corrupt(format!("checkpoint: {detail}"));
-        let mut owners = OwnerMap::new();
         let mut inodes = IntMap::with_capacity_and_hasher(image.inodes.len(), Default::default());
         let mut extent_count = 0;
-        for &(start, len, structure) in meta {
-            owners.add(start, len, Owner::Meta(structure));
-        }
+        let mut runs: Vec<(u64, u64, Owner)> =
+            meta.iter().map(|&(start, len, structure)| (start, len, Owner::Meta(structure))).collect();
+        runs.reserve(image.inodes.iter().map(|i| i.extents.len()).sum());
         for img in &image.inodes {
             let ino = img.attrs.ino;
             // Ranges first: the canonical-form check below adds starts and lengths.
@@ -140,15 +163,7 @@ impl State {
             if img.attrs.kind == InodeKind::Dir && !extents.is_empty() {
                 return Err(in_checkpoint(format!("directory {ino} has extents")));
             }
-            for (fb, e) in extents.iter() {
-                if let Some(structure) = owners.metadata_in(e.phys, e.len) {
-                    return Err(in_checkpoint(format!(
-                        "inode {ino}: {}",
-                        overlap_detail(e.phys, e.len, structure)
-                    )));
-                }
-                owners.add(e.phys, e.len, Owner::File { ino, file_block: fb });
-            }
+            runs.extend(extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino, file_block: fb })));
             extent_count += extents.len() as u64;
             let mut inode = Inode::new(img.attrs.clone());
             inode.extents = extents;
@@ -157,6 +172,10 @@ impl State {
             if inodes.insert(ino, inode).is_some() {
                 return Err(in_checkpoint(format!("inode {ino} appears twice")));
             }
+        }
+        let owners = OwnerMap::from_runs(runs);
+        if let Some(detail) = file_on_metadata(&owners, &inodes) {
+            return Err(in_checkpoint(detail));
         }
         // Inode numbers are handed out from next_ino: every existing one must lie below it.
         if let Some(&bad) = inodes.keys().find(|&&ino| ino == 0 || ino >= image.next_ino) {
