@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::blocks_for;
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
+use crate::intmap::IntMap;
 use crate::pool::SharedBackend;
 use journal::{now_ns, Journal, MountMode, MountNotes};
 use ownership::{MetaStructure, Owner};
@@ -314,6 +315,20 @@ pub struct FileSystem {
 
 fn blocks_of(bytes: u64) -> u64 {
     bytes.div_ceil(BLOCK_SIZE)
+}
+
+/// The path of the entry `name` in the directory at `dir_path`; bytes that are not UTF-8 show as
+/// U+FFFD, as in `State::path_of`.
+fn join_path(dir_path: &str, name: &[u8]) -> String {
+    let dir_path = dir_path.trim_end_matches('/');
+    let mut path = String::with_capacity(dir_path.len() + 1 + name.len());
+    path.push_str(dir_path);
+    path.push('/');
+    match std::str::from_utf8(name) {
+        Ok(name) => path.push_str(name),
+        Err(_) => path.push_str(&String::from_utf8_lossy(name)),
+    }
+    path
 }
 
 impl FileSystem {
@@ -1593,63 +1608,68 @@ impl FileSystem {
         let first = pool_offset / BLOCK_SIZE;
         let end = blocks_of(pool_offset.saturating_add(len.max(1))).min(self.state.total_blocks);
         let mut out: Vec<BlockOwner> = Vec::new();
-        let mut open: HashMap<Owner, usize> = HashMap::new(); // owner continuing at next block -> index
-                                                              // Many owners of one page usually sit in few directories: each directory's path is built
-                                                              // once per query, each owner's path is that plus its name.
-        let mut dir_paths: HashMap<u64, Option<String>> = HashMap::new();
-        let mut path_of = |ino: u64| -> Option<String> {
-            let (dir, name) = self.state.inodes.get(&ino)?.names.first()?;
-            let dir_path = dir_paths.entry(*dir).or_insert_with(|| self.state.path_of(*dir)).as_deref()?;
-            let mut path = String::with_capacity(dir_path.len() + 1 + name.len());
-            path.push_str(dir_path.trim_end_matches('/'));
-            path.push('/');
-            path.push_str(&String::from_utf8_lossy(name));
-            Some(path)
-        };
+        // Owner continuing at the next block -> index in `out`. Inode numbers and file blocks are
+        // the file system's own, so the integer hasher is safe here.
+        let mut open: IntMap<Owner, usize> = IntMap::default();
+        // Many owners of one page usually sit in few directories: each directory's path is built
+        // once per query, each owner's path is that plus its name.
+        let mut dir_paths: IntMap<u64, Option<String>> = IntMap::default();
         for (s, seg) in self.state.owners.overlapping(first, end.saturating_sub(first)) {
             let a = s.max(first);
             let b = (s + seg.len).min(end);
-            for &o in &seg.owners {
-                let (kind, key_next) = match o {
-                    Owner::File { ino, file_block } => {
-                        let fb = file_block + (a - s);
-                        (
-                            OwnerKind::File {
-                                ino,
-                                path: path_of(ino),
-                                file_offset: fb * BLOCK_SIZE,
-                                refcount: seg.owners.len(),
-                            },
-                            Some(Owner::File { ino, file_block: fb + (b - a) }),
-                        )
+            // The names first, in a loop of their own: each is a few dependent cache misses
+            // (inode table, name list, name) and independent of the others, so the CPU overlaps
+            // them here instead of waiting for each between two allocations below.
+            let names: Vec<Option<(u64, &[u8])>> = seg
+                .owners
+                .iter()
+                .map(|o| match o {
+                    Owner::File { ino, .. } => {
+                        self.state.inodes.get(ino)?.names.first().map(|(dir, name)| (*dir, name.as_slice()))
                     }
-                    Owner::Meta(m) => (OwnerKind::Metadata { structure: m.to_string() }, None),
-                };
+                    Owner::Meta(_) => None,
+                })
+                .collect();
+            out.reserve(seg.owners.len());
+            for (&o, name) in seg.owners.iter().zip(names) {
                 let key_here = match o {
                     Owner::File { ino, file_block } => Owner::File { ino, file_block: file_block + (a - s) },
                     meta => meta,
+                };
+                let key_next = match key_here {
+                    Owner::File { ino, file_block } => {
+                        Some(Owner::File { ino, file_block: file_block + (b - a) })
+                    }
+                    Owner::Meta(_) => None,
                 };
                 if let Some(&idx) = open.get(&key_here) {
                     let prev = &mut out[idx];
                     // A run continues only with the same sharing: a private page next to a shared
                     // one is its own owner entry, so neither is misreported.
-                    let same_sharing = match (&prev.owner, &kind) {
-                        (OwnerKind::File { refcount: r1, .. }, OwnerKind::File { refcount: r2, .. }) => {
-                            r1 == r2
-                        }
-                        _ => true,
+                    let same_sharing = match prev.owner {
+                        OwnerKind::File { refcount, .. } => refcount == seg.owners.len(),
+                        OwnerKind::Metadata { .. } => true,
                     };
                     if prev.pool_offset + prev.length == a * BLOCK_SIZE && same_sharing {
                         prev.length += (b - a) * BLOCK_SIZE;
                         open.remove(&key_here);
-                        if let Some(k) = key_next {
-                            open.insert(k, idx);
-                        } else {
-                            open.insert(key_here, idx);
-                        }
+                        open.insert(key_next.unwrap_or(key_here), idx);
                         continue;
                     }
                 }
+                let kind = match key_here {
+                    Owner::File { ino, file_block } => OwnerKind::File {
+                        ino,
+                        path: name.and_then(|(dir, name)| {
+                            let dir_path =
+                                dir_paths.entry(dir).or_insert_with(|| self.state.path_of(dir)).as_deref()?;
+                            Some(join_path(dir_path, name))
+                        }),
+                        file_offset: file_block * BLOCK_SIZE,
+                        refcount: seg.owners.len(),
+                    },
+                    Owner::Meta(m) => OwnerKind::Metadata { structure: m.to_string() },
+                };
                 out.push(BlockOwner {
                     pool_offset: a * BLOCK_SIZE,
                     length: (b - a) * BLOCK_SIZE,

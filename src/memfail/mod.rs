@@ -222,12 +222,14 @@ pub fn handle(
     let len = len.max(1);
     let first = pool_offset / BLOCK_SIZE;
     let end = (pool_offset + len).div_ceil(BLOCK_SIZE);
-    // 1. Every owner, from the reverse map.
-    let mut files = Vec::new();
+    // 1. Every owner, from the reverse map. The file owners are collected in place of the owner
+    // list (no second list of 10,000 entries for a widely shared page).
     let mut metadata = Vec::new();
-    for owner in fs.owners(first * BLOCK_SIZE, (end - first) * BLOCK_SIZE) {
-        match owner.owner {
-            OwnerKind::File { ino, path, file_offset, refcount } => files.push(FileOwner {
+    let files: Vec<FileOwner> = fs
+        .owners(first * BLOCK_SIZE, (end - first) * BLOCK_SIZE)
+        .into_iter()
+        .filter_map(|owner| match owner.owner {
+            OwnerKind::File { ino, path, file_offset, refcount } => Some(FileOwner {
                 ino,
                 path,
                 pool_offset: owner.pool_offset,
@@ -239,9 +241,10 @@ pub fn handle(
                 if !metadata.contains(&structure) {
                     metadata.push(structure);
                 }
+                None
             }
-        }
-    }
+        })
+        .collect();
     // 2. The views that show the bad blocks (they are re-pointed at SIGBUS sentinels when the
     // recorded poison reaches the DAX layer), and how each holder is told.
     let mut views = Vec::new();
