@@ -526,17 +526,16 @@ impl Journal {
             );
         }
         // The first terminator after the end is zero in both copies when both searches stopped
-        // there; otherwise the next commit writes one.
-        let first_terminator = (pos as u64).next_multiple_of(LOG_TERMINATOR_BYTES);
-        let zeroed_to = if [Some(&log), mirror.as_ref()]
-            .into_iter()
-            .flatten()
-            .all(|copy| copy.terminator == Some(first_terminator as usize))
-        {
-            first_terminator + LOG_TERMINATOR_BYTES
-        } else {
-            first_terminator
-        };
+        // there, and so is the one after it when both read as zeros (a checkpoint zeroes two);
+        // what is not known to be zero, the next commit writes.
+        let mut zeroed_to = (pos as u64).next_multiple_of(LOG_TERMINATOR_BYTES);
+        let mut copies: Vec<&mut LogCopy> = [Some(&mut log), mirror.as_mut()].into_iter().flatten().collect();
+        if copies.iter().all(|copy| copy.terminator == Some(zeroed_to as usize)) {
+            zeroed_to += LOG_TERMINATOR_BYTES;
+            if copies.iter_mut().all(|copy| copy.terminator_at(zeroed_to as usize)) {
+                zeroed_to += LOG_TERMINATOR_BYTES;
+            }
+        }
         notes.unreadable_blocks.extend(log.bad.iter().chain(mirror.iter().flat_map(|m| &m.bad)));
         notes.unreadable_blocks.sort_unstable();
         notes.unreadable_blocks.dedup();

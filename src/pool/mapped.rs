@@ -44,8 +44,8 @@ pub struct MappedBackend {
     /// A plain file with holes (made with --sparse, or by another tool): blocks are allocated on
     /// the host file system as the pool hands them out ([`Backend::ensure_backed`]).
     sparse: std::sync::atomic::AtomicBool,
-    /// Page ranges flushed since the last drain (msync persistence only).
-    pending_sync: Mutex<Vec<(u64, u64)>>,
+    /// The page range covering everything flushed since the last drain (msync persistence only).
+    pending_sync: Mutex<Option<(u64, u64)>>,
 }
 
 // SAFETY: the mapping is shared memory owned for the backend's whole life; the raw pointer is only
@@ -261,7 +261,7 @@ impl MappedBackend {
             persistence,
             read_only,
             sparse: std::sync::atomic::AtomicBool::new(sparse),
-            pending_sync: Mutex::new(Vec::new()),
+            pending_sync: Mutex::new(None),
         })
     }
 }
@@ -468,12 +468,7 @@ impl Backend for MappedBackend {
                 let start = offset / PAGE_SIZE * PAGE_SIZE;
                 let end = (offset + len).next_multiple_of(PAGE_SIZE);
                 let mut pending = self.pending_sync.lock().unwrap_or_else(|e| e.into_inner());
-                match pending.last_mut() {
-                    Some(last) if last.1 >= start && last.0 <= end => {
-                        *last = (last.0.min(start), last.1.max(end));
-                    }
-                    _ => pending.push((start, end)),
-                }
+                *pending = Some(pending.map_or((start, end), |(s, e)| (s.min(start), e.max(end))));
             }
         }
     }
@@ -482,9 +477,12 @@ impl Backend for MappedBackend {
         match self.persistence {
             Persistence::CacheFlush => store_fence(),
             Persistence::Msync => {
-                let ranges =
-                    std::mem::take(&mut *self.pending_sync.lock().unwrap_or_else(|e| e.into_inner()));
-                for (start, end) in ranges {
+                // One msync over everything flushed since the last drain: each call ends in the
+                // host file system's fsync (a device cache flush on a disk), and writing back
+                // dirty pages between the flushed ranges early is always allowed (they may
+                // persist at any time anyway).
+                let pending = self.pending_sync.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some((start, end)) = pending {
                     // SAFETY: page-aligned range inside our live mapping.
                     let rc = unsafe {
                         libc::msync(
