@@ -46,6 +46,9 @@ pub struct MappedBackend {
     sparse: std::sync::atomic::AtomicBool,
     /// Page ranges flushed since the last drain (msync persistence only).
     pending_sync: Mutex<Vec<(u64, u64)>>,
+    /// Held by a drain from taking `pending_sync` until its msyncs returned: a drain that finds
+    /// the ranges another thread's drain took waits here until they are durable.
+    syncing: Mutex<()>,
 }
 
 // SAFETY: the mapping is shared memory owned for the backend's whole life; the raw pointer is only
@@ -262,6 +265,7 @@ impl MappedBackend {
             read_only,
             sparse: std::sync::atomic::AtomicBool::new(sparse),
             pending_sync: Mutex::new(Vec::new()),
+            syncing: Mutex::new(()),
         })
     }
 }
@@ -482,6 +486,7 @@ impl Backend for MappedBackend {
         match self.persistence {
             Persistence::CacheFlush => store_fence(),
             Persistence::Msync => {
+                let _syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                 let ranges =
                     std::mem::take(&mut *self.pending_sync.lock().unwrap_or_else(|e| e.into_inner()));
                 for (start, end) in ranges {
