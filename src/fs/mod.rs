@@ -3,9 +3,11 @@
 //!
 //! Owns the meaning of every operation: it validates arguments (errno rules of SPEC sections 1-3),
 //! writes file data into freshly allocated blocks, and describes each change as a list of
-//! mutations that the journal makes durable and the state applies. Data is never written in place:
-//! every pwrite, truncate edge, unshare and fallocate partial block goes to new blocks and becomes
-//! visible atomically when its record commits, so a block with several owners is never modified.
+//! mutations that the journal makes durable and the state applies. Data is never written in place
+//! (except, by design, into blocks a file alone owns when it has DAX views or is written through an
+//! in-place handle: `write_in_place_where_private`, `inplace`): every pwrite, truncate edge, unshare
+//! and fallocate partial block goes to new blocks and becomes visible atomically when its record
+//! commits, so a block with several owners is never modified.
 //! The fallocate family, SEEK_DATA/SEEK_HOLE and copy_file_range's checks live in `falloc`.
 //!
 //! Must never: store into a block that another owner references, free a block before the record
