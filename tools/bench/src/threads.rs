@@ -51,6 +51,8 @@ pub struct Scaling {
 pub struct ThreadSuite {
     in_place: Result<Scaling, String>,
     copy_on_write: Result<Scaling, String>,
+    /// The stores alone, without a file system.
+    raw: Result<Scaling, String>,
     file: u64,
 }
 
@@ -62,31 +64,36 @@ fn thread_cpu_time() -> Result<Duration, String> {
     Ok(Duration::from_nanos(ns))
 }
 
-/// `writes` random 4 KiB overwrites of `file`, whose length is `len`.
-fn overwrite(file: &File, len: u64, writes: u64, seed: u64) -> Result<(), String> {
+/// `writes` calls of `write(data, offset)` at random 4 KiB-aligned offsets below `len`.
+fn random_writes(
+    len: u64,
+    writes: u64,
+    seed: u64,
+    mut write: impl FnMut(&[u8], u64) -> Result<(), String>,
+) -> Result<(), String> {
     let data = vec![seed as u8; BLOCK as usize];
     let mut rng = Xorshift(0x5eed_0000_0000_0001 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     for _ in 0..writes {
-        let offset = rng.next() % (len / BLOCK) * BLOCK;
-        file.write_at(&data, offset).map_err(|e| format!("pwrite: {e}"))?;
+        write(&data, rng.next() % (len / BLOCK) * BLOCK)?;
     }
     Ok(())
 }
 
-/// The time `files.len()` threads take to each overwrite their own file `writes` times, from a
-/// common start until the last one is done, and the CPU time they took together.
-fn time_threads(files: &[File], len: u64, writes: u64, round: u64) -> Result<(Duration, Duration), String> {
-    let barrier = Barrier::new(files.len() + 1);
+/// The time `threads` threads take to each run `work(thread)`, from a common start until the
+/// last one is done, and the CPU time they took together.
+fn time_threads(
+    threads: usize,
+    work: &(dyn Fn(usize) -> Result<(), String> + Sync),
+) -> Result<(Duration, Duration), String> {
+    let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
-        let workers: Vec<_> = files
-            .iter()
-            .enumerate()
-            .map(|(t, file)| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
                     let cpu = thread_cpu_time()?;
-                    overwrite(file, len, writes, round * 8 + t as u64)?;
+                    work(t)?;
                     Ok(thread_cpu_time()? - cpu)
                 })
             })
@@ -102,6 +109,31 @@ fn time_threads(files: &[File], len: u64, writes: u64, round: u64) -> Result<(Du
     })
 }
 
+/// Per run, `work(0, seed)` on one thread alone, then `work(0, seed)` and `work(1, seed)` on two
+/// threads at once.
+fn one_then_two(
+    plan: &Plan,
+    tp: &ThreadPlan,
+    work: &(dyn Fn(usize, u64) -> Result<(), String> + Sync),
+) -> Result<Scaling, String> {
+    let mut times = Scaling {
+        one: Vec::new(),
+        two: Vec::new(),
+        cpu_one: Vec::new(),
+        cpu_two: Vec::new(),
+        writes: tp.writes,
+    };
+    for run in 0..plan.runs as u64 {
+        let (wall, cpu) = time_threads(1, &|t| work(t, 4 * run))?;
+        times.one.push(wall);
+        times.cpu_one.push(cpu);
+        let (wall, cpu) = time_threads(2, &|t| work(t, 4 * run + 1 + t as u64))?;
+        times.two.push(wall);
+        times.cpu_two.push(cpu);
+    }
+    Ok(times)
+}
+
 /// One kind of handle on a fresh memfd pool: two private files of `tp.file` bytes, every block
 /// written once (allocated and private), then per run one thread on the first file and two
 /// threads on both.
@@ -115,7 +147,7 @@ fn scaling(plan: &Plan, tp: &ThreadPlan, in_place: bool) -> Result<Scaling, Stri
     }
     drop(warm);
     fs.remove_file("/warm-up").map_err(|e| e.to_string())?;
-    let mut files = Vec::new();
+    let mut files: Vec<File> = Vec::new();
     for t in 0..2 {
         let file = fs
             .open(
@@ -128,26 +160,36 @@ fn scaling(plan: &Plan, tp: &ThreadPlan, in_place: bool) -> Result<Scaling, Stri
         }
         files.push(file);
     }
-    let mut times = Scaling {
-        one: Vec::new(),
-        two: Vec::new(),
-        cpu_one: Vec::new(),
-        cpu_two: Vec::new(),
-        writes: tp.writes,
-    };
-    for run in 0..plan.runs as u64 {
-        let (wall, cpu) = time_threads(&files[..1], tp.file, tp.writes, 2 * run)?;
-        times.one.push(wall);
-        times.cpu_one.push(cpu);
-        let (wall, cpu) = time_threads(&files, tp.file, tp.writes, 2 * run + 1)?;
-        times.two.push(wall);
-        times.cpu_two.push(cpu);
-    }
+    let times = one_then_two(plan, tp, &|t, seed| {
+        random_writes(tp.file, tp.writes, seed, |data, offset| {
+            files[t].write_at(data, offset).map(drop).map_err(|e| format!("pwrite: {e}"))
+        })
+    })?;
     let report = fs.check();
     if !report.is_clean() {
         return Err(format!("fsck after the writes: {report}"));
     }
     Ok(times)
+}
+
+/// The machine's own limit for these rows: the same stores without a file system — 4 KiB copied
+/// into pool memory, its cache lines flushed, a fence — each thread into a region of its own.
+fn raw_scaling(plan: &Plan, tp: &ThreadPlan) -> Result<Scaling, String> {
+    let pool = Pool::memfd(2 * tp.file).map_err(|e| format!("pool: {e}"))?;
+    let backend = pool.backend();
+    let chunk = vec![0x11u8; MIB as usize];
+    for i in 0..2 * tp.file / MIB {
+        backend.write(i * MIB, &chunk).map_err(|e| format!("warm-up: {e}"))?;
+    }
+    one_then_two(plan, tp, &|t, seed| {
+        let base = t as u64 * tp.file;
+        random_writes(tp.file, tp.writes, seed, |data, offset| {
+            backend.write(base + offset, data).map_err(|e| format!("store: {e}"))?;
+            backend.flush(base + offset, BLOCK);
+            backend.drain();
+            Ok(())
+        })
+    })
 }
 
 /// Measures both kinds of handle.
@@ -160,28 +202,42 @@ pub fn thread_suite(plan: &Plan) -> ThreadSuite {
     let in_place = scaling(plan, &tp, true);
     progress("ferrodax: the same, copy-on-write");
     let copy_on_write = scaling(plan, &tp, false);
-    ThreadSuite { in_place, copy_on_write, file: tp.file }
+    progress("machine: the same stores into pool memory without a file system");
+    let raw = raw_scaling(plan, &tp);
+    ThreadSuite { in_place, copy_on_write, raw, file: tp.file }
 }
 
 /// The rows: two threads' combined rate (MiB/s), compared with one thread's in the same run.
 pub fn thread_rows(suite: &ThreadSuite) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (how, result, targeted) in [
-        ("overwrites in place of allocated private blocks (OpenOptions::in_place)", &suite.in_place, true),
+    let file = size_text(suite.file);
+    for (name, result, targeted) in [
         (
-            "copy-on-write overwrites of allocated private blocks (default handles)",
+            format!(
+                "4 KiB pwrite to private files, 2 threads vs 1: overwrites in place of allocated private blocks \
+                 (OpenOptions::in_place), {file} file per thread"
+            ),
+            &suite.in_place,
+            true,
+        ),
+        (
+            format!(
+                "4 KiB pwrite to private files, 2 threads vs 1: copy-on-write overwrites of allocated private \
+                 blocks (default handles), {file} file per thread"
+            ),
             &suite.copy_on_write,
             false,
         ),
-    ] {
-        let r = Row::new(
+        (
             format!(
-                "4 KiB pwrite to private files, 2 threads vs 1: {how}, {} file per thread",
-                size_text(suite.file)
+                "4 KiB store + cache flush + fence into pool memory, no file system, 2 threads vs 1: \
+                 the machine's limit for the rows above, {file} region per thread"
             ),
-            "MiB/s",
-        )
-        .on_pool(MEMFD);
+            &suite.raw,
+            false,
+        ),
+    ] {
+        let r = Row::new(name, "MiB/s").on_pool(MEMFD);
         rows.push(match result {
             Ok(m) => {
                 let rate = |threads: u64| {

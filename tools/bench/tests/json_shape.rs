@@ -153,7 +153,8 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
     }
 }
 
-/// The two thread rows (in place, with the target; copy-on-write), each with its ratio to one thread.
+/// The two pwrite thread rows (in place, with the target; copy-on-write), each with its ratio to one
+/// thread.
 fn assert_thread_rows(rows: &[Value]) {
     let thread_rows: Vec<&Value> = rows
         .iter()
@@ -175,8 +176,10 @@ fn threads_only_smoke_json_has_both_thread_rows() {
     let doc = smoke_run(&["--threads-only"]);
     let rows = checked_rows(&doc, "threads");
     assert!(doc["baselines"].is_null());
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_thread_rows(rows);
+    assert!(rows[2]["benchmark"].as_str().unwrap().contains("no file system"));
+    assert!(rows[2]["ratio"].is_f64());
 }
 
 #[test]
