@@ -2,10 +2,10 @@
 //!
 //! Owns handles, their access modes and the locks that make the file system safe to share between
 //! threads: the file system lock (many readers, one writer of the state) and the per-file locks
-//! that order reads and in-place overwrites of one file (docs/ARCHITECTURE.md, section 3.1). An `Fs` is either a direct mount (this process owns the
-//! pool) or a connection to a pool server ([`Fs::connect`]); both give the same API, and a
-//! connected one sends each call to the server (`crate::server::client`), whose own direct mount
-//! runs it. Must never implement file system logic itself: every call checks what only a handle
+//! that order reads and in-place overwrites of one file (docs/ARCHITECTURE.md, section 3.1). An
+//! `Fs` is either a direct mount (this process owns the pool) or a connection to a pool server
+//! ([`Fs::connect`]); both give the same API, and a connected one sends each call to the server
+//! (`crate::server::client`), whose own direct mount runs it. Must never implement file system logic itself: every call checks what only a handle
 //! knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem` or to the server.
 
 use crate::dax::fault::{self, FaultOutcome, FaultTarget, LockMark};
