@@ -1,10 +1,11 @@
 //! The library front end: `Pool`, `Fs`, `File` and `OpenOptions`, in the style of `std::fs`.
 //!
-//! Owns handles, their access modes and the lock that makes the file system safe to share between
-//! threads (many readers, one writer). An `Fs` is either a direct mount (this process owns the
-//! pool) or a connection to a pool server ([`Fs::connect`]); both give the same API, and a
-//! connected one sends each call to the server (`crate::server::client`), whose own direct mount
-//! runs it. Must never implement file system logic itself: every call checks what only a handle
+//! Owns handles, their access modes and the locks that make the file system safe to share between
+//! threads: the file system lock (many readers, one writer of the state) and the per-file locks
+//! that order reads and in-place overwrites of one file (docs/ARCHITECTURE.md, section 3.1). An
+//! `Fs` is either a direct mount (this process owns the pool) or a connection to a pool server
+//! ([`Fs::connect`]); both give the same API, and a connected one sends each call to the server
+//! (`crate::server::client`), whose own direct mount runs it. Must never implement file system logic itself: every call checks what only a handle
 //! knows (EBADF, EXDEV) and hands the rest to `fs::FileSystem` or to the server.
 
 use crate::dax::fault::{self, FaultOutcome, FaultTarget, LockMark};
@@ -24,9 +25,10 @@ use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveRepor
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
 use crate::server::client::Client;
 use crate::server::protocol::{Answer, Op, OpenSpec, PoolAccess, WireDedupe};
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 
 mod names;
 
@@ -234,12 +236,43 @@ pub struct Mounted {
 }
 
 struct Shared {
-    fs: RwLock<Mounted>,
+    /// The file system lock: shared for reads and in-place overwrites, exclusive for every
+    /// change of the state. Sharded: a shared acquisition touches a cache line of the calling
+    /// thread's shard only, so threads of different files do not bounce one line between cores.
+    fs: ShardedLock<Mounted>,
+    /// Each file's own lock, taken after `fs`'s shared lock by readers (shared) and by in-place
+    /// overwrites (exclusive), so a read sees an in-place overwrite of the same file whole or
+    /// not at all, and two of them do not interleave. Holders of `fs`'s exclusive lock need none.
+    files: FileLocks,
+}
+
+/// Per-file locks, striped: file `ino` uses stripe `ino % FILE_LOCK_STRIPES` (each on a cache
+/// line of its own, so writers of different files do not share one).
+struct FileLocks {
+    stripes: Vec<FileLockStripe>,
+}
+
+/// How many stripes [`FileLocks`] has: files whose numbers differ by a multiple of it share one.
+const FILE_LOCK_STRIPES: u64 = 64;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct FileLockStripe(RwLock<()>);
+
+impl FileLocks {
+    fn new() -> FileLocks {
+        FileLocks { stripes: (0..FILE_LOCK_STRIPES).map(|_| FileLockStripe::default()).collect() }
+    }
+
+    /// The lock of file `ino`.
+    fn of(&self, ino: u64) -> &RwLock<()> {
+        &self.stripes[(ino % FILE_LOCK_STRIPES) as usize].0
+    }
 }
 
 /// Shared access to the mounted file system; dereferences to [`FileSystem`].
 pub struct ReadGuard<'a> {
-    guard: RwLockReadGuard<'a, Mounted>,
+    guard: ShardedLockReadGuard<'a, Mounted>,
     _mark: LockMark,
 }
 
@@ -260,7 +293,7 @@ impl std::ops::Deref for ReadGuard<'_> {
 /// Exclusive access; dereferences to [`FileSystem`]. When dropped, it brings every view in line
 /// with the layout changes made through it, before the lock is released.
 pub struct WriteGuard<'a> {
-    guard: RwLockWriteGuard<'a, Mounted>,
+    guard: ShardedLockWriteGuard<'a, Mounted>,
     _mark: LockMark,
 }
 
@@ -351,6 +384,7 @@ pub struct OpenOptions {
     truncate: bool,
     mode: u32,
     no_follow: bool,
+    in_place: bool,
 }
 
 impl Default for OpenOptions {
@@ -371,7 +405,20 @@ impl OpenOptions {
             truncate: false,
             mode: 0o644,
             no_follow: false,
+            in_place: false,
         }
+    }
+    /// Overwrites through this handle store in place into blocks the file owns alone, instead
+    /// of copy-on-write: atomic per 8-byte word, like a kernel DAX write (a crash may leave such
+    /// a write partly done), and run beside writers of other files instead of one at a time.
+    /// Such an overwrite records nothing while the file's recorded modification and change
+    /// times are within [`crate::fs::inplace::IN_PLACE_TIME_LAG_NS`] of it (the times may lag
+    /// the write by up to that much); otherwise it records the new times. Writes that allocate,
+    /// grow the file or meet shared or poisoned blocks stay copy-on-write there. For
+    /// applications that keep their own log of what they overwrite (databases).
+    pub fn in_place(&mut self, on: bool) -> &mut Self {
+        self.in_place = on;
+        self
     }
     /// Fail with ELOOP when the path's last component is a symlink (O_NOFOLLOW).
     pub fn no_follow(&mut self, on: bool) -> &mut Self {
@@ -445,7 +492,10 @@ impl Fs {
         // No view yet: layout changes are recorded from the first view on (`sync_views`).
         let mut fs = fs;
         fs.set_layout_tracking(false);
-        let shared = Arc::new(Shared { fs: RwLock::new(Mounted { fs, dax: DaxLayer::new() }) });
+        let shared = Arc::new(Shared {
+            fs: ShardedLock::new(Mounted { fs, dax: DaxLayer::new() }),
+            files: FileLocks::new(),
+        });
         watch_action_optional_machine_checks(&shared);
         Fs { kind: FsKind::Local(shared) }
     }
@@ -608,13 +658,14 @@ impl Fs {
                 truncate: options.truncate,
                 mode: options.mode,
                 no_follow: options.no_follow,
+                in_place: options.in_place,
             };
             let op = Op::Open { path: path.to_string(), options: spec };
             let (handle, ino, access) = Self::ask(c, op, |a| match a {
                 Answer::Opened { handle, ino, access } => Some((handle, ino, access)),
                 _ => None,
             })?;
-            return Ok(File { fs: self.clone(), ino, pos: 0, access, handle });
+            return Ok(File { fs: self.clone(), ino, pos: 0, access, handle, in_place: options.in_place });
         }
         let intent = OpenIntent {
             read: access.read,
@@ -629,7 +680,7 @@ impl Fs {
         let ino = fs.open_path(path, &intent)?;
         fs.open_ref(ino);
         drop(fs);
-        Ok(File { fs: self.clone(), ino, pos: 0, access, handle: 0 })
+        Ok(File { fs: self.clone(), ino, pos: 0, access, handle: 0, in_place: options.in_place })
     }
 
     /// Creates a directory, mode 0755 (EEXIST if the name exists).
@@ -1315,6 +1366,8 @@ pub struct File {
     access: HandleAccess,
     /// The server's handle for a connected `Fs` (0 for a direct mount).
     handle: u64,
+    /// Opened with [`OpenOptions::in_place`].
+    in_place: bool,
 }
 
 impl File {
@@ -1365,11 +1418,19 @@ impl File {
             // The buffer is view memory: filling it may fault, and the fault handler needs the
             // lock. Read into a bounce buffer under the lock, copy after releasing it.
             let mut bounce = vec![0u8; buf.len()];
-            let n = self.fs.read_lock().read(self.ino, offset, &mut bounce)?;
+            let n = self.read_locked(&mut bounce, offset)?;
             buf[..n].copy_from_slice(&bounce[..n]);
             return Ok(n);
         }
-        self.fs.read_lock().read(self.ino, offset, buf)
+        self.read_locked(buf, offset)
+    }
+
+    /// Reads under the shared lock and the file's own (shared): an in-place overwrite of this
+    /// file is seen whole or not at all.
+    fn read_locked(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let guard = self.fs.read_lock();
+        let _file = self.fs.local().files.of(self.ino).read().unwrap_or_else(|e| e.into_inner());
+        guard.read(self.ino, offset, buf)
     }
 
     /// pwrite: writes at `offset` (at EOF for append handles) without moving the position.
@@ -1410,13 +1471,25 @@ impl File {
     }
 
     fn write_local(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        if self.in_place && !self.access.append && self.overwrite_in_place(buf, offset)? {
+            return Ok(buf.len());
+        }
         let mut guard = self.fs.write_lock();
         let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
-        if guard.mounted().dax.has_views(self.ino) {
+        if self.in_place || guard.mounted().dax.has_views(self.ino) {
             guard.write_in_place_where_private(self.ino, offset, buf)
         } else {
             guard.write(self.ino, offset, buf)
         }
+    }
+
+    /// An in-place handle's overwrite of private blocks under the shared lock and the file's own
+    /// lock ([`FileSystem::overwrite_private_in_place`]): false when the write needs the
+    /// exclusive lock.
+    fn overwrite_in_place(&self, buf: &[u8], offset: u64) -> Result<bool> {
+        let guard = self.fs.read_lock();
+        let _file = self.fs.local().files.of(self.ino).write().unwrap_or_else(|e| e.into_inner());
+        guard.overwrite_private_in_place(self.ino, offset, buf)
     }
 
     /// Maps `len` bytes of the file from `offset` (both multiples of 4096) as a DAX view: its pages

@@ -3,9 +3,11 @@
 //!
 //! Owns the meaning of every operation: it validates arguments (errno rules of SPEC sections 1-3),
 //! writes file data into freshly allocated blocks, and describes each change as a list of
-//! mutations that the journal makes durable and the state applies. Data is never written in place:
-//! every pwrite, truncate edge, unshare and fallocate partial block goes to new blocks and becomes
-//! visible atomically when its record commits, so a block with several owners is never modified.
+//! mutations that the journal makes durable and the state applies. Data is never written in place
+//! (except, by design, into blocks a file alone owns when it has DAX views or is written through an
+//! in-place handle: `write_in_place_where_private`, `inplace`): every pwrite, truncate edge, unshare
+//! and fallocate partial block goes to new blocks and becomes visible atomically when its record
+//! commits, so a block with several owners is never modified.
 //! The fallocate family, SEEK_DATA/SEEK_HOLE and copy_file_range's checks live in `falloc`.
 //!
 //! Must never: store into a block that another owner references, free a block before the record
@@ -16,6 +18,7 @@ pub mod alloc;
 pub mod check;
 pub mod extents;
 pub mod falloc;
+pub mod inplace;
 pub mod journal;
 pub mod namespace;
 pub mod ownership;
@@ -944,24 +947,8 @@ impl FileSystem {
         let data = &data[..data.len().min((MAX_FILE_SIZE - pos).min(usize::MAX as u64) as usize)];
         let end = pos + data.len() as u64;
         self.clear_tail_before_growth(ino, end)?;
-        let inode = self.file(ino)?;
         let fb0 = pos / BLOCK_SIZE;
-        // Which blocks are private: mapped with exactly one owner.
-        let mut private = vec![false; (blocks_of(end) - fb0) as usize];
-        for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
-            let Some(phys) = piece.phys else { continue };
-            for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
-                if seg.owners.len() == 1 {
-                    let a = s.max(phys);
-                    let b = (s + seg.len).min(phys + piece.len);
-                    for block in a..b {
-                        // A poisoned block is never written in place: copy-on-write recovers it.
-                        let bad = self.state.first_bad_block(block, 1).is_some();
-                        private[(piece.file_block + (block - phys) - fb0) as usize] = !bad;
-                    }
-                }
-            }
-        }
+        let private = self.private_blocks(self.file(ino)?, fb0, blocks_of(end) - fb0);
         // Handle maximal runs of equal treatment, in order.
         let mut i = 0;
         while i < private.len() {
@@ -982,9 +969,30 @@ impl FileSystem {
         Ok(data.len())
     }
 
-    /// Stores into the file's own private blocks and commits the new size and times.
-    fn store_in_place(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<()> {
-        let inode = self.file(ino)?;
+    /// Which of the `count` file blocks from `fb0` may be written in place: mapped, with exactly
+    /// one owner, and not poisoned (a poisoned block is never written in place: copy-on-write
+    /// recovers it).
+    fn private_blocks(&self, inode: &Inode, fb0: u64, count: u64) -> Vec<bool> {
+        let mut private = vec![false; count as usize];
+        for piece in inode.extents.pieces(fb0, count) {
+            let Some(phys) = piece.phys else { continue };
+            for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
+                if seg.owners.len() == 1 {
+                    let a = s.max(phys);
+                    let b = (s + seg.len).min(phys + piece.len);
+                    for block in a..b {
+                        let bad = self.state.first_bad_block(block, 1).is_some();
+                        private[(piece.file_block + (block - phys) - fb0) as usize] = !bad;
+                    }
+                }
+            }
+        }
+        private
+    }
+
+    /// Stores `data` at `pos` into `inode`'s blocks, which the caller found mapped and private
+    /// ([`FileSystem::private_blocks`]), and flushes it (the caller drains).
+    fn store_into_private_blocks(&self, inode: &Inode, pos: u64, data: &[u8]) -> Result<()> {
         let end = pos + data.len() as u64;
         let fb0 = pos / BLOCK_SIZE;
         for piece in inode.extents.pieces(fb0, blocks_of(end) - fb0) {
@@ -996,8 +1004,15 @@ impl FileSystem {
             self.backend.write(at, &data[(a - pos) as usize..(b - pos) as usize])?;
             self.backend.flush(at, b - a);
         }
+        Ok(())
+    }
+
+    /// Stores into the file's own private blocks and commits the new size and times.
+    fn store_in_place(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<()> {
+        let inode = self.file(ino)?;
+        self.store_into_private_blocks(inode, pos, data)?;
         let mut attrs = inode.attrs.clone();
-        let size = attrs.size.max(end);
+        let size = attrs.size.max(pos + data.len() as u64);
         modified(&mut attrs, size);
         self.commit(&[Mutation::PutInode(attrs)])
     }

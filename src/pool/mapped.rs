@@ -46,6 +46,9 @@ pub struct MappedBackend {
     sparse: std::sync::atomic::AtomicBool,
     /// The page range covering everything flushed since the last drain (msync persistence only).
     pending_sync: Mutex<Option<(u64, u64)>>,
+    /// Held by a drain from taking `pending_sync` until its msync returned: a drain that finds
+    /// the range another thread's drain took waits here until it is durable.
+    syncing: Mutex<()>,
 }
 
 // SAFETY: the mapping is shared memory owned for the backend's whole life; the raw pointer is only
@@ -262,6 +265,7 @@ impl MappedBackend {
             read_only,
             sparse: std::sync::atomic::AtomicBool::new(sparse),
             pending_sync: Mutex::new(None),
+            syncing: Mutex::new(()),
         })
     }
 }
@@ -481,6 +485,7 @@ impl Backend for MappedBackend {
                 // host file system's fsync (a device cache flush on a disk), and writing back
                 // dirty pages between the flushed ranges early is always allowed (they may
                 // persist at any time anyway).
+                let _syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
                 let pending = self.pending_sync.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some((start, end)) = pending {
                     // SAFETY: page-aligned range inside our live mapping.

@@ -73,7 +73,9 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Starts write-back of the cache lines covering `[offset, offset + len)`.
     fn flush(&self, offset: u64, len: u64);
-    /// Waits until every flush issued before it has reached the persistence domain (a fence).
+    /// Waits until every flush issued before it has reached the persistence domain (a fence):
+    /// at least every flush of the calling thread, also while other threads flush and drain
+    /// (writers of different files do, under a shared lock).
     fn drain(&self);
     /// What this backend maps.
     fn kind(&self) -> BackendKind;

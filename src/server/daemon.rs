@@ -634,7 +634,8 @@ impl Worker {
                     .create_new(options.create_new)
                     .truncate(options.truncate)
                     .mode(options.mode)
-                    .no_follow(options.no_follow);
+                    .no_follow(options.no_follow)
+                    .in_place(options.in_place);
                 let file = fs.open(&path, &o)?;
                 self.next_handle += 1;
                 let (ino, access) = (file.ino(), file.access());

@@ -54,6 +54,9 @@ pub struct OpenSpec {
     pub mode: u32,
     /// O_NOFOLLOW.
     pub no_follow: bool,
+    /// Overwrites in place (`OpenOptions::in_place`); absent from older clients' requests.
+    #[serde(default)]
+    pub in_place: bool,
 }
 
 /// A request a client sends; the server answers each with one [`ServerMessage::Reply`].

@@ -24,6 +24,7 @@
 mod fuse;
 mod pools;
 mod server;
+mod threads;
 
 use clap::Parser;
 use ferrodax::dax::vm::PageProtection;
@@ -63,6 +64,9 @@ struct BenchArgs {
     /// more runs, on ferrodax alone.
     #[arg(long)]
     cow_only: bool,
+    /// Run only the thread rows (4 KiB pwrite to private files, two threads against one).
+    #[arg(long)]
+    threads_only: bool,
     /// The directory of the disk-backed pool file of the pool-kind rows (default: /var/tmp, or
     /// the current directory when /var/tmp is a memory file system).
     #[arg(long, value_name = "DIR")]
@@ -2080,6 +2084,11 @@ fn run(args: BenchArgs) -> i32 {
         let header = vec![format!("ferrodax bench, {mode}, FUSE rows only"), fuse::fuse_note()];
         return emit(&args, &plan, "fuse", &header, serde_json::Value::Null, &rows);
     }
+    if args.threads_only {
+        let rows = threads::thread_rows(&threads::thread_suite(&plan));
+        let header = vec![format!("ferrodax bench, {mode}, thread rows only"), threads::thread_note()];
+        return emit(&args, &plan, "threads", &header, serde_json::Value::Null, &rows);
+    }
     if args.cow_only {
         let rows = cow_only_rows(&plan);
         let header = vec![
@@ -2132,6 +2141,8 @@ fn run(args: BenchArgs) -> i32 {
             .map(|place| pools::kind_suite(place, &plan))
             .collect();
 
+    let threaded = threads::thread_suite(&plan);
+
     let dax = run_dax_suite(&plan);
 
     progress(&format!("ferrodax: creating {} files for the mount benchmark", thousands(plan.mount_files)));
@@ -2169,6 +2180,7 @@ fn run(args: BenchArgs) -> i32 {
 
     let mut rows = build_rows(&plan, &base, &ours, &dax, &mount, &xfs);
     rows.extend(pools::kind_rows(&kinds, &base.memcpy));
+    rows.extend(threads::thread_rows(&threaded));
     rows.extend(memfail_rows(&plan, &memfail));
     if let Some(served) = &served {
         rows.extend(server::server_rows(served));
@@ -2193,6 +2205,7 @@ fn run(args: BenchArgs) -> i32 {
          of its size run right before each dedupe"
             .to_string(),
         pools::kinds_note(&kinds),
+        threads::thread_note(),
         format!(
             "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); \
              {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \

@@ -138,6 +138,7 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
     assert_eq!(first_random_cow["pool"], "memfd", "the first random CoW pwrite row is the memfd one");
     let dedupe = rows.iter().find(|r| r["benchmark"].as_str().unwrap().starts_with("dedupe")).unwrap();
     assert!(dedupe["ratio"].is_f64(), "the dedupe row has its ratio to memcmp");
+    assert_thread_rows(rows);
     // Every pool kind for the rows where the pool kind matters.
     for kind in ["memfd", "file on /dev/shm", "file on disk ("] {
         let of_kind = |what: &str| {
@@ -150,6 +151,35 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
             assert!(of_kind(what), "no {what} row on a pool: {kind}");
         }
     }
+}
+
+/// The two pwrite thread rows (in place, with the target; copy-on-write), each with its ratio to one
+/// thread.
+fn assert_thread_rows(rows: &[Value]) {
+    let thread_rows: Vec<&Value> = rows
+        .iter()
+        .filter(|r| {
+            r["benchmark"].as_str().unwrap().starts_with("4 KiB pwrite to private files, 2 threads vs 1")
+        })
+        .collect();
+    assert_eq!(thread_rows.len(), 2);
+    for row in &thread_rows {
+        assert!(row["ratio"].is_f64(), "{}: {}", row["benchmark"], row["error"]);
+        assert_eq!(row["unit"], "MiB/s");
+    }
+    assert!(thread_rows[0]["benchmark"].as_str().unwrap().contains("in place"));
+    assert_ne!(thread_rows[0]["target"], "-");
+}
+
+#[test]
+fn threads_only_smoke_json_has_both_thread_rows() {
+    let doc = smoke_run(&["--threads-only"]);
+    let rows = checked_rows(&doc, "threads");
+    assert!(doc["baselines"].is_null());
+    assert_eq!(rows.len(), 3);
+    assert_thread_rows(rows);
+    assert!(rows[2]["benchmark"].as_str().unwrap().contains("no file system"));
+    assert!(rows[2]["ratio"].is_f64());
 }
 
 #[test]
