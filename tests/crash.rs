@@ -190,10 +190,15 @@ impl Fixture {
     /// /dir/d sharing 2 blocks with /a by dedupe, /dir/empty, /victim, /target, /twin (same bytes
     /// as /c's first 2 blocks, for dedupe). On a memfd when `mappable` (DAX views need one).
     fn new(mappable: bool) -> Fixture {
+        Fixture::of_size(mappable, POOL_BYTES)
+    }
+
+    /// [`Fixture::new`] in a pool of `pool_bytes`.
+    fn of_size(mappable: bool, pool_bytes: u64) -> Fixture {
         let backend = Arc::new(if mappable {
-            RecordingBackend::new_memfd(POOL_BYTES).expect("memfd")
+            RecordingBackend::new_memfd(pool_bytes).expect("memfd")
         } else {
-            RecordingBackend::new(POOL_BYTES)
+            RecordingBackend::new(pool_bytes)
         });
         let fs = Fs::format(&Pool::from_backend(backend.clone())).expect("format");
         fs.create_dir("/dir").unwrap();
@@ -407,12 +412,14 @@ struct Scenario {
     bad_memory: Option<(u64, u64)>,
     /// The operation may commit nothing (an in-place overwrite): one fence, its data's.
     may_commit_nothing: bool,
+    /// The pool's size when not [`POOL_BYTES`] (a log long enough for terminator stretches).
+    pool_bytes: Option<u64>,
 }
 
 impl Scenario {
     /// Runs `op` on a fresh fixture prepared by `setup`, crashing it at every fence.
     fn run<S>(self, what: &str, setup: impl FnOnce(&Fixture) -> S, op: impl FnOnce(&Fixture, S)) {
-        let fx = Fixture::new(self.mappable);
+        let fx = Fixture::of_size(self.mappable, self.pool_bytes.unwrap_or(POOL_BYTES));
         let state = setup(&fx);
         let durable_tree = |fx: &Fixture| {
             let mut image = fx.backend.durable_image();
@@ -743,6 +750,34 @@ fn set_xattr_is_atomic() {
         |fx| fx.fs.set_xattr("/b", "user.big", b"small", XATTR_CREATE).unwrap(),
         |fx, ()| {
             fx.fs.set_xattr("/b", "user.big", &pattern(9, 3 * BLOCK as usize + 5), XATTR_REPLACE).unwrap()
+        },
+    );
+}
+
+#[test]
+fn a_commit_that_zeroes_the_next_terminator_stretch_is_atomic() {
+    // A 32 MiB pool has a 512 KiB log: four terminator stretches. Records fill the first stretch
+    // almost to its end; the operation's record crosses into the second, so the commit also zeroes
+    // the third stretch of both copies, inside the record's fences.
+    let stretch = ferrodax::fs::journal::LOG_TERMINATOR_BYTES;
+    let log_pos = |fs: &Fs| {
+        let g = fs.read_lock();
+        g.journal().superblock().log_blocks * BLOCK - g.journal().log_free_bytes()
+    };
+    Scenario { pool_bytes: Some(32 << 20), ..Scenario::default() }.run(
+        "commit crossing into a new terminator stretch",
+        |fx| {
+            let fs = &fx.fs;
+            assert!(fs.read_lock().journal().superblock().log_blocks * BLOCK >= 4 * stretch);
+            let mut i = 0;
+            while log_pos(fs) + 3000 < stretch {
+                fs.set_xattr("/c", &format!("user.fill{i}"), &pattern(11, 2000), 0).unwrap();
+                i += 1;
+            }
+        },
+        |fx, ()| {
+            fx.fs.set_xattr("/c", "user.crossing", &pattern(12, 4000), 0).unwrap();
+            assert!(log_pos(&fx.fs) > stretch, "the record crosses into the second stretch");
         },
     );
 }

@@ -1627,3 +1627,33 @@ fn records_full_of_zeros_never_end_the_search_for_later_records() {
         assert!(msg.contains("damaged in both copies, yet it was committed"), "{msg}");
     }
 }
+
+/// Review: a checkpoint now zeroes the first two terminator stretches of the old log. When the
+/// newest superblock slot is then damaged in both copies, mount falls back to the previous
+/// generation, whose log held the records the lost checkpoint was made of: before the change they
+/// were still there and replayed; now they are gone and mount succeeds with the older checkpoint
+/// alone (only a "may be lost" note), dropping operations committed in that generation's log.
+#[test]
+fn falling_back_to_the_previous_generation_replays_its_log_or_refuses() {
+    let backend = Arc::new(RecordingBackend::new(64 << 20));
+    let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();
+    fs.checkpoint().unwrap();
+    let mut rw = OpenOptions::new();
+    rw.read(true).write(true).create(true);
+    fs.open("/kept", &rw).unwrap().write_at(b"committed in the older generation's log", 0).unwrap();
+    let expected = tree(&fs);
+    // What an unmount does once the log outgrew a checkpoint; no record follows it.
+    fs.checkpoint().unwrap();
+    let image = backend.durable_image();
+    let sb = current_superblock(&image);
+    let slot = superblock::SLOT_OFFSETS[sb.slot()];
+    let image = flipped(&image, &[slot + 48, BLOCK + slot + 48]);
+    for read_only in [true, false] {
+        match mount(&image, read_only) {
+            Err(e) => assert_eq!(e.errno(), libc::EUCLEAN, "{e}"),
+            Ok(fs) => {
+                assert_eq!(tree(&fs), expected, "read_only {read_only}: {:?}", fs.read_lock().mount_notes())
+            }
+        }
+    }
+}

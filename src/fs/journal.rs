@@ -199,6 +199,8 @@ impl Journal {
         let mut errors: [[Option<String>; 2]; 2] = Default::default();
         // Slots read and found all zeros (never written: a new pool, or slot 1 of a format 1 one).
         let mut blank = [[false; 2]; 2];
+        // Copies whose superblock block could not be read at all (bad memory).
+        let mut unreadable_copy = [false; 2];
         for (copy, &block) in SUPERBLOCK_BLOCKS.iter().enumerate() {
             if block >= pool_blocks {
                 errors[copy] =
@@ -209,6 +211,7 @@ impl Journal {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     errors[copy] = [0, 1].map(|_| Some(format!("superblock copy {copy}: {e}")));
+                    unreadable_copy[copy] = matches!(e, Error::MediaError { .. });
                     continue;
                 }
             };
@@ -243,7 +246,13 @@ impl Journal {
         // lost. Said, not refused: the log of `best`'s generation decides (a newer generation's
         // records make mount refuse as committed records lost).
         let next_slot = 1 - best.slot();
-        if best.lost_copies == 0 && (0..2).all(|c| errors[c][next_slot].is_some() && !blank[c][next_slot]) {
+        let newest_slot_damaged =
+            best.lost_copies == 0 && (0..2).all(|c| errors[c][next_slot].is_some() && !blank[c][next_slot]);
+        // Both newest slots hold bytes that fail their checksum, neither on unreadable memory: no
+        // crash leaves that (a crash tears one slot, or one beside a copy on bad memory), so a
+        // newer generation existed, and its checkpoint restarted this generation's log.
+        let newer_generation_lost = newest_slot_damaged && !unreadable_copy.iter().any(|&u| u);
+        if newest_slot_damaged {
             notes.repaired.push(format!(
                 "superblock: the slot after generation {} is damaged in both copies ({}; {}): torn by a \
                  crash, or damage (then a newer generation may be lost)",
@@ -497,6 +506,23 @@ impl Journal {
                     break;
                 }
             }
+        }
+        // This generation's log restarted by a newer checkpoint that is lost (see above): its
+        // records are gone, and nothing can tell how many there were.
+        // (A salvage reads the log whole and mounts this generation, saying a newer one may be lost.)
+        if newer_generation_lost
+            && replayed == 0
+            && log.terminator_at(0)
+            && mirror.as_mut().is_none_or(|m| m.terminator_at(0))
+        {
+            return Err(Error::Corrupt(format!(
+                "superblock: generation {} was followed by a newer one whose superblock slots are damaged in \
+                 both copies, and generation {}'s log was restarted by it: operations committed before \
+                 that checkpoint may be lost; {}",
+                best.generation,
+                best.generation,
+                repair_hint()
+            )));
         }
         if salvage {
             // A repair starts the log over at `seq`: beyond every header either copy still holds,

@@ -314,6 +314,9 @@ pub struct FileSystem {
     /// Runs (first block → length) taken for placed writes whose data is being stored by someone
     /// else (a pool server client): used in memory, free on media until their write commits.
     reserved: BTreeMap<u64, u64>,
+    /// Set once `format` or `mount` succeeded: a mount that fails half-way (its repairs, a
+    /// conversion, orphan reclaim) never writes its state at unmount.
+    mounted: bool,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -350,6 +353,7 @@ impl FileSystem {
             layout_changes: Vec::new(),
             read_only_reason: None,
             reserved: BTreeMap::new(),
+            mounted: true,
         })
     }
 
@@ -396,6 +400,7 @@ impl FileSystem {
                 fs.commit(&tx)?;
             }
         }
+        fs.mounted = true;
         Ok(fs)
     }
 
@@ -449,6 +454,7 @@ impl FileSystem {
             layout_changes: Vec::new(),
             read_only_reason: None,
             reserved: BTreeMap::new(),
+            mounted: false,
         }
     }
 
@@ -1834,7 +1840,9 @@ impl FileSystem {
     /// so the next mount reads the smaller image instead of replaying the records.
     pub fn checkpoint_due_at_unmount(&self) -> bool {
         let used = self.journal.log_used_bytes();
-        self.writable().is_ok()
+        self.mounted
+            && !std::thread::panicking()
+            && self.writable().is_ok()
             && used >= UNMOUNT_CHECKPOINT_MIN_LOG_BYTES
             && used >= self.state.image_size_bound()
     }
@@ -1845,8 +1853,9 @@ impl FileSystem {
 pub const UNMOUNT_CHECKPOINT_MIN_LOG_BYTES: u64 = 64 * 1024;
 
 impl Drop for FileSystem {
-    /// Unmount: writes a checkpoint when one is due ([`FileSystem::checkpoint_due_at_unmount`]),
-    /// which bounds the next mount's replay. A checkpoint that fails changes nothing durable (the
+    /// Unmount: writes a checkpoint when one is due ([`FileSystem::checkpoint_due_at_unmount`]:
+    /// never after a mount that failed, nor while a panic unwinds), which bounds the next mount's
+    /// replay. A checkpoint that fails changes nothing durable (the
     /// log stands, and the next mount replays it); it is only said.
     fn drop(&mut self) {
         if self.checkpoint_due_at_unmount() {
