@@ -214,3 +214,36 @@ fn a_store_fault_that_gives_the_copy_to_a_hard_linked_setuid_sharer_keeps_its_na
     assert_eq!(kept(&fs.metadata("/a").unwrap()), kept(&before));
     assert!(fs.check().is_clean(), "{}", fs.check());
 }
+
+/// A store fault's commit can fill the log: the fault handler then writes a checkpoint (which
+/// zeroes log stretches) on the faulting thread's small signal stack. It must fit there: before,
+/// zeroing from a page-sized stack buffer overflowed it and the kernel killed the process.
+#[test]
+fn a_store_fault_whose_commit_writes_a_checkpoint_completes() {
+    // A 64 MiB pool has a 1 MiB log: eight terminator stretches.
+    let fs = Fs::format(&Pool::memfd(64 << 20).unwrap()).unwrap();
+    let a = fs.open("/a", &rw()).unwrap();
+    let pages = 256usize;
+    a.write_at(&vec![7u8; pages * 4096], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    // Fill the log to a few KiB of its end with extended attributes.
+    let free = |fs: &Fs| fs.read_lock().journal().log_free_bytes() as usize;
+    let mut i = 0;
+    while free(&fs) > 8 << 10 {
+        let len = (free(&fs) - (6 << 10)).min(60 << 10);
+        fs.set_xattr("/a", &format!("user.fill{i}"), &vec![1u8; len], 0).unwrap();
+        i += 1;
+    }
+    let checkpoints = fs.read_lock().journal().stats.checkpoints;
+    let vb = b.map(0, (pages * 4096) as u64, MapAccess::ReadWrite).unwrap();
+    for page in 0..pages {
+        // A plain store into a shared page: the fault handler copies it and commits.
+        unsafe { vb.as_ptr().add(page * 4096 + 9).write_volatile(0x55) };
+    }
+    assert!(fs.read_lock().journal().stats.checkpoints > checkpoints, "a fault's commit wrote a checkpoint");
+    let got = contents(&b, pages * 4096);
+    assert!((0..pages).all(|p| got[p * 4096 + 9] == 0x55), "every store landed");
+    assert!(contents(&a, pages * 4096).iter().all(|&x| x == 7), "source changed");
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}

@@ -406,13 +406,22 @@ impl Backend for MappedBackend {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, offset, len);
         // Machine-check safe: the bytes go through the copy routine, a page at a time, from a
-        // page of `byte`s.
-        let source = [byte; PAGE_SIZE as usize];
+        // page of `byte`s. Never a page on the stack: a DAX store fault commits (and may write a
+        // checkpoint, which zeroes log stretches) on the signal stack of the faulting thread,
+        // which is a few KiB.
+        static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+        let other;
+        let source: &[u8] = if byte == 0 {
+            &ZEROS
+        } else {
+            other = vec![byte; PAGE_SIZE as usize];
+            &other
+        };
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(PAGE_SIZE);
             let at = offset + done;
-            // SAFETY: in bounds (checked above for the whole range); the source is a stack buffer.
+            // SAFETY: in bounds (checked above for the whole range); the source is a distinct buffer.
             unsafe { super::mcsafe::copy(self.base.add(at as usize), source.as_ptr(), n as usize) }
                 .map_err(|e| super::media_error(self.base as usize, at, e))?;
             done += n;
