@@ -552,15 +552,14 @@ impl Journal {
             );
         }
         // The first terminator after the end is zero in both copies when both searches stopped
-        // there, and so is the one after it when both read as zeros (a checkpoint zeroes two);
-        // what is not known to be zero, the next commit writes.
+        // there; beyond it, the commit that needs a stretch zeroed looks first (zero_stretch).
         let mut zeroed_to = (pos as u64).next_multiple_of(LOG_TERMINATOR_BYTES);
-        let mut copies: Vec<&mut LogCopy> = [Some(&mut log), mirror.as_mut()].into_iter().flatten().collect();
-        if copies.iter().all(|copy| copy.terminator == Some(zeroed_to as usize)) {
+        if [Some(&log), mirror.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|copy| copy.terminator == Some(zeroed_to as usize))
+        {
             zeroed_to += LOG_TERMINATOR_BYTES;
-            if copies.iter_mut().all(|copy| copy.terminator_at(zeroed_to as usize)) {
-                zeroed_to += LOG_TERMINATOR_BYTES;
-            }
         }
         notes.unreadable_blocks.extend(log.bad.iter().chain(mirror.iter().flat_map(|m| &m.bad)));
         notes.unreadable_blocks.sort_unstable();
@@ -935,10 +934,9 @@ impl Journal {
         // stops reading at once instead of searching the old records for later ones, and the
         // commits that fill the first stretch find the second one zero already.
         self.zeroed_to = 0;
-        let first = self
-            .terminator_after(LOG_TERMINATOR_BYTES)
-            .map(|(_, end)| (0, end))
-            .or_else(|| self.terminator_after(0));
+        let log_bytes = self.sb.log_blocks * BLOCK_SIZE;
+        let stretches = (log_bytes / LOG_TERMINATOR_BYTES).min(2);
+        let first = (stretches > 0).then_some((0, stretches * LOG_TERMINATOR_BYTES));
         for region in [self.sb.log_start, self.sb.log_mirror_start] {
             if region != 0 {
                 self.zero_stretch(region, first);
@@ -961,14 +959,18 @@ impl Journal {
             .then_some((start.max(self.zeroed_to), stop))
     }
 
-    /// Stores zeros over log bytes `stretch` of the log copy at pool block `region` and flushes
-    /// them. Only the next mount's speed depends on it (it stops at zeros it reads, never at zeros
-    /// it assumes), so a store that fails is left at that.
+    /// Makes log bytes `stretch` of the log copy at pool block `region` zero: stores and flushes
+    /// zeros unless they read as zeros already (a checkpoint zeroed them, or they were never
+    /// written). Only the next mount's speed depends on it (it stops at zeros it reads, never at
+    /// zeros it assumes), so a store that fails is left at that.
     fn zero_stretch(&self, region: u64, stretch: Option<(u64, u64)>) {
         if let Some((from, to)) = stretch {
             let at = region * BLOCK_SIZE + from;
-            if self.backend.fill(at, to - from, 0).is_ok() {
-                self.backend.flush(at, to - from);
+            let backend = self.backend.as_ref();
+            if !crate::pool::is_zero(backend, at, to - from).unwrap_or(false)
+                && backend.fill(at, to - from, 0).is_ok()
+            {
+                backend.flush(at, to - from);
             }
         }
     }

@@ -409,10 +409,9 @@ impl Backend for MappedBackend {
         // page of `byte`s. Never a page on the stack: a DAX store fault commits (and may write a
         // checkpoint, which zeroes log stretches) on the signal stack of the faulting thread,
         // which is a few KiB.
-        static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
         let other;
         let source: &[u8] = if byte == 0 {
-            &ZEROS
+            &super::ZERO_PAGE
         } else {
             other = vec![byte; PAGE_SIZE as usize];
             &other
