@@ -756,28 +756,52 @@ fn set_xattr_is_atomic() {
 
 #[test]
 fn a_commit_that_zeroes_the_next_terminator_stretch_is_atomic() {
-    // A 32 MiB pool has a 512 KiB log: four terminator stretches. Records fill the first stretch
-    // almost to its end; the operation's record crosses into the second, so the commit also zeroes
-    // the third stretch of both copies, inside the record's fences.
+    // A 32 MiB pool has a 512 KiB log: four terminator stretches. An earlier generation's records
+    // fill three of them (a checkpoint then zeroes only the first two); records fill the first
+    // stretch almost to its end; the operation's record crosses into the second, so the commit
+    // also stores zeros over the third stretch of both copies, inside the record's fences.
     let stretch = ferrodax::fs::journal::LOG_TERMINATOR_BYTES;
     let log_pos = |fs: &Fs| {
         let g = fs.read_lock();
         g.journal().superblock().log_blocks * BLOCK - g.journal().log_free_bytes()
+    };
+    let third_stretch = |fx: &Fixture| -> Vec<Vec<u8>> {
+        let image = fx.backend.durable_image();
+        let sb = fx.fs.read_lock().journal().superblock().clone();
+        [sb.log_start, sb.log_mirror_start]
+            .map(|region| {
+                let at = (region * BLOCK + 2 * stretch) as usize;
+                image[at..at + stretch as usize].to_vec()
+            })
+            .to_vec()
     };
     Scenario { pool_bytes: Some(32 << 20), ..Scenario::default() }.run(
         "commit crossing into a new terminator stretch",
         |fx| {
             let fs = &fx.fs;
             assert!(fs.read_lock().journal().superblock().log_blocks * BLOCK >= 4 * stretch);
+            while log_pos(fs) < 3 * stretch {
+                fs.set_xattr("/c", "user.churn", &pattern(10, 3000), 0).unwrap();
+            }
+            fs.remove_xattr("/c", "user.churn").unwrap();
+            fs.checkpoint().unwrap();
             let mut i = 0;
             while log_pos(fs) + 3000 < stretch {
                 fs.set_xattr("/c", &format!("user.fill{i}"), &pattern(11, 2000), 0).unwrap();
                 i += 1;
             }
+            assert!(
+                third_stretch(fx).iter().all(|copy| copy.iter().any(|&b| b != 0)),
+                "the third stretch still holds the earlier generation's records"
+            );
         },
         |fx, ()| {
             fx.fs.set_xattr("/c", "user.crossing", &pattern(12, 4000), 0).unwrap();
             assert!(log_pos(&fx.fs) > stretch, "the record crosses into the second stretch");
+            assert!(
+                third_stretch(fx).iter().all(|copy| copy.iter().all(|&b| b == 0)),
+                "the commit zeroed the third stretch of both copies"
+            );
         },
     );
 }
