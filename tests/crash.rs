@@ -1231,30 +1231,41 @@ fn a_placed_write_of_the_pool_server_commits_atomically() {
     );
 }
 
+/// Converting the fixture of format `version` (holding at least `files` paths) to the current
+/// format: every crash image shows the tree a read-only mount shows, as the old pool (before the
+/// superblock switch) or the converted one (after it), and the converted pool says version 4.
+fn assert_conversion_is_crash_safe(version: u32, files: usize) {
+    let path = format!("{}/tests/fixtures/format-v{version}.pool", env!("CARGO_MANIFEST_DIR"));
+    let image = std::fs::read(path).unwrap();
+    let expected = tree(&mount_image(image.clone(), true).unwrap());
+    assert!(expected.len() >= files, "the fixture holds files");
+    let name = format!("conversion from format {version}");
+    assert!(crash_recovery(&name, &image, &expected) > 0, "conversion must write");
+    let converted = mount_image(image, false).unwrap();
+    assert_eq!(converted.read_lock().journal().superblock().version, 4);
+}
+
 #[test]
 fn converting_a_format_version_1_pool_is_crash_safe() {
     // tests/fixtures/format-v1.pool, made before format version 2: the read-write mount places a
-    // log mirror and writes a current checkpoint. Every crash image shows the same tree, as a
-    // version 1 pool (before the superblock switch) or a current one (after it).
-    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1.pool")).unwrap();
-    let expected = tree(&mount_image(image.clone(), true).unwrap());
-    assert!(expected.len() >= 3, "the fixture holds files");
-    assert!(crash_recovery("conversion from format 1", &image, &expected) > 0, "conversion must write");
-    let converted = mount_image(image, false).unwrap();
-    assert_eq!(converted.read_lock().journal().superblock().version, 3);
+    // log mirror and writes a current checkpoint.
+    assert_conversion_is_crash_safe(1, 3);
 }
 
 #[test]
 fn converting_a_format_version_2_pool_is_crash_safe() {
     // tests/fixtures/format-v2.pool, made before format version 3 with every change still in its
     // log (renames and an unlink among them): the read-write mount replays the old records,
-    // translated, and writes a version 3 checkpoint. Every crash image shows the same tree.
-    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v2.pool")).unwrap();
-    let expected = tree(&mount_image(image.clone(), true).unwrap());
-    assert!(expected.len() >= 5, "the fixture holds files");
-    assert!(crash_recovery("conversion from format 2", &image, &expected) > 0, "conversion must write");
-    let converted = mount_image(image, false).unwrap();
-    assert_eq!(converted.read_lock().journal().superblock().version, 3);
+    // translated, and writes a current checkpoint.
+    assert_conversion_is_crash_safe(2, 5);
+}
+
+#[test]
+fn converting_a_format_version_3_pool_is_crash_safe() {
+    // tests/fixtures/format-v3.pool, made before format version 4 with its changes in the log (a
+    // reflink among them, as `Map` mutations): the read-write mount replays them and writes a
+    // version 4 checkpoint.
+    assert_conversion_is_crash_safe(3, 5);
 }
 
 #[test]

@@ -152,8 +152,8 @@ fn a_format_version_1_pool_is_read_as_it_is_and_converted_by_a_read_write_mount(
     assert_eq!(s.cat("/dir/c"), vec![b'a'; 5000]);
     assert_eq!(version(&s), 1, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 3"), "{repair}");
-    assert_eq!(version(&s), 3);
+    assert!(repair.contains("converted to format version 4"), "{repair}");
+    assert_eq!(version(&s), 4);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
     assert_eq!(s.cat("/dir/b"), vec![b'b'; 8192]);
@@ -181,8 +181,8 @@ fn a_format_version_2_pool_replays_its_old_log_and_is_converted_with_names_as_en
     assert_eq!(s.cat("/dir/sub/renamed"), vec![b'b'; 8192]);
     assert_eq!(newest_version(&s), 2, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 3"), "{repair}");
-    assert_eq!(newest_version(&s), 3);
+    assert!(repair.contains("converted to format version 4"), "{repair}");
+    assert_eq!(newest_version(&s), 4);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.ok(&["ls", "test.pool", "/dir"]).lines().count(), 3);
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
@@ -193,4 +193,31 @@ fn a_format_version_2_pool_replays_its_old_log_and_is_converted_with_names_as_en
     s.ok(&["io", "-c", "link /twice", "test.pool", "/dir/sub/renamed"]);
     assert_eq!(s.cat("/twice"), vec![b'b'; 8192]);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
+}
+
+#[test]
+fn a_format_version_3_pool_is_read_as_it_is_and_converted_before_its_first_clone_record() {
+    // tests/fixtures/format-v3.pool was made by ferrodax before format version 4 (reflinks as
+    // `Map` mutations), changes still in its log: /docs/a (12288 bytes of 'a'), /docs/b2 (4096 of
+    // 'b', a hole, 100 of 'c'; made as /docs/b, user.note = "hello"), /docs/clone (a reflink of
+    // /docs/a's last 8192 bytes), /hard (a hard link of /docs/a), /sym -> /docs/b, /gone removed.
+    let s = Sandbox::with_pool("1m");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v3.pool"), &s.pool).unwrap();
+    assert_eq!(newest_version(&s), 3);
+    assert_eq!(s.cat("/docs/clone"), vec![b'a'; 8192]);
+    assert_eq!(s.ok(&["xattr", "test.pool", "get", "/docs/b2", "user.note"]).trim_end(), "hello");
+    assert_eq!(newest_version(&s), 3, "a read-only command changes nothing");
+    // The first writer converts the pool (a checkpoint) before its reflink becomes a `Clone`.
+    s.ok(&["io", "-f", "-c", "reflink /docs/b2 0 0 8292", "test.pool", "/docs/b3"]);
+    assert_eq!(newest_version(&s), 4);
+    assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
+    let mut b2 = vec![b'b'; 4096];
+    b2.resize(8192, 0);
+    b2.extend_from_slice(&[b'c'; 100]);
+    assert_eq!(s.cat("/docs/b2"), b2);
+    assert_eq!(s.cat("/docs/b3"), b2);
+    assert_eq!(s.cat("/hard"), vec![b'a'; 12288]);
+    assert_eq!(s.ok(&["readlink", "test.pool", "/sym"]).trim_end(), "/docs/b");
+    let gone = s.run(&["cat", "test.pool", "/gone"]);
+    assert!(gone.status != 0 && gone.stderr.contains("No such file"), "{}", gone.stderr);
 }

@@ -16,7 +16,7 @@
 //! 44  4  zero
 //! 48  .  payload bytes
 //! ```
-//! Payload (format version 3): `next_ino u64, inode_count u64, inodes…, quarantine_count u64,
+//! Payload (format versions 3 and 4): `next_ino u64, inode_count u64, inodes…, quarantine_count u64,
 //! (block u64, len u64)…`; an inode is its [`InodeAttrs`] encoding, `extent_count u64` and
 //! `(file_block, phys, len)` u64 triples, `entry_count u64` and `(name_len u16, name, ino u64)`
 //! entries ascending by name (directories), `xattr_count u32` and `(name_len u16, name,
@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// Magic of a checkpoint block (format versions 2 and 3: the block layout is the same, the payload differs).
+/// Magic of a checkpoint block (format versions 2 to 4: the block layout is the same; version 2's payload differs).
 pub const MAGIC: &[u8; 8] = b"FDXCKPT2";
 /// Header bytes per checkpoint block.
 pub const HEADER_LEN: usize = 48;

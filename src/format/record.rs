@@ -237,6 +237,23 @@ pub enum Mutation {
         /// What it points at.
         target: Vec<u8>,
     },
+    /// Point file blocks `[dst_block, dst_block + len)` of `dst` at what file blocks
+    /// `[src_block, src_block + len)` of `src` map when this mutation applies, hole for hole: the
+    /// `Map` of every piece of the source range, in one fixed-size mutation (reflink, dedupe;
+    /// format version 4). Whatever the destination blocks mapped before loses one reference. Within
+    /// one file the two ranges must not overlap.
+    Clone {
+        /// The source file.
+        src: u64,
+        /// First block of the source range.
+        src_block: u64,
+        /// The destination file (may be `src`).
+        dst: u64,
+        /// First block of the destination range.
+        dst_block: u64,
+        /// Number of blocks.
+        len: u64,
+    },
 }
 
 const TAG_PUT_INODE: u8 = 1;
@@ -247,6 +264,7 @@ const TAG_LINK: u8 = 5;
 const TAG_UNLINK: u8 = 6;
 const TAG_SET_XATTR: u8 = 7;
 const TAG_SET_TARGET: u8 = 8;
+const TAG_CLONE: u8 = 9;
 const NO_PHYS: u64 = u64::MAX;
 const NO_VALUE: u32 = u32::MAX;
 
@@ -263,6 +281,7 @@ impl Mutation {
                 1 + 8 + 2 + name.len() + 4 + value.as_ref().map_or(0, Vec::len)
             }
             Mutation::SetTarget { target, .. } => 1 + 8 + 2 + target.len(),
+            Mutation::Clone { .. } => 41,
         }
     }
 
@@ -311,6 +330,12 @@ impl Mutation {
                 w.u64(*ino);
                 write_bytes16(w, target);
             }
+            Mutation::Clone { src, src_block, dst, dst_block, len } => {
+                w.u8(TAG_CLONE);
+                for field in [src, src_block, dst, dst_block, len] {
+                    w.u64(*field);
+                }
+            }
         }
     }
 
@@ -351,6 +376,13 @@ impl Mutation {
                 let target = read_bytes16(r, MAX_SYMLINK_LEN, "a symlink target")?;
                 Mutation::SetTarget { ino, target }
             }
+            TAG_CLONE => Mutation::Clone {
+                src: r.u64()?,
+                src_block: r.u64()?,
+                dst: r.u64()?,
+                dst_block: r.u64()?,
+                len: r.u64()?,
+            },
             other => return Err(r.corrupt(format!("unknown mutation tag {other}"))),
         })
     }

@@ -7,13 +7,14 @@
 //! checksummed; mount takes the valid slot with the highest generation. The superblock names both
 //! copies of the log region and both checkpoint chains (since format version 2). Version 3 keeps
 //! names in directory entries (hard links), owners, symlinks and extended attributes; the layout of
-//! this block is the same. Version 1 pools (one log, one chain) and version 2 pools (names inside
-//! inodes) are still read, and a read-write mount converts them. Owns the layout only; never writes the pool.
+//! this block is the same; version 4 adds the `Clone` log mutation and changes nothing else. Version
+//! 1 pools (one log, one chain), version 2 pools (names inside inodes) and version 3 pools are still
+//! read, and a read-write mount converts them. Owns the layout only; never writes the pool.
 //!
 //! Layout (little-endian, the rest of the 4096-byte block is zero):
 //! ```text
 //!   0  8  magic "FERRODAX"
-//!   8  4  format version (3; 1 and 2 are read and converted)
+//!   8  4  format version (4; 1 to 3 are read and converted)
 //!  12  4  block size (4096)
 //!  16 16  uuid
 //!  32  8  total blocks in the pool
@@ -40,8 +41,12 @@ use crate::error::{Error, Result};
 
 /// The superblock's magic bytes.
 pub const MAGIC: &[u8; 8] = b"FERRODAX";
-/// The format version this code writes.
-pub const VERSION: u32 = 3;
+/// The format version this code writes. Version 4 added the `Clone` log mutation (a reflink or
+/// dedupe as one fixed-size mutation); its checkpoints are version 3's.
+pub const VERSION: u32 = 4;
+/// The first format version whose inodes carry no name (names are directory entries); versions
+/// before it are read through [`super::legacy`].
+pub const FIRST_VERSION_WITH_ENTRIES: u32 = 3;
 /// The oldest format version this code reads (and converts on a read-write mount): one log region,
 /// one checkpoint chain with 32-byte block headers.
 pub const OLDEST_READABLE_VERSION: u32 = 1;

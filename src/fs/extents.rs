@@ -251,6 +251,33 @@ impl ExtentMap {
         }
     }
 
+    /// True when nothing is mapped in `[file_block, file_block + len)`.
+    pub fn is_hole(&self, file_block: u64, len: u64) -> bool {
+        self.iter_from(file_block).next().is_none_or(|(fb, _)| fb >= file_block + len)
+    }
+
+    /// Maps the runs `(file block, pool block, length)` into a hole of this map in one pass (a
+    /// reflink into a hole): the runs ascend, lie in a range [`ExtentMap::is_hole`] says is a hole,
+    /// and none continues the one before it in both file and pool (pieces of a canonical map), so
+    /// only the two ends of the range can merge with the extents around it.
+    pub fn fill_hole(&mut self, runs: &[(u64, u64, u64)]) {
+        let (Some(&(first, _, _)), Some(&(last, _, last_len))) = (runs.first(), runs.last()) else { return };
+        debug_assert!(self.is_hole(first, last + last_len - first));
+        debug_assert!(runs
+            .windows(2)
+            .all(|w| w[0].0 + w[0].2 <= w[1].0 && !(w[0].0 + w[0].2 == w[1].0 && w[0].1 + w[0].2 == w[1].1)));
+        let new = runs.iter().map(|&(fb, phys, len)| (fb, Extent { phys, len }));
+        if runs.len() * 8 >= self.map.len() {
+            // Merging two sorted trees rebuilds them in one pass: cheaper than a descent per run.
+            let mut others: BTreeMap<u64, Extent> = new.collect();
+            self.map.append(&mut others);
+        } else {
+            self.map.extend(new);
+        }
+        self.merge_at(last + last_len);
+        self.merge_at(first);
+    }
+
     /// Builds a map from (file block, pool block, length) triples, as a checkpoint stores them.
     pub fn from_triples(triples: &[(u64, u64, u64)]) -> Self {
         // Collecting builds the tree in one pass from sorted input (a checkpoint's order).
@@ -278,6 +305,52 @@ impl ExtentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A reflink into a hole fills it in one pass; the map must be the one that setting each
+        /// piece in turn gives, merged with the extents around the hole where they continue.
+        #[test]
+        fn filling_a_hole_equals_setting_each_piece(
+            source in proptest::collection::vec((0u64..40, 1u64..6, 0u64..60), 0..12),
+            target in proptest::collection::vec((0u64..40, 1u64..6, 0u64..60), 0..12),
+            from in 0u64..40, len in 1u64..30, to in 0u64..80, continue_ends in proptest::bool::ANY,
+        ) {
+            let build = |sets: &[(u64, u64, u64)]| {
+                let mut m = ExtentMap::new();
+                for &(fb, n, phys) in sets {
+                    m.set(fb, n, Some(phys * 8));
+                }
+                m
+            };
+            let (src, mut dst) = (build(&source), build(&target));
+            // The hole: blocks [to, to + len) made one in the target, with its neighbours kept.
+            dst.set(to, len, None);
+            let runs: Vec<(u64, u64, u64)> = src
+                .pieces(from, len)
+                .iter()
+                .filter_map(|p| p.phys.map(|phys| (to + (p.file_block - from), phys, p.len)))
+                .collect();
+            // Neighbours that continue the first and last runs, so both ends must merge.
+            if let (true, Some(&(fb, phys, _))) = (continue_ends, runs.first()) {
+                if fb == to && to >= 2 && phys >= 2 {
+                    dst.set(to - 2, 2, Some(phys - 2));
+                }
+            }
+            if let (true, Some(&(fb, phys, n))) = (continue_ends, runs.last()) {
+                if fb + n == to + len {
+                    dst.set(to + len, 2, Some(phys + n));
+                }
+            }
+            let mut piece_by_piece = dst.clone();
+            for &(fb, phys, n) in &runs {
+                piece_by_piece.set(fb, n, Some(phys));
+            }
+            proptest::prop_assert!(dst.is_hole(to, len));
+            dst.fill_hole(&runs);
+            proptest::prop_assert!(dst.is_canonical());
+            proptest::prop_assert_eq!(dst, piece_by_piece);
+        }
+    }
 
     #[test]
     fn a_range_inside_one_extent_splits_it_in_three() {

@@ -320,7 +320,7 @@ impl Journal {
         let layout = meta_layout(&best, &chains);
         // Versions 1 and 2 kept names in inodes and had no owners: their inodes become the
         // converter's (whoever mounts the pool), their names entries of the directories.
-        let legacy = best.version < VERSION;
+        let legacy = best.version < superblock::FIRST_VERSION_WITH_ENTRIES;
         let owner = {
             let me = Credentials::of_process();
             (me.uid, me.gid)
@@ -577,7 +577,7 @@ impl Journal {
         Ok((journal, state, notes))
     }
 
-    /// Converts a format version 1 or 2 pool to the current format: a version 1 pool (one log,
+    /// Converts a format version 1, 2 or 3 pool to the current format: a version 1 pool (one log,
     /// one checkpoint chain) gets a log mirror in free blocks (as high in the pool as a run
     /// allows), and a checkpoint in the current format (names as directory entries) switches the
     /// superblocks to it; the log starts over, so no record of the old format is replayed with

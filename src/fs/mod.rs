@@ -359,8 +359,8 @@ impl FileSystem {
 
     /// Mounts an existing pool. Read-write mounts repair what mount found damaged (stale
     /// superblock copies; records and checkpoint blocks read from their second copy, by writing a
-    /// new checkpoint; unreadable metadata blocks, by recording them as bad), convert a format
-    /// version 1 pool, and reclaim files that were unlinked while open when the pool was last used.
+    /// new checkpoint; unreadable metadata blocks, by recording them as bad), convert a pool of an
+    /// older format version, and reclaim files that were unlinked while open when the pool was last used.
     pub fn mount(backend: SharedBackend, read_only: bool) -> Result<Self> {
         let (mut journal, state, notes) = Journal::mount(backend.clone(), MountMode::Normal)?;
         if !read_only && !notes.stale_superblocks.is_empty() {
@@ -370,6 +370,7 @@ impl FileSystem {
         if !read_only {
             // An older format is converted first: no record of the current format may follow
             // records of the old one in the same log.
+            let old_version = fs.journal.superblock().version;
             let upgraded = fs.journal.upgrade(&mut fs.state)?;
             let unreadable = fs.notes.unreadable_blocks.clone();
             for block in unreadable {
@@ -379,9 +380,14 @@ impl FileSystem {
                 fs.journal.checkpoint(&mut fs.state)?;
             }
             if upgraded {
+                let names = if old_version < crate::format::superblock::FIRST_VERSION_WITH_ENTRIES {
+                    "names in directory entries (hard links), owners, symlinks and extended \
+                     attributes; a log mirror and a second checkpoint chain; "
+                } else {
+                    ""
+                };
                 fs.notes.repaired.push(format!(
-                    "converted to format version {}: names in directory entries (hard links), owners, \
-                     symlinks and extended attributes; a log mirror and a second checkpoint chain",
+                    "converted to format version {}: {names}a reflink or dedupe is one log mutation",
                     crate::format::superblock::VERSION
                 ));
             }
@@ -552,22 +558,38 @@ impl FileSystem {
             return self.journal.commit(&mut self.state, tx);
         }
         let mut changes = Vec::new();
+        let unmapped = |changes: &mut Vec<LayoutChange>, ino: u64, file_block: u64, len: u64| {
+            if let Some(inode) = self.state.inodes.get(&ino) {
+                for piece in inode.extents.pieces(file_block, len) {
+                    if let Some(p) = piece.phys {
+                        changes.push(LayoutChange::Unmapped { phys: p, len: piece.len });
+                    }
+                }
+            }
+        };
         for m in tx {
             match m {
                 Mutation::Map { ino, file_block, len, phys } => {
-                    if let Some(inode) = self.state.inodes.get(ino) {
-                        for piece in inode.extents.pieces(*file_block, *len) {
-                            if let Some(p) = piece.phys {
-                                changes.push(LayoutChange::Unmapped { phys: p, len: piece.len });
-                            }
-                        }
-                    }
+                    unmapped(&mut changes, *ino, *file_block, *len);
                     changes.push(LayoutChange::Remapped {
                         ino: *ino,
                         file_block: *file_block,
                         len: *len,
                         phys: *phys,
                     });
+                }
+                Mutation::Clone { src, src_block, dst, dst_block, len } => {
+                    unmapped(&mut changes, *dst, *dst_block, *len);
+                    if let Some(source) = self.state.inodes.get(src) {
+                        changes.extend(source.extents.pieces(*src_block, *len).into_iter().map(|p| {
+                            LayoutChange::Remapped {
+                                ino: *dst,
+                                file_block: dst_block + (p.file_block - src_block),
+                                len: p.len,
+                                phys: p.phys,
+                            }
+                        }));
+                    }
                 }
                 Mutation::PutInode(attrs) => {
                     if let Some(old) = self.state.inodes.get(&attrs.ino) {
@@ -1600,18 +1622,11 @@ impl FileSystem {
         }
         let mut tx = Vec::new();
         if n > 0 {
-            let pieces = self.state.inode(src)?.extents.pieces(sfb, n);
-            let dst_extents = &self.state.inode(dst)?.extents;
-            for p in pieces {
-                let file_block = dfb + (p.file_block - sfb);
-                if p.phys.is_none() && dst_extents.pieces(file_block, p.len).iter().all(|q| q.phys.is_none())
-                {
-                    continue; // hole onto hole
-                }
-                tx.push(Mutation::Map { ino: dst, file_block, len: p.len, phys: p.phys });
-            }
+            // One fixed-size mutation, whatever the number of extents it copies.
+            tx.push(Mutation::Clone { src, src_block: sfb, dst, dst_block: dfb, len: n });
             // Reflinking can fragment both files; keep room for the checkpoint to say so.
-            self.ensure_metadata_room((tx.len() as u64 * 48).div_ceil(BLOCK_SIZE))?;
+            let pieces = self.state.inode(src)?.extents.pieces(sfb, n).len() as u64;
+            self.ensure_metadata_room((pieces * 48).div_ceil(BLOCK_SIZE))?;
         }
         if let Some(size) = new_size {
             let mut attrs = self.state.inode(dst)?.attrs.clone();

@@ -252,6 +252,74 @@ impl OwnerMap {
         outcome
     }
 
+    /// Adds each run `(first pool block, length, owner of that block)`, as [`OwnerMap::add`] of
+    /// each would. Runs that cover exactly one segment (a reflink of whole extents: the usual
+    /// case) are placed in one ordered walk over the map instead of a descent each; the rest take
+    /// `add`. Consumes `runs` (sorted here by pool block).
+    pub fn add_runs(&mut self, mut runs: Vec<(u64, u64, Owner)>) -> AddOutcome {
+        runs.sort_unstable_by_key(|&(block, _, _)| block);
+        let mut outcome = AddOutcome::default();
+        let mut rest = Vec::new();
+        let mut merges = Vec::new();
+        let Some(&(lo, _, _)) = runs.first() else { return outcome };
+        // From the segment before the first run, so the boundary at its start is seen too.
+        let from = self.segments.range(..lo).next_back().map_or(lo, |(&s, _)| s);
+        let mut walk = self.segments.range_mut(from..);
+        let mut prev: Option<(u64, &mut Segment)> = None;
+        let mut prev_gained = false;
+        let mut next_run = 0;
+        // Segments walked past without a run: bounded, so a few runs spread over a huge map cost
+        // descents rather than a walk over everything between them.
+        let mut idle_budget = 4 * runs.len() + 1024;
+        for (&start, seg) in walk.by_ref() {
+            while next_run < runs.len() && runs[next_run].0 < start {
+                rest.push(runs[next_run]);
+                next_run += 1;
+            }
+            let mut gained = false;
+            while next_run < runs.len() && runs[next_run].0 == start {
+                let (block, len, owner) = runs[next_run];
+                if len == seg.len {
+                    outcome.touched_metadata |= seg.owners.iter().any(|o| matches!(o, Owner::Meta(_)));
+                    let at = seg.owners.binary_search(&owner).unwrap_or_else(|i| i);
+                    seg.owners.insert(at, owner);
+                    gained = true;
+                } else {
+                    rest.push((block, len, owner));
+                }
+                next_run += 1;
+            }
+            if gained || prev_gained {
+                if let Some((pstart, p)) = &prev {
+                    if pstart + p.len == start && continues(p, p.len, &seg.owners) {
+                        merges.push(start);
+                    }
+                }
+            }
+            let done = next_run == runs.len() && !gained;
+            if !gained {
+                idle_budget = idle_budget.saturating_sub(1);
+            }
+            if done || idle_budget == 0 {
+                break;
+            }
+            prev = Some((start, seg));
+            prev_gained = gained;
+        }
+        rest.extend_from_slice(&runs[next_run..]);
+        // Owner sets that now continue their predecessor's: merged in order, so a chain of them
+        // ends as one segment.
+        for start in merges {
+            self.merge_into_predecessor(start);
+        }
+        for (block, len, owner) in rest {
+            let added = self.add(block, len, owner);
+            outcome.newly_owned += added.newly_owned;
+            outcome.touched_metadata |= added.touched_metadata;
+        }
+        outcome
+    }
+
     /// Fast path of `add` when one segment covers exactly the range (a reflink of whole extents).
     /// One B-tree descent finds the segment and both neighbours.
     fn add_to_exact_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<AddOutcome> {
@@ -520,6 +588,63 @@ mod tests {
                 one_by_one.add(start, len, owner);
             }
             proptest::prop_assert_eq!(OwnerMap::from_runs(runs), one_by_one);
+        }
+
+        /// A reflink adds one owner to many whole segments at once; the walk must leave the very
+        /// map (and outcome) that adding the runs one by one leaves, also for runs that straddle
+        /// segments, fall in gaps or repeat a block.
+        #[test]
+        fn adding_runs_in_one_walk_equals_adding_them_one_by_one(
+            base in proptest::collection::vec((0u64..64, 1u64..12, 0u64..4, 0u64..40, proptest::bool::ANY), 0..30),
+            exact in proptest::collection::vec((0usize..64, 0u64..40, proptest::bool::ANY), 0..30),
+            loose in proptest::collection::vec((0u64..80, 1u64..12, 0u64..40), 0..6),
+        ) {
+            let base: Vec<(u64, u64, Owner)> = base
+                .into_iter()
+                .map(|(start, len, ino, fb, meta)| {
+                    let owner = if meta { Owner::Meta(MetaStructure::Log) } else { file(ino + 1, fb) };
+                    (start, len, owner)
+                })
+                .collect();
+            let map = OwnerMap::from_runs(base);
+            // Two overlapping runs of one metadata structure make a map no pool has.
+            proptest::prop_assume!(map.validate().is_ok());
+            let segments: Vec<(u64, &Segment)> = map.iter().collect();
+            // Whole segments, each given a new owner (inode 9) or the continuation of an owner of
+            // the segment just before it (which can make the two one segment); then a few runs
+            // anywhere.
+            let mut runs: Vec<(u64, u64, Owner)> = Vec::new();
+            for (pick, fb, continuation) in exact {
+                let Some(at) = (!segments.is_empty()).then(|| pick % segments.len()) else { break };
+                let (start, seg) = segments[at];
+                let before = at.checked_sub(1).map(|i| segments[i]).filter(|(s, p)| s + p.len == start);
+                let continued = before.and_then(|(_, p)| {
+                    p.owners.iter().find(|o| matches!(o, Owner::File { .. })).map(|o| o.shifted(p.len))
+                });
+                let owner = match continued {
+                    Some(continued) if continuation => continued,
+                    _ => file(9, fb * 64 + runs.len() as u64),
+                };
+                // A block owned twice by the same owner is no state a pool reaches.
+                if !seg.owners.contains(&owner) && !runs.iter().any(|r| r.0 == start && r.2 == owner) {
+                    runs.push((start, seg.len, owner));
+                }
+            }
+            for (start, len, fb) in loose {
+                runs.push((start, len, file(10, fb * 64 + runs.len() as u64)));
+            }
+            let mut one_by_one = map.clone();
+            let mut expected = AddOutcome::default();
+            for &(start, len, owner) in &runs {
+                let added = one_by_one.add(start, len, owner);
+                expected.newly_owned += added.newly_owned;
+                expected.touched_metadata |= added.touched_metadata;
+            }
+            let mut walked = map;
+            let outcome = walked.add_runs(runs);
+            proptest::prop_assert_eq!(walked.validate(), Ok(()));
+            proptest::prop_assert_eq!(&walked, &one_by_one);
+            proptest::prop_assert_eq!(outcome, expected);
         }
     }
 

@@ -294,7 +294,71 @@ impl State {
                 inode.target = target.clone();
                 Ok(())
             }
+            Mutation::Clone { src, src_block, dst, dst_block, len } => {
+                self.clone_blocks(*src, *src_block, *dst, *dst_block, *len, mode)
+            }
         }
+    }
+
+    /// Points `dst`'s file blocks `[dst_block, +len)` at what `src`'s `[src_block, +len)` map
+    /// now, hole for hole: the `Map` of each piece of the source range (see [`Mutation::Clone`]).
+    fn clone_blocks(
+        &mut self,
+        src: u64,
+        src_block: u64,
+        dst: u64,
+        dst_block: u64,
+        len: u64,
+        mode: ApplyMode,
+    ) -> std::result::Result<(), String> {
+        let max_blocks = MAX_FILE_SIZE / BLOCK_SIZE;
+        for (ino, first) in [(src, src_block), (dst, dst_block)] {
+            if len == 0 || first.checked_add(len).is_none_or(|e| e > max_blocks) {
+                return Err(format!(
+                    "clone of inode {src} into {dst}: bad range [{first}, +{len}) of inode {ino}"
+                ));
+            }
+        }
+        if src == dst && src_block < dst_block + len && dst_block < src_block + len {
+            return Err(format!(
+                "clone of inode {src} onto itself: ranges [{src_block}, +{len}) and [{dst_block}, +{len}) overlap"
+            ));
+        }
+        let is_file = |i: &Inode| i.attrs.kind == InodeKind::File;
+        let Some(source) = self.inodes.get(&src).filter(|i| is_file(i)) else {
+            return Err(format!("clone from missing or non-file inode {src}"));
+        };
+        if !self.inodes.get(&dst).is_some_and(is_file) {
+            return Err(format!("clone into missing or non-file inode {dst}"));
+        }
+        let pieces = source.extents.pieces(src_block, len);
+        let target = self.inodes.get_mut(&dst).expect("checked above");
+        if !target.extents.is_hole(dst_block, len) {
+            // Over mapped blocks: each piece is a `Map`, which releases what it replaces.
+            for piece in pieces {
+                let at = dst_block + (piece.file_block - src_block);
+                self.map(dst, at, piece.len, piece.phys, mode)?;
+            }
+            return Ok(());
+        }
+        // Into a hole (a new file, a reflink past EOF): nothing is released, and every block the
+        // source maps is owned already, so the extents go in at once and the owners in one walk.
+        let runs: Vec<(u64, u64, u64)> = pieces
+            .iter()
+            .filter_map(|p| p.phys.map(|phys| (dst_block + (p.file_block - src_block), phys, p.len)))
+            .collect();
+        let before = target.extents.len() as u64;
+        target.extents.fill_hole(&runs);
+        self.extent_count = self.extent_count + target.extents.len() as u64 - before;
+        let owners = runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::File { ino: dst, file_block: fb }));
+        let added = self.owners.add_runs(owners.collect());
+        if added.touched_metadata {
+            return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
+        }
+        if added.newly_owned != 0 {
+            return Err(format!("clone of inode {src} into {dst}: source blocks that nobody owned"));
+        }
+        Ok(())
     }
 
     /// Adds the entry `name` -> `ino` to directory `dir`.

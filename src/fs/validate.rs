@@ -124,6 +124,7 @@ impl State {
                     touched.push(*ino);
                     touched.push(*dir);
                 }
+                Mutation::Clone { dst, .. } => touched.push(*dst),
                 Mutation::FreeInode { .. } | Mutation::Quarantine { .. } => {}
             }
             self.apply_one(m, ApplyMode::Replay).map_err(in_record)?;

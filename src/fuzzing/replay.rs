@@ -236,7 +236,7 @@ pub fn record_payload(record_bytes: &[u8]) -> &[u8] {
 /// Decodes one mutation from fuzzer bytes, choosing among what the base state holds (`known`
 /// inodes grow with the inodes this input creates) and hostile numbers.
 fn replay_mutation(src: &mut ByteSource<'_>, base: &Base, known: &mut Vec<u64>) -> Mutation {
-    match src.u8() % 12 {
+    match src.u8() % 13 {
         0..=2 => {
             let ino = pick_ino(src, base, known);
             let mut attrs = base.inodes.iter().find(|a| a.ino == ino).cloned().unwrap_or(InodeAttrs {
@@ -329,9 +329,20 @@ fn replay_mutation(src: &mut ByteSource<'_>, base: &Base, known: &mut Vec<u64>) 
             };
             Mutation::SetXattr { ino: pick_ino(src, base, known), name, value }
         }
-        _ => {
+        11 => {
             let target = src.pick(&[&b"f"[..], b"", b"/a/b", b"x\0y"]).to_vec();
             Mutation::SetTarget { ino: pick_ino(src, base, known), target }
+        }
+        _ => {
+            // Within a file, across files, onto itself, past the largest file size.
+            let block = |src: &mut ByteSource<'_>| match src.u8() % 4 {
+                0 | 1 => src.below(8) as u64,
+                2 => MAX_FILE_SIZE / BLOCK_SIZE - 1,
+                _ => u64::MAX,
+            };
+            let (src_ino, src_block) = (pick_ino(src, base, known), block(src));
+            let (dst, dst_block) = (pick_ino(src, base, known), block(src));
+            Mutation::Clone { src: src_ino, src_block, dst, dst_block, len: pick_len(src) }
         }
     }
 }
