@@ -559,7 +559,7 @@ impl Fs {
         let FsKind::Local(shared) = &self.kind else { return Ok(Vec::new()) };
         let (backend, pool_len) = {
             let guard = shared.fs.read().unwrap_or_else(|e| e.into_inner());
-            (guard.fs.backend().clone(), guard.fs.stats().total_blocks * BLOCK_SIZE)
+            (guard.fs.backend().clone(), guard.fs.total_blocks() * BLOCK_SIZE)
         };
         // Finding the device is best effort: a pool whose device cannot be examined mounts as one
         // that is not on pmem.

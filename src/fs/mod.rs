@@ -1771,7 +1771,13 @@ impl FileSystem {
         Ok(out)
     }
 
-    /// Space and object counts.
+    /// Blocks in the pool.
+    pub fn total_blocks(&self) -> u64 {
+        self.state.total_blocks
+    }
+
+    /// Counts of the pool (blocks, inodes, extents, ownership segments; building the ownership
+    /// map if nothing has yet).
     pub fn stats(&self) -> FsStats {
         FsStats {
             total_blocks: self.state.total_blocks,
@@ -1867,6 +1873,17 @@ impl FileSystem {
 /// replaying the log costs the next mount less than the checkpoint would cost this one.
 pub const UNMOUNT_CHECKPOINT_MIN_LOG_BYTES: u64 = 64 * 1024;
 
+/// Whether unmount gives the in-memory state's memory back (see [`leave_memory_to_process_exit`]).
+static FREE_STATE_AT_UNMOUNT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Tells every later unmount in this process that the process exits right after it (a
+/// command-line command): the in-memory state (inodes, extent maps, the ownership map) is then
+/// left for the kernel to reclaim with the process instead of being freed node by node, which on
+/// a pool of millions of extents is most of an unmount. Nothing durable changes.
+pub fn leave_memory_to_process_exit() {
+    FREE_STATE_AT_UNMOUNT.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Drop for FileSystem {
     /// Unmount: writes a checkpoint when one is due ([`FileSystem::checkpoint_due_at_unmount`]:
     /// never after a mount that failed, nor while a panic unwinds), which bounds the next mount's
@@ -1877,6 +1894,9 @@ impl Drop for FileSystem {
             if let Err(e) = self.journal.checkpoint(&mut self.state) {
                 eprintln!("ferrodax: no checkpoint at unmount ({e}); the next mount replays the log");
             }
+        }
+        if !FREE_STATE_AT_UNMOUNT.load(std::sync::atomic::Ordering::Relaxed) {
+            std::mem::forget(std::mem::take(&mut self.state));
         }
     }
 }

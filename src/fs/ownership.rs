@@ -14,6 +14,7 @@
 //! not have once an operation has finished.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Which metadata structure uses a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,80 +108,119 @@ fn continues(a: &Segment, a_len: u64, next_owners: &[Owner]) -> bool {
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The segments may be built on first use: a map made by [`OwnerMap::deferred`] (a mount) keeps
+/// only its runs until a query or a change needs segments, and runs given to
+/// [`OwnerMap::add_runs`] before then join them. A command that never asks who owns what nor
+/// frees a block (a reflink into a new file, a read, a listing) never builds the map.
+#[derive(Default)]
 pub struct OwnerMap {
-    segments: BTreeMap<u64, Segment>,
+    segments: OnceLock<BTreeMap<u64, Segment>>,
+    /// Runs not in `segments` yet (only while it is unset).
+    deferred: Mutex<Vec<(u64, u64, Owner)>>,
+}
+
+impl Clone for OwnerMap {
+    fn clone(&self) -> Self {
+        match self.segments.get() {
+            Some(segments) => {
+                OwnerMap { segments: OnceLock::from(segments.clone()), deferred: Mutex::default() }
+            }
+            None => OwnerMap::deferred(self.deferred.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        }
+    }
+}
+
+impl PartialEq for OwnerMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.segs() == other.segs()
+    }
+}
+
+impl Eq for OwnerMap {}
+
+impl std::fmt::Debug for OwnerMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerMap").field("segments", self.segs()).finish()
+    }
 }
 
 impl OwnerMap {
     /// An empty map: no block is used.
     pub fn new() -> Self {
-        Self::default()
+        OwnerMap { segments: OnceLock::from(BTreeMap::new()), deferred: Mutex::default() }
+    }
+
+    /// The map of exactly these runs (see [`OwnerMap::from_runs`]), built when first needed.
+    pub fn deferred(runs: Vec<(u64, u64, Owner)>) -> Self {
+        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(runs) }
+    }
+
+    /// Whether the segments exist yet (a [`OwnerMap::deferred`] map that nothing has needed).
+    pub fn is_built(&self) -> bool {
+        self.segments.get().is_some()
+    }
+
+    /// The segments, built from the deferred runs if this is their first use.
+    fn segs(&self) -> &BTreeMap<u64, Segment> {
+        self.segments.get_or_init(|| {
+            let runs = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+            sweep(runs)
+        })
+    }
+
+    /// The segments to change, built first if needed.
+    fn segs_mut(&mut self) -> &mut BTreeMap<u64, Segment> {
+        if self.segments.get().is_none() {
+            let runs = std::mem::take(self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()));
+            let _ = self.segments.set(sweep(runs));
+        }
+        self.segments.get_mut().expect("just built")
     }
 
     /// The map of exactly these runs, as (first pool block, length, owner of that first block):
-    /// what adding them one by one gives, built in one sweep over the runs sorted by pool block
-    /// (mount builds the map of a whole checkpoint this way). Empty runs are ignored.
-    pub fn from_runs(mut runs: Vec<(u64, u64, Owner)>) -> Self {
-        runs.retain(|&(_, len, _)| len > 0);
-        runs.sort_unstable_by_key(|&(start, _, _)| start);
-        let mut segments: Vec<(u64, Segment)> = Vec::with_capacity(runs.len());
-        // Runs covering the sweep position, as (end, start, owner at start).
-        let mut active: Vec<(u64, u64, Owner)> = Vec::new();
-        let mut next = 0;
-        let mut at = 0;
-        loop {
-            if active.is_empty() {
-                match runs.get(next) {
-                    Some(&(start, _, _)) => at = start,
-                    None => break,
-                }
+    /// what adding them one by one gives, built in one sweep over the runs sorted by pool block.
+    /// Empty runs are ignored.
+    pub fn from_runs(runs: Vec<(u64, u64, Owner)>) -> Self {
+        OwnerMap { segments: OnceLock::from(sweep(runs)), deferred: Mutex::default() }
+    }
+
+    /// Every used run as (first block, length), ascending by first block: the segments, or, on a
+    /// map not built yet, its runs as given (they may overlap; nothing is built for this).
+    pub fn used_runs(&self) -> Vec<(u64, u64)> {
+        match self.segments.get() {
+            Some(segments) => segments.iter().map(|(&start, seg)| (start, seg.len)).collect(),
+            None => {
+                let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                let mut runs: Vec<(u64, u64)> =
+                    deferred.iter().filter(|r| r.1 > 0).map(|&(start, len, _)| (start, len)).collect();
+                runs.sort_unstable();
+                runs
             }
-            while let Some(&(start, len, owner)) = runs.get(next).filter(|r| r.0 == at) {
-                active.push((start + len, start, owner));
-                next += 1;
-            }
-            let mut end = active.iter().map(|&(end, _, _)| end).min().expect("a run covers `at`");
-            if let Some(&(start, _, _)) = runs.get(next) {
-                end = end.min(start);
-            }
-            let mut owners: Vec<Owner> = active.iter().map(|&(_, start, o)| o.shifted(at - start)).collect();
-            owners.sort_unstable();
-            match segments.last_mut() {
-                Some((prev_start, prev))
-                    if *prev_start + prev.len == at && continues(prev, prev.len, &owners) =>
-                {
-                    prev.len += end - at;
-                }
-                _ => segments.push((at, Segment { len: end - at, owners })),
-            }
-            active.retain(|&(run_end, _, _)| run_end != end);
-            at = end;
         }
-        OwnerMap { segments: segments.into_iter().collect() }
     }
 
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.segs().len()
     }
 
     /// Every segment as (first pool block, segment), ascending.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Segment)> + '_ {
-        self.segments.iter().map(|(&b, s)| (b, s))
+        self.segs().iter().map(|(&b, s)| (b, s))
     }
 
     /// Segments overlapping `[block, block + len)`, as (first block, segment), ascending.
     pub fn overlapping(&self, block: u64, len: u64) -> impl Iterator<Item = (u64, &Segment)> + '_ {
         let end = block.saturating_add(len);
-        let first = self
-            .segments
+        let segments = self.segs();
+        let first = segments
             .range(..=block)
             .next_back()
             .filter(|(&s, seg)| s + seg.len > block)
             .map(|(&s, _)| s)
             .unwrap_or(block);
-        self.segments.range(first..end).map(|(&b, s)| (b, s))
+        segments.range(first..end).map(|(&b, s)| (b, s))
     }
 
     /// The first metadata structure owning a block of `[block, block + len)`, if any.
@@ -231,7 +271,7 @@ impl OwnerMap {
         let mut cursor = block;
         let mut gaps = Vec::new();
         let mut outcome = AddOutcome::default();
-        for (&start, seg) in self.segments.range_mut(block..end) {
+        for (&start, seg) in self.segs_mut().range_mut(block..end) {
             if start > cursor {
                 gaps.push((cursor, start - cursor));
             }
@@ -246,25 +286,36 @@ impl OwnerMap {
         }
         for (start, glen) in gaps {
             outcome.newly_owned += glen;
-            self.segments.insert(start, Segment { len: glen, owners: vec![owner.shifted(start - block)] });
+            self.segs_mut().insert(start, Segment { len: glen, owners: vec![owner.shifted(start - block)] });
         }
         self.merge_ends(block, end);
         outcome
     }
 
     /// Adds each run `(first pool block, length, owner of that block)`, as [`OwnerMap::add`] of
-    /// each would. Runs that cover exactly one segment (a reflink of whole extents: the usual
-    /// case) are placed in one ordered walk over the map instead of a descent each; the rest take
-    /// `add`. Consumes `runs` (sorted here by pool block).
-    pub fn add_runs(&mut self, mut runs: Vec<(u64, u64, Owner)>) -> AddOutcome {
+    /// each would, and says what that found — or `None` when the map is not built yet: the runs
+    /// then join the deferred ones, unchecked (the caller vouches that they name blocks owned
+    /// already and no metadata, as a reflink of a file's own extents does). On a built map, runs
+    /// that cover exactly one segment (a reflink of whole extents: the usual case) are placed in
+    /// one ordered walk over the map instead of a descent each; the rest take `add`.
+    pub fn add_runs(&mut self, runs: Vec<(u64, u64, Owner)>) -> Option<AddOutcome> {
+        if !self.is_built() {
+            self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()).extend(runs);
+            return None;
+        }
+        Some(self.add_runs_to_segments(runs))
+    }
+
+    /// [`OwnerMap::add_runs`] on a built map.
+    fn add_runs_to_segments(&mut self, mut runs: Vec<(u64, u64, Owner)>) -> AddOutcome {
         runs.sort_unstable_by_key(|&(block, _, _)| block);
         let mut outcome = AddOutcome::default();
         let mut rest = Vec::new();
         let mut merges = Vec::new();
         let Some(&(lo, _, _)) = runs.first() else { return outcome };
         // From the segment before the first run, so the boundary at its start is seen too.
-        let from = self.segments.range(..lo).next_back().map_or(lo, |(&s, _)| s);
-        let mut walk = self.segments.range_mut(from..);
+        let from = self.segs_mut().range(..lo).next_back().map_or(lo, |(&s, _)| s);
+        let mut walk = self.segs_mut().range_mut(from..);
         let mut prev: Option<(u64, &mut Segment)> = None;
         let mut prev_gained = false;
         let mut next_run = 0;
@@ -324,7 +375,7 @@ impl OwnerMap {
     /// One B-tree descent finds the segment and both neighbours.
     fn add_to_exact_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<AddOutcome> {
         let end = block + len;
-        let mut it = self.segments.range_mut(..=end).rev();
+        let mut it = self.segs_mut().range_mut(..=end).rev();
         let (mut next, mut here) = (None, None);
         for (&start, seg) in it.by_ref() {
             if start == end && next.is_none() && here.is_none() {
@@ -346,8 +397,8 @@ impl OwnerMap {
             None => false,
         };
         if merge_next {
-            let n = self.segments.remove(&end).expect("seen").len;
-            self.segments.get_mut(&block).expect("seen").len += n;
+            let n = self.segs_mut().remove(&end).expect("seen").len;
+            self.segs_mut().get_mut(&block).expect("seen").len += n;
         }
         if merge_prev {
             self.merge_into_predecessor(block);
@@ -358,7 +409,7 @@ impl OwnerMap {
     /// Fast path of `add` when no block of the range has an owner (a freshly allocated run).
     fn add_to_gap(&mut self, block: u64, len: u64, owner: Owner) -> Option<AddOutcome> {
         let end = block + len;
-        let mut it = self.segments.range(..=end).rev();
+        let mut it = self.segs_mut().range(..=end).rev();
         let mut next_continues = false;
         let mut prev_continues = false;
         for (&start, seg) in it.by_ref() {
@@ -373,12 +424,12 @@ impl OwnerMap {
                 start + seg.len == block && seg.owners.len() == 1 && seg.owners[0].shifted(seg.len) == owner;
             break;
         }
-        let next_len = if next_continues { self.segments.remove(&end).map_or(0, |s| s.len) } else { 0 };
+        let next_len = if next_continues { self.segs_mut().remove(&end).map_or(0, |s| s.len) } else { 0 };
         if prev_continues {
-            let (_, prev) = self.segments.range_mut(..block).next_back().expect("seen");
+            let (_, prev) = self.segs_mut().range_mut(..block).next_back().expect("seen");
             prev.len += len + next_len;
         } else {
-            self.segments.insert(block, Segment { len: len + next_len, owners: vec![owner] });
+            self.segs_mut().insert(block, Segment { len: len + next_len, owners: vec![owner] });
         }
         Some(AddOutcome { newly_owned: len, touched_metadata: false })
     }
@@ -401,7 +452,7 @@ impl OwnerMap {
         let mut cursor = block;
         let mut emptied = Vec::new();
         let mut failure = None;
-        for (&start, seg) in self.segments.range_mut(block..end) {
+        for (&start, seg) in self.segs_mut().range_mut(block..end) {
             if start != cursor {
                 failure = Some(format!("pool blocks [{cursor}, {start}) have no owner"));
                 break;
@@ -425,7 +476,7 @@ impl OwnerMap {
             failure = Some(format!("pool blocks [{cursor}, {end}) have no owner"));
         }
         for &(start, _) in &emptied {
-            self.segments.remove(&start);
+            self.segs_mut().remove(&start);
         }
         // As in `add`, only the ends can become mergeable.
         self.merge_ends(block, end);
@@ -442,7 +493,7 @@ impl OwnerMap {
     /// the segment beyond. Returns `None` (changing nothing) to take the general path.
     fn remove_inside_one_segment(&mut self, block: u64, len: u64, owner: Owner) -> Option<Vec<(u64, u64)>> {
         let end = block + len;
-        let (&start, seg) = self.segments.range_mut(..=block).next_back()?;
+        let (&start, seg) = self.segs_mut().range_mut(..=block).next_back()?;
         let seg_end = start + seg.len;
         if seg_end < end {
             return None;
@@ -451,7 +502,7 @@ impl OwnerMap {
             let index = seg.owners.binary_search(&owner).ok()?;
             seg.owners.remove(index);
             if seg.owners.is_empty() {
-                self.segments.remove(&block);
+                self.segs_mut().remove(&block);
                 return Some(vec![(block, len)]);
             }
             self.merge_ends(block, end);
@@ -469,17 +520,17 @@ impl OwnerMap {
         if start < block {
             seg.len = block - start;
             if !middle.is_empty() {
-                self.segments.insert(block, Segment { len, owners: middle });
+                self.segs_mut().insert(block, Segment { len, owners: middle });
             }
         } else if middle.is_empty() {
-            self.segments.remove(&block);
+            self.segs_mut().remove(&block);
         } else {
             seg.len = len;
             seg.owners = middle;
         }
         let (touches_start, touches_end) = (start == block, seg_end == end);
         if let Some(tail) = tail {
-            self.segments.insert(end, tail);
+            self.segs_mut().insert(end, tail);
         }
         if freed.is_empty() {
             if touches_end {
@@ -493,15 +544,15 @@ impl OwnerMap {
     }
 
     fn split_at(&mut self, block: u64) {
-        let Some((&start, seg)) = self.segments.range(..block).next_back() else { return };
+        let Some((&start, seg)) = self.segs_mut().range(..block).next_back() else { return };
         if start + seg.len <= block {
             return;
         }
         let head = block - start;
         let tail =
             Segment { len: seg.len - head, owners: seg.owners.iter().map(|o| o.shifted(head)).collect() };
-        self.segments.get_mut(&start).expect("listed").len = head;
-        self.segments.insert(block, tail);
+        self.segs_mut().get_mut(&start).expect("listed").len = head;
+        self.segs_mut().insert(block, tail);
     }
 
     /// Merges across the boundaries at `end` and at `block` where the owner sets continue.
@@ -512,7 +563,7 @@ impl OwnerMap {
 
     fn merge_into_predecessor(&mut self, start: u64) {
         // One descent finds the segment and its predecessor.
-        let mut it = self.segments.range_mut(..=start).rev();
+        let mut it = self.segs_mut().range_mut(..=start).rev();
         let Some((&found, next)) = it.next() else { return };
         if found != start {
             return;
@@ -521,14 +572,14 @@ impl OwnerMap {
         // Owner lists are sorted and shifting preserves order, so they compare pairwise.
         if pstart + prev.len == start && continues(prev, prev.len, &next.owners) {
             prev.len += next.len;
-            self.segments.remove(&start);
+            self.segs_mut().remove(&start);
         }
     }
 
     /// Checks the structural invariants; returns the first violation.
     pub fn validate(&self) -> Result<(), OwnershipMismatch> {
         let mut prev: Option<(u64, &Segment)> = None;
-        for (&start, seg) in &self.segments {
+        for (&start, seg) in self.segs() {
             if seg.len == 0 || seg.owners.is_empty() {
                 return Err(OwnershipMismatch(format!("empty segment at pool block {start}")));
             }
@@ -546,6 +597,47 @@ impl OwnerMap {
         }
         Ok(())
     }
+}
+
+/// Builds the segments of exactly these runs (see [`OwnerMap::from_runs`]) in one sweep over
+/// them sorted by pool block.
+fn sweep(mut runs: Vec<(u64, u64, Owner)>) -> BTreeMap<u64, Segment> {
+    runs.retain(|&(_, len, _)| len > 0);
+    runs.sort_unstable_by_key(|&(start, _, _)| start);
+    let mut segments: Vec<(u64, Segment)> = Vec::with_capacity(runs.len());
+    // Runs covering the sweep position, as (end, start, owner at start).
+    let mut active: Vec<(u64, u64, Owner)> = Vec::new();
+    let mut next = 0;
+    let mut at = 0;
+    loop {
+        if active.is_empty() {
+            match runs.get(next) {
+                Some(&(start, _, _)) => at = start,
+                None => break,
+            }
+        }
+        while let Some(&(start, len, owner)) = runs.get(next).filter(|r| r.0 == at) {
+            active.push((start + len, start, owner));
+            next += 1;
+        }
+        let mut end = active.iter().map(|&(end, _, _)| end).min().expect("a run covers `at`");
+        if let Some(&(start, _, _)) = runs.get(next) {
+            end = end.min(start);
+        }
+        let mut owners: Vec<Owner> = active.iter().map(|&(_, start, o)| o.shifted(at - start)).collect();
+        owners.sort_unstable();
+        match segments.last_mut() {
+            Some((prev_start, prev))
+                if *prev_start + prev.len == at && continues(prev, prev.len, &owners) =>
+            {
+                prev.len += end - at;
+            }
+            _ => segments.push((at, Segment { len: end - at, owners })),
+        }
+        active.retain(|&(run_end, _, _)| run_end != end);
+        at = end;
+    }
+    segments.into_iter().collect()
 }
 
 /// Joins touching runs.
@@ -588,6 +680,34 @@ mod tests {
                 one_by_one.add(start, len, owner);
             }
             proptest::prop_assert_eq!(OwnerMap::from_runs(runs), one_by_one);
+        }
+
+        /// Mount keeps the runs and builds the map when first needed; runs a reflink adds before
+        /// then join them. The map finally built must be the map of all the runs, and anything
+        /// but a reflink's `add_runs` must build it.
+        #[test]
+        fn a_deferred_map_is_built_on_first_use_as_the_map_of_all_its_runs(
+            base in proptest::collection::vec((0u64..64, 1u64..12, 0u64..4, 0u64..40), 0..30),
+            added in proptest::collection::vec((0u64..64, 1u64..12, 0u64..40), 0..10),
+        ) {
+            let base: Vec<(u64, u64, Owner)> =
+                base.into_iter().map(|(start, len, ino, fb)| (start, len, file(ino + 1, fb))).collect();
+            let added: Vec<(u64, u64, Owner)> =
+                added.into_iter().map(|(start, len, fb)| (start, len, file(9, fb * 64))).collect();
+            let mut deferred = OwnerMap::deferred(base.clone());
+            proptest::prop_assert!(deferred.add_runs(added.clone()).is_none());
+            proptest::prop_assert!(!deferred.is_built());
+            let mut used = deferred.used_runs();
+            used.dedup();
+            let all: Vec<(u64, u64, Owner)> = base.into_iter().chain(added).collect();
+            let built = OwnerMap::from_runs(all.clone());
+            let _ = deferred.refcount(0);
+            proptest::prop_assert!(deferred.is_built());
+            proptest::prop_assert_eq!(&deferred, &built);
+            let mut expected_used: Vec<(u64, u64)> = all.iter().map(|&(s, l, _)| (s, l)).collect();
+            expected_used.sort_unstable();
+            expected_used.dedup();
+            proptest::prop_assert_eq!(used, expected_used);
         }
 
         /// A reflink adds one owner to many whole segments at once; the walk must leave the very
@@ -641,7 +761,7 @@ mod tests {
                 expected.touched_metadata |= added.touched_metadata;
             }
             let mut walked = map;
-            let outcome = walked.add_runs(runs);
+            let outcome = walked.add_runs(runs).expect("a built map checks what it adds");
             proptest::prop_assert_eq!(walked.validate(), Ok(()));
             proptest::prop_assert_eq!(&walked, &one_by_one);
             proptest::prop_assert_eq!(outcome, expected);

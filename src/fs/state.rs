@@ -76,7 +76,7 @@ pub enum ApplyMode {
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct State {
     /// Blocks in the pool.
     pub total_blocks: u64,
@@ -98,27 +98,38 @@ pub struct State {
 }
 
 /// The first file extent, in inode and file order, that maps a block a metadata structure owns,
-/// described as a checkpoint problem; `None` when files and metadata never share a block.
-fn file_on_metadata(owners: &OwnerMap, inodes: &IntMap<u64, Inode>) -> Option<String> {
-    let shared_with_metadata = |seg: &super::ownership::Segment| {
-        seg.owners.iter().any(|o| matches!(o, Owner::Meta(_)))
-            && seg.owners.iter().any(|o| matches!(o, Owner::File { .. }))
-    };
-    let mut culprits: Vec<u64> = owners
+/// described as a checkpoint problem; `None` when files and metadata never share a block. Each
+/// extent is one binary search over the metadata runs (no ownership map needed).
+fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Inode>) -> Option<String> {
+    let mut meta = meta.to_vec();
+    meta.sort_unstable_by_key(|&(start, _, _)| start);
+    // The furthest end among the runs up to each index: runs starting before an extent's end
+    // overlap it exactly when that end lies past the extent's start.
+    let reach: Vec<u64> = meta
         .iter()
-        .filter(|(_, seg)| shared_with_metadata(seg))
-        .flat_map(|(_, seg)| seg.owners.iter())
-        .filter_map(|o| match o {
-            Owner::File { ino, .. } => Some(*ino),
-            Owner::Meta(_) => None,
+        .scan(0, |furthest, &(start, len, _)| {
+            *furthest = (*furthest).max(start + len);
+            Some(*furthest)
         })
         .collect();
-    culprits.sort_unstable();
-    let ino = *culprits.first()?;
-    inodes[&ino].extents.iter().find_map(|(_, e)| {
-        let structure = owners.metadata_in(e.phys, e.len)?;
-        Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
-    })
+    let structure_under = |phys: u64, len: u64| -> Option<MetaStructure> {
+        let before_end = meta.partition_point(|&(start, _, _)| start < phys + len);
+        let last = before_end.checked_sub(1)?;
+        (reach[last] > phys).then(|| {
+            let (_, _, structure) = meta[..before_end]
+                .iter()
+                .rev()
+                .find(|&&(start, n, _)| start + n > phys)
+                .expect("reach says one");
+            *structure
+        })
+    };
+    let hit = |inode: &Inode| {
+        inode.extents.iter().find_map(|(_, e)| structure_under(e.phys, e.len).map(|structure| (e, structure)))
+    };
+    let ino = inodes.iter().filter(|(_, inode)| hit(inode).is_some()).map(|(&ino, _)| ino).min()?;
+    let (e, structure) = hit(&inodes[&ino]).expect("found above");
+    Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
 }
 
 /// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
@@ -173,10 +184,11 @@ impl State {
                 return Err(in_checkpoint(format!("inode {ino} appears twice")));
             }
         }
-        let owners = OwnerMap::from_runs(runs);
-        if let Some(detail) = file_on_metadata(&owners, &inodes) {
+        if let Some(detail) = file_on_metadata(meta, &inodes) {
             return Err(in_checkpoint(detail));
         }
+        // Built when something first asks who owns a block or frees one (see `OwnerMap`).
+        let owners = OwnerMap::deferred(runs);
         // Inode numbers are handed out from next_ino: every existing one must lie below it.
         if let Some(&bad) = inodes.keys().find(|&&ino| ino == 0 || ino >= image.next_ino) {
             return Err(in_checkpoint(format!(
@@ -214,7 +226,7 @@ impl State {
     /// Recomputes free space as every block that is neither owned nor quarantined.
     pub fn rebuild_free(&mut self) {
         let mut free = FreeSpace::new();
-        let mut used: Vec<(u64, u64)> = self.owners.iter().map(|(s, seg)| (s, seg.len)).collect();
+        let mut used = self.owners.used_runs();
         used.extend(self.quarantine.iter().map(|(&s, &l)| (s, l)));
         used.sort_unstable();
         let mut cursor = 0;
@@ -351,12 +363,15 @@ impl State {
         target.extents.fill_hole(&runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
         let owners = runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::File { ino: dst, file_block: fb }));
-        let added = self.owners.add_runs(owners.collect());
-        if added.touched_metadata {
-            return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
-        }
-        if added.newly_owned != 0 {
-            return Err(format!("clone of inode {src} into {dst}: source blocks that nobody owned"));
+        // An ownership map not built yet takes the runs unchecked: they are the source's own
+        // extents, which mount checked against the metadata, and which its owners hold.
+        if let Some(added) = self.owners.add_runs(owners.collect()) {
+            if added.touched_metadata {
+                return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
+            }
+            if added.newly_owned != 0 {
+                return Err(format!("clone of inode {src} into {dst}: source blocks that nobody owned"));
+            }
         }
         Ok(())
     }
