@@ -96,6 +96,16 @@ impl ExtentMap {
         self.map.iter().next_back().map_or(0, |(&fb, e)| fb + e.len)
     }
 
+    /// The mapped parts of `[file_block, file_block + len)` as (file block, pool block, length),
+    /// in order, holes left out: [`ExtentMap::pieces`] without the holes and without a vector.
+    pub fn mapped_in(&self, file_block: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let end = file_block + len;
+        self.iter_from(file_block).take_while(move |&(fb, _)| fb < end).map(move |(fb, e)| {
+            let from = fb.max(file_block);
+            (from, e.phys + (from - fb), (fb + e.len).min(end) - from)
+        })
+    }
+
     /// Splits `[file_block, file_block + len)` into mapped pieces and holes, in order.
     pub fn pieces(&self, file_block: u64, len: u64) -> Vec<Piece> {
         let end = file_block + len;
@@ -345,6 +355,12 @@ mod tests {
             for &(fb, phys, n) in &runs {
                 piece_by_piece.set(fb, n, Some(phys));
             }
+            let without_holes: Vec<(u64, u64, u64)> = src
+                .pieces(from, len)
+                .iter()
+                .filter_map(|p| p.phys.map(|phys| (p.file_block, phys, p.len)))
+                .collect();
+            proptest::prop_assert_eq!(src.mapped_in(from, len).collect::<Vec<_>>(), without_holes);
             proptest::prop_assert!(dst.is_hole(to, len));
             dst.fill_hole(&runs);
             proptest::prop_assert!(dst.is_canonical());

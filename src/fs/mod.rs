@@ -1625,8 +1625,8 @@ impl FileSystem {
             // One fixed-size mutation, whatever the number of extents it copies.
             tx.push(Mutation::Clone { src, src_block: sfb, dst, dst_block: dfb, len: n });
             // Reflinking can fragment both files; keep room for the checkpoint to say so.
-            let pieces = self.state.inode(src)?.extents.pieces(sfb, n).len() as u64;
-            self.ensure_metadata_room((pieces * 48).div_ceil(BLOCK_SIZE))?;
+            let extents = self.state.inode(src)?.extents.mapped_in(sfb, n).count() as u64;
+            self.ensure_metadata_room((extents * 48).div_ceil(BLOCK_SIZE))?;
         }
         if let Some(size) = new_size {
             let mut attrs = self.state.inode(dst)?.attrs.clone();

@@ -343,11 +343,9 @@ impl State {
         if !self.inodes.get(&dst).is_some_and(is_file) {
             return Err(format!("clone into missing or non-file inode {dst}"));
         }
-        let pieces = source.extents.pieces(src_block, len);
-        let target = self.inodes.get_mut(&dst).expect("checked above");
-        if !target.extents.is_hole(dst_block, len) {
+        if !self.inodes[&dst].extents.is_hole(dst_block, len) {
             // Over mapped blocks: each piece is a `Map`, which releases what it replaces.
-            for piece in pieces {
+            for piece in source.extents.pieces(src_block, len) {
                 let at = dst_block + (piece.file_block - src_block);
                 self.map(dst, at, piece.len, piece.phys, mode)?;
             }
@@ -355,10 +353,12 @@ impl State {
         }
         // Into a hole (a new file, a reflink past EOF): nothing is released, and every block the
         // source maps is owned already, so the extents go in at once and the owners in one walk.
-        let runs: Vec<(u64, u64, u64)> = pieces
-            .iter()
-            .filter_map(|p| p.phys.map(|phys| (dst_block + (p.file_block - src_block), phys, p.len)))
+        let runs: Vec<(u64, u64, u64)> = source
+            .extents
+            .mapped_in(src_block, len)
+            .map(|(fb, phys, n)| (dst_block + (fb - src_block), phys, n))
             .collect();
+        let target = self.inodes.get_mut(&dst).expect("checked above");
         let before = target.extents.len() as u64;
         target.extents.fill_hole(&runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
