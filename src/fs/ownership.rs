@@ -122,11 +122,13 @@ pub struct OwnerMap {
 
 impl Clone for OwnerMap {
     fn clone(&self) -> Self {
+        // The runs' lock first: a build in progress holds it until its segments are set.
+        let runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         match self.segments.get() {
             Some(segments) => {
                 OwnerMap { segments: OnceLock::from(segments.clone()), deferred: Mutex::default() }
             }
-            None => OwnerMap::deferred(self.deferred.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+            None => OwnerMap::deferred(runs.clone()),
         }
     }
 }
@@ -161,19 +163,28 @@ impl OwnerMap {
         self.segments.get().is_some()
     }
 
-    /// The segments, built from the deferred runs if this is their first use.
+    /// The segments, built from the deferred runs if this is their first use. The runs stay
+    /// (under their lock) until the segments are set, so a reader of the runs
+    /// ([`OwnerMap::used_runs`], `clone`) sees either the runs or the segments, never neither;
+    /// and a build that panics loses nothing.
     fn segs(&self) -> &BTreeMap<u64, Segment> {
-        self.segments.get_or_init(|| {
-            let runs = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
-            sweep(runs)
-        })
+        if let Some(segments) = self.segments.get() {
+            return segments;
+        }
+        let mut runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if self.segments.get().is_none() {
+            let _ = self.segments.set(sweep(&mut runs));
+            *runs = Vec::new();
+        }
+        self.segments.get().expect("set above or by the thread that held the lock")
     }
 
     /// The segments to change, built first if needed.
     fn segs_mut(&mut self) -> &mut BTreeMap<u64, Segment> {
         if self.segments.get().is_none() {
-            let runs = std::mem::take(self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()));
+            let runs = self.deferred.get_mut().unwrap_or_else(|e| e.into_inner());
             let _ = self.segments.set(sweep(runs));
+            *runs = Vec::new();
         }
         self.segments.get_mut().expect("just built")
     }
@@ -181,17 +192,18 @@ impl OwnerMap {
     /// The map of exactly these runs, as (first pool block, length, owner of that first block):
     /// what adding them one by one gives, built in one sweep over the runs sorted by pool block.
     /// Empty runs are ignored.
-    pub fn from_runs(runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap { segments: OnceLock::from(sweep(runs)), deferred: Mutex::default() }
+    pub fn from_runs(mut runs: Vec<(u64, u64, Owner)>) -> Self {
+        OwnerMap { segments: OnceLock::from(sweep(&mut runs)), deferred: Mutex::default() }
     }
 
     /// Every used run as (first block, length), ascending by first block: the segments, or, on a
     /// map not built yet, its runs as given (they may overlap; nothing is built for this).
     pub fn used_runs(&self) -> Vec<(u64, u64)> {
+        // The runs' lock first: a build in progress holds it until its segments are set.
+        let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         match self.segments.get() {
             Some(segments) => segments.iter().map(|(&start, seg)| (start, seg.len)).collect(),
             None => {
-                let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
                 let mut runs: Vec<(u64, u64)> =
                     deferred.iter().filter(|r| r.1 > 0).map(|&(start, len, _)| (start, len)).collect();
                 runs.sort_unstable();
@@ -601,7 +613,7 @@ impl OwnerMap {
 
 /// Builds the segments of exactly these runs (see [`OwnerMap::from_runs`]) in one sweep over
 /// them sorted by pool block.
-fn sweep(mut runs: Vec<(u64, u64, Owner)>) -> BTreeMap<u64, Segment> {
+fn sweep(runs: &mut Vec<(u64, u64, Owner)>) -> BTreeMap<u64, Segment> {
     runs.retain(|&(_, len, _)| len > 0);
     runs.sort_unstable_by_key(|&(start, _, _)| start);
     let mut segments: Vec<(u64, Segment)> = Vec::with_capacity(runs.len());

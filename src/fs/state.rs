@@ -132,6 +132,9 @@ fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Ino
     Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
 }
 
+/// Checkpoint bytes per extent: (file block, pool block, length), each a u64.
+const EXTENT_IMAGE_BYTES: u64 = 24;
+
 /// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
 /// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded.
 const INODE_IMAGE_FIXED_BYTES: u64 = 80;
@@ -268,7 +271,7 @@ impl State {
     /// An upper bound of the encoded checkpoint payload size.
     pub fn image_size_bound(&self) -> u64 {
         let inode_bytes = self.inodes.len() as u64 * INODE_IMAGE_FIXED_BYTES + self.var_bytes;
-        32 + inode_bytes + self.extent_count * 24 + self.quarantine.len() as u64 * 16
+        32 + inode_bytes + self.extent_count * EXTENT_IMAGE_BYTES + self.quarantine.len() as u64 * 16
     }
 
     /// Applies one mutation. In `Live` mode an error is a bug in the caller; in `Replay` mode it
@@ -342,6 +345,17 @@ impl State {
         };
         if !self.inodes.get(&dst).is_some_and(is_file) {
             return Err(format!("clone into missing or non-file inode {dst}"));
+        }
+        // Replay only: one 41-byte record may copy any number of extents, so a few corrupt ones
+        // could ask for exponentially many; no live operation leaves more extents than a
+        // checkpoint of the pool can hold (`ensure_metadata_room`).
+        let copied = source.extents.mapped_in(src_block, len).count() as u64;
+        let bytes_of_extents = (self.extent_count + copied).saturating_mul(EXTENT_IMAGE_BYTES);
+        if mode == ApplyMode::Replay && bytes_of_extents > self.total_blocks * BLOCK_SIZE {
+            return Err(format!(
+                "clone of inode {src} into {dst}: {} extents would not fit any checkpoint of this pool",
+                self.extent_count + copied
+            ));
         }
         if !self.inodes[&dst].extents.is_hole(dst_block, len) {
             // Over mapped blocks: each piece is a `Map`, which releases what it replaces.
