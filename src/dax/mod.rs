@@ -24,6 +24,7 @@ pub mod vm;
 
 use crate::error::{Error, Result};
 use crate::format::BLOCK_SIZE;
+use crate::fs::state::Inode;
 use crate::fs::{FileSystem, LayoutChange};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -478,6 +479,9 @@ pub struct DaxLayer {
     removed: bool,
     /// Peers with page changes queued and not yet flushed.
     dirty_peers: Vec<Arc<dyn ViewPeer>>,
+    /// [`DaxLayer::apply_changes`]'s working lists, kept (empty) between calls.
+    ranges_to_refresh: Vec<(u64, u64, u64)>,
+    views_to_refresh: Vec<Arc<View>>,
 }
 
 impl DaxLayer {
@@ -765,13 +769,18 @@ impl DaxLayer {
 
     /// What a page of `view` must show now, from the file system.
     fn desired(fs: &FileSystem, view: &View, page: u64) -> PageState {
+        Self::desired_in(fs, view, fs.state().inode(view.ino).ok(), page)
+    }
+
+    /// [`DaxLayer::desired`] with the view's inode (`None`: it is gone) looked up already.
+    fn desired_in(fs: &FileSystem, view: &View, inode: Option<&Inode>, page: u64) -> PageState {
         let fb = view.first_page + page;
         // The size alone: `stat` would also sum the file's extents, once per page.
-        let Ok(inode) = fs.state().inode(view.ino) else { return PageState::PastEof };
+        let Some(inode) = inode else { return PageState::PastEof };
         if fb * BLOCK_SIZE >= inode.attrs.size {
             return PageState::PastEof;
         }
-        match fs.block_of(view.ino, fb) {
+        match inode.extents.lookup(fb) {
             None => PageState::Hole,
             Some(phys) if fs.state().first_bad_block(phys, 1).is_some() => PageState::Poisoned { phys },
             Some(phys) => {
@@ -800,9 +809,10 @@ impl DaxLayer {
         // Pages past EOF that are past the explicit states already show the tail (past EOF):
         // nothing to do there but place them once for a new view. This keeps a refresh in
         // proportion to the file, not to the view.
-        let below_eof = match fs.state().inode(view.ino) {
-            Ok(inode) => inode.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page),
-            Err(_) => 0,
+        let inode = fs.state().inode(view.ino).ok();
+        let below_eof = match inode {
+            Some(inode) => inode.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page),
+            None => 0,
         };
         let explicit = view.state.lock().unwrap_or_else(|e| e.into_inner()).explicit().len() as u64;
         let limit = end.min(below_eof.max(explicit)).max(page);
@@ -812,11 +822,11 @@ impl DaxLayer {
         let end = limit;
         let mut p = page;
         while p < end {
-            let want = Self::desired(fs, view, p);
+            let want = Self::desired_in(fs, view, inode, p);
             // Extend a run of pages that continue each other.
             let mut run = 1;
             while p + run < end {
-                let next = Self::desired(fs, view, p + run);
+                let next = Self::desired_in(fs, view, inode, p + run);
                 let continues = match (want, next) {
                     (PageState::Hole, PageState::Hole) | (PageState::PastEof, PageState::PastEof) => true,
                     (PageState::Block { phys: a, prot: pa }, PageState::Block { phys: b, prot: pb }) => {
@@ -943,8 +953,11 @@ impl DaxLayer {
             return Ok(());
         }
         let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
-        // (ino, first file page, pages) ranges to refresh.
-        let mut ranges: Vec<(u64, u64, u64)> = std::mem::take(&mut self.protected);
+        // (ino, first file page, pages) ranges to refresh, in a list kept between calls (a store
+        // fault comes here each time: no allocation once the lists have grown).
+        let mut ranges = std::mem::take(&mut self.ranges_to_refresh);
+        ranges.clear();
+        ranges.append(&mut self.protected);
         for change in changes {
             match *change {
                 LayoutChange::Remapped { ino, file_block, len, phys } => {
@@ -972,23 +985,32 @@ impl DaxLayer {
                 }
             }
         }
-        for (ino, first, count) in ranges {
-            for view in self.views_of(ino) {
+        let mut views = std::mem::take(&mut self.views_to_refresh);
+        let mut refreshed = Ok(());
+        'ranges: for &(ino, first, count) in &ranges {
+            views.clear();
+            if let Some(ids) = self.by_ino.get(&ino) {
+                views.extend(ids.iter().map(|id| self.views[id].clone()));
+            }
+            for view in &views {
                 let start = first.max(view.first_page);
                 let end = first.saturating_add(count).min(view.first_page + view.pages);
                 if start < end {
-                    if let Err(e) =
-                        self.refresh_view(fs, &view, start - view.first_page, end - start, fd, false)
-                    {
-                        self.flush_peers();
-                        return Err(e);
+                    refreshed = self.refresh_view(fs, view, start - view.first_page, end - start, fd, false);
+                    if refreshed.is_err() {
+                        break 'ranges;
                     }
                 }
             }
         }
+        views.clear();
+        self.views_to_refresh = views;
+        self.ranges_to_refresh = ranges;
         self.flush_peers();
-        self.flush_retired(fs.backend().as_ref());
-        Ok(())
+        if refreshed.is_ok() {
+            self.flush_retired(fs.backend().as_ref());
+        }
+        refreshed
     }
 
     /// Checks that every page of every view shows what the file system says, with the right
