@@ -455,6 +455,83 @@ pub enum PageShare {
 
 pub use crate::intmap::{IntHasher, IntMap};
 
+/// Where the views show one pool block: (inode, file page) -> number of views showing it there.
+/// Almost every block is shown at one place only, which is kept inline (no map of its own: a store
+/// fault looks blocks up here, and a new view adds one entry per page).
+#[derive(Debug, Clone)]
+enum BlockEntries {
+    /// One (inode, file page), shown by this many views.
+    One((u64, u64), u32),
+    /// Two or more.
+    Many(IntMap<(u64, u64), u32>),
+}
+
+impl BlockEntries {
+    /// Every (inode, file page).
+    fn keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (one, many) = match self {
+            BlockEntries::One(key, _) => (Some(*key), None),
+            BlockEntries::Many(m) => (None, Some(m.keys().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Number of (inode, file page) keys.
+    fn len(&self) -> usize {
+        match self {
+            BlockEntries::One(..) => 1,
+            BlockEntries::Many(m) => m.len(),
+        }
+    }
+
+    /// One more view shows the block at `key`.
+    fn add(&mut self, key: (u64, u64)) {
+        match self {
+            BlockEntries::One(k, count) if *k == key => *count += 1,
+            BlockEntries::One(k, count) => {
+                let mut m = IntMap::default();
+                m.insert(*k, *count);
+                m.insert(key, 1);
+                *self = BlockEntries::Many(m);
+            }
+            BlockEntries::Many(m) => *m.entry(key).or_insert(0) += 1,
+        }
+    }
+
+    /// One view fewer shows the block at `key`; true when no view shows it anywhere any more.
+    fn remove(&mut self, key: (u64, u64)) -> bool {
+        match self {
+            BlockEntries::One(k, count) => {
+                if *k == key {
+                    *count -= 1;
+                }
+                *count == 0
+            }
+            BlockEntries::Many(m) => {
+                if let Some(c) = m.get_mut(&key) {
+                    *c -= 1;
+                    if *c == 0 {
+                        m.remove(&key);
+                    }
+                }
+                if m.len() == 1 {
+                    let (&k, &count) = m.iter().next().expect("one");
+                    *self = BlockEntries::One(k, count);
+                }
+                false
+            }
+        }
+    }
+
+    /// The same entries as `counts` (keys and numbers).
+    fn same_as(&self, counts: &IntMap<(u64, u64), u32>) -> bool {
+        match self {
+            BlockEntries::One(key, count) => counts.len() == 1 && counts.get(key) == Some(count),
+            BlockEntries::Many(m) => m == counts,
+        }
+    }
+}
+
 /// A run of view pages that showed consecutive pool blocks when the pool was removed:
 /// (view, first view page, pages, first pool block).
 pub type RemovedRun = (Arc<View>, u64, u64, u64);
@@ -465,7 +542,7 @@ pub struct DaxLayer {
     views: BTreeMap<u64, Arc<View>>,
     by_ino: IntMap<u64, BTreeSet<u64>>,
     /// pool block -> (inode, file page) -> number of views showing it there.
-    entries: IntMap<u64, IntMap<(u64, u64), u32>>,
+    entries: IntMap<u64, BlockEntries>,
     next_id: u64,
     /// Pool blocks that were writable through a view and no longer are (re-pointed, made
     /// read-only, unmapped). Stores made through the view may not be written back yet, and msync
@@ -661,34 +738,31 @@ impl DaxLayer {
     }
 
     fn add_entry(&mut self, phys: u64, ino: u64, page: u64) {
-        *self.entries.entry(phys).or_default().entry((ino, page)).or_insert(0) += 1;
+        match self.entries.entry(phys) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add((ino, page)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(BlockEntries::One((ino, page), 1));
+            }
+        }
     }
 
     fn drop_entry(&mut self, phys: u64, ino: u64, page: u64) {
-        if let Some(m) = self.entries.get_mut(&phys) {
-            if let Some(c) = m.get_mut(&(ino, page)) {
-                *c -= 1;
-                if *c == 0 {
-                    m.remove(&(ino, page));
-                }
-            }
-            if m.is_empty() {
-                self.entries.remove(&phys);
-            }
+        if self.entries.get_mut(&phys).is_some_and(|m| m.remove((ino, page))) {
+            self.entries.remove(&phys);
         }
     }
 
     /// True when no view shows pool block `block` anywhere but at file page `page` of `ino` (or
     /// no view shows it at all).
     pub fn shown_only_at(&self, block: u64, ino: u64, page: u64) -> bool {
-        self.entries.get(&block).is_none_or(|m| m.keys().all(|&key| key == (ino, page)))
+        self.entries.get(&block).is_none_or(|m| m.keys().all(|key| key == (ino, page)))
     }
 
     /// Every (view, view page) that shows pool block `block` now.
     pub fn views_showing(&self, block: u64) -> Vec<(Arc<View>, u64)> {
         let mut out = Vec::new();
         let Some(entries) = self.entries.get(&block) else { return out };
-        for &(ino, file_page) in entries.keys() {
+        for (ino, file_page) in entries.keys() {
             for view in self.views_of(ino) {
                 if file_page < view.first_page || file_page >= view.first_page + view.pages {
                     continue;
@@ -758,12 +832,9 @@ impl DaxLayer {
 
     /// The page share state of a pool block, or `None` when no view maps it.
     pub fn page_share(&self, block: u64) -> Option<PageShare> {
-        let m = self.entries.get(&block)?;
-        if m.len() == 1 {
-            let (&(ino, page), _) = m.iter().next().expect("one");
-            Some(PageShare::Single { ino, page })
-        } else {
-            Some(PageShare::Shared { entries: m.len() })
+        match self.entries.get(&block)? {
+            BlockEntries::One((ino, page), _) => Some(PageShare::Single { ino: *ino, page: *page }),
+            m => Some(PageShare::Shared { entries: m.len() }),
         }
     }
 
@@ -966,7 +1037,7 @@ impl DaxLayer {
                     if let Some(p) = phys {
                         for block in p..p + len {
                             if let Some(m) = self.entries.get(&block) {
-                                ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                                ranges.extend(m.keys().map(|(i, page)| (i, page, 1)));
                             }
                         }
                     }
@@ -975,7 +1046,7 @@ impl DaxLayer {
                     // Blocks that lost an owner: a survivor may become private (writable).
                     for block in phys..phys + len {
                         if let Some(m) = self.entries.get(&block) {
-                            ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                            ranges.extend(m.keys().map(|(i, page)| (i, page, 1)));
                         }
                     }
                 }
@@ -1069,7 +1140,11 @@ impl DaxLayer {
                 }
             }
         }
-        if counted != self.entries {
+        let same = counted.len() == self.entries.len()
+            && counted
+                .iter()
+                .all(|(block, counts)| self.entries.get(block).is_some_and(|m| m.same_as(counts)));
+        if !same {
             problems.push(format!(
                 "page share state differs from the views ({} blocks tracked, {} counted)",
                 self.entries.len(),
