@@ -933,7 +933,9 @@ impl FileSystem {
             self.give_back(runs);
             return Err(e);
         }
-        let mut tx = Vec::with_capacity(runs.len() + 1);
+        // One run (the usual small write): the record's two mutations without a list on the heap.
+        let mut only_map = None;
+        let mut tx = Vec::new();
         let mut file_block = fb0;
         for &(start, len) in runs {
             let (run_start, run_end) = (start * BLOCK_SIZE, (start + len) * BLOCK_SIZE);
@@ -958,11 +960,20 @@ impl FileSystem {
                 }
                 None => self.backend.flush(run_start, run_end - run_start),
             }
-            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
+            let map = Mutation::Map { ino, file_block, len, phys: Some(start) };
+            if runs.len() == 1 {
+                only_map = Some(map);
+            } else {
+                tx.reserve_exact(runs.len() + 1);
+                tx.push(map);
+            }
             file_block += len;
         }
         let size = attrs.size.max(end);
         modified(&mut attrs, size);
+        if let Some(map) = only_map {
+            return self.commit_or_give_back(&[map, Mutation::PutInode(attrs)], runs);
+        }
         tx.push(Mutation::PutInode(attrs));
         self.commit_or_give_back(&tx, runs)
     }
@@ -998,8 +1009,14 @@ impl FileSystem {
         if tail != 0 {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
-        let runs = self.allocate_data(fb_end - fb0, goal)?;
-        self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
+        if fb_end - fb0 == 1 {
+            // One block (the usual small write), without a list of runs.
+            let block = self.allocate_data_block(goal)?;
+            self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &[(block, 1)], Some(data))?;
+        } else {
+            let runs = self.allocate_data(fb_end - fb0, goal)?;
+            self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
+        }
         Ok(data.len())
     }
 
