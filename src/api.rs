@@ -328,8 +328,8 @@ impl WriteGuard<'_> {
     /// only while some view exists (nobody else reads them).
     fn sync_views(&mut self) -> Result<()> {
         let m = &mut *self.guard;
-        let changes = m.fs.take_layout_changes();
-        let applied = m.dax.apply_changes(&m.fs, &changes);
+        let applied = m.dax.apply_changes(&m.fs, m.fs.layout_changes());
+        m.fs.clear_layout_changes();
         m.fs.set_layout_tracking(m.dax.view_count() > 0);
         applied
     }

@@ -24,6 +24,7 @@ pub mod vm;
 
 use crate::error::{Error, Result};
 use crate::format::BLOCK_SIZE;
+use crate::fs::state::Inode;
 use crate::fs::{FileSystem, LayoutChange};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -454,6 +455,83 @@ pub enum PageShare {
 
 pub use crate::intmap::{IntHasher, IntMap};
 
+/// Where the views show one pool block: (inode, file page) -> number of views showing it there.
+/// Almost every block is shown at one place only, which is kept inline (no map of its own: a store
+/// fault looks blocks up here, and a new view adds one entry per page).
+#[derive(Debug, Clone)]
+enum BlockEntries {
+    /// One (inode, file page), shown by this many views.
+    One((u64, u64), u32),
+    /// Two or more.
+    Many(IntMap<(u64, u64), u32>),
+}
+
+impl BlockEntries {
+    /// Every (inode, file page).
+    fn keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (one, many) = match self {
+            BlockEntries::One(key, _) => (Some(*key), None),
+            BlockEntries::Many(m) => (None, Some(m.keys().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Number of (inode, file page) keys.
+    fn len(&self) -> usize {
+        match self {
+            BlockEntries::One(..) => 1,
+            BlockEntries::Many(m) => m.len(),
+        }
+    }
+
+    /// One more view shows the block at `key`.
+    fn add(&mut self, key: (u64, u64)) {
+        match self {
+            BlockEntries::One(k, count) if *k == key => *count += 1,
+            BlockEntries::One(k, count) => {
+                let mut m = IntMap::default();
+                m.insert(*k, *count);
+                m.insert(key, 1);
+                *self = BlockEntries::Many(m);
+            }
+            BlockEntries::Many(m) => *m.entry(key).or_insert(0) += 1,
+        }
+    }
+
+    /// One view fewer shows the block at `key`; true when no view shows it anywhere any more.
+    fn remove(&mut self, key: (u64, u64)) -> bool {
+        match self {
+            BlockEntries::One(k, count) => {
+                if *k == key {
+                    *count -= 1;
+                }
+                *count == 0
+            }
+            BlockEntries::Many(m) => {
+                if let Some(c) = m.get_mut(&key) {
+                    *c -= 1;
+                    if *c == 0 {
+                        m.remove(&key);
+                    }
+                }
+                if m.len() == 1 {
+                    let (&k, &count) = m.iter().next().expect("one");
+                    *self = BlockEntries::One(k, count);
+                }
+                false
+            }
+        }
+    }
+
+    /// The same entries as `counts` (keys and numbers).
+    fn same_as(&self, counts: &IntMap<(u64, u64), u32>) -> bool {
+        match self {
+            BlockEntries::One(key, count) => counts.len() == 1 && counts.get(key) == Some(count),
+            BlockEntries::Many(m) => m == counts,
+        }
+    }
+}
+
 /// A run of view pages that showed consecutive pool blocks when the pool was removed:
 /// (view, first view page, pages, first pool block).
 pub type RemovedRun = (Arc<View>, u64, u64, u64);
@@ -464,7 +542,7 @@ pub struct DaxLayer {
     views: BTreeMap<u64, Arc<View>>,
     by_ino: IntMap<u64, BTreeSet<u64>>,
     /// pool block -> (inode, file page) -> number of views showing it there.
-    entries: IntMap<u64, IntMap<(u64, u64), u32>>,
+    entries: IntMap<u64, BlockEntries>,
     next_id: u64,
     /// Pool blocks that were writable through a view and no longer are (re-pointed, made
     /// read-only, unmapped). Stores made through the view may not be written back yet, and msync
@@ -478,6 +556,9 @@ pub struct DaxLayer {
     removed: bool,
     /// Peers with page changes queued and not yet flushed.
     dirty_peers: Vec<Arc<dyn ViewPeer>>,
+    /// [`DaxLayer::apply_changes`]'s working lists, kept (empty) between calls.
+    ranges_to_refresh: Vec<(u64, u64, u64)>,
+    views_to_refresh: Vec<Arc<View>>,
 }
 
 impl DaxLayer {
@@ -657,34 +738,31 @@ impl DaxLayer {
     }
 
     fn add_entry(&mut self, phys: u64, ino: u64, page: u64) {
-        *self.entries.entry(phys).or_default().entry((ino, page)).or_insert(0) += 1;
+        match self.entries.entry(phys) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add((ino, page)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(BlockEntries::One((ino, page), 1));
+            }
+        }
     }
 
     fn drop_entry(&mut self, phys: u64, ino: u64, page: u64) {
-        if let Some(m) = self.entries.get_mut(&phys) {
-            if let Some(c) = m.get_mut(&(ino, page)) {
-                *c -= 1;
-                if *c == 0 {
-                    m.remove(&(ino, page));
-                }
-            }
-            if m.is_empty() {
-                self.entries.remove(&phys);
-            }
+        if self.entries.get_mut(&phys).is_some_and(|m| m.remove((ino, page))) {
+            self.entries.remove(&phys);
         }
     }
 
     /// True when no view shows pool block `block` anywhere but at file page `page` of `ino` (or
     /// no view shows it at all).
     pub fn shown_only_at(&self, block: u64, ino: u64, page: u64) -> bool {
-        self.entries.get(&block).is_none_or(|m| m.keys().all(|&key| key == (ino, page)))
+        self.entries.get(&block).is_none_or(|m| m.keys().all(|key| key == (ino, page)))
     }
 
     /// Every (view, view page) that shows pool block `block` now.
     pub fn views_showing(&self, block: u64) -> Vec<(Arc<View>, u64)> {
         let mut out = Vec::new();
         let Some(entries) = self.entries.get(&block) else { return out };
-        for &(ino, file_page) in entries.keys() {
+        for (ino, file_page) in entries.keys() {
             for view in self.views_of(ino) {
                 if file_page < view.first_page || file_page >= view.first_page + view.pages {
                     continue;
@@ -754,24 +832,26 @@ impl DaxLayer {
 
     /// The page share state of a pool block, or `None` when no view maps it.
     pub fn page_share(&self, block: u64) -> Option<PageShare> {
-        let m = self.entries.get(&block)?;
-        if m.len() == 1 {
-            let (&(ino, page), _) = m.iter().next().expect("one");
-            Some(PageShare::Single { ino, page })
-        } else {
-            Some(PageShare::Shared { entries: m.len() })
+        match self.entries.get(&block)? {
+            BlockEntries::One((ino, page), _) => Some(PageShare::Single { ino: *ino, page: *page }),
+            m => Some(PageShare::Shared { entries: m.len() }),
         }
     }
 
     /// What a page of `view` must show now, from the file system.
     fn desired(fs: &FileSystem, view: &View, page: u64) -> PageState {
+        Self::desired_in(fs, view, fs.state().inode(view.ino).ok(), page)
+    }
+
+    /// [`DaxLayer::desired`] with the view's inode (`None`: it is gone) looked up already.
+    fn desired_in(fs: &FileSystem, view: &View, inode: Option<&Inode>, page: u64) -> PageState {
         let fb = view.first_page + page;
         // The size alone: `stat` would also sum the file's extents, once per page.
-        let Ok(inode) = fs.state().inode(view.ino) else { return PageState::PastEof };
+        let Some(inode) = inode else { return PageState::PastEof };
         if fb * BLOCK_SIZE >= inode.attrs.size {
             return PageState::PastEof;
         }
-        match fs.block_of(view.ino, fb) {
+        match inode.extents.lookup(fb) {
             None => PageState::Hole,
             Some(phys) if fs.state().first_bad_block(phys, 1).is_some() => PageState::Poisoned { phys },
             Some(phys) => {
@@ -800,9 +880,10 @@ impl DaxLayer {
         // Pages past EOF that are past the explicit states already show the tail (past EOF):
         // nothing to do there but place them once for a new view. This keeps a refresh in
         // proportion to the file, not to the view.
-        let below_eof = match fs.state().inode(view.ino) {
-            Ok(inode) => inode.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page),
-            Err(_) => 0,
+        let inode = fs.state().inode(view.ino).ok();
+        let below_eof = match inode {
+            Some(inode) => inode.attrs.size.div_ceil(BLOCK_SIZE).saturating_sub(view.first_page),
+            None => 0,
         };
         let explicit = view.state.lock().unwrap_or_else(|e| e.into_inner()).explicit().len() as u64;
         let limit = end.min(below_eof.max(explicit)).max(page);
@@ -812,11 +893,11 @@ impl DaxLayer {
         let end = limit;
         let mut p = page;
         while p < end {
-            let want = Self::desired(fs, view, p);
+            let want = Self::desired_in(fs, view, inode, p);
             // Extend a run of pages that continue each other.
             let mut run = 1;
             while p + run < end {
-                let next = Self::desired(fs, view, p + run);
+                let next = Self::desired_in(fs, view, inode, p + run);
                 let continues = match (want, next) {
                     (PageState::Hole, PageState::Hole) | (PageState::PastEof, PageState::PastEof) => true,
                     (PageState::Block { phys: a, prot: pa }, PageState::Block { phys: b, prot: pb }) => {
@@ -943,8 +1024,11 @@ impl DaxLayer {
             return Ok(());
         }
         let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
-        // (ino, first file page, pages) ranges to refresh.
-        let mut ranges: Vec<(u64, u64, u64)> = std::mem::take(&mut self.protected);
+        // (ino, first file page, pages) ranges to refresh, in a list kept between calls (a store
+        // fault comes here each time: no allocation once the lists have grown).
+        let mut ranges = std::mem::take(&mut self.ranges_to_refresh);
+        ranges.clear();
+        ranges.append(&mut self.protected);
         for change in changes {
             match *change {
                 LayoutChange::Remapped { ino, file_block, len, phys } => {
@@ -953,7 +1037,7 @@ impl DaxLayer {
                     if let Some(p) = phys {
                         for block in p..p + len {
                             if let Some(m) = self.entries.get(&block) {
-                                ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                                ranges.extend(m.keys().map(|(i, page)| (i, page, 1)));
                             }
                         }
                     }
@@ -962,7 +1046,7 @@ impl DaxLayer {
                     // Blocks that lost an owner: a survivor may become private (writable).
                     for block in phys..phys + len {
                         if let Some(m) = self.entries.get(&block) {
-                            ranges.extend(m.keys().map(|&(i, page)| (i, page, 1)));
+                            ranges.extend(m.keys().map(|(i, page)| (i, page, 1)));
                         }
                     }
                 }
@@ -972,23 +1056,32 @@ impl DaxLayer {
                 }
             }
         }
-        for (ino, first, count) in ranges {
-            for view in self.views_of(ino) {
+        let mut views = std::mem::take(&mut self.views_to_refresh);
+        let mut refreshed = Ok(());
+        'ranges: for &(ino, first, count) in &ranges {
+            views.clear();
+            if let Some(ids) = self.by_ino.get(&ino) {
+                views.extend(ids.iter().map(|id| self.views[id].clone()));
+            }
+            for view in &views {
                 let start = first.max(view.first_page);
                 let end = first.saturating_add(count).min(view.first_page + view.pages);
                 if start < end {
-                    if let Err(e) =
-                        self.refresh_view(fs, &view, start - view.first_page, end - start, fd, false)
-                    {
-                        self.flush_peers();
-                        return Err(e);
+                    refreshed = self.refresh_view(fs, view, start - view.first_page, end - start, fd, false);
+                    if refreshed.is_err() {
+                        break 'ranges;
                     }
                 }
             }
         }
+        views.clear();
+        self.views_to_refresh = views;
+        self.ranges_to_refresh = ranges;
         self.flush_peers();
-        self.flush_retired(fs.backend().as_ref());
-        Ok(())
+        if refreshed.is_ok() {
+            self.flush_retired(fs.backend().as_ref());
+        }
+        refreshed
     }
 
     /// Checks that every page of every view shows what the file system says, with the right
@@ -1047,7 +1140,11 @@ impl DaxLayer {
                 }
             }
         }
-        if counted != self.entries {
+        let same = counted.len() == self.entries.len()
+            && counted
+                .iter()
+                .all(|(block, counts)| self.entries.get(block).is_some_and(|m| m.same_as(counts)));
+        if !same {
             problems.push(format!(
                 "page share state differs from the views ({} blocks tracked, {} counted)",
                 self.entries.len(),

@@ -142,6 +142,20 @@ impl FreeSpace {
         Some(out)
     }
 
+    /// Takes one block, the one [`FreeSpace::allocate`] of one block would take, without building
+    /// a list (a copy-on-write of one block runs in a store-fault handler). `None` when no block
+    /// is free.
+    pub fn allocate_one(&mut self, goal: Option<u64>) -> Option<u64> {
+        if self.free_blocks == 0 {
+            return None;
+        }
+        let at_goal =
+            goal.filter(|&g| self.by_start.range(..=g).next_back().is_some_and(|(&s, &l)| s + l > g));
+        let block = at_goal.unwrap_or_else(|| self.pick_run(1).0);
+        self.take_exact(block, 1);
+        Some(block)
+    }
+
     /// Chooses where the next `need` blocks come from: (start, how many).
     fn pick_run(&self, need: u64) -> (u64, u64) {
         if need >= HUGE_RUN_BLOCKS {
@@ -204,5 +218,21 @@ mod tests {
         assert_eq!(g.allocate(2, None), Some(vec![(500, 2)]), "best fit is the 4-block run");
         let total: u64 = f.runs().map(|r| r.1).sum();
         assert_eq!(total, f.free_blocks());
+    }
+
+    #[test]
+    fn allocate_one_takes_what_allocate_of_one_block_takes() {
+        let mut runs = FreeSpace::new();
+        runs.release(10, 100);
+        runs.release(500, 4);
+        runs.release(600, 2);
+        for goal in [None, Some(50), Some(109), Some(110), Some(501), Some(601), Some(5000)] {
+            let (mut one, mut list) = (runs.clone(), runs.clone());
+            let taken = one.allocate_one(goal).expect("free blocks");
+            assert_eq!(list.allocate(1, goal), Some(vec![(taken, 1)]), "goal {goal:?}");
+            assert_eq!(one, list, "goal {goal:?}");
+        }
+        let mut empty = FreeSpace::new();
+        assert_eq!(empty.allocate_one(Some(3)), None);
     }
 }

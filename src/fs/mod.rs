@@ -248,6 +248,38 @@ const ALLOCATION_SLACK: u64 = 2;
 /// storing file takes the copy.
 pub const MOVABLE_SHARERS: usize = 8;
 
+/// How a mapped pool block is shared, as [`FileSystem::make_block_private_for_store`] needs it.
+enum Sharing {
+    /// Its only owner is the file block asking.
+    Private,
+    /// Also mapped by these other file blocks, few enough to re-point at a copy.
+    Movable(Sharers),
+    /// Shared otherwise: more file blocks, or a metadata structure.
+    Unmovable,
+}
+
+/// Up to [`MOVABLE_SHARERS`] (inode, file block) pairs, kept inline: the store-fault path lists
+/// them without touching the heap.
+#[derive(Default)]
+struct Sharers {
+    list: [(u64, u64); MOVABLE_SHARERS],
+    len: usize,
+}
+
+impl Sharers {
+    /// Appends one; false (changing nothing) when full.
+    fn push(&mut self, sharer: (u64, u64)) -> bool {
+        let Some(slot) = self.list.get_mut(self.len) else { return false };
+        *slot = sharer;
+        self.len += 1;
+        true
+    }
+
+    fn as_slice(&self) -> &[(u64, u64)] {
+        &self.list[..self.len]
+    }
+}
+
 /// Space and object counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsStats {
@@ -557,21 +589,14 @@ impl FileSystem {
         if !self.track_layout {
             return self.journal.commit(&mut self.state, tx);
         }
-        let mut changes = Vec::new();
-        let unmapped = |changes: &mut Vec<LayoutChange>, ino: u64, file_block: u64, len: u64| {
-            if let Some(inode) = self.state.inodes.get(&ino) {
-                for piece in inode.extents.pieces(file_block, len) {
-                    if let Some(p) = piece.phys {
-                        changes.push(LayoutChange::Unmapped { phys: p, len: piece.len });
-                    }
-                }
-            }
-        };
+        // Recorded straight into the list the views take them from (no list per commit), and
+        // taken back out if the commit fails.
+        let recorded = self.layout_changes.len();
         for m in tx {
             match m {
                 Mutation::Map { ino, file_block, len, phys } => {
-                    unmapped(&mut changes, *ino, *file_block, *len);
-                    changes.push(LayoutChange::Remapped {
+                    push_unmapped(&mut self.layout_changes, self.state.inodes.get(ino), *file_block, *len);
+                    self.layout_changes.push(LayoutChange::Remapped {
                         ino: *ino,
                         file_block: *file_block,
                         len: *len,
@@ -579,22 +604,21 @@ impl FileSystem {
                     });
                 }
                 Mutation::Clone { src, src_block, dst, dst_block, len } => {
-                    unmapped(&mut changes, *dst, *dst_block, *len);
+                    push_unmapped(&mut self.layout_changes, self.state.inodes.get(dst), *dst_block, *len);
                     if let Some(source) = self.state.inodes.get(src) {
-                        changes.extend(source.extents.pieces(*src_block, *len).into_iter().map(|p| {
-                            LayoutChange::Remapped {
-                                ino: *dst,
-                                file_block: dst_block + (p.file_block - src_block),
-                                len: p.len,
-                                phys: p.phys,
-                            }
+                        let pieces = source.extents.pieces(*src_block, *len);
+                        self.layout_changes.extend(pieces.into_iter().map(|p| LayoutChange::Remapped {
+                            ino: *dst,
+                            file_block: dst_block + (p.file_block - src_block),
+                            len: p.len,
+                            phys: p.phys,
                         }));
                     }
                 }
                 Mutation::PutInode(attrs) => {
                     if let Some(old) = self.state.inodes.get(&attrs.ino) {
                         if old.attrs.size != attrs.size {
-                            changes.push(LayoutChange::Resized {
+                            self.layout_changes.push(LayoutChange::Resized {
                                 ino: attrs.ino,
                                 old_size: old.attrs.size,
                                 new_size: attrs.size,
@@ -610,9 +634,11 @@ impl FileSystem {
                 | Mutation::SetTarget { .. } => {}
             }
         }
-        self.journal.commit(&mut self.state, tx)?;
-        self.layout_changes.extend(changes);
-        Ok(())
+        let committed = self.journal.commit(&mut self.state, tx);
+        if committed.is_err() {
+            self.layout_changes.truncate(recorded);
+        }
+        committed
     }
 
     // ----- names (the rest lives in `namespace`) -----
@@ -770,6 +796,18 @@ impl FileSystem {
         Ok(runs)
     }
 
+    /// [`FileSystem::allocate_data`] of one block: the same block, without a list of runs.
+    fn allocate_data_block(&mut self, goal: Option<u64>) -> Result<u64> {
+        self.ensure_metadata_room(1 + ALLOCATION_SLACK)?;
+        let block =
+            self.state.free.allocate_one(goal).ok_or_else(|| Error::NoSpace("1 block wanted".into()))?;
+        if let Err(e) = self.backend.ensure_backed(block * BLOCK_SIZE, BLOCK_SIZE) {
+            self.give_back(&[(block, 1)]);
+            return Err(e);
+        }
+        Ok(block)
+    }
+
     fn give_back(&mut self, runs: &[(u64, u64)]) {
         for &(s, l) in runs {
             self.state.free.release(s, l);
@@ -902,26 +940,47 @@ impl FileSystem {
             self.give_back(runs);
             return Err(e);
         }
-        let mut tx = Vec::with_capacity(runs.len() + 1);
+        // One run (the usual small write): the record's two mutations without a list on the heap.
+        let mut only_map = None;
+        let mut tx = Vec::new();
         let mut file_block = fb0;
         for &(start, len) in runs {
-            if let Some(data) = data {
-                let byte_start = (file_block * BLOCK_SIZE).max(pos);
-                let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
-                let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
-                if let Err(e) =
-                    self.backend.write(start * BLOCK_SIZE + (byte_start - file_block * BLOCK_SIZE), src)
-                {
-                    self.give_back(runs);
-                    return Err(e);
+            let (run_start, run_end) = (start * BLOCK_SIZE, (start + len) * BLOCK_SIZE);
+            match data {
+                Some(data) => {
+                    let byte_start = (file_block * BLOCK_SIZE).max(pos);
+                    let byte_end = ((file_block + len) * BLOCK_SIZE).min(end);
+                    let src = &data[(byte_start - pos) as usize..(byte_end - pos) as usize];
+                    let at = run_start + (byte_start - file_block * BLOCK_SIZE);
+                    // The data is flushed as it is stored; then the edges copied around it.
+                    if let Err(e) = self.backend.write_flushed(at, src) {
+                        self.give_back(runs);
+                        return Err(e);
+                    }
+                    let data_end = at + src.len() as u64;
+                    if at > run_start {
+                        self.backend.flush(run_start, at - run_start);
+                    }
+                    if data_end < run_end {
+                        self.backend.flush(data_end, run_end - data_end);
+                    }
                 }
+                None => self.backend.flush(run_start, run_end - run_start),
             }
-            self.backend.flush(start * BLOCK_SIZE, len * BLOCK_SIZE);
-            tx.push(Mutation::Map { ino, file_block, len, phys: Some(start) });
+            let map = Mutation::Map { ino, file_block, len, phys: Some(start) };
+            if runs.len() == 1 {
+                only_map = Some(map);
+            } else {
+                tx.reserve_exact(runs.len() + 1);
+                tx.push(map);
+            }
             file_block += len;
         }
         let size = attrs.size.max(end);
         modified(&mut attrs, size);
+        if let Some(map) = only_map {
+            return self.commit_or_give_back(&[map, Mutation::PutInode(attrs)], runs);
+        }
         tx.push(Mutation::PutInode(attrs));
         self.commit_or_give_back(&tx, runs)
     }
@@ -957,8 +1016,14 @@ impl FileSystem {
         if tail != 0 {
             self.readable_block(ino, fb_end - 1, old_last)?;
         }
-        let runs = self.allocate_data(fb_end - fb0, goal)?;
-        self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
+        if fb_end - fb0 == 1 {
+            // One block (the usual small write), without a list of runs.
+            let block = self.allocate_data_block(goal)?;
+            self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &[(block, 1)], Some(data))?;
+        } else {
+            let runs = self.allocate_data(fb_end - fb0, goal)?;
+            self.fill_edges_and_commit(ino, pos, end, (old_first, old_last), &runs, Some(data))?;
+        }
         Ok(data.len())
     }
 
@@ -1072,37 +1137,39 @@ impl FileSystem {
         }
         let old = inode.extents.lookup(file_block);
         self.readable_block(ino, file_block, old)?;
-        if old.is_some_and(|p| self.state.owners.refcount(p) == 1) {
-            return Ok(false);
-        }
-        if let Some(others) = old.and_then(|p| self.movable_sharers(p, ino, file_block)) {
-            let old = old.expect("sharers of a mapped block");
-            if shown_only_here(old) {
-                return self.give_copy_to_sharers(old, &others).map(|()| true);
+        let sharing = old.map(|p| (p, self.sharing(p, ino, file_block)));
+        match sharing {
+            Some((_, Sharing::Private)) => return Ok(false),
+            Some((old, Sharing::Movable(others))) if shown_only_here(old) => {
+                return self.give_copy_to_sharers(old, others.as_slice()).map(|()| true);
             }
+            _ => {}
         }
         let inode = self.file(ino)?;
         let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
-        let runs = self.allocate_data(1, goal)?;
-        let new = runs[0].0;
-        if let Err(e) = self.copy_or_zero(old, 0, new, BLOCK_SIZE) {
-            self.give_back(&runs);
+        let new = self.allocate_data_block(goal)?;
+        if let Err(e) = self.copy_or_zero_flushed(old, new) {
+            self.give_back(&[(new, 1)]);
             return Err(e);
         }
-        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
-        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &runs)?;
+        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &[(new, 1)])?;
         Ok(true)
     }
 
-    /// The file blocks other than `file_block` of `ino` that map pool block `block`, as
-    /// (inode, file block), when there are at most [`MOVABLE_SHARERS`] of them and all are file
-    /// data; `None` otherwise.
-    fn movable_sharers(&self, block: u64, ino: u64, file_block: u64) -> Option<Vec<(u64, u64)>> {
-        let (start, segment) = self.state.owners.overlapping(block, 1).next()?;
-        if segment.owners.len() > MOVABLE_SHARERS + 1 {
-            return None;
+    /// How pool block `block`, mapped at `file_block` of `ino`, is shared, from one look at the
+    /// ownership map: not at all, with at most [`MOVABLE_SHARERS`] other file blocks (listed), or
+    /// otherwise (more sharers, or a metadata owner).
+    fn sharing(&self, block: u64, ino: u64, file_block: u64) -> Sharing {
+        let Some((start, segment)) = self.state.owners.overlapping(block, 1).next() else {
+            return Sharing::Unmovable;
+        };
+        if segment.owners.len() == 1 {
+            return Sharing::Private;
         }
-        let mut others = Vec::with_capacity(segment.owners.len());
+        if segment.owners.len() > MOVABLE_SHARERS + 1 {
+            return Sharing::Unmovable;
+        }
+        let mut others = Sharers::default();
         let mut found_self = false;
         for owner in &segment.owners {
             match *owner {
@@ -1110,14 +1177,18 @@ impl FileSystem {
                     let f = f + (block - start);
                     if i == ino && f == file_block && !found_self {
                         found_self = true;
-                    } else {
-                        others.push((i, f));
+                    } else if !others.push((i, f)) {
+                        return Sharing::Unmovable;
                     }
                 }
-                Owner::Meta(_) => return None,
+                Owner::Meta(_) => return Sharing::Unmovable,
             }
         }
-        (found_self && !others.is_empty()).then_some(others)
+        if found_self && others.len > 0 {
+            Sharing::Movable(others)
+        } else {
+            Sharing::Unmovable
+        }
     }
 
     /// Copies shared pool block `old` into a new block and re-points `sharers` (file blocks that
@@ -1125,18 +1196,19 @@ impl FileSystem {
     fn give_copy_to_sharers(&mut self, old: u64, sharers: &[(u64, u64)]) -> Result<()> {
         let (first_ino, first_block) = sharers[0];
         let goal = self.file(first_ino).ok().and_then(|inode| self.goal_for(inode, first_block));
-        let runs = self.allocate_data(1, goal.or(Some(old + 1)))?;
-        let new = runs[0].0;
-        if let Err(e) = self.copy_or_zero(Some(old), 0, new, BLOCK_SIZE) {
-            self.give_back(&runs);
+        let new = self.allocate_data_block(goal.or(Some(old + 1)))?;
+        if let Err(e) = self.copy_or_zero_flushed(Some(old), new) {
+            self.give_back(&[(new, 1)]);
             return Err(e);
         }
-        self.backend.flush(new * BLOCK_SIZE, BLOCK_SIZE);
-        let tx: Vec<Mutation> = sharers
-            .iter()
-            .map(|&(ino, file_block)| Mutation::Map { ino, file_block, len: 1, phys: Some(new) })
-            .collect();
-        self.commit_or_give_back(&tx, &runs)
+        let map =
+            |&(ino, file_block): &(u64, u64)| Mutation::Map { ino, file_block, len: 1, phys: Some(new) };
+        if let [only] = sharers {
+            // The usual case (a clone and its source), without a list on the heap.
+            return self.commit_or_give_back(&[map(only)], &[(new, 1)]);
+        }
+        let tx: Vec<Mutation> = sharers.iter().map(map).collect();
+        self.commit_or_give_back(&tx, &[(new, 1)])
     }
 
     /// Before `ino` grows to `new_size`: makes the bytes past EOF in its partial last block zero,
@@ -1305,9 +1377,27 @@ impl FileSystem {
         }
     }
 
-    /// Takes the layout changes recorded since the last call.
-    pub fn take_layout_changes(&mut self) -> Vec<LayoutChange> {
-        std::mem::take(&mut self.layout_changes)
+    /// The layout changes recorded since the last [`FileSystem::clear_layout_changes`].
+    pub fn layout_changes(&self) -> &[LayoutChange] {
+        &self.layout_changes
+    }
+
+    /// Forgets the recorded layout changes (the views have followed them), keeping the list's
+    /// memory for the next ones.
+    pub fn clear_layout_changes(&mut self) {
+        self.layout_changes.clear();
+    }
+
+    /// Fills all of new block `dst` from block `src`, or with zeros, and flushes it.
+    fn copy_or_zero_flushed(&self, src: Option<u64>, dst: u64) -> Result<()> {
+        match src {
+            Some(src) => self.backend.copy_within_flushed(src * BLOCK_SIZE, dst * BLOCK_SIZE, BLOCK_SIZE),
+            None => {
+                self.backend.fill(dst * BLOCK_SIZE, BLOCK_SIZE, 0)?;
+                self.backend.flush(dst * BLOCK_SIZE, BLOCK_SIZE);
+                Ok(())
+            }
+        }
     }
 
     /// Fills `[at, at + len)` of new block `dst` from the same bytes of `src`, or with zeros.
@@ -1898,6 +1988,18 @@ impl Drop for FileSystem {
         if !FREE_STATE_AT_UNMOUNT.load(std::sync::atomic::Ordering::Relaxed) {
             std::mem::forget(std::mem::take(&mut self.state));
         }
+    }
+}
+
+/// Records that the pool blocks `inode` maps in `[file_block, file_block + len)` lose an owner.
+fn push_unmapped(changes: &mut Vec<LayoutChange>, inode: Option<&Inode>, file_block: u64, len: u64) {
+    if let Some(inode) = inode {
+        changes.extend(
+            inode
+                .extents
+                .mapped_in(file_block, len)
+                .map(|(_, phys, len)| LayoutChange::Unmapped { phys, len }),
+        );
     }
 }
 

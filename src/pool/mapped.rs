@@ -428,6 +428,41 @@ impl Backend for MappedBackend {
         Ok(())
     }
 
+    fn write_flushed(&self, offset: u64, data: &[u8]) -> crate::error::Result<()> {
+        if self.persistence != Persistence::CacheFlush || !super::mcsafe::streams(offset, data.len()) {
+            self.write(offset, data)?;
+            self.flush(offset, data.len() as u64);
+            return Ok(());
+        }
+        assert!(!self.read_only, "a store into a pool opened read-only");
+        assert_in_bounds(self.len, offset, data.len() as u64);
+        // SAFETY: as in `write`. Non-temporal stores reach memory with the next fence: nothing to
+        // flush (the pool's base is page-aligned, so the destination's alignment is the offset's).
+        unsafe { super::mcsafe::copy_streaming(self.base.add(offset as usize), data.as_ptr(), data.len()) }
+            .map_err(|e| super::media_error(self.base as usize, offset, e))
+    }
+
+    fn copy_within_flushed(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
+        if self.persistence != Persistence::CacheFlush || !super::mcsafe::streams(dst, len as usize) {
+            self.copy_within(src, dst, len)?;
+            self.flush(dst, len);
+            return Ok(());
+        }
+        assert!(!self.read_only, "a store into a pool opened read-only");
+        assert_in_bounds(self.len, src, len);
+        assert_in_bounds(self.len, dst, len);
+        assert!(src + len <= dst || dst + len <= src, "copy_within ranges overlap");
+        // SAFETY: as in `copy_within`; nothing to flush, as in `write_flushed`.
+        unsafe {
+            super::mcsafe::copy_streaming(
+                self.base.add(dst as usize),
+                self.base.add(src as usize),
+                len as usize,
+            )
+        }
+        .map_err(|e| super::media_error(self.base as usize, src, e))
+    }
+
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> crate::error::Result<()> {
         assert!(!self.read_only, "a store into a pool opened read-only");
         assert_in_bounds(self.len, src, len);

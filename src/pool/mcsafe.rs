@@ -1,8 +1,8 @@
 //! Machine-check-safe reads of pool memory, and the chaining of the process's SIGBUS handler.
 //!
-//! Owns the copy and compare routines that ferrodax itself uses to read pool memory, written in
-//! assembly with a known region of faulting instructions and a landing pad each — the way the
-//! kernel's `copy_mc` uses exception tables. On real persistent memory a load from a bad line
+//! Owns the copy (plain, and streaming: non-temporal stores) and compare routines that ferrodax
+//! itself uses to read and store pool memory, written in assembly with a known region of faulting
+//! instructions and a landing pad each — the way the kernel's `copy_mc` uses exception tables. On real persistent memory a load from a bad line
 //! raises SIGBUS (BUS_MCEERR_AR); when the faulting instruction lies in one of these regions, the
 //! SIGBUS handler moves the interrupted context's instruction pointer to the region's landing pad
 //! and returns: nothing unwinds through the signal frame, the routine returns how far it got, and
@@ -99,6 +99,38 @@ std::arch::global_asm!(
     "    mov rax, rcx",
     "    ret",
     ".size ferrodax_mc_copy, . - ferrodax_mc_copy",
+    // ferrodax_mc_copy_streaming(dst rdi, src rsi, len rdx) -> rax: bytes NOT copied (0 = all).
+    // len a nonzero multiple of 64, dst 16-byte aligned: 64 bytes a round, non-temporal stores.
+    ".globl ferrodax_mc_copy_streaming",
+    ".type ferrodax_mc_copy_streaming,@function",
+    "ferrodax_mc_copy_streaming:",
+    "    mov rcx, rdx",
+    "    shr rcx, 6",
+    ".globl ferrodax_mc_copy_streaming_moves",
+    "ferrodax_mc_copy_streaming_moves:",
+    "2:",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + 16]",
+    "    movdqu xmm2, [rsi + 32]",
+    "    movdqu xmm3, [rsi + 48]",
+    "    movntdq [rdi], xmm0",
+    "    movntdq [rdi + 16], xmm1",
+    "    movntdq [rdi + 32], xmm2",
+    "    movntdq [rdi + 48], xmm3",
+    "    add rsi, 64",
+    "    add rdi, 64",
+    "    dec rcx",
+    "    jnz 2b",
+    ".globl ferrodax_mc_copy_streaming_moves_end",
+    "ferrodax_mc_copy_streaming_moves_end:",
+    "    xor eax, eax",
+    "    ret",
+    ".globl ferrodax_mc_copy_streaming_fixup",
+    "ferrodax_mc_copy_streaming_fixup:",
+    "    mov rax, rcx",
+    "    shl rax, 6",
+    "    ret",
+    ".size ferrodax_mc_copy_streaming, . - ferrodax_mc_copy_streaming",
     // ferrodax_mc_cmp(a rdi, b rsi, len rdx) -> rax: 0 equal, 1 different, 2 memory error.
     ".globl ferrodax_mc_cmp",
     ".type ferrodax_mc_cmp,@function",
@@ -223,6 +255,10 @@ extern "C" {
     fn ferrodax_mc_copy_insn();
     fn ferrodax_mc_copy_insn_end();
     fn ferrodax_mc_copy_fixup();
+    fn ferrodax_mc_copy_streaming(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    fn ferrodax_mc_copy_streaming_moves();
+    fn ferrodax_mc_copy_streaming_moves_end();
+    fn ferrodax_mc_copy_streaming_fixup();
     fn ferrodax_mc_cmp(a: *const u8, b: *const u8, len: usize) -> usize;
     fn ferrodax_mc_cmp_loads();
     fn ferrodax_mc_cmp_loads_end();
@@ -271,6 +307,38 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Memor
         unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
         Ok(())
     }
+}
+
+/// Bytes from which [`copy_streaming`] bypasses the cache (smaller copies are cheaper through it).
+pub const STREAMING_MIN_LEN: usize = 1024;
+
+/// True when [`copy_streaming`] of `len` bytes to a destination at `dst_offset` (from a 64-byte
+/// aligned base) bypasses the cache: `len` a multiple of 64 of at least [`STREAMING_MIN_LEN`],
+/// the destination 64-byte aligned, on x86-64.
+pub fn streams(dst_offset: u64, len: usize) -> bool {
+    cfg!(target_arch = "x86_64") && len >= STREAMING_MIN_LEN && len % 64 == 0 && dst_offset % 64 == 0
+}
+
+/// [`copy`] for stores into the pool that would be flushed right after: where [`streams`] says so
+/// the bytes go to memory with non-temporal stores, so the destination is neither read first nor
+/// left in the cache, and needs no flush (it is durable after the next store fence, like a
+/// flushed store); elsewhere it is [`copy`], whose stores still need their flush. A SIGBUS
+/// reading `src` or writing `dst` stops the copy as [`copy`]'s does.
+///
+/// # Safety
+/// As [`copy`].
+pub unsafe fn copy_streaming(dst: *mut u8, src: *const u8, len: usize) -> Result<(), MemoryError> {
+    #[cfg(target_arch = "x86_64")]
+    if streams(dst as u64, len) {
+        install();
+        // SAFETY: the caller's contract; the routine reads src and writes dst within len (a
+        // nonzero multiple of 64, dst aligned for movntdq), and a fault in its moves lands on its
+        // fixup (see on_sigbus).
+        let left = unsafe { ferrodax_mc_copy_streaming(dst, src, len) };
+        return if left == 0 { Ok(()) } else { Err(take_landed(src as usize + (len - left))) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { copy(dst, src, len) }
 }
 
 /// Compares `len` bytes at `a` and `b`: `Ok(true)` when equal; a SIGBUS while reading either
@@ -350,8 +418,14 @@ fn landing_pad(ip: usize) -> Option<usize> {
         ferrodax_mc_cmp_avx2_loads as *const () as usize,
         ferrodax_mc_cmp_avx2_loads_end as *const () as usize,
     );
+    let streaming = (
+        ferrodax_mc_copy_streaming_moves as *const () as usize,
+        ferrodax_mc_copy_streaming_moves_end as *const () as usize,
+    );
     if ip >= copy.0 && ip < copy.1 {
         Some(ferrodax_mc_copy_fixup as *const () as usize)
+    } else if ip >= streaming.0 && ip < streaming.1 {
+        Some(ferrodax_mc_copy_streaming_fixup as *const () as usize)
     } else if ip >= cmp.0 && ip < cmp.1 {
         Some(ferrodax_mc_cmp_fixup as *const () as usize)
     } else if ip >= cmp_avx2.0 && ip < cmp_avx2.1 {
@@ -498,6 +572,7 @@ pub unsafe fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::persist::store_fence;
 
     #[test]
     fn a_copy_of_good_memory_copies_everything() {
@@ -528,6 +603,59 @@ mod tests {
             let other = vec![0u8; 8192];
             let err = equal(map as *const u8, other.as_ptr(), 8192).unwrap_err();
             assert_eq!(err.addr, map as usize + 4096);
+            libc::munmap(map, 8192);
+            libc::close(fd);
+        }
+    }
+
+    #[test]
+    fn a_streaming_copy_copies_every_byte_at_every_size_and_alignment() {
+        let src: Vec<u8> = (0..20_000u32).map(|i| (i * 13 + i / 256) as u8).collect();
+        let mut dst = vec![0u8; 20_480];
+        let aligned = dst.as_ptr().align_offset(64);
+        for (start, len) in [(0, 4096), (0, 1024), (0, 1088), (64, 8192), (1, 4096), (0, 1000), (0, 100)] {
+            dst.fill(0);
+            let at = aligned + start;
+            // SAFETY: both buffers hold `at + len` bytes (20,480 > 64 + 64 + 8,192), no overlap.
+            unsafe { copy_streaming(dst.as_mut_ptr().add(at), src.as_ptr().add(7), len) }.unwrap();
+            store_fence();
+            assert_eq!(&dst[at..at + len], &src[7..7 + len], "start {start}, len {len}");
+            assert!(dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == 0), "start {start}, len {len}");
+        }
+    }
+
+    #[test]
+    fn a_streaming_copy_that_meets_a_real_sigbus_stops_there_and_says_where() {
+        // As above: a memfd mapped for two pages and cut to one; the second page faults, once as
+        // the source and once as the destination.
+        // SAFETY: memfd_create with a static name; mmap of our own descriptor; the mapping is
+        // unmapped at the end and only touched through `copy_streaming`.
+        unsafe {
+            let fd = libc::memfd_create(c"mcsafe-streaming-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, 8192), 0);
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            std::ptr::write_bytes(map.cast::<u8>(), 5, 4096);
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            let mut buffer = vec![1u8; 8192 + 64];
+            let dst = buffer.as_mut_ptr().add(buffer.as_ptr().align_offset(64));
+            let err = copy_streaming(dst, map as *const u8, 8192).unwrap_err();
+            assert_eq!(err.addr, map as usize + 4096, "the fault address is the first byte of the cut page");
+            store_fence();
+            assert!(
+                std::slice::from_raw_parts(dst, 4096).iter().all(|&b| b == 5),
+                "the good page was copied"
+            );
+            let err = copy_streaming(map.cast::<u8>(), dst, 8192).unwrap_err();
+            assert_eq!(err.addr, map as usize + 4096, "a store into the cut page stops there too");
             libc::munmap(map, 8192);
             libc::close(fd);
         }
