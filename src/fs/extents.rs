@@ -318,9 +318,10 @@ mod tests {
 
     proptest::proptest! {
         /// A reflink into a hole fills it in one pass; the map must be the one that setting each
-        /// piece in turn gives, merged with the extents around the hole where they continue.
+        /// piece in turn gives, merged with the extents around the hole where they continue. The
+        /// pieces come from `mapped_in`, which must list what `pieces` lists, holes left out.
         #[test]
-        fn filling_a_hole_equals_setting_each_piece(
+        fn filling_a_hole_equals_setting_each_piece_and_mapped_in_is_pieces_without_holes(
             source in proptest::collection::vec((0u64..40, 1u64..6, 0u64..60), 0..12),
             target in proptest::collection::vec((0u64..40, 1u64..6, 0u64..60), 0..12),
             from in 0u64..40, len in 1u64..30, to in 0u64..80, continue_ends in proptest::bool::ANY,

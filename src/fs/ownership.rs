@@ -694,6 +694,16 @@ mod tests {
         Owner::File { ino, file_block }
     }
 
+    /// Generated (start, length, inode, file block, is metadata) as runs with their owners.
+    fn owned_runs(runs: Vec<(u64, u64, u64, u64, bool)>) -> Vec<(u64, u64, Owner)> {
+        runs.into_iter()
+            .map(|(start, len, ino, fb, meta)| {
+                let owner = if meta { Owner::Meta(MetaStructure::Log) } else { file(ino + 1, fb) };
+                (start, len, owner)
+            })
+            .collect()
+    }
+
     proptest::proptest! {
         /// Mount builds the map in one sweep; it must be the very map that adding the runs one by
         /// one builds (the canonical form `check` compares against).
@@ -701,13 +711,7 @@ mod tests {
         fn a_map_built_in_one_sweep_equals_the_map_built_run_by_run(
             runs in proptest::collection::vec((0u64..64, 1u64..12, 0u64..4, 0u64..40, proptest::bool::ANY), 0..40)
         ) {
-            let runs: Vec<(u64, u64, Owner)> = runs
-                .into_iter()
-                .map(|(start, len, ino, fb, meta)| {
-                    let owner = if meta { Owner::Meta(MetaStructure::Log) } else { file(ino + 1, fb) };
-                    (start, len, owner)
-                })
-                .collect();
+            let runs = owned_runs(runs);
             let mut one_by_one = OwnerMap::new();
             for &(start, len, owner) in &runs {
                 one_by_one.add(start, len, owner);
@@ -752,13 +756,7 @@ mod tests {
             exact in proptest::collection::vec((0usize..64, 0u64..40, proptest::bool::ANY), 0..30),
             loose in proptest::collection::vec((0u64..80, 1u64..12, 0u64..40), 0..6),
         ) {
-            let base: Vec<(u64, u64, Owner)> = base
-                .into_iter()
-                .map(|(start, len, ino, fb, meta)| {
-                    let owner = if meta { Owner::Meta(MetaStructure::Log) } else { file(ino + 1, fb) };
-                    (start, len, owner)
-                })
-                .collect();
+            let base = owned_runs(base);
             let map = OwnerMap::from_runs(base);
             // Two overlapping runs of one metadata structure make a map no pool has.
             proptest::prop_assume!(map.validate().is_ok());

@@ -349,13 +349,13 @@ impl State {
         // Replay only: one 41-byte record may copy any number of extents, so a few corrupt ones
         // could ask for exponentially many; no live operation leaves more extents than a
         // checkpoint of the pool can hold (`ensure_metadata_room`).
-        let copied = source.extents.mapped_in(src_block, len).count() as u64;
-        let bytes_of_extents = (self.extent_count + copied).saturating_mul(EXTENT_IMAGE_BYTES);
-        if mode == ApplyMode::Replay && bytes_of_extents > self.total_blocks * BLOCK_SIZE {
-            return Err(format!(
-                "clone of inode {src} into {dst}: {} extents would not fit any checkpoint of this pool",
-                self.extent_count + copied
-            ));
+        if mode == ApplyMode::Replay {
+            let extents = self.extent_count + source.extents.mapped_in(src_block, len).count() as u64;
+            if extents.saturating_mul(EXTENT_IMAGE_BYTES) > self.total_blocks * BLOCK_SIZE {
+                return Err(format!(
+                    "clone of inode {src} into {dst}: {extents} extents would not fit any checkpoint of this pool"
+                ));
+            }
         }
         if !self.inodes[&dst].extents.is_hole(dst_block, len) {
             // Over mapped blocks: each piece is a `Map`, which releases what it replaces.
