@@ -105,7 +105,7 @@ fn a_reflink_into_a_new_file_on_an_unbuilt_map_replays_to_the_same_state() {
 }
 
 #[test]
-fn many_readers_build_the_map_once_and_agree() {
+fn many_first_readers_of_an_unbuilt_map_see_the_same_owners() {
     let image = checkpointed_pool();
     let (_, fs) = mount(image, true);
     let fs = Arc::new(fs);

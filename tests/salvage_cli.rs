@@ -196,7 +196,7 @@ fn a_format_version_2_pool_replays_its_old_log_and_is_converted_with_names_as_en
 }
 
 #[test]
-fn a_format_version_3_pool_is_read_as_it_is_and_converted_before_its_first_clone_record() {
+fn a_format_version_3_pool_is_read_as_it_is_and_converted_by_its_first_writer() {
     // tests/fixtures/format-v3.pool was made by ferrodax before format version 4 (reflinks as
     // `Map` mutations), changes still in its log: /docs/a (12288 bytes of 'a'), /docs/b2 (4096 of
     // 'b', a hole, 100 of 'c'; made as /docs/b, user.note = "hello"), /docs/clone (a reflink of
