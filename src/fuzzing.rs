@@ -160,7 +160,7 @@ fn decode_all(first_seq: u64, log: &[u8]) {
     // Checkpoint payload: decoding accepts exactly what encoding produces.
     if let Ok(image) = StateImage::decode(log) {
         assert_eq!(image.encode(), log, "checkpoint payload round trip");
-        let _ = State::from_image(&image, 1 << 20, &[]);
+        let _ = State::from_image(image, 1 << 20, &[]);
     }
 
     // A checkpoint chain read from the bytes cut into 4096-byte blocks.
@@ -201,7 +201,7 @@ fn decode_all(first_seq: u64, log: &[u8]) {
                 if state.replay_record(&mutations, seq, pos as u64).is_err() {
                     return;
                 }
-                if let Err(e) = state.owners.validate() {
+                if let Err(e) = state.owners().validate() {
                     panic!("replay of record {seq} {mutations:?} left the ownership map malformed: {}", e.0);
                 }
                 pos += len;

@@ -27,7 +27,7 @@ fn mount(image: Vec<u8>, read_only: bool) -> (Arc<RecordingBackend>, Fs) {
 }
 
 fn built(fs: &Fs) -> bool {
-    fs.read_lock().state().owners.is_built()
+    fs.read_lock().state().owners_built()
 }
 
 /// A pool whose whole content is in a checkpoint (empty log): /a fragmented (alternate blocks
@@ -79,7 +79,7 @@ fn a_reflink_into_a_new_file_on_an_unbuilt_map_replays_to_the_same_state() {
     let live_state = {
         let g = fs.read_lock();
         let s = g.state();
-        (s.owners.clone(), s.extent_count, s.free.free_blocks())
+        (s.owners().clone(), s.extent_count, s.free.free_blocks())
     };
     // The crash image: whatever is durable now (no checkpoint: the log is small).
     let crashed = backend.durable_image();
@@ -90,7 +90,7 @@ fn a_reflink_into_a_new_file_on_an_unbuilt_map_replays_to_the_same_state() {
     assert_eq!(again.fiemap(&n2).unwrap(), live_extents);
     let g = again.read_lock();
     let s = g.state();
-    assert_eq!(s.owners, live_state.0);
+    assert_eq!(*s.owners(), live_state.0);
     assert_eq!(s.extent_count, live_state.1);
     assert_eq!(s.free.free_blocks(), live_state.2);
     drop(g);

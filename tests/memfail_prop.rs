@@ -593,10 +593,15 @@ fn concurrent_body() {
     let faulted_inos: BTreeSet<u64> = clones.iter().map(File::ino).chain([src.ino()]).collect();
     let mut injections = 0;
     for k in 0..INJECTIONS {
-        // A block the poisoned group owns right now (it may change before the call: then the
-        // report still names only owners from that moment, which are all in the poisoned group).
+        // A block the poisoned group owns right now, pinned by a reflink until it is poisoned:
+        // the group may drop it meanwhile (then the report names only owners from that moment,
+        // all in the poisoned group or the pin), but nobody else can take it — a faulter's
+        // copy-on-write given that block would meet the poison with a real SIGBUS.
         let f = &pfiles[(k % P as u64) as usize];
-        let extents = fs.fiemap(f).unwrap();
+        let pin_path = format!("/pin{k}");
+        let pin = fs.open(&pin_path, &rw()).unwrap();
+        fs.reflink(f, 0, &pin, 0, 0).unwrap();
+        let extents = fs.fiemap(&pin).unwrap();
         let blocks: Vec<u64> =
             extents.iter().flat_map(|e| (0..e.length / BS).map(move |b| e.physical / BS + b)).collect();
         let block = blocks[(k as usize * 13) % blocks.len()];
@@ -605,6 +610,8 @@ fn concurrent_body() {
         for o in &report.files {
             assert!(!faulted_inos.contains(&o.ino), "a faulted file owns poisoned block {block}: {report}");
         }
+        drop(pin);
+        fs.remove_file(&pin_path).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
     stop.store(true, Ordering::Relaxed);

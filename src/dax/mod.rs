@@ -855,7 +855,7 @@ impl DaxLayer {
             None => PageState::Hole,
             Some(phys) if fs.state().first_bad_block(phys, 1).is_some() => PageState::Poisoned { phys },
             Some(phys) => {
-                let private = fs.state().owners.refcount(phys) == 1;
+                let private = fs.state().owners().refcount(phys) == 1;
                 let prot = if view.access == MapAccess::ReadWrite && private {
                     PageProtection::ReadWrite
                 } else {

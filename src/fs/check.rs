@@ -97,7 +97,7 @@ impl FileSystem {
         report.free_blocks = state.free.free_blocks();
 
         // 1. Ownership map structure, and equality with one rebuilt from the forward maps.
-        if let Err(e) = state.owners.validate() {
+        if let Err(e) = state.owners().validate() {
             report.problem("reverse map", e.0);
         }
         let mut rebuilt = OwnerMap::new();
@@ -159,14 +159,14 @@ impl FileSystem {
         if extent_total != state.extent_count {
             report.problem("extent count", format!("counted {extent_total}, tracked {}", state.extent_count));
         }
-        if rebuilt != state.owners {
+        if rebuilt != *state.owners() {
             report.problem(
                 "reverse map",
                 format!(
                     "differs from the forward maps ({} segments live, {} rebuilt){}",
-                    state.owners.segment_count(),
+                    state.owners().segment_count(),
                     rebuilt.segment_count(),
-                    first_difference(&state.owners, &rebuilt)
+                    first_difference(state.owners(), &rebuilt)
                 ),
             );
         }
@@ -174,7 +174,7 @@ impl FileSystem {
         // 2. Every block exactly once used or free, or else bad; bad blocks never free. A bad
         // block may still be used: its owners read EIO until they rewrite it.
         let mut marks: Vec<(u64, u64, &'static str)> = Vec::new();
-        for (s, seg) in state.owners.iter() {
+        for (s, seg) in state.owners().iter() {
             let is_meta = seg.owners.iter().all(|o| matches!(o, Owner::Meta(_)));
             if is_meta {
                 report.metadata_blocks += seg.len;

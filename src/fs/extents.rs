@@ -270,14 +270,16 @@ impl ExtentMap {
     /// reflink into a hole): the runs ascend, lie in a range [`ExtentMap::is_hole`] says is a hole,
     /// and none continues the one before it in both file and pool (pieces of a canonical map), so
     /// only the two ends of the range can merge with the extents around it.
-    pub fn fill_hole(&mut self, runs: &[(u64, u64, u64)]) {
+    pub fn fill_hole(&mut self, runs: Vec<(u64, u64, u64)>) {
         let (Some(&(first, _, _)), Some(&(last, _, last_len))) = (runs.first(), runs.last()) else { return };
         debug_assert!(self.is_hole(first, last + last_len - first));
         debug_assert!(runs
             .windows(2)
             .all(|w| w[0].0 + w[0].2 <= w[1].0 && !(w[0].0 + w[0].2 == w[1].0 && w[0].1 + w[0].2 == w[1].1)));
-        let new = runs.iter().map(|&(fb, phys, len)| (fb, Extent { phys, len }));
-        if runs.len() * 8 >= self.map.len() {
+        let many = runs.len() * 8 >= self.map.len();
+        // Consumed in place: collecting the runs reuses their buffer for the tree's sort.
+        let new = runs.into_iter().map(|(fb, phys, len)| (fb, Extent { phys, len }));
+        if many {
             // Merging two sorted trees rebuilds them in one pass: cheaper than a descent per run.
             let mut others: BTreeMap<u64, Extent> = new.collect();
             self.map.append(&mut others);
@@ -289,9 +291,10 @@ impl ExtentMap {
     }
 
     /// Builds a map from (file block, pool block, length) triples, as a checkpoint stores them.
-    pub fn from_triples(triples: &[(u64, u64, u64)]) -> Self {
-        // Collecting builds the tree in one pass from sorted input (a checkpoint's order).
-        Self { map: triples.iter().map(|&(fb, phys, len)| (fb, Extent { phys, len })).collect() }
+    pub fn from_triples(triples: Vec<(u64, u64, u64)>) -> Self {
+        // Collecting builds the tree in one pass from sorted input (a checkpoint's order), and
+        // reuses the triples' buffer for its sort (same size and alignment).
+        Self { map: triples.into_iter().map(|(fb, phys, len)| (fb, Extent { phys, len })).collect() }
     }
 
     /// True if the stored extents are sorted, non-overlapping, non-empty and fully merged.
@@ -363,7 +366,7 @@ mod tests {
                 .collect();
             proptest::prop_assert_eq!(src.mapped_in(from, len).collect::<Vec<_>>(), without_holes);
             proptest::prop_assert!(dst.is_hole(to, len));
-            dst.fill_hole(&runs);
+            dst.fill_hole(runs.clone());
             proptest::prop_assert!(dst.is_canonical());
             proptest::prop_assert_eq!(dst, piece_by_piece);
         }

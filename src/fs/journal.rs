@@ -28,6 +28,9 @@ pub struct Journal {
     sb: Superblock,
     /// Byte offset inside the log region where the next record goes.
     log_pos: u64,
+    /// Extents the log's records added or removed (replayed at mount or committed since), over
+    /// all files: with `log_pos`, what replaying the log costs the next mount.
+    log_extent_changes: u64,
     /// Sequence number of the next record.
     next_seq: u64,
     /// Every aligned terminator stretch ([`LOG_TERMINATOR_BYTES`]) from the first one at or after
@@ -172,11 +175,12 @@ impl Journal {
             quarantine: Vec::new(),
         };
         let no_chains = [Vec::new(), Vec::new()];
-        let mut state = State::from_image(&image, total_blocks, &meta_layout(&sb, &no_chains))?;
+        let mut state = State::from_image(image, total_blocks, &meta_layout(&sb, &no_chains))?;
         let mut journal = Journal {
             backend,
             sb,
             log_pos: 0,
+            log_extent_changes: 0,
             zeroed_to: 0,
             next_seq: 1,
             checkpoint_blocks: no_chains,
@@ -351,7 +355,7 @@ impl Journal {
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
             let image = decode_image(&payload).map_err(with_repair_hint)?;
-            State::from_image(&image, best.total_blocks, &layout).map_err(with_repair_hint)?
+            State::from_image(image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
             return Err(Error::Corrupt("checkpoint: no root directory".into()));
@@ -371,6 +375,7 @@ impl Journal {
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
+        let mut extent_changes = 0;
         loop {
             let here = |copy: &[u8]| -> Result<RecordAt> {
                 if !legacy {
@@ -447,7 +452,9 @@ impl Journal {
             if let Some((mutations, len)) = found {
                 if !salvage {
                     // The whole record, then everything it touched is validated (fs/validate.rs).
+                    let before = state.extent_count;
                     state.replay_record(&mutations, seq, pos as u64).map_err(with_repair_hint)?;
+                    extent_changes += before.abs_diff(state.extent_count);
                     pos += len;
                     seq += 1;
                     replayed += 1;
@@ -568,6 +575,7 @@ impl Journal {
             backend,
             sb: best,
             log_pos: pos as u64,
+            log_extent_changes: extent_changes,
             zeroed_to,
             next_seq: seq,
             checkpoint_blocks: chains,
@@ -607,7 +615,7 @@ impl Journal {
             )),
             other => other,
         })?;
-        state.owners.add(start, n, Owner::Meta(MetaStructure::LogMirror));
+        state.owners_mut().add(start, n, Owner::Meta(MetaStructure::LogMirror));
         self.sb.log_mirror_start = start;
         Ok(())
     }
@@ -650,7 +658,7 @@ impl Journal {
                 continue;
             }
             let new = self.zeroed_region(state, n, copy == 1)?;
-            state.owners.add(new, n, Owner::Meta(structure));
+            state.owners_mut().add(new, n, Owner::Meta(structure));
             self.sb.set_log_copy_start(copy, new);
             old_regions.push((old, n, structure));
         }
@@ -685,6 +693,12 @@ impl Journal {
     /// Bytes of the log region that records of this generation use.
     pub fn log_used_bytes(&self) -> u64 {
         self.log_pos
+    }
+
+    /// Extents the log's records added or removed over all files (see `Journal`): a record of a
+    /// few bytes (a reflink, the removal of a big file) may change thousands.
+    pub fn log_extent_changes(&self) -> u64 {
+        self.log_extent_changes
     }
 
     /// Bytes left in the log region.
@@ -744,9 +758,11 @@ impl Journal {
             self.log_pos += bytes.len() as u64;
             self.next_seq += 1;
             self.stats.records += 1;
+            let before = state.extent_count;
             for m in mutations {
                 state.apply(m, ApplyMode::Live).map_err(|e| bug("applying a committed record", e))?;
             }
+            self.log_extent_changes += before.abs_diff(state.extent_count);
             return Ok(());
         }
         // Larger than the whole log: the checkpoint itself is the atomic step. Make sure it will
@@ -826,11 +842,11 @@ impl Journal {
             return Err(e);
         }
         self.backend.flush(new_start * BLOCK_SIZE, n * BLOCK_SIZE);
-        state.owners.add(new_start, n, Owner::Meta(structure));
+        state.owners_mut().add(new_start, n, Owner::Meta(structure));
         self.sb.set_log_copy_start(copy, new_start);
         if let Err(e) = self.checkpoint(state) {
             self.sb.set_log_copy_start(copy, old_start);
-            let _ = state.owners.remove(new_start, n, Owner::Meta(structure));
+            let _ = state.owners_mut().remove(new_start, n, Owner::Meta(structure));
             state.free.release(new_start, n);
             return Err(e);
         }
@@ -912,7 +928,7 @@ impl Journal {
             [(&runs0, MetaStructure::Checkpoint), (&runs1, MetaStructure::CheckpointMirror)]
         {
             for &(s, l) in runs {
-                state.owners.add(s, l, Owner::Meta(structure));
+                state.owners_mut().add(s, l, Owner::Meta(structure));
             }
         }
         for (old, structure) in
@@ -920,7 +936,7 @@ impl Journal {
         {
             for &b in old {
                 let freed = state
-                    .owners
+                    .owners_mut()
                     .remove(b, 1, Owner::Meta(structure))
                     .map_err(|e| bug("freeing the old checkpoint", Error::Corrupt(e.0)))?;
                 for (s, l) in freed {
@@ -930,6 +946,7 @@ impl Journal {
         }
         self.checkpoint_blocks = chains;
         self.log_pos = 0;
+        self.log_extent_changes = 0;
         // The old log is dead: its first two stretches become terminators, so the next mount
         // stops reading at once instead of searching the old records for later ones, and the
         // commits that fill the first stretch find the second one zero already.
@@ -997,7 +1014,7 @@ impl Journal {
 /// Gives back the blocks of a metadata region nothing durable names any more, except bad ones.
 fn free_region(state: &mut State, start: u64, n: u64, structure: MetaStructure) -> Result<()> {
     let freed = state
-        .owners
+        .owners_mut()
         .remove(start, n, Owner::Meta(structure))
         .map_err(|e| bug(&format!("freeing the old {structure} region"), Error::Corrupt(e.0)))?;
     for (s, l) in freed {
@@ -1053,7 +1070,9 @@ const LOG_READ_STEP: usize = 64 * 1024;
 struct LogCopy<'a> {
     backend: &'a SharedBackend,
     start_block: u64,
-    /// The whole region; zeros where not read yet (a zeroed allocation costs nothing until read).
+    /// Bytes of the region.
+    region_len: usize,
+    /// The region's bytes read so far (`[0, read)`), grown as reads go further.
     whole: Vec<u8>,
     /// Bytes `[0, read)` have been read.
     read: usize,
@@ -1071,7 +1090,8 @@ impl<'a> LogCopy<'a> {
         LogCopy {
             backend,
             start_block,
-            whole: vec![0; (blocks * BLOCK_SIZE) as usize],
+            region_len: (blocks * BLOCK_SIZE) as usize,
+            whole: Vec::new(),
             read: 0,
             bad: Vec::new(),
             stop_at_zeros,
@@ -1085,7 +1105,7 @@ impl<'a> LogCopy<'a> {
     }
 
     fn read_all(&mut self) {
-        self.read_to(self.whole.len());
+        self.read_to(self.region_len);
     }
 
     /// Reads at least the bytes before `end` (or the whole region).
@@ -1094,8 +1114,9 @@ impl<'a> LogCopy<'a> {
             return;
         }
         let block = BLOCK_SIZE as usize;
-        let upto = end.max(2 * self.read).max(LOG_READ_STEP).next_multiple_of(block).min(self.whole.len());
+        let upto = end.max(2 * self.read).max(LOG_READ_STEP).next_multiple_of(block).min(self.region_len);
         let from = self.read;
+        self.whole.resize(upto, 0);
         let offset = self.start_block * BLOCK_SIZE + from as u64;
         if crate::pool::read_into(self.backend.as_ref(), offset, &mut self.whole[from..upto]).is_err() {
             for (i, bytes) in self.whole[from..upto].chunks_mut(block).enumerate() {
@@ -1126,7 +1147,7 @@ impl<'a> LogCopy<'a> {
     /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable.
     fn terminator_at(&mut self, at: usize) -> bool {
         let len = LOG_TERMINATOR_BYTES as usize;
-        if !self.stop_at_zeros || at + len > self.whole.len() {
+        if !self.stop_at_zeros || at + len > self.region_len {
             return false;
         }
         self.read_to(at + len);
@@ -1143,9 +1164,9 @@ impl<'a> LogCopy<'a> {
     /// ignored. The search ends at the first terminator ([`LOG_TERMINATOR_BYTES`]).
     fn later_record_after(&mut self, end: usize, next_seq: u64) -> Option<(u64, usize)> {
         // More records than could fit in the region cannot be of this generation.
-        let max_records = (self.whole.len() / record::HEADER_LEN) as u64;
+        let max_records = (self.region_len / record::HEADER_LEN) as u64;
         let mut at = end;
-        while at + record::HEADER_LEN <= self.whole.len() {
+        while at + record::HEADER_LEN <= self.region_len {
             if at as u64 % LOG_TERMINATOR_BYTES == 0 && self.terminator_at(at) {
                 self.terminator = Some(at);
                 return None;

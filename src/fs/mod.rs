@@ -1069,7 +1069,7 @@ impl FileSystem {
         let mut private = vec![false; count as usize];
         for piece in inode.extents.pieces(fb0, count) {
             let Some(phys) = piece.phys else { continue };
-            for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
+            for (s, seg) in self.state.owners().overlapping(phys, piece.len) {
                 if seg.owners.len() == 1 {
                     let a = s.max(phys);
                     let b = (s + seg.len).min(phys + piece.len);
@@ -1160,7 +1160,7 @@ impl FileSystem {
     /// ownership map: not at all, with at most [`MOVABLE_SHARERS`] other file blocks (listed), or
     /// otherwise (more sharers, or a metadata owner).
     fn sharing(&self, block: u64, ino: u64, file_block: u64) -> Sharing {
-        let Some((start, segment)) = self.state.owners.overlapping(block, 1).next() else {
+        let Some((start, segment)) = self.state.owners().overlapping(block, 1).next() else {
             return Sharing::Unmovable;
         };
         if segment.owners.len() == 1 {
@@ -1234,7 +1234,7 @@ impl FileSystem {
         if tail.iter().all(|&b| b == 0) {
             return Ok(());
         }
-        if self.state.owners.refcount(old) == 1 {
+        if self.state.owners().refcount(old) == 1 {
             self.backend.fill(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0)?;
             self.backend.flush(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
             return Ok(());
@@ -1315,7 +1315,7 @@ impl FileSystem {
         }
         let mut hits_log = [false; 2];
         let mut hits_checkpoint = false;
-        for (_, seg) in self.state.owners.overlapping(start, end - start) {
+        for (_, seg) in self.state.owners().overlapping(start, end - start) {
             for o in &seg.owners {
                 match o {
                     Owner::Meta(MetaStructure::Log) => hits_log[0] = true,
@@ -1471,7 +1471,7 @@ impl FileSystem {
         if fb_end > fb0 {
             for piece in inode.extents.pieces(fb0, fb_end - fb0) {
                 let Some(phys) = piece.phys else { continue };
-                for (s, seg) in self.state.owners.overlapping(phys, piece.len) {
+                for (s, seg) in self.state.owners().overlapping(phys, piece.len) {
                     if seg.owners.len() < 2 {
                         continue;
                     }
@@ -1740,7 +1740,7 @@ impl FileSystem {
         // Many owners of one page usually sit in few directories: each directory's path is built
         // once per query, each owner's path is that plus its name.
         let mut dir_paths: IntMap<u64, Option<String>> = IntMap::default();
-        for (s, seg) in self.state.owners.overlapping(first, end.saturating_sub(first)) {
+        for (s, seg) in self.state.owners().overlapping(first, end.saturating_sub(first)) {
             let a = s.max(first);
             let b = (s + seg.len).min(end);
             // The names first, in a loop of their own: each is a few dependent cache misses
@@ -1815,7 +1815,7 @@ impl FileSystem {
         if self.state.quarantine.range(..=block).next_back().is_some_and(|(&s, &l)| s + l > block) {
             return ShareState::Quarantined;
         }
-        match self.state.owners.overlapping(block, 1).next() {
+        match self.state.owners().overlapping(block, 1).next() {
             None => ShareState::Free,
             Some((s, seg)) => match seg.owners.as_slice() {
                 [Owner::Meta(m)] => ShareState::Metadata { structure: m.to_string() },
@@ -1832,7 +1832,7 @@ impl FileSystem {
         let inode = self.file(ino)?;
         let mut out: Vec<FiemapExtent> = Vec::new();
         for (fb, e) in inode.extents.iter() {
-            for (s, seg) in self.state.owners.overlapping(e.phys, e.len) {
+            for (s, seg) in self.state.owners().overlapping(e.phys, e.len) {
                 let a = s.max(e.phys);
                 let b = (s + seg.len).min(e.phys + e.len);
                 let shared = seg.owners.len() > 1;
@@ -1877,7 +1877,7 @@ impl FileSystem {
             quarantined_blocks: self.state.quarantine.values().sum(),
             inodes: self.state.inodes.len() as u64,
             extents: self.state.extent_count,
-            segments: self.state.owners.segment_count() as u64,
+            segments: self.state.owners().segment_count() as u64,
             log_free_bytes: self.journal.log_free_bytes(),
         }
     }
@@ -1886,7 +1886,7 @@ impl FileSystem {
     /// runs by size: one pass over the ownership segments and the free runs.
     pub fn space_usage(&self) -> SpaceUsage {
         let (mut data_blocks, mut shared_blocks, mut metadata_blocks) = (0, 0, 0);
-        for (_, segment) in self.state.owners.iter() {
+        for (_, segment) in self.state.owners().iter() {
             if segment.owners.iter().all(|o| matches!(o, Owner::Meta(_))) {
                 metadata_blocks += segment.len;
             } else {
@@ -1946,21 +1946,25 @@ impl FileSystem {
         self.journal.checkpoint(&mut self.state)
     }
 
-    /// Whether unmounting now writes a checkpoint: when the log holds at least
-    /// [`UNMOUNT_CHECKPOINT_MIN_LOG_BYTES`] and more bytes than a checkpoint of the state would,
-    /// so the next mount reads the smaller image instead of replaying the records.
+    /// Whether unmounting now writes a checkpoint: when replaying the log would cost the next
+    /// mount at least [`UNMOUNT_CHECKPOINT_MIN_LOG_BYTES`] and more than reading a checkpoint of
+    /// the state would. A record's cost is its bytes plus, for every extent it adds or removes,
+    /// the bytes that extent takes in a checkpoint: a small record that clones or frees
+    /// thousands of extents costs a replay what they cost.
     pub fn checkpoint_due_at_unmount(&self) -> bool {
-        let used = self.journal.log_used_bytes();
+        let replay_cost = self.journal.log_used_bytes()
+            + self.journal.log_extent_changes().saturating_mul(state::EXTENT_IMAGE_BYTES);
         self.mounted
             && !std::thread::panicking()
             && self.writable().is_ok()
-            && used >= UNMOUNT_CHECKPOINT_MIN_LOG_BYTES
-            && used >= self.state.image_size_bound()
+            && replay_cost >= UNMOUNT_CHECKPOINT_MIN_LOG_BYTES
+            && replay_cost >= self.state.image_size_bound()
     }
 }
 
-/// The least log a process leaves behind before its unmount writes a checkpoint: below this,
-/// replaying the log costs the next mount less than the checkpoint would cost this one.
+/// The least replay cost (log bytes, see [`FileSystem::checkpoint_due_at_unmount`]) a process
+/// leaves behind before its unmount writes a checkpoint: below this, replaying the log costs the
+/// next mount less than the checkpoint would cost this one.
 pub const UNMOUNT_CHECKPOINT_MIN_LOG_BYTES: u64 = 64 * 1024;
 
 /// Whether unmount gives the in-memory state's memory back (see [`leave_memory_to_process_exit`]).

@@ -109,15 +109,19 @@ fn continues(a: &Segment, a_len: u64, next_owners: &[Owner]) -> bool {
 
 /// See the module documentation.
 ///
-/// The segments may be built on first use: a map made by [`OwnerMap::deferred`] (a mount) keeps
-/// only its runs until a query or a change needs segments, and runs given to
-/// [`OwnerMap::add_runs`] before then join them. A command that never asks who owns what nor
-/// frees a block (a reflink into a new file, a read, a listing) never builds the map.
+/// The segments may be built on first use: a map made by [`OwnerMap::deferred`] keeps only its
+/// runs until a query or a change needs segments, and runs given to [`OwnerMap::add_runs`] before
+/// then join them. A map made by [`OwnerMap::awaiting_files`] (a mount's) keeps only the metadata
+/// runs: its owner (`State`) hands it every file's extents when something first needs it
+/// ([`OwnerMap::build_with`]), so a command that never asks who owns what nor frees a block (a
+/// reflink into a new file, a read, a listing) neither builds the map nor copies its runs.
 #[derive(Default)]
 pub struct OwnerMap {
     segments: OnceLock<BTreeMap<u64, Segment>>,
     /// Runs not in `segments` yet (only while it is unset).
     deferred: Mutex<Vec<(u64, u64, Owner)>>,
+    /// The file runs are not among `deferred`: only [`OwnerMap::build_with`] may build it.
+    awaiting_files: bool,
 }
 
 impl Clone for OwnerMap {
@@ -125,10 +129,16 @@ impl Clone for OwnerMap {
         // The runs' lock first: a build in progress holds it until its segments are set.
         let runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         match self.segments.get() {
-            Some(segments) => {
-                OwnerMap { segments: OnceLock::from(segments.clone()), deferred: Mutex::default() }
-            }
-            None => OwnerMap::deferred(runs.clone()),
+            Some(segments) => OwnerMap {
+                segments: OnceLock::from(segments.clone()),
+                deferred: Mutex::default(),
+                awaiting_files: false,
+            },
+            None => OwnerMap {
+                segments: OnceLock::new(),
+                deferred: Mutex::new(runs.clone()),
+                awaiting_files: self.awaiting_files,
+            },
         }
     }
 }
@@ -143,19 +153,49 @@ impl Eq for OwnerMap {}
 
 impl std::fmt::Debug for OwnerMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnerMap").field("segments", self.segs()).finish()
+        // Never builds: a map awaiting its files cannot build itself.
+        match self.segments.get() {
+            Some(segments) => f.debug_struct("OwnerMap").field("segments", segments).finish(),
+            None => f.debug_struct("OwnerMap").field("unbuilt, runs", &self.deferred).finish(),
+        }
     }
 }
 
 impl OwnerMap {
     /// An empty map: no block is used.
     pub fn new() -> Self {
-        OwnerMap { segments: OnceLock::from(BTreeMap::new()), deferred: Mutex::default() }
+        OwnerMap {
+            segments: OnceLock::from(BTreeMap::new()),
+            deferred: Mutex::default(),
+            awaiting_files: false,
+        }
     }
 
     /// The map of exactly these runs (see [`OwnerMap::from_runs`]), built when first needed.
     pub fn deferred(runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(runs) }
+        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(runs), awaiting_files: false }
+    }
+
+    /// The map of these metadata runs and of the file runs that [`OwnerMap::build_with`] will be
+    /// given: until then it is unbuilt, and any use other than `build_with`, `is_built`,
+    /// `clone` and `Debug` is a bug (it panics rather than build a map without the files).
+    pub fn awaiting_files(meta_runs: Vec<(u64, u64, Owner)>) -> Self {
+        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(meta_runs), awaiting_files: true }
+    }
+
+    /// Builds the map, if it is not built yet, from its runs and the runs `file_runs` returns
+    /// (called only then). Concurrent callers wait for one build; the runs stay under their lock
+    /// until the segments are set.
+    pub fn build_with(&self, file_runs: impl FnOnce() -> Vec<(u64, u64, Owner)>) {
+        if self.segments.get().is_some() {
+            return;
+        }
+        let mut runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if self.segments.get().is_none() {
+            runs.extend(file_runs());
+            let _ = self.segments.set(sweep(&mut runs));
+            *runs = Vec::new();
+        }
     }
 
     /// Whether the segments exist yet (a [`OwnerMap::deferred`] map that nothing has needed).
@@ -171,6 +211,7 @@ impl OwnerMap {
         if let Some(segments) = self.segments.get() {
             return segments;
         }
+        assert!(!self.awaiting_files, "an ownership map awaiting its files is built only by build_with");
         let mut runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         if self.segments.get().is_none() {
             let _ = self.segments.set(sweep(&mut runs));
@@ -182,6 +223,7 @@ impl OwnerMap {
     /// The segments to change, built first if needed.
     fn segs_mut(&mut self) -> &mut BTreeMap<u64, Segment> {
         if self.segments.get().is_none() {
+            assert!(!self.awaiting_files, "an ownership map awaiting its files is built only by build_with");
             let runs = self.deferred.get_mut().unwrap_or_else(|e| e.into_inner());
             let _ = self.segments.set(sweep(runs));
             *runs = Vec::new();
@@ -193,11 +235,16 @@ impl OwnerMap {
     /// what adding them one by one gives, built in one sweep over the runs sorted by pool block.
     /// Empty runs are ignored.
     pub fn from_runs(mut runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap { segments: OnceLock::from(sweep(&mut runs)), deferred: Mutex::default() }
+        OwnerMap {
+            segments: OnceLock::from(sweep(&mut runs)),
+            deferred: Mutex::default(),
+            awaiting_files: false,
+        }
     }
 
     /// Every used run as (first block, length), ascending by first block: the segments, or, on a
-    /// map not built yet, its runs as given (they may overlap; nothing is built for this).
+    /// map not built yet, its runs as given (they may overlap; nothing is built for this) — only
+    /// the metadata runs of a map [awaiting its files](OwnerMap::awaiting_files).
     pub fn used_runs(&self) -> Vec<(u64, u64)> {
         // The runs' lock first: a build in progress holds it until its segments are set.
         let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,6 +359,7 @@ impl OwnerMap {
     /// one ordered walk over the map instead of a descent each; the rest take `add`.
     pub fn add_runs(&mut self, runs: Vec<(u64, u64, Owner)>) -> Option<AddOutcome> {
         if !self.is_built() {
+            assert!(!self.awaiting_files, "the files' runs of a map awaiting them come from build_with");
             self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()).extend(runs);
             return None;
         }
@@ -781,8 +829,10 @@ mod tests {
                     runs.push((start, seg.len, owner));
                 }
             }
-            for (start, len, fb) in loose {
-                runs.push((start, len, file(10, fb * 64 + runs.len() as u64)));
+            // Each of its own inode: two overlapping runs of one inode could name one block twice
+            // with the same owner, which no pool reaches.
+            for (i, (start, len, fb)) in loose.into_iter().enumerate() {
+                runs.push((start, len, file(10 + i as u64, fb * 64)));
             }
             let mut one_by_one = map.clone();
             let mut expected = AddOutcome::default();

@@ -41,7 +41,7 @@ pub fn state_from_damaged_image(
     // Whatever the rules above did not foresee: drop the extents of the inode the state refuses,
     // then the inode, until it is accepted.
     for _ in 0..image.inodes.len() * 2 + 2 {
-        match State::from_image(&image, total_blocks, layout) {
+        match State::from_image(image.clone(), total_blocks, layout) {
             Ok(state) => return state,
             Err(e) => {
                 let text = e.to_string();
@@ -79,7 +79,7 @@ pub fn state_from_damaged_image(
         }
     }
     let root = StateImage { next_ino: ROOT_INO + 1, inodes: vec![fresh_dir(ROOT_INO)], quarantine: vec![] };
-    State::from_image(&root, total_blocks, layout).expect("an empty root directory is always a valid state")
+    State::from_image(root, total_blocks, layout).expect("an empty root directory is always a valid state")
 }
 
 /// Salvage replay: when `m` failed because it names an entry of a directory that does not exist

@@ -82,8 +82,9 @@ pub struct State {
     pub total_blocks: u64,
     /// Every inode.
     pub inodes: IntMap<u64, Inode>,
-    /// Owners of every used block.
-    pub owners: OwnerMap,
+    /// Owners of every used block; reach it through [`State::owners`] / [`State::owners_mut`],
+    /// which build it from the files' extents the first time anything needs it.
+    owners: OwnerMap,
     /// Free blocks.
     pub free: FreeSpace,
     /// Bad blocks, never handed out: start -> len.
@@ -132,8 +133,17 @@ fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Ino
     Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
 }
 
+/// Every file extent as an ownership run (first pool block, length, owner of that block).
+fn file_runs(inodes: &IntMap<u64, Inode>) -> Vec<(u64, u64, Owner)> {
+    let mut runs = Vec::with_capacity(inodes.values().map(|i| i.extents.len()).sum());
+    for (&ino, inode) in inodes {
+        runs.extend(inode.extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino, file_block: fb })));
+    }
+    runs
+}
+
 /// Checkpoint bytes per extent: (file block, pool block, length), each a u64.
-const EXTENT_IMAGE_BYTES: u64 = 24;
+pub(super) const EXTENT_IMAGE_BYTES: u64 = 24;
 
 /// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
 /// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded.
@@ -148,17 +158,17 @@ impl State {
     /// directory tree (a tree: no cycles, no duplicate names). A violation is `Error::Corrupt`
     /// naming the checkpoint, the inode and the problem.
     pub fn from_image(
-        image: &StateImage,
+        image: StateImage,
         total_blocks: u64,
         meta: &[(u64, u64, MetaStructure)],
     ) -> Result<Self> {
         let in_checkpoint = |detail: String| Error::Corrupt(format!("checkpoint: {detail}"));
         let mut inodes = IntMap::with_capacity_and_hasher(image.inodes.len(), Default::default());
         let mut extent_count = 0;
-        let mut runs: Vec<(u64, u64, Owner)> =
-            meta.iter().map(|&(start, len, structure)| (start, len, Owner::Meta(structure))).collect();
-        runs.reserve(image.inodes.iter().map(|i| i.extents.len()).sum());
-        for img in &image.inodes {
+        let mut var_bytes = 0;
+        // Entries are linked once every inode exists.
+        let mut entries = Vec::new();
+        for img in image.inodes {
             let ino = img.attrs.ino;
             // Ranges first: the canonical-form check below adds starts and lengths.
             for &(fb, phys, len) in &img.extents {
@@ -170,28 +180,30 @@ impl State {
                     )));
                 }
             }
-            let extents = ExtentMap::from_triples(&img.extents);
-            if extents.len() != img.extents.len() || !extents.is_canonical() {
+            let decoded = img.extents.len();
+            let extents = ExtentMap::from_triples(img.extents);
+            if extents.len() != decoded || !extents.is_canonical() {
                 return Err(in_checkpoint(format!("extents of inode {ino} overlap or are unmerged")));
             }
             if img.attrs.kind == InodeKind::Dir && !extents.is_empty() {
                 return Err(in_checkpoint(format!("directory {ino} has extents")));
             }
-            runs.extend(extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino, file_block: fb })));
             extent_count += extents.len() as u64;
-            let mut inode = Inode::new(img.attrs.clone());
+            var_bytes += var_bytes_of_xattrs_and_target(img.xattrs.iter().map(|(n, v)| (n, v)), &img.target);
+            let mut inode = Inode::new(img.attrs);
             inode.extents = extents;
-            inode.xattrs = img.xattrs.iter().cloned().collect();
-            inode.target = img.target.clone();
+            inode.xattrs = img.xattrs.into_iter().collect();
+            inode.target = img.target;
             if inodes.insert(ino, inode).is_some() {
                 return Err(in_checkpoint(format!("inode {ino} appears twice")));
+            }
+            if !img.entries.is_empty() {
+                entries.push((ino, img.entries));
             }
         }
         if let Some(detail) = file_on_metadata(meta, &inodes) {
             return Err(in_checkpoint(detail));
         }
-        // Built when something first asks who owns a block or frees one (see `OwnerMap`).
-        let owners = OwnerMap::deferred(runs);
         // Inode numbers are handed out from next_ino: every existing one must lie below it.
         if let Some(&bad) = inodes.keys().find(|&&ino| ino == 0 || ino >= image.next_ino) {
             return Err(in_checkpoint(format!(
@@ -199,21 +211,23 @@ impl State {
                 image.next_ino
             )));
         }
+        // Built from the metadata runs and the files' extents when something first asks who owns
+        // a block or changes an owner (see `State::owners`).
+        let meta_runs =
+            meta.iter().map(|&(start, len, structure)| (start, len, Owner::Meta(structure))).collect();
         let mut state = State {
-            var_bytes: 0,
+            var_bytes,
             total_blocks,
             inodes,
-            owners,
+            owners: OwnerMap::awaiting_files(meta_runs),
             free: FreeSpace::new(),
             quarantine: BTreeMap::new(),
             next_ino: image.next_ino,
             extent_count,
         };
-        for img in &image.inodes {
-            state.var_bytes +=
-                var_bytes_of_xattrs_and_target(img.xattrs.iter().map(|(n, v)| (n, v)), &img.target);
-            for (name, child) in &img.entries {
-                state.link(img.attrs.ino, name, *child).map_err(in_checkpoint)?;
+        for (dir, names) in entries {
+            for (name, child) in names {
+                state.link(dir, &name, child).map_err(in_checkpoint)?;
             }
         }
         for &(start, len) in &image.quarantine {
@@ -226,10 +240,34 @@ impl State {
         Ok(state)
     }
 
+    /// The ownership map, built first if nothing has needed it since mount: from the metadata
+    /// runs it was made with and every file's extents.
+    pub fn owners(&self) -> &OwnerMap {
+        let inodes = &self.inodes;
+        self.owners.build_with(|| file_runs(inodes));
+        &self.owners
+    }
+
+    /// The ownership map to change, built first if needed (see [`State::owners`]).
+    pub fn owners_mut(&mut self) -> &mut OwnerMap {
+        let inodes = &self.inodes;
+        self.owners.build_with(|| file_runs(inodes));
+        &mut self.owners
+    }
+
+    /// Whether the ownership map is built (mount leaves it unbuilt until first needed).
+    pub fn owners_built(&self) -> bool {
+        self.owners.is_built()
+    }
+
     /// Recomputes free space as every block that is neither owned nor quarantined.
     pub fn rebuild_free(&mut self) {
         let mut free = FreeSpace::new();
         let mut used = self.owners.used_runs();
+        if !self.owners.is_built() {
+            // Its runs are the metadata's; the files' are their extents (overlaps are harmless).
+            used.extend(self.inodes.values().flat_map(|i| i.extents.iter().map(|(_, e)| (e.phys, e.len))));
+        }
         used.extend(self.quarantine.iter().map(|(&s, &l)| (s, l)));
         used.sort_unstable();
         let mut cursor = 0;
@@ -372,14 +410,17 @@ impl State {
             .mapped_in(src_block, len)
             .map(|(fb, phys, n)| (dst_block + (fb - src_block), phys, n))
             .collect();
+        // An ownership map not built yet needs nothing: it will be built from the extents, these
+        // included, which are the source's own (checked against the metadata by mount).
+        let owners = self.owners.is_built().then(|| {
+            runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::File { ino: dst, file_block: fb })).collect()
+        });
         let target = self.inodes.get_mut(&dst).expect("checked above");
         let before = target.extents.len() as u64;
-        target.extents.fill_hole(&runs);
+        target.extents.fill_hole(runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
-        let owners = runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::File { ino: dst, file_block: fb }));
-        // An ownership map not built yet takes the runs unchecked: they are the source's own
-        // extents, which mount checked against the metadata, and which its owners hold.
-        if let Some(added) = self.owners.add_runs(owners.collect()) {
+        let Some(owners) = owners else { return Ok(()) };
+        if let Some(added) = self.owners.add_runs(owners) {
             if added.touched_metadata {
                 return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
             }
@@ -516,6 +557,8 @@ impl State {
                 self.map_target_problem(p, len).map_err(|d| format!("map of inode {ino} onto {d}"))?;
             }
         }
+        // Built (if nothing has needed it yet) from the extents as they are before this change.
+        let _ = self.owners_mut();
         let inode = self
             .inodes
             .get_mut(&ino)
@@ -535,7 +578,7 @@ impl State {
                     0
                 }
             };
-            let added = self.owners.add(p, len, Owner::File { ino, file_block });
+            let added = self.owners_mut().add(p, len, Owner::File { ino, file_block });
             if added.touched_metadata {
                 return Err(format!("map of inode {ino} onto metadata blocks [{p}, +{len})"));
             }
@@ -546,7 +589,7 @@ impl State {
         for piece in removed {
             let p = piece.phys.expect("removed pieces are mapped");
             let freed = self
-                .owners
+                .owners_mut()
                 .remove(p, piece.len, Owner::File { ino, file_block: piece.file_block })
                 .map_err(|e| e.0)?;
             for (s, l) in freed {

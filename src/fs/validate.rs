@@ -310,14 +310,14 @@ impl State {
     /// pool): they overlap a metadata structure, or a bad block nobody owns. A bad block may gain
     /// owners only while it has some (a reflink of a poisoned range).
     pub(super) fn map_target_problem(&self, start: u64, len: u64) -> std::result::Result<(), String> {
-        if let Some(structure) = self.owners.metadata_in(start, len) {
+        if let Some(structure) = self.owners().metadata_in(start, len) {
             return Err(overlap_detail(start, len, structure));
         }
         let end = start + len;
         // Bad runs are disjoint and sorted: walk back from the range's end to the first one below it.
         for (&bad, &bad_len) in self.quarantine.range(..end).rev().take_while(|(&s, &l)| s + l > start) {
             let (from, to) = (bad.max(start), (bad + bad_len).min(end));
-            if let Some(block) = self.owners.first_unowned(from, to - from) {
+            if let Some(block) = self.owners().first_unowned(from, to - from) {
                 return Err(format!(
                     "pool blocks [{start}, +{len}): block {block} is quarantined (bad) and no file owns it"
                 ));

@@ -60,13 +60,13 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         (total_blocks - 2, 1, MetaStructure::Checkpoint),
         (total_blocks - 1, 1, MetaStructure::CheckpointMirror),
     ];
-    let Ok(state) = State::from_image(&image, total_blocks, &meta) else { return };
-    if let Err(e) = state.owners.validate() {
+    let Ok(state) = State::from_image(image, total_blocks, &meta) else { return };
+    if let Err(e) = state.owners().validate() {
         panic!("a checkpoint that loaded left the ownership map malformed: {}", e.0);
     }
     // Every block exactly once: used, free, or bad and unused.
     let mut seen = vec![0u8; total_blocks as usize];
-    for (start, seg) in state.owners.iter() {
+    for (start, seg) in state.owners().iter() {
         (start..start + seg.len).for_each(|b| seen[b as usize] += 1);
     }
     for (start, len) in state.free.runs() {
@@ -90,7 +90,7 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         state.image_size_bound(),
         encoded.len()
     );
-    let reloaded = State::from_image(&next, total_blocks, &meta)
+    let reloaded = State::from_image(next, total_blocks, &meta)
         .unwrap_or_else(|e| panic!("a state's own checkpoint does not load: {e}"));
     assert_eq!(reloaded.to_image().encode(), encoded, "a state's own checkpoint loads to another state");
 }

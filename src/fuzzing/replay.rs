@@ -132,7 +132,7 @@ fn base() -> &'static Base {
         entries.sort();
         let mut file_blocks = Vec::new();
         let mut meta_blocks = Vec::new();
-        for (start, seg) in state.owners.iter() {
+        for (start, seg) in state.owners().iter() {
             let meta = seg.owners.iter().any(|o| matches!(o, Owner::Meta(_)));
             (if meta { &mut meta_blocks } else { &mut file_blocks }).extend(start..start + seg.len);
         }
