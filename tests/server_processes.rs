@@ -9,7 +9,9 @@
 //! into the same shared pages at the same moment make exactly one copy per page with both stores
 //! landing; every layout change made by another process (reflink over a range, pwrite of a shared
 //! block, dedupe, unshare, truncate) reaches a client process's view before the operation
-//! returns, and pages past the new EOF raise SIGBUS there.
+//! returns, and pages past the new EOF raise SIGBUS there; a stopped client process is killed
+//! before a layout change returns, while one whose stop takes effect only after it applied the
+//! recall is left alone.
 
 mod server_common;
 
@@ -226,6 +228,12 @@ fn view_holder() {
                 let v = touch(view.as_ptr() as usize + num(1) as usize);
                 say(&format!("value {v}"));
             }
+            Some("stallmain") => {
+                stall_main_thread();
+                say("stalled");
+            }
+            // No answer: the process may stop right after.
+            Some("releasemain") => release_main_thread(),
             _ => break,
         }
     }
@@ -773,6 +781,31 @@ fn a_client_of_another_user_is_refused_where_linux_refuses_and_what_it_makes_is_
     server.stop();
 }
 
+/// A server with a one-second recall timeout over a new pool whose `/f` fills a view
+/// (`VIEW_PAGES` pages of 5s): the pool, its path, the server and a connection to it.
+fn serve_f_with_a_one_second_recall_timeout() -> (TestPool, String, Server, ferrodax::Fs) {
+    let pool = TestPool::new(64 << 20);
+    let pool_path = pool.path.to_str().unwrap().to_string();
+    let server = Server::start_with(&pool, &["--recall-timeout", "1"]);
+    let fs = server.connect();
+    fs.open("/f", &rw()).unwrap().write_at(&vec![5u8; (VIEW_PAGES * PAGE) as usize], 0).unwrap();
+    (pool, pool_path, server, fs)
+}
+
+/// `ferrodax io -c "truncate 8192" POOL /f`, which must succeed.
+fn truncate_f_to_two_pages(pool_path: &str) {
+    let (status, stdout, stderr) = run_cli(&["io", "-c", "truncate 8192", pool_path, "/f"]);
+    assert!(status.success(), "the truncate must complete: {stdout}{stderr}");
+}
+
+/// Asserts that the view of a holder of `/f` shows two pages of blocks, then end of file.
+fn assert_shows_two_pages_then_eof(holder: &mut Kid) {
+    holder.send("phys");
+    let states = holder.expect("phys");
+    assert!(states[..2].iter().all(|s| s.starts_with('w') || s.starts_with('r')), "{states:?}");
+    assert!(states[2..].iter().all(|s| s == "eof"), "{states:?}");
+}
+
 #[test]
 fn a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_change_returns() {
     const TEST: &str =
@@ -780,18 +813,13 @@ fn a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_cha
     if role().is_some() {
         return view_holder();
     }
-    let pool = TestPool::new(64 << 20);
-    let pool_path = pool.path.to_str().unwrap().to_string();
-    let server = Server::start_with(&pool, &["--recall-timeout", "1"]);
-    let fs = server.connect();
-    fs.open("/f", &rw()).unwrap().write_at(&vec![5u8; (VIEW_PAGES * PAGE) as usize], 0).unwrap();
+    let (pool, pool_path, server, fs) = serve_f_with_a_one_second_recall_timeout();
     let (mut holder, _) = spawn_holder(&pool, TEST, "/f", "w");
     let (mut other, _) = spawn_holder(&pool, TEST, "/f", "r");
-    // The holder stops: it can no longer apply a layout change to its view.
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(holder.pid() as i32, libc::SIGSTOP) };
-    let (status, stdout, stderr) = run_cli(&["io", "-c", "truncate 8192", &pool_path, "/f"]);
-    assert!(status.success(), "the truncate must complete: {stdout}{stderr}");
+    // The holder stops: it can no longer apply a layout change to its view. (Awaited: until its
+    // stop has taken effect, its reader could still answer, and rightly not be killed.)
+    holder.stop();
+    truncate_f_to_two_pages(&pool_path);
     // By the time it returned, the stopped holder was killed (it still showed the old layout).
     let status = holder.wait();
     use std::os::unix::process::ExitStatusExt;
@@ -802,14 +830,44 @@ fn a_client_process_that_stops_answering_recalls_is_killed_before_the_layout_cha
         "{log}"
     );
     // The live holder followed the truncate.
-    other.send("phys");
-    let states = other.expect("phys");
-    assert!(states[..2].iter().all(|s| s.starts_with('w') || s.starts_with('r')), "{states:?}");
-    assert!(states[2..].iter().all(|s| s == "eof"), "{states:?}");
+    assert_shows_two_pages_then_eof(&mut other);
     other.send("exit");
     other.wait_code(0);
     assert_eq!(fs.metadata("/f").unwrap().size, 8192);
     assert_clean(&fs, "a stuck client was fenced");
+    drop(fs);
+    server.stop();
+}
+
+#[test]
+fn a_client_process_whose_stop_takes_effect_only_after_it_applied_the_recall_is_not_killed_and_shows_the_truncate(
+) {
+    const TEST: &str = "a_client_process_whose_stop_takes_effect_only_after_it_applied_the_recall_is_not_killed_and_shows_the_truncate";
+    if role().is_some() {
+        return view_holder();
+    }
+    let (pool, pool_path, server, fs) = serve_f_with_a_one_second_recall_timeout();
+    let (mut holder, _) = spawn_holder(&pool, TEST, "/f", "w");
+    // A SIGSTOP sent now stays pending while the holder's other threads, its client reader among
+    // them, run on: the window between kill(2) and the stop taking effect, held open.
+    holder.send("stallmain");
+    holder.expect("stalled");
+    holder.signal(libc::SIGSTOP);
+    assert!(!holder.stopped_now(), "the holder's stop is pending, not in effect");
+    truncate_f_to_two_pages(&pool_path);
+    // The holder answered the recall before its stop took effect: its view follows the truncate,
+    // so the server had no reason to kill it.
+    assert_shows_two_pages_then_eof(&mut holder);
+    let log = server.log_text();
+    assert!(!log.contains("killing it"), "{log}");
+    // Its stop then takes effect (it is stopped, not dead), and it goes on after SIGCONT.
+    holder.send("releasemain");
+    holder.await_stopped();
+    holder.signal(libc::SIGCONT);
+    holder.send("exit");
+    holder.wait_code(0);
+    assert_eq!(fs.metadata("/f").unwrap().size, 8192);
+    assert_clean(&fs, "a client stopped after it applied a recall");
     drop(fs);
     server.stop();
 }

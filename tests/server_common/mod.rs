@@ -2,7 +2,9 @@
 //! serve` child that is always killed and awaited (a guard), child processes that re-run the test
 //! binary in a role (`--exact NAME`) and talk to the test over their standard input and output,
 //! and an application SIGBUS handler that reports si_code, si_addr and si_addr_lsb on standard
-//! output before `_exit(42)`.
+//! output before `_exit(42)`. A child is stopped with [`Kid::stop`], which returns only once the
+//! stop has taken effect in every thread (kill(2) returns before); a child can hold its main
+//! thread ([`stall_main_thread`]) so that a stop sent to it stays pending as long as a test wants.
 //!
 //! Protocol with a child: the child prints lines `@@ KEY FIELDS...` (anything else on its output
 //! is the test harness's and ignored); the parent sends it one line per command on its standard
@@ -343,6 +345,51 @@ impl Kid {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends SIGSTOP and returns once every thread of the child has stopped. kill(2) only makes
+    /// the stop pending: the kernel wakes one thread (the main one) to start the group stop, and
+    /// until that thread runs the others go on — under load for milliseconds, long enough for
+    /// the child's client reader to answer a recall. waitpid(WUNTRACED) reports the stop only
+    /// once the whole group has stopped.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.await_stopped();
+    }
+
+    /// Sends `signal` to the child (process-directed, as kill(1) does).
+    pub fn signal(&mut self, signal: libc::c_int) {
+        // SAFETY: kill(2) of our own child, which we have not awaited yet.
+        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}): {}", self.pid(), std::io::Error::last_os_error());
+    }
+
+    /// Waits until a stop of the child has taken effect in all its threads.
+    pub fn await_stopped(&mut self) {
+        let deadline = Instant::now() + HANG;
+        while !self.stopped_now() {
+            assert!(Instant::now() < deadline, "child {} did not stop", self.name);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// True once a stop of the child has taken effect in all its threads (each stop is reported
+    /// once); panics if the child ended instead.
+    pub fn stopped_now(&mut self) -> bool {
+        let pid = self.pid() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; with WUNTRACED | WNOHANG it reaps the child only if
+        // it ended, which fails the test below.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
+        match rc {
+            0 => false,
+            _ if rc == pid && libc::WIFSTOPPED(status) => true,
+            _ => panic!(
+                "child {} ended instead of stopping (waitpid {rc}, status {status:#x}):\n{}",
+                self.name,
+                self.stderr_text()
+            ),
+        }
+    }
 }
 
 impl Drop for Kid {
@@ -465,6 +512,90 @@ pub fn parse_signal(fields: &[String]) -> (i32, i32, usize, i16) {
         fields[2].parse().unwrap(),
         fields[3].parse::<u64>().unwrap() as i16,
     )
+}
+
+/// The pipes and the stack of [`stall_main_thread`]: release (read, write), stalled (read, write),
+/// and the top of the stack its helper process runs on.
+static STALL_FDS: [std::sync::atomic::AtomicI32; 4] = [const { std::sync::atomic::AtomicI32::new(-1) }; 4];
+static STALL_STACK_TOP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Holds this process's main thread in the kernel, in a sleep only a fatal signal ends, until
+/// [`release_main_thread`]; returns once it is held. A process-directed SIGSTOP sent meanwhile
+/// wakes only the main thread (the kernel's pick when it sleeps) and so stays pending: the other
+/// threads run on until the main thread is released and starts the group stop. This makes the
+/// window between kill(SIGSTOP) and the stop taking effect as wide as a test wants.
+///
+/// How: a SIGUSR1 handler on the main thread starts a helper process with
+/// clone(CLONE_VM | CLONE_VFORK), so the main thread waits (killable only) until the helper
+/// exits; the helper says it runs on a pipe, then waits on another for the release.
+pub fn stall_main_thread() {
+    use std::sync::atomic::Ordering;
+    let (mut release, mut stalled) = ([-1; 2], [-1; 2]);
+    // SAFETY: pipe2 into two arrays of two descriptors each.
+    unsafe {
+        assert_eq!(libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(stalled.as_mut_ptr(), libc::O_CLOEXEC), 0);
+    }
+    for (slot, fd) in STALL_FDS.iter().zip([release[0], release[1], stalled[0], stalled[1]]) {
+        slot.store(fd, Ordering::SeqCst);
+    }
+    let stack: &'static mut [u8] = Box::leak(vec![0u8; 256 << 10].into_boxed_slice());
+    STALL_STACK_TOP.store((stack.as_mut_ptr() as usize + stack.len()) & !15, Ordering::SeqCst);
+    // SAFETY: installing a plain handler for SIGUSR1, then sending it to the main thread (its
+    // thread id is the process id).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = hold_main_thread as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+        let pid = libc::getpid();
+        assert_eq!(libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR1), 0);
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a local.
+    let n = unsafe { libc::read(stalled[0], (&mut byte as *mut u8).cast(), 1) };
+    assert_eq!(n, 1, "the main thread's helper did not start");
+}
+
+/// Lets the main thread held by [`stall_main_thread`] go on.
+pub fn release_main_thread() {
+    let fd = STALL_FDS[1].load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: writing one byte from a static.
+    let n = unsafe { libc::write(fd, b"r".as_ptr().cast(), 1) };
+    assert_eq!(n, 1, "release: {}", std::io::Error::last_os_error());
+}
+
+/// The SIGUSR1 handler of [`stall_main_thread`], on the main thread: runs the helper sharing this
+/// memory and waits for it (async-signal-safe calls only: clone, waitpid).
+extern "C" fn hold_main_thread(_signal: libc::c_int) {
+    let top = STALL_STACK_TOP.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the helper runs on its own stack (leaked, never freed) and only makes raw
+    // read/write/close calls; CLONE_VFORK keeps this thread in the kernel until it exits.
+    unsafe {
+        let helper = libc::clone(
+            stalled_helper,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK,
+            std::ptr::null_mut(),
+        );
+        if helper > 0 {
+            libc::waitpid(helper, std::ptr::null_mut(), libc::__WALL);
+        }
+    }
+}
+
+/// The helper process of [`stall_main_thread`]: says it runs, then waits for the release (or for
+/// the end of the pipe, when the process it serves dies).
+extern "C" fn stalled_helper(_arg: *mut libc::c_void) -> libc::c_int {
+    use std::sync::atomic::Ordering;
+    let fd = |i: usize| STALL_FDS[i].load(Ordering::SeqCst);
+    let mut byte = 0u8;
+    // SAFETY: raw calls on this process's copies of the pipes' descriptors.
+    unsafe {
+        libc::close(fd(1));
+        libc::write(fd(3), b"s".as_ptr().cast(), 1);
+        libc::read(fd(0), (&mut byte as *mut u8).cast(), 1);
+    }
+    0
 }
 
 /// A volatile load of one byte through a view (may raise SIGBUS).
