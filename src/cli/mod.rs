@@ -395,6 +395,13 @@ pub fn run() -> i32 {
         // One command, then exit: the kernel takes the memory back faster than freeing it does.
         ferrodax::fs::leave_memory_to_process_exit();
     }
+    if !matches!(
+        cli.command,
+        Command::Tour { .. } | Command::Serve(_) | Command::Mount(_) | Command::Bench { .. }
+    ) {
+        // A short life: what mount frees, the state it builds reuses (no fresh page faults).
+        ferrodax_hostkit::heap::keep_freed_memory_for_reuse();
+    }
     match cli.command {
         Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),
         Command::Io(args) => io::run(args),
