@@ -262,25 +262,26 @@ impl State {
 
     /// Recomputes free space as every block that is neither owned nor quarantined.
     pub fn rebuild_free(&mut self) {
-        let mut free = FreeSpace::new();
         let mut used = self.owners.used_runs();
         if !self.owners.is_built() {
             // Its runs are the metadata's; the files' are their extents (overlaps are harmless).
+            used.reserve(self.extent_count as usize + self.quarantine.len());
             used.extend(self.inodes.values().flat_map(|i| i.extents.iter().map(|(_, e)| (e.phys, e.len))));
         }
         used.extend(self.quarantine.iter().map(|(&s, &l)| (s, l)));
         used.sort_unstable();
+        let mut gaps = Vec::new();
         let mut cursor = 0;
         for (s, l) in used {
             if s > cursor {
-                free.release(cursor, s - cursor);
+                gaps.push((cursor, s - cursor));
             }
             cursor = cursor.max(s + l);
         }
         if cursor < self.total_blocks {
-            free.release(cursor, self.total_blocks - cursor);
+            gaps.push((cursor, self.total_blocks - cursor));
         }
-        self.free = free;
+        self.free = FreeSpace::from_runs(gaps);
     }
 
     /// The state as a checkpoint stores it, inodes in ascending order.
