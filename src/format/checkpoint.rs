@@ -371,11 +371,11 @@ pub fn read_chains(
         let mut reasons = Vec::new();
         let mut found = None;
         for (chain, &block) in next.iter().enumerate() {
-            let what = format!("checkpoint chain {chain} block {block} (#{index})");
+            let what = || format!("checkpoint chain {chain} block {block} (#{index})");
             match read_block(block) {
-                Err(e) => reasons.push(format!("{what}: unreadable ({e})")),
+                Err(e) => reasons.push(format!("{}: unreadable ({e})", what())),
                 Ok(bytes) => match decode_block(&bytes, root.generation, index) {
-                    Err(why) => reasons.push(format!("{what}: {why}")),
+                    Err(why) => reasons.push(format!("{}: {why}", what())),
                     Ok((n0, n1, chunk)) => {
                         if found.is_none() {
                             found = Some((n0, n1, chunk.to_vec()));
