@@ -36,7 +36,7 @@ use ferrodax_hostkit::xfs::XfsScratch;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
@@ -1029,9 +1029,19 @@ struct MemfailSuite {
     /// Fs::owners of a page shared by `plan.memfail_reflinks` files in the big pool.
     wide_owners: Result<Vec<Duration>, String>,
     /// Fs::memory_failure of such a page (owners, views unmapped, poison recorded) until every
-    /// view's early subscriber got its notice, for MEMFAIL_FAILURES fresh pages, and the view
-    /// pages the report named; one per entry of MEMFAIL_VIEWS.
-    wide_failure: Vec<Result<(Vec<Duration>, usize), String>>,
+    /// view's early subscriber got its notice, for MEMFAIL_FAILURES fresh pages; one per entry of
+    /// MEMFAIL_VIEWS.
+    wide_failure: Vec<Result<WideFailureTimes, String>>,
+}
+
+/// The timed memory failures of one entry of MEMFAIL_VIEWS.
+struct WideFailureTimes {
+    /// From the call to the last early notice delivered.
+    notified: Vec<Duration>,
+    /// From the call to its return with the report (every owner named).
+    returned: Vec<Duration>,
+    /// View pages the report named (each failure).
+    view_pages: usize,
 }
 
 /// A pool of about `extents` extents: `filler` single-block extents (4 KiB pwrites at every other
@@ -1101,6 +1111,8 @@ struct NoticeCount {
     delivered: AtomicUsize,
     /// Notices about anything else, or of another kind.
     unexpected: AtomicUsize,
+    /// When the last notice about that page was delivered.
+    last_delivered: Mutex<Option<Instant>>,
 }
 
 impl NoticeCount {
@@ -1108,6 +1120,7 @@ impl NoticeCount {
     fn expect(&self, pool_offset: u64) {
         self.failing.store(pool_offset, Ordering::SeqCst);
         self.delivered.store(0, Ordering::SeqCst);
+        *self.last_delivered.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// A subscriber's callback.
@@ -1115,6 +1128,8 @@ impl NoticeCount {
         if notice.kind == NoticeKind::ActionOptional
             && notice.pool_offset == self.failing.load(Ordering::SeqCst)
         {
+            let now = Instant::now();
+            *self.last_delivered.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
             self.delivered.fetch_add(1, Ordering::SeqCst);
         } else {
             self.unexpected.fetch_add(1, Ordering::SeqCst);
@@ -1122,8 +1137,9 @@ impl NoticeCount {
     }
 
     /// Waits until `views` notices about the failing page were delivered (a direct mount delivers
-    /// them before memory_failure returns; waiting covers any front end that does not).
-    fn wait_for(&self, views: usize, start: Instant) -> Result<(), String> {
+    /// them before memory_failure returns; waiting covers any front end that does not); returns
+    /// the time from `start` to the last delivery.
+    fn wait_for(&self, views: usize, start: Instant) -> Result<Duration, String> {
         while self.delivered.load(Ordering::SeqCst) < views {
             if start.elapsed() > Duration::from_secs(10) {
                 return Err(format!(
@@ -1134,7 +1150,10 @@ impl NoticeCount {
             std::hint::spin_loop();
         }
         match self.unexpected.load(Ordering::SeqCst) {
-            0 => Ok(()),
+            0 => {
+                let last = *self.last_delivered.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(last.map_or(Duration::ZERO, |t| t.duration_since(start)))
+            }
             n => Err(format!("{n} notices about another page or of another kind")),
         }
     }
@@ -1190,7 +1209,8 @@ fn memfail_suite(plan: &Plan) -> MemfailSuite {
                         view.subscribe(true, Arc::new(move |notice: &Notice| count.note(notice)));
                         views.push(view);
                     }
-                    let mut times = Vec::new();
+                    let mut notified = Vec::new();
+                    let mut returned = Vec::new();
                     let mut view_pages = 0;
                     for &block in blocks {
                         notices.expect(block * BLOCK);
@@ -1198,8 +1218,8 @@ fn memfail_suite(plan: &Plan) -> MemfailSuite {
                         let report = fs
                             .memory_failure(block * BLOCK, BLOCK, ferrodax::memfail::FailureFlags::default())
                             .map_err(|e| format!("memory_failure: {e}"))?;
-                        notices.wait_for(views.len(), start)?;
-                        times.push(start.elapsed());
+                        returned.push(start.elapsed());
+                        notified.push(notices.wait_for(views.len(), start)?);
                         if report.files.len() != sharers || report.views.len() != views.len() {
                             return Err(format!(
                                 "memory failure of block {block}: {} owners and {} views, {sharers} and {} expected",
@@ -1211,9 +1231,12 @@ fn memfail_suite(plan: &Plan) -> MemfailSuite {
                         if let Some(hit) = report.views.iter().find(|h| h.how != Told::ActionOptionalNotice) {
                             return Err(format!("a view page was told {:?}, not by an early notice", hit.how));
                         }
+                        if let Some(unnamed) = report.files.iter().find(|o| o.path.is_none()) {
+                            return Err(format!("owner ino {} has no path in the report", unnamed.ino));
+                        }
                         view_pages = report.views.len();
                     }
-                    Ok((times, view_pages))
+                    Ok(WideFailureTimes { notified, returned, view_pages })
                 })());
             }
             (flat_big, wide_owners, wide_failure)
@@ -1240,9 +1263,17 @@ fn memfail_rows(plan: &Plan, m: &MemfailSuite) -> Vec<Row> {
             r.target = format!("<= {MEMFAIL_TARGET_MS} ms");
         }
         rows.push(match result {
-            Ok((times, views)) => {
-                let mut r = r.measured(&Samples::of_times(times, ms));
-                r.comparison = format!("{} fresh pages, {views} view pages and notices each", times.len());
+            Ok(WideFailureTimes { notified, returned, view_pages }) => {
+                let mut r = r.measured(&Samples::of_times(notified, ms));
+                let back = Samples::of_times(returned, ms).spread();
+                r.comparison = format!(
+                    "{} fresh pages, {view_pages} view pages and notices each; memory_failure returned \
+                     (the report, every owner named) after {} ms (median {}, worst {})",
+                    notified.len(),
+                    num(back.best),
+                    num(back.median),
+                    num(back.worst)
+                );
                 if nviews == MEMFAIL_VIEWS[0] {
                     r.judge(r.best.is_some_and(|best| best <= MEMFAIL_TARGET_MS));
                 }
