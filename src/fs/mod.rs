@@ -1815,16 +1815,23 @@ impl FileSystem {
         // Many owners of one page usually sit in few directories: each directory's path is built
         // once per call, each item's path is that plus its name.
         let mut dir_paths: IntMap<u64, Option<String>> = IntMap::default();
+        let mut inodes: Vec<Option<&Inode>> = Vec::with_capacity(items.len().min(NAMING_BATCH));
         let mut names: Vec<Option<(u64, &[u8])>> = Vec::with_capacity(items.len().min(NAMING_BATCH));
         for batch in items.chunks_mut(NAMING_BATCH) {
-            // The names first, in a loop of their own: each is a few dependent cache misses
-            // (inode table, name list, name) and independent of the others, so the CPU overlaps
-            // them here instead of waiting for each between two allocations below.
+            // The inodes, then their first names, each in a loop of its own before any path is
+            // built: every level (inode table entry, name list) is a cache miss that depends on
+            // the one before but not on the other items, so the CPU overlaps the misses of many
+            // items at each level instead of waiting for one item's chain at a time.
+            inodes.clear();
+            inodes.extend(
+                batch.iter_mut().map(|item| slot(item).and_then(|(ino, _)| self.state.inodes.get(&ino))),
+            );
             names.clear();
-            names.extend(batch.iter_mut().map(|item| {
-                let (ino, _) = slot(item)?;
-                self.state.inodes.get(&ino)?.names.first().map(|(dir, name)| (*dir, name.as_slice()))
-            }));
+            names.extend(
+                inodes.iter().map(|inode| {
+                    inode.and_then(|i| i.names.first()).map(|(dir, name)| (*dir, name.as_slice()))
+                }),
+            );
             for (item, name) in batch.iter_mut().zip(&names) {
                 let Some((_, path)) = slot(item) else { continue };
                 *path = name.and_then(|(dir, name)| {
