@@ -779,8 +779,8 @@ struct DedupeTimes {
 }
 
 /// Dedupe of two identically written files, a fresh destination each run, each run preceded by
-/// a memcmp of `plan.big` heap bytes and, where the target allows, one of the two files in place;
-/// every call's time.
+/// a memcmp of the two files in place (where the target allows) and then one of `plan.big` heap
+/// bytes; every call's time.
 fn dedupe_identical<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern) -> Result<DedupeTimes, String> {
     let pair = MemcmpPair::new(plan.big, pattern);
     let src = t.create("dedupe-src")?;
@@ -795,10 +795,12 @@ fn dedupe_identical<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern) -> Res
         let dst = t.create(&name)?;
         fill_file(t, &dst, plan.big, pattern)?;
         t.sync(&dst)?;
-        memcmp.push(pair.time()?);
+        // The in-place memcmp first: its views are gone, and the heap memcmp has run, before the
+        // dedupe starts, as in a run without it.
         if let Some(time) = t.memcmp_in_place(&src, &dst, plan.big) {
             in_place.push(time?);
         }
+        memcmp.push(pair.time()?);
         let start = Instant::now();
         t.dedupe(&src, &dst, plan.big)?;
         let time = start.elapsed();
@@ -1842,15 +1844,16 @@ fn build_rows(
             if m.in_place.is_empty() {
                 r.compare(heap, memcmp.best());
             } else {
+                // Whichever memcmp was faster: the baseline is never below either.
                 let in_place = Samples::of_rates(&m.in_place, rate);
                 r.compare(
                     format!(
-                        "memcmp of the same two pool ranges (read-only views), right before each dedupe: \
-                         {} GB/s (median {}); {heap}",
+                        "the faster of: memcmp of the same two pool ranges in place (read-only views), \
+                         right before each heap memcmp: {} GB/s (median {}); {heap}",
                         num(in_place.best()),
                         num(in_place.spread().median)
                     ),
-                    in_place.best(),
+                    in_place.best().max(memcmp.best()),
                 );
             }
             r.judge(r.ratio.is_some_and(|x| x >= DEDUPE_TARGET_RATIO));
