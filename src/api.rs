@@ -1010,7 +1010,9 @@ impl Fs {
     /// whole-block rewrite), metadata moved off it, free blocks quarantined, and every view page
     /// that showed it taken out (an access raises SIGBUS with BUS_MCEERR_AR) before this returns.
     /// Early subscribers of those views get action-optional notices before it returns, called on
-    /// this thread after the lock is released; `flags.accessor` names the view address whose
+    /// this thread after the lock is released; the report's owner paths are looked up after that
+    /// (the names as they are then), so a holder is told without waiting for 10,000 sharers to be
+    /// named. `flags.accessor` names the view address whose
     /// access consumed the poison (see [`FailureFlags`]). Blocks already bad show in no view, so a
     /// repeated failure reports them as `already_bad` and sends no notice. EIO after a pre-remove.
     pub fn memory_failure(&self, pool_offset: u64, len: u64, flags: FailureFlags) -> Result<FailureReport> {
@@ -1030,10 +1032,12 @@ impl Fs {
             return Err(Error::Io("memory failure after the pool was removed".into()));
         }
         let m = guard.mounted();
-        let (report, notices) = crate::memfail::handle(&mut m.fs, &m.dax, pool_offset, len, flags)?;
+        let (mut report, notices) = crate::memfail::handle(&mut m.fs, &m.dax, pool_offset, len, flags)?;
         guard.sync_views()?;
         drop(guard);
         notices.deliver();
+        // The owners' paths for the report, once every holder has been told.
+        crate::memfail::name_owners(&self.read_lock(), &mut report);
         Ok(report)
     }
 

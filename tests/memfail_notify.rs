@@ -182,6 +182,36 @@ fn the_same_block_failing_twice_reports_already_bad_and_sends_no_new_notice() {
     assert!(fs.check().is_clean(), "{}", fs.check());
 }
 
+/// The early notices go out before the report's owners are named: a subscriber that renames its
+/// file when told (it may call into the file system: no lock is held) finds the new name in the
+/// report, while its notice carries the name the file had when the failure was handled.
+#[test]
+fn owners_are_named_after_the_early_notices_so_a_rename_by_a_subscriber_shows_in_the_report() {
+    let pool = Pool::memfd(32 << 20).unwrap();
+    let (fs, a, b) = reflinked_pair(&pool);
+    let inbox = Arc::new(Inbox::default());
+    let view = b.map(0, PAGES * PAGE, MapAccess::Read).unwrap();
+    let (renamer, record) = (fs.clone(), inbox.callback());
+    view.subscribe(
+        true,
+        Arc::new(move |n: &Notice| {
+            record(n);
+            renamer.rename("/b", "/b-told").unwrap();
+        }),
+    );
+    let bad = phys(&fs, &a, 3);
+    let report = fs.memory_failure(bad * PAGE, PAGE, FailureFlags::default()).unwrap();
+    let told = inbox.taken();
+    assert_eq!(told.len(), 1);
+    assert_eq!((told[0].kind, told[0].path.as_deref()), (NoticeKind::ActionOptional, Some("/b")));
+    let mut named: Vec<(u64, Option<String>)> =
+        report.files.iter().map(|o| (o.ino, o.path.clone())).collect();
+    named.sort();
+    let mut expected = vec![(a.ino(), Some("/a".to_string())), (b.ino(), Some("/b-told".to_string()))];
+    expected.sort();
+    assert_eq!(named, expected, "{report}");
+}
+
 /// Real hardware: the kernel's BUS_MCEERR_AO at a view page that shows a good block (queued to
 /// ourselves here, which reaches the handler as the kernel's would) becomes a memory failure of
 /// that block: it is recorded bad, every view loses it, early subscribers are told, and the

@@ -355,6 +355,9 @@ fn blocks_of(bytes: u64) -> u64 {
     bytes.div_ceil(BLOCK_SIZE)
 }
 
+/// Items named per batch by [`FileSystem::fill_paths`]: their names are looked up together.
+const NAMING_BATCH: usize = 256;
+
 /// The path of the entry `name` in the directory at `dir_path`; bytes that are not UTF-8 show as
 /// U+FFFD, as in `State::path_of`.
 fn join_path(dir_path: &str, name: &[u8]) -> String {
@@ -1728,36 +1731,32 @@ impl FileSystem {
 
     // ----- reverse map -----
 
-    /// Every owner of any byte of `[pool_offset, pool_offset + len)`, from the reverse map.
-    /// Adjacent pieces of one file owner are joined.
+    /// Every owner of any byte of `[pool_offset, pool_offset + len)`, from the reverse map, each
+    /// file owner with its path. Adjacent pieces of one file owner are joined.
     pub fn owners(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
+        let mut out = self.owners_unnamed(pool_offset, len);
+        self.fill_paths(&mut out, |o| match &mut o.owner {
+            OwnerKind::File { ino, path, .. } => Some((*ino, path)),
+            OwnerKind::Metadata { .. } => None,
+        });
+        out
+    }
+
+    /// [`FileSystem::owners`] without the paths (every file owner's `path` is `None`): only the
+    /// reverse map is read, no inode or name. [`FileSystem::fill_paths`] names them later; a memory
+    /// failure names its owners after the notices are out.
+    pub fn owners_unnamed(&self, pool_offset: u64, len: u64) -> Vec<BlockOwner> {
         let first = pool_offset / BLOCK_SIZE;
         let end = blocks_of(pool_offset.saturating_add(len.max(1))).min(self.state.total_blocks);
         let mut out: Vec<BlockOwner> = Vec::new();
         // Owner continuing at the next block -> index in `out`. Inode numbers and file blocks are
         // the file system's own, so the integer hasher is safe here.
         let mut open: IntMap<Owner, usize> = IntMap::default();
-        // Many owners of one page usually sit in few directories: each directory's path is built
-        // once per query, each owner's path is that plus its name.
-        let mut dir_paths: IntMap<u64, Option<String>> = IntMap::default();
         for (s, seg) in self.state.owners().overlapping(first, end.saturating_sub(first)) {
             let a = s.max(first);
             let b = (s + seg.len).min(end);
-            // The names first, in a loop of their own: each is a few dependent cache misses
-            // (inode table, name list, name) and independent of the others, so the CPU overlaps
-            // them here instead of waiting for each between two allocations below.
-            let names: Vec<Option<(u64, &[u8])>> = seg
-                .owners
-                .iter()
-                .map(|o| match o {
-                    Owner::File { ino, .. } => {
-                        self.state.inodes.get(ino)?.names.first().map(|(dir, name)| (*dir, name.as_slice()))
-                    }
-                    Owner::Meta(_) => None,
-                })
-                .collect();
             out.reserve(seg.owners.len());
-            for (&o, name) in seg.owners.iter().zip(names) {
+            for &o in &seg.owners {
                 let key_here = match o {
                     Owner::File { ino, file_block } => Owner::File { ino, file_block: file_block + (a - s) },
                     meta => meta,
@@ -1786,11 +1785,7 @@ impl FileSystem {
                 let kind = match key_here {
                     Owner::File { ino, file_block } => OwnerKind::File {
                         ino,
-                        path: name.and_then(|(dir, name)| {
-                            let dir_path =
-                                dir_paths.entry(dir).or_insert_with(|| self.state.path_of(dir)).as_deref()?;
-                            Some(join_path(dir_path, name))
-                        }),
+                        path: None,
                         file_offset: file_block * BLOCK_SIZE,
                         refcount: seg.owners.len(),
                     },
@@ -1808,6 +1803,44 @@ impl FileSystem {
             }
         }
         out
+    }
+
+    /// Sets the path of every item that `slot` says is a file (its inode and where its path goes):
+    /// the inode's first name joined to its directory's path, or `None` for an unlinked inode.
+    pub fn fill_paths<T>(
+        &self,
+        items: &mut [T],
+        mut slot: impl FnMut(&mut T) -> Option<(u64, &mut Option<String>)>,
+    ) {
+        // Many owners of one page usually sit in few directories: each directory's path is built
+        // once per call, each item's path is that plus its name.
+        let mut dir_paths: IntMap<u64, Option<String>> = IntMap::default();
+        let mut inodes: Vec<Option<&Inode>> = Vec::with_capacity(items.len().min(NAMING_BATCH));
+        let mut names: Vec<Option<(u64, &[u8])>> = Vec::with_capacity(items.len().min(NAMING_BATCH));
+        for batch in items.chunks_mut(NAMING_BATCH) {
+            // The inodes, then their first names, each in a loop of its own before any path is
+            // built: every level (inode table entry, name list) is a cache miss that depends on
+            // the one before but not on the other items, so the CPU overlaps the misses of many
+            // items at each level instead of waiting for one item's chain at a time.
+            inodes.clear();
+            inodes.extend(
+                batch.iter_mut().map(|item| slot(item).and_then(|(ino, _)| self.state.inodes.get(&ino))),
+            );
+            names.clear();
+            names.extend(
+                inodes.iter().map(|inode| {
+                    inode.and_then(|i| i.names.first()).map(|(dir, name)| (*dir, name.as_slice()))
+                }),
+            );
+            for (item, name) in batch.iter_mut().zip(&names) {
+                let Some((_, path)) = slot(item) else { continue };
+                *path = name.and_then(|(dir, name)| {
+                    let dir_path =
+                        dir_paths.entry(dir).or_insert_with(|| self.state.path_of(dir)).as_deref()?;
+                    Some(join_path(dir_path, name))
+                });
+            }
+        }
     }
 
     /// The share state of one pool block.

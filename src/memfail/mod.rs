@@ -27,7 +27,7 @@ use crate::fs::{BadBlockOutcome, FileSystem, OwnerKind};
 pub struct FileOwner {
     /// Inode.
     pub ino: u64,
-    /// Path, or `None` for an open unlinked file.
+    /// Path, or `None` for an open unlinked file (as named right after the notices went out).
     pub path: Option<String>,
     /// Pool offset of the first bad byte it owns.
     pub pool_offset: u64,
@@ -211,7 +211,9 @@ pub struct PreRemoveReport {
 
 /// Handles the failure of pool bytes `[pool_offset, pool_offset + len)`: SPEC section 5 steps
 /// 1-3, 5, 6 and 8. Views follow when the caller's write guard applies the layout changes; the
-/// notices are returned for the caller to deliver after releasing the lock.
+/// notices are returned for the caller to deliver after releasing the lock. The report's file
+/// owners have no paths yet: the caller names them with [`name_owners`] once the notices are out
+/// (naming 10,000 sharers reads 10,000 inodes and names; nobody waits for that to be told).
 pub fn handle(
     fs: &mut FileSystem,
     dax: &DaxLayer,
@@ -222,11 +224,12 @@ pub fn handle(
     let len = len.max(1);
     let first = pool_offset / BLOCK_SIZE;
     let end = (pool_offset + len).div_ceil(BLOCK_SIZE);
-    // 1. Every owner, from the reverse map. The file owners are collected in place of the owner
-    // list (no second list of 10,000 entries for a widely shared page).
+    // 1. Every owner, from the reverse map, without paths yet (see [`name_owners`]). The file
+    // owners are collected in place of the owner list (no second list of 10,000 entries for a
+    // widely shared page).
     let mut metadata = Vec::new();
     let files: Vec<FileOwner> = fs
-        .owners(first * BLOCK_SIZE, (end - first) * BLOCK_SIZE)
+        .owners_unnamed(first * BLOCK_SIZE, (end - first) * BLOCK_SIZE)
         .into_iter()
         .filter_map(|owner| match owner.owner {
             OwnerKind::File { ino, path, file_offset, refcount } => Some(FileOwner {
@@ -313,4 +316,10 @@ pub fn handle(
         views,
     };
     Ok((report, notices))
+}
+
+/// Sets the path of every file owner in `report` (as the names are now; `None` for a file that
+/// has none, an open unlinked file): the second half of [`handle`], under a shared lock.
+pub fn name_owners(fs: &FileSystem, report: &mut FailureReport) {
+    fs.fill_paths(&mut report.files, |owner| Some((owner.ino, &mut owner.path)));
 }
