@@ -191,59 +191,65 @@ impl ExtentMap {
     /// run: in its middle, at its head or tail, or all of it). The extent keeps its head, if any;
     /// the new run and the tail, if any, are inserted. The new run cannot merge with a part of the
     /// same extent unless it maps the very same blocks, which takes the general path; where the
-    /// range reaches an end of the extent, it may merge with the neighbour beyond. The descent
-    /// that finds the extent also finds the one before, so a run at the extent's head that
-    /// continues that one (a sequential copy-on-write) grows it without another descent. Returns
-    /// `None` (changing nothing) when the fast path does not apply.
+    /// range reaches an end of the extent, it may merge with the neighbour beyond. One descent
+    /// finds the extent and both neighbours, so every merge is decided from what it saw (a
+    /// sequential copy-on-write grows the extent before; a random one merges with nothing and
+    /// looks no further). Returns `None` (changing nothing) when the fast path does not apply.
     fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Removed> {
         let end = file_block + len;
-        let mut extents = self.map.range_mut(..=file_block).rev();
-        let (&fb, e) = extents.next()?;
+        let mut extents = self.map.range_mut(..=end).rev();
+        let mut next = None;
+        let (fb, e) = loop {
+            let (&fb, e) = extents.next()?;
+            if fb == end && next.is_none() {
+                next = Some(*e);
+                continue;
+            }
+            break (fb, e);
+        };
         let e_end = fb + e.len;
+        if fb > file_block || e_end < end {
+            return None;
+        }
         let old_phys = e.phys + (file_block - fb);
-        if e_end < end || phys == Some(old_phys) {
+        if phys == Some(old_phys) {
             return None;
         }
         let removed = Removed::One(Piece { file_block, len, phys: Some(old_phys) });
         let tail = (e_end > end).then(|| Extent { phys: e.phys + (end - fb), len: e_end - end });
         let keeps_head = fb < file_block;
-        if let (false, Some(phys)) = (keeps_head, phys) {
-            if let Some((&pfb, prev)) = extents.next() {
-                if pfb + prev.len == file_block && prev.phys + prev.len == phys {
-                    prev.len += len;
-                    self.map.remove(&file_block);
-                    match tail {
-                        Some(tail) => {
-                            self.map.insert(end, tail);
-                        }
-                        None => self.merge_at(end),
-                    }
-                    return Some(removed);
-                }
-            }
-        }
-        match (keeps_head, phys) {
-            (true, _) => {
+        let Some(phys) = phys else {
+            if keeps_head {
                 e.len = file_block - fb;
-                if let Some(phys) = phys {
-                    self.map.insert(file_block, Extent { phys, len });
-                }
-            }
-            (false, Some(phys)) => *e = Extent { phys, len },
-            (false, None) => {
+            } else {
                 self.map.remove(&file_block);
             }
+            if let Some(tail) = tail {
+                self.map.insert(end, tail);
+            }
+            return Some(removed);
+        };
+        // Only an extent that starts where the range ends, with no tail between, touches it.
+        let next_len = next.filter(|n| tail.is_none() && n.phys == phys + len).map(|n| n.len);
+        let grown = Extent { phys, len: len + next_len.unwrap_or(0) };
+        let prev =
+            extents.next().filter(|(&pfb, p)| !keeps_head && pfb + p.len == fb && p.phys + p.len == phys);
+        match prev {
+            Some((_, prev)) => {
+                prev.len += grown.len;
+                self.map.remove(&file_block);
+            }
+            None if keeps_head => {
+                e.len = file_block - fb;
+                self.map.insert(file_block, grown);
+            }
+            None => *e = grown,
         }
         if let Some(tail) = tail {
             self.map.insert(end, tail);
         }
-        if phys.is_some() {
-            if tail.is_none() {
-                self.merge_at(end);
-            }
-            if !keeps_head {
-                self.merge_at(file_block);
-            }
+        if next_len.is_some() {
+            self.map.remove(&end);
         }
         Some(removed)
     }
