@@ -452,8 +452,9 @@ impl Target for XfsTarget {
 ///
 /// The handler is installed only while [`store_fault_round_trips`] measures, and the previous
 /// disposition (ferrodax's handler, once a view was made) is restored afterwards; the bench
-/// measures this while no DAX view exists, so no fault of ferrodax's can arrive meanwhile. A fault outside the measured region resets SIGSEGV to
-/// the default action, so a real crash during the measurement still ends the process.
+/// measures this while no DAX view exists, so no fault of ferrodax's can arrive meanwhile. A
+/// fault outside the measured region resets SIGSEGV to the default action, so a real crash
+/// during the measurement still ends the process.
 mod bare_fault {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
