@@ -27,6 +27,33 @@ pub struct Piece {
     pub phys: Option<u64>,
 }
 
+/// What [`ExtentMap::set`] found mapped in its range, as pieces with `phys` set, in order. One
+/// piece (a copy-on-write: the usual case) is kept inline, with no vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// One piece.
+    One(Piece),
+    /// Any number of pieces (none: the range was a hole).
+    Many(Vec<Piece>),
+}
+
+impl std::ops::Deref for Removed {
+    type Target = [Piece];
+
+    fn deref(&self) -> &[Piece] {
+        match self {
+            Removed::One(piece) => std::slice::from_ref(piece),
+            Removed::Many(pieces) => pieces,
+        }
+    }
+}
+
+impl PartialEq<Vec<Piece>> for Removed {
+    fn eq(&self, other: &Vec<Piece>) -> bool {
+        **self == other[..]
+    }
+}
+
 /// A file's forward map, keyed by first file block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtentMap {
@@ -132,15 +159,15 @@ impl ExtentMap {
 
     /// Maps `[file_block, file_block + len)` to `phys..` (or punches a hole when `None`).
     /// Returns what the range mapped before, as pieces with `phys` always set.
-    pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Vec<Piece> {
+    pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Removed {
         debug_assert!(len > 0);
         let end = file_block + len;
         // Overwrites first: a copy-on-write is the hot path, and the test costs one descent.
         if let Some(removed) = self.set_inside_one_extent(file_block, len, phys) {
             return removed;
         }
-        if let Some(removed) = self.set_in_hole(file_block, len, phys) {
-            return removed;
+        if self.set_in_hole(file_block, len, phys) {
+            return Removed::Many(Vec::new());
         }
         self.split_at(file_block);
         self.split_at(end);
@@ -157,55 +184,80 @@ impl ExtentMap {
         } else {
             self.merge_at(file_block);
         }
-        removed
+        Removed::Many(removed)
     }
 
     /// Fast path of `set` when one extent contains the whole range (a copy-on-write of blocks of a
     /// run: in its middle, at its head or tail, or all of it). The extent keeps its head, if any;
     /// the new run and the tail, if any, are inserted. The new run cannot merge with a part of the
     /// same extent unless it maps the very same blocks, which takes the general path; where the
-    /// range reaches an end of the extent, it may merge with the neighbour beyond. Returns `None`
-    /// (changing nothing) when the fast path does not apply.
-    fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Vec<Piece>> {
+    /// range reaches an end of the extent, it may merge with the neighbour beyond. One descent
+    /// finds the extent and both neighbours, so every merge is decided from what it saw (a
+    /// sequential copy-on-write grows the extent before; a random one merges with nothing and
+    /// looks no further). Returns `None` (changing nothing) when the fast path does not apply.
+    fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Removed> {
         let end = file_block + len;
-        let (&fb, e) = self.map.range_mut(..=file_block).next_back()?;
+        let mut extents = self.map.range_mut(..=end).rev();
+        let mut next = None;
+        let (fb, e) = loop {
+            let (&fb, e) = extents.next()?;
+            if fb == end && next.is_none() {
+                next = Some(*e);
+                continue;
+            }
+            break (fb, e);
+        };
         let e_end = fb + e.len;
-        let old_phys = e.phys + (file_block - fb);
-        if e_end < end || phys == Some(old_phys) {
+        if fb > file_block || e_end < end {
             return None;
         }
+        let old_phys = e.phys + (file_block - fb);
+        if phys == Some(old_phys) {
+            return None;
+        }
+        let removed = Removed::One(Piece { file_block, len, phys: Some(old_phys) });
         let tail = (e_end > end).then(|| Extent { phys: e.phys + (end - fb), len: e_end - end });
         let keeps_head = fb < file_block;
-        match (keeps_head, phys) {
-            (true, _) => {
+        let Some(phys) = phys else {
+            if keeps_head {
                 e.len = file_block - fb;
-                if let Some(phys) = phys {
-                    self.map.insert(file_block, Extent { phys, len });
-                }
-            }
-            (false, Some(phys)) => *e = Extent { phys, len },
-            (false, None) => {
+            } else {
                 self.map.remove(&file_block);
             }
+            if let Some(tail) = tail {
+                self.map.insert(end, tail);
+            }
+            return Some(removed);
+        };
+        // Only an extent that starts where the range ends, with no tail between, touches it.
+        let next_len = next.filter(|n| tail.is_none() && n.phys == phys + len).map(|n| n.len);
+        let grown = Extent { phys, len: len + next_len.unwrap_or(0) };
+        let prev =
+            extents.next().filter(|(&pfb, p)| !keeps_head && pfb + p.len == fb && p.phys + p.len == phys);
+        match prev {
+            Some((_, prev)) => {
+                prev.len += grown.len;
+                self.map.remove(&file_block);
+            }
+            None if keeps_head => {
+                e.len = file_block - fb;
+                self.map.insert(file_block, grown);
+            }
+            None => *e = grown,
         }
         if let Some(tail) = tail {
             self.map.insert(end, tail);
         }
-        if phys.is_some() {
-            if tail.is_none() {
-                self.merge_at(end);
-            }
-            if !keeps_head {
-                self.merge_at(file_block);
-            }
+        if next_len.is_some() {
+            self.map.remove(&end);
         }
-        Some(vec![Piece { file_block, len, phys: Some(old_phys) }])
+        Some(removed)
     }
 
     /// Fast path of `set` when the range is a hole: one descent finds both neighbours; the new
     /// run extends the predecessor or absorbs the successor when they continue it. Returns `None`
-    /// (changing nothing) when something is mapped in the range.
-    fn set_in_hole(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Vec<Piece>> {
+    /// false (changing nothing) when something is mapped in the range.
+    fn set_in_hole(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> bool {
         let end = file_block + len;
         let mut it = self.map.range_mut(..=end).rev();
         let mut next = None;
@@ -216,12 +268,12 @@ impl ExtentMap {
                 continue;
             }
             if fb + e.len > file_block {
-                return None; // overlaps the range
+                return false; // overlaps the range
             }
             prev = Some((fb, e));
             break;
         }
-        let Some(phys) = phys else { return Some(Vec::new()) };
+        let Some(phys) = phys else { return true };
         let absorb_next = next.is_some_and(|n| n.phys == phys + len);
         let extra = if absorb_next { next.map_or(0, |n| n.len) } else { 0 };
         match prev {
@@ -233,7 +285,7 @@ impl ExtentMap {
         if absorb_next {
             self.map.remove(&end);
         }
-        Some(Vec::new())
+        true
     }
 
     /// Splits the extent containing `file_block` (strictly inside it) in two.
@@ -320,6 +372,51 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// Any sequence of sets (copy-on-writes of single blocks or runs, their pool blocks often
+        /// continuing the run before, and holes punched): after each, the map shows per block what
+        /// a plain array of blocks shows, stays canonical, and `set` returned exactly what the
+        /// range mapped before.
+        #[test]
+        fn set_maps_what_a_block_array_maps_and_returns_what_was_there(
+            sets in proptest::collection::vec((0u64..32, 1u64..5, proptest::option::weighted(0.8, 0u64..4)), 0..60)
+        ) {
+            let mut m = ExtentMap::new();
+            let mut model: Vec<Option<u64>> = vec![None; 40];
+            m.set(0, 32, Some(1000));
+            model.iter_mut().take(32).enumerate().for_each(|(b, p)| *p = Some(1000 + b as u64));
+            let mut next_phys = 2000;
+            for (i, (fb, len, how)) in sets.into_iter().enumerate() {
+                // 0: the pool block right after the last one handed out (a sequential copy-on-write
+                // continues the run it just made); 1: a fresh place; 2: the block's own old pool
+                // block plus an offset; 3: the very blocks it maps already.
+                let phys = how.map(|how| match how {
+                    0 => next_phys,
+                    1 => 5000 + 100 * i as u64,
+                    2 => 1000 + fb + 64,
+                    _ => model[fb as usize].unwrap_or(9000),
+                });
+                let mut expected = Vec::new();
+                for b in fb..fb + len {
+                    match (expected.last_mut(), model[b as usize]) {
+                        (Some(Piece { file_block, len, phys: Some(p) }), Some(q))
+                            if *file_block + *len == b && *p + *len == q => *len += 1,
+                        (_, Some(q)) => expected.push(Piece { file_block: b, len: 1, phys: Some(q) }),
+                        (_, None) => {}
+                    }
+                    model[b as usize] = phys.map(|p| p + (b - fb));
+                }
+                let removed = m.set(fb, len, phys);
+                proptest::prop_assert_eq!(removed, expected);
+                if let Some(p) = phys {
+                    next_phys = next_phys.max(p + len);
+                }
+                proptest::prop_assert!(m.is_canonical());
+                for (b, &p) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(m.lookup(b as u64), p);
+                }
+            }
+        }
+
         /// A reflink into a hole fills it in one pass; the map must be the one that setting each
         /// piece in turn gives, merged with the extents around the hole where they continue. The
         /// pieces come from `mapped_in`, which must list what `pieces` lists, holes left out.

@@ -587,7 +587,7 @@ impl State {
                 return Err(format!("map of inode {ino} onto unaccounted pool blocks [{p}, +{len})"));
             }
         }
-        for piece in removed {
+        for &piece in removed.iter() {
             let p = piece.phys.expect("removed pieces are mapped");
             let freed = self
                 .owners_mut()

@@ -19,7 +19,7 @@
 //! or leave an XFS scratch mount or image behind (ferrodax-hostkit's scratch guard unmounts and
 //! deletes on every path, errors and panics included). The only `unsafe` is the bare store-fault
 //! baseline of the DAX rows (a SIGSEGV handler of its own, installed only while it measures,
-//! before any DAX view exists), kept together in [`bare_fault`], and the dedupe row's in-place
+//! while no DAX view exists), kept together in [`bare_fault`], and the dedupe row's in-place
 //! memcmp through two read-only views ([`pool_memcmp`]).
 
 mod fuse;
@@ -510,13 +510,14 @@ mod pool_memcmp {
 
 /// The bare store fault the DAX fault row is compared with: a store into a read-only page of a
 /// private anonymous mapping raises SIGSEGV, and a handler of this module makes that one page
-/// writable with mprotect and returns, so the store re-executes and succeeds. This module is
-/// the only `unsafe` of the benchmark (the remap ioctls live in ferrodax-hostkit).
+/// writable with mprotect and returns, so the store re-executes and succeeds. This module and
+/// [`pool_memcmp`] hold the benchmark's only `unsafe` (the remap ioctls live in ferrodax-hostkit).
 ///
 /// The handler is installed only while [`store_fault_round_trips`] measures, and the previous
-/// disposition is restored afterwards; the bench measures this before any DAX view exists, so
-/// ferrodax's own handler is not involved. A fault outside the measured region resets SIGSEGV to
-/// the default action, so a real crash during the measurement still ends the process.
+/// disposition (ferrodax's handler, once a view was made) is restored afterwards; the bench
+/// measures this while no DAX view exists, so no fault of ferrodax's can arrive meanwhile. A
+/// fault outside the measured region resets SIGSEGV to the default action, so a real crash
+/// during the measurement still ends the process.
 mod bare_fault {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -922,9 +923,8 @@ fn run_suite<T: Target>(t: &T, plan: &Plan, name: &str) -> Suite {
 
 /// What the DAX rows measure.
 struct DaxSuite {
-    /// All the copy-on-write store faults of one pass over a fully shared clone (one time per
-    /// run), and their count.
-    cow_fault: Result<(Vec<Duration>, u64), String>,
+    /// The copy-on-write store faults and the bare faults they are compared with.
+    cow_fault: Result<FaultTimes, String>,
     /// Mapping a `plan.big` single-extent file, and what the view took.
     map: Result<MapCost, String>,
     /// Storing `plan.big` bytes through a private view, one time per run.
@@ -954,13 +954,23 @@ fn kernel_mappings_in(start: usize, end: usize) -> Option<usize> {
     Some(inside)
 }
 
+/// The DAX copy-on-write store faults and the bare faults they are compared with: one time per
+/// run of each, and the pages of one run.
+struct FaultTimes {
+    /// All the copy-on-write store faults of one pass over a fully shared clone.
+    cow: Vec<Duration>,
+    /// All the bare faults ([`bare_fault`]) of one pass over as many pages, timed right before
+    /// the copy-on-write pass of the same run.
+    bare: Vec<Duration>,
+    pages: u64,
+}
+
 /// One plain store per page into a ReadWrite view of a freshly reflinked clone of a
-/// `plan.cow_file` file: every store faults, and the handler copies the page. `plan.runs` times.
-fn dax_cow_faults(
-    t: &FerrodaxTarget,
-    plan: &Plan,
-    pattern: &mut Pattern,
-) -> Result<(Vec<Duration>, u64), String> {
+/// `plan.cow_file` file: every store faults, and the handler copies the page. `plan.runs` times,
+/// each run right after a bare fault pass over as many pages (while no view exists), so that
+/// the two are compared under the same conditions: the same moment (load from other programs
+/// comes and goes during a long bench run) and the same process (its mappings, its threads).
+fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Result<FaultTimes, String> {
     let base = t.create("dax-fault-base")?;
     fill_file(t, &base, plan.cow_file, pattern)?;
     let pages = plan.cow_file / BLOCK;
@@ -970,11 +980,13 @@ fn dax_cow_faults(
     // Differs from the source's byte where the stored bytes are checked.
     let stored = [!source_byte[0]];
     let mut run = 0;
-    let times = time_runs(plan.runs, || {
+    let mut bare = Vec::new();
+    let cow = time_runs(plan.runs, || {
         let name = format!("dax-fault-clone-{run}");
         run += 1;
         let clone = t.create(&name)?;
         t.reflink(&base, &clone, plan.cow_file)?;
+        bare.push(bare_fault::store_fault_round_trips(pages as usize)?);
         let view = clone.map(0, plan.cow_file, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
         if !matches!(view.page_state(0), PageState::Block { prot: PageProtection::ReadOnly, .. }) {
             return Err(format!("the clone's first page is {:?}, not shared read-only", view.page_state(0)));
@@ -1004,7 +1016,7 @@ fn dax_cow_faults(
     })?;
     drop(base);
     t.remove("dax-fault-base")?;
-    Ok((times, pages))
+    Ok(FaultTimes { cow, bare, pages })
 }
 
 /// Maps a `plan.big` single-extent file (`plan.runs` times), then stores `plan.big` bytes from
@@ -1083,7 +1095,7 @@ fn run_dax_suite(plan: &Plan) -> DaxSuite {
         progress(&format!("ferrodax: DAX pool warm-up failed ({e}); measuring anyway"));
     }
     progress(&format!(
-        "ferrodax: DAX copy-on-write store faults, one per page of a shared {} clone",
+        "ferrodax: DAX copy-on-write store faults, one per page of a shared {} clone, each run after a bare fault run",
         size_text(plan.cow_file)
     ));
     let cow_fault = dax_cow_faults(t, plan, &mut pattern);
@@ -1412,7 +1424,7 @@ fn memfail_rows(plan: &Plan, m: &MemfailSuite) -> Vec<Row> {
 
 // ----- ferrodax-only and machine measurements -----
 
-/// memcpy and memcmp bandwidth in GB/s (every run) and the bare store fault.
+/// memcpy and memcmp bandwidth in GB/s (every run).
 struct Baselines {
     /// `plan.big` bytes copied in 1 MiB chunks into a destination of the same size (what a
     /// pwrite into a file does to the pool).
@@ -1421,8 +1433,6 @@ struct Baselines {
     /// does to its buffer).
     memcpy_reused: Samples,
     memcmp: Samples,
-    /// Microseconds of one SIGSEGV + mprotect round trip (see [`bare_fault`]), and the pages timed.
-    bare_fault: Result<(Samples, u64), String>,
 }
 
 fn machine_baselines(plan: &Plan) -> Baselines {
@@ -1463,22 +1473,11 @@ fn machine_baselines(plan: &Plan) -> Baselines {
     })
     .expect("memcpy cannot fail");
     drop(src);
-    let bare_fault = bare_fault_runs(plan);
     Baselines {
         memcpy: Samples::of_rates(&memcpy, rate),
         memcpy_reused: Samples::of_rates(&memcpy_reused, rate),
         memcmp: Samples::of_rates(&memcmp, rate),
-        bare_fault,
     }
-}
-
-/// The bare store fault, `plan.runs` times over `plan.cow_file / 4 KiB` pages: microseconds per
-/// page of every run, and the pages. Must run before any DAX view exists, so that ferrodax's
-/// fault handler is not installed yet.
-fn bare_fault_runs(plan: &Plan) -> Result<(Samples, u64), String> {
-    let pages = plan.cow_file / BLOCK;
-    time_runs(plan.runs, || bare_fault::store_fault_round_trips(pages as usize))
-        .map(|times| (Samples::of_times(&times, |d| us(d) / pages as f64), pages))
 }
 
 /// Mount time of a pool holding `plan.mount_files` empty files in 16 directories.
@@ -1968,18 +1967,23 @@ fn cow_pwrite_rows(
     rows
 }
 
+/// Microseconds per page of every bare fault run, and of every copy-on-write fault run.
+fn fault_samples(faults: &FaultTimes) -> (Samples, Samples) {
+    let per_page = |d: Duration| us(d) / faults.pages as f64;
+    (Samples::of_times(&faults.bare, per_page), Samples::of_times(&faults.cow, per_page))
+}
+
 /// The bare store fault row and the DAX copy-on-write store fault row compared with it.
-fn fault_rows(
-    plan: &Plan,
-    bare_fault: &Result<(Samples, u64), String>,
-    cow_fault: &Result<(Vec<Duration>, u64), String>,
-) -> Vec<Row> {
+fn fault_rows(plan: &Plan, cow_fault: &Result<FaultTimes, String>) -> Vec<Row> {
     let mut rows = Vec::new();
     let r = Row::new("bare store fault: SIGSEGV + mprotect of a private anonymous page".into(), "us/page");
-    rows.push(match bare_fault {
-        Ok((samples, pages)) => {
-            let mut r = r.measured(samples);
-            r.comparison = format!("machine baseline ({} pages)", thousands(*pages));
+    rows.push(match cow_fault {
+        Ok(faults) => {
+            let mut r = r.measured(&fault_samples(faults).0);
+            r.comparison = format!(
+                "machine baseline ({} pages, each run right before a CoW fault run)",
+                thousands(faults.pages)
+            );
             r
         }
         Err(e) => r.failed(e),
@@ -1991,23 +1995,22 @@ fn fault_rows(
     )
     .on_pool(MEMFD);
     r.target = format!("<= {DAX_FAULT_TARGET_RATIO}x bare fault");
-    rows.push(match (cow_fault, bare_fault) {
-        (Ok((times, pages)), bare) => {
-            let mut r = r.measured(&Samples::of_times(times, |d| us(d) / *pages as f64));
-            if let Ok((bare, _)) = bare {
-                r.compare(format!("bare fault {} us", num(bare.best())), bare.best());
-                r.judge(r.ratio.is_some_and(|x| x <= DAX_FAULT_TARGET_RATIO));
-            }
+    rows.push(match cow_fault {
+        Ok(faults) => {
+            let (bare, cow) = fault_samples(faults);
+            let mut r = r.measured(&cow);
+            r.compare(format!("bare fault {} us", num(bare.best())), bare.best());
+            r.judge(r.ratio.is_some_and(|x| x <= DAX_FAULT_TARGET_RATIO));
             r
         }
-        (Err(e), _) => r.failed(e),
+        Err(e) => r.failed(e),
     });
     rows
 }
 
 /// The DAX view rows: the bare fault baseline, the copy-on-write fault, the map, the stores.
 fn dax_rows(plan: &Plan, base: &Baselines, dax: &DaxSuite) -> Vec<Row> {
-    let mut rows = fault_rows(plan, &base.bare_fault, &dax.cow_fault);
+    let mut rows = fault_rows(plan, &dax.cow_fault);
 
     let r = Row::new(format!("DAX map of a {} file (File::map, read-write)", size_text(plan.big)), "ms")
         .on_pool(MEMFD);
@@ -2114,13 +2117,11 @@ const COW_ONLY_POOL: u64 = 2 * GIB;
 /// Free space of the `--cow-only` pool pre-faulted before measuring.
 const COW_ONLY_WARM_UP: u64 = 512 * MIB;
 
-/// `--cow-only`: the bare fault, then on one memfd pool of its own the 4 KiB CoW pwrite rows and
-/// the DAX CoW store fault, [`COW_ONLY_RUNS`] runs each (the rows of the full run, by the same
+/// `--cow-only`: on one memfd pool of its own the 4 KiB CoW pwrite rows and the DAX CoW store
+/// fault with its bare fault, [`COW_ONLY_RUNS`] runs each (the rows of the full run, by the same
 /// names, without the memcpy and XFS comparisons).
 fn cow_only_rows(plan: &Plan) -> Vec<Row> {
     let plan = &Plan { runs: COW_ONLY_RUNS, ..Plan::new(plan.quick, plan.smoke) };
-    progress("bare store fault (SIGSEGV + mprotect)");
-    let bare_fault = bare_fault_runs(plan);
     let (random, sequential, cow_fault) = match Pool::memfd(COW_ONLY_POOL).and_then(|pool| Fs::format(&pool))
     {
         Ok(fs) => {
@@ -2134,7 +2135,7 @@ fn cow_only_rows(plan: &Plan) -> Vec<Row> {
             let random = cow_pwrite(t, plan, &mut pattern, Order::Random);
             progress("ferrodax: 4 KiB CoW pwrite into a shared file, sequential order");
             let sequential = cow_pwrite(t, plan, &mut pattern, Order::Sequential);
-            progress("ferrodax: DAX copy-on-write store faults");
+            progress("ferrodax: DAX copy-on-write store faults, each run after a bare fault run");
             (random, sequential, dax_cow_faults(t, plan, &mut pattern))
         }
         Err(e) => {
@@ -2142,7 +2143,7 @@ fn cow_only_rows(plan: &Plan) -> Vec<Row> {
             (Err(e.clone()), Err(e.clone()), Err(e))
         }
     };
-    let mut rows = fault_rows(plan, &bare_fault, &cow_fault);
+    let mut rows = fault_rows(plan, &cow_fault);
     rows.extend(cow_pwrite_rows(plan, None, &random, &sequential, None));
     rows
 }
@@ -2212,7 +2213,8 @@ fn run(args: BenchArgs) -> i32 {
             format!("ferrodax bench, {mode}, copy-on-write rows only"),
             format!(
                 "{COW_ONLY_RUNS} runs of each row: the best, then the median and the worst; memfd pool of {}, \
-                 {} of free space pre-faulted; the bare fault is measured before any view exists",
+                 {} of free space pre-faulted; each run of the bare fault right before a run of the CoW fault, \
+                 while no view exists",
                 size_text(COW_ONLY_POOL),
                 size_text(COW_ONLY_WARM_UP)
             ),
@@ -2226,12 +2228,6 @@ fn run(args: BenchArgs) -> i32 {
     progress(&format!("machine baselines: memcpy and memcmp over {}", size_text(plan.big)));
     let base = machine_baselines(&plan);
     progress(&format!("memcpy {} GB/s, memcmp {} GB/s", num(base.memcpy.best()), num(base.memcmp.best())));
-    match &base.bare_fault {
-        Ok((samples, _)) => {
-            progress(&format!("bare store fault (SIGSEGV + mprotect): {} us", num(samples.best())))
-        }
-        Err(e) => progress(&format!("bare store fault could not be measured: {e}")),
-    }
 
     progress(&format!("ferrodax: memfd pool of {}", size_text(plan.pool_size)));
     let ours = match Pool::memfd(plan.pool_size).and_then(|pool| Fs::format(&pool)) {
@@ -2325,8 +2321,8 @@ fn run(args: BenchArgs) -> i32 {
         threads::thread_note(),
         format!(
             "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); \
-             {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured before any \
-             view exists"
+             {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured right \
+             before each run of the CoW fault, while no view exists"
         ),
         memfail_note(&plan),
     ];
@@ -2345,7 +2341,7 @@ fn run(args: BenchArgs) -> i32 {
         "memcpy_gb_per_s": base.memcpy.best(),
         "memcpy_reused_buffer_gb_per_s": base.memcpy_reused.best(),
         "memcmp_gb_per_s": base.memcmp.best(),
-        "bare_store_fault_us": base.bare_fault.as_ref().ok().map(|b| b.0.best()),
+        "bare_store_fault_us": dax.cow_fault.as_ref().ok().map(|f| fault_samples(f).0.best()),
     });
     emit(&args, &plan, "all", &header, baselines, &rows)
 }
