@@ -1,7 +1,8 @@
 //! The ownership map mount leaves unbuilt, and the `Clone` mutation on it: mount and lookups do
 //! not build it, a reflink into a new file adds to it without building it and replays to the very
-//! same state, concurrent readers build it once, and replay refuses `Clone` records that would
-//! multiply extents past what the pool could ever checkpoint.
+//! same state, concurrent readers build it once, every kind of first change after mount leaves
+//! the same owners and free space whether the map was built before it or not, and replay refuses
+//! `Clone` records that would multiply extents past what the pool could ever checkpoint.
 
 use ferrodax::pool::RecordingBackend;
 use ferrodax::{DedupeTarget, Fs, OpenOptions, Pool};
@@ -147,4 +148,127 @@ fn a_log_whose_clones_could_never_be_checkpointed_in_the_pool_is_refused() {
         "{:?}",
         outcome.read_only
     );
+}
+
+/// What a state says of ownership and space: the ownership map, the free runs and the extent count.
+type Accounting = (ferrodax::fs::ownership::OwnerMap, Vec<(u64, u64)>, u64);
+
+fn accounting(fs: &Fs) -> Accounting {
+    let g = fs.read_lock();
+    let s = g.state();
+    (s.owners().clone(), s.free.runs().collect(), s.extent_count)
+}
+
+/// Every kind of change a first operation after mount can make, each run once on a fresh mount
+/// whose map is unbuilt and once on one whose map was built right after mount: the ownership map,
+/// free space and extent count end up the same, `check()` is clean in both, and the unbuilt
+/// session's durable image mounts to the same accounting.
+#[test]
+fn every_first_change_after_mount_leaves_the_same_owners_built_or_not() {
+    use ferrodax::fs::falloc::{
+        FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+        FALLOC_FL_ZERO_RANGE,
+    };
+    let image = checkpointed_pool();
+    // A block of /a shared with /b (even blocks are /b's), found on a mount of its own: fiemap
+    // builds the map.
+    let shared_phys = {
+        let (_, fs) = mount(image.clone(), true);
+        let a = fs.open("/a", &OpenOptions::new().read(true).clone()).unwrap();
+        let extents = fs.fiemap(&a).unwrap();
+        extents.iter().find(|e| e.shared).expect("/a shares blocks with /b").physical
+    };
+    type Op = Box<dyn Fn(&Fs)>;
+    let open = |fs: &Fs, path: &str| fs.open(path, &rw()).unwrap();
+    let ops: Vec<(&str, Op)> = vec![
+        ("remove a shared file", Box::new(move |fs| fs.remove_file("/a").unwrap())),
+        ("remove a private file", Box::new(move |fs| fs.remove_file("/c").unwrap())),
+        ("rename over a file", Box::new(move |fs| fs.rename("/c", "/b").unwrap())),
+        ("truncate", Box::new(move |fs| open(fs, "/a").set_len(3 * BLOCK + 5).unwrap())),
+        ("grow", Box::new(move |fs| open(fs, "/a").set_len(64 * BLOCK).unwrap())),
+        (
+            "overwrite a shared block",
+            Box::new(move |fs| open(fs, "/a").write_at(&[9; 100], 0).map(drop).unwrap()),
+        ),
+        (
+            "write past EOF",
+            Box::new(move |fs| open(fs, "/c").write_at(&[7; 5000], 20 * BLOCK).map(drop).unwrap()),
+        ),
+        (
+            "punch",
+            Box::new(move |fs| {
+                open(fs, "/a")
+                    .fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, BLOCK, 5 * BLOCK)
+                    .unwrap()
+            }),
+        ),
+        (
+            "zero range",
+            Box::new(move |fs| open(fs, "/a").fallocate(FALLOC_FL_ZERO_RANGE, 100, 3 * BLOCK).unwrap()),
+        ),
+        (
+            "collapse",
+            Box::new(move |fs| open(fs, "/a").fallocate(FALLOC_FL_COLLAPSE_RANGE, BLOCK, 2 * BLOCK).unwrap()),
+        ),
+        (
+            "insert",
+            Box::new(move |fs| open(fs, "/a").fallocate(FALLOC_FL_INSERT_RANGE, BLOCK, 2 * BLOCK).unwrap()),
+        ),
+        ("allocate", Box::new(move |fs| open(fs, "/c").fallocate(0, 8 * BLOCK, 4 * BLOCK).unwrap())),
+        (
+            "reflink into a hole",
+            Box::new(move |fs| {
+                fs.reflink(&open(fs, "/a"), 0, &open(fs, "/n"), 0, 16 * BLOCK).unwrap();
+            }),
+        ),
+        (
+            "reflink over mapped blocks",
+            Box::new(move |fs| {
+                fs.reflink(&open(fs, "/a"), 0, &open(fs, "/c"), 0, 4 * BLOCK).unwrap();
+            }),
+        ),
+        (
+            "reflink onto itself",
+            Box::new(move |fs| {
+                let a = open(fs, "/a");
+                fs.reflink(&a, 0, &a, 32 * BLOCK, 8 * BLOCK).unwrap();
+            }),
+        ),
+        ("unshare", Box::new(move |fs| fs.unshare(&open(fs, "/a"), 0, 16 * BLOCK).unwrap())),
+        (
+            "dedupe",
+            Box::new(move |fs| {
+                let d = open(fs, "/d");
+                d.write_at(&pattern(3, 4 * BLOCK as usize), 0).unwrap();
+                fs.dedupe(&open(fs, "/c"), 0, 4 * BLOCK, &[DedupeTarget { file: &d, offset: 0 }]).unwrap();
+            }),
+        ),
+        (
+            "memory failure",
+            Box::new(move |fs| {
+                let _ = fs.memory_failure(shared_phys, BLOCK, Default::default()).unwrap();
+            }),
+        ),
+        ("checkpoint", Box::new(move |fs| fs.checkpoint().unwrap())),
+    ];
+    for (what, op) in &ops {
+        let (unbuilt_backend, unbuilt) = mount(image.clone(), false);
+        assert!(!built(&unbuilt), "{what}: mount built the map");
+        op(&unbuilt);
+        let (_, prebuilt) = mount(image.clone(), false);
+        let _ = prebuilt.space_usage().unwrap();
+        assert!(built(&prebuilt), "{what}: space_usage left the map unbuilt");
+        op(&prebuilt);
+        let expected = accounting(&prebuilt);
+        assert_eq!(accounting(&unbuilt), expected, "{what}: built after the change differs");
+        for fs in [&unbuilt, &prebuilt] {
+            let report = fs.check();
+            assert!(report.is_clean(), "{what}: {report}");
+        }
+        drop(unbuilt);
+        let (_, again) = mount(unbuilt_backend.durable_image(), false);
+        assert_eq!(accounting(&again), expected, "{what}: the remount differs");
+        let report = again.check();
+        assert!(report.is_clean(), "{what}: after remount {report}");
+    }
 }

@@ -2,10 +2,11 @@
 //! reading a checkpoint. A record of a few bytes that removes thousands of extents costs a replay
 //! what those extents cost, so a process that removes big fragmented files leaves a checkpoint
 //! even though its log is tiny; one that only clones them does not (replaying a clone costs what
-//! reading its extents from a checkpoint would).
+//! reading its extents from a checkpoint would); one that dedupes copies onto their original
+//! does, though their number of extents stays the same (each is removed and another added).
 
 use ferrodax::pool::RecordingBackend;
-use ferrodax::{Fs, OpenOptions, Pool};
+use ferrodax::{DedupeStatus, DedupeTarget, Fs, OpenOptions, Pool};
 use std::sync::Arc;
 
 const BLOCK: u64 = 4096;
@@ -74,4 +75,44 @@ fn removing_big_fragmented_files_leaves_a_checkpoint_and_cloning_them_does_not()
         assert!(fs.open("/copy0", &OpenOptions::new().read(true).clone()).is_err());
     });
     assert_eq!(replayed, 0, "the removals' unmount wrote a checkpoint");
+}
+
+#[test]
+fn deduping_fragmented_copies_onto_their_original_leaves_a_checkpoint() {
+    // Each copy has /big's layout in blocks of its own (a reflink, then unshared): a dedupe
+    // against /big replaces every one of its EXTENTS extents by one of /big's, so the count of
+    // extents does not change while replaying the 41-byte record removes and adds EXTENTS each.
+    let (image, _, _) = session(fragmented_pool(), |fs| {
+        let big = fs.open("/big", &rw()).unwrap();
+        let len = big.metadata().unwrap().size;
+        for c in 0..COPIES {
+            let copy = fs.open(&format!("/copy{c}"), &rw()).unwrap();
+            fs.reflink(&big, 0, &copy, 0, len).unwrap();
+            fs.unshare(&copy, 0, len).unwrap();
+            assert!(fs.fiemap(&copy).unwrap().iter().all(|e| !e.shared));
+        }
+        fs.checkpoint().unwrap();
+    });
+    let (image, replayed, due_after_dedupes) = session(image, |fs| {
+        let big = fs.open("/big", &rw()).unwrap();
+        let len = big.metadata().unwrap().size;
+        for c in 0..COPIES {
+            let copy = fs.open(&format!("/copy{c}"), &rw()).unwrap();
+            let status = fs.dedupe(&big, 0, len, &[DedupeTarget { file: &copy, offset: 0 }]).unwrap();
+            assert!(
+                matches!(status[..], [DedupeStatus::Same { bytes_deduped }] if bytes_deduped == len),
+                "{status:?}"
+            );
+            assert_eq!(fs.fiemap(&copy).unwrap().len() as u64, EXTENTS);
+        }
+    });
+    assert_eq!(replayed, 0, "the copies' writer left a checkpoint");
+    assert!(due_after_dedupes, "deduping {COPIES} copies of {EXTENTS} extents each leaves a checkpoint");
+    let (_, replayed, _) = session(image, |fs| {
+        let report = fs.check();
+        assert!(report.is_clean(), "{report}");
+        let copy = fs.open("/copy0", &rw()).unwrap();
+        assert!(fs.fiemap(&copy).unwrap().iter().all(|e| e.shared));
+    });
+    assert_eq!(replayed, 0, "the dedupes' unmount wrote a checkpoint");
 }

@@ -375,7 +375,7 @@ impl Journal {
         let mut pos = 0usize;
         let mut seq = best.log_first_seq;
         let mut replayed = 0;
-        let mut extent_changes = 0;
+        let mut extent_changes: u64 = 0;
         loop {
             let here = |copy: &[u8]| -> Result<RecordAt> {
                 if !legacy {
@@ -452,9 +452,9 @@ impl Journal {
             if let Some((mutations, len)) = found {
                 if !salvage {
                     // The whole record, then everything it touched is validated (fs/validate.rs).
-                    let before = state.extent_count;
+                    let before = state.extent_changes;
                     state.replay_record(&mutations, seq, pos as u64).map_err(with_repair_hint)?;
-                    extent_changes += before.abs_diff(state.extent_count);
+                    extent_changes = extent_changes.saturating_add(state.extent_changes.wrapping_sub(before));
                     pos += len;
                     seq += 1;
                     replayed += 1;
@@ -758,11 +758,12 @@ impl Journal {
             self.log_pos += bytes.len() as u64;
             self.next_seq += 1;
             self.stats.records += 1;
-            let before = state.extent_count;
+            let before = state.extent_changes;
             for m in mutations {
                 state.apply(m, ApplyMode::Live).map_err(|e| bug("applying a committed record", e))?;
             }
-            self.log_extent_changes += before.abs_diff(state.extent_count);
+            self.log_extent_changes =
+                self.log_extent_changes.saturating_add(state.extent_changes.wrapping_sub(before));
             return Ok(());
         }
         // Larger than the whole log: the checkpoint itself is the atomic step. Make sure it will

@@ -1985,8 +1985,10 @@ impl FileSystem {
     /// the bytes that extent takes in a checkpoint: a small record that clones or frees
     /// thousands of extents costs a replay what they cost.
     pub fn checkpoint_due_at_unmount(&self) -> bool {
-        let replay_cost = self.journal.log_used_bytes()
-            + self.journal.log_extent_changes().saturating_mul(state::EXTENT_IMAGE_BYTES);
+        let replay_cost = self
+            .journal
+            .log_used_bytes()
+            .saturating_add(self.journal.log_extent_changes().saturating_mul(state::EXTENT_IMAGE_BYTES));
         self.mounted
             && !std::thread::panicking()
             && self.writable().is_ok()

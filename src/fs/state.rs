@@ -93,6 +93,11 @@ pub struct State {
     pub next_ino: u64,
     /// Number of extents over all files (sizes the checkpoint).
     pub extent_count: u64,
+    /// Extents added or removed by the changes applied since this state was built, over all
+    /// files: a running count (wrapping) whose growth over a record is what replaying that
+    /// record costs (a record that replaces extents by as many others leaves `extent_count` as
+    /// it was, yet its replay removes and adds each).
+    pub extent_changes: u64,
     /// Checkpoint bytes of every directory entry, extended attribute and symlink target (sizes
     /// the checkpoint without walking every inode).
     pub var_bytes: u64,
@@ -224,6 +229,7 @@ impl State {
             quarantine: BTreeMap::new(),
             next_ino: image.next_ino,
             extent_count,
+            extent_changes: 0,
         };
         for (dir, names) in entries {
             for (name, child) in names {
@@ -418,6 +424,7 @@ impl State {
         });
         let target = self.inodes.get_mut(&dst).expect("checked above");
         let before = target.extents.len() as u64;
+        self.extent_changes = self.extent_changes.wrapping_add(runs.len() as u64);
         target.extents.fill_hole(runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
         let Some(owners) = owners else { return Ok(()) };
@@ -569,6 +576,8 @@ impl State {
         let removed = inode.extents.set(file_block, len, phys);
         let after = inode.extents.len() as u64;
         self.extent_count = self.extent_count + after - before;
+        self.extent_changes =
+            self.extent_changes.wrapping_add(removed.len() as u64 + u64::from(phys.is_some()));
         // Add the new owner before dropping the old ones, so remapping a block onto itself never
         // frees it in between.
         if let Some(p) = phys {
