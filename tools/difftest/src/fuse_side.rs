@@ -112,7 +112,10 @@ impl FuseBackend {
             mount.unmount(|| {}).map_err(|e| format!("FUSE unmount of {}: {e}", self.dir.display()))?;
         }
         if let Some(fs) = self.fs.take() {
-            self.checkpoints_before += fs.read_lock().journal().stats.checkpoints;
+            // Those written while mounted (a full log) and the one unmount writes when due.
+            let live = fs.read_lock();
+            self.checkpoints_before +=
+                live.journal().stats.checkpoints + u64::from(live.checkpoint_due_at_unmount());
         }
         Ok(())
     }
@@ -280,7 +283,7 @@ impl KernelMount for FuseBackend {
         let live = self.fs.as_ref().map_or(0, |fs| fs.read_lock().journal().stats.checkpoints);
         let checkpoints = (self.checkpoints_before + live).saturating_sub(self.mkfs_checkpoints);
         Some(format!(
-            "ferrodax wrote {checkpoints} log checkpoints and replayed {} log records at remounts; \
+            "ferrodax wrote {checkpoints} checkpoints (log full or at unmount) and replayed {} log records at remounts; \
              {} calls the kernel refuses on FUSE ran through the library",
             self.replayed, self.through_library
         ))

@@ -160,7 +160,8 @@ fn random_sequences_and_fstests_cases_agree_with_kernel_xfs() {
     // The documented differences were met and recognised, not silently absent.
     assert!(run.stdout.contains("documented difference D1"), "{}", run.stdout);
     assert!(run.stdout.contains("documented difference D2"), "{}", run.stdout);
-    // Sequences this long fill ferrodax's log: checkpoints happened and were remounted from.
+    // Sequences this long fill ferrodax's log or leave it costlier to replay than a checkpoint:
+    // checkpoints happened (log full, or at unmount) and were remounted from.
     let checkpoints: u64 = run
         .stdout
         .lines()
