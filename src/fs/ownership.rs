@@ -109,19 +109,17 @@ fn continues(a: &Segment, a_len: u64, next_owners: &[Owner]) -> bool {
 
 /// See the module documentation.
 ///
-/// The segments may be built on first use: a map made by [`OwnerMap::deferred`] keeps only its
-/// runs until a query or a change needs segments, and runs given to [`OwnerMap::add_runs`] before
-/// then join them. A map made by [`OwnerMap::awaiting_files`] (a mount's) keeps only the metadata
-/// runs: its owner (`State`) hands it every file's extents when something first needs it
-/// ([`OwnerMap::build_with`]), so a command that never asks who owns what nor frees a block (a
-/// reflink into a new file, a read, a listing) neither builds the map nor copies its runs.
+/// The segments may be built on first use: a map made by [`OwnerMap::awaiting_files`] (a
+/// mount's) keeps only the metadata runs; its owner (`State`) hands it every file's extents when
+/// something first needs it ([`OwnerMap::build_with`]), so a command that never asks who owns
+/// what nor frees a block (a reflink into a new file, a read, a listing) neither builds the map
+/// nor copies its runs. Anything but `build_with`, `is_built`, `used_runs`, `clone` and `Debug`
+/// on a map not built yet is a bug, and panics.
 #[derive(Default)]
 pub struct OwnerMap {
     segments: OnceLock<BTreeMap<u64, Segment>>,
-    /// Runs not in `segments` yet (only while it is unset).
+    /// The metadata runs, while `segments` is unset.
     deferred: Mutex<Vec<(u64, u64, Owner)>>,
-    /// The file runs are not among `deferred`: only [`OwnerMap::build_with`] may build it.
-    awaiting_files: bool,
 }
 
 impl Clone for OwnerMap {
@@ -129,16 +127,10 @@ impl Clone for OwnerMap {
         // The runs' lock first: a build in progress holds it until its segments are set.
         let runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         match self.segments.get() {
-            Some(segments) => OwnerMap {
-                segments: OnceLock::from(segments.clone()),
-                deferred: Mutex::default(),
-                awaiting_files: false,
-            },
-            None => OwnerMap {
-                segments: OnceLock::new(),
-                deferred: Mutex::new(runs.clone()),
-                awaiting_files: self.awaiting_files,
-            },
+            Some(segments) => {
+                OwnerMap { segments: OnceLock::from(segments.clone()), deferred: Mutex::default() }
+            }
+            None => OwnerMap::awaiting_files(runs.clone()),
         }
     }
 }
@@ -164,23 +156,13 @@ impl std::fmt::Debug for OwnerMap {
 impl OwnerMap {
     /// An empty map: no block is used.
     pub fn new() -> Self {
-        OwnerMap {
-            segments: OnceLock::from(BTreeMap::new()),
-            deferred: Mutex::default(),
-            awaiting_files: false,
-        }
-    }
-
-    /// The map of exactly these runs (see [`OwnerMap::from_runs`]), built when first needed.
-    pub fn deferred(runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(runs), awaiting_files: false }
+        OwnerMap { segments: OnceLock::from(BTreeMap::new()), deferred: Mutex::default() }
     }
 
     /// The map of these metadata runs and of the file runs that [`OwnerMap::build_with`] will be
-    /// given: until then it is unbuilt, and any use other than `build_with`, `is_built`,
-    /// `clone` and `Debug` is a bug (it panics rather than build a map without the files).
+    /// given: until then it is unbuilt (see [`OwnerMap`] for what may be asked of it meanwhile).
     pub fn awaiting_files(meta_runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(meta_runs), awaiting_files: true }
+        OwnerMap { segments: OnceLock::new(), deferred: Mutex::new(meta_runs) }
     }
 
     /// Builds the map, if it is not built yet, from its runs and the runs `file_runs` returns
@@ -198,53 +180,31 @@ impl OwnerMap {
         }
     }
 
-    /// Whether the segments exist yet (a [`OwnerMap::deferred`] map that nothing has needed).
+    /// Whether the segments exist yet (a map [awaiting its files](OwnerMap::awaiting_files) that
+    /// nothing has needed has none).
     pub fn is_built(&self) -> bool {
         self.segments.get().is_some()
     }
 
-    /// The segments, built from the deferred runs if this is their first use. The runs stay
-    /// (under their lock) until the segments are set, so a reader of the runs
-    /// ([`OwnerMap::used_runs`], `clone`) sees either the runs or the segments, never neither;
-    /// and a build that panics loses nothing.
+    /// The segments (the map must be built: see [`OwnerMap::build_with`]).
     fn segs(&self) -> &BTreeMap<u64, Segment> {
-        if let Some(segments) = self.segments.get() {
-            return segments;
-        }
-        assert!(!self.awaiting_files, "an ownership map awaiting its files is built only by build_with");
-        let mut runs = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        if self.segments.get().is_none() {
-            let _ = self.segments.set(sweep(&mut runs));
-            *runs = Vec::new();
-        }
-        self.segments.get().expect("set above or by the thread that held the lock")
+        self.segments.get().expect("an ownership map awaiting its files is built only by build_with")
     }
 
-    /// The segments to change, built first if needed.
+    /// The segments to change (the map must be built).
     fn segs_mut(&mut self) -> &mut BTreeMap<u64, Segment> {
-        if self.segments.get().is_none() {
-            assert!(!self.awaiting_files, "an ownership map awaiting its files is built only by build_with");
-            let runs = self.deferred.get_mut().unwrap_or_else(|e| e.into_inner());
-            let _ = self.segments.set(sweep(runs));
-            *runs = Vec::new();
-        }
-        self.segments.get_mut().expect("just built")
+        self.segments.get_mut().expect("an ownership map awaiting its files is built only by build_with")
     }
 
     /// The map of exactly these runs, as (first pool block, length, owner of that first block):
     /// what adding them one by one gives, built in one sweep over the runs sorted by pool block.
     /// Empty runs are ignored.
     pub fn from_runs(mut runs: Vec<(u64, u64, Owner)>) -> Self {
-        OwnerMap {
-            segments: OnceLock::from(sweep(&mut runs)),
-            deferred: Mutex::default(),
-            awaiting_files: false,
-        }
+        OwnerMap { segments: OnceLock::from(sweep(&mut runs)), deferred: Mutex::default() }
     }
 
     /// Every used run as (first block, length), ascending by first block: the segments, or, on a
-    /// map not built yet, its runs as given (they may overlap; nothing is built for this) — only
-    /// the metadata runs of a map [awaiting its files](OwnerMap::awaiting_files).
+    /// map not built yet, only its metadata runs as given (nothing is built for this).
     pub fn used_runs(&self) -> Vec<(u64, u64)> {
         // The runs' lock first: a build in progress holds it until its segments are set.
         let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
@@ -352,22 +312,10 @@ impl OwnerMap {
     }
 
     /// Adds each run `(first pool block, length, owner of that block)`, as [`OwnerMap::add`] of
-    /// each would, and says what that found — or `None` when the map is not built yet: the runs
-    /// then join the deferred ones, unchecked (the caller vouches that they name blocks owned
-    /// already and no metadata, as a reflink of a file's own extents does). On a built map, runs
-    /// that cover exactly one segment (a reflink of whole extents: the usual case) are placed in
-    /// one ordered walk over the map instead of a descent each; the rest take `add`.
-    pub fn add_runs(&mut self, runs: Vec<(u64, u64, Owner)>) -> Option<AddOutcome> {
-        if !self.is_built() {
-            assert!(!self.awaiting_files, "the files' runs of a map awaiting them come from build_with");
-            self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()).extend(runs);
-            return None;
-        }
-        Some(self.add_runs_to_segments(runs))
-    }
-
-    /// [`OwnerMap::add_runs`] on a built map.
-    fn add_runs_to_segments(&mut self, mut runs: Vec<(u64, u64, Owner)>) -> AddOutcome {
+    /// each would, and says what that found. Runs that cover exactly one segment (a reflink of
+    /// whole extents: the usual case) are placed in one ordered walk over the map instead of a
+    /// descent each; the rest take `add`.
+    pub fn add_runs(&mut self, mut runs: Vec<(u64, u64, Owner)>) -> AddOutcome {
         runs.sort_unstable_by_key(|&(block, _, _)| block);
         let mut outcome = AddOutcome::default();
         let mut rest = Vec::new();
@@ -829,32 +777,30 @@ mod tests {
             proptest::prop_assert_eq!(OwnerMap::from_runs(runs), one_by_one);
         }
 
-        /// Mount keeps the runs and builds the map when first needed; runs a reflink adds before
-        /// then join them. The map finally built must be the map of all the runs, and anything
-        /// but a reflink's `add_runs` must build it.
+        /// Mount keeps the metadata runs and builds the map when first needed, from them and the
+        /// files' runs it is then given; until then `used_runs` names only its own runs. The map
+        /// finally built must be the map of all the runs.
         #[test]
-        fn a_deferred_map_is_built_on_first_use_as_the_map_of_all_its_runs(
+        fn a_map_awaiting_its_files_is_built_as_the_map_of_all_runs(
             base in proptest::collection::vec((0u64..64, 1u64..12, 0u64..4, 0u64..40), 0..30),
-            added in proptest::collection::vec((0u64..64, 1u64..12, 0u64..40), 0..10),
+            files in proptest::collection::vec((0u64..64, 1u64..12, 0u64..40), 0..10),
         ) {
             let base: Vec<(u64, u64, Owner)> =
                 base.into_iter().map(|(start, len, ino, fb)| (start, len, file(ino + 1, fb))).collect();
-            let added: Vec<(u64, u64, Owner)> =
-                added.into_iter().map(|(start, len, fb)| (start, len, file(9, fb * 64))).collect();
-            let mut deferred = OwnerMap::deferred(base.clone());
-            proptest::prop_assert!(deferred.add_runs(added.clone()).is_none());
-            proptest::prop_assert!(!deferred.is_built());
-            let mut used = deferred.used_runs();
+            let files: Vec<(u64, u64, Owner)> =
+                files.into_iter().map(|(start, len, fb)| (start, len, file(9, fb * 64))).collect();
+            let awaiting = OwnerMap::awaiting_files(base.clone());
+            proptest::prop_assert!(!awaiting.is_built());
+            let mut used = awaiting.used_runs();
             used.dedup();
-            let all: Vec<(u64, u64, Owner)> = base.into_iter().chain(added).collect();
-            let built = OwnerMap::from_runs(all.clone());
-            let _ = deferred.refcount(0);
-            proptest::prop_assert!(deferred.is_built());
-            proptest::prop_assert_eq!(&deferred, &built);
-            let mut expected_used: Vec<(u64, u64)> = all.iter().map(|&(s, l, _)| (s, l)).collect();
+            let mut expected_used: Vec<(u64, u64)> = base.iter().map(|&(s, l, _)| (s, l)).collect();
             expected_used.sort_unstable();
             expected_used.dedup();
             proptest::prop_assert_eq!(used, expected_used);
+            let all: Vec<(u64, u64, Owner)> = base.into_iter().chain(files.clone()).collect();
+            awaiting.build_with(|| files);
+            proptest::prop_assert!(awaiting.is_built());
+            proptest::prop_assert_eq!(&awaiting, &OwnerMap::from_runs(all));
         }
 
         /// A reflink adds one owner to many whole segments at once; the walk must leave the very
@@ -904,7 +850,7 @@ mod tests {
                 expected.touched_metadata |= added.touched_metadata;
             }
             let mut walked = map;
-            let outcome = walked.add_runs(runs).expect("a built map checks what it adds");
+            let outcome = walked.add_runs(runs);
             proptest::prop_assert_eq!(walked.validate(), Ok(()));
             proptest::prop_assert_eq!(&walked, &one_by_one);
             proptest::prop_assert_eq!(outcome, expected);

@@ -428,13 +428,12 @@ impl State {
         target.extents.fill_hole(runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
         let Some(owners) = owners else { return Ok(()) };
-        if let Some(added) = self.owners.add_runs(owners) {
-            if added.touched_metadata {
-                return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
-            }
-            if added.newly_owned != 0 {
-                return Err(format!("clone of inode {src} into {dst}: source blocks that nobody owned"));
-            }
+        let added = self.owners.add_runs(owners);
+        if added.touched_metadata {
+            return Err(format!("clone of inode {src} into {dst} onto metadata blocks"));
+        }
+        if added.newly_owned != 0 {
+            return Err(format!("clone of inode {src} into {dst}: source blocks that nobody owned"));
         }
         Ok(())
     }
