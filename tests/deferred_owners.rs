@@ -1,8 +1,9 @@
 //! The ownership map mount leaves unbuilt, and the `Clone` mutation on it: mount and lookups do
-//! not build it, a reflink into a new file changes only extent maps (not building it) and replays to the very
-//! same state, concurrent readers build it once, every kind of first change after mount leaves
-//! the same owners and free space whether the map was built before it or not, and replay refuses
-//! `Clone` records that would multiply extents past what the pool could ever checkpoint.
+//! not build it, a reflink into a new file changes only extent maps (not building it) and
+//! replays to the very same state, concurrent readers build it once, every kind of first change
+//! after mount leaves the same owners and free space whether the map was built before it or
+//! not, and replay refuses `Clone` records that would multiply extents past what the pool could
+//! ever checkpoint.
 
 use ferrodax::pool::RecordingBackend;
 use ferrodax::{DedupeTarget, Fs, OpenOptions, Pool};
