@@ -216,8 +216,9 @@ fn a_store_fault_that_gives_the_copy_to_a_hard_linked_setuid_sharer_keeps_its_na
 }
 
 /// A store fault's commit can fill the log: the fault handler then writes a checkpoint (which
-/// zeroes log stretches) on the faulting thread's small signal stack. It must fit there: before,
-/// zeroing from a page-sized stack buffer overflowed it and the kernel killed the process.
+/// zeroes log stretches) inside the signal handler, and the store completes. (When the handlers
+/// ran on Rust's 8 KiB alternate signal stack, zeroing from a page-sized stack buffer overflowed
+/// it and the kernel killed the process.)
 #[test]
 fn a_store_fault_whose_commit_writes_a_checkpoint_completes() {
     // A 64 MiB pool has a 1 MiB log: eight terminator stretches.

@@ -103,6 +103,52 @@ fn cow_store_works(fs: &Fs, clone: &ferrodax::File, view: &ferrodax::api::Mappin
     assert!(fs.check().is_clean());
 }
 
+/// The same pool as [`shared_view`], unmounted and mounted again before the view is made, so the
+/// first fault builds the ownership map (mount leaves it for the first use): the deepest path a
+/// signal handler of ferrodax runs.
+fn shared_view_after_remount(access: MapAccess) -> (Fs, ferrodax::File, ferrodax::api::Mapping, usize) {
+    let pool = Pool::memfd(64 << 20).unwrap();
+    {
+        let fs = Fs::format(&pool).unwrap();
+        let src = fs.open("/src", &rw()).unwrap();
+        src.write_at(&[0x61; 65536], 0).unwrap();
+        let clone = fs.open("/clone", &rw()).unwrap();
+        fs.reflink(&src, 0, &clone, 0, 0).unwrap();
+    }
+    let fs = Fs::mount(&pool).unwrap();
+    let clone = fs.open("/clone", &rw()).unwrap();
+    let view = clone.map(0, 65536, access).unwrap();
+    let addr = view.as_ptr() as usize;
+    (fs, clone, view, addr)
+}
+
+/// Gives this thread an alternate signal stack of one page (or the least the kernel allows, if
+/// more), with an inaccessible page below it: smaller than the 8 KiB Rust gives every thread, and
+/// smaller than what a copy-on-write fault or a memory failure needs (6-7 KiB measured), so a
+/// handler that ran on it would die of SIGSEGV instead of silently writing past it.
+fn small_alternate_signal_stack() {
+    const GUARD: usize = 4096;
+    // SAFETY: getauxval reads the auxiliary vector; 0 when the kernel does not give the entry.
+    let least = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+    let size = least.max(libc::MINSIGSTKSZ).next_multiple_of(4096);
+    // SAFETY: a fresh anonymous mapping, its lowest page made inaccessible, the rest handed to
+    // sigaltstack for this thread; it is never unmapped (the process ends first).
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            GUARD + size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        assert_eq!(libc::mprotect(base, GUARD, libc::PROT_NONE), 0);
+        let stack = libc::stack_t { ss_sp: base.cast::<u8>().add(GUARD).cast(), ss_flags: 0, ss_size: size };
+        assert_eq!(libc::sigaltstack(&stack, std::ptr::null_mut()), 0);
+    }
+}
+
 /// Runs `scenario` in a child process; returns its exit status, stdout and stderr.
 fn run_child(scenario: &str) -> (std::process::ExitStatus, String, String) {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -143,6 +189,22 @@ fn child_entry() {
             assert_eq!(SEGV_SEEN.load(Ordering::SeqCst), 2);
             cow_store_works(&fs, &clone, &view, 2);
             println!("CHILD OK");
+        }
+        "cow-fault-on-a-small-signal-stack" => {
+            let (fs, clone, view, _) = shared_view_after_remount(MapAccess::ReadWrite);
+            small_alternate_signal_stack();
+            cow_store_works(&fs, &clone, &view, 4);
+            println!("CHILD OK");
+        }
+        "machine-check-on-a-small-signal-stack" => {
+            set_action(libc::SIGBUS, Some(app_bus_report_and_exit), 0);
+            let (_fs, _clone, _view, addr) = shared_view_after_remount(MapAccess::Read);
+            small_alternate_signal_stack();
+            let at = addr + 5 * 4096 + 7;
+            println!("view byte at {at:#x}");
+            // What the kernel sends a thread whose load consumed poison at `at`.
+            queue_signal(libc::SIGBUS, ferrodax::dax::mce::BUS_MCEERR_AR, at);
+            println!("CHILD SURVIVED");
         }
         "app-handler-installed-after-chains" => {
             let (fs, clone, view) = shared_view(64 << 20);
@@ -238,4 +300,28 @@ fn a_cow_fault_that_cannot_get_a_block_prints_the_file_and_offset_and_raises_sig
         err.contains("copy-on-write fault in /clone at file offset 20480") && err.contains("No space left"),
         "one line naming the file, the offset and the reason: {err}"
     );
+}
+
+/// A copy-on-write store fault on a pool just mounted (whose first fault builds the ownership map)
+/// copies the page on a thread whose alternate signal stack is too small for it (Rust gives every
+/// thread one of 8 KiB, which the kernel lab showed too small for a memory failure): ferrodax's
+/// handlers run on the thread's own stack.
+#[test]
+fn a_cow_fault_on_a_thread_with_a_small_alternate_signal_stack_copies_the_page() {
+    let (status, out, err) = run_child("cow-fault-on-a-small-signal-stack");
+    assert!(status.success() && out.contains("CHILD OK"), "{status}\n{out}\n{err}");
+}
+
+/// The same for a kernel machine check (BUS_MCEERR_AR at a view page): the memory failure runs,
+/// then the application's handler gets the signal at the address, instead of the process dying
+/// of SIGSEGV on the overflowed alternate stack (what the kernel lab showed with 8 KiB).
+#[test]
+fn a_machine_check_on_a_thread_with_a_small_alternate_signal_stack_reaches_the_application() {
+    let (status, out, err) = run_child("machine-check-on-a-small-signal-stack");
+    assert_eq!(status.code(), Some(42), "the application's SIGBUS handler ended it\n{status}\n{out}\n{err}");
+    let at = out
+        .lines()
+        .find_map(|l| l.split_once("view byte at ").map(|(_, a)| a.trim()))
+        .expect("the child printed the address");
+    assert!(out.contains(&format!("SIGBUS code=4 addr={at}")), "BUS_MCEERR_AR at the byte\n{out}");
 }

@@ -447,15 +447,23 @@ static PREVIOUS_BUS: OnceLock<Previous> = OnceLock::new();
 /// A signal handler with siginfo.
 pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
-/// Installs `handler` for `signal` (SA_SIGINFO | SA_ONSTACK), keeping the disposition it replaces
-/// in `previous_slot` for [`forward`].
+/// Installs `handler` for `signal` (SA_SIGINFO, without SA_ONSTACK), keeping the disposition it
+/// replaces in `previous_slot` for [`forward`].
+///
+/// The handlers run on the faulting thread's own stack, not on its alternate signal stack: a
+/// copy-on-write fault or a memory failure runs file-system code that needs 6-7 KiB and more
+/// (the kernel's signal frame included), and Rust gives every thread an alternate stack of 8 KiB
+/// (SIGSTKSZ), which the kernel lab showed overflowing (the process died of SIGSEGV). The cost: a
+/// thread that overflows its own stack can no longer be told so by a handler (the kernel cannot
+/// push a frame on the exhausted stack), so it dies of SIGSEGV without Rust's "has overflowed its
+/// stack" message.
 pub fn install_over(signal: libc::c_int, handler: Handler, previous_slot: &OnceLock<Previous>) {
     // SAFETY: building a sigaction for our handler and installing it; the previous one is kept so
     // signals that are not ours keep their old meaning.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        action.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut action.sa_mask);
         let mut previous: libc::sigaction = std::mem::zeroed();
         let rc = libc::sigaction(signal, &action, &mut previous);
