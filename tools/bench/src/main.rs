@@ -646,6 +646,22 @@ fn warm_up<T: Target>(t: &T, bytes: u64, pattern: &mut Pattern) -> Result<(), St
     t.remove("warm-up")
 }
 
+/// Blocks of free space [`warm_up_all_free_space`] leaves untouched: the log's and checkpoints'
+/// own blocks come from the metadata reserve, and a file of every free block would not fit.
+const WARM_UP_SLACK: u64 = 16 * MIB;
+
+/// Touches all of a ferrodax pool's free space once (but [`WARM_UP_SLACK`]), then frees it
+/// again, so that no timed store pays for the first touch of a memfd page wherever the allocator
+/// puts it: a copy-on-write moves a file to fresh blocks at every run, further into the pool each
+/// time (a warm-up of a fixed size left the DAX CoW fault row paying a shmem page allocation for
+/// most of its faults). Returns the bytes touched.
+fn warm_up_all_free_space(t: &FerrodaxTarget, pattern: &mut Pattern) -> Result<u64, String> {
+    let usage = t.fs.space_usage().map_err(|e| format!("space usage: {e}"))?;
+    let bytes = (usage.available_blocks * BLOCK).saturating_sub(WARM_UP_SLACK) / MIB * MIB;
+    warm_up(t, bytes, pattern)?;
+    Ok(bytes)
+}
+
 /// Sequential 1 MiB pwrite (overwriting a written file) and pread: every run's time.
 struct Sequential {
     write: Vec<Duration>,
@@ -1077,8 +1093,8 @@ fn dax_map_and_store(
     (map, store)
 }
 
-/// Runs the DAX measurements on a pool of their own (so the big file is one extent), its free
-/// space pre-faulted like the main pool's.
+/// Runs the DAX measurements on a pool of their own (so the big file is one extent), all of its
+/// free space pre-faulted (see [`warm_up_all_free_space`]).
 fn run_dax_suite(plan: &Plan) -> DaxSuite {
     let pool_size = plan.big + 512 * MIB;
     progress(&format!("ferrodax: DAX views, memfd pool of {}", size_text(pool_size)));
@@ -1091,7 +1107,8 @@ fn run_dax_suite(plan: &Plan) -> DaxSuite {
     };
     let t = &t;
     let mut pattern = Pattern::new();
-    if let Err(e) = warm_up(t, plan.big + plan.warm_up_margin, &mut pattern) {
+    progress("ferrodax: warming up all of the DAX pool's free space");
+    if let Err(e) = warm_up_all_free_space(t, &mut pattern) {
         progress(&format!("ferrodax: DAX pool warm-up failed ({e}); measuring anyway"));
     }
     progress(&format!(
@@ -2114,8 +2131,6 @@ fn xfs_dir_suite(plan: &Plan) -> Result<fuse::DirSuite, String> {
 const COW_ONLY_RUNS: usize = 7;
 /// The memfd pool of `--cow-only` mode.
 const COW_ONLY_POOL: u64 = 2 * GIB;
-/// Free space of the `--cow-only` pool pre-faulted before measuring.
-const COW_ONLY_WARM_UP: u64 = 512 * MIB;
 
 /// `--cow-only`: on one memfd pool of its own the 4 KiB CoW pwrite rows and the DAX CoW store
 /// fault with its bare fault, [`COW_ONLY_RUNS`] runs each (the rows of the full run, by the same
@@ -2127,8 +2142,8 @@ fn cow_only_rows(plan: &Plan) -> Vec<Row> {
         Ok(fs) => {
             let t = &FerrodaxTarget { fs };
             let mut pattern = Pattern::new();
-            progress(&format!("ferrodax: warming up {} of free space", size_text(COW_ONLY_WARM_UP)));
-            if let Err(e) = warm_up(t, COW_ONLY_WARM_UP, &mut pattern) {
+            progress("ferrodax: warming up all of the pool's free space");
+            if let Err(e) = warm_up_all_free_space(t, &mut pattern) {
                 progress(&format!("ferrodax: warm-up failed ({e}); measuring anyway"));
             }
             progress("ferrodax: 4 KiB CoW pwrite into a shared file, random order");
@@ -2213,10 +2228,9 @@ fn run(args: BenchArgs) -> i32 {
             format!("ferrodax bench, {mode}, copy-on-write rows only"),
             format!(
                 "{COW_ONLY_RUNS} runs of each row: the best, then the median and the worst; memfd pool of {}, \
-                 {} of free space pre-faulted; each run of the bare fault right before a run of the CoW fault, \
-                 while no view exists",
+                 all of its free space pre-faulted; each run of the bare fault right before a run of the CoW \
+                 fault, while no view exists",
                 size_text(COW_ONLY_POOL),
-                size_text(COW_ONLY_WARM_UP)
             ),
             format!("DAX rows: plain stores (Mapping::store_plain); {COW_FAULT_NOTE}"),
         ];
@@ -2320,7 +2334,7 @@ fn run(args: BenchArgs) -> i32 {
         pools::kinds_note(&kinds),
         threads::thread_note(),
         format!(
-            "DAX rows: views of a memfd pool of their own (pre-faulted), plain stores (Mapping::store_plain); \
+            "DAX rows: views of a memfd pool of their own (all free space pre-faulted), plain stores (Mapping::store_plain); \
              {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured right \
              before each run of the CoW fault, while no view exists"
         ),
