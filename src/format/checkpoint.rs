@@ -378,13 +378,14 @@ pub fn read_chains(
                     Err(why) => reasons.push(format!("{}: {why}", what())),
                     Ok((n0, n1, chunk)) => {
                         if found.is_none() {
-                            found = Some((n0, n1, chunk.to_vec()));
+                            out.payload.extend_from_slice(chunk);
+                            found = Some((n0, n1));
                         }
                     }
                 },
             }
         }
-        let Some((n0, n1, chunk)) = found else {
+        let Some((n0, n1)) = found else {
             let why =
                 format!("checkpoint: both copies of block #{index} are damaged: {}", reasons.join("; "));
             if partial_ok {
@@ -395,7 +396,6 @@ pub fn read_chains(
             return Err(Error::Corrupt(why));
         };
         out.damaged.extend(reasons.into_iter().map(|r| format!("{r}; the other chain holds it")));
-        out.payload.extend_from_slice(&chunk);
         out.blocks[0].push(next[0]);
         out.blocks[1].push(next[1]);
         if (n0 == 0) != (n1 == 0) {

@@ -103,6 +103,42 @@ pub struct State {
     pub var_bytes: u64,
 }
 
+/// Whether any of the file runs `(phys, len)`, sorted by start, shares a block with a metadata
+/// run: one sweep over both in order of start, each side remembering how far its runs seen so far
+/// reach (two runs meet exactly when the one that starts later starts before the other ends).
+/// The quick test of a mount; [`file_on_metadata`] names the extent when it says yes.
+fn files_meet_metadata(sorted_file_runs: &[(u64, u64)], meta: &[(u64, u64, MetaStructure)]) -> bool {
+    debug_assert!(sorted_file_runs.is_sorted());
+    let mut meta: Vec<(u64, u64)> =
+        meta.iter().filter(|&&(_, len, _)| len > 0).map(|&(start, len, _)| (start, len)).collect();
+    meta.sort_unstable();
+    let (mut files, mut metas) = (sorted_file_runs.iter().peekable(), meta.iter().peekable());
+    let (mut file_reach, mut meta_reach) = (0u64, 0u64);
+    loop {
+        let file_next = files.peek().map(|&&(start, _)| start);
+        let meta_next = metas.peek().map(|&&(start, _)| start);
+        let take_file = match (file_next, meta_next) {
+            (None, None) => return false,
+            (Some(f), Some(m)) => f <= m,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if take_file {
+            let &(start, len) = files.next().expect("peeked");
+            if len > 0 && meta_reach > start {
+                return true;
+            }
+            file_reach = file_reach.max(start + len);
+        } else {
+            let &(start, len) = metas.next().expect("peeked");
+            if file_reach > start {
+                return true;
+            }
+            meta_reach = meta_reach.max(start + len);
+        }
+    }
+}
+
 /// The first file extent, in inode and file order, that maps a block a metadata structure owns,
 /// described as a checkpoint problem; `None` when files and metadata never share a block. Each
 /// extent is one binary search over the metadata runs (no ownership map needed).
@@ -173,6 +209,9 @@ impl State {
         let mut var_bytes = 0;
         // Entries are linked once every inode exists.
         let mut entries = Vec::new();
+        // Every file extent's pool run, for the metadata-overlap test and the free space.
+        let mut file_runs: Vec<(u64, u64)> =
+            Vec::with_capacity(image.inodes.iter().map(|i| i.extents.len()).sum());
         for img in image.inodes {
             let ino = img.attrs.ino;
             // Ranges first: the canonical-form check below adds starts and lengths.
@@ -184,6 +223,7 @@ impl State {
                         "inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
                     )));
                 }
+                file_runs.push((phys, len));
             }
             let decoded = img.extents.len();
             let extents = ExtentMap::from_triples(img.extents);
@@ -206,7 +246,10 @@ impl State {
                 entries.push((ino, img.entries));
             }
         }
-        if let Some(detail) = file_on_metadata(meta, &inodes) {
+        // The runs of files written in order ascend already: this sort finds that in one pass.
+        file_runs.sort_unstable();
+        if files_meet_metadata(&file_runs, meta) {
+            let detail = file_on_metadata(meta, &inodes).expect("the sweep found a file run on metadata");
             return Err(in_checkpoint(detail));
         }
         // Inode numbers are handed out from next_ino: every existing one must lie below it.
@@ -242,7 +285,7 @@ impl State {
             state.add_bad_blocks(start, len);
         }
         state.validate_whole().map_err(in_checkpoint)?;
-        state.rebuild_free();
+        state.rebuild_free_with(file_runs);
         Ok(state)
     }
 
@@ -268,17 +311,35 @@ impl State {
 
     /// Recomputes free space as every block that is neither owned nor quarantined.
     pub fn rebuild_free(&mut self) {
-        let mut used = self.owners.used_runs();
+        let mut file_runs = Vec::new();
         if !self.owners.is_built() {
-            // Its runs are the metadata's; the files' are their extents (overlaps are harmless).
-            used.reserve(self.extent_count as usize + self.quarantine.len());
-            used.extend(self.inodes.values().flat_map(|i| i.extents.iter().map(|(_, e)| (e.phys, e.len))));
+            file_runs.reserve(self.extent_count as usize);
+            file_runs
+                .extend(self.inodes.values().flat_map(|i| i.extents.iter().map(|(_, e)| (e.phys, e.len))));
+            file_runs.sort_unstable();
         }
-        used.extend(self.quarantine.iter().map(|(&s, &l)| (s, l)));
-        used.sort_unstable();
+        self.rebuild_free_with(file_runs);
+    }
+
+    /// [`State::rebuild_free`] given every file extent's pool run `(phys, len)`, sorted, when the
+    /// ownership map is not built (it holds them otherwise, and `sorted_file_runs` is ignored).
+    fn rebuild_free_with(&mut self, sorted_file_runs: Vec<(u64, u64)>) {
+        debug_assert!(sorted_file_runs.is_sorted());
+        // The ownership map's runs (the metadata's when it is not built), the files' unless the
+        // map holds them, and the quarantine: three sorted lists, walked together in order of
+        // start (overlaps are harmless) without building one list of them all.
+        let owned = self.owners.used_runs();
+        let files: &[(u64, u64)] = if self.owners.is_built() { &[] } else { &sorted_file_runs };
+        let quarantined: Vec<(u64, u64)> = self.quarantine.iter().map(|(&s, &l)| (s, l)).collect();
+        let mut heads = [0usize; 3];
+        let lists = [owned.as_slice(), files, quarantined.as_slice()];
         let mut gaps = Vec::new();
         let mut cursor = 0;
-        for (s, l) in used {
+        while let Some(list) =
+            (0..3).filter(|&i| heads[i] < lists[i].len()).min_by_key(|&i| lists[i][heads[i]])
+        {
+            let (s, l) = lists[list][heads[list]];
+            heads[list] += 1;
             if s > cursor {
                 gaps.push((cursor, s - cursor));
             }
@@ -691,4 +752,34 @@ fn var_bytes_of_xattrs_and_target<'a>(
 ) -> u64 {
     xattrs.into_iter().map(|(n, v)| XATTR_FIXED_BYTES + (n.len() + v.len()) as u64).sum::<u64>()
         + target.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `(start, len)` of a small pool, lengths 0 to 5.
+    fn runs(max: usize) -> impl Strategy<Value = Vec<(u64, u64)>> {
+        proptest::collection::vec((0u64..200, 0u64..6), 0..max)
+    }
+
+    proptest! {
+        /// The sweep says a file run shares a block with a metadata run exactly when some pair of
+        /// them does (checked pair by pair), with runs of any length, zero included, overlapping
+        /// among themselves or not.
+        #[test]
+        fn files_meet_metadata_is_true_exactly_when_some_pair_shares_a_block(
+            mut files in runs(40),
+            meta in runs(12),
+        ) {
+            files.sort();
+            let meta: Vec<(u64, u64, MetaStructure)> =
+                meta.into_iter().map(|(s, l)| (s, l, MetaStructure::Log)).collect();
+            let pairwise = files.iter().any(|&(fs, fl)| {
+                meta.iter().any(|&(ms, ml, _)| fs.max(ms) < (fs + fl).min(ms + ml))
+            });
+            prop_assert_eq!(files_meet_metadata(&files, &meta), pairwise);
+        }
+    }
 }
