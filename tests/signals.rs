@@ -82,13 +82,23 @@ fn rw() -> OpenOptions {
 /// A pool with /src (64 KiB of 0x61) and /clone, its reflink, mapped read-write: stores into the
 /// view of /clone fault and copy. Returns the fs, the clone and its view.
 fn shared_view(pool_size: u64) -> (Fs, ferrodax::File, ferrodax::api::Mapping) {
+    let (fs, clone, view, _) = shared_view_with(pool_size, MapAccess::ReadWrite);
+    (fs, clone, view)
+}
+
+/// [`shared_view`] with the view of /clone made with `access`; also returns the view's address.
+fn shared_view_with(
+    pool_size: u64,
+    access: MapAccess,
+) -> (Fs, ferrodax::File, ferrodax::api::Mapping, usize) {
     let fs = Fs::format(&Pool::memfd(pool_size).unwrap()).unwrap();
     let src = fs.open("/src", &rw()).unwrap();
     src.write_at(&[0x61; 65536], 0).unwrap();
     let clone = fs.open("/clone", &rw()).unwrap();
     fs.reflink(&src, 0, &clone, 0, 0).unwrap();
-    let view = clone.map(0, 65536, MapAccess::ReadWrite).unwrap();
-    (fs, clone, view)
+    let view = clone.map(0, 65536, access).unwrap();
+    let addr = view.as_ptr() as usize;
+    (fs, clone, view, addr)
 }
 
 /// A store fault into a shared page copies it: the clone changes, the source does not.
@@ -101,25 +111,6 @@ fn cow_store_works(fs: &Fs, clone: &ferrodax::File, view: &ferrodax::api::Mappin
     src.read_at(&mut buf, (page * 4096 + 10) as u64).unwrap();
     assert_eq!(buf, [0x61; 6], "the source file changed");
     assert!(fs.check().is_clean());
-}
-
-/// The same pool as [`shared_view`], unmounted and mounted again before the view is made, so the
-/// first fault builds the ownership map (mount leaves it for the first use): the deepest path a
-/// signal handler of ferrodax runs.
-fn shared_view_after_remount(access: MapAccess) -> (Fs, ferrodax::File, ferrodax::api::Mapping, usize) {
-    let pool = Pool::memfd(64 << 20).unwrap();
-    {
-        let fs = Fs::format(&pool).unwrap();
-        let src = fs.open("/src", &rw()).unwrap();
-        src.write_at(&[0x61; 65536], 0).unwrap();
-        let clone = fs.open("/clone", &rw()).unwrap();
-        fs.reflink(&src, 0, &clone, 0, 0).unwrap();
-    }
-    let fs = Fs::mount(&pool).unwrap();
-    let clone = fs.open("/clone", &rw()).unwrap();
-    let view = clone.map(0, 65536, access).unwrap();
-    let addr = view.as_ptr() as usize;
-    (fs, clone, view, addr)
 }
 
 /// Gives this thread an alternate signal stack of one page (or the least the kernel allows, if
@@ -191,14 +182,14 @@ fn child_entry() {
             println!("CHILD OK");
         }
         "cow-fault-on-a-small-signal-stack" => {
-            let (fs, clone, view, _) = shared_view_after_remount(MapAccess::ReadWrite);
+            let (fs, clone, view) = shared_view(64 << 20);
             small_alternate_signal_stack();
             cow_store_works(&fs, &clone, &view, 4);
             println!("CHILD OK");
         }
         "machine-check-on-a-small-signal-stack" => {
             set_action(libc::SIGBUS, Some(app_bus_report_and_exit), 0);
-            let (_fs, _clone, _view, addr) = shared_view_after_remount(MapAccess::Read);
+            let (_fs, _clone, _view, addr) = shared_view_with(64 << 20, MapAccess::Read);
             small_alternate_signal_stack();
             let at = addr + 5 * 4096 + 7;
             println!("view byte at {at:#x}");
@@ -302,10 +293,9 @@ fn a_cow_fault_that_cannot_get_a_block_prints_the_file_and_offset_and_raises_sig
     );
 }
 
-/// A copy-on-write store fault on a pool just mounted (whose first fault builds the ownership map)
-/// copies the page on a thread whose alternate signal stack is too small for it (Rust gives every
-/// thread one of 8 KiB, which the kernel lab showed too small for a memory failure): ferrodax's
-/// handlers run on the thread's own stack.
+/// A copy-on-write store fault copies the page on a thread whose alternate signal stack is too
+/// small for it (Rust gives every thread one of 8 KiB, which the kernel lab showed too small for a
+/// memory failure): ferrodax's handlers run on the thread's own stack.
 #[test]
 fn a_cow_fault_on_a_thread_with_a_small_alternate_signal_stack_copies_the_page() {
     let (status, out, err) = run_child("cow-fault-on-a-small-signal-stack");

@@ -407,8 +407,8 @@ impl Backend for MappedBackend {
         assert_in_bounds(self.len, offset, len);
         // Machine-check safe: the bytes go through the copy routine, a page at a time, from a
         // page of `byte`s. Never a page on the stack: a DAX store fault commits (and may write a
-        // checkpoint, which zeroes log stretches) on the signal stack of the faulting thread,
-        // which is a few KiB.
+        // checkpoint, which zeroes log stretches) inside the signal handler, on whatever stack the
+        // faulting thread has left.
         let other;
         let source: &[u8] = if byte == 0 {
             &super::ZERO_PAGE

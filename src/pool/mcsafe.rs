@@ -453,10 +453,10 @@ pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c
 /// The handlers run on the faulting thread's own stack, not on its alternate signal stack: a
 /// copy-on-write fault or a memory failure runs file-system code that needs 6-7 KiB and more
 /// (the kernel's signal frame included), and Rust gives every thread an alternate stack of 8 KiB
-/// (SIGSTKSZ), which the kernel lab showed overflowing (the process died of SIGSEGV). The cost: a
-/// thread that overflows its own stack can no longer be told so by a handler (the kernel cannot
-/// push a frame on the exhausted stack), so it dies of SIGSEGV without Rust's "has overflowed its
-/// stack" message.
+/// (SIGSTKSZ), which the kernel lab showed overflowing (the process died of SIGSEGV). The cost,
+/// once a SIGSEGV handler is installed this way (the first view does): a thread that overflows its
+/// own stack can no longer be told so by a handler (the kernel cannot push a frame on the
+/// exhausted stack), so it dies of SIGSEGV without Rust's "has overflowed its stack" message.
 pub fn install_over(signal: libc::c_int, handler: Handler, previous_slot: &OnceLock<Previous>) {
     // SAFETY: building a sigaction for our handler and installing it; the previous one is kept so
     // signals that are not ours keep their old meaning.

@@ -153,7 +153,8 @@ pub fn equal(backend: &dyn Backend, a: u64, b: u64, len: u64) -> Result<bool> {
 }
 
 /// A page of zeros: the source of zero fills and the reference of [`is_zero`] (a static, never a
-/// stack buffer: stores into the pool also run on the small signal stack of a DAX store fault).
+/// stack buffer: stores into the pool also run inside the signal handler of a DAX store fault, on
+/// whatever stack the faulting thread has left).
 pub(crate) static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
 
 /// Whether pool bytes `[offset, offset + len)` are all zero, compared in place a page at a time
