@@ -782,4 +782,99 @@ mod tests {
             prop_assert_eq!(files_meet_metadata(&files, &meta), pairwise);
         }
     }
+
+    /// Blocks of the pool of the checkpoint property below.
+    const TOTAL: u64 = 120;
+
+    /// Superblocks, a log at 2, a mirror log at 100 and checkpoint chain blocks, one inside the
+    /// log (a corrupt chain) and two side by side.
+    fn meta() -> Vec<(u64, u64, MetaStructure)> {
+        vec![
+            (0, 1, MetaStructure::Superblock(0)),
+            (1, 1, MetaStructure::Superblock(1)),
+            (2, 10, MetaStructure::Log),
+            (100, 10, MetaStructure::LogMirror),
+            (5, 1, MetaStructure::Checkpoint),
+            (60, 1, MetaStructure::Checkpoint),
+            (61, 1, MetaStructure::CheckpointMirror),
+        ]
+    }
+
+    /// A regular file `ino` mapping the pool runs `extents`, in file order with a hole after each.
+    fn file(ino: u64, extents: &[(u64, u64)]) -> InodeImage {
+        let mut attrs = InodeAttrs::empty_dir(ino, 0o644, 0, 0, 0);
+        attrs.kind = InodeKind::File;
+        attrs.nlink = 1;
+        // File blocks with a hole between extents, so none merges with the one before.
+        let mut fb = 0;
+        let mut triples = Vec::new();
+        for &(phys, len) in extents {
+            triples.push((fb, phys, len));
+            fb += len + 1;
+        }
+        attrs.size = fb * BLOCK_SIZE;
+        InodeImage { attrs, extents: triples, ..InodeImage::default() }
+    }
+
+    proptest! {
+        /// Any checkpoint of files whose extents lie anywhere in the pool (on metadata, on each
+        /// other, on bad blocks) either loads with every block free exactly when no extent,
+        /// metadata run or bad run holds it, or is refused; it is refused for lying on metadata
+        /// exactly when some extent shares a block with a metadata run; mount never panics.
+        #[test]
+        fn a_checkpoint_loads_with_the_complement_as_free_space_or_is_refused_for_metadata_exactly_on_overlap(
+            files in proptest::collection::vec(
+                proptest::collection::vec((2u64..TOTAL - 8, 1u64..8), 0..4), 0..5),
+            quarantine in proptest::collection::vec((2u64..TOTAL - 8, 1u64..8), 0..3),
+        ) {
+            let meta = meta();
+            let mut root = InodeImage {
+                attrs: InodeAttrs::empty_dir(ROOT_INO, 0o755, 0, 0, 0),
+                ..InodeImage::default()
+            };
+            let mut inodes = Vec::new();
+            for (i, extents) in files.iter().enumerate() {
+                let ino = ROOT_INO + 1 + i as u64;
+                root.entries.push((format!("f{i}").into_bytes(), ino));
+                inodes.push(file(ino, extents));
+            }
+            inodes.insert(0, root);
+            let image = StateImage {
+                next_ino: ROOT_INO + 1 + files.len() as u64,
+                inodes,
+                quarantine: quarantine.clone(),
+            };
+            let on_meta = files.iter().flatten().any(|&(p, l)| {
+                meta.iter().any(|&(s, n, _)| p.max(s) < (p + l).min(s + n))
+            });
+            match State::from_image(image, TOTAL, &meta) {
+                Err(e) => {
+                    prop_assert!(on_meta, "refused without an extent on metadata: {}", e);
+                    prop_assert!(e.to_string().contains("overlap"), "refused for another reason: {}", e);
+                }
+                Ok(state) => {
+                    prop_assert!(!on_meta, "loaded with an extent on metadata");
+                    let mut used = vec![false; TOTAL as usize];
+                    let runs = meta
+                        .iter()
+                        .map(|&(s, n, _)| (s, n))
+                        .chain(files.iter().flatten().copied())
+                        .chain(quarantine.iter().copied());
+                    for (s, n) in runs {
+                        (s..s + n).for_each(|b| used[b as usize] = true);
+                    }
+                    let mut free = vec![false; TOTAL as usize];
+                    for (s, n) in state.free.runs() {
+                        for b in s..s + n {
+                            prop_assert!(!free[b as usize], "block {} free twice", b);
+                            free[b as usize] = true;
+                        }
+                    }
+                    for b in 0..TOTAL as usize {
+                        prop_assert_eq!(free[b], !used[b], "block {}", b);
+                    }
+                }
+            }
+        }
+    }
 }
