@@ -309,20 +309,9 @@ impl State {
         self.owners.is_built()
     }
 
-    /// Recomputes free space as every block that is neither owned nor quarantined.
-    pub fn rebuild_free(&mut self) {
-        let mut file_runs = Vec::new();
-        if !self.owners.is_built() {
-            file_runs.reserve(self.extent_count as usize);
-            file_runs
-                .extend(self.inodes.values().flat_map(|i| i.extents.iter().map(|(_, e)| (e.phys, e.len))));
-            file_runs.sort_unstable();
-        }
-        self.rebuild_free_with(file_runs);
-    }
-
-    /// [`State::rebuild_free`] given every file extent's pool run `(phys, len)`, sorted, when the
-    /// ownership map is not built (it holds them otherwise, and `sorted_file_runs` is ignored).
+    /// Computes free space as every block that is neither owned nor quarantined, given every file
+    /// extent's pool run `(phys, len)`, sorted, when the ownership map is not built (it holds them
+    /// otherwise, and `sorted_file_runs` is ignored). Mount calls it, on a map not built yet.
     fn rebuild_free_with(&mut self, sorted_file_runs: Vec<(u64, u64)>) {
         debug_assert!(sorted_file_runs.is_sorted());
         // The ownership map's runs (the metadata's when it is not built), the files' unless the
