@@ -2228,9 +2228,10 @@ fn run(args: BenchArgs) -> i32 {
             format!("ferrodax bench, {mode}, copy-on-write rows only"),
             format!(
                 "{COW_ONLY_RUNS} runs of each row: the best, then the median and the worst; memfd pool of {}, \
-                 all of its free space pre-faulted; each run of the bare fault right before a run of the CoW \
-                 fault, while no view exists",
+                 all but {} of its free space pre-faulted; each run of the bare fault right before a run of the \
+                 CoW fault, while no view exists",
                 size_text(COW_ONLY_POOL),
+                size_text(WARM_UP_SLACK),
             ),
             format!("DAX rows: plain stores (Mapping::store_plain); {COW_FAULT_NOTE}"),
         ];
@@ -2334,9 +2335,10 @@ fn run(args: BenchArgs) -> i32 {
         pools::kinds_note(&kinds),
         threads::thread_note(),
         format!(
-            "DAX rows: views of a memfd pool of their own (all free space pre-faulted), plain stores (Mapping::store_plain); \
-             {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is measured right \
-             before each run of the CoW fault, while no view exists"
+            "DAX rows: views of a memfd pool of their own (all but {} of their free space pre-faulted), plain stores \
+             (Mapping::store_plain); {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is \
+             measured right before each run of the CoW fault, while no view exists",
+            size_text(WARM_UP_SLACK)
         ),
         memfail_note(&plan),
     ];
