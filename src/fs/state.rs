@@ -246,7 +246,8 @@ impl State {
                 entries.push((ino, img.entries));
             }
         }
-        // The runs of files written in order ascend already: this sort finds that in one pass.
+        // Runs that arrive ascending already (files written in order, one after another) are
+        // found so in one pass.
         file_runs.sort_unstable();
         if files_meet_metadata(&file_runs, meta) {
             let detail = file_on_metadata(meta, &inodes).expect("the sweep found a file run on metadata");
