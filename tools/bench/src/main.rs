@@ -637,13 +637,15 @@ fn fill_file<T: Target>(t: &T, file: &T::Handle, len: u64, pattern: &mut Pattern
     Ok(())
 }
 
-/// Touches `bytes` of the target's free space once, then frees it again.
+/// Touches `bytes` of the target's free space once, then frees it again; a warm-up that fails
+/// part way still removes its file, so the rows measured after it ("measuring anyway") find the
+/// space free.
 fn warm_up<T: Target>(t: &T, bytes: u64, pattern: &mut Pattern) -> Result<(), String> {
     let file = t.create("warm-up")?;
-    fill_file(t, &file, bytes, pattern)?;
-    t.sync(&file)?;
+    let written = fill_file(t, &file, bytes, pattern).and_then(|()| t.sync(&file));
     drop(file);
-    t.remove("warm-up")
+    let removed = t.remove("warm-up");
+    written.and(removed)
 }
 
 /// Blocks of free space [`warm_up_all_free_space`] leaves untouched: the log's and checkpoints'
