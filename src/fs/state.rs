@@ -310,19 +310,17 @@ impl State {
         self.owners.is_built()
     }
 
-    /// Computes free space as every block that is neither owned nor quarantined, given every file
-    /// extent's pool run `(phys, len)`, sorted, when the ownership map is not built (it holds them
-    /// otherwise, and `sorted_file_runs` is ignored). Mount calls it, on a map not built yet.
+    /// Computes free space at mount, while the ownership map is not built: every block that no
+    /// metadata run, no file extent (`sorted_file_runs`, their `(phys, len)` sorted) and no
+    /// quarantined run holds.
     fn rebuild_free_with(&mut self, sorted_file_runs: Vec<(u64, u64)>) {
-        debug_assert!(sorted_file_runs.is_sorted());
-        // The ownership map's runs (the metadata's when it is not built), the files' unless the
-        // map holds them, and the quarantine: three sorted lists, walked together in order of
-        // start (overlaps are harmless) without building one list of them all.
-        let owned = self.owners.used_runs();
-        let files: &[(u64, u64)] = if self.owners.is_built() { &[] } else { &sorted_file_runs };
+        debug_assert!(!self.owners.is_built() && sorted_file_runs.is_sorted());
+        // Three sorted lists (the unbuilt map's runs are the metadata's), walked together in order
+        // of start without building one list of them all; overlaps are harmless.
+        let metadata = self.owners.used_runs();
         let quarantined: Vec<(u64, u64)> = self.quarantine.iter().map(|(&s, &l)| (s, l)).collect();
+        let lists = [metadata.as_slice(), sorted_file_runs.as_slice(), quarantined.as_slice()];
         let mut heads = [0usize; 3];
-        let lists = [owned.as_slice(), files, quarantined.as_slice()];
         let mut gaps = Vec::new();
         let mut cursor = 0;
         while let Some(list) =
