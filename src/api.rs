@@ -479,6 +479,22 @@ pub enum DedupeStatus {
     Failed(Error),
 }
 
+/// The periodic sync of group commit ([`Fs::sync_periodically`]): dropping it stops the thread
+/// and waits for it.
+pub struct PeriodicSync {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PeriodicSync {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// One destination of a dedupe call.
 pub struct DedupeTarget<'a> {
     /// The destination file.
@@ -1304,7 +1320,55 @@ impl Fs {
         let backend = guard.backend().clone();
         flush_writable_pages(backend.as_ref(), &view);
         backend.drain();
-        Ok(())
+        sync_grouped(guard, self)
+    }
+
+    /// syncfs: every operation that returned before it is durable when it returns (stores made
+    /// through views are not: msync or fsync writes those back). Only a pool whose commits are
+    /// grouped (a pool file on a disk) has anything to do.
+    pub fn sync(&self) -> Result<()> {
+        if let Some(c) = self.remote() {
+            return c.call_unit(Op::SyncFs);
+        }
+        sync_grouped(self.read_lock(), self)
+    }
+
+    /// Starts the periodic sync point of group commit for a long-running front end (the pool
+    /// server, a FUSE mount): a thread that makes the operations not yet durable durable once the
+    /// oldest of them is [`GROUP_COMMIT_INTERVAL`] old, as ext4's commit thread does every 5
+    /// seconds, even when no further operation comes. Nothing to do (no thread) on a connection
+    /// or a pool whose commits are not grouped. The thread holds this file system until the
+    /// returned guard is dropped, which stops it and waits for it.
+    ///
+    /// [`GROUP_COMMIT_INTERVAL`]: crate::fs::journal::GROUP_COMMIT_INTERVAL
+    pub fn sync_periodically(&self) -> PeriodicSync {
+        let groups = matches!(self.kind, FsKind::Local(_)) && self.read_lock().journal().groups_commits();
+        if !groups {
+            return PeriodicSync { stop: None, thread: None };
+        }
+        let interval = crate::fs::journal::GROUP_COMMIT_INTERVAL;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let fs = self.clone();
+        let thread = std::thread::Builder::new().name("ferrodax-sync".into()).spawn(move || loop {
+            match stopped.recv_timeout(interval / 4) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            if fs.read_lock().has_unsynced() {
+                if let Err(e) = fs.write_lock().sync_if_older(interval) {
+                    eprintln!("ferrodax: periodic sync failed ({e}); the next sync point tries again");
+                }
+            }
+        });
+        match thread {
+            Ok(thread) => PeriodicSync { stop: Some(stop), thread: Some(thread) },
+            Err(e) => {
+                eprintln!(
+                    "ferrodax: no periodic sync thread ({e}): operations become durable at fsync and unmount"
+                );
+                PeriodicSync { stop: None, thread: None }
+            }
+        }
     }
 
     /// Pool server: reserves the blocks of a placed write to `file` (see
@@ -1691,8 +1755,9 @@ impl File {
         self.fs.read_lock().stat(self.ino)
     }
 
-    /// fsync: every operation is durable when it returns; stores made through the file's views
-    /// are written back here (blocks that stopped being writable in a view already were).
+    /// fsync: every operation that returned before it (on any file: the pool has one log) is
+    /// durable when it returns, and stores made through the file's views are written back here
+    /// (blocks that stopped being writable in a view already were).
     pub fn sync_all(&self) -> Result<()> {
         if let Some(c) = self.fs.remote() {
             return c.call_unit(Op::SyncAll { handle: self.handle });
@@ -1707,8 +1772,18 @@ impl File {
             }
             backend.drain();
         }
-        Ok(())
+        sync_grouped(guard, &self.fs)
     }
+}
+
+/// A sync point for a caller holding `guard`: operations not yet durable (group commit) become
+/// durable, under the exclusive lock.
+fn sync_grouped(guard: ReadGuard<'_>, fs: &Fs) -> Result<()> {
+    if !guard.has_unsynced() {
+        return Ok(());
+    }
+    drop(guard);
+    fs.write_lock().sync()
 }
 
 /// The byte copy of copy_file_range (the kernel's splice fallback): `count` bytes, or up to the
@@ -2045,7 +2120,8 @@ impl Mapping {
         let backend = guard.backend().clone();
         flush_writable_pages(backend.as_ref(), &self.inner.view);
         backend.drain();
-        Ok(())
+        // The stores' blocks may have been placed by copy-on-write faults: those are durable too.
+        sync_grouped(guard, &self.inner.fs)
     }
 }
 

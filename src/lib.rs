@@ -27,7 +27,7 @@ pub mod memfail;
 pub mod pool;
 pub mod server;
 
-pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
+pub use api::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, PeriodicSync, Pool};
 pub use error::{Error, Result};
 /// Whether an inode is a file or a directory (the kind in [`Stat`] and [`DirEntry`]).
 pub use format::record::InodeKind;

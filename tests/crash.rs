@@ -227,6 +227,16 @@ impl Fixture {
         self.fs.open(path, &rw()).unwrap()
     }
 
+    /// The same pool remounted on a backend whose drain is a device flush: commits are grouped.
+    fn grouping_commits(self) -> Fixture {
+        let Fixture { backend, fs } = self;
+        drop(fs);
+        backend.set_drain_flushes_device(true);
+        let fs = Fs::mount(&Pool::from_backend(backend.clone())).expect("remount");
+        assert!(fs.read_lock().journal().groups_commits());
+        Fixture { backend, fs }
+    }
+
     /// The pool block behind byte `offset` of `path`.
     fn block_of(&self, path: &str, offset: u64) -> u64 {
         let ino = self.fs.open(path, &ro()).unwrap().ino();
@@ -414,12 +424,16 @@ struct Scenario {
     may_commit_nothing: bool,
     /// The pool's size when not [`POOL_BYTES`] (a log long enough for terminator stretches).
     pool_bytes: Option<u64>,
+    /// The backend says a drain costs a device flush, as a pool file on a disk does: the file
+    /// system groups commits, so the operation must end with a sync point (fsync) to be durable.
+    grouped: bool,
 }
 
 impl Scenario {
     /// Runs `op` on a fresh fixture prepared by `setup`, crashing it at every fence.
     fn run<S>(self, what: &str, setup: impl FnOnce(&Fixture) -> S, op: impl FnOnce(&Fixture, S)) {
         let fx = Fixture::of_size(self.mappable, self.pool_bytes.unwrap_or(POOL_BYTES));
+        let fx = if self.grouped { fx.grouping_commits() } else { fx };
         let state = setup(&fx);
         let durable_tree = |fx: &Fixture| {
             let mut image = fx.backend.durable_image();
@@ -1327,4 +1341,107 @@ fn repairing_a_pool_that_does_not_mount_is_crash_safe() {
         fences.len()
     );
     assert!(damaged > 0 && repaired > 0, "crashes land on both sides of the superblock switch");
+}
+
+/// Group commit (a pool file on a disk) crash tests: see [`Scenario::grouped`].
+fn grouped() -> Scenario {
+    Scenario { grouped: true, ..Scenario::default() }
+}
+
+#[test]
+fn grouped_operations_become_durable_together_at_fsync() {
+    // Operations of every kind, grouped: a crash anywhere shows all of them or none, and
+    // none is durable before the fsync (the durable image still shows the tree before them).
+    grouped().run(
+        "grouped operations, then fsync",
+        |_| (),
+        |fx, ()| {
+            let durable_before = fx.backend.durable_image();
+            fx.fs.create_dir("/g").unwrap();
+            let new = fx.open("/g/new");
+            new.write_at(&pattern(9, 3 * BLOCK as usize + 5), 0).unwrap();
+            fx.fs.reflink(&fx.open("/c"), 0, &fx.open("/b"), 0, 2 * BLOCK).unwrap();
+            fx.fs.remove_file("/victim").unwrap();
+            fx.open("/a").write_at(&pattern(7, 100), 10).unwrap();
+            fx.fs.rename("/target", "/dir/target").unwrap();
+            {
+                let g = fx.fs.read_lock();
+                assert!(g.has_unsynced(), "the operations are grouped");
+                // mkdir, create, write, reflink, unlink, write, rename.
+                assert_eq!(g.journal().stats.grouped, 7, "one grouped commit per operation");
+            }
+            let unchanged = tree(&mount_image(fx.backend.durable_image(), true).unwrap());
+            assert_eq!(
+                unchanged,
+                tree(&mount_image(durable_before, true).unwrap()),
+                "a grouped operation is durable before the sync point"
+            );
+            new.sync_all().unwrap();
+            assert!(!fx.fs.read_lock().has_unsynced());
+        },
+    );
+}
+
+#[test]
+fn blocks_a_group_freed_are_not_reused_before_the_group_is_durable() {
+    // /c's blocks are its own: overwriting them (copy-on-write) frees them, but the durable tree
+    // still reads /c from them until the group is durable, so a new file must not get them.
+    grouped().run(
+        "overwrite then new file, grouped, then fsync",
+        |_| (),
+        |fx, ()| {
+            let old: Vec<u64> = (0..3).map(|i| fx.block_of("/c", i * BLOCK)).collect();
+            fx.open("/c").write_at(&pattern(11, 3 * BLOCK as usize), 0).unwrap();
+            let held: Vec<(u64, u64)> = fx.fs.read_lock().state().held.clone();
+            let held_blocks: Vec<u64> = held.iter().flat_map(|&(s, l)| s..s + l).collect();
+            assert!(old.iter().all(|b| held_blocks.contains(b)), "{old:?} held: {held:?}");
+            let fresh = fx.open("/fresh");
+            fresh.write_at(&pattern(12, 3 * BLOCK as usize), 0).unwrap();
+            let taken: Vec<u64> = (0..3).map(|i| fx.block_of("/fresh", i * BLOCK)).collect();
+            assert!(taken.iter().all(|b| !old.contains(b)), "/fresh took /c's old blocks {taken:?}");
+            fresh.sync_all().unwrap();
+            let g = fx.fs.read_lock();
+            assert!(g.state().held.is_empty(), "synced: nothing held");
+            assert!(old.iter().all(|&b| g.state().free.is_free(b, 1)), "synced: /c's old blocks are free");
+        },
+    );
+}
+
+#[test]
+fn unmount_makes_grouped_operations_durable() {
+    let fx = Fixture::new(false).grouping_commits();
+    fx.open("/c").write_at(&pattern(13, 2 * BLOCK as usize), BLOCK).unwrap();
+    fx.fs.hard_link("/c", "/dir/c2").unwrap();
+    fx.fs.remove_file("/victim").unwrap();
+    assert!(fx.fs.read_lock().has_unsynced());
+    let live = tree(&fx.fs);
+    let durable = || tree(&mount_image(fx.backend.durable_image(), true).unwrap());
+    assert_ne!(durable(), live, "grouped operations are not durable before a sync point");
+    let Fixture { backend, fs } = fx;
+    drop(fs);
+    assert_eq!(backend.unpersisted_words(), 0, "unmount left stores unpersisted");
+    assert_eq!(tree(&mount_image(backend.durable_image(), true).unwrap()), live, "unmount synced the group");
+}
+
+#[test]
+fn msync_makes_a_grouped_store_fault_durable_with_its_store() {
+    // Grouped, the store fault's commit (/a re-pointed at the copy) is not durable when the fault
+    // returns; msync of the view is the sync point that makes it durable with the store.
+    Scenario { mappable: true, grouped: true, between: Some(copied_but_not_stored), ..Scenario::default() }
+        .run(
+            "grouped dax store fault on a shared page, then msync",
+            |fx| {
+                let b = fx.open("/b");
+                let view = b.map(0, 3 * BLOCK, MapAccess::ReadWrite).unwrap();
+                (b, view)
+            },
+            |fx, (b, view)| {
+                store_into_page_2_and_see_it_private(fx, &b, &view);
+                assert!(!fx.fs.read_lock().has_unsynced(), "msync synced the store fault's commit");
+                assert!(
+                    fx.fs.read_lock().journal().stats.grouped > 0,
+                    "the store fault's commit was grouped"
+                );
+            },
+        );
 }

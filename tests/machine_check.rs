@@ -179,7 +179,7 @@ fn an_action_optional_machine_check_naming_a_2_mib_granule_records_only_the_page
 #[test]
 fn a_log_mirror_copy_that_meets_bad_memory_still_commits_and_moves_the_mirror() {
     // The log mirror sits at the end of the pool: cutting the pool file there makes every store
-    // into it a real SIGBUS. A commit's log copy is durable first, so the operation happens; the
+    // into it a real SIGBUS. A record's log copy is durable first, so the operation happens; the
     // mirror block is recorded bad and the mirror moves (a checkpoint), so records have two copies
     // again.
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +187,9 @@ fn a_log_mirror_copy_that_meets_bad_memory_still_commits_and_moves_the_mirror() 
     let (_pool, fs, _, _) = setup(&path);
     let mirror = fs.read_lock().journal().superblock().log_mirror_start;
     cut_pool_file(&path, mirror * 4096);
-    fs.create_dir("/made-while-the-mirror-is-bad").expect("the operation commits");
+    fs.create_dir("/made-while-the-mirror-is-bad").unwrap();
+    // A pool file on a disk groups commits: the sync point writes the record (and its mirror copy).
+    fs.sync().expect("the operation commits");
     let moved_to = fs.read_lock().journal().superblock().log_mirror_start;
     assert_ne!(moved_to, mirror, "the mirror moved off the bad memory");
     let bad = fs.bad_blocks();

@@ -855,7 +855,7 @@ impl DaxLayer {
             None => PageState::Hole,
             Some(phys) if fs.state().first_bad_block(phys, 1).is_some() => PageState::Poisoned { phys },
             Some(phys) => {
-                let private = fs.state().owners().refcount(phys) == 1;
+                let private = fs.is_private_durably(phys);
                 let prot = if view.access == MapAccess::ReadWrite && private {
                     PageProtection::ReadWrite
                 } else {
@@ -1119,9 +1119,20 @@ impl DaxLayer {
                     view.first_page + below_eof
                 ));
             }
+            // With group commit a private block's page mapped while operations were not yet
+            // durable stays read-only until a store faults on it (and makes it writable): allowed.
+            let groups = fs.journal().groups_commits();
             for (i, st) in states.explicit().iter().enumerate() {
                 let want = Self::desired(fs, view, i as u64);
-                if *st != want {
+                let demoted_by_group = groups
+                    && matches!(
+                        (st, want),
+                        (
+                            PageState::Block { phys: a, prot: PageProtection::ReadOnly },
+                            PageState::Block { phys: b, prot: PageProtection::ReadWrite }
+                        ) if *a == b
+                    );
+                if *st != want && !demoted_by_group {
                     problems.push(format!(
                         "view {} of inode {} page {}: shows {:?}, should show {:?}",
                         view.id,

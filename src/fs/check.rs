@@ -188,6 +188,7 @@ impl FileSystem {
         }
         marks.extend(state.free.runs().map(|(s, l)| (s, l, "free")));
         marks.extend(self.reserved_runs().map(|(s, l)| (s, l, "reserved for a placed write")));
+        marks.extend(state.held.iter().map(|&(s, l)| (s, l, "freed by an operation not yet durable")));
         marks.sort_unstable();
         let mut cursor = 0;
         let mut unaccounted = Vec::new();
@@ -219,10 +220,20 @@ impl FileSystem {
         // 3. The directory tree.
         self.check_tree(&mut report);
 
-        // 4. The media replays to exactly this state.
+        // 4. The media replays to exactly this state, once the operations not yet durable (group
+        // commit) are applied to it as their record will be.
         match Journal::mount(self.backend.clone(), super::journal::MountMode::Normal) {
             Err(e) => report.problem("media", format!("cannot be mounted: {e}")),
-            Ok((_, media, notes)) => {
+            Ok((_, mut media, notes)) => {
+                for m in self.journal.unsynced() {
+                    if let Err(e) = media.apply(m, super::state::ApplyMode::Replay) {
+                        report.problem(
+                            "media",
+                            format!("an operation not yet durable does not apply to it: {e}"),
+                        );
+                        break;
+                    }
+                }
                 for r in notes.repaired {
                     if !report.repaired.contains(&r) {
                         report.problem("metadata copy", r);

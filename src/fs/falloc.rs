@@ -184,6 +184,7 @@ impl FileSystem {
         }
         // A hole inside an extent splits it: keep room for the checkpoint to say so.
         self.ensure_metadata_room((tx.len() as u64 * 48).div_ceil(BLOCK_SIZE))?;
+        let inode = self.file(ino)?;
         // xfs_free_file_space zeroes the partial blocks (those not dropped whole) up to EOF only.
         let mut edges = vec![offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE];
         edges.dedup();

@@ -41,9 +41,27 @@ pub struct Journal {
     /// Mirror copies of committed records that could not be written (the operation happened; the
     /// file system moves the mirror or writes a checkpoint to be redundant again).
     mirror_failures: Vec<Error>,
+    /// Group commit ([`Journal::commit`]): on, when a drain costs a device flush.
+    group_commit: bool,
+    /// Group commit: the mutations of operations applied to the state but not yet durable, in
+    /// order; the next [`Journal::sync`] writes them as one record.
+    group: Vec<Mutation>,
+    /// [`record::record_len_bound`] of `group` (plus a header per operation: an upper bound).
+    group_bound: usize,
+    /// When the first operation of `group` was applied.
+    group_since: Option<std::time::Instant>,
     /// Records committed since mount, and checkpoints written.
     pub stats: JournalStats,
 }
+
+/// Group commit: a sync point comes at least this often while operations are grouped (checked at
+/// each commit, and by the thread a direct mount starts for it: `api`), as ext4's journal commits
+/// every 5 seconds: a power failure loses at most about this much of what was not synced.
+pub const GROUP_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Group commit: the largest record a group becomes (and at most half the log), so that a sync
+/// costs one write of a bounded size and usually fits the log.
+pub const GROUP_COMMIT_MAX_BYTES: usize = 1 << 20;
 
 /// How mount treats damage that no second copy covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +83,8 @@ pub struct JournalStats {
     pub checkpoints: u64,
     /// Records replayed at mount.
     pub replayed: u64,
+    /// Operations grouped (group commit) since mount: applied at once, durable at the next sync.
+    pub grouped: u64,
 }
 
 /// What mount found, beyond the state itself.
@@ -185,8 +205,13 @@ impl Journal {
             next_seq: 1,
             checkpoint_blocks: no_chains,
             mirror_failures: Vec::new(),
+            group_commit: false,
+            group: Vec::new(),
+            group_bound: 0,
+            group_since: None,
             stats: JournalStats::default(),
         };
+        journal.group_commit = journal.backend.drain_flushes_device();
         journal.checkpoint(&mut state)?;
         Ok((journal, state))
     }
@@ -571,6 +596,7 @@ impl Journal {
         notes.unreadable_blocks.extend(log.bad.iter().chain(mirror.iter().flat_map(|m| &m.bad)));
         notes.unreadable_blocks.sort_unstable();
         notes.unreadable_blocks.dedup();
+        let group_commit = backend.drain_flushes_device();
         let journal = Journal {
             backend,
             sb: best,
@@ -580,6 +606,10 @@ impl Journal {
             next_seq: seq,
             checkpoint_blocks: chains,
             mirror_failures: Vec::new(),
+            group_commit,
+            group: Vec::new(),
+            group_bound: 0,
+            group_since: None,
             stats: JournalStats { replayed, ..JournalStats::default() },
         };
         Ok((journal, state, notes))
@@ -713,15 +743,52 @@ impl Journal {
         std::mem::take(&mut self.mirror_failures)
     }
 
-    /// Makes `mutations` durable as one atomic step, then applies them to `state`.
+    /// Makes `mutations` durable as one atomic step, then applies them to `state`; with group
+    /// commit, applies them now and makes them durable at the next sync point instead.
     ///
     /// The caller has written (and flushed) any data the mutations point at; the first fence here
     /// orders that data before the record. The record is durable in the log before its mirror copy
     /// is begun (so a mirror copy that names a record proves the record was committed), and durable
     /// in both before this returns.
+    ///
+    /// Group commit (a backend whose drain is a device flush: [`Backend::drain_flushes_device`]):
+    /// the operation is applied to `state` at once and its mutations join the group; the group
+    /// becomes one record (one atomic step: a crash keeps all of it or none) at the next
+    /// [`Journal::sync`]: fsync, msync of a view, unmount, a group of
+    /// [`GROUP_COMMIT_MAX_BYTES`] or older than [`GROUP_COMMIT_INTERVAL`], a checkpoint. Blocks
+    /// the group frees are held ([`State::held`]) until then: the durable state may still need
+    /// their bytes. A quarantine is never grouped: bad memory is recorded durably at once.
+    ///
+    /// [`Backend::drain_flushes_device`]: crate::pool::Backend::drain_flushes_device
     pub fn commit(&mut self, state: &mut State, mutations: &[Mutation]) -> Result<()> {
         if mutations.is_empty() {
             return Ok(());
+        }
+        if self.group_commit {
+            let own_bound = record::record_len_bound(mutations);
+            let groupable = own_bound <= self.group_limit()
+                && !mutations.iter().any(|m| matches!(m, Mutation::Quarantine { .. }));
+            let full = self.group_bound + own_bound > self.group_limit();
+            if full || self.group_since.is_some_and(|since| since.elapsed() >= GROUP_COMMIT_INTERVAL) {
+                self.sync(state)?;
+            }
+            if groupable {
+                let bound = self.group_bound + own_bound;
+                state.hold_frees = true;
+                let before = state.extent_changes;
+                let applied = mutations.iter().try_for_each(|m| state.apply(m, ApplyMode::Live));
+                state.hold_frees = false;
+                applied.map_err(|e| bug("applying a grouped operation", e))?;
+                self.log_extent_changes =
+                    self.log_extent_changes.saturating_add(state.extent_changes.wrapping_sub(before));
+                self.group.extend_from_slice(mutations);
+                self.group_bound = bound;
+                self.group_since.get_or_insert_with(std::time::Instant::now);
+                self.stats.grouped += 1;
+                return Ok(());
+            }
+            // Not grouped: what is grouped becomes durable first, in order.
+            self.sync(state)?;
         }
         let bound = record::record_len_bound(mutations) as u64;
         let log_bytes = self.sb.log_blocks * BLOCK_SIZE;
@@ -730,34 +797,7 @@ impl Journal {
             self.checkpoint(state)?;
         }
         if bound <= self.log_free_bytes() {
-            let bytes = record::encode_record(self.next_seq, mutations);
-            let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
-            let terminator = self.terminator_after(self.log_pos + bytes.len() as u64);
-            self.backend.drain(); // data before record
-                                  // A log block on bad memory: the record is not written (a torn record at the end of
-                                  // the log, which replay ignores) and nothing changes; the front end records the bad
-                                  // block, which moves the log.
-            self.backend.write(at, &bytes)?;
-            self.backend.flush(at, bytes.len() as u64);
-            self.zero_stretch(self.sb.log_start, terminator);
-            self.backend.drain(); // record durable: the operation happened
-            if self.sb.log_mirror_start != 0 {
-                let at = self.sb.log_mirror_start * BLOCK_SIZE + self.log_pos;
-                match self.backend.write(at, &bytes) {
-                    Ok(()) => {
-                        self.backend.flush(at, bytes.len() as u64);
-                        self.zero_stretch(self.sb.log_mirror_start, terminator);
-                        self.backend.drain(); // the second copy durable
-                    }
-                    Err(e) => self.mirror_failures.push(e),
-                }
-            }
-            if let Some((_, end)) = terminator {
-                self.zeroed_to = end;
-            }
-            self.log_pos += bytes.len() as u64;
-            self.next_seq += 1;
-            self.stats.records += 1;
+            self.append_record(mutations)?;
             let before = state.extent_changes;
             for m in mutations {
                 state.apply(m, ApplyMode::Live).map_err(|e| bug("applying a committed record", e))?;
@@ -802,6 +842,94 @@ impl Journal {
             state.free.release(start, len);
         }
         written
+    }
+
+    /// Writes `mutations` as the next record: durable in the log, then in its mirror. Fails, writing
+    /// nothing that counts, when the log copy meets bad memory (a torn record at the end of the log,
+    /// which replay ignores); the caller then records the bad block, which moves the log.
+    fn append_record(&mut self, mutations: &[Mutation]) -> Result<()> {
+        let bytes = record::encode_record(self.next_seq, mutations);
+        let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
+        let terminator = self.terminator_after(self.log_pos + bytes.len() as u64);
+        self.backend.drain(); // data before record
+        self.backend.write(at, &bytes)?;
+        self.backend.flush(at, bytes.len() as u64);
+        self.zero_stretch(self.sb.log_start, terminator);
+        self.backend.drain(); // record durable: the operation happened
+        if self.sb.log_mirror_start != 0 {
+            let at = self.sb.log_mirror_start * BLOCK_SIZE + self.log_pos;
+            match self.backend.write(at, &bytes) {
+                Ok(()) => {
+                    self.backend.flush(at, bytes.len() as u64);
+                    self.zero_stretch(self.sb.log_mirror_start, terminator);
+                    self.backend.drain(); // the second copy durable
+                }
+                Err(e) => self.mirror_failures.push(e),
+            }
+        }
+        if let Some((_, end)) = terminator {
+            self.zeroed_to = end;
+        }
+        self.log_pos += bytes.len() as u64;
+        self.next_seq += 1;
+        self.stats.records += 1;
+        Ok(())
+    }
+
+    /// Group commit: the largest group ([`GROUP_COMMIT_MAX_BYTES`], at most half the log).
+    fn group_limit(&self) -> usize {
+        GROUP_COMMIT_MAX_BYTES.min((self.sb.log_blocks * BLOCK_SIZE / 2) as usize)
+    }
+
+    /// Whether this journal groups commits (its backend's drain is a device flush).
+    pub fn groups_commits(&self) -> bool {
+        self.group_commit
+    }
+
+    /// The mutations of the operations applied but not yet durable (group commit), in order.
+    pub fn unsynced(&self) -> &[Mutation] {
+        &self.group
+    }
+
+    /// Whether operations are applied but not yet durable (group commit).
+    pub fn has_unsynced(&self) -> bool {
+        !self.group.is_empty()
+    }
+
+    /// Makes every grouped operation durable (a sync point; nothing to do without group commit):
+    /// their mutations become one record, or, when the log has no room for it or cannot be
+    /// written, part of a checkpoint of the whole state. Then the blocks they freed are free.
+    /// Fails only when neither can be written; the operations then stay applied and grouped, and
+    /// the next sync tries again.
+    pub fn sync(&mut self, state: &mut State) -> Result<()> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.group);
+        let fits = record::record_len_bound(&group) as u64 <= self.log_free_bytes();
+        if fits && self.append_record(&group).is_ok() {
+            self.group_synced(state);
+            return Ok(());
+        }
+        self.group = group;
+        self.checkpoint(state)
+    }
+
+    /// [`Journal::sync`] when the group's first operation is at least `age` old.
+    pub fn sync_if_older(&mut self, state: &mut State, age: std::time::Duration) -> Result<()> {
+        match self.group_since {
+            Some(since) if since.elapsed() >= age => self.sync(state),
+            _ => Ok(()),
+        }
+    }
+
+    /// The group is durable (as a record or in a checkpoint): it starts over, and the blocks it
+    /// freed are free.
+    fn group_synced(&mut self, state: &mut State) {
+        self.group.clear();
+        self.group_bound = 0;
+        self.group_since = None;
+        state.release_held();
     }
 
     /// Records that superblock copy `copy` sits on bad memory: the surviving copy is rewritten
@@ -922,6 +1050,8 @@ impl Journal {
         self.sb = sb;
         self.write_superblock(0);
         self.backend.drain(); // copy 0 switched: the new checkpoint is the state
+                              // Grouped operations are in it: durable now.
+        self.group_synced(state);
         self.write_superblock(1);
         self.backend.drain();
         // The old checkpoint is referenced by nothing durable any more.

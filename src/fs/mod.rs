@@ -10,8 +10,9 @@
 //! commits, so a block with several owners is never modified.
 //! The fallocate family, SEEK_DATA/SEEK_HOLE and copy_file_range's checks live in `falloc`.
 //!
-//! Must never: store into a block that another owner references, free a block before the record
-//! that unreferences it is durable, or reach around the journal to change the state.
+//! Must never: store into a block that another owner references (in memory, or on media while
+//! operations are not yet durable: group commit), free a block before the record that
+//! unreferences it is durable, or reach around the journal to change the state.
 
 pub mod access;
 pub mod alloc;
@@ -571,6 +572,48 @@ impl FileSystem {
         committed
     }
 
+    /// A sync point (fsync, syncfs, msync, unmount): every operation that returned is durable
+    /// when this returns. Only group commit (a pool file on a disk, see [`Journal::commit`])
+    /// leaves anything to do: the grouped operations become one log record. Fails with the error
+    /// of the write (EIO, ENOSPC) when neither the log nor a checkpoint could take them; they stay
+    /// applied, and the next sync tries again.
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.journal.has_unsynced() {
+            return Ok(());
+        }
+        let synced = self.journal.sync(&mut self.state);
+        if synced.is_ok() {
+            self.restore_log_redundancy();
+        }
+        synced
+    }
+
+    /// Whether pool block `block` has exactly one owner, in memory and on media alike: a store
+    /// into it then changes no other file's bytes, now or after a crash. While operations are not
+    /// yet durable (group commit) no block counts, as the durable state may still share it.
+    pub fn is_private_durably(&self, block: u64) -> bool {
+        !self.journal.has_unsynced() && self.state.owners().refcount(block) == 1
+    }
+
+    /// Whether operations returned that are not durable yet (group commit; see
+    /// [`FileSystem::sync`]).
+    pub fn has_unsynced(&self) -> bool {
+        self.journal.has_unsynced()
+    }
+
+    /// [`FileSystem::sync`] if the oldest operation not yet durable is at least `age` old (the
+    /// periodic sync point of group commit).
+    pub fn sync_if_older(&mut self, age: std::time::Duration) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let synced = self.journal.sync_if_older(&mut self.state, age);
+        if synced.is_ok() {
+            self.restore_log_redundancy();
+        }
+        synced
+    }
+
     /// After a commit whose log mirror copy could not be written (the operation happened: its log
     /// copy is durable): bad memory under the mirror is recorded, which moves the mirror; any
     /// other failure is answered with a checkpoint, which makes the record's content redundant.
@@ -764,12 +807,22 @@ impl FileSystem {
 
     /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).
     fn usable_blocks(&self) -> u64 {
-        self.state.free.free_blocks().saturating_sub(self.metadata_reserve() + ALLOCATION_SLACK)
+        self.free_blocks().saturating_sub(self.metadata_reserve() + ALLOCATION_SLACK)
     }
 
-    fn ensure_metadata_room(&self, extra_blocks: u64) -> Result<()> {
-        let free = self.state.free.free_blocks();
+    /// Free blocks, counting those that operations not yet durable freed (group commit: they
+    /// become free at the next sync, which an allocation that needs them brings forward).
+    fn free_blocks(&self) -> u64 {
+        self.state.free.free_blocks() + self.state.held_blocks()
+    }
+
+    fn ensure_metadata_room(&mut self, extra_blocks: u64) -> Result<()> {
         let reserve = self.metadata_reserve();
+        if self.state.free.free_blocks() < reserve + extra_blocks && !self.state.held.is_empty() {
+            // Blocks freed by grouped operations are free once those are durable.
+            self.sync()?;
+        }
+        let free = self.state.free.free_blocks();
         if free < reserve + extra_blocks {
             // Report what can be used: the reserve is free but never handed out for data.
             return Err(Error::NoSpace(format!(
@@ -1037,6 +1090,8 @@ impl FileSystem {
     pub fn write_in_place_where_private(&mut self, ino: u64, pos: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
         self.file(ino)?;
+        // What is private now must be private on media before a store lands in it.
+        self.sync()?;
         if data.is_empty() || pos >= MAX_FILE_SIZE {
             return self.write(ino, pos, data);
         }
@@ -1067,9 +1122,13 @@ impl FileSystem {
 
     /// Which of the `count` file blocks from `fb0` may be written in place: mapped, with exactly
     /// one owner, and not poisoned (a poisoned block is never written in place: copy-on-write
-    /// recovers it).
+    /// recovers it). None while operations are not yet durable (group commit): the durable state
+    /// may still share a block they made private ([`FileSystem::is_private_durably`]).
     fn private_blocks(&self, inode: &Inode, fb0: u64, count: u64) -> Vec<bool> {
         let mut private = vec![false; count as usize];
+        if self.journal.has_unsynced() {
+            return private;
+        }
         for piece in inode.extents.pieces(fb0, count) {
             let Some(phys) = piece.phys else { continue };
             for (s, seg) in self.state.owners().overlapping(phys, piece.len) {
@@ -1134,6 +1193,9 @@ impl FileSystem {
         shown_only_here: impl FnOnce(u64) -> bool,
     ) -> Result<bool> {
         self.writable()?;
+        // The store resumes into whichever block ends up private: private on media too, so the
+        // operations not yet durable (group commit) become durable first.
+        self.sync()?;
         let inode = self.file(ino)?;
         if file_block >= blocks_of(inode.attrs.size) {
             return Err(Error::Invalid(format!("file block {file_block} of inode {ino} is past EOF")));
@@ -1142,9 +1204,23 @@ impl FileSystem {
         self.readable_block(ino, file_block, old)?;
         let sharing = old.map(|p| (p, self.sharing(p, ino, file_block)));
         match sharing {
-            Some((_, Sharing::Private)) => return Ok(false),
+            Some((old, Sharing::Private)) => {
+                // Private all along, yet read-only in a view: the view was mapped while operations
+                // were not yet durable (`is_private_durably`). They are now: refresh the page.
+                if self.track_layout {
+                    self.layout_changes.push(LayoutChange::Remapped {
+                        ino,
+                        file_block,
+                        len: 1,
+                        phys: Some(old),
+                    });
+                }
+                return Ok(false);
+            }
             Some((old, Sharing::Movable(others))) if shown_only_here(old) => {
-                return self.give_copy_to_sharers(old, others.as_slice()).map(|()| true);
+                // `ino` keeps `old` and the store lands in it: the sharers' move is durable first.
+                self.give_copy_to_sharers(old, others.as_slice())?;
+                return self.sync().map(|()| true);
             }
             _ => {}
         }
@@ -1237,7 +1313,7 @@ impl FileSystem {
         if tail.iter().all(|&b| b == 0) {
             return Ok(());
         }
-        if self.state.owners().refcount(old) == 1 {
+        if self.is_private_durably(old) {
             self.backend.fill(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial, 0)?;
             self.backend.flush(old * BLOCK_SIZE + partial, BLOCK_SIZE - partial);
             return Ok(());
@@ -1904,7 +1980,7 @@ impl FileSystem {
     pub fn stats(&self) -> FsStats {
         FsStats {
             total_blocks: self.state.total_blocks,
-            free_blocks: self.state.free.free_blocks(),
+            free_blocks: self.free_blocks(),
             reserved_blocks: self.metadata_reserve(),
             usable_blocks: self.usable_blocks(),
             quarantined_blocks: self.state.quarantine.values().sum(),
@@ -1941,7 +2017,7 @@ impl FileSystem {
             }
         }
         free_runs_by_size.sort_unstable();
-        let free_blocks = self.state.free.free_blocks();
+        let free_blocks = self.free_blocks();
         let reserved_blocks = self.metadata_reserve();
         SpaceUsage {
             total_blocks: self.state.total_blocks,
@@ -2019,6 +2095,15 @@ impl Drop for FileSystem {
     /// replay. A checkpoint that fails changes nothing durable (the
     /// log stands, and the next mount replays it); it is only said.
     fn drop(&mut self) {
+        // Unmount is a sync point: grouped operations become durable (not while a panic unwinds:
+        // the state may be half changed, and a crash is what that is).
+        if self.mounted && !std::thread::panicking() && self.journal.has_unsynced() {
+            if let Err(e) = self.sync() {
+                eprintln!(
+                    "ferrodax: operations since the last sync could not be made durable at unmount: {e}"
+                );
+            }
+        }
         if self.checkpoint_due_at_unmount() {
             if let Err(e) = self.journal.checkpoint(&mut self.state) {
                 eprintln!("ferrodax: no checkpoint at unmount ({e}); the next mount replays the log");

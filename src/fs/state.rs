@@ -101,6 +101,12 @@ pub struct State {
     /// Checkpoint bytes of every directory entry, extended attribute and symlink target (sizes
     /// the checkpoint without walking every inode).
     pub var_bytes: u64,
+    /// Blocks freed by operations applied here but not yet durable (group commit, see
+    /// `Journal::commit`): the durable state may still reference their bytes, so they are handed
+    /// out again only after the operations that freed them are durable ([`State::release_held`]).
+    pub held: Vec<(u64, u64)>,
+    /// While set, blocks that lose their last owner go to [`State::held`] instead of the free space.
+    pub hold_frees: bool,
 }
 
 /// Whether any of the file runs `(phys, len)`, sorted by start, shares a block with a metadata
@@ -274,6 +280,8 @@ impl State {
             next_ino: image.next_ino,
             extent_count,
             extent_changes: 0,
+            held: Vec::new(),
+            hold_frees: false,
         };
         for (dir, names) in entries {
             for (name, child) in names {
@@ -657,6 +665,20 @@ impl State {
         Ok(())
     }
 
+    /// The operations that freed the blocks in [`State::held`] are durable: the blocks become free
+    /// (except those found bad meanwhile).
+    pub fn release_held(&mut self) {
+        debug_assert!(!self.hold_frees, "releasing held blocks while holding frees");
+        for (start, len) in std::mem::take(&mut self.held) {
+            self.release_unless_quarantined(start, len);
+        }
+    }
+
+    /// Blocks in [`State::held`].
+    pub fn held_blocks(&self) -> u64 {
+        self.held.iter().map(|&(_, len)| len).sum()
+    }
+
     /// Records `[start, start + len)` as bad, merging with the runs already recorded.
     pub fn add_bad_blocks(&mut self, start: u64, len: u64) {
         let mut start = start;
@@ -685,8 +707,13 @@ impl State {
         self.quarantine.range(start..end).next().map(|(&s, _)| s)
     }
 
-    /// Frees `[start, start + len)` except the parts that are quarantined.
+    /// Frees `[start, start + len)` except the parts that are quarantined (into [`State::held`]
+    /// while [`State::hold_frees`] is set).
     pub fn release_unless_quarantined(&mut self, start: u64, len: u64) {
+        if self.hold_frees {
+            self.held.push((start, len));
+            return;
+        }
         let end = start + len;
         let mut cursor = start;
         let bad: Vec<(u64, u64)> =

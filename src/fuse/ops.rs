@@ -45,8 +45,9 @@ const NAME_MAX: u32 = 255;
 /// keeping the file's cached pages across opens (FOPEN_KEEP_CACHE) — they are dropped when the
 /// attributes, asked again after [`CACHE_TTL`], show another size or mtime (FUSE_AUTO_INVAL_DATA,
 /// asked for at init): so a change another process made through the pool server shows within
-/// that time — and without a FLUSH request at close (every write is durable when answered; a
-/// shared mapping's dirty pages are written back when it is unmapped).
+/// that time — and without a FLUSH request at close (every write reaches the pool when answered,
+/// as durable as a library write: close is no sync point, as in POSIX; a shared mapping's dirty
+/// pages are written back when it is unmapped).
 const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
 
 /// A directory as opendir saw it: ".", "..", then its entries by name.
@@ -621,7 +622,8 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Every write is durable when its request is answered: nothing is left to flush.
+        // Every write reached the pool when its request was answered: nothing is left to flush
+        // (close is no sync point: fsync is).
         answer!(reply, self.file(fh), |_f| reply.ok());
     }
 
@@ -680,8 +682,9 @@ impl Filesystem for FuseFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // Directory changes are durable when their request is answered.
-        reply.ok();
+        // The pool has one log: every change that was answered becomes durable (group commit).
+        let result = self.fs.sync().map_err(|e| errno(&e));
+        answer!(reply, result, |_v| reply.ok());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

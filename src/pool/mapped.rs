@@ -547,6 +547,10 @@ impl Backend for MappedBackend {
         }
     }
 
+    fn drain_flushes_device(&self) -> bool {
+        self.persistence == Persistence::Msync
+    }
+
     fn kind(&self) -> BackendKind {
         self.kind
     }

@@ -92,6 +92,12 @@ pub trait Backend: Send + Sync + 'static {
     /// at least every flush of the calling thread, also while other threads flush and drain
     /// (writers of different files do, under a shared lock).
     fn drain(&self);
+    /// Whether a [`Backend::drain`] costs a device flush (a pool file on a disk: msync), rather
+    /// than a fence. The file system then groups commits (the journal's group commit): operations
+    /// are durable at the next sync point instead of each on return.
+    fn drain_flushes_device(&self) -> bool {
+        false
+    }
     /// What this backend maps.
     fn kind(&self) -> BackendKind;
     /// The file descriptor behind the mapping, for DAX views; `None` for volatile backends.

@@ -153,6 +153,8 @@ pub struct RecordingBackend {
     volatile: Volatile,
     len: u64,
     state: Mutex<RecordState>,
+    /// What [`Backend::drain_flushes_device`] answers (see [`RecordingBackend::set_drain_flushes_device`]).
+    device_flush: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the volatile image is plain bytes; stores go through `&self` methods that the layers
@@ -197,7 +199,14 @@ impl RecordingBackend {
                 recording: false,
                 crash_fences: Vec::new(),
             }),
+            device_flush: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Makes this backend say that a drain costs a device flush, as a pool file on a disk does:
+    /// a file system mounted on it then groups commits (crash tests of the group commit).
+    pub fn set_drain_flushes_device(&self, device_flush: bool) {
+        self.device_flush.store(device_flush, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// From now on, keep a [`CrashFence`] at every fence.
@@ -366,6 +375,10 @@ impl Backend for RecordingBackend {
                 st.flushed.insert(line);
             }
         }
+    }
+
+    fn drain_flushes_device(&self) -> bool {
+        self.device_flush.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn drain(&self) {

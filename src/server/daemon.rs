@@ -127,6 +127,9 @@ pub fn serve_mounted(
         peers: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
     });
+    // A pool file on a disk groups commits: its operations become durable within a second even
+    // when no client asks (fsync) and no further request comes.
+    let periodic_sync = server.fs.sync_periodically();
     let stats = server.fs.stats();
     log(&format!(
         "serving {} on {} ({} blocks, {} free); stop with SIGTERM or Ctrl-C",
@@ -172,6 +175,7 @@ pub fn serve_mounted(
     for handle in connections {
         let _ = handle.join();
     }
+    drop(periodic_sync);
     server.fs.checkpoint()?;
     log("stopped: final checkpoint written, every client released");
     Ok(())
@@ -695,6 +699,10 @@ impl Worker {
             Op::FileStat { handle } => Answer::Stat(self.file(handle)?.metadata()?),
             Op::SyncAll { handle } => {
                 self.file(handle)?.sync_all()?;
+                Answer::Unit
+            }
+            Op::SyncFs => {
+                fs.sync()?;
                 Answer::Unit
             }
             Op::Metadata { path } => Answer::Stat(fs.metadata(&path)?),

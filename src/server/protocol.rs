@@ -126,6 +126,8 @@ pub enum Op {
         /// The handle.
         handle: u64,
     },
+    /// syncfs: every operation that returned is durable (group commit).
+    SyncFs,
     /// stat by path: `Answer::Stat`.
     Metadata {
         /// The path.

@@ -356,8 +356,10 @@ impl Target for FerrodaxTarget {
         file.set_len(len).map_err(|e| format!("truncate to {len}: {e}"))
     }
 
-    fn sync(&self, _file: &File) -> Result<(), String> {
-        Ok(()) // every ferrodax operation is durable when it returns
+    fn sync(&self, file: &File) -> Result<(), String> {
+        // A no-op on a memory pool (every operation is durable when it returns); on a pool file
+        // on a disk, the sync point of group commit.
+        file.sync_all().map_err(|e| format!("fsync: {e}"))
     }
 
     fn reflink(&self, src: &File, dst: &File, len: u64) -> Result<(), String> {
