@@ -41,9 +41,15 @@ pub struct Journal {
     /// Mirror copies of committed records that could not be written (the operation happened; the
     /// file system moves the mirror or writes a checkpoint to be redundant again).
     mirror_failures: Vec<Error>,
+    /// The buffer each record is encoded into, kept between commits (up to
+    /// [`RECORD_BUFFER_KEPT`] bytes) so that a commit allocates none.
+    record_bytes: Vec<u8>,
     /// Records committed since mount, and checkpoints written.
     pub stats: JournalStats,
 }
+
+/// The largest record buffer a journal keeps for the next commit; a larger one is dropped.
+const RECORD_BUFFER_KEPT: usize = 64 * 1024;
 
 /// How mount treats damage that no second copy covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +191,7 @@ impl Journal {
             next_seq: 1,
             checkpoint_blocks: no_chains,
             mirror_failures: Vec::new(),
+            record_bytes: Vec::new(),
             stats: JournalStats::default(),
         };
         journal.checkpoint(&mut state)?;
@@ -580,6 +587,7 @@ impl Journal {
             next_seq: seq,
             checkpoint_blocks: chains,
             mirror_failures: Vec::new(),
+            record_bytes: Vec::new(),
             stats: JournalStats { replayed, ..JournalStats::default() },
         };
         Ok((journal, state, notes))
@@ -730,7 +738,8 @@ impl Journal {
             self.checkpoint(state)?;
         }
         if bound <= self.log_free_bytes() {
-            let bytes = record::encode_record(self.next_seq, mutations);
+            let mut bytes = std::mem::take(&mut self.record_bytes);
+            record::encode_record_into(self.next_seq, mutations, &mut bytes);
             let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
             let terminator = self.terminator_after(self.log_pos + bytes.len() as u64);
             self.backend.drain(); // data before record
@@ -756,6 +765,9 @@ impl Journal {
                 self.zeroed_to = end;
             }
             self.log_pos += bytes.len() as u64;
+            if bytes.capacity() <= RECORD_BUFFER_KEPT {
+                self.record_bytes = bytes;
+            }
             self.next_seq += 1;
             self.stats.records += 1;
             let before = state.extent_changes;
