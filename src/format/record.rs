@@ -14,7 +14,8 @@
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
 use super::{
-    checksum_with_hole, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    checksum, checksum_with_hole, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_VALUE_LEN,
 };
 use crate::error::Result;
 
@@ -412,7 +413,11 @@ pub fn encode_record_into(seq: u64, mutations: &[Mutation], bytes: &mut Vec<u8>)
     *bytes = w.bytes;
     let payload_len = (bytes.len() - HEADER_LEN) as u32;
     bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum_with_hole(&bytes[..16], &bytes[20..]);
+    // The checksum field still holds its four zero bytes: the checksum with a hole there is the
+    // checksum of the bytes as they are, in one pass.
+    debug_assert_eq!(bytes[16..20], [0; 4]);
+    let crc = checksum(bytes);
+    debug_assert_eq!(crc, checksum_with_hole(&bytes[..16], &bytes[20..]));
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     bytes.resize(bytes.len().next_multiple_of(RECORD_ALIGN), 0);
 }
