@@ -14,7 +14,8 @@
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
 use super::{
-    checksum_with_hole, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    checksum, checksum_with_hole, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_VALUE_LEN,
 };
 use crate::error::Result;
 
@@ -390,7 +391,17 @@ impl Mutation {
 
 /// Encodes a whole record (header and payload), padded to [`RECORD_ALIGN`].
 pub fn encode_record(seq: u64, mutations: &[Mutation]) -> Vec<u8> {
-    let mut w = Writer { bytes: Vec::with_capacity(record_len_bound(mutations)) };
+    let mut bytes = Vec::new();
+    encode_record_into(seq, mutations, &mut bytes);
+    bytes
+}
+
+/// [`encode_record`] into `bytes`, replacing what it held: a caller that keeps one buffer for
+/// every record allocates none per record.
+pub fn encode_record_into(seq: u64, mutations: &[Mutation], bytes: &mut Vec<u8>) {
+    bytes.clear();
+    bytes.reserve(record_len_bound(mutations));
+    let mut w = Writer { bytes: std::mem::take(bytes) };
     w.u32(RECORD_MAGIC);
     w.u32(0); // payload length, patched below
     w.u64(seq);
@@ -399,13 +410,16 @@ pub fn encode_record(seq: u64, mutations: &[Mutation]) -> Vec<u8> {
     for m in mutations {
         m.encode_into(&mut w);
     }
-    let mut bytes = w.bytes;
+    *bytes = w.bytes;
     let payload_len = (bytes.len() - HEADER_LEN) as u32;
     bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum_with_hole(&bytes[..16], &bytes[20..]);
+    // The checksum field still holds its four zero bytes: the checksum with a hole there is the
+    // checksum of the bytes as they are, in one pass.
+    debug_assert_eq!(bytes[16..20], [0; 4]);
+    let crc = checksum(bytes);
+    debug_assert_eq!(crc, checksum_with_hole(&bytes[..16], &bytes[20..]));
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     bytes.resize(bytes.len().next_multiple_of(RECORD_ALIGN), 0);
-    bytes
 }
 
 /// Upper bound of the encoded size of a record holding `mutations`.

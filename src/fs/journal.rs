@@ -50,6 +50,9 @@ pub struct Journal {
     group_bound: usize,
     /// When the first operation of `group` was applied.
     group_since: Option<std::time::Instant>,
+    /// The buffer each record is encoded into, kept between commits (up to
+    /// [`RECORD_BUFFER_KEPT`] bytes) so that a commit allocates none.
+    record_bytes: Vec<u8>,
     /// Records committed since mount, and checkpoints written.
     pub stats: JournalStats,
 }
@@ -62,6 +65,8 @@ pub const GROUP_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from
 /// Group commit: the largest record a group becomes (and at most half the log), so that a sync
 /// costs one write of a bounded size and usually fits the log.
 pub const GROUP_COMMIT_MAX_BYTES: usize = 1 << 20;
+/// The largest record buffer a journal keeps for the next commit; a larger one is dropped.
+const RECORD_BUFFER_KEPT: usize = 64 * 1024;
 
 /// How mount treats damage that no second copy covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +214,7 @@ impl Journal {
             group: Vec::new(),
             group_bound: 0,
             group_since: None,
+            record_bytes: Vec::new(),
             stats: JournalStats::default(),
         };
         journal.group_commit = journal.backend.drain_flushes_device();
@@ -610,6 +616,7 @@ impl Journal {
             group: Vec::new(),
             group_bound: 0,
             group_since: None,
+            record_bytes: Vec::new(),
             stats: JournalStats { replayed, ..JournalStats::default() },
         };
         Ok((journal, state, notes))
@@ -848,7 +855,8 @@ impl Journal {
     /// nothing that counts, when the log copy meets bad memory (a torn record at the end of the log,
     /// which replay ignores); the caller then records the bad block, which moves the log.
     fn append_record(&mut self, mutations: &[Mutation]) -> Result<()> {
-        let bytes = record::encode_record(self.next_seq, mutations);
+        let mut bytes = std::mem::take(&mut self.record_bytes);
+        record::encode_record_into(self.next_seq, mutations, &mut bytes);
         let at = self.sb.log_start * BLOCK_SIZE + self.log_pos;
         let terminator = self.terminator_after(self.log_pos + bytes.len() as u64);
         self.backend.drain(); // data before record
@@ -871,6 +879,9 @@ impl Journal {
             self.zeroed_to = end;
         }
         self.log_pos += bytes.len() as u64;
+        if bytes.capacity() <= RECORD_BUFFER_KEPT {
+            self.record_bytes = bytes;
+        }
         self.next_seq += 1;
         self.stats.records += 1;
         Ok(())

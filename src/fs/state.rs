@@ -621,7 +621,8 @@ impl State {
                 self.map_target_problem(p, len).map_err(|d| format!("map of inode {ino} onto {d}"))?;
             }
         }
-        // Built (if nothing has needed it yet) from the extents as they are before this change.
+        // Built (if nothing has needed it yet) from the extents as they are before this change;
+        // below it is reached through the field, built.
         let _ = self.owners_mut();
         let inode = self
             .inodes
@@ -644,7 +645,7 @@ impl State {
                     0
                 }
             };
-            let added = self.owners_mut().add(p, len, Owner::File { ino, file_block });
+            let added = self.owners.add(p, len, Owner::File { ino, file_block });
             if added.touched_metadata {
                 return Err(format!("map of inode {ino} onto metadata blocks [{p}, +{len})"));
             }
@@ -655,7 +656,7 @@ impl State {
         for &piece in removed.iter() {
             let p = piece.phys.expect("removed pieces are mapped");
             let freed = self
-                .owners_mut()
+                .owners
                 .remove(p, piece.len, Owner::File { ino, file_block: piece.file_block })
                 .map_err(|e| e.0)?;
             for (s, l) in freed {
