@@ -19,11 +19,17 @@
 //! or leave an XFS scratch mount or image behind (ferrodax-hostkit's scratch guard unmounts and
 //! deletes on every path, errors and panics included). The only `unsafe` is the bare store-fault
 //! baseline of the DAX rows (a SIGSEGV handler of its own, installed only while it measures,
-//! while no DAX view exists), kept together in [`bare_fault`], and the dedupe row's in-place
+//! while no view is touched), kept together in [`bare_fault`], and the dedupe row's in-place
 //! memcmp through two read-only views ([`pool_memcmp`]).
+//!
+//! The rows that the speed acceptance check reads (the DAX CoW store fault with its bare fault,
+//! the owner lookup alone and the memory failure with 10 views, dedupe with its memcmps, the 4 KiB
+//! CoW pwrites) are measured in rounds ([`rounds`]): set up once, then one run of each per round,
+//! so that a slow period of the machine covers one round rather than all the runs of one row.
 
 mod fuse;
 mod pools;
+mod rounds;
 mod server;
 mod threads;
 
@@ -34,6 +40,7 @@ use ferrodax::memfail::Told;
 use ferrodax::{DedupeStatus, DedupeTarget, File, Fs, OpenOptions, Pool};
 use ferrodax_hostkit::remap::{self, DedupeOutcome};
 use ferrodax_hostkit::xfs::XfsScratch;
+use rounds::{Group, Slot};
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -517,7 +524,9 @@ mod pool_memcmp {
 ///
 /// The handler is installed only while [`store_fault_round_trips`] measures, and the previous
 /// disposition (ferrodax's handler, once a view was made) is restored afterwards; the bench
-/// measures this while no DAX view exists, so no fault of ferrodax's can arrive meanwhile. A
+/// measures this while no view of the pool of the fault row exists and nothing touches any other
+/// view (the memory-failure row's read-only views, in the rounds), so no fault of ferrodax's can
+/// arrive meanwhile. A
 /// fault outside the measured region resets SIGSEGV to the default action, so a real crash
 /// during the measurement still ends the process.
 mod bare_fault {
@@ -789,7 +798,8 @@ impl MemcmpPair {
     }
 }
 
-/// Dedupe runs and the memcmp runs interleaved with them.
+/// Dedupe runs and the memcmp runs paired with them.
+#[derive(Default)]
 struct DedupeTimes {
     dedupe: Vec<Duration>,
     /// memcmp of the two heap buffers.
@@ -799,39 +809,64 @@ struct DedupeTimes {
     in_place: Vec<Duration>,
 }
 
-/// Dedupe of two identically written files, a fresh destination each run, each run preceded by
-/// a memcmp of the two files in place (where the target allows) and then one of `plan.big` heap
-/// bytes; every call's time.
-fn dedupe_identical<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern) -> Result<DedupeTimes, String> {
-    let pair = MemcmpPair::new(plan.big, pattern);
-    let src = t.create("dedupe-src")?;
-    fill_file(t, &src, plan.big, pattern)?;
-    t.sync(&src)?;
-    let mut memcmp = Vec::new();
-    let mut in_place = Vec::new();
-    let mut run = 0;
-    let dedupe = time_runs(plan.runs, || {
-        let name = format!("dedupe-dst-{run}");
-        run += 1;
+/// The dedupe row's setup, kept across the rounds: the two heap buffers of its memcmp and the
+/// source file. A run consumes its destination (deduped onto the source, then removed), so every
+/// run writes a fresh one the same way.
+struct DedupeRuns<'t, T: Target> {
+    t: &'t T,
+    len: u64,
+    pair: MemcmpPair,
+    src: T::Handle,
+    pattern: Pattern,
+    times: DedupeTimes,
+}
+
+impl<'t, T: Target> DedupeRuns<'t, T> {
+    /// Fills the heap buffers and writes the `len`-byte source.
+    fn set_up(t: &'t T, len: u64) -> Result<Self, String> {
+        let mut pattern = Pattern::new();
+        let pair = MemcmpPair::new(len, &mut pattern);
+        let src = t.create("dedupe-src")?;
+        fill_file(t, &src, len, &mut pattern)?;
+        t.sync(&src)?;
+        Ok(DedupeRuns { t, len, pair, src, pattern, times: DedupeTimes::default() })
+    }
+
+    /// One run: a fresh destination written like the source, a memcmp of the two files in place
+    /// (where the target allows), then one of the heap buffers, then the timed dedupe.
+    fn run_once(&mut self) -> Result<(), String> {
+        let (t, len) = (self.t, self.len);
+        let name = format!("dedupe-dst-{}", self.times.dedupe.len());
         let dst = t.create(&name)?;
-        fill_file(t, &dst, plan.big, pattern)?;
+        fill_file(t, &dst, len, &mut self.pattern)?;
         t.sync(&dst)?;
         // The in-place memcmp first: its views are gone, and the heap memcmp has run, before the
         // dedupe starts, as in a run without it.
-        if let Some(time) = t.memcmp_in_place(&src, &dst, plan.big) {
-            in_place.push(time?);
+        if let Some(time) = t.memcmp_in_place(&self.src, &dst, len) {
+            self.times.in_place.push(time?);
         }
-        memcmp.push(pair.time()?);
+        self.times.memcmp.push(self.pair.time()?);
         let start = Instant::now();
-        t.dedupe(&src, &dst, plan.big)?;
+        t.dedupe(&self.src, &dst, len)?;
         let time = start.elapsed();
         drop(dst);
         t.remove(&name)?;
-        Ok(time)
-    })?;
-    drop(src);
-    t.remove("dedupe-src")?;
-    Ok(DedupeTimes { dedupe, memcmp, in_place })
+        self.times.dedupe.push(time);
+        Ok(())
+    }
+
+    /// Removes the source; every run's times.
+    fn finish(self) -> Result<DedupeTimes, String> {
+        drop(self.src);
+        self.t.remove("dedupe-src")?;
+        Ok(self.times)
+    }
+}
+
+impl<T: Target> rounds::Interleaved for DedupeRuns<'_, T> {
+    fn run_round(&mut self, _round: usize, _rounds: usize) -> Result<(), String> {
+        self.run_once()
+    }
 }
 
 /// Order of the 4 KiB overwrites.
@@ -850,61 +885,97 @@ struct CowTime {
     ops: u64,
 }
 
-fn cow_pwrite<T: Target>(t: &T, plan: &Plan, pattern: &mut Pattern, order: Order) -> Result<CowTime, String> {
-    cow_pwrite_of(t, plan.cow_file, plan.runs, pattern, order)
+/// A 4 KiB copy-on-write pwrite row's setup, kept across the rounds: the source file and the
+/// order of the overwrites. A run consumes its clone (every block overwritten, then removed), so
+/// every run clones the source afresh.
+struct CowRuns<'t, T: Target> {
+    t: &'t T,
+    /// The order's name in the files' names ("random", "sequential").
+    tag: &'static str,
+    base: T::Handle,
+    file_len: u64,
+    offsets: Vec<u64>,
+    data: Vec<u8>,
+    times: CowTime,
 }
 
-/// [`cow_pwrite`] over a `file_len` clone, `runs` times.
-fn cow_pwrite_of<T: Target>(
-    t: &T,
-    file_len: u64,
-    runs: usize,
-    pattern: &mut Pattern,
-    order: Order,
-) -> Result<CowTime, String> {
-    let base = t.create("cow-base")?;
-    fill_file(t, &base, file_len, pattern)?;
-    t.sync(&base)?;
-    let blocks = file_len / BLOCK;
-    let mut offsets: Vec<u64> = (0..blocks).map(|b| b * BLOCK).collect();
-    if order == Order::Random {
-        // Each block exactly once, so every write lands on a block that is still shared.
-        let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
-        for i in (1..offsets.len()).rev() {
-            offsets.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+impl<'t, T: Target> CowRuns<'t, T> {
+    /// Writes the `file_len` source and shuffles the offsets (`Order::Random`).
+    fn set_up(t: &'t T, file_len: u64, order: Order) -> Result<Self, String> {
+        let tag = match order {
+            Order::Random => "random",
+            Order::Sequential => "sequential",
+        };
+        let base = t.create(&format!("cow-base-{tag}"))?;
+        fill_file(t, &base, file_len, &mut Pattern::new())?;
+        t.sync(&base)?;
+        let blocks = file_len / BLOCK;
+        let mut offsets: Vec<u64> = (0..blocks).map(|b| b * BLOCK).collect();
+        if order == Order::Random {
+            // Each block exactly once, so every write lands on a block that is still shared.
+            let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
+            for i in (1..offsets.len()).rev() {
+                offsets.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
         }
+        let data = vec![0xa5u8; BLOCK as usize];
+        let times = CowTime { total: Vec::new(), writes: Vec::new(), ops: blocks };
+        Ok(CowRuns { t, tag, base, file_len, offsets, data, times })
     }
-    let data = vec![0xa5u8; BLOCK as usize];
-    let mut times = CowTime { total: Vec::new(), writes: Vec::new(), ops: blocks };
-    for run in 0..runs {
-        let name = format!("cow-clone-{run}");
+
+    /// One run: a fresh clone of the source, every block of it overwritten once (timed), checked
+    /// and removed.
+    fn run_once(&mut self) -> Result<(), String> {
+        let t = self.t;
+        let name = format!("cow-clone-{}-{}", self.tag, self.times.total.len());
         let clone = t.create(&name)?;
-        t.reflink(&base, &clone, file_len)?;
+        t.reflink(&self.base, &clone, self.file_len)?;
         t.sync(&clone)?;
         let start = Instant::now();
-        for &offset in &offsets {
-            t.write_at(&clone, &data, offset)?;
+        for &offset in &self.offsets {
+            t.write_at(&clone, &self.data, offset)?;
         }
         let writes = start.elapsed();
         t.sync(&clone)?;
         let total = start.elapsed();
         let mut check = vec![0u8; BLOCK as usize];
-        t.read_at(&clone, &mut check, offsets[0])?;
-        if check != data {
+        t.read_at(&clone, &mut check, self.offsets[0])?;
+        if check != self.data {
             return Err("the clone does not show the overwrite".into());
         }
-        t.read_at(&base, &mut check, offsets[0])?;
-        if check == data {
+        t.read_at(&self.base, &mut check, self.offsets[0])?;
+        if check == self.data {
             return Err("the overwrite reached the shared source".into());
         }
         drop(clone);
         t.remove(&name)?;
-        times.total.push(total);
-        times.writes.push(writes);
+        self.times.total.push(total);
+        self.times.writes.push(writes);
+        Ok(())
     }
-    drop(base);
-    t.remove("cow-base")?;
-    Ok(times)
+
+    /// Removes the source; every run's times.
+    fn finish(self) -> Result<CowTime, String> {
+        drop(self.base);
+        self.t.remove(&format!("cow-base-{}", self.tag))?;
+        Ok(self.times)
+    }
+}
+
+impl<T: Target> rounds::Interleaved for CowRuns<'_, T> {
+    fn run_round(&mut self, _round: usize, _rounds: usize) -> Result<(), String> {
+        self.run_once()
+    }
+}
+
+/// The 4 KiB copy-on-write pwrite row over a `file_len` clone, `runs` times back to back (the
+/// pool-kind rows).
+fn cow_pwrite_of<T: Target>(t: &T, file_len: u64, runs: usize, order: Order) -> Result<CowTime, String> {
+    let mut cow = CowRuns::set_up(t, file_len, order)?;
+    for _ in 0..runs {
+        cow.run_once()?;
+    }
+    cow.finish()
 }
 
 /// Everything measured on one target.
@@ -917,7 +988,27 @@ struct Suite {
     cow_sequential: Result<CowTime, String>,
 }
 
-fn run_suite<T: Target>(t: &T, plan: &Plan, name: &str) -> Suite {
+/// What one target measures back to back: sequential I/O and reflinks.
+struct BackToBack {
+    sequential: Result<Sequential, String>,
+    reflink_single: Result<ReflinkTime, String>,
+    reflink_fragmented: Result<ReflinkTime, String>,
+}
+
+impl BackToBack {
+    /// Every row of the target failed for the same reason.
+    fn failed(e: &str) -> BackToBack {
+        BackToBack {
+            sequential: Err(e.into()),
+            reflink_single: Err(e.into()),
+            reflink_fragmented: Err(e.into()),
+        }
+    }
+}
+
+/// Warms up `plan.warm_up_bytes()` of the target's free space, then measures its sequential I/O
+/// and reflink rows, each row's runs back to back.
+fn run_back_to_back<T: Target>(t: &T, plan: &Plan, name: &str) -> BackToBack {
     let mut pattern = Pattern::new();
     let step = |what: &str| progress(&format!("{name}: {what}"));
     step(&format!("warming up {} of free space", size_text(plan.warm_up_bytes())));
@@ -930,20 +1021,63 @@ fn run_suite<T: Target>(t: &T, plan: &Plan, name: &str) -> Suite {
     let reflink_single = reflink_single_extent(t, plan, &mut pattern);
     step(&format!("reflink of a {}-extent file", thousands(plan.fragmented_blocks / 2)));
     let reflink_fragmented = reflink_fragmented(t, plan, &mut pattern);
-    step(&format!("dedupe of {} identical ranges", size_text(plan.big)));
-    let dedupe = dedupe_identical(t, plan, &mut pattern);
-    step("4 KiB CoW pwrite into a shared file, random order");
-    let cow_random = cow_pwrite(t, plan, &mut pattern, Order::Random);
-    step("4 KiB CoW pwrite into a shared file, sequential order");
-    let cow_sequential = cow_pwrite(t, plan, &mut pattern, Order::Sequential);
-    Suite { sequential, reflink_single, reflink_fragmented, dedupe, cow_random, cow_sequential }
+    BackToBack { sequential, reflink_single, reflink_fragmented }
+}
+
+/// The dedupe and 4 KiB copy-on-write pwrite rows of one target, set up for the rounds.
+struct DataGroups<'t, T: Target> {
+    dedupe: Group<DedupeRuns<'t, T>>,
+    cow_random: Group<CowRuns<'t, T>>,
+    cow_sequential: Group<CowRuns<'t, T>>,
+}
+
+impl<'t, T: Target> DataGroups<'t, T> {
+    /// Writes the rows' sources (and the dedupe's heap buffers).
+    fn set_up(t: &'t T, plan: &Plan, name: &str) -> Self {
+        progress(&format!(
+            "{name}: setting up dedupe of {} and 4 KiB CoW pwrite into a shared {} file",
+            size_text(plan.big),
+            size_text(plan.cow_file)
+        ));
+        DataGroups {
+            dedupe: Group::new(DedupeRuns::set_up(t, plan.big)),
+            cow_random: Group::new(CowRuns::set_up(t, plan.cow_file, Order::Random)),
+            cow_sequential: Group::new(CowRuns::set_up(t, plan.cow_file, Order::Sequential)),
+        }
+    }
+
+    /// The groups in the order each round runs them.
+    fn slots(&mut self) -> [&mut dyn Slot; 3] {
+        [&mut self.dedupe, &mut self.cow_random, &mut self.cow_sequential]
+    }
+
+    /// Removes the sources; the rows' times.
+    fn finish(self, back_to_back: BackToBack) -> Suite {
+        Suite {
+            sequential: back_to_back.sequential,
+            reflink_single: back_to_back.reflink_single,
+            reflink_fragmented: back_to_back.reflink_fragmented,
+            dedupe: self.dedupe.finish(DedupeRuns::finish),
+            cow_random: self.cow_random.finish(CowRuns::finish),
+            cow_sequential: self.cow_sequential.finish(CowRuns::finish),
+        }
+    }
+}
+
+/// The XFS suite: the back-to-back rows, then the dedupe and CoW pwrite rows in rounds of their own.
+fn xfs_suite(t: &XfsTarget, plan: &Plan) -> Suite {
+    let back_to_back = run_back_to_back(t, plan, "XFS");
+    let mut groups = DataGroups::set_up(t, plan, "XFS");
+    rounds::run_rounds("XFS: dedupe and 4 KiB CoW pwrite", plan.runs, &mut groups.slots());
+    groups.finish(back_to_back)
 }
 
 // ----- DAX views (ferrodax only) -----
 
 /// What the DAX rows measure.
 struct DaxSuite {
-    /// The copy-on-write store faults and the bare faults they are compared with.
+    /// The copy-on-write store faults and the bare faults they are compared with (measured in the
+    /// rounds).
     cow_fault: Result<FaultTimes, String>,
     /// Mapping a `plan.big` single-extent file, and what the view took.
     map: Result<MapCost, String>,
@@ -985,35 +1119,52 @@ struct FaultTimes {
     pages: u64,
 }
 
-/// One plain store per page into a ReadWrite view of a freshly reflinked clone of a
-/// `plan.cow_file` file: every store faults, and the handler copies the page. `plan.runs` times,
-/// each run right after a bare fault pass over as many pages (while no view exists), so that
-/// the two are compared under the same conditions: the same moment (load from other programs
-/// comes and goes during a long bench run) and the same process (its mappings, its threads).
-fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Result<FaultTimes, String> {
-    let base = t.create("dax-fault-base")?;
-    fill_file(t, &base, plan.cow_file, pattern)?;
-    let pages = plan.cow_file / BLOCK;
-    let last_page = (pages - 1) * BLOCK;
-    let mut source_byte = [0u8; 1];
-    t.read_at(&base, &mut source_byte, last_page)?;
-    // Differs from the source's byte where the stored bytes are checked.
-    let stored = [!source_byte[0]];
-    let mut run = 0;
-    let mut bare = Vec::new();
-    let cow = time_runs(plan.runs, || {
-        let name = format!("dax-fault-clone-{run}");
-        run += 1;
+/// The DAX copy-on-write store fault row's setup, kept across the rounds: the source file. A run
+/// consumes its clone (every page stored to, then removed), so every run clones the source afresh.
+struct FaultRuns<'t> {
+    t: &'t FerrodaxTarget,
+    len: u64,
+    base: File,
+    /// The source's byte at the last page, and the byte stored there (it differs).
+    source_byte: [u8; 1],
+    stored: [u8; 1],
+    times: FaultTimes,
+}
+
+impl<'t> FaultRuns<'t> {
+    /// Writes the `len`-byte source.
+    fn set_up(t: &'t FerrodaxTarget, len: u64) -> Result<Self, String> {
+        let base = t.create("dax-fault-base")?;
+        fill_file(t, &base, len, &mut Pattern::new())?;
+        let pages = len / BLOCK;
+        let mut source_byte = [0u8; 1];
+        t.read_at(&base, &mut source_byte, (pages - 1) * BLOCK)?;
+        // Differs from the source's byte where the stored bytes are checked.
+        let stored = [!source_byte[0]];
+        let times = FaultTimes { cow: Vec::new(), bare: Vec::new(), pages };
+        Ok(FaultRuns { t, len, base, source_byte, stored, times })
+    }
+
+    /// One run: a fresh reflinked clone of the source; a bare fault pass over as many pages (while
+    /// no view of this pool exists); then one plain store per page into a ReadWrite view of the
+    /// clone: every store faults, and the handler copies the page. The two passes follow each other
+    /// so that they are compared under the same conditions: the same moment (load from other
+    /// programs comes and goes during a long bench run) and the same process (its mappings, its
+    /// threads).
+    fn run_once(&mut self) -> Result<(), String> {
+        let (t, pages) = (self.t, self.times.pages);
+        let last_page = (pages - 1) * BLOCK;
+        let name = format!("dax-fault-clone-{}", self.times.cow.len());
         let clone = t.create(&name)?;
-        t.reflink(&base, &clone, plan.cow_file)?;
-        bare.push(bare_fault::store_fault_round_trips(pages as usize)?);
-        let view = clone.map(0, plan.cow_file, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
+        t.reflink(&self.base, &clone, self.len)?;
+        let bare = bare_fault::store_fault_round_trips(pages as usize)?;
+        let view = clone.map(0, self.len, MapAccess::ReadWrite).map_err(|e| format!("map: {e}"))?;
         if !matches!(view.page_state(0), PageState::Block { prot: PageProtection::ReadOnly, .. }) {
             return Err(format!("the clone's first page is {:?}, not shared read-only", view.page_state(0)));
         }
         let start = Instant::now();
         for page in 0..pages {
-            view.store_plain((page * BLOCK) as usize, &stored).map_err(|e| format!("store: {e}"))?;
+            view.store_plain((page * BLOCK) as usize, &self.stored).map_err(|e| format!("store: {e}"))?;
         }
         let time = start.elapsed();
         let last = view.page_state(pages - 1);
@@ -1023,20 +1174,32 @@ fn dax_cow_faults(t: &FerrodaxTarget, plan: &Plan, pattern: &mut Pattern) -> Res
         drop(view);
         let mut check = [0u8; 1];
         t.read_at(&clone, &mut check, last_page)?;
-        if check != stored {
+        if check != self.stored {
             return Err("the clone does not show the store".into());
         }
-        t.read_at(&base, &mut check, last_page)?;
-        if check != source_byte {
+        t.read_at(&self.base, &mut check, last_page)?;
+        if check != self.source_byte {
             return Err("the store reached the shared source".into());
         }
         drop(clone);
         t.remove(&name)?;
-        Ok(time)
-    })?;
-    drop(base);
-    t.remove("dax-fault-base")?;
-    Ok(FaultTimes { cow, bare, pages })
+        self.times.bare.push(bare);
+        self.times.cow.push(time);
+        Ok(())
+    }
+
+    /// Removes the source; every run's times.
+    fn finish(self) -> Result<FaultTimes, String> {
+        drop(self.base);
+        self.t.remove("dax-fault-base")?;
+        Ok(self.times)
+    }
+}
+
+impl rounds::Interleaved for FaultRuns<'_> {
+    fn run_round(&mut self, _round: usize, _rounds: usize) -> Result<(), String> {
+        self.run_once()
+    }
 }
 
 /// Maps a `plan.big` single-extent file (`plan.runs` times), then stores `plan.big` bytes from
@@ -1097,16 +1260,16 @@ fn dax_map_and_store(
     (map, store)
 }
 
-/// Runs the DAX measurements on a pool of their own (so the big file is one extent), all of its
-/// free space pre-faulted (see [`warm_up_all_free_space`]).
-fn run_dax_suite(plan: &Plan) -> DaxSuite {
+/// Runs the DAX map and store measurements on a pool of their own (so the big file is one
+/// extent), all of its free space pre-faulted (see [`warm_up_all_free_space`]).
+fn run_dax_views(plan: &Plan) -> (Result<MapCost, String>, Result<Vec<Duration>, String>) {
     let pool_size = plan.big + 512 * MIB;
     progress(&format!("ferrodax: DAX views, memfd pool of {}", size_text(pool_size)));
     let t = match Pool::memfd(pool_size).and_then(|pool| Fs::format(&pool)) {
         Ok(fs) => FerrodaxTarget { fs },
         Err(e) => {
             let e = format!("could not make the pool: {e}");
-            return DaxSuite { cow_fault: Err(e.clone()), map: Err(e.clone()), store: Err(e) };
+            return (Err(e.clone()), Err(e));
         }
     };
     let t = &t;
@@ -1115,14 +1278,30 @@ fn run_dax_suite(plan: &Plan) -> DaxSuite {
     if let Err(e) = warm_up_all_free_space(t, &mut pattern) {
         progress(&format!("ferrodax: DAX pool warm-up failed ({e}); measuring anyway"));
     }
-    progress(&format!(
-        "ferrodax: DAX copy-on-write store faults, one per page of a shared {} clone, each run after a bare fault run",
-        size_text(plan.cow_file)
-    ));
-    let cow_fault = dax_cow_faults(t, plan, &mut pattern);
     progress(&format!("ferrodax: DAX map of a {} file, and stores through it", size_text(plan.big)));
-    let (map, store) = dax_map_and_store(t, plan, &mut pattern);
-    DaxSuite { cow_fault, map, store }
+    dax_map_and_store(t, plan, &mut pattern)
+}
+
+/// A memfd pool for the rows measured in rounds on ferrodax, all of its free space (but
+/// [`WARM_UP_SLACK`]) pre-faulted (see [`warm_up_all_free_space`]).
+fn rounds_pool(size: u64) -> Result<FerrodaxTarget, String> {
+    progress(&format!("ferrodax: memfd pool of {} for the rows measured in rounds", size_text(size)));
+    let fs = Pool::memfd(size)
+        .and_then(|pool| Fs::format(&pool))
+        .map_err(|e| format!("could not make the pool: {e}"))?;
+    let t = FerrodaxTarget { fs };
+    progress("ferrodax: warming up all of the pool's free space");
+    if let Err(e) = warm_up_all_free_space(&t, &mut Pattern::new()) {
+        progress(&format!("ferrodax: warm-up failed ({e}); measuring anyway"));
+    }
+    Ok(t)
+}
+
+/// The memfd pool of the rows measured in rounds in a full (or quick) run: room for the dedupe's
+/// source and one destination, the sources of the CoW rows and one clone's copies, and 256 MiB to
+/// spare.
+fn rounds_pool_size(plan: &Plan) -> u64 {
+    2 * plan.big + 4 * plan.cow_file + 256 * MIB
 }
 
 // ----- memory failure: owner lookup and notification -----
@@ -1142,6 +1321,7 @@ struct MemfailSuite {
 }
 
 /// The timed memory failures of one entry of MEMFAIL_VIEWS.
+#[derive(Default)]
 struct WideFailureTimes {
     /// From the call to the last early notice delivered.
     notified: Vec<Duration>,
@@ -1195,17 +1375,45 @@ fn shared_group(fs: &Fs, name: &str, blocks: u64, sharers: u64) -> Result<(Vec<u
     Ok((phys, files))
 }
 
-/// Times Fs::owners of `block` (MEMFAIL_LOOKUP_RUNS times), checking the owner count.
-fn time_owners(fs: &Fs, block: u64, expected: usize) -> Result<Vec<Duration>, String> {
-    time_runs(MEMFAIL_LOOKUP_RUNS, || {
+/// Timed owner lookups of one block, checking the owner count: MEMFAIL_LOOKUP_RUNS runs, spread
+/// over the rounds when in them.
+struct OwnerLookups<'f> {
+    fs: &'f Fs,
+    block: u64,
+    expected: usize,
+    times: Vec<Duration>,
+}
+
+impl OwnerLookups<'_> {
+    /// One timed Fs::owners of the block.
+    fn run_once(&mut self) -> Result<(), String> {
         let start = Instant::now();
-        let owners = black_box(fs.owners(block * BLOCK, BLOCK));
+        let owners = black_box(self.fs.owners(self.block * BLOCK, BLOCK));
         let time = start.elapsed();
-        if owners.len() != expected {
-            return Err(format!("owners of block {block}: {} found, {expected} expected", owners.len()));
+        if owners.len() != self.expected {
+            return Err(format!(
+                "owners of block {}: {} found, {} expected",
+                self.block,
+                owners.len(),
+                self.expected
+            ));
         }
-        Ok(time)
-    })
+        self.times.push(time);
+        Ok(())
+    }
+}
+
+impl rounds::Interleaved for OwnerLookups<'_> {
+    fn run_round(&mut self, round: usize, rounds: usize) -> Result<(), String> {
+        (0..rounds::runs_in_round(MEMFAIL_LOOKUP_RUNS, rounds, round)).try_for_each(|_| self.run_once())
+    }
+}
+
+/// Times Fs::owners of `block` (MEMFAIL_LOOKUP_RUNS times back to back), checking the owner count.
+fn time_owners(fs: &Fs, block: u64, expected: usize) -> Result<Vec<Duration>, String> {
+    let mut lookups = OwnerLookups { fs, block, expected, times: Vec::new() };
+    (0..MEMFAIL_LOOKUP_RUNS).try_for_each(|_| lookups.run_once())?;
+    Ok(lookups.times)
 }
 
 /// What the early subscribers of the memory-failure rows were told: the notices about the page
@@ -1266,7 +1474,131 @@ impl NoticeCount {
     }
 }
 
-fn memfail_suite(plan: &Plan) -> MemfailSuite {
+/// The big pool of the memory-failure rows: `plan.memfail_extents` filler extents, a page shared
+/// by MEMFAIL_FLAT_SHARERS + 1 files, and the widely shared source (MEMFAIL_FAILURES blocks per
+/// entry of MEMFAIL_VIEWS) with its `plan.memfail_reflinks` clones.
+struct MemfailBig {
+    _pool: Pool,
+    fs: Fs,
+    flat_phys: Vec<u64>,
+    _flat_files: Vec<File>,
+    /// The pool blocks of the widely shared source.
+    wide_phys: Vec<u64>,
+    /// The widely shared source, then its clones.
+    wide_files: Vec<File>,
+    extents: u64,
+}
+
+impl MemfailBig {
+    /// Writes the filler extents and the two shared groups.
+    fn build(plan: &Plan) -> Result<MemfailBig, String> {
+        let (pool, fs) = memfail_pool(plan.memfail_extents, plan.memfail_reflinks * 2 + 1024)?;
+        let (flat_phys, flat_files) = shared_group(&fs, "flat", 1, MEMFAIL_FLAT_SHARERS)?;
+        let (wide_phys, wide_files) =
+            shared_group(&fs, "wide", MEMFAIL_FAILURES * MEMFAIL_VIEWS.len() as u64, plan.memfail_reflinks)?;
+        let extents = fs.stats().extents;
+        Ok(MemfailBig { _pool: pool, fs, flat_phys, _flat_files: flat_files, wide_phys, wide_files, extents })
+    }
+}
+
+/// The views of the widely shared page's sharers (each with an early subscriber counting its
+/// notices), and the timed memory failures through them.
+struct WideViews<'m> {
+    big: &'m MemfailBig,
+    views: Vec<ferrodax::api::Mapping>,
+    notices: Arc<NoticeCount>,
+}
+
+impl<'m> WideViews<'m> {
+    /// No views yet.
+    fn new(big: &'m MemfailBig) -> WideViews<'m> {
+        WideViews { big, views: Vec::new(), notices: Arc::new(NoticeCount::default()) }
+    }
+
+    /// Maps read-only views of further sharers, each with an early subscriber, until `n` exist.
+    fn view_sharers(&mut self, n: usize) -> Result<(), String> {
+        let len = self.big.wide_phys.len() as u64 * BLOCK;
+        for f in &self.big.wide_files[self.views.len()..n] {
+            let view = f.map(0, len, MapAccess::Read).map_err(|e| format!("map: {e}"))?;
+            let count = Arc::clone(&self.notices);
+            view.subscribe(true, Arc::new(move |notice: &Notice| count.note(notice)));
+            self.views.push(view);
+        }
+        Ok(())
+    }
+
+    /// One timed memory failure of the fresh `block`: until every view's notice is delivered, and
+    /// until memory_failure returned; checks the report.
+    fn fail(&self, block: u64, times: &mut WideFailureTimes) -> Result<(), String> {
+        let sharers = self.big.wide_files.len();
+        let views = self.views.len();
+        self.notices.expect(block * BLOCK);
+        let start = Instant::now();
+        let report = self
+            .big
+            .fs
+            .memory_failure(block * BLOCK, BLOCK, ferrodax::memfail::FailureFlags::default())
+            .map_err(|e| format!("memory_failure: {e}"))?;
+        let returned = start.elapsed();
+        let notified = self.notices.wait_for(views, start)?;
+        if report.files.len() != sharers || report.views.len() != views {
+            return Err(format!(
+                "memory failure of block {block}: {} owners and {} views, {sharers} and {views} expected",
+                report.files.len(),
+                report.views.len(),
+            ));
+        }
+        if let Some(hit) = report.views.iter().find(|h| h.how != Told::ActionOptionalNotice) {
+            return Err(format!("a view page was told {:?}, not by an early notice", hit.how));
+        }
+        if let Some(unnamed) = report.files.iter().find(|o| o.path.is_none()) {
+            return Err(format!("owner ino {} has no path in the report", unnamed.ino));
+        }
+        times.notified.push(notified);
+        times.returned.push(returned);
+        times.view_pages = report.views.len();
+        Ok(())
+    }
+}
+
+/// One memory-failure row: its views (`nviews` sharers viewed) and its fresh blocks, one timed
+/// failure each, spread over the rounds when in them.
+struct FailureRuns<'w, 'm> {
+    wide: &'w mut WideViews<'m>,
+    blocks: &'m [u64],
+    times: WideFailureTimes,
+}
+
+impl<'w, 'm> FailureRuns<'w, 'm> {
+    /// Views sharers until `nviews` are viewed; the row's failures will be those of `blocks`.
+    fn set_up(wide: &'w mut WideViews<'m>, nviews: usize, blocks: &'m [u64]) -> Result<Self, String> {
+        wide.view_sharers(nviews)?;
+        Ok(FailureRuns { wide, blocks, times: WideFailureTimes::default() })
+    }
+
+    /// The row's next failure: its next fresh block.
+    fn run_once(&mut self) -> Result<(), String> {
+        let block = self.blocks[self.times.notified.len()];
+        self.wide.fail(block, &mut self.times)
+    }
+
+    /// Every failure's times (the views stay, for the next row).
+    fn finish(self) -> Result<WideFailureTimes, String> {
+        Ok(self.times)
+    }
+}
+
+impl rounds::Interleaved for FailureRuns<'_, '_> {
+    fn run_round(&mut self, round: usize, rounds: usize) -> Result<(), String> {
+        (0..rounds::runs_in_round(self.blocks.len(), rounds, round)).try_for_each(|_| self.run_once())
+    }
+}
+
+/// The memory-failure rows. The owner lookup alone and the failures with the first entry of
+/// MEMFAIL_VIEWS run in `rounds` rounds together with `others` (the memory-failure groups first in
+/// each round); the flatness lookups run back to back before the rounds, the failures with more
+/// views back to back after them. `others` get their rounds even when the big pool cannot be made.
+fn memfail_suite(plan: &Plan, rounds: usize, others: &mut [&mut dyn Slot]) -> MemfailSuite {
     progress(&format!(
         "memory failure: owner lookup in a pool of {} extents, page shared by {} files",
         thousands(MEMFAIL_SMALL_EXTENTS),
@@ -1287,70 +1619,54 @@ fn memfail_suite(plan: &Plan) -> MemfailSuite {
         thousands(plan.memfail_extents),
         thousands(plan.memfail_reflinks + 1)
     ));
-    let big = (|| {
-        let (pool, fs) = memfail_pool(plan.memfail_extents, plan.memfail_reflinks * 2 + 1024)?;
-        let (flat_phys, _flat_files) = shared_group(&fs, "flat", 1, MEMFAIL_FLAT_SHARERS)?;
-        let (wide_phys, wide_files) =
-            shared_group(&fs, "wide", MEMFAIL_FAILURES * MEMFAIL_VIEWS.len() as u64, plan.memfail_reflinks)?;
-        let extents = fs.stats().extents;
-        Ok::<_, String>((pool, fs, flat_phys, wide_phys, wide_files, extents))
-    })();
-    let (flat_big, wide_owners, wide_failure) = match &big {
-        Err(e) => (Err(e.clone()), Err(e.clone()), MEMFAIL_VIEWS.iter().map(|_| Err(e.clone())).collect()),
-        Ok((_pool, fs, flat_phys, wide_phys, wide_files, extents)) => {
-            let flat_big =
-                time_owners(fs, flat_phys[0], (MEMFAIL_FLAT_SHARERS + 1) as usize).map(|t| (t, *extents));
-            let sharers = (plan.memfail_reflinks + 1) as usize;
-            let wide_owners = time_owners(fs, wide_phys[0], sharers);
-            let mut views = Vec::new();
-            let notices = Arc::new(NoticeCount::default());
-            let mut wide_failure = Vec::new();
-            for (round, &nviews) in MEMFAIL_VIEWS.iter().enumerate() {
-                let blocks = &wide_phys[round * MEMFAIL_FAILURES as usize..][..MEMFAIL_FAILURES as usize];
-                wide_failure.push((|| {
-                    for f in &wide_files[views.len()..nviews as usize] {
-                        let view = f
-                            .map(0, wide_phys.len() as u64 * BLOCK, MapAccess::Read)
-                            .map_err(|e| format!("map: {e}"))?;
-                        let count = Arc::clone(&notices);
-                        view.subscribe(true, Arc::new(move |notice: &Notice| count.note(notice)));
-                        views.push(view);
-                    }
-                    let mut notified = Vec::new();
-                    let mut returned = Vec::new();
-                    let mut view_pages = 0;
-                    for &block in blocks {
-                        notices.expect(block * BLOCK);
-                        let start = Instant::now();
-                        let report = fs
-                            .memory_failure(block * BLOCK, BLOCK, ferrodax::memfail::FailureFlags::default())
-                            .map_err(|e| format!("memory_failure: {e}"))?;
-                        returned.push(start.elapsed());
-                        notified.push(notices.wait_for(views.len(), start)?);
-                        if report.files.len() != sharers || report.views.len() != views.len() {
-                            return Err(format!(
-                                "memory failure of block {block}: {} owners and {} views, {sharers} and {} expected",
-                                report.files.len(),
-                                report.views.len(),
-                                views.len()
-                            ));
-                        }
-                        if let Some(hit) = report.views.iter().find(|h| h.how != Told::ActionOptionalNotice) {
-                            return Err(format!("a view page was told {:?}, not by an early notice", hit.how));
-                        }
-                        if let Some(unnamed) = report.files.iter().find(|o| o.path.is_none()) {
-                            return Err(format!("owner ino {} has no path in the report", unnamed.ino));
-                        }
-                        view_pages = report.views.len();
-                    }
-                    Ok(WideFailureTimes { notified, returned, view_pages })
-                })());
-            }
-            (flat_big, wide_owners, wide_failure)
+    let big = MemfailBig::build(plan);
+    let big = match &big {
+        Ok(big) => big,
+        Err(e) => {
+            rounds::run_rounds("rounds", rounds, others);
+            return MemfailSuite {
+                flat_small,
+                flat_big: Err(e.clone()),
+                wide_owners: Err(e.clone()),
+                wide_failure: MEMFAIL_VIEWS.iter().map(|_| Err(e.clone())).collect(),
+            };
         }
     };
-    drop(big);
-    MemfailSuite { flat_small, flat_big, wide_owners, wide_failure }
+    let flat_expected = (MEMFAIL_FLAT_SHARERS + 1) as usize;
+    let flat_big = time_owners(&big.fs, big.flat_phys[0], flat_expected).map(|t| (t, big.extents));
+    let sharers = big.wide_files.len();
+    let mut wide_owners = Group::new(Ok(OwnerLookups {
+        fs: &big.fs,
+        block: big.wide_phys[0],
+        expected: sharers,
+        times: Vec::new(),
+    }));
+    let mut wide = WideViews::new(big);
+    let per_row = MEMFAIL_FAILURES as usize;
+    let mut wide_failure = Vec::new();
+    {
+        let mut first =
+            Group::new(FailureRuns::set_up(&mut wide, MEMFAIL_VIEWS[0] as usize, &big.wide_phys[..per_row]));
+        let mut slots: Vec<&mut dyn Slot> = vec![&mut wide_owners, &mut first];
+        for slot in others.iter_mut() {
+            slots.push(&mut **slot);
+        }
+        rounds::run_rounds("rounds", rounds, &mut slots);
+        drop(slots);
+        wide_failure.push(first.finish(FailureRuns::finish));
+    }
+    for (row, &nviews) in MEMFAIL_VIEWS.iter().enumerate().skip(1) {
+        progress(&format!("memory failure: {nviews} views, {} failures", MEMFAIL_FAILURES));
+        let blocks = &big.wide_phys[row * per_row..][..per_row];
+        wide_failure.push(FailureRuns::set_up(&mut wide, nviews as usize, blocks).and_then(
+            |mut failures| {
+                (0..per_row).try_for_each(|_| failures.run_once())?;
+                failures.finish()
+            },
+        ));
+    }
+    drop(wide);
+    MemfailSuite { flat_small, flat_big, wide_owners: wide_owners.finish(|l| Ok(l.times)), wide_failure }
 }
 
 fn memfail_rows(plan: &Plan, m: &MemfailSuite) -> Vec<Row> {
@@ -2136,31 +2452,33 @@ const COW_ONLY_RUNS: usize = 7;
 /// The memfd pool of `--cow-only` mode.
 const COW_ONLY_POOL: u64 = 2 * GIB;
 
-/// `--cow-only`: on one memfd pool of its own the 4 KiB CoW pwrite rows and the DAX CoW store
-/// fault with its bare fault, [`COW_ONLY_RUNS`] runs each (the rows of the full run, by the same
-/// names, without the memcpy and XFS comparisons).
+/// `--cow-only`: on one memfd pool of its own the DAX CoW store fault with its bare fault and the
+/// 4 KiB CoW pwrite rows, [`COW_ONLY_RUNS`] runs each in as many rounds (the rows of the full run,
+/// by the same names, without the memcpy and XFS comparisons).
 fn cow_only_rows(plan: &Plan) -> Vec<Row> {
     let plan = &Plan { runs: COW_ONLY_RUNS, ..Plan::new(plan.quick, plan.smoke) };
-    let (random, sequential, cow_fault) = match Pool::memfd(COW_ONLY_POOL).and_then(|pool| Fs::format(&pool))
-    {
-        Ok(fs) => {
-            let t = &FerrodaxTarget { fs };
-            let mut pattern = Pattern::new();
-            progress("ferrodax: warming up all of the pool's free space");
-            if let Err(e) = warm_up_all_free_space(t, &mut pattern) {
-                progress(&format!("ferrodax: warm-up failed ({e}); measuring anyway"));
-            }
-            progress("ferrodax: 4 KiB CoW pwrite into a shared file, random order");
-            let random = cow_pwrite(t, plan, &mut pattern, Order::Random);
-            progress("ferrodax: 4 KiB CoW pwrite into a shared file, sequential order");
-            let sequential = cow_pwrite(t, plan, &mut pattern, Order::Sequential);
-            progress("ferrodax: DAX copy-on-write store faults, each run after a bare fault run");
-            (random, sequential, dax_cow_faults(t, plan, &mut pattern))
+    let (cow_fault, random, sequential) = match rounds_pool(COW_ONLY_POOL) {
+        Ok(t) => {
+            let t = &t;
+            progress(&format!(
+                "ferrodax: setting up the DAX CoW store fault and 4 KiB CoW pwrite into a shared {} file",
+                size_text(plan.cow_file)
+            ));
+            let mut fault = Group::new(FaultRuns::set_up(t, plan.cow_file));
+            let mut random = Group::new(CowRuns::set_up(t, plan.cow_file, Order::Random));
+            let mut sequential = Group::new(CowRuns::set_up(t, plan.cow_file, Order::Sequential));
+            rounds::run_rounds(
+                "copy-on-write rows",
+                plan.runs,
+                &mut [&mut fault, &mut random, &mut sequential],
+            );
+            (
+                fault.finish(FaultRuns::finish),
+                random.finish(CowRuns::finish),
+                sequential.finish(CowRuns::finish),
+            )
         }
-        Err(e) => {
-            let e = format!("could not make the pool: {e}");
-            (Err(e.clone()), Err(e.clone()), Err(e))
-        }
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e)),
     };
     let mut rows = fault_rows(plan, &cow_fault);
     rows.extend(cow_pwrite_rows(plan, None, &random, &sequential, None));
@@ -2203,7 +2521,7 @@ fn run(args: BenchArgs) -> i32 {
     let plan = Plan::new(args.quick, args.smoke);
     let mode = plan.mode_text();
     if args.memory_failure_only {
-        let rows = memfail_rows(&plan, &memfail_suite(&plan));
+        let rows = memfail_rows(&plan, &memfail_suite(&plan, plan.runs, &mut []));
         let header = vec![format!("ferrodax bench, {mode}, memory-failure rows only"), memfail_note(&plan)];
         return emit(&args, &plan, "memory-failure", &header, serde_json::Value::Null, &rows);
     }
@@ -2231,9 +2549,10 @@ fn run(args: BenchArgs) -> i32 {
         let header = vec![
             format!("ferrodax bench, {mode}, copy-on-write rows only"),
             format!(
-                "{COW_ONLY_RUNS} runs of each row: the best, then the median and the worst; memfd pool of {}, \
-                 all but {} of its free space pre-faulted; each run of the bare fault right before a run of the \
-                 CoW fault, while no view exists",
+                "{COW_ONLY_RUNS} runs of each row, in {COW_ONLY_RUNS} rounds (each round: a bare fault run right \
+                 before a CoW fault run, while no view exists, then one run of each CoW pwrite row, random then \
+                 sequential): the best, then the median and the worst; memfd pool of {}, all but {} of its free \
+                 space pre-faulted",
                 size_text(COW_ONLY_POOL),
                 size_text(WARM_UP_SLACK),
             ),
@@ -2249,23 +2568,10 @@ fn run(args: BenchArgs) -> i32 {
     progress(&format!("memcpy {} GB/s, memcmp {} GB/s", num(base.memcpy.best()), num(base.memcmp.best())));
 
     progress(&format!("ferrodax: memfd pool of {}", size_text(plan.pool_size)));
-    let ours = match Pool::memfd(plan.pool_size).and_then(|pool| Fs::format(&pool)) {
-        Ok(fs) => {
-            let target = FerrodaxTarget { fs };
-            run_suite(&target, &plan, "ferrodax")
-        }
-        Err(e) => {
-            let e = format!("could not make the pool: {e}");
-            Suite {
-                sequential: Err(e.clone()),
-                reflink_single: Err(e.clone()),
-                reflink_fragmented: Err(e.clone()),
-                dedupe: Err(e.clone()),
-                cow_random: Err(e.clone()),
-                cow_sequential: Err(e),
-            }
-        }
-    }; // the pool is dropped here, before XFS needs the memory
+    let back_to_back = match Pool::memfd(plan.pool_size).and_then(|pool| Fs::format(&pool)) {
+        Ok(fs) => run_back_to_back(&FerrodaxTarget { fs }, &plan, "ferrodax"),
+        Err(e) => BackToBack::failed(&format!("could not make the pool: {e}")),
+    }; // the pool is dropped here
 
     let kinds: Vec<pools::KindSuite> =
         [pools::Place::Memfd, pools::Place::Shm, pools::disk_place(args.disk_dir.as_deref())]
@@ -2275,12 +2581,38 @@ fn run(args: BenchArgs) -> i32 {
 
     let threaded = threads::thread_suite(&plan);
 
-    let dax = run_dax_suite(&plan);
+    let (map, store) = run_dax_views(&plan);
 
     progress(&format!("ferrodax: creating {} files for the mount benchmark", thousands(plan.mount_files)));
     let mount = mount_time(&plan);
 
-    let memfail = memfail_suite(&plan);
+    // The rows measured in rounds: their setups on a pool of their own, then the memory-failure
+    // rows' pools, then the rounds (memory failure's groups first in each).
+    let (ours, cow_fault, memfail) = match rounds_pool(rounds_pool_size(&plan)) {
+        Ok(t) => {
+            let t = &t;
+            let mut fault = Group::new(FaultRuns::set_up(t, plan.cow_file));
+            let mut data = DataGroups::set_up(t, &plan, "ferrodax");
+            let memfail = {
+                let [dedupe, random, sequential] = data.slots();
+                memfail_suite(&plan, plan.runs, &mut [&mut fault, dedupe, random, sequential])
+            };
+            (data.finish(back_to_back), fault.finish(FaultRuns::finish), memfail)
+        }
+        Err(e) => {
+            let memfail = memfail_suite(&plan, plan.runs, &mut []);
+            let failed = Suite {
+                sequential: back_to_back.sequential,
+                reflink_single: back_to_back.reflink_single,
+                reflink_fragmented: back_to_back.reflink_fragmented,
+                dedupe: Err(e.clone()),
+                cow_random: Err(e.clone()),
+                cow_sequential: Err(e.clone()),
+            };
+            (failed, Err(e), memfail)
+        }
+    }; // the pool is dropped here
+    let dax = DaxSuite { cow_fault, map, store };
 
     let served = (!plan.smoke).then(|| server::server_suite(&plan));
 
@@ -2300,7 +2632,7 @@ fn run(args: BenchArgs) -> i32 {
                 progress("XFS: the FUSE rows' system calls");
                 let dir = fuse::dir_suite(scratch.mountpoint(), &plan, &|| Ok(()));
                 let target = XfsTarget { scratch };
-                (Ok(run_suite(&target, &plan, "XFS")), Ok(dir))
+                (Ok(xfs_suite(&target, &plan)), Ok(dir))
                 // `target` drops here: unmount and delete.
             }
             Err(why) => (Err(why.clone()), Err(why)),
@@ -2338,10 +2670,13 @@ fn run(args: BenchArgs) -> i32 {
             .to_string(),
         pools::kinds_note(&kinds),
         threads::thread_note(),
+        rounds_note(&plan),
         format!(
-            "DAX rows: views of a memfd pool of their own (all but {} of their free space pre-faulted), plain stores \
-             (Mapping::store_plain); {COW_FAULT_NOTE}; the bare fault (SIGSEGV, mprotect one page RW, return) is \
-             measured right before each run of the CoW fault, while no view exists",
+            "DAX rows: plain stores (Mapping::store_plain); the map and store rows on views of a memfd pool of their \
+             own (all but {} of its free space pre-faulted), the CoW fault row in the rounds; {COW_FAULT_NOTE}; the \
+             bare fault (SIGSEGV, mprotect one page RW, return) is measured right before each run of the CoW fault, \
+             while no view of its pool exists (the memory-failure row's read-only views of another pool exist, \
+             untouched)",
             size_text(WARM_UP_SLACK)
         ),
         memfail_note(&plan),
@@ -2366,6 +2701,37 @@ fn run(args: BenchArgs) -> i32 {
     emit(&args, &plan, "all", &header, baselines, &rows)
 }
 
+/// The table's note about the rows measured in rounds (a full or quick run).
+fn rounds_note(plan: &Plan) -> String {
+    format!(
+        "rounds: the rows the speed check reads run interleaved, {} rounds, each round in this order: {} owner \
+         lookups alone (page shared by {} reflinks), {} memory failure(s) with {} views, one bare fault run then one \
+         DAX CoW store fault run, one dedupe run (after its in-place and heap memcmps), one 4 KiB CoW pwrite run in \
+         random then one in sequential order; so a slow period of the machine covers one round, not all runs of a \
+         row; setups are made once before the rounds (a run that consumes its file makes a fresh one the same \
+         way); dedupe, CoW pwrite and CoW fault on a memfd pool of {} of their own, all but {} of its free space \
+         pre-faulted; XFS's dedupe and CoW pwrite rows run in rounds of their own",
+        plan.runs,
+        per_round_text(MEMFAIL_LOOKUP_RUNS, plan.runs),
+        thousands(plan.memfail_reflinks),
+        per_round_text(MEMFAIL_FAILURES as usize, plan.runs),
+        MEMFAIL_VIEWS[0],
+        size_text(rounds_pool_size(plan)),
+        size_text(WARM_UP_SLACK)
+    )
+}
+
+/// "10" (50 runs over 5 rounds), or "16-17" when they do not divide evenly.
+fn per_round_text(total: usize, rounds: usize) -> String {
+    let (least, most) =
+        (rounds::runs_in_round(total, rounds, rounds - 1), rounds::runs_in_round(total, rounds, 0));
+    if least == most {
+        most.to_string()
+    } else {
+        format!("{least}-{most}")
+    }
+}
+
 /// What the DAX copy-on-write store fault row measures, for the table's header.
 const COW_FAULT_NOTE: &str =
     "a CoW store fault copies the page and commits, and the page turns writable (the \
@@ -2377,8 +2743,15 @@ fn memfail_note(plan: &Plan) -> String {
         "memory-failure rows: memfd pools of their own; the big pool holds {} single-block extents (4 KiB pwrites \
          at every other block of one file) plus the shared groups; every timed failure is a fresh page; every view \
          has an early subscriber (a callback that counts its notice), and the time runs until every notice is \
-         delivered{}",
+         delivered; the owner lookup alone and the failures with {} views run in {} rounds ({} lookups then {} \
+         failure(s) a round; in a full run with the other rows of the rounds), the flatness lookups back to back \
+         before them, the failures with {} views back to back after them{}",
         thousands(plan.memfail_extents),
+        MEMFAIL_VIEWS[0],
+        plan.runs,
+        per_round_text(MEMFAIL_LOOKUP_RUNS, plan.runs),
+        per_round_text(MEMFAIL_FAILURES as usize, plan.runs),
+        MEMFAIL_VIEWS[1],
         if plan.quick { "; QUICK mode: fewer extents and reflinks than the 1,000,000 / 10,000 of the target" } else { "" }
     )
 }

@@ -163,7 +163,7 @@ pub fn kind_suite(place: Place, plan: &Plan) -> KindSuite {
                 progress(&format!("pool kinds: {label}: warm-up failed ({e}); measuring anyway"));
             }
             let sequential = sequential_writes(t, sizes.sequential, sizes.runs, &mut pattern);
-            let cow_random = cow_pwrite_of(t, sizes.cow_file, sizes.runs, &mut pattern, Order::Random);
+            let cow_random = cow_pwrite_of(t, sizes.cow_file, sizes.runs, Order::Random);
             let ferrodax_file = |name: String| -> Result<SmallWriter<'_>, String> {
                 let file = Rc::new(t.create(&name)?);
                 let synced = file.clone();

@@ -139,6 +139,7 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
     let dedupe = rows.iter().find(|r| r["benchmark"].as_str().unwrap().starts_with("dedupe")).unwrap();
     assert!(dedupe["ratio"].is_f64(), "the dedupe row has its ratio to memcmp");
     assert_thread_rows(rows);
+    assert_rounds_keep_every_run(rows);
     // Every pool kind for the rows where the pool kind matters.
     for kind in ["memfd", "file on /dev/shm", "file on disk ("] {
         let of_kind = |what: &str| {
@@ -151,6 +152,25 @@ fn smoke_json_has_the_documented_fields_consistent_numbers_and_the_rows_scripts_
             assert!(of_kind(what), "no {what} row on a pool: {kind}");
         }
     }
+}
+
+/// The rows measured in rounds (2 in smoke mode) have all their runs, measured: one per round for
+/// the paired rows, and the 50 owner lookups and 5 memory failures, which do not all fit one a
+/// round, spread over the rounds without a run lost.
+fn assert_rounds_keep_every_run(rows: &[Value]) {
+    let runs_of = |test: &dyn Fn(&str) -> bool| {
+        let row = rows.iter().find(|r| test(r["benchmark"].as_str().unwrap())).expect("the row exists");
+        assert_ne!(row["verdict"], "error", "{}: {}", row["benchmark"], row["error"]);
+        row["runs"].as_u64().unwrap()
+    };
+    assert_eq!(runs_of(&|n| n.starts_with("owner lookup alone")), 50);
+    assert_eq!(runs_of(&|n| n.contains("owners + unmap/notify 10 views")), 5);
+    assert_eq!(runs_of(&|n| n.contains("owners + unmap/notify 100 views")), 5);
+    for paired in ["bare store fault", "DAX CoW store fault", "dedupe"] {
+        assert_eq!(runs_of(&|n| n.starts_with(paired)), 2, "{paired}");
+    }
+    assert_eq!(runs_of(&|n| n.starts_with("4 KiB CoW pwrite") && n.ends_with("random order")), 2);
+    assert_eq!(runs_of(&|n| n.starts_with("4 KiB CoW pwrite") && n.ends_with("sequential order")), 2);
 }
 
 /// The two pwrite thread rows (in place, with the target; copy-on-write), each with its ratio to one
