@@ -1,6 +1,6 @@
 //! `ferrodax io`: xfs_io-style commands on one file of a pool.
 //!
-//! Owns the command language (the xfs_io 6.1 subset pwrite, pread, truncate, fsync, fdatasync,
+//! Owns the command language (the xfs_io 6.1 subset pwrite, pread, truncate, fsync, fdatasync, syncfs,
 //! reflink, dedupe, copy_range, falloc, fpunch, fzero, fcollapse, finsert, funshare/unshare, seek,
 //! fiemap, stat, mmap, mread, mwrite, msync, munmap, help), its
 //! output, which is xfs_io's byte for byte so fstests filters (`_filter_xfs_io`, ...) work
@@ -380,6 +380,14 @@ const COMMANDS: &[CommandSpec] = &[
         oneline: "statistics on the currently open file",
     },
     CommandSpec {
+        name: "syncfs",
+        alias: None,
+        argmin: 0,
+        argmax: Some(0),
+        args: "",
+        oneline: "calls syncfs(2) to flush all in-core filesystem state to disk",
+    },
+    CommandSpec {
         name: "truncate",
         alias: Some("t"),
         argmin: 1,
@@ -502,6 +510,10 @@ impl Session {
             "link" => self.link(spec, rest),
             "fiemap" => self.fiemap(spec, rest),
             "stat" => self.stat(spec, rest),
+            "syncfs" => {
+                let synced = self.fs.sync();
+                synced.map_err(|e| self.fail_err(format!("syncfs: {}", e.strerror())))
+            }
             "mmap" => self.mmap(spec, rest),
             "mread" => self.mread(spec, rest),
             "mwrite" => self.mwrite(spec, rest),
@@ -708,7 +720,9 @@ impl Session {
         self.fs.hard_link(&path, new).map_err(|e| self.fail_err(format!("link: {}", e.strerror())))
     }
 
-    /// `fsync` / `fdatasync`: every operation is already durable; this confirms the file is there.
+    /// `fsync` / `fdatasync`: a sync point — every operation of the session so far is durable (on
+    /// a pool file on a disk, whose commits are grouped, it writes them; elsewhere they already
+    /// are), and so are stores made through the file's views.
     fn fsync(&mut self, spec: &CommandSpec, _words: &[&str]) -> Outcome {
         self.file.sync_all().map_err(|e| self.fail_err(format!("{}: {}", spec.name, e.strerror())))
     }
