@@ -28,7 +28,11 @@
 //! copy marked lost), pre-remove, a DAX store fault on a shared page (either file taking the
 //! copy), a pwrite under a view, an overwrite through a handle opened in place, and the pool server's placed write at the file-system level
 //! (reserve, the client's stores, commit: the server itself opens its pool by path, so it cannot
-//! run on a recording backend).
+//! run on a recording backend). With group commit (a pool file on a disk: the `grouped` scenarios)
+//! several operations become one record at a sync point: mixes of every kind, unlink of an open
+//! file then its close, a file created, linked and removed, reflink, dedupe or punch followed by
+//! writes, truncate then extend, rename chains, an in-place write into a block the group made
+//! private, a store fault, a log moved off bad memory, unmount.
 
 use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageState};

@@ -2,8 +2,9 @@
 //! flush (a pool file on a disk), operations are applied at once and become durable together at
 //! the next sync point. What the crash tests (tests/crash.rs, the `grouped` scenarios) do not
 //! show: the sync points an operation brings forward itself (space that only the group's frees
-//! give back, a group as large as the log allows), the periodic sync of a long-running front end,
-//! syncfs, and a whole process on a pool file on a disk.
+//! give back, a group as large as the log allows, a log copy moved off bad memory), the periodic
+//! sync of a long-running front end, syncfs, a checkpoint, a read-only mount, memory failure of a
+//! block a group freed or of a bad block a group's removal dropped, and a view page made writable.
 
 use ferrodax::pool::RecordingBackend;
 use ferrodax::{Fs, OpenOptions, Pool};
