@@ -28,7 +28,11 @@
 //! copy marked lost), pre-remove, a DAX store fault on a shared page (either file taking the
 //! copy), a pwrite under a view, an overwrite through a handle opened in place, and the pool server's placed write at the file-system level
 //! (reserve, the client's stores, commit: the server itself opens its pool by path, so it cannot
-//! run on a recording backend).
+//! run on a recording backend). With group commit (a pool file on a disk: the `grouped` scenarios)
+//! several operations become one record at a sync point: mixes of every kind, unlink of an open
+//! file then its close, a file created, linked and removed, reflink, dedupe or punch followed by
+//! writes, truncate then extend, rename chains, an in-place write into a block the group made
+//! private, a store fault, a log moved off bad memory, unmount.
 
 use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageState};
@@ -1444,4 +1448,218 @@ fn msync_makes_a_grouped_store_fault_durable_with_its_store() {
                 );
             },
         );
+}
+
+#[test]
+fn grouped_unlink_while_open_then_close_is_atomic() {
+    // The unlink (the file an orphan) and the last close (the orphan freed, its blocks held) in one
+    // group: the record holds an inode freed after it lost its last name.
+    grouped().run(
+        "grouped unlink open then close, then syncfs",
+        |fx| fx.open("/victim"),
+        |fx, victim| {
+            fx.fs.remove_file("/victim").unwrap();
+            let mut buf = vec![0; 10];
+            assert_eq!(victim.read_at(&mut buf, 0).unwrap(), 10, "an unlinked open file stays readable");
+            drop(victim);
+            assert!(!fx.fs.read_lock().state().held.is_empty(), "the close freed the blocks: held");
+            fx.fs.sync().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_create_write_link_and_removal_of_a_file_is_atomic() {
+    // An inode born and freed inside one group, with a second name and blocks in between.
+    grouped().run(
+        "grouped create, write, link, remove both names, then fsync",
+        |_| (),
+        |fx, ()| {
+            let tmp = fx.open("/dir/tmp");
+            tmp.write_at(&pattern(21, 3 * BLOCK as usize), 0).unwrap();
+            fx.fs.hard_link("/dir/tmp", "/tmp2").unwrap();
+            fx.fs.remove_file("/dir/tmp").unwrap();
+            tmp.write_at(&pattern(22, 100), BLOCK).unwrap();
+            drop(tmp);
+            fx.fs.remove_file("/tmp2").unwrap();
+            let target = fx.open("/target");
+            target.write_at(&pattern(23, 50), 10).unwrap();
+            target.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_reflink_then_overwrites_of_both_files_is_atomic() {
+    // The clone shares /c's blocks with /victim; both then copy on write the shared blocks, so
+    // blocks that were shared inside the group become private, then freed (held), in one record.
+    grouped().run(
+        "grouped reflink, overwrite source and destination, then fsync",
+        |fx| (fx.open("/c"), fx.open("/victim")),
+        |fx, (c, victim)| {
+            assert_eq!(fx.fs.reflink(&c, 0, &victim, 0, 2 * BLOCK).unwrap(), 2 * BLOCK);
+            c.write_at(&pattern(24, 200), 100).unwrap();
+            victim.write_at(&pattern(25, BLOCK as usize), BLOCK).unwrap();
+            c.write_at(&pattern(26, 10), BLOCK + 7).unwrap();
+            victim.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_punch_then_write_into_the_hole_is_atomic() {
+    use ferrodax::fs::falloc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
+    grouped().run(
+        "grouped punch of a shared range, write into the hole, then fsync",
+        |fx| fx.open("/a"),
+        |_, a| {
+            a.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, 3 * BLOCK).unwrap();
+            a.write_at(&pattern(27, 300), BLOCK + 50).unwrap();
+            a.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, BLOCK, BLOCK).unwrap();
+            a.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_dedupe_then_overwrite_of_the_deduped_file_is_atomic() {
+    grouped().run(
+        "grouped dedupe, overwrite the destination, then fsync",
+        |fx| (fx.open("/c"), fx.open("/twin")),
+        |fx, (c, twin)| {
+            let status = fx.fs.dedupe(&c, 0, 2 * BLOCK, &[DedupeTarget { file: &twin, offset: 0 }]).unwrap();
+            assert!(
+                matches!(status[0], ferrodax::DedupeStatus::Same { bytes_deduped } if bytes_deduped == 2 * BLOCK)
+            );
+            twin.write_at(&pattern(28, 64), 8).unwrap();
+            c.write_at(&pattern(29, 64), BLOCK + 8).unwrap();
+            twin.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_truncate_down_then_extend_is_atomic() {
+    // The extension zeroes the old tail of the partial last block: with the truncate not yet
+    // durable that block is not private on media, so the tail is cleared in a copy.
+    grouped().run(
+        "grouped truncate into a private block, extend, write past EOF, then fsync",
+        |fx| fx.open("/c"),
+        |_, c| {
+            c.set_len(BLOCK + 10).unwrap();
+            c.set_len(2 * BLOCK + 3).unwrap();
+            c.set_len(BLOCK + 20).unwrap();
+            c.write_at(&pattern(30, 40), 3 * BLOCK).unwrap();
+            c.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_extension_after_a_durable_truncate_is_atomic() {
+    // No operation pending when the extension comes: the block is private on media too and its
+    // tail past EOF is zeroed in place.
+    grouped().run(
+        "extend a file truncated into a private block (synced), then fsync",
+        |fx| {
+            let c = fx.open("/c");
+            c.set_len(BLOCK + 10).unwrap();
+            c.sync_all().unwrap();
+            c
+        },
+        |_, c| {
+            c.set_len(3 * BLOCK).unwrap();
+            c.sync_all().unwrap();
+        },
+    );
+}
+
+#[test]
+fn grouped_rename_chain_is_atomic() {
+    grouped().run(
+        "grouped renames of files and directories over each other, then syncfs",
+        |_| (),
+        |fx, ()| {
+            fx.fs.rename("/a", "/dir/x").unwrap();
+            fx.fs.rename("/dir/x", "/y").unwrap();
+            fx.fs.rename("/target", "/a").unwrap();
+            fx.fs.create_dir("/n").unwrap();
+            fx.fs.rename("/dir", "/n/dir").unwrap();
+            fx.fs.rename("/y", "/n/dir/empty2").unwrap();
+            fx.fs.rename("/n/dir/empty", "/empty").unwrap();
+            fx.fs.remove_dir("/empty").unwrap();
+            fx.fs.sync().unwrap();
+        },
+    );
+}
+
+/// `after` with `path`'s bytes and attributes as `before` has them (its extents as `after`
+/// has them: which blocks are shared may change without its bytes changing).
+fn with_old_bytes_of(before: &Tree, after: &Tree, path: &str) -> Tree {
+    let mut mid = after.clone();
+    let (Some(Node::File { bytes: old, .. }), Some(Node::File { bytes, .. })) =
+        (before.get(path), mid.get_mut(path))
+    else {
+        panic!("{path} is a file")
+    };
+    bytes.clone_from(old);
+    let key = attributes_key(path);
+    mid.insert(key.clone(), before[&key].clone());
+    mid
+}
+
+/// The group made /a's block 2 private, durable; the in-place store not yet in /a.
+fn group_durable_a_untouched(before: &Tree, after: &Tree) -> Vec<(String, Tree)> {
+    vec![("the group durable, /a untouched".into(), with_old_bytes_of(before, after, "/a"))]
+}
+
+#[test]
+fn an_in_place_write_into_a_block_a_group_made_private_waits_for_the_group() {
+    // /a's block 2 is shared with /b on media. The group copies /b's block on write, so /a alone
+    // owns it in memory; an in-place write to /a may store there only once that is durable, or a
+    // crash would show /b with /a's new bytes.
+    Scenario {
+        grouped: true,
+        torn: Some("/a"),
+        between: Some(group_durable_a_untouched),
+        ..Scenario::default()
+    }
+    .run(
+        "grouped overwrite of /b's shared block, then an in-place write of /a's, then fsync",
+        |fx| {
+            let a = fx.fs.open("/a", OpenOptions::new().read(true).write(true).in_place(true)).unwrap();
+            (fx.open("/b"), a)
+        },
+        |fx, (b, a)| {
+            let a_block = fx.block_of("/a", 2 * BLOCK);
+            b.write_at(&pattern(31, 100), 2 * BLOCK + 500).unwrap();
+            assert!(fx.fs.read_lock().has_unsynced());
+            assert_eq!(a.write_at(&pattern(32, BLOCK as usize), 2 * BLOCK + 8).unwrap(), BLOCK as usize);
+            assert_eq!(fx.block_of("/a", 2 * BLOCK), a_block, "written in place");
+            a.sync_all().unwrap();
+        },
+    );
+}
+
+/// The group durable (a checkpoint), the bad block not yet recorded.
+fn group_durable_not_quarantined(before: &Tree, after: &Tree) -> Vec<(String, Tree)> {
+    let mut mid = after.clone();
+    mid.insert(BAD_BLOCKS.into(), before[BAD_BLOCKS].clone());
+    vec![("the group durable, the bad block not recorded".into(), mid)]
+}
+
+#[test]
+fn grouped_memory_failure_of_a_log_block_moves_the_log_atomically() {
+    Scenario { grouped: true, between: Some(group_durable_not_quarantined), ..Scenario::default() }.run(
+        "grouped operations, then a memory failure of a log block",
+        |fx| fx.metadata_block("log") + 1,
+        |fx, block| {
+            fx.open("/c").write_at(&pattern(33, 2 * BLOCK as usize), BLOCK).unwrap();
+            fx.fs.remove_file("/victim").unwrap();
+            assert!(fx.fs.read_lock().has_unsynced());
+            let report = fx.fs.memory_failure(block * BLOCK, BLOCK, FailureFlags::default()).unwrap();
+            assert_eq!(report.recorded.relocated, vec!["log".to_string()], "{report}");
+            assert!(!fx.fs.read_lock().has_unsynced(), "the grouped operations are durable");
+        },
+    );
 }

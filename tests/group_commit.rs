@@ -2,8 +2,9 @@
 //! flush (a pool file on a disk), operations are applied at once and become durable together at
 //! the next sync point. What the crash tests (tests/crash.rs, the `grouped` scenarios) do not
 //! show: the sync points an operation brings forward itself (space that only the group's frees
-//! give back, a group as large as the log allows), the periodic sync of a long-running front end,
-//! syncfs, and a whole process on a pool file on a disk.
+//! give back, a group as large as the log allows, a log copy moved off bad memory), the periodic
+//! sync of a long-running front end, syncfs, a checkpoint, a read-only mount, memory failure of a
+//! block a group freed or of a bad block a group's removal dropped, and a view page made writable.
 
 use ferrodax::pool::RecordingBackend;
 use ferrodax::{Fs, OpenOptions, Pool};
@@ -165,5 +166,175 @@ fn a_killed_process_keeps_what_it_fsynced_and_loses_only_its_group() {
         // A memory file system under the target directory: every operation was durable on return.
         assert_eq!(size, 8192);
     }
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+/// Pool block behind byte `offset` of `path`.
+fn block_of(fs: &Fs, path: &str, offset: u64) -> u64 {
+    let ino = fs.metadata(path).unwrap().ino;
+    fs.read_lock().block_of(ino, offset / BLOCK).expect("mapped")
+}
+
+#[test]
+fn a_memory_failure_of_a_block_a_group_freed_quarantines_it_after_the_group_is_durable() {
+    let (backend, fs) = grouped_pool(1 << 20);
+    fs.open("/gone", &rw()).unwrap().write_at(&vec![0x11; 4 * BLOCK as usize], 0).unwrap();
+    fs.sync().unwrap();
+    let blocks: Vec<u64> = (0..4).map(|i| block_of(&fs, "/gone", i * BLOCK)).collect();
+    fs.remove_file("/gone").unwrap();
+    assert!(fs.read_lock().state().held.iter().any(|&(s, l)| (s..s + l).contains(&blocks[2])));
+    let report = fs.memory_failure(blocks[2] * BLOCK, BLOCK, Default::default()).unwrap();
+    assert_eq!((report.files.len(), report.recorded.newly_bad), (0, 1), "{report}");
+    {
+        let g = fs.read_lock();
+        assert!(!g.has_unsynced(), "a quarantine is never grouped: the removal became durable first");
+        assert!(g.state().held.is_empty());
+        assert!(!g.state().free.any_free(blocks[2], 1), "the bad block is not free");
+        assert!(g.state().free.is_free(blocks[3], 1), "the other freed blocks are");
+    }
+    assert!(fs.check().is_clean(), "{}", fs.check());
+    let durable =
+        Fs::mount(&Pool::from_backend(Arc::new(RecordingBackend::from_image(backend.durable_image()))))
+            .unwrap();
+    assert_eq!(durable.bad_blocks(), vec![(blocks[2], 1)]);
+    assert!(durable.metadata("/gone").is_err());
+    assert!(durable.check().is_clean(), "{}", durable.check());
+}
+
+#[test]
+fn a_bad_block_of_a_file_removed_in_a_group_never_counts_as_free() {
+    let (_backend, fs) = grouped_pool(1 << 20);
+    fs.open("/poisoned", &rw()).unwrap().write_at(&vec![0x22; 4 * BLOCK as usize], 0).unwrap();
+    fs.sync().unwrap();
+    let bad = block_of(&fs, "/poisoned", BLOCK);
+    let report = fs.memory_failure(bad * BLOCK, BLOCK, Default::default()).unwrap();
+    assert_eq!((report.files.len(), report.recorded.newly_bad), (1, 1), "{report}");
+    let free_before = fs.stats().free_blocks;
+    fs.remove_file("/poisoned").unwrap();
+    assert!(fs.read_lock().has_unsynced());
+    let grouped = fs.stats();
+    fs.sync().unwrap();
+    let synced = fs.stats();
+    assert_eq!(synced.free_blocks, free_before + 3, "three good blocks came back, the bad one did not");
+    assert_eq!(grouped.free_blocks, synced.free_blocks, "the bad block counted as free while grouped");
+    assert_eq!(grouped.usable_blocks, synced.usable_blocks);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn a_checkpoint_makes_a_pending_group_durable_and_frees_what_it_held() {
+    let (backend, fs) = grouped_pool(1 << 20);
+    fs.open("/kept", &rw()).unwrap().write_at(b"kept", 0).unwrap();
+    fs.open("/gone", &rw()).unwrap().write_at(&vec![3; 2 * BLOCK as usize], 0).unwrap();
+    fs.sync().unwrap();
+    fs.remove_file("/gone").unwrap();
+    fs.rename("/kept", "/renamed").unwrap();
+    assert!(!fs.read_lock().state().held.is_empty());
+    fs.checkpoint().unwrap();
+    let g = fs.read_lock();
+    assert!(!g.has_unsynced() && g.state().held.is_empty());
+    drop(g);
+    assert_eq!(durable_files(&backend), vec![("renamed".to_string(), 4)]);
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn a_read_only_mount_of_a_grouping_pool_groups_nothing_and_syncs_as_a_no_op() {
+    let (backend, fs) = grouped_pool(1 << 20);
+    fs.open("/f", &rw()).unwrap().write_at(b"data", 0).unwrap();
+    drop(fs);
+    let image = Arc::new(RecordingBackend::from_image(backend.durable_image()));
+    image.set_drain_flushes_device(true);
+    let ro = Fs::mount_read_only(&Pool::from_backend(image.clone())).unwrap();
+    assert_eq!(ro.open("/g", &rw()).unwrap_err().errno(), libc::EROFS);
+    ro.sync().unwrap();
+    assert!(!ro.read_lock().has_unsynced());
+    assert_eq!(ro.metadata("/f").unwrap().size, 4);
+    drop(ro);
+    assert_eq!(image.unpersisted_words(), 0);
+}
+
+/// Writes files `<prefix>-NNNN` of `blocks` blocks each until the pool has no room for another
+/// (ENOSPC); returns their names.
+fn fill_with_files(fs: &Fs, prefix: &str, blocks: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0.. {
+        let name = format!("{prefix}-{i:04}");
+        match fs.open(&name, &rw()).unwrap().write_at(&vec![7; blocks * BLOCK as usize], 0) {
+            Ok(_) => names.push(name),
+            Err(e) => {
+                assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+                fs.remove_file(&name).unwrap();
+                return names;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// Fills a pool so that no 16 free blocks are contiguous (the free space is 2-block holes), with
+/// `/run-*`, 3-block files that sit side by side; returns their names in pool order.
+fn fragment_free_space(fs: &Fs) -> Vec<String> {
+    let pairs = fill_with_files(fs, "/pair", 2);
+    for name in pairs.iter().step_by(2) {
+        fs.remove_file(name).unwrap();
+    }
+    fs.sync().unwrap();
+    // Holes of 2 blocks everywhere; 3-block files take the larger runs (best fit).
+    let mut runs = fill_with_files(fs, "/run", 3);
+    fs.sync().unwrap();
+    let longest = fs.read_lock().state().free.runs().map(|(_, l)| l).max().unwrap();
+    assert!(longest < 16, "a free run of {longest} blocks is left");
+    runs.sort_by_key(|name| block_of(fs, name, 0));
+    runs
+}
+
+#[test]
+fn a_memory_failure_of_the_log_finds_room_for_it_in_blocks_a_group_freed() {
+    let (_backend, fs) = grouped_pool(1 << 20);
+    let runs = fragment_free_space(&fs);
+    let log_blocks = fs.read_lock().journal().superblock().log_blocks;
+    // Six 3-block files side by side: 18 contiguous blocks once their removal is durable.
+    let start = runs.windows(6).position(|w| {
+        let first = block_of(&fs, &w[0], 0);
+        w.iter().enumerate().all(|(i, n)| block_of(&fs, n, 0) == first + 3 * i as u64)
+    });
+    let start = start.expect("six adjacent 3-block files");
+    for name in &runs[start..start + 6] {
+        fs.remove_file(name).unwrap();
+    }
+    assert!(fs.read_lock().has_unsynced());
+    assert!(fs.read_lock().state().held_blocks() >= log_blocks);
+    let log = fs.read_lock().metadata_layout().iter().find(|m| m.0.to_string() == "log").unwrap().1;
+    let report = fs.memory_failure((log + 1) * BLOCK, BLOCK, Default::default()).unwrap();
+    assert_eq!(report.recorded.relocated, vec!["log".to_string()], "{report}");
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn make_writable_leaves_a_copied_page_writable_while_commits_are_grouped() {
+    use ferrodax::dax::vm::PageProtection;
+    use ferrodax::dax::{MapAccess, PageState};
+    let backend = Arc::new(RecordingBackend::new_memfd(1 << 20).expect("memfd"));
+    backend.set_drain_flushes_device(true);
+    let fs = Fs::format(&Pool::from_backend(backend.clone())).expect("format");
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![1; 3 * BLOCK as usize], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 3 * BLOCK).unwrap();
+    fs.sync().unwrap();
+    let view = b.map(0, 3 * BLOCK, MapAccess::ReadWrite).unwrap();
+    let _a_view = a.map(0, 3 * BLOCK, MapAccess::Read).unwrap();
+    view.make_writable(2 * BLOCK as usize, 8).unwrap();
+    assert!(
+        matches!(view.page_state(2), PageState::Block { prot: PageProtection::ReadWrite, .. }),
+        "make_writable promises a writable page: {:?}",
+        view.page_state(2)
+    );
+    view.write_at(2 * BLOCK as usize, b"stored!!").unwrap();
+    drop(view);
+    let mut buf = [0; 8];
+    b.read_at(&mut buf, 2 * BLOCK).unwrap();
+    assert_eq!(&buf, b"stored!!");
     assert!(fs.check().is_clean(), "{}", fs.check());
 }

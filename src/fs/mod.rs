@@ -1185,7 +1185,9 @@ impl FileSystem {
     /// `shown_only_here(block)` says that no view shows it anywhere but at this file block, the
     /// *other* owners get the copy (one record re-points them all; their bytes do not change) and
     /// `ino` keeps the block, which becomes private. Otherwise `ino` gets the copy. Returns
-    /// whether anything changed; the errors are [`FileSystem::make_block_private`]'s.
+    /// whether anything changed; the errors are [`FileSystem::make_block_private`]'s. With group
+    /// commit every operation is durable when it returns: the block is private on media too, so
+    /// a view may map it writable ([`FileSystem::is_private_durably`]).
     pub fn make_block_private_for_store(
         &mut self,
         ino: u64,
@@ -1232,6 +1234,9 @@ impl FileSystem {
             return Err(e);
         }
         self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &[(new, 1)])?;
+        // A view maps the copy writable only once it is private on media too
+        // (`is_private_durably`): durable now, so the store resumes without faulting again.
+        self.sync()?;
         Ok(true)
     }
 
@@ -1418,6 +1423,12 @@ impl FileSystem {
             return Ok(outcome);
         }
         // Metadata is hit: the quarantine becomes durable through a new checkpoint (and log).
+        if hits_log != [false; 2] && self.journal.has_unsynced() {
+            // Moving a log copy takes a contiguous free run, which blocks held by operations not
+            // yet durable (group commit) may be needed for: they are durable first, through a
+            // checkpoint (no record goes into a log with a bad block).
+            self.journal.checkpoint(&mut self.state)?;
+        }
         for m in &tx {
             self.state
                 .apply(m, state::ApplyMode::Live)

@@ -708,25 +708,31 @@ impl State {
         self.quarantine.range(start..end).next().map(|(&s, _)| s)
     }
 
-    /// Frees `[start, start + len)` except the parts that are quarantined (into [`State::held`]
-    /// while [`State::hold_frees`] is set).
+    /// Frees `[start, start + len)` except the parts that are quarantined (the rest into
+    /// [`State::held`] while [`State::hold_frees`] is set).
     pub fn release_unless_quarantined(&mut self, start: u64, len: u64) {
-        if self.hold_frees {
-            self.held.push((start, len));
-            return;
-        }
         let end = start + len;
         let mut cursor = start;
         let bad: Vec<(u64, u64)> =
             self.quarantine.range(..end).filter(|(&s, &l)| s + l > start).map(|(&s, &l)| (s, l)).collect();
         for (s, l) in bad {
             if s > cursor {
-                self.free.release(cursor, s - cursor);
+                self.release_or_hold(cursor, s - cursor);
             }
             cursor = cursor.max(s + l);
         }
         if cursor < end {
-            self.free.release(cursor, end - cursor);
+            self.release_or_hold(cursor, end - cursor);
+        }
+    }
+
+    /// Frees `[start, start + len)`, or holds it while [`State::hold_frees`] is set: a bad block
+    /// is never held, so that it never counts as free ([`State::held_blocks`]).
+    fn release_or_hold(&mut self, start: u64, len: u64) {
+        if self.hold_frees {
+            self.held.push((start, len));
+        } else {
+            self.free.release(start, len);
         }
     }
 
