@@ -781,11 +781,8 @@ impl Journal {
             }
             if groupable {
                 let bound = self.group_bound + own_bound;
-                state.hold_frees = true;
                 let before = state.extent_changes;
-                let applied = mutations.iter().try_for_each(|m| state.apply(m, ApplyMode::Live));
-                state.hold_frees = false;
-                applied.map_err(|e| bug("applying a grouped operation", e))?;
+                state.apply_holding_frees(mutations).map_err(|e| bug("applying a grouped operation", e))?;
                 self.log_extent_changes =
                     self.log_extent_changes.saturating_add(state.extent_changes.wrapping_sub(before));
                 self.group.extend_from_slice(mutations);
@@ -926,12 +923,9 @@ impl Journal {
         self.checkpoint(state)
     }
 
-    /// [`Journal::sync`] when the group's first operation is at least `age` old.
-    pub fn sync_if_older(&mut self, state: &mut State, age: std::time::Duration) -> Result<()> {
-        match self.group_since {
-            Some(since) if since.elapsed() >= age => self.sync(state),
-            _ => Ok(()),
-        }
+    /// When the oldest operation not yet durable was applied (group commit), if any.
+    pub fn unsynced_since(&self) -> Option<std::time::Instant> {
+        self.group_since
     }
 
     /// The group is durable (as a record or in a checkpoint): it starts over, and the blocks it

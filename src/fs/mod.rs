@@ -604,14 +604,10 @@ impl FileSystem {
     /// [`FileSystem::sync`] if the oldest operation not yet durable is at least `age` old (the
     /// periodic sync point of group commit).
     pub fn sync_if_older(&mut self, age: std::time::Duration) -> Result<()> {
-        if self.read_only {
-            return Ok(());
+        match self.journal.unsynced_since() {
+            Some(since) if since.elapsed() >= age => self.sync(),
+            _ => Ok(()),
         }
-        let synced = self.journal.sync_if_older(&mut self.state, age);
-        if synced.is_ok() {
-            self.restore_log_redundancy();
-        }
-        synced
     }
 
     /// After a commit whose log mirror copy could not be written (the operation happened: its log
@@ -1220,22 +1216,24 @@ impl FileSystem {
                 return Ok(false);
             }
             Some((old, Sharing::Movable(others))) if shown_only_here(old) => {
-                // `ino` keeps `old` and the store lands in it: the sharers' move is durable first.
+                // `ino` keeps `old`, which the other owners leave for a copy.
                 self.give_copy_to_sharers(old, others.as_slice())?;
-                return self.sync().map(|()| true);
             }
-            _ => {}
+            _ => {
+                let inode = self.file(ino)?;
+                let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
+                let new = self.allocate_data_block(goal)?;
+                if let Err(e) = self.copy_or_zero_flushed(old, new) {
+                    self.give_back(&[(new, 1)]);
+                    return Err(e);
+                }
+                let map = Mutation::Map { ino, file_block, len: 1, phys: Some(new) };
+                self.commit_or_give_back(&[map], &[(new, 1)])?;
+            }
         }
-        let inode = self.file(ino)?;
-        let goal = self.goal_for(inode, file_block).or(old.map(|p| p + 1));
-        let new = self.allocate_data_block(goal)?;
-        if let Err(e) = self.copy_or_zero_flushed(old, new) {
-            self.give_back(&[(new, 1)]);
-            return Err(e);
-        }
-        self.commit_or_give_back(&[Mutation::Map { ino, file_block, len: 1, phys: Some(new) }], &[(new, 1)])?;
-        // A view maps the copy writable only once it is private on media too
-        // (`is_private_durably`): durable now, so the store resumes without faulting again.
+        // The store resumes into the block that is now private: private on media too before it
+        // does (group commit), so no other owner's durable bytes change and the view maps the
+        // block writable at once (`is_private_durably`).
         self.sync()?;
         Ok(true)
     }

@@ -105,8 +105,9 @@ pub struct State {
     /// `Journal::commit`): the durable state may still reference their bytes, so they are handed
     /// out again only after the operations that freed them are durable ([`State::release_held`]).
     pub held: Vec<(u64, u64)>,
-    /// While set, blocks that lose their last owner go to [`State::held`] instead of the free space.
-    pub hold_frees: bool,
+    /// While set ([`State::apply_holding_frees`]), blocks that lose their last owner go to
+    /// [`State::held`] instead of the free space.
+    hold_frees: bool,
 }
 
 /// Whether any of the file runs `(phys, len)`, sorted by start, shares a block with a metadata
@@ -664,6 +665,15 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Applies `mutations` live (see [`State::apply`]), holding the blocks they free in
+    /// [`State::held`] instead of freeing them: for operations that are not durable yet.
+    pub fn apply_holding_frees(&mut self, mutations: &[Mutation]) -> Result<()> {
+        self.hold_frees = true;
+        let applied = mutations.iter().try_for_each(|m| self.apply(m, ApplyMode::Live));
+        self.hold_frees = false;
+        applied
     }
 
     /// The operations that freed the blocks in [`State::held`] are durable: the blocks become free

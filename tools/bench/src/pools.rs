@@ -334,28 +334,14 @@ pub fn kind_rows(kinds: &[KindSuite], memcpy: &Samples) -> Vec<Row> {
         )
         .on_pool(&label);
         let on_disk = matches!(k.place, Place::Disk(..));
-        rows.push(match &k.small_writes {
-            Ok(times) => {
-                let mut r = r.measured(&Samples::of_rates(times, |d| mib_per_s(writes, d)));
-                match &k.kernel_small_writes {
-                    Ok(kernel) => {
-                        let kernel = Samples::of_rates(kernel, |d| mib_per_s(writes, d));
-                        r.compare(
-                            format!(
-                                "the kernel's own 4 KiB pwrite + fdatasync of a plain file in {}: {} MiB/s (median {})",
-                                k.place.dir().display(),
-                                num(kernel.best()),
-                                num(kernel.spread().median)
-                            ),
-                            kernel.best(),
-                        );
-                    }
-                    Err(e) => r.comparison = format!("the kernel's pwrite + fdatasync not measured: {e}"),
-                }
-                r
-            }
-            Err(e) => r.failed(e),
-        });
+        let dir = k.place.dir();
+        rows.push(small_write_row(
+            r,
+            (&k.small_writes, &k.kernel_small_writes),
+            writes,
+            &format!("the kernel's own 4 KiB pwrite + fdatasync of a plain file in {}", dir.display()),
+            "",
+        ));
         let batched = k.sizes.batched_writes;
         let mut r = Row::new(
             format!(
@@ -368,40 +354,63 @@ pub fn kind_rows(kinds: &[KindSuite], memcpy: &Samples) -> Vec<Row> {
         if on_disk {
             r.target = format!(">= {DISK_SMALL_WRITES_TARGET_MIB_S} MiB/s");
         }
-        rows.push(match &k.batched_writes {
-            Ok(times) => {
-                let mut r = r.measured(&Samples::of_rates(times, |d| mib_per_s(batched, d)));
-                let fsync_rate = match &k.kernel_small_writes {
-                    Ok(kernel) => {
-                        let per_s = Samples::of_rates(kernel, |d| writes as f64 / d.as_secs_f64()).best();
-                        format!("; its fsync rate here: {} fsyncs/s", num(per_s))
-                    }
-                    Err(_) => String::new(),
-                };
-                match &k.kernel_batched_writes {
-                    Ok(kernel) => {
-                        let kernel = Samples::of_rates(kernel, |d| mib_per_s(batched, d));
-                        r.compare(
-                            format!(
-                                "the kernel's own 4 KiB pwrites then one fdatasync of a plain file in {}: {} MiB/s (median {}){fsync_rate}",
-                                k.place.dir().display(),
-                                num(kernel.best()),
-                                num(kernel.spread().median)
-                            ),
-                            kernel.best(),
-                        );
-                    }
-                    Err(e) => r.comparison = format!("the kernel's pwrites + fdatasync not measured: {e}{fsync_rate}"),
-                }
-                if on_disk {
-                    r.judge(r.best.is_some_and(|best| best >= DISK_SMALL_WRITES_TARGET_MIB_S));
-                }
-                r
+        let fsync_rate = match &k.kernel_small_writes {
+            Ok(kernel) => {
+                let per_s = Samples::of_rates(kernel, |d| writes as f64 / d.as_secs_f64()).best();
+                format!("; its fsync rate here: {} fsyncs/s", num(per_s))
             }
-            Err(e) => r.failed(e),
-        });
+            Err(_) => String::new(),
+        };
+        let mut r = small_write_row(
+            r,
+            (&k.batched_writes, &k.kernel_batched_writes),
+            batched,
+            &format!(
+                "the kernel's own 4 KiB pwrites then one fdatasync of a plain file in {}",
+                dir.display()
+            ),
+            &fsync_rate,
+        );
+        if on_disk && r.error.is_none() {
+            r.judge(r.best.is_some_and(|best| best >= DISK_SMALL_WRITES_TARGET_MIB_S));
+        }
+        rows.push(r);
     }
     rows
+}
+
+/// The runs' times of one measurement, or why it could not be made.
+type Timed = Result<Vec<Duration>, String>;
+
+/// Row `r` of `writes` 4 KiB writes: ferrodax's times and the kernel's doing the same
+/// (`kernel_does`, in words), `note` appended to the comparison.
+fn small_write_row(
+    r: Row,
+    (times, kernel): (&Timed, &Timed),
+    writes: u64,
+    kernel_does: &str,
+    note: &str,
+) -> Row {
+    let times = match times {
+        Ok(times) => times,
+        Err(e) => return r.failed(e),
+    };
+    let mut r = r.measured(&Samples::of_rates(times, |d| mib_per_s(writes, d)));
+    match kernel {
+        Ok(kernel) => {
+            let kernel = Samples::of_rates(kernel, |d| mib_per_s(writes, d));
+            r.compare(
+                format!(
+                    "{kernel_does}: {} MiB/s (median {}){note}",
+                    num(kernel.best()),
+                    num(kernel.spread().median)
+                ),
+                kernel.best(),
+            );
+        }
+        Err(e) => r.comparison = format!("{kernel_does}: not measured: {e}{note}"),
+    }
+    r
 }
 
 /// The table's note about these rows.
