@@ -1,14 +1,17 @@
 //! The journal: makes state changes durable, atomically and redundantly, and rebuilds the state at
 //! mount.
 //!
-//! Owns the order of stores, flushes and fences on metadata. One operation is one log record; it
+//! Owns the order of stores, flushes and fences on metadata. One operation is one log record (with
+//! group commit, on a pool whose drain is a device flush, the operations of one group are one
+//! record, written at the next sync point); a record
 //! counts once its last byte is durable in the log, which its checksum proves; then the same bytes
 //! go to the same offset of the log mirror. When the log region is full the whole state is written
 //! as a checkpoint (two chains of identical blocks) and the superblocks are switched to it (the
 //! second atomic step this code knows). Mount takes every record and checkpoint block from
 //! whichever copy is intact, and refuses, naming the record, a committed record that no copy holds
 //! any more; [`MountMode::Salvage`] instead keeps whatever can be read. Must never apply a change to
-//! memory before it is durable, nor reuse a block that a durable structure still references.
+//! memory before it is durable (except a grouped operation, whose freed blocks it holds until the
+//! group is durable), nor reuse a block that a durable structure still references.
 
 use super::access::Credentials;
 use super::ownership::{MetaStructure, Owner};
@@ -57,9 +60,9 @@ pub struct Journal {
     pub stats: JournalStats,
 }
 
-/// Group commit: a sync point comes at least this often while operations are grouped (checked at
-/// each commit, and by the thread a direct mount starts for it: `api`), as ext4's journal commits
-/// every 5 seconds: a power failure loses at most about this much of what was not synced.
+/// Group commit: how old a group may grow before a sync point comes (checked at each commit,
+/// and by the thread of `Fs::sync_periodically`, which `serve` starts), as ext4's journal commits
+/// every 5 seconds: with that thread running, a power failure loses at most about this much.
 pub const GROUP_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Group commit: the largest record a group becomes (and at most half the log), so that a sync
