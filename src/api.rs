@@ -18,8 +18,8 @@ use crate::fs::check::CheckReport;
 use crate::fs::falloc::{self, SeekTarget, MAX_RW_COUNT};
 use crate::fs::namespace::OpenIntent;
 use crate::fs::{
-    BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess, ShareState,
-    SpaceUsage, Stat,
+    BlockOwner, DedupeOutcome, DirEntry, FiemapExtent, FileSystem, FsStats, Handle, HandleAccess,
+    MadePrivate, ShareState, SpaceUsage, Stat,
 };
 use crate::memfail::{FailureFlags, FailureReport, PendingNotices, PreRemoveReport};
 use crate::pool::{Backend, MappedBackend, Persistence, SharedBackend};
@@ -318,10 +318,17 @@ impl WriteGuard<'_> {
     /// that no view shows at any other file block stays with `ino` (the faulting page then only
     /// changes protection) and its other owners take the copy; see
     /// [`FileSystem::make_block_private_for_store`].
-    fn make_block_private_for_store(&mut self, ino: u64, file_block: u64) -> Result<bool> {
+    fn make_block_private_for_store(&mut self, ino: u64, file_block: u64) -> Result<()> {
         let m = &mut *self.guard;
         let dax = &m.dax;
-        m.fs.make_block_private_for_store(ino, file_block, |block| dax.shown_only_at(block, ino, file_block))
+        let made = m.fs.make_block_private_for_store(ino, file_block, |block| {
+            dax.shown_only_at(block, ino, file_block)
+        })?;
+        if let MadePrivate::KeptBlock { block } = made {
+            // No layout change was recorded for this: the views of this file page turn writable.
+            m.dax.show_kept_block(&m.fs, ino, file_block, block)?;
+        }
+        Ok(())
     }
 
     /// Applies pending layout changes to the views now. The file system records layout changes

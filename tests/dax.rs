@@ -1,6 +1,7 @@
 //! DAX views: stores through a view reach the pool with no copy; stores into shared pages copy
 //! them (copy-on-write fault) and leave every other file unchanged; views follow every layout change.
 
+use ferrodax::dax::vm::PageProtection;
 use ferrodax::dax::{MapAccess, PageShare, PageState};
 use ferrodax::{Fs, OpenOptions, Pool};
 
@@ -212,6 +213,41 @@ fn a_store_fault_that_gives_the_copy_to_a_hard_linked_setuid_sharer_keeps_its_na
     let b = fs.open("/b", OpenOptions::new().read(true)).unwrap();
     assert_eq!(contents(&b, 16384)[4096 + 5], 0x55);
     assert_eq!(kept(&fs.metadata("/a").unwrap()), kept(&before));
+    assert!(fs.check().is_clean(), "{}", fs.check());
+}
+
+#[test]
+fn a_store_fault_that_keeps_the_block_turns_every_read_write_view_of_that_page_writable_and_leaves_read_only_views_read_only(
+) {
+    // Three views of the clone's page (two read-write, one read-only) and none of the source's:
+    // the clone keeps the shared block, the source takes the copy, and every view of the page
+    // follows: both read-write views map it writable, the read-only view still shows it
+    // read-only, and a store through the second read-write view lands without faulting.
+    let fs = setup();
+    let a = fs.open("/a", &rw()).unwrap();
+    a.write_at(&vec![7u8; 16384], 0).unwrap();
+    let b = fs.open("/b", &rw()).unwrap();
+    fs.reflink(&a, 0, &b, 0, 0).unwrap();
+    let v1 = b.map(0, 16384, MapAccess::ReadWrite).unwrap();
+    let v2 = b.map(4096, 8192, MapAccess::ReadWrite).unwrap();
+    let ro = b.map(0, 8192, MapAccess::Read).unwrap();
+    let PageState::Block { phys: shared, .. } = v1.page_state(1) else { panic!("page 1 shows no block") };
+    assert_eq!(v2.page_state(0), PageState::Block { phys: shared, prot: PageProtection::ReadOnly });
+    // SAFETY: inside the view (4 pages of a file that long); the store faults and resumes.
+    unsafe { v1.as_ptr().add(4096 + 5).write_volatile(0x55) };
+    assert_eq!(
+        v1.page_state(1),
+        PageState::Block { phys: shared, prot: PageProtection::ReadWrite },
+        "/b keeps its block"
+    );
+    assert_eq!(v2.page_state(0), PageState::Block { phys: shared, prot: PageProtection::ReadWrite });
+    assert_eq!(ro.page_state(1), PageState::Block { phys: shared, prot: PageProtection::ReadOnly });
+    v2.store_plain(6, &[0x66]).unwrap();
+    let mut seen = [0u8; 2];
+    ro.read_at(4096 + 5, &mut seen).unwrap();
+    assert_eq!(seen, [0x55, 0x66], "the read-only view shows both stores");
+    assert!(contents(&a, 16384).iter().all(|&x| x == 7), "the source's bytes changed");
+    assert_eq!(fs.fiemap(&a).unwrap().iter().filter(|e| e.shared).map(|e| e.length).sum::<u64>(), 12288);
     assert!(fs.check().is_clean(), "{}", fs.check());
 }
 

@@ -1017,6 +1017,48 @@ impl DaxLayer {
         Ok(())
     }
 
+    /// File block `file_block` of `ino` kept pool block `block`, which is now private to it (its
+    /// other owners took a copy, and no view shows `block` anywhere else: see
+    /// [`crate::fs::MadePrivate::KeptBlock`]): the views of that file page that show `block`
+    /// read-only turn writable if they are read-write views. The same pages
+    /// [`DaxLayer::apply_changes`] would refresh, without looking for them among every view the
+    /// change could have touched: a store fault's common case.
+    pub fn show_kept_block(&mut self, fs: &FileSystem, ino: u64, file_block: u64, block: u64) -> Result<()> {
+        if self.removed {
+            return Ok(());
+        }
+        let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
+        let mut views = std::mem::take(&mut self.views_to_refresh);
+        views.clear();
+        if let Some(ids) = self.by_ino.get(&ino) {
+            views.extend(ids.iter().map(|id| self.views[id].clone()));
+        }
+        let mut shown = Ok(());
+        for view in &views {
+            if file_block < view.first_page || file_block >= view.first_page + view.pages {
+                continue;
+            }
+            let page = file_block - view.first_page;
+            if view.page_state(page) != (PageState::Block { phys: block, prot: PageProtection::ReadOnly }) {
+                continue;
+            }
+            let prot = match view.access {
+                MapAccess::ReadWrite => PageProtection::ReadWrite,
+                _ => PageProtection::ReadOnly,
+            };
+            let want = PageState::Block { phys: block, prot };
+            debug_assert_eq!(want, Self::desired(fs, view, page), "a kept block's page of view {}", view.id);
+            shown = self.apply_run(view, page, 1, want, fd, false);
+            if shown.is_err() {
+                break;
+            }
+        }
+        views.clear();
+        self.views_to_refresh = views;
+        self.flush_peers();
+        shown
+    }
+
     /// Re-points, protects or invalidates the pages of every view that `changes` affect, and
     /// restores the pages [`DaxLayer::write_protect`] protected.
     pub fn apply_changes(&mut self, fs: &FileSystem, changes: &[LayoutChange]) -> Result<()> {

@@ -249,6 +249,26 @@ const ALLOCATION_SLACK: u64 = 2;
 /// storing file takes the copy.
 pub const MOVABLE_SHARERS: usize = 8;
 
+/// What [`FileSystem::make_block_private_for_store`] did to make a file block private.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MadePrivate {
+    /// Nothing: the block was private already. A layout change is recorded for the file block,
+    /// so that a view that maps it read-only (mapped while operations were not yet durable)
+    /// turns it writable.
+    AlreadyPrivate,
+    /// The file kept pool block `block`, now private to it: its other owners took a copy. No
+    /// layout change is recorded, as no view needs one but those of this file block: no view
+    /// shows `block` anywhere else (the caller's promise) and none shows the fresh copy. The
+    /// caller brings the views of this file block in line itself.
+    KeptBlock {
+        /// The pool block the file block keeps.
+        block: u64,
+    },
+    /// The file block got a new block (a copy of the shared one, or a zeroed one for a hole);
+    /// recorded as layout changes.
+    NewBlock,
+}
+
 /// How a mapped pool block is shared, as [`FileSystem::make_block_private_for_store`] needs it.
 enum Sharing {
     /// Its only owner is the file block asking.
@@ -1172,7 +1192,8 @@ impl FileSystem {
     /// a hole gets a zeroed block, a shared block is copied, a private one is left alone. Returns
     /// whether anything changed. Fails with EINVAL past EOF and ENOSPC when the pool is full.
     pub fn make_block_private(&mut self, ino: u64, file_block: u64) -> Result<bool> {
-        self.make_block_private_for_store(ino, file_block, |_| false)
+        let made = self.make_block_private_for_store(ino, file_block, |_| false)?;
+        Ok(made != MadePrivate::AlreadyPrivate)
     }
 
     /// [`FileSystem::make_block_private`] for a store fault through a view, which is cheapest when
@@ -1181,7 +1202,8 @@ impl FileSystem {
     /// `shown_only_here(block)` says that no view shows it anywhere but at this file block, the
     /// *other* owners get the copy (one record re-points them all; their bytes do not change) and
     /// `ino` keeps the block, which becomes private. Otherwise `ino` gets the copy. Returns
-    /// whether anything changed; the errors are [`FileSystem::make_block_private`]'s. With group
+    /// what it did (see [`MadePrivate`] for the layout changes each outcome records); the errors
+    /// are [`FileSystem::make_block_private`]'s. With group
     /// commit every operation is durable when it returns: the block is private on media too, so
     /// a view may map it writable ([`FileSystem::is_private_durably`]).
     pub fn make_block_private_for_store(
@@ -1189,7 +1211,7 @@ impl FileSystem {
         ino: u64,
         file_block: u64,
         shown_only_here: impl FnOnce(u64) -> bool,
-    ) -> Result<bool> {
+    ) -> Result<MadePrivate> {
         self.writable()?;
         // The store resumes into whichever block ends up private: private on media too, so the
         // operations not yet durable (group commit) become durable first.
@@ -1213,11 +1235,18 @@ impl FileSystem {
                         phys: Some(old),
                     });
                 }
-                return Ok(false);
+                return Ok(MadePrivate::AlreadyPrivate);
             }
             Some((old, Sharing::Movable(others))) if shown_only_here(old) => {
-                // `ino` keeps `old`, which the other owners leave for a copy.
-                self.give_copy_to_sharers(old, others.as_slice())?;
+                // `ino` keeps `old`, which the other owners leave for a copy. Their file blocks
+                // show in no view (only this one shows `old`) and the copy is fresh: no view but
+                // this file block's changes, and the caller sees to those (`KeptBlock`).
+                let tracking = std::mem::replace(&mut self.track_layout, false);
+                let given = self.give_copy_to_sharers(old, others.as_slice());
+                self.track_layout = tracking;
+                given?;
+                self.sync()?;
+                return Ok(MadePrivate::KeptBlock { block: old });
             }
             _ => {
                 let inode = self.file(ino)?;
@@ -1235,7 +1264,7 @@ impl FileSystem {
         // does (group commit), so no other owner's durable bytes change and the view maps the
         // block writable at once (`is_private_durably`).
         self.sync()?;
-        Ok(true)
+        Ok(MadePrivate::NewBlock)
     }
 
     /// How pool block `block`, mapped at `file_block` of `ino`, is shared, from one look at the
