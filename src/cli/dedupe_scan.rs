@@ -35,7 +35,7 @@ const READ_CHUNK_BLOCKS: u64 = 256;
 /// The largest dedupe request the library (like the kernel) accepts in one call: 1 GiB.
 const MAX_RANGE_BLOCKS: u64 = (1 << 30) / BLOCK_SIZE;
 
-/// Arguments of `ferrodax dedupe-scan`.
+/// Find identical 4 KiB blocks (xxh3 hashes) and share them with dedupe (like duperemove).
 #[derive(Args, Debug)]
 pub struct DedupeScanArgs {
     /// The pool.

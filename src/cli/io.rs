@@ -91,7 +91,7 @@ const FIEMAP_EXTENT_LAST: u32 = 0x1;
 /// FIEMAP_EXTENT_SHARED.
 const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
 
-/// Arguments of `ferrodax io`.
+/// Run xfs_io-style commands on one file of a pool.
 #[derive(Args, Debug)]
 pub struct IoArgs {
     /// Create the file if it does not exist (mode 0600; never truncates).

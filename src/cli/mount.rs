@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// Arguments of `ferrodax mount`.
+/// Mount a pool on a directory through FUSE (foreground; Ctrl-C, SIGTERM or `umount DIR`
+/// stops it cleanly). Serves the pool to ferrodax commands and Fs::connect at the same time,
+/// or goes through the pool server when one runs.
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
     /// The pool (a pool file or a /dev/dax device).

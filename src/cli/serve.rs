@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Arguments of `ferrodax serve`.
+/// Serve a pool to many processes at once (foreground; SIGTERM or Ctrl-C stops it cleanly).
+/// Every ferrodax command, and Fs::connect, then goes through the server.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// The pool (a pool file or a /dev/dax device).
