@@ -4,9 +4,11 @@
 //! registry of views per file, and the page share state of every mapped pool block: one mapping
 //! entry (inode, page index) or a count of entries. Private blocks of writable views are mapped
 //! read-write; shared blocks and holes read-only, so the first store faults and
-//! [`DaxLayer::make_page_private`]'s caller copies the page. After every change to a file's layout
+//! the fault handler ([`fault`]) has the file system copy the page. After every change to a file's layout
 //! the front end hands the changes to [`DaxLayer::apply_changes`], which re-points, protects or
-//! invalidates the affected pages of every view before the operation returns.
+//! invalidates the affected pages of every view before the operation returns; a store fault whose
+//! file keeps its block (the other owners took the copy, and no view showed the block elsewhere)
+//! records no change, and [`DaxLayer::show_kept_block`] turns that file page's views writable.
 //!
 //! A view's memory is either in this process ([`ViewMemory::Local`]) or in a client process of the
 //! pool server ([`ViewMemory::Remote`]): the bookkeeping is the same, and every page change of a
@@ -556,7 +558,8 @@ pub struct DaxLayer {
     removed: bool,
     /// Peers with page changes queued and not yet flushed.
     dirty_peers: Vec<Arc<dyn ViewPeer>>,
-    /// [`DaxLayer::apply_changes`]'s working lists, kept (empty) between calls.
+    /// [`DaxLayer::apply_changes`]'s (and [`DaxLayer::show_kept_block`]'s) working lists, kept
+    /// (empty) between calls.
     ranges_to_refresh: Vec<(u64, u64, u64)>,
     views_to_refresh: Vec<Arc<View>>,
 }
@@ -1022,7 +1025,9 @@ impl DaxLayer {
     /// [`crate::fs::MadePrivate::KeptBlock`]): the views of that file page that show `block`
     /// read-only turn writable if they are read-write views. The same pages
     /// [`DaxLayer::apply_changes`] would refresh, without looking for them among every view the
-    /// change could have touched: a store fault's common case.
+    /// change could have touched: a store fault's common case. Unlike `apply_changes` it touches
+    /// no other page, so it does not also mend a view that an earlier failed refresh left out of
+    /// line (`check` reports such a view).
     pub fn show_kept_block(&mut self, fs: &FileSystem, ino: u64, file_block: u64, block: u64) -> Result<()> {
         if self.removed {
             return Ok(());
