@@ -3,12 +3,12 @@
 //! Owns every live view, the per-page state of each (which pool block it shows and how), the
 //! registry of views per file, and the page share state of every mapped pool block: one mapping
 //! entry (inode, page index) or a count of entries. Private blocks of writable views are mapped
-//! read-write; shared blocks and holes read-only, so the first store faults and
-//! the fault handler ([`fault`]) has the file system copy the page. After every change to a file's layout
-//! the front end hands the changes to [`DaxLayer::apply_changes`], which re-points, protects or
-//! invalidates the affected pages of every view before the operation returns; a store fault whose
-//! file keeps its block (the other owners took the copy, and no view showed the block elsewhere)
-//! records no change, and [`DaxLayer::show_kept_block`] turns that file page's views writable.
+//! read-write; shared blocks and holes read-only, so the first store faults and the fault handler
+//! ([`fault`]) has the file system copy the page. After every change to a file's layout the front
+//! end hands the changes to [`DaxLayer::apply_changes`], which re-points, protects or invalidates
+//! the affected pages of every view before the operation returns; a store fault whose file keeps
+//! its block (the other owners took the copy, and no view showed the block elsewhere) records no
+//! change, and [`DaxLayer::show_kept_block`] turns that file page's views writable.
 //!
 //! A view's memory is either in this process ([`ViewMemory::Local`]) or in a client process of the
 //! pool server ([`ViewMemory::Remote`]): the bookkeeping is the same, and every page change of a
