@@ -370,6 +370,8 @@ impl Journal {
                 StateImage::decode(payload)
             }
         };
+        // The payload's bytes are freed as soon as they are decoded: the state built next reuses
+        // that memory instead of touching fresh pages.
         let mut state = if salvage {
             let image = match decode_image(&payload) {
                 Ok(image) if complete => image,
@@ -386,9 +388,11 @@ impl Journal {
                     image
                 }
             };
+            drop(payload);
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
             let image = decode_image(&payload).map_err(with_repair_hint)?;
+            drop(payload);
             State::from_image(image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
