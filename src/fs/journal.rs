@@ -1287,17 +1287,32 @@ impl<'a> LogCopy<'a> {
         }
     }
 
-    /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable.
+    /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable. The
+    /// part not read yet is first compared with zeros in place (`pool::is_zero`), so a stretch
+    /// that ends the search is never copied; only one that does not (or meets bad memory) is read.
     fn terminator_at(&mut self, at: usize) -> bool {
         let len = LOG_TERMINATOR_BYTES as usize;
         if !self.stop_at_zeros || at + len > self.region_len {
             return false;
         }
-        self.read_to(at + len);
         let first = self.start_block + (at as u64) / BLOCK_SIZE;
         let last = first + LOG_TERMINATOR_BYTES / BLOCK_SIZE;
-        self.whole[at..at + len].iter().all(|&b| b == 0)
-            && !self.bad.iter().any(|b| (first..last).contains(b))
+        let zeros_read = |copy: &Self, end: usize| {
+            copy.whole[at..end].iter().all(|&b| b == 0) && !copy.bad.iter().any(|b| (first..last).contains(b))
+        };
+        let read_end = self.read.clamp(at, at + len);
+        let unread_zero = read_end == at + len
+            || crate::pool::is_zero(
+                self.backend.as_ref(),
+                self.start_block * BLOCK_SIZE + read_end as u64,
+                (at + len - read_end) as u64,
+            )
+            .unwrap_or(false);
+        if unread_zero && zeros_read(self, read_end) {
+            return true;
+        }
+        self.read_to(at + len);
+        zeros_read(self, at + len)
     }
 
     /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record
