@@ -1,6 +1,8 @@
 //! Free-space allocation.
 //!
-//! Owns the set of free pool blocks, indexed by start and by size. Prefers, in order: the run that
+//! Owns the set of free pool blocks, indexed by start and by size once anything changes it (a
+//! mount's free space stays the sorted list of runs it was computed as until then, so a command
+//! that only reads never builds the indexes). Prefers, in order: the run that
 //! starts right at the caller's goal (so files grow contiguously), a 2 MiB-aligned window for
 //! requests of 2 MiB or more, the smallest run that fits whole, then the largest runs piece by piece.
 //! Must never hand out a block twice, a metadata block, or a quarantined block: callers only give
@@ -12,12 +14,24 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const HUGE_RUN_BLOCKS: u64 = 512;
 
 /// The free runs of the pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct FreeSpace {
+    /// The runs given to [`FreeSpace::from_runs`], ascending, until the first change moves them
+    /// into the indexes (which are empty while it holds any).
+    unindexed: Vec<(u64, u64)>,
     by_start: BTreeMap<u64, u64>,
     by_size: BTreeSet<(u64, u64)>,
     free_blocks: u64,
 }
+
+/// Two free spaces are equal when they hold the same blocks, indexed or not.
+impl PartialEq for FreeSpace {
+    fn eq(&self, other: &Self) -> bool {
+        self.free_blocks == other.free_blocks && self.runs().eq(other.runs())
+    }
+}
+
+impl Eq for FreeSpace {}
 
 impl FreeSpace {
     /// No free blocks.
@@ -26,19 +40,46 @@ impl FreeSpace {
     }
 
     /// Exactly these free runs, (start, length), given ascending, non-empty, and neither
-    /// overlapping nor touching (as the gaps between used runs are): both indexes are built in
-    /// one pass each instead of a descent per run.
+    /// overlapping nor touching (as the gaps between used runs are). They are kept as this list,
+    /// which answers every question by binary search; the first change (release, claim, allocate)
+    /// builds both indexes from it, in one pass each instead of a descent per run.
     pub fn from_runs(runs: Vec<(u64, u64)>) -> Self {
         debug_assert!(runs.iter().all(|&(_, len)| len > 0));
         debug_assert!(runs.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "free runs unsorted or touching");
         let free_blocks = runs.iter().map(|&(_, len)| len).sum();
-        let mut by_size: Vec<(u64, u64)> = runs.iter().map(|&(start, len)| (len, start)).collect();
-        by_size.sort_unstable();
-        FreeSpace {
-            by_start: runs.into_iter().collect(),
-            by_size: by_size.into_iter().collect(),
-            free_blocks,
+        FreeSpace { unindexed: runs, free_blocks, ..FreeSpace::default() }
+    }
+
+    /// Builds both indexes from the runs [`FreeSpace::from_runs`] kept, if it has not been done.
+    fn index(&mut self) {
+        if self.unindexed.is_empty() {
+            return;
         }
+        // The list becomes the start index's sorted input (collecting reuses its buffer, freed
+        // once the tree is built), whose walk then fills the size index's.
+        self.by_start = std::mem::take(&mut self.unindexed).into_iter().collect();
+        let mut by_size: Vec<(u64, u64)> = self.by_start.iter().map(|(&start, &len)| (len, start)).collect();
+        by_size.sort_unstable();
+        self.by_size = by_size.into_iter().collect();
+    }
+
+    /// The free run starting at or before `block` that starts last, whether it reaches `block`
+    /// or not.
+    fn run_at_or_before(&self, block: u64) -> Option<(u64, u64)> {
+        if self.unindexed.is_empty() {
+            return self.by_start.range(..=block).next_back().map(|(&s, &l)| (s, l));
+        }
+        let after = self.unindexed.partition_point(|&(s, _)| s <= block);
+        after.checked_sub(1).map(|i| self.unindexed[i])
+    }
+
+    /// Whether a free run starts in `[start, end)`.
+    fn run_starts_in(&self, start: u64, end: u64) -> bool {
+        if self.unindexed.is_empty() {
+            return self.by_start.range(start..end).next().is_some();
+        }
+        let first = self.unindexed.partition_point(|&(s, _)| s < start);
+        self.unindexed.get(first).is_some_and(|&(s, _)| s < end)
     }
 
     /// Number of free blocks.
@@ -48,34 +89,36 @@ impl FreeSpace {
 
     /// Number of free runs.
     pub fn run_count(&self) -> usize {
-        self.by_start.len()
+        self.unindexed.len() + self.by_start.len()
     }
 
     /// Every free run as (start, len), ascending.
     pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.by_start.iter().map(|(&s, &l)| (s, l))
+        // At most one of the two holds any run.
+        self.unindexed.iter().copied().chain(self.by_start.iter().map(|(&s, &l)| (s, l)))
     }
 
     /// True if every block of `[start, start + len)` is free.
     pub fn is_free(&self, start: u64, len: u64) -> bool {
-        self.by_start.range(..=start).next_back().is_some_and(|(&s, &l)| s + l >= start + len)
+        self.run_at_or_before(start).is_some_and(|(s, l)| s + l >= start + len)
     }
 
     /// True if any block of `[start, start + len)` is free.
     pub fn any_free(&self, start: u64, len: u64) -> bool {
         let end = start + len;
-        if let Some((&s, &l)) = self.by_start.range(..=start).next_back() {
+        if let Some((s, l)) = self.run_at_or_before(start) {
             if s + l > start {
                 return true;
             }
         }
-        self.by_start.range(start..end).next().is_some()
+        self.run_starts_in(start, end)
     }
 
     /// Returns `[start, start + len)` to the free set, merging with neighbours.
     pub fn release(&mut self, start: u64, len: u64) {
         debug_assert!(len > 0);
         debug_assert!(!self.any_free(start, len), "double free of [{start}, +{len})");
+        self.index();
         let mut start = start;
         let mut len = len;
         self.free_blocks += len;
@@ -99,6 +142,7 @@ impl FreeSpace {
     /// Removes every free block of `[start, start + len)` from the free set (blocks that are not
     /// free are left alone). Returns how many blocks were free.
     pub fn claim(&mut self, start: u64, len: u64) -> u64 {
+        self.index();
         let end = start + len;
         let mut claimed = 0;
         let first = self
@@ -133,6 +177,7 @@ impl FreeSpace {
         if count > self.free_blocks {
             return None;
         }
+        self.index();
         let mut out = Vec::new();
         let mut need = count;
         // 1. Continue right where the caller left off.
@@ -165,6 +210,7 @@ impl FreeSpace {
         if self.free_blocks == 0 {
             return None;
         }
+        self.index();
         // The run holding the block is known from the one search that chose it, so the block
         // is cut out of it without searching for the run again.
         let at_goal = goal.and_then(|g| {
@@ -291,11 +337,15 @@ mod tests {
             proptest::prop_assert_eq!(one, list);
         }
 
-        /// Mount builds free space from the gaps between used runs in one pass; it must be the
-        /// very set releasing each gap gives (both indexes and the count).
+        /// Mount builds free space from the gaps between used runs; before its first change it
+        /// answers every question as the set releasing each gap does, and after that change (which
+        /// builds its indexes) it holds the same blocks and allocates the same ones.
         #[test]
-        fn free_space_built_from_gaps_equals_releasing_each(
-            steps in proptest::collection::vec((1u64..20, 1u64..20), 0..60)
+        fn free_space_built_from_gaps_answers_and_changes_as_releasing_each(
+            steps in proptest::collection::vec((1u64..20, 1u64..20), 0..60),
+            claimed in (0u64..800, 0u64..40),
+            wanted in 1u64..60,
+            goal in proptest::option::of(0u64..800),
         ) {
             let mut gaps = Vec::new();
             let mut at = 0;
@@ -308,7 +358,22 @@ mod tests {
             for &(start, len) in gaps.iter().rev() {
                 released.release(start, len);
             }
-            proptest::prop_assert_eq!(FreeSpace::from_runs(gaps), released);
+            let mut built = FreeSpace::from_runs(gaps);
+            proptest::prop_assert_eq!(built.runs().collect::<Vec<_>>(), released.runs().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(built.run_count(), released.run_count());
+            proptest::prop_assert_eq!(built.free_blocks(), released.free_blocks());
+            for start in 0..at + 2 {
+                for len in 0..4 {
+                    proptest::prop_assert_eq!(built.is_free(start, len), released.is_free(start, len));
+                    proptest::prop_assert_eq!(built.any_free(start, len), released.any_free(start, len));
+                }
+            }
+            let (start, len) = claimed;
+            proptest::prop_assert_eq!(built.claim(start, len), released.claim(start, len));
+            proptest::prop_assert_eq!(&built, &released);
+            proptest::prop_assert_eq!(built.allocate(wanted, goal), released.allocate(wanted, goal));
+            proptest::prop_assert_eq!(&built, &released);
+            proptest::prop_assert_eq!(built.by_size, released.by_size);
         }
     }
 }

@@ -370,6 +370,8 @@ impl Journal {
                 StateImage::decode(payload)
             }
         };
+        // The payload's bytes are freed as soon as they are decoded: the state built next reuses
+        // that memory instead of touching fresh pages.
         let mut state = if salvage {
             let image = match decode_image(&payload) {
                 Ok(image) if complete => image,
@@ -386,9 +388,11 @@ impl Journal {
                     image
                 }
             };
+            drop(payload);
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
             let image = decode_image(&payload).map_err(with_repair_hint)?;
+            drop(payload);
             State::from_image(image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
@@ -1200,6 +1204,10 @@ pub fn read_block(backend: &SharedBackend, block: u64) -> Result<Vec<u8>> {
 /// mount finds one within two stretches of the end and never reads the rest of the region.
 pub const LOG_TERMINATOR_BYTES: u64 = 128 * 1024;
 
+// Skipping zeros unread in `LogCopy::later_record_after` relies on this: no header starts with a
+// zero byte.
+const _: () = assert!(record::RECORD_MAGIC.to_le_bytes()[0] != 0);
+
 /// The smallest read mount makes of a log copy; reads double from there.
 const LOG_READ_STEP: usize = 64 * 1024;
 
@@ -1283,17 +1291,34 @@ impl<'a> LogCopy<'a> {
         }
     }
 
-    /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable.
+    /// Whether region bytes `[from, to)` are all zeros, compared in place (not read into the
+    /// copy); false where a block of them cannot be read.
+    fn zeros_in_place(&self, from: usize, to: usize) -> bool {
+        let offset = self.start_block * BLOCK_SIZE + from as u64;
+        from >= to || crate::pool::is_zero(self.backend.as_ref(), offset, (to - from) as u64).unwrap_or(false)
+    }
+
+    /// Whether the aligned stretch at `at` ends the search: all zeros, every block readable. The
+    /// part not read yet is first compared with zeros in place (`pool::is_zero`), so a stretch
+    /// that ends the search is never copied; only one that does not (or meets bad memory) is read.
     fn terminator_at(&mut self, at: usize) -> bool {
         let len = LOG_TERMINATOR_BYTES as usize;
         if !self.stop_at_zeros || at + len > self.region_len {
             return false;
         }
-        self.read_to(at + len);
         let first = self.start_block + (at as u64) / BLOCK_SIZE;
         let last = first + LOG_TERMINATOR_BYTES / BLOCK_SIZE;
-        self.whole[at..at + len].iter().all(|&b| b == 0)
-            && !self.bad.iter().any(|b| (first..last).contains(b))
+        let zeros_read = |copy: &Self, end: usize| {
+            // Nothing read at `at` yet (`end == at`) leaves nothing to look at.
+            copy.whole.get(at..end).unwrap_or_default().iter().all(|&b| b == 0)
+                && !copy.bad.iter().any(|b| (first..last).contains(b))
+        };
+        let read_end = self.read.clamp(at, at + len);
+        if self.zeros_in_place(read_end, at + len) && zeros_read(self, read_end) {
+            return true;
+        }
+        self.read_to(at + len);
+        zeros_read(self, at + len)
     }
 
     /// Looks past the end of the log (`end`, where record `next_seq` was expected) for a record
@@ -1311,6 +1336,18 @@ impl<'a> LogCopy<'a> {
                 return None;
             }
             if at > end {
+                // No header starts at a zero byte (its magic's first byte is not zero): where the
+                // next header would need a read, the rest of this stretch is skipped without a copy
+                // if its bytes are zeros (those read so far, and the others compared in place).
+                let next_stretch = at.next_multiple_of(LOG_TERMINATOR_BYTES as usize).min(self.region_len);
+                if at + record::HEADER_LEN > self.read
+                    && next_stretch > at
+                    && self.whole.get(at..).unwrap_or_default().iter().all(|&b| b == 0)
+                    && self.zeros_in_place(at.max(self.read), next_stretch)
+                {
+                    at = next_stretch;
+                    continue;
+                }
                 self.read_to(at + record::HEADER_LEN);
                 let bytes = &self.bytes()[at..];
                 if crate::format::codec::u32_at(bytes, 0) == record::RECORD_MAGIC {

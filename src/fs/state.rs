@@ -216,9 +216,9 @@ impl State {
         let mut var_bytes = 0;
         // Entries are linked once every inode exists.
         let mut entries = Vec::new();
-        // Every file extent's pool run, for the metadata-overlap test and the free space.
-        let mut file_runs: Vec<(u64, u64)> =
-            Vec::with_capacity(image.inodes.iter().map(|i| i.extents.len()).sum());
+        // The files with extents, in checkpoint order: their pool runs are listed once every
+        // extent map is built and its decoded buffer freed, so the list reuses that memory.
+        let mut files_in_order = Vec::new();
         for img in image.inodes {
             let ino = img.attrs.ino;
             // Ranges first: the canonical-form check below adds starts and lengths.
@@ -230,7 +230,6 @@ impl State {
                         "inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
                     )));
                 }
-                file_runs.push((phys, len));
             }
             let decoded = img.extents.len();
             let extents = ExtentMap::from_triples(img.extents);
@@ -241,6 +240,9 @@ impl State {
                 return Err(in_checkpoint(format!("directory {ino} has extents")));
             }
             extent_count += extents.len() as u64;
+            if !extents.is_empty() {
+                files_in_order.push(ino);
+            }
             var_bytes += var_bytes_of_xattrs_and_target(img.xattrs.iter().map(|(n, v)| (n, v)), &img.target);
             let mut inode = Inode::new(img.attrs);
             inode.extents = extents;
@@ -253,8 +255,13 @@ impl State {
                 entries.push((ino, img.entries));
             }
         }
-        // Runs that arrive ascending already (files written in order, one after another) are
-        // found so in one pass.
+        // Every file extent's pool run, for the metadata-overlap test and the free space. Runs that
+        // arrive ascending already (files written in order, one after another) are found so in one
+        // pass.
+        let mut file_runs: Vec<(u64, u64)> = Vec::with_capacity(extent_count as usize);
+        for ino in files_in_order {
+            file_runs.extend(inodes[&ino].extents.iter().map(|(_, e)| (e.phys, e.len)));
+        }
         file_runs.sort_unstable();
         if files_meet_metadata(&file_runs, meta) {
             let detail = file_on_metadata(meta, &inodes).expect("the sweep found a file run on metadata");
