@@ -588,6 +588,15 @@ impl DaxLayer {
             .unwrap_or_default()
     }
 
+    /// Replaces the contents of `views` with every view of `ino` (a list kept between calls, so
+    /// the hot paths allocate nothing once it has grown).
+    fn list_views_of(&self, ino: u64, views: &mut Vec<Arc<View>>) {
+        views.clear();
+        if let Some(ids) = self.by_ino.get(&ino) {
+            views.extend(ids.iter().map(|id| self.views[id].clone()));
+        }
+    }
+
     /// The view with this id.
     pub fn view(&self, id: u64) -> Option<Arc<View>> {
         self.views.get(&id).cloned()
@@ -1022,31 +1031,25 @@ impl DaxLayer {
 
     /// File block `file_block` of `ino` kept pool block `block`, which is now private to it (its
     /// other owners took a copy, and no view shows `block` anywhere else: see
-    /// [`crate::fs::MadePrivate::KeptBlock`]): the views of that file page that show `block`
-    /// read-only turn writable if they are read-write views. The same pages
+    /// [`crate::fs::MadePrivate::KeptBlock`]): every view of that file page shows `block`,
+    /// writable in a read-write view and read-only in a read-only one. The same pages
     /// [`DaxLayer::apply_changes`] would refresh, without looking for them among every view the
     /// change could have touched: a store fault's common case. Unlike `apply_changes` it touches
-    /// no other page, so it does not also mend a view that an earlier failed refresh left out of
-    /// line (`check` reports such a view).
+    /// no other page, so it does not also mend another page that an earlier failed refresh left
+    /// out of line (`check` reports such a view).
     pub fn show_kept_block(&mut self, fs: &FileSystem, ino: u64, file_block: u64, block: u64) -> Result<()> {
         if self.removed {
             return Ok(());
         }
         let Some(fd) = fs.backend().raw_fd() else { return Ok(()) };
         let mut views = std::mem::take(&mut self.views_to_refresh);
-        views.clear();
-        if let Some(ids) = self.by_ino.get(&ino) {
-            views.extend(ids.iter().map(|id| self.views[id].clone()));
-        }
+        self.list_views_of(ino, &mut views);
         let mut shown = Ok(());
         for view in &views {
             if file_block < view.first_page || file_block >= view.first_page + view.pages {
                 continue;
             }
             let page = file_block - view.first_page;
-            if view.page_state(page) != (PageState::Block { phys: block, prot: PageProtection::ReadOnly }) {
-                continue;
-            }
             let prot = match view.access {
                 MapAccess::ReadWrite => PageProtection::ReadWrite,
                 _ => PageProtection::ReadOnly,
@@ -1106,10 +1109,7 @@ impl DaxLayer {
         let mut views = std::mem::take(&mut self.views_to_refresh);
         let mut refreshed = Ok(());
         'ranges: for &(ino, first, count) in &ranges {
-            views.clear();
-            if let Some(ids) = self.by_ino.get(&ino) {
-                views.extend(ids.iter().map(|id| self.views[id].clone()));
-            }
+            self.list_views_of(ino, &mut views);
             for view in &views {
                 let start = first.max(view.first_page);
                 let end = first.saturating_add(count).min(view.first_page + view.pages);

@@ -1223,7 +1223,7 @@ impl FileSystem {
         let old = inode.extents.lookup(file_block);
         self.readable_block(ino, file_block, old)?;
         let sharing = old.map(|p| (p, self.sharing(p, ino, file_block)));
-        match sharing {
+        let made = match sharing {
             Some((old, Sharing::Private)) => {
                 // Private all along, yet read-only in a view: the view was mapped while operations
                 // were not yet durable (`is_private_durably`). They are now: refresh the page.
@@ -1245,8 +1245,7 @@ impl FileSystem {
                 let given = self.give_copy_to_sharers(old, others.as_slice());
                 self.track_layout = tracking;
                 given?;
-                self.sync()?;
-                return Ok(MadePrivate::KeptBlock { block: old });
+                MadePrivate::KeptBlock { block: old }
             }
             _ => {
                 let inode = self.file(ino)?;
@@ -1258,13 +1257,14 @@ impl FileSystem {
                 }
                 let map = Mutation::Map { ino, file_block, len: 1, phys: Some(new) };
                 self.commit_or_give_back(&[map], &[(new, 1)])?;
+                MadePrivate::NewBlock
             }
-        }
+        };
         // The store resumes into the block that is now private: private on media too before it
         // does (group commit), so no other owner's durable bytes change and the view maps the
         // block writable at once (`is_private_durably`).
         self.sync()?;
-        Ok(MadePrivate::NewBlock)
+        Ok(made)
     }
 
     /// How pool block `block`, mapped at `file_block` of `ino`, is shared, from one look at the
