@@ -93,7 +93,113 @@ pub struct Segment {
     /// Number of blocks.
     pub len: u64,
     /// The owners, sorted (duplicates only transiently, inside one `Map` mutation).
-    pub owners: Vec<Owner>,
+    pub owners: Owners,
+}
+
+/// A segment's owners, used as a slice. One owner (a block of one file, the usual case) is kept
+/// inline, with nothing on the heap; more are one exactly sized heap list. Both take the 24 bytes
+/// of a `Vec`, so a private extent costs its segment no allocation at all.
+#[derive(Clone)]
+pub struct Owners(OwnersRepr);
+
+#[derive(Clone)]
+enum OwnersRepr {
+    One(Owner),
+    /// Any other number (none: transiently, before the segment goes).
+    Many(Box<[Owner]>),
+}
+
+impl Owners {
+    /// A list of one owner.
+    pub fn one(owner: Owner) -> Owners {
+        Owners(OwnersRepr::One(owner))
+    }
+
+    /// The owners as a slice.
+    pub fn as_slice(&self) -> &[Owner] {
+        self
+    }
+
+    /// Inserts `owner` at index `at` (at most the length).
+    pub fn insert(&mut self, at: usize, owner: Owner) {
+        let mut list = Vec::with_capacity(self.len() + 1);
+        list.extend_from_slice(&self[..at]);
+        list.push(owner);
+        list.extend_from_slice(&self[at..]);
+        *self = Owners::from(list);
+    }
+
+    /// Removes and returns the owner at index `at` (below the length).
+    pub fn remove(&mut self, at: usize) -> Owner {
+        let removed = self[at];
+        let kept: Vec<Owner> = self.iter().enumerate().filter(|&(i, _)| i != at).map(|(_, &o)| o).collect();
+        *self = Owners::from(kept);
+        removed
+    }
+}
+
+impl From<Vec<Owner>> for Owners {
+    fn from(list: Vec<Owner>) -> Owners {
+        match list[..] {
+            [only] => Owners::one(only),
+            _ => Owners(OwnersRepr::Many(list.into_boxed_slice())),
+        }
+    }
+}
+
+impl FromIterator<Owner> for Owners {
+    fn from_iter<I: IntoIterator<Item = Owner>>(iter: I) -> Owners {
+        Owners::from(iter.into_iter().collect::<Vec<Owner>>())
+    }
+}
+
+impl std::ops::Deref for Owners {
+    type Target = [Owner];
+
+    fn deref(&self) -> &[Owner] {
+        match &self.0 {
+            OwnersRepr::One(owner) => std::slice::from_ref(owner),
+            OwnersRepr::Many(list) => list,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Owners {
+    fn deref_mut(&mut self) -> &mut [Owner] {
+        match &mut self.0 {
+            OwnersRepr::One(owner) => std::slice::from_mut(owner),
+            OwnersRepr::Many(list) => list,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Owners {
+    type Item = &'a Owner;
+    type IntoIter = std::slice::Iter<'a, Owner>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq for Owners {
+    fn eq(&self, other: &Owners) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for Owners {}
+
+impl PartialEq<Vec<Owner>> for Owners {
+    fn eq(&self, other: &Vec<Owner>) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// An error meaning the forward maps and the ownership map disagree.
@@ -305,7 +411,8 @@ impl OwnerMap {
         }
         for (start, glen) in gaps {
             outcome.newly_owned += glen;
-            self.segs_mut().insert(start, Segment { len: glen, owners: vec![owner.shifted(start - block)] });
+            self.segs_mut()
+                .insert(start, Segment { len: glen, owners: Owners::one(owner.shifted(start - block)) });
         }
         self.merge_ends(block, end);
         outcome
@@ -437,7 +544,7 @@ impl OwnerMap {
             let (_, prev) = self.segs_mut().range_mut(..block).next_back().expect("seen");
             prev.len += len + next_len;
         } else {
-            self.segs_mut().insert(block, Segment { len: len + next_len, owners: vec![owner] });
+            self.segs_mut().insert(block, Segment { len: len + next_len, owners: Owners::one(owner) });
         }
         Some(AddOutcome { newly_owned: len, touched_metadata: false })
     }
@@ -524,7 +631,7 @@ impl OwnerMap {
         let relative = owner.unshifted(block - start)?;
         let index = seg.owners.binary_search(&relative).ok()?;
         // The owners the range keeps, seen from its first block (shifting keeps them sorted).
-        let kept = |owners: &[Owner]| without(owners, index, block - start).collect::<Vec<Owner>>();
+        let kept = |owners: &[Owner]| without(owners, index, block - start).collect::<Owners>();
         let freed = seg.owners.len() == 1;
         if start == block && seg_end > end {
             // The head of a segment (a sequential copy-on-write): when the owners left there
@@ -717,6 +824,7 @@ fn sweep(runs: &mut Vec<(u64, u64, Owner)>) -> BTreeMap<u64, Segment> {
         }
         let mut owners: Vec<Owner> = active.iter().map(|&(_, start, o)| o.shifted(at - start)).collect();
         owners.sort_unstable();
+        let owners = Owners::from(owners);
         match segments.last_mut() {
             Some((prev_start, prev))
                 if *prev_start + prev.len == at && continues(prev, prev.len, &owners) =>
@@ -750,6 +858,25 @@ mod tests {
 
     fn file(ino: u64, file_block: u64) -> Owner {
         Owner::File { ino, file_block }
+    }
+
+    #[test]
+    fn an_owner_list_is_a_vec_sized_slice_that_keeps_one_owner_inline_through_inserts_and_removes() {
+        assert_eq!(std::mem::size_of::<Owners>(), std::mem::size_of::<Vec<Owner>>());
+        let mut owners = Owners::one(file(2, 7));
+        assert!(matches!(owners.0, OwnersRepr::One(_)));
+        owners.insert(0, file(1, 3));
+        owners.insert(2, Owner::Meta(MetaStructure::Log));
+        assert_eq!(owners, vec![file(1, 3), file(2, 7), Owner::Meta(MetaStructure::Log)]);
+        assert_eq!(owners.remove(1), file(2, 7));
+        assert_eq!(owners.remove(1), Owner::Meta(MetaStructure::Log));
+        // Back to one owner: inline again, and equal to a list built any other way.
+        assert!(matches!(owners.0, OwnersRepr::One(_)));
+        assert_eq!(owners, [file(1, 3)].into_iter().collect::<Owners>());
+        assert_eq!(owners.remove(0), file(1, 3));
+        assert!(owners.is_empty());
+        owners.insert(0, file(4, 4));
+        assert_eq!(owners.as_slice(), &[file(4, 4)]);
     }
 
     /// Generated (start, length, inode, file block, is metadata) as runs with their owners.
@@ -954,13 +1081,13 @@ mod tests {
         m.remove(105, 1, file(2, 5)).unwrap();
         assert_eq!(
             m.overlapping(104, 1).next().unwrap(),
-            (104, &Segment { len: 1, owners: vec![file(1, 4), file(2, 4)] })
+            (104, &Segment { len: 1, owners: Owners::from(vec![file(1, 4), file(2, 4)]) })
         );
         // Then of block 104 itself: [103, 106) is file 1's alone, one segment.
         assert_eq!(m.remove(104, 1, file(2, 4)).unwrap(), vec![]);
         assert_eq!(
             m.overlapping(104, 1).next().unwrap(),
-            (103, &Segment { len: 3, owners: vec![file(1, 3)] })
+            (103, &Segment { len: 3, owners: Owners::one(file(1, 3)) })
         );
         assert_eq!(m.segment_count(), 3);
         // A whole segment's last owner: the blocks are free.
