@@ -657,7 +657,12 @@ impl FileSystem {
         for m in tx {
             match m {
                 Mutation::Map { ino, file_block, len, phys } => {
-                    push_unmapped(&mut self.layout_changes, self.state.inodes.get(ino), *file_block, *len);
+                    push_unmapped(
+                        &mut self.layout_changes,
+                        self.state.inodes.get(ino).map(|i| &**i),
+                        *file_block,
+                        *len,
+                    );
                     self.layout_changes.push(LayoutChange::Remapped {
                         ino: *ino,
                         file_block: *file_block,
@@ -666,7 +671,12 @@ impl FileSystem {
                     });
                 }
                 Mutation::Clone { src, src_block, dst, dst_block, len } => {
-                    push_unmapped(&mut self.layout_changes, self.state.inodes.get(dst), *dst_block, *len);
+                    push_unmapped(
+                        &mut self.layout_changes,
+                        self.state.inodes.get(dst).map(|i| &**i),
+                        *dst_block,
+                        *len,
+                    );
                     if let Some(source) = self.state.inodes.get(src) {
                         let pieces = source.extents.pieces(*src_block, *len);
                         self.layout_changes.extend(pieces.into_iter().map(|p| LayoutChange::Remapped {
@@ -1938,7 +1948,9 @@ impl FileSystem {
             // items at each level instead of waiting for one item's chain at a time.
             inodes.clear();
             inodes.extend(
-                batch.iter_mut().map(|item| slot(item).and_then(|(ino, _)| self.state.inodes.get(&ino))),
+                batch
+                    .iter_mut()
+                    .map(|item| slot(item).and_then(|(ino, _)| self.state.inodes.get(&ino).map(|i| &**i))),
             );
             names.clear();
             names.extend(

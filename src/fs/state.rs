@@ -81,7 +81,7 @@ pub struct State {
     /// Blocks in the pool.
     pub total_blocks: u64,
     /// Every inode.
-    pub inodes: IntMap<u64, Inode>,
+    pub inodes: IntMap<u64, Box<Inode>>,
     /// Owners of every used block; reach it through [`State::owners`] / [`State::owners_mut`],
     /// which build it from the files' extents the first time anything needs it.
     owners: OwnerMap,
@@ -149,7 +149,7 @@ fn files_meet_metadata(sorted_file_runs: &[(u64, u64)], meta: &[(u64, u64, MetaS
 /// The first file extent, in inode and file order, that maps a block a metadata structure owns,
 /// described as a checkpoint problem; `None` when files and metadata never share a block. Each
 /// extent is one binary search over the metadata runs (no ownership map needed).
-fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Inode>) -> Option<String> {
+fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Box<Inode>>) -> Option<String> {
     let mut meta = meta.to_vec();
     meta.sort_unstable_by_key(|&(start, _, _)| start);
     // The furthest end among the runs up to each index: runs starting before an extent's end
@@ -182,7 +182,7 @@ fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Ino
 }
 
 /// Every file extent as an ownership run (first pool block, length, owner of that block).
-fn file_runs(inodes: &IntMap<u64, Inode>) -> Vec<(u64, u64, Owner)> {
+fn file_runs(inodes: &IntMap<u64, Box<Inode>>) -> Vec<(u64, u64, Owner)> {
     let mut runs = Vec::with_capacity(inodes.values().map(|i| i.extents.len()).sum());
     for (&ino, inode) in inodes {
         runs.extend(inode.extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino, file_block: fb })));
@@ -248,7 +248,7 @@ impl State {
             inode.extents = extents;
             inode.xattrs = img.xattrs.into_iter().collect();
             inode.target = img.target;
-            if inodes.insert(ino, inode).is_some() {
+            if inodes.insert(ino, Box::new(inode)).is_some() {
                 return Err(in_checkpoint(format!("inode {ino} appears twice")));
             }
             if !img.entries.is_empty() {
@@ -451,7 +451,7 @@ impl State {
         let Some(source) = self.inodes.get(&src).filter(|i| is_file(i)) else {
             return Err(format!("clone from missing or non-file inode {src}"));
         };
-        if !self.inodes.get(&dst).is_some_and(is_file) {
+        if !self.inodes.get(&dst).is_some_and(|i| is_file(i)) {
             return Err(format!("clone into missing or non-file inode {dst}"));
         }
         // Replay only: one 41-byte record may copy any number of extents, so a few corrupt ones
@@ -626,7 +626,7 @@ impl State {
             Some(inode) if inode.attrs.kind != attrs.kind => return Err(format!("inode {ino} changes kind")),
             Some(inode) => inode.attrs = attrs.clone(),
             None => {
-                self.inodes.insert(ino, Inode::new(attrs.clone()));
+                self.inodes.insert(ino, Box::new(Inode::new(attrs.clone())));
             }
         }
         self.next_ino = self.next_ino.max(ino + 1);
@@ -793,7 +793,7 @@ impl State {
 
     /// Looks up an inode or fails with ENOENT naming it.
     pub fn inode(&self, ino: u64) -> Result<&Inode> {
-        self.inodes.get(&ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+        self.inodes.get(&ino).map(|i| &**i).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
     /// A path of an inode from the root (its first name at every step), or `None` if it has no
