@@ -1084,10 +1084,10 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
     assert!(has(&p, &format!("inode {b}: 2 names tracked but 1 directory entries name it")), "{p:#?}");
     // A file holding entries, and a tracked subdirectory count that disagrees with the entries.
     let p = problems_after(&|s| {
-        s.inodes.get_mut(&a).unwrap().children.insert(b"x".to_vec(), b);
+        s.inodes.get_mut(&a).unwrap().children_mut().insert(b"x".to_vec(), b);
     });
     assert!(has(&p, &format!("inode {a}: a file with directory entries")), "{p:#?}");
-    let p = problems_after(&|s| s.inodes.get_mut(&dir).unwrap().subdir_count += 1);
+    let p = problems_after(&|s| *s.inodes.get_mut(&dir).unwrap().subdir_count_mut() += 1);
     assert!(has(&p, &format!("inode {dir}: 1 subdirectories but 2 tracked")), "{p:#?}");
 }
 

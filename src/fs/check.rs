@@ -139,12 +139,12 @@ impl FileSystem {
             .inodes
             .values()
             .map(|i| {
-                i.children.keys().map(|n| ENTRY_FIXED_BYTES + n.len() as u64).sum::<u64>()
-                    + i.xattrs
+                i.children().keys().map(|n| ENTRY_FIXED_BYTES + n.len() as u64).sum::<u64>()
+                    + i.xattrs()
                         .iter()
                         .map(|(n, v)| XATTR_FIXED_BYTES + (n.len() + v.len()) as u64)
                         .sum::<u64>()
-                    + i.target.len() as u64
+                    + i.target().len() as u64
             })
             .sum();
         if var_bytes != state.var_bytes {
@@ -250,9 +250,9 @@ impl FileSystem {
                     if let (Some(a), Some(b)) = (state.inodes.get(&ino), media.inodes.get(&ino)) {
                         if a.attrs != b.attrs
                             || a.extents != b.extents
-                            || a.children != b.children
-                            || a.xattrs != b.xattrs
-                            || a.target != b.target
+                            || a.children() != b.children()
+                            || a.xattrs() != b.xattrs()
+                            || a.target() != b.target()
                         {
                             report.problem(format!("inode {ino}"), "on media differs from memory");
                         }
@@ -288,7 +288,7 @@ impl FileSystem {
             }
             let inode = &state.inodes[&dir];
             let mut subdirs = 0;
-            for (name, &child) in &inode.children {
+            for (name, &child) in inode.children() {
                 let Some(c) = state.inodes.get(&child) else {
                     report.problem(
                         format!("inode {dir}"),
@@ -315,10 +315,10 @@ impl FileSystem {
             }
             // Link counts are checked against the tracked count (State::inode_problems); here the
             // tracked count against the entries.
-            if inode.subdir_count != subdirs {
+            if inode.subdir_count() != subdirs {
                 report.problem(
                     format!("inode {dir}"),
-                    format!("{subdirs} subdirectories but {} tracked", inode.subdir_count),
+                    format!("{subdirs} subdirectories but {} tracked", inode.subdir_count()),
                 );
             }
         }

@@ -134,7 +134,7 @@ impl FileSystem {
                 cur = dir.parent();
                 continue;
             }
-            let next = *dir.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+            let next = *dir.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
             let node = self.state.inode(next)?;
             let last = pending.is_empty();
             if node.attrs.kind == InodeKind::Symlink && (!last || follow_last || needs_dir) {
@@ -142,8 +142,8 @@ impl FileSystem {
                 if follows > MAX_SYMLINK_FOLLOWS {
                     return Err(Error::Loop(path.into()));
                 }
-                let target = std::str::from_utf8(&node.target).unwrap_or_default();
-                if node.target.starts_with(b"/") {
+                let target = std::str::from_utf8(node.target()).unwrap_or_default();
+                if node.target().starts_with(b"/") {
                     cur = ROOT_INO;
                 }
                 for c in components(target).collect::<Vec<_>>().into_iter().rev() {
@@ -191,7 +191,7 @@ impl FileSystem {
     /// Looks the last name of `path` up in its directory, without following a final symlink.
     pub fn lookup(&self, path: &str) -> Result<Option<u64>> {
         let (parent, name, _) = self.resolve_parent(path)?;
-        Ok(self.state.inode(parent)?.children.get(&name).copied())
+        Ok(self.state.inode(parent)?.children().get(&name).copied())
     }
 
     /// Fails with EACCES unless the caller may change the entries of directory `dir`.
@@ -228,7 +228,7 @@ impl FileSystem {
     fn new_inode(&mut self, path: &str, kind: InodeKind, mode: u32, target: &[u8]) -> Result<u64> {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
-        if let Some(&existing) = self.state.inode(parent)?.children.get(&name) {
+        if let Some(&existing) = self.state.inode(parent)?.children().get(&name) {
             let _ = existing;
             return Err(Error::Exists(path.into()));
         }
@@ -319,7 +319,7 @@ impl FileSystem {
         if inode.attrs.kind != InodeKind::Symlink {
             return Err(Error::Invalid(format!("inode {ino} is not a symlink")));
         }
-        Ok(inode.target.clone())
+        Ok(inode.target().clone())
     }
 
     /// Gives the file or symlink at `existing` (a final symlink is not followed, as `link(2)`)
@@ -332,7 +332,7 @@ impl FileSystem {
         // vfs_link (EACCES on the directory, EPERM for a directory, ENOENT, EMLINK).
         let ino = self.resolve_no_follow(existing)?;
         let (parent, name, trailing_slash) = self.resolve_parent(new)?;
-        if self.state.inode(parent)?.children.contains_key(&name) {
+        if self.state.inode(parent)?.children().contains_key(&name) {
             return Err(Error::Exists(new.into()));
         }
         if trailing_slash {
@@ -385,14 +385,14 @@ impl FileSystem {
         }
         let (parent, name, _) = self.resolve_parent(path)?;
         let ino =
-            *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+            *self.state.inode(parent)?.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
         // vfs_rmdir's order: may_delete (permission, sticky bit), then the kind, then emptiness.
         self.may_delete(parent, ino, path)?;
         let inode = self.state.inode(ino)?;
         if !inode.is_dir() {
             return Err(Error::NotDir(path.into()));
         }
-        if !inode.children.is_empty() {
+        if !inode.children().is_empty() {
             return Err(Error::NotEmpty(path.into()));
         }
         let tx = vec![
@@ -409,7 +409,7 @@ impl FileSystem {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
         let ino =
-            *self.state.inode(parent)?.children.get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+            *self.state.inode(parent)?.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
         // do_unlinkat's order: a trailing slash is judged before permission, a directory after.
         let is_dir = self.state.inode(ino)?.is_dir();
         if trailing_slash {
@@ -462,11 +462,11 @@ impl FileSystem {
         let ino = *self
             .state
             .inode(src_parent)?
-            .children
+            .children()
             .get(&src_name)
             .ok_or_else(|| Error::NotFound(from.into()))?;
         let moving_dir = self.state.inode(ino)?.is_dir();
-        let existing = self.state.inode(dst_parent)?.children.get(&dst_name).copied();
+        let existing = self.state.inode(dst_parent)?.children().get(&dst_name).copied();
         if flags & RENAME_NOREPLACE != 0 && existing.is_some() {
             return Err(Error::Exists(to.into()));
         }
@@ -529,7 +529,7 @@ impl FileSystem {
             // The kinds agree (checked above): an empty directory goes, a file loses a name.
             let t = self.state.inode(target)?;
             if t.is_dir() {
-                if !t.children.is_empty() {
+                if !t.children().is_empty() {
                     return Err(Error::NotEmpty(to.into()));
                 }
                 tx.push(Mutation::Unlink { dir: dst_parent, name: dst_name.clone(), ino: target });
@@ -627,7 +627,7 @@ impl FileSystem {
             return Err(Error::AccessDenied(path.into()));
         }
         Ok(dir
-            .children
+            .children()
             .iter()
             .map(|(name, &child)| super::DirEntry {
                 name: String::from_utf8_lossy(name).into_owned(),
@@ -686,7 +686,7 @@ impl FileSystem {
             Some(self.walk(path, true)?)
         } else {
             let (parent, name, _) = self.resolve_parent(path)?;
-            match self.state.inode(parent)?.children.get(&name).copied() {
+            match self.state.inode(parent)?.children().get(&name).copied() {
                 Some(ino) if self.state.inode(ino)?.attrs.kind == InodeKind::Symlink => {
                     if intent.exclusive {
                         return Err(Error::Exists(path.into()));
@@ -698,7 +698,8 @@ impl FileSystem {
                         Ok(ino) => Some(ino),
                         // A dangling symlink: O_CREAT creates what it points at, as Linux does.
                         Err(Error::NotFound(_)) if intent.create => {
-                            let target = String::from_utf8_lossy(&self.state.inode(ino)?.target).into_owned();
+                            let target =
+                                String::from_utf8_lossy(self.state.inode(ino)?.target()).into_owned();
                             let dir = path.trim_end_matches('/').rsplit_once('/').map_or("", |(d, _)| d);
                             let created =
                                 if target.starts_with('/') { target } else { format!("{dir}/{target}") };
@@ -847,7 +848,7 @@ impl FileSystem {
         self.check_permission(ino, MAY_READ, name)?;
         self.state
             .inode(ino)?
-            .xattrs
+            .xattrs()
             .get(name.as_bytes())
             .cloned()
             .ok_or_else(|| Error::NoAttribute(name.into()))
@@ -856,7 +857,7 @@ impl FileSystem {
     /// The names of the extended attributes of `ino`, ascending.
     pub fn list_xattrs(&self, ino: u64) -> Result<Vec<String>> {
         self.not_removed()?;
-        Ok(self.state.inode(ino)?.xattrs.keys().map(|n| shown(n)).collect())
+        Ok(self.state.inode(ino)?.xattrs().keys().map(|n| shown(n)).collect())
     }
 
     /// Sets extended attribute `name` of `ino` ([`XATTR_CREATE`]: EEXIST if it exists;
@@ -875,7 +876,7 @@ impl FileSystem {
             ));
         }
         self.may_change_xattrs(ino, name)?;
-        let exists = self.state.inode(ino)?.xattrs.contains_key(name.as_bytes());
+        let exists = self.state.inode(ino)?.xattrs().contains_key(name.as_bytes());
         if exists && flags & XATTR_CREATE != 0 {
             return Err(Error::Exists(name.into()));
         }
@@ -901,7 +902,7 @@ impl FileSystem {
         self.writable()?;
         self.xattr_target(ino, name, true)?;
         self.may_change_xattrs(ino, name)?;
-        if !self.state.inode(ino)?.xattrs.contains_key(name.as_bytes()) {
+        if !self.state.inode(ino)?.xattrs().contains_key(name.as_bytes()) {
             return Err(Error::NoAttribute(name.into()));
         }
         let mut attrs = self.state.inodes[&ino].attrs.clone();

@@ -93,7 +93,7 @@ pub fn recreate_missing_parent(state: &State, m: &Mutation) -> Option<Vec<Mutati
     if dir == 0 || dir == u64::MAX || state.inodes.contains_key(&dir) {
         return None;
     }
-    if state.inodes.get(&ROOT_INO)?.children.contains_key(&name) {
+    if state.inodes.get(&ROOT_INO)?.children().contains_key(&name) {
         return None;
     }
     Some(vec![Mutation::PutInode(fresh_dir(dir).attrs), Mutation::Link { dir: ROOT_INO, name, ino: dir }])
@@ -408,12 +408,12 @@ mod tests {
         let mut lost = Vec::new();
         let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
         let root = &state.inodes[&ROOT_INO];
-        assert_eq!(root.children.get(&b"good"[..]), Some(&2), "{lost:#?}");
-        assert_eq!(root.children.get(&b"good2"[..]), Some(&2));
+        assert_eq!(root.children().get(&b"good"[..]), Some(&2), "{lost:#?}");
+        assert_eq!(root.children().get(&b"good2"[..]), Some(&2));
         assert_eq!(state.inodes[&2].attrs.nlink, 2);
         assert!(!state.inodes.contains_key(&u64::MAX));
-        assert!(!root.children.contains_key(&b"ghost"[..]));
-        let lost_found = root.children[LOST_AND_FOUND];
+        assert!(!root.children().contains_key(&b"ghost"[..]));
+        let lost_found = root.children()[LOST_AND_FOUND];
         assert_eq!(state.inodes[&23].names, vec![(lost_found, b"ino-23".to_vec())]);
         assert_eq!(state.inodes[&24].names, vec![(lost_found, b"ino-24".to_vec())]);
         assert_eq!(state.quarantine.iter().map(|(&s, &l)| (s, l)).collect::<Vec<_>>(), vec![(40, 1)]);
@@ -434,10 +434,10 @@ mod tests {
         };
         let mut lost = Vec::new();
         let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
-        let lost_found = state.inodes[&ROOT_INO].children[LOST_AND_FOUND];
+        let lost_found = state.inodes[&ROOT_INO].children()[LOST_AND_FOUND];
         assert_eq!(state.inodes[&3].names, vec![(lost_found, b"ino-3".to_vec())], "{lost:#?}");
         assert_eq!(state.inodes[&4].names, vec![(3, b"four".to_vec())]);
         assert_eq!(state.inodes[&5].names, vec![(4, b"file".to_vec())]);
-        assert!(!state.inodes[&4].children.contains_key(&b"three"[..]));
+        assert!(!state.inodes[&4].children().contains_key(&b"three"[..]));
     }
 }

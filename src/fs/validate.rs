@@ -177,16 +177,16 @@ impl State {
         for (_, name) in &inode.names {
             out.extend(name_problem(name));
         }
-        for (name, value) in &inode.xattrs {
+        for (name, value) in inode.xattrs() {
             out.extend(xattr_problem(name, value));
         }
         if attrs.mode & !0o7777 != 0 {
             out.push(format!("mode {:o} has bits beyond 0o7777", attrs.mode));
         }
-        if attrs.kind != InodeKind::Dir && !inode.children.is_empty() {
+        if attrs.kind != InodeKind::Dir && !inode.children().is_empty() {
             out.push("a file with directory entries".into());
         }
-        if attrs.kind != InodeKind::Symlink && !inode.target.is_empty() {
+        if attrs.kind != InodeKind::Symlink && !inode.target().is_empty() {
             out.push("a symlink target on an inode that is not a symlink".into());
         }
         if attrs.kind != InodeKind::File && !inode.extents.is_empty() {
@@ -197,12 +197,12 @@ impl State {
                 if ino != ROOT_INO && names != 1 {
                     out.push(format!("a directory with {names} names (a directory has exactly one)"));
                 }
-                if u64::from(attrs.nlink) != 2 + inode.subdir_count {
+                if u64::from(attrs.nlink) != 2 + inode.subdir_count() {
                     out.push(format!(
                         "directory link count {} but {} subdirectories (expected {})",
                         attrs.nlink,
-                        inode.subdir_count,
-                        2 + inode.subdir_count
+                        inode.subdir_count(),
+                        2 + inode.subdir_count()
                     ));
                 }
                 if attrs.size != 0 {
@@ -232,17 +232,20 @@ impl State {
                         attrs.nlink
                     ));
                 }
-                if inode.target.is_empty()
-                    || inode.target.contains(&0)
-                    || inode.target.len() > MAX_SYMLINK_LEN
+                if inode.target().is_empty()
+                    || inode.target().contains(&0)
+                    || inode.target().len() > MAX_SYMLINK_LEN
                 {
-                    out.push(format!("a symlink target of {} bytes, empty or with NUL", inode.target.len()));
+                    out.push(format!(
+                        "a symlink target of {} bytes, empty or with NUL",
+                        inode.target().len()
+                    ));
                 }
-                if attrs.size != inode.target.len() as u64 {
+                if attrs.size != inode.target().len() as u64 {
                     out.push(format!(
                         "symlink size {} but a target of {} bytes",
                         attrs.size,
-                        inode.target.len()
+                        inode.target().len()
                     ));
                 }
             }
@@ -290,7 +293,7 @@ impl State {
         let mut stack = vec![ROOT_INO];
         while let Some(dir) = stack.pop() {
             reached.insert(dir);
-            stack.extend(self.inodes[&dir].children.values().copied().filter(|c| self.inodes[c].is_dir()));
+            stack.extend(self.inodes[&dir].children().values().copied().filter(|c| self.inodes[c].is_dir()));
         }
         if reached.len() == dirs {
             return Ok(());
