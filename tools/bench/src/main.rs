@@ -10,7 +10,8 @@
 //! [`fuse`]. The pool-server rows (a server process on /dev/shm and its clients) live in [`server`]; this
 //! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! The pool-kind rows (writes and durable writes on pool files on /dev/shm and on the disk beside
-//! memfd) live in [`pools`]. The other rows run on memfd pools, whose persistence is cache
+//! memfd) live in [`pools`]. The scale rows (`--scale-only`: a million files mounted by fresh
+//! processes, this binary re-executed with [`scale::ROLE`]) live in [`scale`]. The other rows run on memfd pools, whose persistence is cache
 //! write-back plus a store fence; the header says which flush instruction the CPU uses. Every
 //! procedure is written once against the small [`Target`] trait, so ferrodax and XFS are measured
 //! the same way on the same sizes.
@@ -30,6 +31,7 @@
 mod fuse;
 mod pools;
 mod rounds;
+mod scale;
 mod server;
 mod threads;
 
@@ -75,6 +77,11 @@ struct BenchArgs {
     /// Run only the thread rows (4 KiB pwrite to private files, two threads against one).
     #[arg(long)]
     threads_only: bool,
+    /// Run only the scale rows: a pool of a million files and ten million extents built on
+    /// /dev/shm (about 4 GiB, a minute), mounted by fresh processes (time, memory per extent, first
+    /// owner lookup, a checkpoint after one write). Never part of a plain run.
+    #[arg(long)]
+    scale_only: bool,
     /// The directory of the disk-backed pool file of the pool-kind rows (default: /var/tmp, or
     /// the current directory when /var/tmp is a memory file system).
     #[arg(long, value_name = "DIR")]
@@ -2432,6 +2439,10 @@ fn print_table(header: &[String], rows: &[Row]) {
 fn main() {
     ferrodax_hostkit::closed_pipe::end_quietly_on_closed_pipe();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(scale::ROLE) {
+        // The scale rows' mounting process.
+        std::process::exit(scale::run_role(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some(server::ROLE) {
         // One of the pool-server rows' helper processes (the server, an echo, a view client).
         std::process::exit(server::run_role(&args[2..]));
@@ -2538,6 +2549,12 @@ fn run(args: BenchArgs) -> i32 {
         let rows = fuse::fuse_rows(&plan, &fused, &xfs_dir);
         let header = vec![format!("ferrodax bench, {mode}, FUSE rows only"), fuse::fuse_note()];
         return emit(&args, &plan, "fuse", &header, serde_json::Value::Null, &rows);
+    }
+    if args.scale_only {
+        let suite = scale::scale_suite(&plan);
+        let rows = scale::scale_rows(&suite);
+        let header = vec![format!("ferrodax bench, {mode}, scale rows only"), scale::scale_note(&suite)];
+        return emit(&args, &plan, "scale", &header, serde_json::Value::Null, &rows);
     }
     if args.threads_only {
         let rows = threads::thread_rows(&threads::thread_suite(&plan));

@@ -1,7 +1,7 @@
 //! Guards the shape of `ferrodax-bench --json` (docs/BENCH.md), which scripts such as the speed
 //! acceptance check read: one tiny run (`--smoke`, no XFS, pool server or FUSE), then every
 //! field of the document and of every row, and the rows those scripts look for by name; the same
-//! for the `--cow-only` part. Never
+//! for the `--cow-only`, `--threads-only` and `--scale-only` parts. Never
 //! a timing threshold: the numbers of a smoke run mean nothing, only their shape and their
 //! consistency (best, median and worst in order; the ratio is best / baseline) are checked.
 
@@ -219,4 +219,22 @@ fn cow_only_smoke_json_has_the_fault_and_pwrite_rows_under_the_full_runs_names()
     }
     let fault = rows.iter().find(|r| r["benchmark"].as_str().unwrap().contains("CoW store fault")).unwrap();
     assert!(fault["ratio"].is_f64(), "the fault row has its ratio to the bare fault");
+}
+
+#[test]
+fn scale_only_smoke_json_has_the_four_scale_rows_measured_by_fresh_processes() {
+    let doc = smoke_run(&["--scale-only"]);
+    let rows = checked_rows(&doc, "scale");
+    let names: Vec<&str> = rows.iter().map(|r| r["benchmark"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for (row, start) in
+        rows.iter().zip(["scale: mount", "scale: memory", "scale: first owner", "scale: one 4 KiB"])
+    {
+        assert!(row["benchmark"].as_str().unwrap().starts_with(start), "{names:?}");
+        assert_ne!(row["verdict"], "error", "{}: {}", row["benchmark"], row["error"]);
+        assert_eq!(row["runs"], 3, "{}", row["benchmark"]);
+    }
+    // Memory per extent comes from a real mount: more than the 24 bytes an extent's triple takes.
+    assert!(rows[1]["best"].as_f64().unwrap() > 24.0, "{}", rows[1]);
+    assert!(rows[3]["ratio"].is_f64(), "the checkpoint row has its ratio to the small pool");
 }

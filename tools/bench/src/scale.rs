@@ -1,0 +1,258 @@
+//! The scale rows (issue item 6), run only with `--scale-only`: a pool of many files and ten times
+//! as many extents, built once on /dev/shm, then mounted by fresh processes (this binary re-executed
+//! with [`ROLE`]), each of which reports how long the mount took, how much memory it took (the
+//! growth of its resident anonymous memory, per extent), how long the first owner lookup took
+//! (which builds the ownership map), and how long a checkpoint after one 4 KiB write took. The
+//! same one-write checkpoint on a pool of a thousand times fewer files, measured in the same run,
+//! is that row's comparison: a checkpoint whose cost follows what changed costs the same on both.
+//!
+//! The pool: `files / 10` base files, each with ten one-block extents (every other block written),
+//! and nine reflinked copies of each, in directories of 10,000 entries. At the full size (a
+//! million files, ten million extents) it takes about 4 GiB of /dev/shm and a minute to build.
+//!
+//! Owns these sizes and the helper role. Must never: reach below the public library API, or leave
+//! its pool file behind. No `unsafe`.
+
+use crate::{ms, num, progress, Better, Plan, Row, Samples};
+use ferrodax::{Fs, OpenOptions, Pool};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The first argument that makes this binary the scale rows' mounting process.
+pub const ROLE: &str = "__ferrodax-bench-scale-mount";
+
+/// Target: mount of the full-size pool, at most this many milliseconds.
+const MOUNT_TARGET_MS: f64 = 2000.0;
+/// Target: memory a mount takes, at most this many bytes per extent.
+const DRAM_TARGET_BYTES_PER_EXTENT: f64 = 64.0;
+/// Target: a checkpoint after one write costs at most this multiple of the same checkpoint on
+/// the small pool (what changed is the same).
+const CHECKPOINT_TARGET_RATIO: f64 = 2.0;
+/// One-block extents per base file.
+const EXTENTS_PER_FILE: u64 = 10;
+/// Reflinked copies of each base file.
+const COPIES: u64 = 9;
+/// Entries per directory.
+const FILES_PER_DIR: u64 = 10_000;
+
+/// What one mounting process measured.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct MountReport {
+    mount_ms: f64,
+    rss_growth_bytes: u64,
+    first_owners_ms: f64,
+    write_and_checkpoint_ms: f64,
+}
+
+/// The scale rows' measurements.
+pub struct ScaleSuite {
+    files: u64,
+    small_files: u64,
+    runs: Result<Vec<MountReport>, String>,
+    small: Result<Vec<MountReport>, String>,
+}
+
+/// A pool file that is deleted when dropped.
+struct PoolFile(PathBuf);
+
+impl Drop for PoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn file_name(i: u64) -> String {
+    format!("/d{}/f{i}", i / FILES_PER_DIR)
+}
+
+/// Builds the pool of `files` files at `path`.
+fn build(path: &Path, files: u64) -> Result<(), String> {
+    let bases = files.div_ceil(COPIES + 1);
+    let blocks = bases * EXTENTS_PER_FILE * 2;
+    let pool =
+        Pool::create(path, blocks * 4096 + (1 << 30)).map_err(|e| format!("creating the pool: {e}"))?;
+    let fs = Fs::format(&pool).map_err(|e| format!("mkfs: {e}"))?;
+    let e = |what: &str, err: ferrodax::Error| format!("{what}: {err}");
+    for dir in 0..(bases * (COPIES + 1)).div_ceil(FILES_PER_DIR) {
+        fs.create_dir(&format!("/d{dir}")).map_err(|err| e("mkdir", err))?;
+    }
+    let mut create = OpenOptions::new();
+    create.write(true).create(true);
+    let data = [0x5au8; 4096];
+    for b in 0..bases {
+        let file = fs.open(&file_name(b), &create).map_err(|err| e("create", err))?;
+        for x in 0..EXTENTS_PER_FILE {
+            file.write_at(&data, x * 2 * 4096).map_err(|err| e("write", err))?;
+        }
+    }
+    let len = (EXTENTS_PER_FILE * 2 - 1) * 4096;
+    for c in 1..=COPIES {
+        for b in 0..bases {
+            let src = fs.open(&file_name(b), OpenOptions::new().read(true)).map_err(|err| e("open", err))?;
+            let dst = fs.open(&file_name(c * bases + b), &create).map_err(|err| e("create", err))?;
+            fs.reflink(&src, 0, &dst, 0, len).map_err(|err| e("reflink", err))?;
+        }
+    }
+    fs.checkpoint().map_err(|err| e("checkpoint", err))
+}
+
+/// Resident anonymous memory of this process, in bytes.
+fn rss_anon() -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| "no RssAnon in /proc/self/status".into())
+}
+
+/// The mounting process: mounts the pool at `path`, measures, prints one JSON line.
+pub fn run_role(args: &[String]) -> i32 {
+    let result = (|| -> Result<MountReport, String> {
+        let [path] = args else { return Err(format!("expected one pool path, got {args:?}")) };
+        let before = rss_anon()?;
+        let start = Instant::now();
+        let pool = Pool::open(path).map_err(|e| format!("open: {e}"))?;
+        let fs = Fs::mount(&pool).map_err(|e| format!("mount: {e}"))?;
+        let mount = start.elapsed();
+        let rss_growth_bytes = rss_anon()?.saturating_sub(before);
+        let start = Instant::now();
+        std::hint::black_box(fs.owners(0, 4096));
+        let first_owners = start.elapsed();
+        let start = Instant::now();
+        let file =
+            fs.open(&file_name(0), OpenOptions::new().write(true)).map_err(|e| format!("open: {e}"))?;
+        file.write_at(&[0x33; 4096], 4096).map_err(|e| format!("write: {e}"))?;
+        fs.checkpoint().map_err(|e| format!("checkpoint: {e}"))?;
+        let write_and_checkpoint = start.elapsed();
+        Ok(MountReport {
+            mount_ms: ms(mount),
+            rss_growth_bytes,
+            first_owners_ms: ms(first_owners),
+            write_and_checkpoint_ms: ms(write_and_checkpoint),
+        })
+    })();
+    match result {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).expect("plain data serialises"));
+            0
+        }
+        Err(e) => {
+            eprintln!("scale mount: {e}");
+            1
+        }
+    }
+}
+
+/// `runs` fresh processes mounting the pool at `path`.
+fn mount_runs(path: &Path, runs: usize) -> Result<Vec<MountReport>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    (0..runs)
+        .map(|_| {
+            let out = std::process::Command::new(&exe)
+                .arg(ROLE)
+                .arg(path)
+                .output()
+                .map_err(|e| format!("running the mounting process: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("the mounting process's report: {e}"))
+        })
+        .collect()
+}
+
+/// Builds a pool of `files` files on /dev/shm and mounts it `runs` times.
+fn measure(files: u64, runs: usize) -> Result<Vec<MountReport>, String> {
+    let path =
+        PoolFile(PathBuf::from(format!("/dev/shm/ferrodax-bench-scale-{}-{files}.pool", std::process::id())));
+    let start = Instant::now();
+    build(&path.0, files)?;
+    progress(&format!("scale: pool of {files} files built ({:.1} s)", start.elapsed().as_secs_f64()));
+    mount_runs(&path.0, runs)
+}
+
+/// Builds both pools and measures them.
+pub fn scale_suite(plan: &Plan) -> ScaleSuite {
+    let files = if plan.smoke {
+        10_000
+    } else if plan.quick {
+        100_000
+    } else {
+        1_000_000
+    };
+    let small_files = files / 1000;
+    progress(&format!(
+        "scale: building a pool of {files} files and {} extents on /dev/shm",
+        files * EXTENTS_PER_FILE
+    ));
+    let runs = measure(files, plan.runs.max(3));
+    let small = measure(small_files, plan.runs.max(3));
+    ScaleSuite { files, small_files, runs, small }
+}
+
+/// The rows.
+pub fn scale_rows(suite: &ScaleSuite) -> Vec<Row> {
+    let extents = suite.files * EXTENTS_PER_FILE;
+    let pool = format!("{} files, {extents} extents", suite.files);
+    let times = |runs: &[MountReport], pick: fn(&MountReport) -> f64| Samples {
+        values: runs.iter().map(pick).collect(),
+        better: Better::Lower,
+    };
+    let mut rows = Vec::new();
+    let mut mount = Row::new(format!("scale: mount of a pool of {pool} (a fresh process)"), "ms");
+    let mut dram =
+        Row::new(format!("scale: memory the mount takes (resident anonymous growth), {pool}"), "B/extent");
+    let mut owners = Row::new(format!("scale: first owner lookup (builds the ownership map), {pool}"), "ms");
+    let mut checkpoint = Row::new(format!("scale: one 4 KiB write + checkpoint, {pool}"), "ms");
+    match &suite.runs {
+        Ok(runs) => {
+            mount = mount.measured(&times(runs, |r| r.mount_ms));
+            mount.target = format!("<= {} ms", num(MOUNT_TARGET_MS));
+            mount.judge(mount.result.is_some_and(|v| v <= MOUNT_TARGET_MS));
+            let per_extent = Samples {
+                values: runs.iter().map(|r| r.rss_growth_bytes as f64 / extents as f64).collect(),
+                better: Better::Lower,
+            };
+            dram = dram.measured(&per_extent);
+            dram.target = format!("<= {} B/extent", num(DRAM_TARGET_BYTES_PER_EXTENT));
+            dram.judge(dram.result.is_some_and(|v| v <= DRAM_TARGET_BYTES_PER_EXTENT));
+            owners = owners.measured(&times(runs, |r| r.first_owners_ms));
+            checkpoint = checkpoint.measured(&times(runs, |r| r.write_and_checkpoint_ms));
+            match &suite.small {
+                Ok(small) => {
+                    let base = times(small, |r| r.write_and_checkpoint_ms).best();
+                    checkpoint.compare(format!("the same on a pool of {} files", suite.small_files), base);
+                    checkpoint.target = format!(
+                        "<= {}x the small pool (cost follows what changed)",
+                        num(CHECKPOINT_TARGET_RATIO)
+                    );
+                    checkpoint.judge(checkpoint.ratio.is_some_and(|r| r <= CHECKPOINT_TARGET_RATIO));
+                }
+                Err(e) => checkpoint = checkpoint.failed(&format!("the small pool: {e}")),
+            }
+        }
+        Err(e) => {
+            for row in [&mut mount, &mut dram, &mut owners, &mut checkpoint] {
+                *row = std::mem::replace(row, Row::new(String::new(), "ms")).failed(e);
+            }
+        }
+    }
+    rows.extend([mount, dram, owners, checkpoint]);
+    rows
+}
+
+/// The note printed above the rows.
+pub fn scale_note(suite: &ScaleSuite) -> String {
+    format!(
+        "scale rows: a pool of {} files on /dev/shm ({} base files of {EXTENTS_PER_FILE} one-block extents, \
+         {COPIES} reflinked copies of each), mounted by fresh processes; memory is the growth of the mounting \
+         process's resident anonymous memory; the checkpoint row compares with a pool of {} files built the same way",
+        suite.files,
+        suite.files.div_ceil(COPIES + 1),
+        suite.small_files
+    )
+}
