@@ -1047,7 +1047,7 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
     };
     let has = |problems: &[String], text: &str| problems.iter().any(|p| p.contains(text));
     // A name longer than 255 bytes (the decoder refuses it in a record).
-    let p = problems_after(&|s| s.inodes.get_mut(&a).unwrap().names[0].1 = vec![b'n'; 300]);
+    let p = problems_after(&|s| s.inodes.get_mut(&a).unwrap().names[0].1 = vec![b'n'; 300].into());
     assert!(has(&p, &format!("inode {a}: a name of 300 bytes (at most 255)")), "{p:#?}");
     // Inode numbers at or above next_ino (replay raises next_ino past every inode it puts).
     let p = problems_after(&|s| s.next_ino = 2);
@@ -1078,13 +1078,13 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
     // Names that disagree with the entries: an entry the inode does not list, and a name no
     // entry holds.
     let b = attrs_of("/d").ino;
-    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names[0].1 = b"elsewhere".to_vec());
+    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names[0].1 = b"elsewhere".to_vec().into());
     assert!(has(&p, &format!("inode {b}: its names do not list the entry \"d\" of directory 1")), "{p:#?}");
-    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names.push((1, b"extra".to_vec())));
+    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names.push((1, b"extra".to_vec().into())));
     assert!(has(&p, &format!("inode {b}: 2 names tracked but 1 directory entries name it")), "{p:#?}");
     // A file holding entries, and a tracked subdirectory count that disagrees with the entries.
     let p = problems_after(&|s| {
-        s.inodes.get_mut(&a).unwrap().children_mut().insert(b"x".to_vec(), b);
+        s.inodes.get_mut(&a).unwrap().children_mut().insert(b"x".to_vec().into(), b);
     });
     assert!(has(&p, &format!("inode {a}: a file with directory entries")), "{p:#?}");
     let p = problems_after(&|s| *s.inodes.get_mut(&dir).unwrap().subdir_count_mut() += 1);

@@ -1954,9 +1954,9 @@ impl FileSystem {
             );
             names.clear();
             names.extend(
-                inodes.iter().map(|inode| {
-                    inode.and_then(|i| i.names.first()).map(|(dir, name)| (*dir, name.as_slice()))
-                }),
+                inodes
+                    .iter()
+                    .map(|inode| inode.and_then(|i| i.names.first()).map(|(dir, name)| (*dir, &name[..]))),
             );
             for (item, name) in batch.iter_mut().zip(&names) {
                 let Some((_, path)) = slot(item) else { continue };

@@ -134,7 +134,7 @@ impl FileSystem {
                 cur = dir.parent();
                 continue;
             }
-            let next = *dir.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+            let next = *dir.children().get(&name[..]).ok_or_else(|| Error::NotFound(path.into()))?;
             let node = self.state.inode(next)?;
             let last = pending.is_empty();
             if node.attrs.kind == InodeKind::Symlink && (!last || follow_last || needs_dir) {
@@ -191,7 +191,7 @@ impl FileSystem {
     /// Looks the last name of `path` up in its directory, without following a final symlink.
     pub fn lookup(&self, path: &str) -> Result<Option<u64>> {
         let (parent, name, _) = self.resolve_parent(path)?;
-        Ok(self.state.inode(parent)?.children().get(&name).copied())
+        Ok(self.state.inode(parent)?.children().get(&name[..]).copied())
     }
 
     /// Fails with EACCES unless the caller may change the entries of directory `dir`.
@@ -228,7 +228,7 @@ impl FileSystem {
     fn new_inode(&mut self, path: &str, kind: InodeKind, mode: u32, target: &[u8]) -> Result<u64> {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
-        if let Some(&existing) = self.state.inode(parent)?.children().get(&name) {
+        if let Some(&existing) = self.state.inode(parent)?.children().get(&name[..]) {
             let _ = existing;
             return Err(Error::Exists(path.into()));
         }
@@ -332,7 +332,7 @@ impl FileSystem {
         // vfs_link (EACCES on the directory, EPERM for a directory, ENOENT, EMLINK).
         let ino = self.resolve_no_follow(existing)?;
         let (parent, name, trailing_slash) = self.resolve_parent(new)?;
-        if self.state.inode(parent)?.children().contains_key(&name) {
+        if self.state.inode(parent)?.children().contains_key(&name[..]) {
             return Err(Error::Exists(new.into()));
         }
         if trailing_slash {
@@ -384,8 +384,12 @@ impl FileSystem {
             return Err(Error::Busy(format!("{path}: the root directory")));
         }
         let (parent, name, _) = self.resolve_parent(path)?;
-        let ino =
-            *self.state.inode(parent)?.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+        let ino = *self
+            .state
+            .inode(parent)?
+            .children()
+            .get(&name[..])
+            .ok_or_else(|| Error::NotFound(path.into()))?;
         // vfs_rmdir's order: may_delete (permission, sticky bit), then the kind, then emptiness.
         self.may_delete(parent, ino, path)?;
         let inode = self.state.inode(ino)?;
@@ -408,8 +412,12 @@ impl FileSystem {
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
-        let ino =
-            *self.state.inode(parent)?.children().get(&name).ok_or_else(|| Error::NotFound(path.into()))?;
+        let ino = *self
+            .state
+            .inode(parent)?
+            .children()
+            .get(&name[..])
+            .ok_or_else(|| Error::NotFound(path.into()))?;
         // do_unlinkat's order: a trailing slash is judged before permission, a directory after.
         let is_dir = self.state.inode(ino)?.is_dir();
         if trailing_slash {
@@ -463,10 +471,10 @@ impl FileSystem {
             .state
             .inode(src_parent)?
             .children()
-            .get(&src_name)
+            .get(&src_name[..])
             .ok_or_else(|| Error::NotFound(from.into()))?;
         let moving_dir = self.state.inode(ino)?.is_dir();
-        let existing = self.state.inode(dst_parent)?.children().get(&dst_name).copied();
+        let existing = self.state.inode(dst_parent)?.children().get(&dst_name[..]).copied();
         if flags & RENAME_NOREPLACE != 0 && existing.is_some() {
             return Err(Error::Exists(to.into()));
         }
@@ -686,7 +694,7 @@ impl FileSystem {
             Some(self.walk(path, true)?)
         } else {
             let (parent, name, _) = self.resolve_parent(path)?;
-            match self.state.inode(parent)?.children().get(&name).copied() {
+            match self.state.inode(parent)?.children().get(&name[..]).copied() {
                 Some(ino) if self.state.inode(ino)?.attrs.kind == InodeKind::Symlink => {
                     if intent.exclusive {
                         return Err(Error::Exists(path.into()));

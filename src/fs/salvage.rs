@@ -93,7 +93,7 @@ pub fn recreate_missing_parent(state: &State, m: &Mutation) -> Option<Vec<Mutati
     if dir == 0 || dir == u64::MAX || state.inodes.contains_key(&dir) {
         return None;
     }
-    if state.inodes.get(&ROOT_INO)?.children().contains_key(&name) {
+    if state.inodes.get(&ROOT_INO)?.children().contains_key(&name[..]) {
         return None;
     }
     Some(vec![Mutation::PutInode(fresh_dir(dir).attrs), Mutation::Link { dir: ROOT_INO, name, ino: dir }])
@@ -371,6 +371,7 @@ fn sanitize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::state::Name;
 
     fn file(ino: u64, nlink: u32) -> InodeImage {
         let mut attrs = InodeAttrs::empty_dir(ino, 0o644, 0, 0, 0);
@@ -414,8 +415,8 @@ mod tests {
         assert!(!state.inodes.contains_key(&u64::MAX));
         assert!(!root.children().contains_key(&b"ghost"[..]));
         let lost_found = root.children()[LOST_AND_FOUND];
-        assert_eq!(state.inodes[&23].names, vec![(lost_found, b"ino-23".to_vec())]);
-        assert_eq!(state.inodes[&24].names, vec![(lost_found, b"ino-24".to_vec())]);
+        assert_eq!(state.inodes[&23].names, vec![(lost_found, Name::from(&b"ino-23"[..]))]);
+        assert_eq!(state.inodes[&24].names, vec![(lost_found, Name::from(&b"ino-24"[..]))]);
         assert_eq!(state.quarantine.iter().map(|(&s, &l)| (s, l)).collect::<Vec<_>>(), vec![(40, 1)]);
     }
 
@@ -435,9 +436,9 @@ mod tests {
         let mut lost = Vec::new();
         let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
         let lost_found = state.inodes[&ROOT_INO].children()[LOST_AND_FOUND];
-        assert_eq!(state.inodes[&3].names, vec![(lost_found, b"ino-3".to_vec())], "{lost:#?}");
-        assert_eq!(state.inodes[&4].names, vec![(3, b"four".to_vec())]);
-        assert_eq!(state.inodes[&5].names, vec![(4, b"file".to_vec())]);
+        assert_eq!(state.inodes[&3].names, vec![(lost_found, Name::from(&b"ino-3"[..]))], "{lost:#?}");
+        assert_eq!(state.inodes[&4].names, vec![(3, Name::from(&b"four"[..]))]);
+        assert_eq!(state.inodes[&5].names, vec![(4, Name::from(&b"file"[..]))]);
         assert!(!state.inodes[&4].children().contains_key(&b"three"[..]));
     }
 }

@@ -16,6 +16,10 @@ use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
 use crate::intmap::IntMap;
 use std::collections::BTreeMap;
 
+/// A name in a directory: its bytes, shared by the directory's entry and the named inode's list of
+/// names (one allocation for both).
+pub type Name = std::sync::Arc<[u8]>;
+
 /// One inode in memory: what every inode has, and what only some have (a directory's entries,
 /// extended attributes, a symlink's target) behind one pointer, so that a file without those costs
 /// 120 bytes (plus its extents and names) instead of 192.
@@ -26,8 +30,9 @@ pub struct Inode {
     /// Forward map (files only).
     pub extents: ExtentMap,
     /// The entries that name this inode, as (directory, name), oldest first: the reverse of
-    /// `children`, kept in memory only (a directory has one, a file one per hard link).
-    pub names: Vec<(u64, Vec<u8>)>,
+    /// `children`, kept in memory only (a directory has one, a file one per hard link). Each name
+    /// shares its bytes with the directory's entry.
+    pub names: Vec<(u64, Name)>,
     /// The parts only some inodes have; `None` while all of them are empty.
     extra: Option<Box<InodeExtra>>,
 }
@@ -35,7 +40,7 @@ pub struct Inode {
 /// The parts of an inode that most files do not have.
 #[derive(Debug, Clone, Default)]
 struct InodeExtra {
-    children: BTreeMap<Vec<u8>, u64>,
+    children: BTreeMap<Name, u64>,
     subdir_count: u64,
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     target: Vec<u8>,
@@ -74,12 +79,12 @@ impl Inode {
     }
 
     /// Directory entries, name -> inode (directories only).
-    pub fn children(&self) -> &BTreeMap<Vec<u8>, u64> {
+    pub fn children(&self) -> &BTreeMap<Name, u64> {
         &self.extra().children
     }
 
     /// The directory entries, to change.
-    pub fn children_mut(&mut self) -> &mut BTreeMap<Vec<u8>, u64> {
+    pub fn children_mut(&mut self) -> &mut BTreeMap<Name, u64> {
         &mut self.extra_mut().children
     }
 
@@ -438,7 +443,7 @@ impl State {
                     InodeImage {
                         attrs: i.attrs.clone(),
                         extents: i.extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect(),
-                        entries: i.children().iter().map(|(n, &c)| (n.clone(), c)).collect(),
+                        entries: i.children().iter().map(|(n, &c)| (n.to_vec(), c)).collect(),
                         xattrs: i.xattrs().iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
                         target: i.target().clone(),
                     }
@@ -600,9 +605,11 @@ impl State {
                 shown()
             ));
         }
-        parent.children_mut().insert(name.to_vec(), ino);
+        // One allocation of the name, for the entry and the inode's list of names.
+        let name = Name::from(name);
+        parent.children_mut().insert(name.clone(), ino);
         *parent.subdir_count_mut() += u64::from(child_is_dir);
-        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name.to_vec()));
+        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name.clone()));
         self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
         Ok(())
     }
@@ -618,6 +625,9 @@ impl State {
         if !sorted_once || !empty_dir {
             return entries.into_iter().try_for_each(|(name, child)| self.link(dir, &name, child));
         }
+        // One allocation of each name, for the entry and the inode's list of names.
+        let entries: Vec<(Name, u64)> =
+            entries.into_iter().map(|(name, ino)| (Name::from(name), ino)).collect();
         let mut subdirs = 0;
         for (name, ino) in &entries {
             let shown = || String::from_utf8_lossy(name).into_owned();
@@ -657,7 +667,8 @@ impl State {
             ));
         }
         let child = self.inodes.get_mut(&ino).expect("entries name existing inodes");
-        let at = child.names.iter().position(|(d, n)| *d == dir && n == name).expect("names mirror entries");
+        let at =
+            child.names.iter().position(|(d, n)| *d == dir && **n == *name).expect("names mirror entries");
         child.names.remove(at);
         let child_is_dir = child.is_dir();
         let parent = self.inodes.get_mut(&dir).expect("checked above");

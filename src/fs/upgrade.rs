@@ -18,7 +18,7 @@ pub fn translate(state: &State, legacy: Vec<LegacyMutation>) -> Vec<Mutation> {
     let mut names: HashMap<u64, Option<(u64, Vec<u8>)>> = HashMap::new();
     let name_of = |names: &HashMap<u64, Option<(u64, Vec<u8>)>>, ino: u64| match names.get(&ino) {
         Some(current) => current.clone(),
-        None => state.inodes.get(&ino).and_then(|i| i.names.first().cloned()),
+        None => state.inodes.get(&ino).and_then(|i| i.names.first().map(|(dir, name)| (*dir, name.to_vec()))),
     };
     let mut out = Vec::with_capacity(legacy.len() + 2);
     for m in legacy {

@@ -127,7 +127,7 @@ fn base() -> &'static Base {
         let mut entries: Vec<(u64, Vec<u8>, u64)> = state
             .inodes
             .values()
-            .flat_map(|i| i.children().iter().map(move |(n, &c)| (i.attrs.ino, n.clone(), c)))
+            .flat_map(|i| i.children().iter().map(move |(n, &c)| (i.attrs.ino, n.to_vec(), c)))
             .collect();
         entries.sort();
         let mut file_blocks = Vec::new();
