@@ -7,7 +7,7 @@
 //! 4 KiB, close) and the rows. Must never leave the mount or its directory behind (the guard
 //! unmounts and removes on every path), or reach below the public library API. No `unsafe`.
 
-use crate::{num, progress, size_text, Plan, Row, Samples, MIB};
+use crate::{num, progress, size_text, Plan, Row, Samples, BLOCK, MIB};
 use ferrodax::fuse::FuseMount;
 use ferrodax::{Fs, Pool};
 use std::hint::black_box;
@@ -242,6 +242,17 @@ fn uncached_read(fs: &Fs, dir: &Path, plan: &Plan) -> Result<Vec<Duration>, Stri
         }
         drop(host);
         fs.remove_file(&format!("/{name}")).map_err(|e| format!("rm /{name}: {e}"))?;
+        // The kernel closes the mount's handle of the file (FUSE RELEASE) after close(2) returns,
+        // and only that last close frees an unlinked file's blocks: wait for them, or the next
+        // run's file finds the pool full.
+        let wanted = bytes / BLOCK;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs.stats().usable_blocks < wanted {
+            if Instant::now() > deadline {
+                return Err(format!("/{name}'s blocks were not freed within 10 s of its removal"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Ok(time)
     })
 }
