@@ -33,7 +33,8 @@ pub struct Inode {
     /// `children`, kept in memory only (a directory has one, a file one per hard link). Each name
     /// shares its bytes with the directory's entry.
     pub names: Vec<(u64, Name)>,
-    /// The parts only some inodes have; `None` while all of them are empty.
+    /// The parts only some inodes have: `None` until one of them is first set (it may stay
+    /// allocated once they are emptied again).
     extra: Option<Box<InodeExtra>>,
 }
 
@@ -617,8 +618,9 @@ impl State {
     /// Links the entries a checkpoint lists for directory `dir` (into a directory that has none
     /// yet), with the checks and errors of [`State::link`]. A checkpoint lists them as `children`
     /// iterates, sorted by name: the directory's map is then built in one pass instead of one
-    /// descent per name. Entries out of order or named twice (a checkpoint we did not write) go
-    /// through `link` one at a time, which says what is wrong with them.
+    /// descent per name. The decoder refuses entries out of order, but an image built in memory
+    /// may hold them (or a name twice): those go through `link` one at a time, which says what is
+    /// wrong with them.
     fn link_listed(&mut self, dir: u64, entries: Vec<(Vec<u8>, u64)>) -> std::result::Result<(), String> {
         let sorted_once = entries.windows(2).all(|w| w[0].0 < w[1].0);
         let empty_dir = self.inodes.get(&dir).is_some_and(|d| d.is_dir() && d.children().is_empty());
@@ -684,6 +686,13 @@ impl State {
         let cost = |value: &[u8]| XATTR_FIXED_BYTES + name.len() as u64 + value.len() as u64;
         let old = match value {
             Some(v) => inode.xattrs_mut().insert(name.to_vec(), v.to_vec()),
+            // An attribute the inode does not have: nothing to remove, and no extras allocated.
+            None if !inode.xattrs().contains_key(name) => {
+                return Err(format!(
+                    "removal of extended attribute {:?} that inode {ino} does not have",
+                    String::from_utf8_lossy(name)
+                ))
+            }
             None => Some(inode.xattrs_mut().remove(name).ok_or_else(|| {
                 format!(
                     "removal of extended attribute {:?} that inode {ino} does not have",
@@ -920,7 +929,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_plain_file_inode_is_120_bytes_and_allocates_extras_only_for_what_it_has() {
+    fn a_plain_file_inode_is_at_most_120_bytes_and_allocates_extras_only_once_one_is_set() {
         assert!(std::mem::size_of::<Inode>() <= 120, "{} bytes", std::mem::size_of::<Inode>());
         let attrs = InodeAttrs::empty_dir(5, 0o755, 0, 0, 0);
         let mut inode = Inode::new(InodeAttrs { kind: InodeKind::File, ..attrs });
@@ -932,6 +941,67 @@ mod tests {
         inode.xattrs_mut().clear();
         // An empty extra shows what no extra shows.
         assert_eq!(inode, plain);
+    }
+
+    #[test]
+    fn a_mount_allocates_extras_only_for_inodes_that_have_entries_xattrs_or_a_target() {
+        use crate::format::checkpoint::{InodeImage, StateImage};
+        let attrs = |ino: u64, kind: InodeKind, nlink: u32, size: u64| InodeAttrs {
+            kind,
+            nlink,
+            size,
+            ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0)
+        };
+        let image =
+            |attrs, extents, entries: Vec<(&[u8], u64)>, xattrs: Vec<(Vec<u8>, Vec<u8>)>| InodeImage {
+                attrs,
+                extents,
+                entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
+                xattrs,
+                target: Vec::new(),
+            };
+        let root =
+            image(attrs(1, InodeKind::Dir, 3, 0), vec![], vec![(b"d", 2), (b"f", 3), (b"x", 4)], vec![]);
+        let empty_dir = image(attrs(2, InodeKind::Dir, 2, 0), vec![], vec![], vec![]);
+        let file = image(attrs(3, InodeKind::File, 1, 8192), vec![(0, 100, 2)], vec![], vec![]);
+        let with_xattr =
+            image(attrs(4, InodeKind::File, 1, 0), vec![], vec![], vec![(b"user.k".to_vec(), b"v".to_vec())]);
+        let state = State::from_image(
+            StateImage { next_ino: 5, inodes: vec![root, empty_dir, file, with_xattr], quarantine: vec![] },
+            1000,
+            &[],
+        )
+        .unwrap();
+        let extra = |ino: u64| state.inodes[&ino].extra.is_some();
+        assert!(extra(1) && !extra(2) && !extra(3) && extra(4));
+        assert_eq!(state.inodes[&1].children().len(), 3);
+        assert_eq!(state.inodes[&4].xattrs().len(), 1);
+    }
+
+    #[test]
+    fn a_mount_refuses_sorted_entries_with_the_errors_link_gives() {
+        use crate::format::checkpoint::{InodeImage, StateImage};
+        let dir = |ino: u64, nlink: u32, entries: Vec<(&[u8], u64)>| InodeImage {
+            attrs: InodeAttrs { nlink, ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0) },
+            extents: vec![],
+            entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
+            xattrs: vec![],
+            target: Vec::new(),
+        };
+        let mount = |inodes: Vec<InodeImage>| match State::from_image(
+            StateImage { next_ino: 10, inodes, quarantine: vec![] },
+            1000,
+            &[],
+        ) {
+            Ok(_) => "mounted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let missing = mount(vec![dir(1, 2, vec![(b"a", 9)])]);
+        assert!(missing.contains("entry \"a\" of directory 1 names missing inode 9"), "{missing}");
+        let root = mount(vec![dir(1, 3, vec![(b"d", 2)]), dir(2, 2, vec![(b"up", 1)])]);
+        assert!(root.contains("entry \"up\" of directory 2 names the root directory"), "{root}");
+        let twice = mount(vec![dir(1, 3, vec![(b"d", 2), (b"e", 2)]), dir(2, 2, vec![])]);
+        assert!(twice.contains("directory 2 gets a second name \"e\" in directory 1"), "{twice}");
     }
 
     /// Runs `(start, len)` of a small pool, lengths 0 to 5.

@@ -11,8 +11,9 @@
 //! binary re-executed with [`server::ROLE`] as its first argument is one of their helper processes.
 //! The pool-kind rows (writes and durable writes on pool files on /dev/shm and on the disk beside
 //! memfd) live in [`pools`]. The scale rows (`--scale-only`: a million files mounted by fresh
-//! processes, this binary re-executed with [`scale::ROLE`]) live in [`scale`]. The other rows run on memfd pools, whose persistence is cache
-//! write-back plus a store fence; the header says which flush instruction the CPU uses. Every
+//! processes, this binary re-executed with [`scale::ROLE`]) live in [`scale`]. The other rows
+//! run on memfd pools, whose persistence is cache write-back plus a store fence; the header says
+//! which flush instruction the CPU uses. Every
 //! procedure is written once against the small [`Target`] trait, so ferrodax and XFS are measured
 //! the same way on the same sizes.
 //!
@@ -78,8 +79,9 @@ struct BenchArgs {
     #[arg(long)]
     threads_only: bool,
     /// Run only the scale rows: a pool of a million files and ten million extents built on
-    /// /dev/shm (about 4 GiB, a minute), mounted by fresh processes (time, memory per extent, first
-    /// owner lookup, a checkpoint after one write). Never part of a plain run.
+    /// /dev/shm (about 4 GiB, a minute and a half), mounted by fresh processes (time, memory per
+    /// extent before and after the first owner lookup, a checkpoint after one write). Never part
+    /// of a plain run.
     #[arg(long)]
     scale_only: bool,
     /// The directory of the disk-backed pool file of the pool-kind rows (default: /var/tmp, or
