@@ -134,7 +134,7 @@ impl FileSystem {
                 cur = dir.parent();
                 continue;
             }
-            let next = *dir.children().get(&name[..]).ok_or_else(|| Error::NotFound(path.into()))?;
+            let next = dir.entry(&name).ok_or_else(|| Error::NotFound(path.into()))?;
             let node = self.state.inode(next)?;
             let last = pending.is_empty();
             if node.attrs.kind == InodeKind::Symlink && (!last || follow_last || needs_dir) {
@@ -191,7 +191,7 @@ impl FileSystem {
     /// Looks the last name of `path` up in its directory, without following a final symlink.
     pub fn lookup(&self, path: &str) -> Result<Option<u64>> {
         let (parent, name, _) = self.resolve_parent(path)?;
-        Ok(self.state.inode(parent)?.children().get(&name[..]).copied())
+        Ok(self.state.inode(parent)?.entry(&name))
     }
 
     /// Fails with EACCES unless the caller may change the entries of directory `dir`.
@@ -228,8 +228,7 @@ impl FileSystem {
     fn new_inode(&mut self, path: &str, kind: InodeKind, mode: u32, target: &[u8]) -> Result<u64> {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
-        if let Some(&existing) = self.state.inode(parent)?.children().get(&name[..]) {
-            let _ = existing;
+        if self.state.inode(parent)?.entry(&name).is_some() {
             return Err(Error::Exists(path.into()));
         }
         if trailing_slash && kind != InodeKind::Dir {
@@ -332,7 +331,7 @@ impl FileSystem {
         // vfs_link (EACCES on the directory, EPERM for a directory, ENOENT, EMLINK).
         let ino = self.resolve_no_follow(existing)?;
         let (parent, name, trailing_slash) = self.resolve_parent(new)?;
-        if self.state.inode(parent)?.children().contains_key(&name[..]) {
+        if self.state.inode(parent)?.entry(&name).is_some() {
             return Err(Error::Exists(new.into()));
         }
         if trailing_slash {
@@ -384,12 +383,7 @@ impl FileSystem {
             return Err(Error::Busy(format!("{path}: the root directory")));
         }
         let (parent, name, _) = self.resolve_parent(path)?;
-        let ino = *self
-            .state
-            .inode(parent)?
-            .children()
-            .get(&name[..])
-            .ok_or_else(|| Error::NotFound(path.into()))?;
+        let ino = self.state.inode(parent)?.entry(&name).ok_or_else(|| Error::NotFound(path.into()))?;
         // vfs_rmdir's order: may_delete (permission, sticky bit), then the kind, then emptiness.
         self.may_delete(parent, ino, path)?;
         let inode = self.state.inode(ino)?;
@@ -412,12 +406,7 @@ impl FileSystem {
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         self.writable()?;
         let (parent, name, trailing_slash) = self.resolve_parent(path)?;
-        let ino = *self
-            .state
-            .inode(parent)?
-            .children()
-            .get(&name[..])
-            .ok_or_else(|| Error::NotFound(path.into()))?;
+        let ino = self.state.inode(parent)?.entry(&name).ok_or_else(|| Error::NotFound(path.into()))?;
         // do_unlinkat's order: a trailing slash is judged before permission, a directory after.
         let is_dir = self.state.inode(ino)?.is_dir();
         if trailing_slash {
@@ -467,14 +456,10 @@ impl FileSystem {
         // slashes, lock_rename's ancestry traps; then vfs_rename's permission and kind checks.
         let (src_parent, src_name, src_slash) = self.resolve_parent(from)?;
         let (dst_parent, dst_name, dst_slash) = self.resolve_parent(to)?;
-        let ino = *self
-            .state
-            .inode(src_parent)?
-            .children()
-            .get(&src_name[..])
-            .ok_or_else(|| Error::NotFound(from.into()))?;
+        let ino =
+            self.state.inode(src_parent)?.entry(&src_name).ok_or_else(|| Error::NotFound(from.into()))?;
         let moving_dir = self.state.inode(ino)?.is_dir();
-        let existing = self.state.inode(dst_parent)?.children().get(&dst_name[..]).copied();
+        let existing = self.state.inode(dst_parent)?.entry(&dst_name);
         if flags & RENAME_NOREPLACE != 0 && existing.is_some() {
             return Err(Error::Exists(to.into()));
         }
@@ -694,7 +679,7 @@ impl FileSystem {
             Some(self.walk(path, true)?)
         } else {
             let (parent, name, _) = self.resolve_parent(path)?;
-            match self.state.inode(parent)?.children().get(&name[..]).copied() {
+            match self.state.inode(parent)?.entry(&name) {
                 Some(ino) if self.state.inode(ino)?.attrs.kind == InodeKind::Symlink => {
                     if intent.exclusive {
                         return Err(Error::Exists(path.into()));

@@ -93,7 +93,7 @@ pub fn recreate_missing_parent(state: &State, m: &Mutation) -> Option<Vec<Mutati
     if dir == 0 || dir == u64::MAX || state.inodes.contains_key(&dir) {
         return None;
     }
-    if state.inodes.get(&ROOT_INO)?.children().contains_key(&name[..]) {
+    if state.inodes.get(&ROOT_INO)?.entry(&name).is_some() {
         return None;
     }
     Some(vec![Mutation::PutInode(fresh_dir(dir).attrs), Mutation::Link { dir: ROOT_INO, name, ino: dir }])

@@ -84,6 +84,11 @@ impl Inode {
         &self.extra().children
     }
 
+    /// The inode that this directory's entry `name` names, if it has one.
+    pub fn entry(&self, name: &[u8]) -> Option<u64> {
+        self.children().get(name).copied()
+    }
+
     /// The directory entries, to change.
     pub fn children_mut(&mut self) -> &mut BTreeMap<Name, u64> {
         &mut self.extra_mut().children
@@ -107,6 +112,12 @@ impl Inode {
     /// The extended attributes, to change.
     pub fn xattrs_mut(&mut self) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
         &mut self.extra_mut().xattrs
+    }
+
+    /// Removes extended attribute `name` and returns its value; an inode without it (without
+    /// extras, even) is left as it is.
+    pub fn remove_xattr(&mut self, name: &[u8]) -> Option<Vec<u8>> {
+        self.extra.as_mut()?.xattrs.remove(name)
     }
 
     /// A symlink's target (empty for other kinds).
@@ -610,8 +621,8 @@ impl State {
         let name = Name::from(name);
         parent.children_mut().insert(name.clone(), ino);
         *parent.subdir_count_mut() += u64::from(child_is_dir);
-        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name.clone()));
         self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
+        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name));
         Ok(())
     }
 
@@ -686,14 +697,7 @@ impl State {
         let cost = |value: &[u8]| XATTR_FIXED_BYTES + name.len() as u64 + value.len() as u64;
         let old = match value {
             Some(v) => inode.xattrs_mut().insert(name.to_vec(), v.to_vec()),
-            // An attribute the inode does not have: nothing to remove, and no extras allocated.
-            None if !inode.xattrs().contains_key(name) => {
-                return Err(format!(
-                    "removal of extended attribute {:?} that inode {ino} does not have",
-                    String::from_utf8_lossy(name)
-                ))
-            }
-            None => Some(inode.xattrs_mut().remove(name).ok_or_else(|| {
+            None => Some(inode.remove_xattr(name).ok_or_else(|| {
                 format!(
                     "removal of extended attribute {:?} that inode {ino} does not have",
                     String::from_utf8_lossy(name)
@@ -934,11 +938,12 @@ mod tests {
         let attrs = InodeAttrs::empty_dir(5, 0o755, 0, 0, 0);
         let mut inode = Inode::new(InodeAttrs { kind: InodeKind::File, ..attrs });
         inode.set_target(Vec::new());
+        assert_eq!(inode.remove_xattr(b"user.a"), None);
         assert!(inode.extra.is_none() && inode.children().is_empty() && inode.target().is_empty());
         let plain = inode.clone();
         inode.xattrs_mut().insert(b"user.a".to_vec(), b"1".to_vec());
         assert!(inode.extra.is_some() && inode != plain);
-        inode.xattrs_mut().clear();
+        assert_eq!(inode.remove_xattr(b"user.a"), Some(b"1".to_vec()));
         // An empty extra shows what no extra shows.
         assert_eq!(inode, plain);
     }

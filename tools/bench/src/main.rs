@@ -79,7 +79,7 @@ struct BenchArgs {
     #[arg(long)]
     threads_only: bool,
     /// Run only the scale rows: a pool of a million files and ten million extents built on
-    /// /dev/shm (about 4 GiB, a minute and a half), mounted by fresh processes (time, memory per
+    /// /dev/shm (about 5 GiB, a minute and a half), mounted by fresh processes (time, memory per
     /// extent before and after the first owner lookup, a checkpoint after one write). Never part
     /// of a plain run.
     #[arg(long)]

@@ -8,8 +8,8 @@
 //!
 //! The pool: `files / 10` base files, each with ten one-block extents (every other block written),
 //! and nine reflinked copies of each, in directories of 10,000 entries. At the full size (a
-//! million files, ten million extents) it takes about 4 GiB of /dev/shm, and the part a minute
-//! and a half; the part refuses to start when /dev/shm has too little room.
+//! million files, ten million extents) it writes about 5 GiB to /dev/shm and takes a minute and a
+//! half; it refuses to start when /dev/shm has less than about 8 GiB free.
 //!
 //! Owns these sizes and the helper role. Must never: reach below the public library API, or leave
 //! its pool file behind. No `unsafe`.
