@@ -23,6 +23,7 @@
 use crate::pool::mcsafe::{forward as forward_to, install_over, Previous};
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once, OnceLock, RwLock, Weak};
 
 /// What resolving a store fault did.
@@ -102,18 +103,33 @@ pub fn holds_lock() -> bool {
     LOCKS_HELD.with(|c| c.get() > 0)
 }
 
+/// The lowest start and the highest end of all registered views (`usize::MAX` and 0 when there
+/// are none), kept by `register`/`unregister` under the registry's write lock: `overlaps_view`
+/// answers "no" for a buffer outside this span without taking the registry's lock, whose shared
+/// counter every writing thread would otherwise bounce between CPUs on every write.
+static VIEW_SPAN: [AtomicUsize; 2] = [AtomicUsize::new(usize::MAX), AtomicUsize::new(0)];
+
+/// Publishes the span of the views in `reg` (called with the registry's write lock held).
+fn publish_span(reg: &BTreeMap<usize, RangeEntry>) {
+    let low = reg.keys().next().copied().unwrap_or(usize::MAX);
+    let high = reg.values().map(|e| e.end).max().unwrap_or(0);
+    VIEW_SPAN[0].store(low, Ordering::Release);
+    VIEW_SPAN[1].store(high, Ordering::Release);
+}
+
 /// Registers `[start, start + len)` as a view whose store faults `target` resolves.
 pub fn register(start: usize, len: usize, target: Weak<dyn FaultTarget>) {
     install_handler();
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(start, RangeEntry { end: start + len, target });
+    let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+    reg.insert(start, RangeEntry { end: start + len, target });
+    publish_span(&reg);
 }
 
 /// Forgets the view starting at `start`.
 pub fn unregister(start: usize) {
-    registry().write().unwrap_or_else(|e| e.into_inner()).remove(&start);
+    let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+    reg.remove(&start);
+    publish_span(&reg);
 }
 
 /// True if any byte of `[addr, addr + len)` lies in a registered view.
@@ -121,8 +137,12 @@ pub fn overlaps_view(addr: usize, len: usize) -> bool {
     if len == 0 {
         return false;
     }
+    let end = addr.saturating_add(len);
+    if end <= VIEW_SPAN[0].load(Ordering::Acquire) || addr >= VIEW_SPAN[1].load(Ordering::Acquire) {
+        return false;
+    }
     let reg = registry().read().unwrap_or_else(|e| e.into_inner());
-    reg.range(..addr + len).next_back().is_some_and(|(_, e)| e.end > addr)
+    reg.range(..end).next_back().is_some_and(|(_, e)| e.end > addr)
 }
 
 fn target_at(addr: usize) -> Option<Arc<dyn FaultTarget>> {

@@ -332,7 +332,12 @@ impl Journal {
                 payload_crc: best.checkpoint_crc,
                 total_blocks: best.total_blocks,
             };
-            let chains = checkpoint::read_chains(root, salvage, &mut read).map_err(with_repair_hint)?;
+            // Chain 1's blocks are compared in place with chain 0's valid ones, not copied.
+            let same_as = |b1: u64, b0: u64| {
+                crate::pool::equal(backend.as_ref(), b1 * BLOCK_SIZE, b0 * BLOCK_SIZE, BLOCK_SIZE)
+            };
+            let chains = checkpoint::read_chains_comparing(root, salvage, &mut read, same_as)
+                .map_err(with_repair_hint)?;
             if !chains.damaged.is_empty() {
                 notes.needs_checkpoint = true;
                 if chains.complete {

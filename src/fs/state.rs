@@ -564,6 +564,23 @@ impl State {
         }
         // Into a hole (a new file, a reflink past EOF): nothing is released, and every block the
         // source maps is owned already, so the extents go in at once and the owners in one walk.
+        let target_empty = self.inodes[&dst].extents.is_empty();
+        let whole = src_block == dst_block
+            && source.extents.iter().next().is_none_or(|(fb, _)| fb >= src_block)
+            && source.extents.end_block() <= src_block + len;
+        if target_empty && whole {
+            // A whole file into an empty one (cp --reflink, a snapshot): the map is copied as it
+            // is, node for node, with no list of runs to sort and build a tree from.
+            let copy = source.extents.clone();
+            let owners = self.owners.is_built().then(|| {
+                copy.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino: dst, file_block: fb })).collect()
+            });
+            let added_extents = copy.len() as u64;
+            self.extent_changes = self.extent_changes.wrapping_add(added_extents);
+            self.extent_count += added_extents;
+            self.inodes.get_mut(&dst).expect("checked above").extents = copy;
+            return self.add_cloned_owners(src, dst, owners);
+        }
         let runs: Vec<(u64, u64, u64)> = source
             .extents
             .mapped_in(src_block, len)
@@ -579,6 +596,18 @@ impl State {
         self.extent_changes = self.extent_changes.wrapping_add(runs.len() as u64);
         target.extents.fill_hole(runs);
         self.extent_count = self.extent_count + target.extents.len() as u64 - before;
+        self.add_cloned_owners(src, dst, owners)
+    }
+
+    /// Adds the owners of the blocks a clone of `src` gave `dst` (none to add while the ownership
+    /// map is not built: building it walks the extents, these included). Every block must have
+    /// been owned before, by the source, and none may be metadata.
+    fn add_cloned_owners(
+        &mut self,
+        src: u64,
+        dst: u64,
+        owners: Option<Vec<(u64, u64, Owner)>>,
+    ) -> std::result::Result<(), String> {
         let Some(owners) = owners else { return Ok(()) };
         let added = self.owners.add_runs(owners);
         if added.touched_metadata {

@@ -163,11 +163,32 @@ fn parse_number(text: &str) -> Option<u64> {
     }
 }
 
+/// Where the sysfs link `link` (`/sys/dev/block/M:m`, `/sys/dev/char/M:m`) points: one readlink,
+/// its relative target resolved against the link's directory by dropping `..` components (sysfs
+/// directories on the way are real directories, so this is the canonical path, found without the
+/// readlink per component that `canonicalize` costs a mount).
+fn sys_link_target(link: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(link).ok()?;
+    let mut dir = link.parent()?.to_path_buf();
+    for part in target.components() {
+        match part {
+            std::path::Component::RootDir => dir = PathBuf::from("/"),
+            std::path::Component::ParentDir => {
+                dir.pop();
+            }
+            std::path::Component::CurDir => {}
+            std::path::Component::Normal(name) => dir.push(name),
+            std::path::Component::Prefix(_) => return None,
+        }
+    }
+    Some(dir)
+}
+
 /// The disk under block device `major:minor` when it keeps a bad-block list: (disk name, list,
 /// the device's start on the disk in bytes). `None` for anything else (no such device in sysfs,
 /// no list: the kernel shows `badblocks` only for disks that keep one).
 pub fn block_device_list(sys: &Path, major: u32, minor: u32) -> Option<(String, PathBuf, u64)> {
-    let dir = std::fs::canonicalize(sys.join(format!("dev/block/{major}:{minor}"))).ok()?;
+    let dir = sys_link_target(&sys.join(format!("dev/block/{major}:{minor}")))?;
     // A partition has `partition` and `start` (in sectors) and sits inside its disk's directory.
     let (disk_dir, start) = if dir.join("partition").exists() {
         let start = parse_number(&read_trimmed(&dir.join("start"))?)?;
@@ -187,7 +208,7 @@ pub fn block_device_list(sys: &Path, major: u32, minor: u32) -> Option<(String, 
 /// list, the instance's data offset in the region). `None` when it is not a dax instance of an
 /// nvdimm region.
 pub fn devdax_region(sys: &Path, major: u32, minor: u32) -> Option<(String, Option<PathBuf>, u64)> {
-    let dir = std::fs::canonicalize(sys.join(format!("dev/char/{major}:{minor}"))).ok()?;
+    let dir = sys_link_target(&sys.join(format!("dev/char/{major}:{minor}")))?;
     let name = dir.file_name()?.to_string_lossy().into_owned();
     let start = parse_number(&read_trimmed(&dir.join("resource"))?)?;
     let region = dir.ancestors().find(|a| {
@@ -555,6 +576,14 @@ mod tests {
         // A partition starting at sector 2048 (1 MiB): its device bytes are disk bytes - 1 MiB.
         assert_eq!(block_device_list(dir.path(), 259, 1), Some(("pmem0".into(), list.clone(), 1 << 20)));
         assert_eq!(block_device_list(dir.path(), 8, 0), None);
+        // The kernel's links are relative (../../devices/...): the same answer.
+        std::fs::remove_file(dir.path().join("dev/block/259:0")).unwrap();
+        symlink(
+            "../../devices/platform/e820_pmem/ndbus0/region0/namespace0.0/block/pmem0",
+            dir.path().join("dev/block/259:0"),
+        )
+        .unwrap();
+        assert_eq!(block_device_list(dir.path(), 259, 0), Some(("pmem0".into(), list.clone(), 0)));
         // Pool [0, 64 KiB) at device 1 MiB, pool [64 KiB, 128 KiB) at device 4 MiB.
         let extents = vec![
             Extent { logical: 0, physical: 1 << 20, len: 64 << 10 },
