@@ -252,3 +252,41 @@ fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::
     // SAFETY: every caller passes the arguments the kernel gave its signal handler.
     unsafe { forward_to(signal, info, context, slot) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoTarget;
+
+    impl FaultTarget for NoTarget {
+        fn resolve_store_fault(&self, _addr: usize) -> FaultOutcome {
+            FaultOutcome::Refused
+        }
+    }
+
+    #[test]
+    fn a_buffer_overlaps_a_view_exactly_when_it_shares_a_byte_with_one_span_or_no_span() {
+        // Two views far above anything this process maps (never touched: only their addresses
+        // are registered), with a gap between them.
+        let (a, b) = (0x7ff0_0000_0000usize, 0x7ff0_0010_0000usize);
+        let nobody = || std::sync::Weak::<NoTarget>::new() as Weak<dyn FaultTarget>;
+        register(a, 0x4000, nobody());
+        register(b, 0x2000, nobody());
+        assert!(overlaps_view(a, 1) && overlaps_view(a + 0x3fff, 1) && overlaps_view(b + 0x1000, 64));
+        assert!(overlaps_view(a - 8, 9), "a buffer ending on the view's first byte");
+        assert!(!overlaps_view(a - 8, 8), "a buffer ending right before the view");
+        assert!(!overlaps_view(a + 0x4000, 0x1000), "inside the span, between the views");
+        assert!(!overlaps_view(b + 0x2000, 1) && !overlaps_view(0x1000, 4096), "past or below the span");
+        assert!(!overlaps_view(a, 0), "an empty buffer");
+        unregister(a);
+        assert!(!overlaps_view(a, 0x4000) && overlaps_view(b, 1));
+        unregister(b);
+        assert!(!overlaps_view(b, 0x2000));
+        assert_eq!(
+            [VIEW_SPAN[0].load(Ordering::Acquire), VIEW_SPAN[1].load(Ordering::Acquire)],
+            [usize::MAX, 0],
+            "no views: an empty span"
+        );
+    }
+}

@@ -1013,6 +1013,65 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_file_clone_into_an_empty_file_gives_what_a_clone_in_pieces_gives() {
+        use crate::format::checkpoint::{InodeImage, StateImage};
+        let inode =
+            |ino: u64, kind: InodeKind, nlink: u32, size: u64, extents, entries: Vec<(&[u8], u64)>| {
+                InodeImage {
+                    attrs: InodeAttrs { kind, nlink, size, ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0) },
+                    extents,
+                    entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
+                    xattrs: vec![],
+                    target: Vec::new(),
+                }
+            };
+        let source = vec![(0, 100, 2), (4, 200, 3), (9, 300, 1)];
+        let image = StateImage {
+            next_ino: 6,
+            inodes: vec![
+                inode(1, InodeKind::Dir, 2, 0, vec![], vec![(b"a", 3), (b"b", 4), (b"c", 5)]),
+                inode(3, InodeKind::File, 1, 40960, source.clone(), vec![]),
+                inode(4, InodeKind::File, 1, 40960, vec![], vec![]),
+                inode(5, InodeKind::File, 1, 40960, vec![], vec![]),
+            ],
+            quarantine: vec![],
+        };
+        for built in [false, true] {
+            let mut state = State::from_image(image.clone(), 1000, &[]).unwrap();
+            if built {
+                state.owners();
+            }
+            let clone =
+                |src_block, dst, dst_block, len| Mutation::Clone { src: 3, src_block, dst, dst_block, len };
+            // The whole file at once into 4; into 5 in two pieces (the second one over a mapped
+            // neighbour, so neither takes the whole-file path).
+            for m in [clone(0, 4, 0, 10), clone(5, 5, 5, 5), clone(0, 5, 0, 5)] {
+                state.apply(&m, ApplyMode::Live).unwrap();
+            }
+            let extents =
+                |ino: u64| state.inodes[&ino].extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect();
+            let (four, five): (Vec<_>, Vec<_>) = (extents(4), extents(5));
+            assert_eq!(four, source, "built: {built}");
+            assert_eq!(five, source, "built: {built}");
+            assert_eq!(state.extent_count, 9);
+            // The ownership map, kept up to date or built now, is the one built from the extents.
+            let rebuilt = State::from_image(state.to_image(), 1000, &[]).unwrap();
+            assert_eq!(format!("{:?}", state.owners()), format!("{:?}", rebuilt.owners()), "built: {built}");
+            // Pool block 201 is file block 5 of all three files.
+            let (start, segment) = state.owners().overlapping(201, 1).next().unwrap();
+            let owners: Vec<(u64, u64)> = segment
+                .owners
+                .iter()
+                .map(|o| match *o {
+                    Owner::File { ino, file_block } => (ino, file_block + (201 - start)),
+                    Owner::Meta(m) => panic!("block 201 owned by {m}"),
+                })
+                .collect();
+            assert_eq!(owners, [(3, 5), (4, 5), (5, 5)], "built: {built}");
+        }
+    }
+
+    #[test]
     fn a_mount_refuses_sorted_entries_with_the_errors_link_gives() {
         use crate::format::checkpoint::{InodeImage, StateImage};
         let dir = |ino: u64, nlink: u32, entries: Vec<(&[u8], u64)>| InodeImage {
