@@ -143,10 +143,91 @@ fn live_mounts() -> &'static std::sync::Mutex<Vec<std::sync::Weak<Shared>>> {
     MOUNTS.get_or_init(Default::default)
 }
 
+/// Set by [`expect_short_life`]: mounts start no machine-check listener thread unless early kill
+/// is in effect.
+static SHORT_LIFE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the library that this process runs one command and exits (the `ferrodax` CLI does, for
+/// every command but the long-running ones). Its direct mounts then start no thread to record
+/// action-optional machine checks unless early kill is in effect when they mount: without early
+/// kill the kernel sends none. One that arrives anyway (early kill turned on later) waits in the
+/// report pipe and is recorded at the process's next file-system call (unmount included), on the
+/// calling thread, before that call takes its lock.
+pub fn expect_short_life() {
+    SHORT_LIFE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the kernel may send this process action-optional machine checks now: its early-kill
+/// policy (prctl `PR_MCE_KILL`) is early, or it follows the system's and
+/// `/proc/sys/vm/memory_failure_early_kill` is not 0 (a kernel without memory-failure support has
+/// no such file and sends none).
+fn early_kill_in_effect() -> bool {
+    // SAFETY: PR_MCE_KILL_GET reads this process's policy; the unused arguments must be zero.
+    match unsafe { libc::prctl(libc::PR_MCE_KILL_GET, 0, 0, 0, 0) } {
+        libc::PR_MCE_KILL_EARLY => true,
+        libc::PR_MCE_KILL_DEFAULT => {
+            std::fs::read("/proc/sys/vm/memory_failure_early_kill").is_ok_and(|v| v.trim_ascii() != b"0")
+        }
+        _ => false,
+    }
+}
+
+/// The read end (non-blocking) of the pipe the SIGBUS handler reports action-optional machine
+/// checks at pool addresses into, made once per process with the first direct mount; `None` when
+/// no pipe could be made (the signal is then forwarded, as without ferrodax).
+fn machine_check_pipe() -> Option<i32> {
+    static PIPE: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *PIPE.get_or_init(|| {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills two descriptors that this process then owns for its whole life.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return None;
+        }
+        // Only the read end is non-blocking: the handler's 16-byte writes stay atomic and whole.
+        // SAFETY: fcntl on the descriptor just made.
+        unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) };
+        crate::pool::mcsafe::report_action_optional_to(fds[1]);
+        Some(fds[0])
+    })
+}
+
+/// Records every report waiting in the pipe (see [`record_machine_check_at`]).
+fn drain_machine_check_reports(read_end: i32) {
+    loop {
+        let mut bytes = [0u8; 16];
+        // SAFETY: read(2) into a stack buffer from the pipe's read end, which lives as long as
+        // the process.
+        let n = unsafe { libc::read(read_end, bytes.as_mut_ptr().cast(), 16) };
+        if n == 16 {
+            let addr = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+            let lsb = u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")) as u32;
+            record_machine_check_at(addr, lsb);
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            // Empty (EAGAIN); reports are written whole, 16 bytes at a time.
+            return;
+        }
+    }
+}
+
+/// Records the reports an action-optional machine check left in the pipe, when no listener thread
+/// took them (a short-lived process, [`expect_short_life`]). Called before a file-system call
+/// takes its lock; a thread that holds a ferrodax lock leaves them for its next call.
+fn record_waiting_machine_checks() {
+    if !fault::holds_lock() && crate::pool::mcsafe::take_action_optional_pending() {
+        if let Some(read_end) = machine_check_pipe() {
+            drain_machine_check_reports(read_end);
+        }
+    }
+}
+
 /// Registers a direct mount so that an action-optional machine check the kernel sends for one of
 /// its pool addresses (early kill: bad memory found, not yet consumed) becomes a memory failure
 /// of that block. The SIGBUS handler cannot take the file system's lock: it writes the address
-/// into a pipe, and one thread of this process, started with the first mount, records it.
+/// into a pipe, and one thread of this process, started with the first mount, records it (in a
+/// short-lived process, only if early kill is in effect; otherwise the next file-system call does:
+/// [`expect_short_life`]).
 fn watch_action_optional_machine_checks(shared: &Arc<Shared>) {
     static LISTENER: std::sync::Once = std::sync::Once::new();
     {
@@ -154,30 +235,25 @@ fn watch_action_optional_machine_checks(shared: &Arc<Shared>) {
         mounts.retain(|m| m.strong_count() > 0);
         mounts.push(Arc::downgrade(shared));
     }
+    let Some(read_end) = machine_check_pipe() else { return };
+    if LISTENER.is_completed()
+        || (SHORT_LIFE.load(std::sync::atomic::Ordering::Relaxed) && !early_kill_in_effect())
+    {
+        return;
+    }
     LISTENER.call_once(|| {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 fills two descriptors that this process then owns.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return;
-        }
-        let (read_end, write_end) = (fds[0], fds[1]);
-        let spawned = std::thread::Builder::new().name("ferrodax-mce".into()).spawn(move || loop {
-            let mut bytes = [0u8; 16];
-            // SAFETY: read(2) into a stack buffer from the pipe this thread owns.
-            let n = unsafe { libc::read(read_end, bytes.as_mut_ptr().cast(), 16) };
-            if n != 16 {
-                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
+        let listen = move || loop {
+            let mut waiting = libc::pollfd { fd: read_end, events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll(2) on one descriptor described by a stack pollfd.
+            let rc = unsafe { libc::poll(&mut waiting, 1, -1) };
+            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 return;
             }
-            let addr = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-            let lsb = u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")) as u32;
-            record_machine_check_at(addr, lsb);
-        });
-        if spawned.is_ok() {
-            crate::pool::mcsafe::report_action_optional_to(write_end);
-        }
+            crate::pool::mcsafe::take_action_optional_pending();
+            drain_machine_check_reports(read_end);
+        };
+        // Without the thread, the reports wait for the next call (`record_waiting_machine_checks`).
+        let _ = std::thread::Builder::new().name("ferrodax-mce".into()).spawn(listen);
     });
 }
 
@@ -629,6 +705,7 @@ impl Fs {
     /// # Panics
     /// On a connected `Fs` ([`Fs::connect`]): the state lives in the server.
     pub fn read_lock(&self) -> ReadGuard<'_> {
+        record_waiting_machine_checks();
         let mark = LockMark::new();
         ReadGuard { guard: self.local().fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }
@@ -643,6 +720,7 @@ impl Fs {
     }
 
     pub(crate) fn write_lock(&self) -> WriteGuard<'_> {
+        record_waiting_machine_checks();
         let mark = LockMark::new();
         WriteGuard { guard: self.local().fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
     }

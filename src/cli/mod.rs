@@ -403,8 +403,10 @@ pub fn run() -> i32 {
         cli.command,
         Command::Tour { .. } | Command::Serve(_) | Command::Mount(_) | Command::Bench { .. }
     ) {
-        // A short life: what mount frees, the state it builds reuses (no fresh page faults).
+        // A short life: what mount frees, the state it builds reuses (no fresh page faults), and
+        // no machine-check listener thread unless early kill is on.
         ferrodax_hostkit::heap::keep_freed_memory_for_reuse();
+        ferrodax::api::expect_short_life();
     }
     match cli.command {
         Command::Mkfs { pool, size, force, sparse } => commands::mkfs(&pool, size, force, sparse),

@@ -21,7 +21,7 @@
 //! not handle (see [`forward`]).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 /// Pool mappings of this process, as (base, length) slots (0 = free), so that the handler can tell
@@ -32,6 +32,10 @@ static POOL_MAPPINGS: [(AtomicUsize, AtomicUsize); 64] =
 /// The write end of the pipe that action-optional machine checks at pool addresses are reported
 /// into (-1: nobody listens, so they are forwarded like any other signal).
 static AO_REPORTS: AtomicI32 = AtomicI32::new(-1);
+
+/// Set by the SIGBUS handler after it reported an action-optional machine check into
+/// [`AO_REPORTS`], taken by whoever drains the pipe ([`take_action_optional_pending`]).
+static AO_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Records a pool mapping of this process (the backend does, when it maps a pool).
 pub fn register_pool_mapping(base: usize, len: usize) {
@@ -69,6 +73,12 @@ pub fn pool_mapping_at(addr: usize) -> Option<(usize, usize)> {
 /// take the file system's lock).
 pub fn report_action_optional_to(fd: i32) {
     AO_REPORTS.store(fd, Ordering::Release);
+}
+
+/// Whether an action-optional machine check was reported into the pipe since the last call
+/// (clears the mark): the caller then drains the pipe. One relaxed-cost load when nothing came.
+pub fn take_action_optional_pending() -> bool {
+    AO_PENDING.load(Ordering::Relaxed) && AO_PENDING.swap(false, Ordering::AcqRel)
 }
 
 /// A read of pool memory met bad memory.
@@ -510,6 +520,8 @@ extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context
         // of at most PIPE_BUF bytes is atomic.
         let written = unsafe { libc::write(reports, bytes.as_ptr().cast(), bytes.len()) };
         if written == bytes.len() as isize {
+            // An atomic store: async-signal-safe.
+            AO_PENDING.store(true, Ordering::Release);
             return;
         }
     }
