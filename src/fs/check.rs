@@ -131,7 +131,7 @@ impl FileSystem {
                         format!("extent at file block {fb}: {}", overlap_detail(e.phys, e.len, structure)),
                     );
                 }
-                rebuilt.add(e.phys, e.len, Owner::File { ino, file_block: fb });
+                rebuilt.add(e.phys, e.len, Owner::file(ino, fb));
             }
         }
         report.extents = extent_total;

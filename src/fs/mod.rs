@@ -1295,6 +1295,7 @@ impl FileSystem {
         for owner in &segment.owners {
             match *owner {
                 Owner::File { ino: i, file_block: f } => {
+                    let i = i.get();
                     let f = f + (block - start);
                     if i == ino && f == file_block && !found_self {
                         found_self = true;
@@ -1908,7 +1909,7 @@ impl FileSystem {
                 }
                 let kind = match key_here {
                     Owner::File { ino, file_block } => OwnerKind::File {
-                        ino,
+                        ino: ino.get(),
                         path: None,
                         file_offset: file_block * BLOCK_SIZE,
                         refcount: seg.owners.len(),
@@ -1979,7 +1980,7 @@ impl FileSystem {
             Some((s, seg)) => match seg.owners.as_slice() {
                 [Owner::Meta(m)] => ShareState::Metadata { structure: m.to_string() },
                 [Owner::File { ino, file_block }] => {
-                    ShareState::Single { ino: *ino, file_block: file_block + (block - s) }
+                    ShareState::Single { ino: ino.get(), file_block: file_block + (block - s) }
                 }
                 many => ShareState::Shared { count: many.len() },
             },

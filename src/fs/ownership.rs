@@ -14,6 +14,7 @@
 //! not have once an operation has finished.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::{Mutex, OnceLock};
 
 /// Which metadata structure uses a block.
@@ -44,13 +45,15 @@ impl std::fmt::Display for MetaStructure {
 }
 
 /// One owner of a block. For file owners, `file_block` is the file block that maps the *first*
-/// block of the segment (or of the range being added or removed).
+/// block of the segment (or of the range being added or removed). 16 bytes: an inode number is
+/// never 0, so that value tells a metadata owner apart (segments shared by many files hold one
+/// per sharer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Owner {
     /// A file's data.
     File {
         /// The inode.
-        ino: u64,
+        ino: NonZeroU64,
         /// The file block mapping the first block of the run.
         file_block: u64,
     },
@@ -59,6 +62,22 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// File block `file_block` of inode `ino`.
+    ///
+    /// # Panics
+    /// When `ino` is 0, which no inode is (mount refuses one).
+    pub fn file(ino: u64, file_block: u64) -> Owner {
+        Owner::File { ino: NonZeroU64::new(ino).expect("inode numbers are never 0"), file_block }
+    }
+
+    /// The inode and file block of a file owner; `None` for a metadata owner.
+    pub fn file_block_of(self) -> Option<(u64, u64)> {
+        match self {
+            Owner::File { ino, file_block } => Some((ino.get(), file_block)),
+            Owner::Meta(_) => None,
+        }
+    }
+
     /// The same owner seen `delta` blocks earlier along the run, if the file block allows it.
     fn unshifted(self, delta: u64) -> Option<Owner> {
         match self {
@@ -857,12 +876,14 @@ mod tests {
     use super::*;
 
     fn file(ino: u64, file_block: u64) -> Owner {
-        Owner::File { ino, file_block }
+        Owner::file(ino, file_block)
     }
 
     #[test]
-    fn an_owner_list_is_a_vec_sized_slice_that_keeps_one_owner_inline_through_inserts_and_removes() {
+    fn an_owner_is_two_words_and_an_owner_list_a_vec_sized_slice_that_keeps_one_owner_inline_through_inserts_and_removes() {
         assert_eq!(std::mem::size_of::<Owners>(), std::mem::size_of::<Vec<Owner>>());
+        // An owner is two words: the inode number's 0 tells a metadata owner apart.
+        assert_eq!(std::mem::size_of::<Owner>(), 16);
         let mut owners = Owners::one(file(2, 7));
         assert!(matches!(owners.0, OwnersRepr::One(_)));
         owners.insert(0, file(1, 3));

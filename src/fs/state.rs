@@ -272,7 +272,7 @@ fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Box
 fn file_runs(inodes: &IntMap<u64, Box<Inode>>) -> Vec<(u64, u64, Owner)> {
     let mut runs = Vec::with_capacity(inodes.values().map(|i| i.extents.len()).sum());
     for (&ino, inode) in inodes {
-        runs.extend(inode.extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino, file_block: fb })));
+        runs.extend(inode.extents.iter().map(|(fb, e)| (e.phys, e.len, Owner::file(ino, fb))));
     }
     runs
 }
@@ -572,9 +572,10 @@ impl State {
             // A whole file into an empty one (cp --reflink, a snapshot): the map is copied as it
             // is, node for node, with no list of runs to sort and build a tree from.
             let copy = source.extents.clone();
-            let owners = self.owners.is_built().then(|| {
-                copy.iter().map(|(fb, e)| (e.phys, e.len, Owner::File { ino: dst, file_block: fb })).collect()
-            });
+            let owners = self
+                .owners
+                .is_built()
+                .then(|| copy.iter().map(|(fb, e)| (e.phys, e.len, Owner::file(dst, fb))).collect());
             let added_extents = copy.len() as u64;
             self.extent_changes = self.extent_changes.wrapping_add(added_extents);
             self.extent_count += added_extents;
@@ -588,9 +589,10 @@ impl State {
             .collect();
         // An ownership map not built yet needs nothing: it will be built from the extents, these
         // included, which are the source's own (checked against the metadata by mount).
-        let owners = self.owners.is_built().then(|| {
-            runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::File { ino: dst, file_block: fb })).collect()
-        });
+        let owners = self
+            .owners
+            .is_built()
+            .then(|| runs.iter().map(|&(fb, phys, n)| (phys, n, Owner::file(dst, fb))).collect());
         let target = self.inodes.get_mut(&dst).expect("checked above");
         let before = target.extents.len() as u64;
         self.extent_changes = self.extent_changes.wrapping_add(runs.len() as u64);
@@ -816,7 +818,7 @@ impl State {
                     0
                 }
             };
-            let added = self.owners.add(p, len, Owner::File { ino, file_block });
+            let added = self.owners.add(p, len, Owner::file(ino, file_block));
             if added.touched_metadata {
                 return Err(format!("map of inode {ino} onto metadata blocks [{p}, +{len})"));
             }
@@ -826,10 +828,8 @@ impl State {
         }
         for &piece in removed.iter() {
             let p = piece.phys.expect("removed pieces are mapped");
-            let freed = self
-                .owners
-                .remove(p, piece.len, Owner::File { ino, file_block: piece.file_block })
-                .map_err(|e| e.0)?;
+            let freed =
+                self.owners.remove(p, piece.len, Owner::file(ino, piece.file_block)).map_err(|e| e.0)?;
             for (s, l) in freed {
                 self.release_unless_quarantined(s, l);
             }
@@ -1063,7 +1063,7 @@ mod tests {
                 .owners
                 .iter()
                 .map(|o| match *o {
-                    Owner::File { ino, file_block } => (ino, file_block + (201 - start)),
+                    Owner::File { ino, file_block } => (ino.get(), file_block + (201 - start)),
                     Owner::Meta(m) => panic!("block 201 owned by {m}"),
                 })
                 .collect();
