@@ -880,7 +880,7 @@ mod tests {
     }
 
     #[test]
-    fn an_owner_is_two_words_and_an_owner_list_a_vec_sized_slice_that_keeps_one_owner_inline_through_inserts_and_removes() {
+    fn an_owner_is_two_words_and_a_vec_sized_owner_list_keeps_one_owner_inline_through_inserts_and_removes() {
         assert_eq!(std::mem::size_of::<Owners>(), std::mem::size_of::<Vec<Owner>>());
         // An owner is two words: the inode number's 0 tells a metadata owner apart.
         assert_eq!(std::mem::size_of::<Owner>(), 16);
