@@ -266,7 +266,8 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_overlaps_a_view_exactly_when_it_shares_a_byte_with_one_span_or_no_span() {
+    fn overlaps_view_is_true_exactly_for_buffers_sharing_a_byte_with_a_view_and_the_span_empties_with_the_last_view(
+    ) {
         // Two views far above anything this process maps (never touched: only their addresses
         // are registered), with a gap between them.
         let (a, b) = (0x7ff0_0000_0000usize, 0x7ff0_0010_0000usize);

@@ -70,14 +70,6 @@ impl Owner {
         Owner::File { ino: NonZeroU64::new(ino).expect("inode numbers are never 0"), file_block }
     }
 
-    /// The inode and file block of a file owner; `None` for a metadata owner.
-    pub fn file_block_of(self) -> Option<(u64, u64)> {
-        match self {
-            Owner::File { ino, file_block } => Some((ino.get(), file_block)),
-            Owner::Meta(_) => None,
-        }
-    }
-
     /// The same owner seen `delta` blocks earlier along the run, if the file block allows it.
     fn unshifted(self, delta: u64) -> Option<Owner> {
         match self {

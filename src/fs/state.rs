@@ -268,6 +268,29 @@ fn file_on_metadata(meta: &[(u64, u64, MetaStructure)], inodes: &IntMap<u64, Box
     Some(format!("inode {ino}: {}", overlap_detail(e.phys, e.len, structure)))
 }
 
+/// The checks an entry `name` of directory `dir` naming inode `ino` (`child`, if it exists) must
+/// pass whoever adds it: the inode exists, is not the root, and is not a directory that already
+/// has a name. Returns the child.
+fn named_child<'a>(
+    dir: u64,
+    name: &[u8],
+    ino: u64,
+    child: Option<&'a Inode>,
+) -> std::result::Result<&'a Inode, String> {
+    let shown = || String::from_utf8_lossy(name).into_owned();
+    match child {
+        None => Err(format!("entry {:?} of directory {dir} names missing inode {ino}", shown())),
+        Some(_) if ino == ROOT_INO => {
+            Err(format!("entry {:?} of directory {dir} names the root directory", shown()))
+        }
+        Some(child) if child.is_dir() && !child.names.is_empty() => Err(format!(
+            "directory {ino} gets a second name {:?} in directory {dir} (a directory has one)",
+            shown()
+        )),
+        Some(child) => Ok(child),
+    }
+}
+
 /// Every file extent as an ownership run (first pool block, length, owner of that block).
 fn file_runs(inodes: &IntMap<u64, Box<Inode>>) -> Vec<(u64, u64, Owner)> {
     let mut runs = Vec::with_capacity(inodes.values().map(|i| i.extents.len()).sum());
@@ -624,19 +647,7 @@ impl State {
     /// Adds the entry `name` -> `ino` to directory `dir`.
     fn link(&mut self, dir: u64, name: &[u8], ino: u64) -> std::result::Result<(), String> {
         let shown = || String::from_utf8_lossy(name).into_owned();
-        let child_is_dir = match self.inodes.get(&ino) {
-            None => return Err(format!("entry {:?} of directory {dir} names missing inode {ino}", shown())),
-            Some(_) if ino == ROOT_INO => {
-                return Err(format!("entry {:?} of directory {dir} names the root directory", shown()))
-            }
-            Some(child) if child.is_dir() && !child.names.is_empty() => {
-                return Err(format!(
-                    "directory {ino} gets a second name {:?} in directory {dir} (a directory has one)",
-                    shown()
-                ))
-            }
-            Some(child) => child.is_dir(),
-        };
+        let child_is_dir = named_child(dir, name, ino, self.inodes.get(&ino).map(|c| &**c))?.is_dir();
         let parent = match self.inodes.get_mut(&dir) {
             Some(d) if d.is_dir() => d,
             Some(_) => return Err(format!("inode {ino} is named in inode {dir}, which is not a directory")),
@@ -674,22 +685,9 @@ impl State {
             entries.into_iter().map(|(name, ino)| (Name::from(name), ino)).collect();
         let mut subdirs = 0;
         for (name, ino) in &entries {
-            let shown = || String::from_utf8_lossy(name).into_owned();
-            let child = match self.inodes.get_mut(ino) {
-                None => {
-                    return Err(format!("entry {:?} of directory {dir} names missing inode {ino}", shown()))
-                }
-                Some(_) if *ino == ROOT_INO => {
-                    return Err(format!("entry {:?} of directory {dir} names the root directory", shown()))
-                }
-                Some(child) if child.is_dir() && !child.names.is_empty() => {
-                    return Err(format!(
-                        "directory {ino} gets a second name {:?} in directory {dir} (a directory has one)",
-                        shown()
-                    ))
-                }
-                Some(child) => child,
-            };
+            let child = self.inodes.get_mut(ino);
+            named_child(dir, name, *ino, child.as_deref().map(|c| &**c))?;
+            let child = child.expect("checked above");
             subdirs += u64::from(child.is_dir());
             child.names.push((dir, name.clone()));
             self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
