@@ -2036,10 +2036,6 @@ impl FaultTarget for MappingInner {
 
     fn resolve_store_fault(&self, addr: usize) -> FaultOutcome {
         let page = ((addr - self.view.addr()) / vm::PAGE) as u64;
-        if self.view.access == MapAccess::ReadWrite && !self.view.is_remote() {
-            // Before any lock: see `Reservation::populate_for_read`.
-            self.view.reservation().populate_for_read(addr - self.view.addr());
-        }
         match self.make_page_writable(page) {
             Ok(()) => FaultOutcome::Resolved,
             Err(Error::BadHandle(_)) => FaultOutcome::Refused,

@@ -227,21 +227,6 @@ impl Reservation {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (self.base + offset) as *mut u8, data.len()) };
     }
 
-    /// Reads one byte of the page holding byte `offset`, machine-check safe, so that the kernel
-    /// maps that page (and, by its fault-around, the neighbours it has in the page cache) into the
-    /// page table now, read-only. A store fault calls this before the page turns writable: the
-    /// store that resumes then only takes a write-protect fault instead of a whole page fault, and
-    /// the next store faults of a sequential pass find their pages mapped. A bad line stops the
-    /// read, and is left to the copy that follows (which meets it and fails as it would have).
-    pub fn populate_for_read(&self, offset: usize) {
-        assert!(offset < self.len);
-        let mut byte = 0u8;
-        // SAFETY: in range of our reservation (asserted); the page is mapped readable (a store
-        // fault happens only on read-only pages: the past-EOF and poison sentinels raise SIGBUS
-        // on stores instead), and the machine-check-safe routine survives bad memory.
-        let _ = unsafe { crate::pool::mcsafe::copy(&mut byte, (self.base + offset) as *const u8, 1) };
-    }
-
     /// Copies view memory at byte `offset` into `buf`.
     pub fn load(&self, offset: usize, buf: &mut [u8]) {
         assert!(offset + buf.len() <= self.len);
