@@ -29,6 +29,11 @@ const DRAM_TARGET_BYTES_PER_EXTENT: f64 = 64.0;
 /// Target: a checkpoint after one write costs at most this multiple of the same checkpoint on
 /// the small pool (what changed is the same).
 const CHECKPOINT_TARGET_RATIO: f64 = 2.0;
+/// Target: a whole `ferrodax` process's start to its first operation on the start pool, at most
+/// this many milliseconds (issue item 1).
+const START_TARGET_MS: f64 = 2.0;
+/// Files in the start rows' pool: a million extents at full size.
+const START_FILES: u64 = 100_000;
 /// One-block extents per base file.
 const EXTENTS_PER_FILE: u64 = 10;
 /// Reflinked copies of each base file.
@@ -55,6 +60,10 @@ pub struct ScaleSuite {
     small_files: u64,
     runs: Result<Vec<MountReport>, String>,
     small: Result<Vec<MountReport>, String>,
+    /// Files in the start pool, and the whole-process times (ms) on it and on the small pool.
+    start_files: u64,
+    start: Result<Vec<f64>, String>,
+    small_start: Result<Vec<f64>, String>,
 }
 
 /// A pool file that is deleted when dropped.
@@ -204,6 +213,49 @@ fn measure(files: u64, runs: usize) -> Result<Vec<MountReport>, String> {
     mount_runs(&path.0, runs)
 }
 
+/// The `ferrodax` command built beside this binary (`cargo build --release` builds both).
+fn ferrodax_command() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    let cli = exe.with_file_name("ferrodax");
+    if cli.is_file() {
+        Ok(cli)
+    } else {
+        Err(format!("no ferrodax command at {} (cargo build --release builds it)", cli.display()))
+    }
+}
+
+/// Builds a pool of `files` files on /dev/shm, then times `runs` whole `ferrodax io` processes,
+/// each from its spawn to its exit: mount, open one file, read its first 4 KiB (its first
+/// operation), unmount. The milliseconds of each.
+fn start_runs(files: u64, runs: usize) -> Result<Vec<f64>, String> {
+    let cli = ferrodax_command()?;
+    let path =
+        PoolFile(PathBuf::from(format!("/dev/shm/ferrodax-bench-start-{}-{files}.pool", std::process::id())));
+    build(&path.0, files)?;
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let out = std::process::Command::new(&cli)
+                .args(["io", "-r", "-c", "pread 0 4096"])
+                .arg(&path.0)
+                .arg(file_name(0))
+                .output()
+                .map_err(|e| format!("running {}: {e}", cli.display()))?;
+            let time = start.elapsed();
+            let said = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() || !said.contains("read 4096/4096 bytes") {
+                return Err(format!(
+                    "ferrodax io: {}: {} {}",
+                    out.status,
+                    said.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(ms(time))
+        })
+        .collect()
+}
+
 /// Builds both pools and measures them.
 pub fn scale_suite(plan: &Plan) -> ScaleSuite {
     let files = if plan.smoke {
@@ -220,7 +272,14 @@ pub fn scale_suite(plan: &Plan) -> ScaleSuite {
     ));
     let runs = measure(files, plan.runs.max(3));
     let small = measure(small_files, plan.runs.max(3));
-    ScaleSuite { files, small_files, runs, small }
+    let start_files = if plan.smoke { files } else { START_FILES };
+    progress(&format!(
+        "scale: building a pool of {start_files} files and {} extents for the process start row",
+        start_files * EXTENTS_PER_FILE
+    ));
+    let start = start_runs(start_files, plan.runs.max(3));
+    let small_start = start_runs(small_files, plan.runs.max(3));
+    ScaleSuite { files, small_files, runs, small, start_files, start, small_start }
 }
 
 /// The rows.
@@ -285,6 +344,28 @@ pub fn scale_rows(suite: &ScaleSuite) -> Vec<Row> {
         }
     }
     rows.extend([mount, dram, owners, dram_owners, checkpoint]);
+    let mut start = Row::new(
+        format!(
+            "scale: process start to first operation, a whole `ferrodax io -r -c \"pread 0 4096\"` process, {} files, {} extents",
+            suite.start_files,
+            suite.start_files * EXTENTS_PER_FILE
+        ),
+        "ms",
+    );
+    start = match &suite.start {
+        Ok(runs) => {
+            let mut r = start.measured(&Samples { values: runs.clone(), better: Better::Lower });
+            if let Ok(small) = &suite.small_start {
+                let base = Samples { values: small.clone(), better: Better::Lower }.best();
+                r.compare(format!("the same process on a pool of {} files", suite.small_files), base);
+            }
+            r.target = format!("<= {} ms", num(START_TARGET_MS));
+            r.judge(r.result.is_some_and(|v| v <= START_TARGET_MS));
+            r
+        }
+        Err(e) => start.failed(e),
+    };
+    rows.push(start);
     rows
 }
 

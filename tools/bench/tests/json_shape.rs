@@ -222,17 +222,18 @@ fn cow_only_smoke_json_has_the_fault_and_pwrite_rows_under_the_full_runs_names()
 }
 
 #[test]
-fn scale_only_smoke_json_has_the_five_scale_rows_each_measured_three_times() {
+fn scale_only_smoke_json_has_the_six_scale_rows_each_measured_three_times() {
     let doc = smoke_run(&["--scale-only"]);
     let rows = checked_rows(&doc, "scale");
     let names: Vec<&str> = rows.iter().map(|r| r["benchmark"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
     let starts = [
         "scale: mount",
         "scale: memory the mount",
         "scale: first owner",
         "scale: memory once",
         "scale: one 4 KiB",
+        "scale: process start",
     ];
     for (row, start) in rows.iter().zip(starts) {
         assert!(row["benchmark"].as_str().unwrap().starts_with(start), "{names:?}");
@@ -244,4 +245,5 @@ fn scale_only_smoke_json_has_the_five_scale_rows_each_measured_three_times() {
     // Building the ownership map takes memory of its own.
     assert!(rows[3]["best"].as_f64().unwrap() > rows[1]["best"].as_f64().unwrap(), "{}", rows[3]);
     assert!(rows[4]["ratio"].is_f64(), "the checkpoint row has its ratio to the small pool");
+    assert!(rows[5]["ratio"].is_f64(), "the process start row has its ratio to the small pool");
 }
