@@ -966,6 +966,76 @@ fn a_transaction_larger_than_the_log_is_atomic() {
     );
 }
 
+/// Forty more files and a whole checkpoint of it all (the base), then `changes` of those files
+/// rewritten: the next checkpoint has that many changed inodes to write. Returns the whole
+/// checkpoints written so far.
+fn base_then_changes(fx: &Fixture, changes: usize) -> u64 {
+    for i in 0..40 {
+        fx.open(&format!("/dir/f{i}")).write_at(&pattern(20 + i as u8, 3 * BLOCK as usize), 0).unwrap();
+    }
+    fx.fs.checkpoint().unwrap();
+    let stats = fx.fs.read_lock().journal().stats;
+    assert!(fx.fs.read_lock().journal().delta_blocks().is_empty(), "a base alone");
+    for i in 0..changes {
+        fx.open(&format!("/dir/f{i}")).write_at(&pattern(90, 100), BLOCK + 7).unwrap();
+    }
+    fx.fs.remove_file("/victim").unwrap();
+    stats.whole_checkpoints
+}
+
+#[test]
+fn a_delta_checkpoint_is_atomic_and_leaves_the_base_and_the_delta_before_it_where_they_were() {
+    // Two files rewritten and one removed since the base, a first delta of them, then a write:
+    // the checkpoint writes only that inode, as a second delta naming the first; a crash anywhere
+    // leaves the state before or after, and every image mounts (base, then both deltas in order)
+    // and checks clean (crash_test).
+    crash_test(
+        "delta checkpoint",
+        |fx| {
+            let whole = base_then_changes(fx, 2);
+            fx.fs.checkpoint().unwrap();
+            assert_eq!(fx.fs.read_lock().journal().delta_blocks().len(), 1, "a first delta");
+            (whole, fx.fs.read_lock().journal().checkpoint_blocks().clone())
+        },
+        |fx, (whole, base)| {
+            // The operation: one more write (so that the states before and after differ), then
+            // the checkpoint that holds it.
+            fx.open("/dir/f1").write_at(&pattern(92, 10), 5).unwrap();
+            fx.fs.checkpoint().unwrap();
+            let fs = fx.fs.read_lock();
+            assert_eq!(fs.journal().stats.whole_checkpoints, whole, "a delta, not a whole checkpoint");
+            assert_eq!(fs.journal().checkpoint_blocks(), &base, "the base stays where it was");
+            let deltas = fs.journal().delta_blocks();
+            assert!(deltas.len() == 2 && deltas[1].iter().all(|c| !c.is_empty()), "two deltas: {deltas:?}");
+        },
+    );
+}
+
+#[test]
+fn a_whole_checkpoint_that_replaces_a_base_and_its_delta_is_atomic() {
+    // A delta already beside the base; then most files change: the next checkpoint is a whole
+    // one, and the old base and delta are freed only once the superblocks name the new one.
+    crash_test(
+        "whole checkpoint after a delta",
+        |fx| {
+            let whole = base_then_changes(fx, 2);
+            fx.fs.checkpoint().unwrap();
+            assert_eq!(fx.fs.read_lock().journal().delta_blocks().len(), 1, "a delta first");
+            for i in 0..40 {
+                fx.open(&format!("/dir/f{i}")).write_at(&pattern(91, 50), 0).unwrap();
+            }
+            whole
+        },
+        |fx, whole| {
+            fx.open("/dir/f1").write_at(&pattern(92, 10), 5).unwrap();
+            fx.fs.checkpoint().unwrap();
+            let fs = fx.fs.read_lock();
+            assert_eq!(fs.journal().stats.whole_checkpoints, whole + 1, "a whole checkpoint");
+            assert!(fs.journal().delta_blocks().is_empty(), "no delta left");
+        },
+    );
+}
+
 #[test]
 fn memory_failure_of_a_free_block_quarantines_it_atomically() {
     crash_test(
@@ -1011,6 +1081,32 @@ fn memory_failure_of_a_checkpoint_block_moves_the_checkpoint_atomically() {
         |fx, block| {
             let report = fx.fs.memory_failure(block * BLOCK, BLOCK, FailureFlags::default()).unwrap();
             assert!(report.recorded.relocated.contains(&"checkpoint".to_string()), "{report}");
+        },
+    );
+}
+
+#[test]
+fn memory_failure_of_a_delta_block_moves_the_base_and_its_deltas_atomically() {
+    // A block of a delta's chain 0 goes bad: the checkpoint that moves it is a whole one (a new
+    // delta would leave the old one, bad block and all, in use), which frees the old base and delta.
+    crash_test(
+        "delta relocation",
+        |fx| {
+            let whole = base_then_changes(fx, 2);
+            fx.fs.checkpoint().unwrap();
+            let fs = fx.fs.read_lock();
+            let deltas = fs.journal().delta_blocks();
+            assert_eq!(deltas.len(), 1, "a delta");
+            (whole, deltas[0][0][0])
+        },
+        |fx, (whole, block)| {
+            let report = fx.fs.memory_failure(block * BLOCK, BLOCK, FailureFlags::default()).unwrap();
+            assert!(report.recorded.relocated.contains(&"checkpoint".to_string()), "{report}");
+            let fs = fx.fs.read_lock();
+            assert_eq!(fs.journal().stats.whole_checkpoints, whole + 1, "a whole checkpoint moved it");
+            assert!(fs.journal().delta_blocks().is_empty(), "no delta left");
+            let layout = fs.metadata_layout();
+            assert!(layout.iter().all(|m| m.1 != block), "the bad block is no checkpoint block any more");
         },
     );
 }
@@ -1251,7 +1347,7 @@ fn a_placed_write_of_the_pool_server_commits_atomically() {
 
 /// Converting the fixture of format `version` (holding at least `files` paths) to the current
 /// format: every crash image shows the tree a read-only mount shows, as the old pool (before the
-/// superblock switch) or the converted one (after it), and the converted pool says version 4.
+/// superblock switch) or the converted one (after it), and the converted pool says version 5.
 fn assert_conversion_is_crash_safe(version: u32, files: usize) {
     let path = format!("{}/tests/fixtures/format-v{version}.pool", env!("CARGO_MANIFEST_DIR"));
     let image = std::fs::read(path).unwrap();
@@ -1260,7 +1356,7 @@ fn assert_conversion_is_crash_safe(version: u32, files: usize) {
     let name = format!("conversion from format {version}");
     assert!(crash_recovery(&name, &image, &expected) > 0, "conversion must write");
     let converted = mount_image(image, false).unwrap();
-    assert_eq!(converted.read_lock().journal().superblock().version, 4);
+    assert_eq!(converted.read_lock().journal().superblock().version, 5);
 }
 
 #[test]
@@ -1282,8 +1378,16 @@ fn converting_a_format_version_2_pool_is_crash_safe() {
 fn converting_a_format_version_3_pool_is_crash_safe() {
     // tests/fixtures/format-v3.pool, made before format version 4 with its changes in the log (a
     // reflink among them, as `Map` mutations): the read-write mount replays them and writes a
-    // version 4 checkpoint.
+    // current checkpoint.
     assert_conversion_is_crash_safe(3, 5);
+}
+
+#[test]
+fn converting_a_format_version_4_pool_is_crash_safe() {
+    // tests/fixtures/format-v4.pool, made before format version 5 (deltas) with its changes in the
+    // log (a reflink as a `Clone` mutation, a symlink, an extended attribute, a rename among them):
+    // the read-write mount replays them and writes a whole current checkpoint.
+    assert_conversion_is_crash_safe(4, 5);
 }
 
 #[test]

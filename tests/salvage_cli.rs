@@ -152,8 +152,8 @@ fn a_format_version_1_pool_is_read_as_it_is_and_converted_by_a_read_write_mount(
     assert_eq!(s.cat("/dir/c"), vec![b'a'; 5000]);
     assert_eq!(version(&s), 1, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 4"), "{repair}");
-    assert_eq!(version(&s), 4);
+    assert!(repair.contains("converted to format version 5"), "{repair}");
+    assert_eq!(version(&s), 5);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
     assert_eq!(s.cat("/dir/b"), vec![b'b'; 8192]);
@@ -181,8 +181,8 @@ fn a_format_version_2_pool_replays_its_old_log_and_is_converted_with_names_as_en
     assert_eq!(s.cat("/dir/sub/renamed"), vec![b'b'; 8192]);
     assert_eq!(newest_version(&s), 2, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 4"), "{repair}");
-    assert_eq!(newest_version(&s), 4);
+    assert!(repair.contains("converted to format version 5"), "{repair}");
+    assert_eq!(newest_version(&s), 5);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.ok(&["ls", "test.pool", "/dir"]).lines().count(), 3);
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
@@ -209,7 +209,7 @@ fn a_format_version_3_pool_is_read_as_it_is_and_converted_by_its_first_writer() 
     assert_eq!(newest_version(&s), 3, "a read-only command changes nothing");
     // The first writer converts the pool (a checkpoint) before its reflink becomes a `Clone`.
     s.ok(&["io", "-f", "-c", "reflink /docs/b2 0 0 8292", "test.pool", "/docs/b3"]);
-    assert_eq!(newest_version(&s), 4);
+    assert_eq!(newest_version(&s), 5);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     let mut b2 = vec![b'b'; 4096];
     b2.resize(8192, 0);
@@ -220,4 +220,26 @@ fn a_format_version_3_pool_is_read_as_it_is_and_converted_by_its_first_writer() 
     assert_eq!(s.ok(&["readlink", "test.pool", "/sym"]).trim_end(), "/docs/b");
     let gone = s.run(&["cat", "test.pool", "/gone"]);
     assert!(gone.status != 0 && gone.stderr.contains("No such file"), "{}", gone.stderr);
+}
+
+#[test]
+fn a_format_version_4_pool_is_read_as_it_is_and_converted_by_its_first_writer() {
+    // tests/fixtures/format-v4.pool was made by ferrodax before format version 5 (no deltas),
+    // changes still in its log: /a (10000 bytes of 'A', user.k = "v"), /d/b2 (5000 of 'B', made as
+    // /d/b), /d/c (a reflink of /a's first 8192 bytes, a `Clone` mutation), /lnk -> /a.
+    let s = Sandbox::with_pool("1m");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v4.pool"), &s.pool).unwrap();
+    assert_eq!(newest_version(&s), 4);
+    assert_eq!(s.cat("/d/c"), vec![b'A'; 8192]);
+    assert_eq!(newest_version(&s), 4, "a read-only command changes nothing");
+    let repair = s.ok(&["check", "--repair", "test.pool"]);
+    assert!(repair.contains("converted to format version 5"), "{repair}");
+    assert!(!repair.contains("one log mutation"), "version 4 had Clone already: {repair}");
+    assert_eq!(newest_version(&s), 5);
+    assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
+    assert_eq!(s.cat("/a"), vec![b'A'; 10000]);
+    assert_eq!(s.cat("/d/b2"), vec![b'B'; 5000]);
+    assert_eq!(s.cat("/d/c"), vec![b'A'; 8192]);
+    assert_eq!(s.ok(&["readlink", "test.pool", "/lnk"]).trim_end(), "/a");
+    assert_eq!(s.ok(&["xattr", "test.pool", "get", "/a", "user.k"]).trim_end(), "v");
 }

@@ -22,7 +22,18 @@
 //! entries ascending by name (directories), `xattr_count u32` and `(name_len u16, name,
 //! value_len u32, value)` ascending by name, then `target_len u16, target` (symlinks). Versions 1
 //! and 2 kept each inode's one name in the inode instead ([`super::legacy`] reads them). Format version 1 had one chain of blocks with a 32-byte header (magic "FDXCKPT1",
-//! generation, next, payload bytes, CRC); [`read_chain_v1`] still reads it. Owns the encoding only.
+//! generation, next, payload bytes, CRC); [`read_chain_v1`] still reads it.
+//!
+//! A *delta* (format version 5) is written in the same blocks (its own two chains, carrying the
+//! generation of the superblock that first named it) when few inodes changed since the last
+//! checkpoint; the last whole checkpoint stays where it is as the *base*, and the deltas written
+//! since form a chain, each naming the one before it. Delta payload: the previous delta
+//! ([`DeltaLink`]: `head0 u64, head1 u64, len u64, crc u32, zero u32, generation u64`, all zero
+//! for the first delta after the base), `next_ino u64, inode_count u64, inodes…` (ascending by
+//! inode number, each encoded as above: the whole inode as it is now), `removed_count u64, ino
+//! u64…` (ascending: inodes that no longer exist), `quarantine_count u64, (block u64, len u64)…`
+//! (the whole list). Each delta holds what changed since the checkpoint before it: the state is
+//! the base with every delta applied in order ([`StateImage::with_delta`]). Owns the encoding only.
 
 use super::codec::{u32_at, u64_at, Reader, Writer};
 use super::record::{read_bytes16, InodeAttrs, INODE_ATTRS_LEN};
@@ -182,6 +193,183 @@ impl StateImage {
     }
 }
 
+/// Where a delta lives: two chains of checkpoint blocks holding the same bytes, carrying the
+/// generation the delta was written at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaLink {
+    /// First block of chain 0 and of chain 1.
+    pub heads: [u64; 2],
+    /// Payload length in bytes.
+    pub len: u64,
+    /// CRC-32C of the whole payload.
+    pub crc: u32,
+    /// The generation its blocks carry.
+    pub generation: u64,
+}
+
+/// Bytes of a [`DeltaLink`] in a delta payload.
+pub const DELTA_LINK_LEN: usize = 40;
+
+/// The inodes changed since the checkpoint before (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeltaImage {
+    /// The delta before this one, if any (none: it follows the base).
+    pub previous: Option<DeltaLink>,
+    /// The next inode number to hand out.
+    pub next_ino: u64,
+    /// Every inode created or changed since the checkpoint before, as it is now, ascending by
+    /// inode number.
+    pub inodes: Vec<InodeImage>,
+    /// Inodes freed since the checkpoint before, ascending.
+    pub removed: Vec<u64>,
+    /// Bad pool block ranges, never to be reused (the whole list).
+    pub quarantine: Vec<(u64, u64)>,
+}
+
+impl DeltaImage {
+    /// Encodes the delta payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        let link = self.previous.unwrap_or(DeltaLink { heads: [0, 0], len: 0, crc: 0, generation: 0 });
+        w.u64(link.heads[0]);
+        w.u64(link.heads[1]);
+        w.u64(link.len);
+        w.u32(link.crc);
+        w.u32(0);
+        w.u64(link.generation);
+        w.u64(self.next_ino);
+        w.u64(self.inodes.len() as u64);
+        for inode in &self.inodes {
+            inode.encode_into(&mut w);
+        }
+        w.u64(self.removed.len() as u64);
+        for &ino in &self.removed {
+            w.u64(ino);
+        }
+        w.u64(self.quarantine.len() as u64);
+        for &(block, len) in &self.quarantine {
+            w.u64(block);
+            w.u64(len);
+        }
+        w.bytes
+    }
+
+    /// Decodes a delta payload; every count is checked against the bytes present, inodes and
+    /// removed numbers must be strictly ascending.
+    pub fn decode(payload: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(payload, "checkpoint delta");
+        let previous = read_link(&mut r)?;
+        let next_ino = r.u64()?;
+        let count = r.u64()?;
+        if count > r.remaining() as u64 / MIN_INODE_BYTES {
+            return Err(r.corrupt(format!("inode count {count} exceeds payload")));
+        }
+        let mut inodes: Vec<InodeImage> = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let inode = InodeImage::decode_from(&mut r)?;
+            if inodes.last().is_some_and(|last| last.attrs.ino >= inode.attrs.ino) {
+                return Err(r.corrupt(format!("inode {} is out of ascending order", inode.attrs.ino)));
+            }
+            inodes.push(inode);
+        }
+        let count = r.u64()?;
+        if count > r.remaining() as u64 / 8 {
+            return Err(r.corrupt(format!("removed count {count} exceeds payload")));
+        }
+        let mut removed: Vec<u64> = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let ino = r.u64()?;
+            if removed.last().is_some_and(|&last| last >= ino) {
+                return Err(r.corrupt(format!("removed inode {ino} is out of ascending order")));
+            }
+            removed.push(ino);
+        }
+        let quarantine = quarantine_to_the_end(&mut r)?;
+        Ok(DeltaImage { previous, next_ino, inodes, removed, quarantine })
+    }
+
+    /// Decodes as much of a damaged or cut delta as is whole (salvage): the inodes before the first
+    /// undecodable byte; the removed list and the quarantine only if the payload reaches them
+    /// intact (else none: the base's inodes stand, and its quarantine).
+    pub fn decode_prefix(payload: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(payload, "checkpoint delta");
+        let previous = read_link(&mut r).ok()?;
+        let (Ok(next_ino), Ok(count)) = (r.u64(), r.u64()) else { return None };
+        let mut delta = DeltaImage { previous, next_ino, ..DeltaImage::default() };
+        for _ in 0..count.min(payload.len() as u64 / MIN_INODE_BYTES) {
+            match InodeImage::decode_from(&mut r) {
+                Ok(inode) if delta.inodes.last().is_none_or(|l| l.attrs.ino < inode.attrs.ino) => {
+                    delta.inodes.push(inode)
+                }
+                _ => return Some(delta),
+            }
+        }
+        let Ok(count) = r.u64() else { return Some(delta) };
+        let mut removed = Vec::new();
+        for _ in 0..count.min(r.remaining() as u64 / 8) {
+            match r.u64() {
+                Ok(ino) => removed.push(ino),
+                Err(_) => return Some(delta),
+            }
+        }
+        if removed.len() as u64 != count || !removed.is_sorted() {
+            return Some(delta);
+        }
+        delta.removed = removed;
+        if let Ok(q) = r.u64() {
+            let mut quarantine = Vec::new();
+            for _ in 0..q.min(r.remaining() as u64 / 16) {
+                match (r.u64(), r.u64()) {
+                    (Ok(b), Ok(l)) => quarantine.push((b, l)),
+                    _ => break,
+                }
+            }
+            delta.quarantine = quarantine;
+        }
+        Some(delta)
+    }
+}
+
+/// Reads a [`DeltaLink`]: all zeros is none; else both heads set and the padding zero.
+fn read_link(r: &mut Reader<'_>) -> Result<Option<DeltaLink>> {
+    let heads = [r.u64()?, r.u64()?];
+    let (len, crc, zero, generation) = (r.u64()?, r.u32()?, r.u32()?, r.u64()?);
+    if zero != 0 {
+        return Err(r.corrupt(format!("previous-delta padding {zero:#x}")));
+    }
+    if heads == [0, 0] && len == 0 && crc == 0 && generation == 0 {
+        return Ok(None);
+    }
+    if heads.contains(&0) {
+        return Err(r.corrupt(format!("previous delta at blocks {heads:?}")));
+    }
+    Ok(Some(DeltaLink { heads, len, crc, generation }))
+}
+
+impl StateImage {
+    /// The state a base checkpoint and a delta written since describe: the base's inodes but
+    /// those the delta holds or removes, then the delta's; the delta's `next_ino` and quarantine.
+    /// An inode both held and removed by the delta is damage.
+    pub fn with_delta(mut self, delta: DeltaImage) -> Result<StateImage> {
+        let mut replaced: crate::intmap::IntMap<u64, ()> = Default::default();
+        replaced.extend(delta.inodes.iter().map(|i| (i.attrs.ino, ())));
+        for &ino in &delta.removed {
+            if replaced.insert(ino, ()).is_some() {
+                return Err(Error::Corrupt(format!(
+                    "checkpoint delta: inode {ino} is both changed and removed"
+                )));
+            }
+        }
+        if !replaced.is_empty() {
+            self.inodes.retain(|i| !replaced.contains_key(&i.attrs.ino));
+        }
+        self.inodes.extend(delta.inodes);
+        self.next_ino = delta.next_ino;
+        self.quarantine = delta.quarantine;
+        Ok(self)
+    }
+}
+
 /// What a checkpoint payload holds, with inodes of some format version: `next_ino`, the inodes,
 /// the quarantine runs.
 pub(crate) type Decoded<I> = (u64, Vec<I>, Vec<(u64, u64)>);
@@ -231,6 +419,13 @@ pub(crate) fn decode_with<I>(
     for _ in 0..count {
         inodes.push(decode_inode(&mut r)?);
     }
+    let quarantine = quarantine_to_the_end(&mut r)?;
+    Ok((next_ino, inodes, quarantine))
+}
+
+/// The quarantine list that ends a payload: its count, checked against the bytes left, the
+/// (block, len) pairs, and nothing after them.
+fn quarantine_to_the_end(r: &mut Reader<'_>) -> Result<Vec<(u64, u64)>> {
     let q = r.u64()?;
     if q > r.remaining() as u64 / 16 {
         return Err(r.corrupt(format!("quarantine count {q} exceeds payload")));
@@ -242,7 +437,7 @@ pub(crate) fn decode_with<I>(
     if r.remaining() != 0 {
         return Err(r.corrupt(format!("{} trailing bytes", r.remaining())));
     }
-    Ok((next_ino, inodes, quarantine))
+    Ok(quarantine)
 }
 
 /// Number of blocks a payload of `len` bytes needs (in each chain).
@@ -573,5 +768,84 @@ mod tests {
         assert_eq!(got.payload, payload);
         assert_eq!(got.damaged, ["checkpoint chain 0 block 10 (#0): bad magic; the other chain holds it"]);
         assert_eq!(compared.take(), [(21, 11), (22, 12)]);
+    }
+
+    fn inode(ino: u64, size: u64, extents: Vec<(u64, u64, u64)>) -> InodeImage {
+        let mut attrs = InodeAttrs::empty_dir(ino, 0o644, 0, 0, 0);
+        attrs.kind = crate::format::record::InodeKind::File;
+        attrs.size = size;
+        attrs.nlink = 1;
+        InodeImage { attrs, extents, ..InodeImage::default() }
+    }
+
+    #[test]
+    fn a_delta_replaces_the_inodes_it_holds_removes_those_it_lists_and_brings_its_quarantine() {
+        let base = StateImage {
+            next_ino: 5,
+            inodes: vec![
+                inode(2, 4096, vec![(0, 100, 1)]),
+                inode(3, 0, vec![]),
+                inode(4, 8192, vec![(0, 200, 2)]),
+            ],
+            quarantine: vec![(50, 1)],
+        };
+        let delta = DeltaImage {
+            previous: Some(DeltaLink { heads: [30, 40], len: 500, crc: 0x55aa, generation: 3 }),
+            next_ino: 7,
+            inodes: vec![inode(2, 8192, vec![(0, 100, 1), (1, 300, 1)]), inode(6, 0, vec![])],
+            removed: vec![3, 5],
+            quarantine: vec![(50, 1), (60, 2)],
+        };
+        let encoded = delta.encode();
+        assert_eq!(DeltaImage::decode(&encoded).unwrap(), delta, "round trip");
+        assert_eq!(DeltaImage::decode_prefix(&encoded), Some(delta.clone()), "a whole delta decodes whole");
+        let merged = base.with_delta(delta).unwrap();
+        let mut inos: Vec<(u64, u64)> = merged.inodes.iter().map(|i| (i.attrs.ino, i.attrs.size)).collect();
+        inos.sort_unstable();
+        // 2 replaced (its new size), 3 removed, 4 kept, 6 new; 5 (removed, never in the base) is no error.
+        assert_eq!(inos, [(2, 8192), (4, 8192), (6, 0)]);
+        assert_eq!((merged.next_ino, merged.quarantine), (7, vec![(50, 1), (60, 2)]));
+    }
+
+    #[test]
+    fn a_delta_out_of_order_or_both_holding_and_removing_an_inode_is_damage() {
+        let unordered = DeltaImage {
+            next_ino: 9,
+            inodes: vec![inode(4, 0, vec![]), inode(3, 0, vec![])],
+            ..DeltaImage::default()
+        };
+        let e = DeltaImage::decode(&unordered.encode()).unwrap_err().to_string();
+        assert!(e.contains("inode 3 is out of ascending order"), "{e}");
+        let removed = DeltaImage { next_ino: 9, removed: vec![5, 5], ..DeltaImage::default() };
+        let e = DeltaImage::decode(&removed.encode()).unwrap_err().to_string();
+        assert!(e.contains("removed inode 5 is out of ascending order"), "{e}");
+        let both = DeltaImage {
+            next_ino: 9,
+            inodes: vec![inode(4, 0, vec![])],
+            removed: vec![4],
+            ..DeltaImage::default()
+        };
+        let e = StateImage::default().with_delta(both).unwrap_err().to_string();
+        assert!(e.contains("inode 4 is both changed and removed"), "{e}");
+        let mut half_link = DeltaImage::default().encode();
+        half_link[..8].copy_from_slice(&9u64.to_le_bytes());
+        let e = DeltaImage::decode(&half_link).unwrap_err().to_string();
+        assert!(e.contains("previous delta at blocks [9, 0]"), "{e}");
+        let mut cut = DeltaImage {
+            next_ino: 9,
+            inodes: vec![inode(4, 0, vec![])],
+            removed: vec![7],
+            quarantine: vec![(1, 1)],
+            ..DeltaImage::default()
+        }
+        .encode();
+        cut.truncate(cut.len() - 20);
+        assert!(DeltaImage::decode(&cut).is_err(), "a cut delta does not decode");
+        let prefix = DeltaImage::decode_prefix(&cut).unwrap();
+        assert_eq!(
+            (prefix.inodes.len(), prefix.removed.clone(), prefix.quarantine.len()),
+            (1, vec![7], 0),
+            "{prefix:?}"
+        );
     }
 }

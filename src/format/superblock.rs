@@ -8,8 +8,11 @@
 //! copies of the log region and both checkpoint chains (since format version 2). Version 3 keeps
 //! names in directory entries (hard links), owners, symlinks and extended attributes; the layout of
 //! this block is the same; version 4 adds the `Clone` log mutation and changes nothing else. Version
-//! 1 pools (one log, one chain), version 2 pools (names inside inodes) and version 3 pools are still
-//! read, and a read-write mount converts them. Owns the layout only; never writes the pool.
+//! 5 adds the *delta*: a checkpoint may write only the inodes changed since the last whole one (the
+//! base), as a second pair of chains the superblock names beside the base's, and the base keeps
+//! the generation it was written at. Version 1 pools (one log, one chain), version 2 pools (names
+//! inside inodes) and versions 3 and 4 are still read, and a read-write mount converts them. Owns
+//! the layout only; never writes the pool.
 //!
 //! Layout (little-endian, the rest of the 4096-byte block is zero):
 //! ```text
@@ -31,7 +34,12 @@
 //! 112  4  lost copies: bit n set = copy n sits on bad memory and is no longer written
 //! 116  8  first block of the log mirror (version 2; 0 in version 1)
 //! 124  8  first block of checkpoint chain 1, the mirror (version 2; 0 in version 1)
-//! 132 120 reserved, zero
+//! 132  8  generation the checkpoint's blocks carry (version 5; before it, the generation at 48)
+//! 140  8  first block of delta chain 0 (version 5; 0 = no delta)
+//! 148  8  first block of delta chain 1
+//! 156  8  delta payload length in bytes
+//! 164  4  CRC-32C of the whole delta payload
+//! 168 84  reserved, zero
 //! 252  4  CRC-32C of bytes 0..252 with this field as zero
 //! ```
 
@@ -42,8 +50,11 @@ use crate::error::{Error, Result};
 /// The superblock's magic bytes.
 pub const MAGIC: &[u8; 8] = b"FERRODAX";
 /// The format version this code writes. Version 4 added the `Clone` log mutation (a reflink or
-/// dedupe as one fixed-size mutation); its checkpoints are version 3's.
-pub const VERSION: u32 = 4;
+/// dedupe as one fixed-size mutation); its checkpoints are version 3's. Version 5 added the delta
+/// (the fields at bytes 132..168).
+pub const VERSION: u32 = 5;
+/// The first format version whose superblock can name a delta beside the checkpoint.
+pub const FIRST_VERSION_WITH_DELTA: u32 = 5;
 /// The first format version whose inodes carry no name (names are directory entries); versions
 /// before it are read through [`super::legacy`].
 pub const FIRST_VERSION_WITH_ENTRIES: u32 = 3;
@@ -96,6 +107,23 @@ pub struct Superblock {
     /// First block of checkpoint chain 1, which holds the same blocks as chain 0 (0 when there is
     /// no checkpoint, and in a version 1 pool).
     pub checkpoint_mirror_head: u64,
+    /// The generation the checkpoint's blocks carry: the one it was written at, which a delta
+    /// written since leaves behind (before version 5: always `generation`).
+    pub checkpoint_generation: u64,
+    /// The delta, when a checkpoint since the last whole one wrote only what changed; its blocks
+    /// carry `generation`.
+    pub delta: Option<DeltaRoot>,
+}
+
+/// Where a delta lives (format version 5): two chains of checkpoint blocks holding the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaRoot {
+    /// First block of delta chain 0 and of delta chain 1.
+    pub heads: [u64; 2],
+    /// Delta payload length in bytes.
+    pub len: u64,
+    /// CRC-32C of the whole delta payload.
+    pub crc: u32,
 }
 
 impl Superblock {
@@ -143,6 +171,14 @@ impl Superblock {
         w.u32(self.lost_copies);
         w.u64(self.log_mirror_start);
         w.u64(self.checkpoint_mirror_head);
+        if self.version >= FIRST_VERSION_WITH_DELTA {
+            w.u64(self.checkpoint_generation);
+            let delta = self.delta.unwrap_or(DeltaRoot { heads: [0, 0], len: 0, crc: 0 });
+            w.u64(delta.heads[0]);
+            w.u64(delta.heads[1]);
+            w.u64(delta.len);
+            w.u32(delta.crc);
+        }
         let mut bytes = w.bytes;
         bytes.resize(ENCODED_LEN, 0);
         let crc = checksum_with_hole(&bytes[..CRC_OFFSET], &bytes[CRC_OFFSET + 4..ENCODED_LEN]);
@@ -182,7 +218,7 @@ impl Superblock {
         }
         let mut uuid = [0; 16];
         uuid.copy_from_slice(r.take(16)?);
-        let sb = Superblock {
+        let mut sb = Superblock {
             version,
             uuid,
             total_blocks: r.u64()?,
@@ -199,7 +235,19 @@ impl Superblock {
             lost_copies: r.u32()?,
             log_mirror_start: r.u64()?,
             checkpoint_mirror_head: r.u64()?,
+            checkpoint_generation: 0,
+            delta: None,
         };
+        if version >= FIRST_VERSION_WITH_DELTA {
+            sb.checkpoint_generation = r.u64()?;
+            let heads = [r.u64()?, r.u64()?];
+            let (len, crc) = (r.u64()?, r.u32()?);
+            if heads != [0, 0] || len != 0 || crc != 0 {
+                sb.delta = Some(DeltaRoot { heads, len, crc });
+            }
+        } else {
+            sb.checkpoint_generation = sb.generation;
+        }
         if sb.lost_copies & !0b11 != 0 || sb.lost_copies & (1 << copy) != 0 {
             return Err(Error::Corrupt(format!("{what}: bad lost-copies mask {:#x}", sb.lost_copies)));
         }
@@ -260,6 +308,26 @@ impl Superblock {
         {
             return Err(format!("checkpoint mirror head block {} out of range", self.checkpoint_mirror_head));
         }
+        if self.checkpoint_generation > self.generation {
+            return Err(format!(
+                "checkpoint generation {} is newer than the superblock's {}",
+                self.checkpoint_generation, self.generation
+            ));
+        }
+        if let Some(delta) = self.delta {
+            if self.checkpoint_head == 0 {
+                return Err("a delta without a checkpoint".into());
+            }
+            if delta.heads.iter().any(|&h| h < 2 || h >= self.total_blocks) {
+                return Err(format!("delta head blocks {:?} out of range", delta.heads));
+            }
+            if self.checkpoint_generation == self.generation {
+                return Err(format!(
+                    "a delta of generation {} beside a checkpoint of the same",
+                    self.generation
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -267,5 +335,76 @@ impl Superblock {
     pub fn uuid_string(&self) -> String {
         let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
         format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(version: u32) -> Superblock {
+        Superblock {
+            version,
+            uuid: [7; 16],
+            total_blocks: 1000,
+            features: 0,
+            generation: 9,
+            log_start: 2,
+            log_blocks: 16,
+            log_first_seq: 40,
+            checkpoint_head: 100,
+            checkpoint_len: 5000,
+            checkpoint_crc: 0xabcd,
+            copy: 0,
+            created_ns: 1,
+            lost_copies: 0,
+            log_mirror_start: 984,
+            checkpoint_mirror_head: 900,
+            checkpoint_generation: if version >= FIRST_VERSION_WITH_DELTA { 6 } else { 9 },
+            delta: (version >= FIRST_VERSION_WITH_DELTA).then_some(DeltaRoot {
+                heads: [200, 800],
+                len: 300,
+                crc: 0x1234,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_version_5_superblock_keeps_its_delta_and_a_version_4_one_reads_as_having_none() {
+        let v5 = sample(5);
+        assert_eq!(Superblock::decode(&v5.encode(), 0).unwrap(), v5);
+        let v4 = sample(4);
+        let bytes = v4.encode();
+        assert!(bytes[132..252].iter().all(|&b| b == 0), "version 4 leaves the delta fields zero");
+        let read = Superblock::decode(&bytes, 0).unwrap();
+        assert_eq!((read.checkpoint_generation, read.delta), (9, None));
+        assert_eq!(read, v4);
+    }
+
+    #[test]
+    fn a_delta_needs_a_checkpoint_blocks_in_the_pool_and_a_newer_generation() {
+        let refuse = |edit: &dyn Fn(&mut Superblock), want: &str| {
+            let mut sb = sample(5);
+            edit(&mut sb);
+            let e = Superblock::decode(&sb.encode(), 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        refuse(
+            &|sb| sb.delta.as_mut().unwrap().heads[1] = 1000,
+            "delta head blocks [200, 1000] out of range",
+        );
+        refuse(&|sb| sb.checkpoint_generation = 9, "a delta of generation 9 beside a checkpoint of the same");
+        refuse(
+            &|sb| sb.checkpoint_generation = 10,
+            "checkpoint generation 10 is newer than the superblock's 9",
+        );
+        refuse(
+            &|sb| {
+                sb.checkpoint_head = 0;
+                sb.checkpoint_mirror_head = 0;
+                sb.checkpoint_len = 0;
+            },
+            "a delta without a checkpoint",
+        );
     }
 }

@@ -92,6 +92,15 @@ impl FreeSpace {
         self.unindexed.len() + self.by_start.len()
     }
 
+    /// The free run of at least `len` blocks that starts highest, as (start, len): found among
+    /// the runs at least that long (the size index), not by walking every run.
+    pub fn highest_run_of(&self, len: u64) -> Option<(u64, u64)> {
+        if !self.unindexed.is_empty() {
+            return self.unindexed.iter().rev().find(|&&(_, l)| l >= len).copied();
+        }
+        self.by_size.range((len, 0)..).map(|&(l, s)| (s, l)).max()
+    }
+
     /// Every free run as (start, len), ascending.
     pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         // At most one of the two holds any run.
@@ -299,6 +308,22 @@ mod tests {
         assert_eq!(g.allocate(2, None), Some(vec![(500, 2)]), "best fit is the 4-block run");
         let total: u64 = f.runs().map(|r| r.1).sum();
         assert_eq!(total, f.free_blocks());
+    }
+
+    #[test]
+    fn highest_run_of_is_the_highest_starting_run_that_long_indexed_or_not() {
+        let runs = vec![(10, 100), (300, 3), (500, 4), (900, 1)];
+        let listed = FreeSpace::from_runs(runs.clone());
+        let mut indexed = FreeSpace::new();
+        for &(s, l) in &runs {
+            indexed.release(s, l);
+        }
+        for f in [&listed, &indexed] {
+            assert_eq!(f.highest_run_of(1), Some((900, 1)));
+            assert_eq!(f.highest_run_of(3), Some((500, 4)));
+            assert_eq!(f.highest_run_of(5), Some((10, 100)));
+            assert_eq!(f.highest_run_of(101), None);
+        }
     }
 
     #[test]

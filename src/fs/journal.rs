@@ -18,10 +18,10 @@ use super::ownership::{MetaStructure, Owner};
 use super::state::{ApplyMode, State};
 use super::validate;
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{self, StateImage};
+use crate::format::checkpoint::{self, DeltaImage, DeltaLink, StateImage};
 use crate::format::legacy;
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
-use crate::format::superblock::{self, Superblock, SLOT_OFFSETS, VERSION};
+use crate::format::superblock::{self, DeltaRoot, Superblock, SLOT_OFFSETS, VERSION};
 use crate::format::{BLOCK_SIZE, ROOT_INO, SUPERBLOCK_BLOCKS};
 use crate::pool::SharedBackend;
 
@@ -39,8 +39,16 @@ pub struct Journal {
     /// Every aligned terminator stretch ([`LOG_TERMINATOR_BYTES`]) from the first one at or after
     /// `log_pos` up to this log byte is known to be zero in both copies.
     zeroed_to: u64,
-    /// Blocks of the current checkpoint: chain 0 and chain 1 (empty in a version 1 pool).
+    /// Blocks of the current checkpoint (the base, when a delta follows it): chain 0 and chain 1
+    /// (empty in a version 1 pool).
     checkpoint_blocks: [Vec<u64>; 2],
+    /// Blocks of the deltas written since the base, oldest first: chain 0 and chain 1 of each.
+    delta_blocks: Vec<[Vec<u64>; 2]>,
+    /// Payload bytes of those deltas together.
+    delta_bytes: u64,
+    /// The next checkpoint must be a whole one: a chain of the base or the delta was found
+    /// damaged, or the state was rebuilt by a salvage.
+    whole_checkpoint_due: bool,
     /// Mirror copies of committed records that could not be written (the operation happened; the
     /// file system moves the mirror or writes a checkpoint to be redundant again).
     mirror_failures: Vec<Error>,
@@ -59,6 +67,15 @@ pub struct Journal {
     /// Records committed since mount, and checkpoints written.
     pub stats: JournalStats,
 }
+
+/// A checkpoint writes only the inodes changed since the last checkpoint (a delta) while they are
+/// at most this fraction of the inodes and the deltas since the last whole checkpoint, this one
+/// included, at most this fraction of that whole one's payload.
+pub const DELTA_MAX_FRACTION: u64 = 4;
+
+/// Deltas after which the next checkpoint is a whole one, whatever their size (mount reads them
+/// one after another).
+pub const MAX_DELTAS: usize = 64;
 
 /// Group commit: how old a group may grow before a sync point comes (checked at each commit,
 /// and by the thread of `Fs::sync_periodically`, which `serve` starts), as ext4's journal commits
@@ -89,6 +106,8 @@ pub struct JournalStats {
     pub records: u64,
     /// Checkpoints written since mount.
     pub checkpoints: u64,
+    /// Of those, the whole ones (the others were deltas).
+    pub whole_checkpoints: u64,
     /// Records replayed at mount.
     pub replayed: u64,
     /// Operations grouped (group commit) since mount: applied at once, durable at the next sync.
@@ -139,9 +158,14 @@ fn random_uuid() -> [u8; 16] {
     uuid
 }
 
-/// Every metadata block run of a pool whose superblock is `sb` and whose checkpoint chains are
-/// `chains`, as (first block, length, structure).
-pub fn meta_layout(sb: &Superblock, chains: &[Vec<u64>; 2]) -> Vec<(u64, u64, MetaStructure)> {
+/// Every metadata block run of a pool whose superblock is `sb`, whose checkpoint chains are
+/// `chains` and whose deltas' chains are `deltas`, as (first block, length, structure).
+/// A delta's blocks are checkpoint blocks (chain 0) and checkpoint mirror blocks (chain 1).
+pub fn meta_layout(
+    sb: &Superblock,
+    chains: &[Vec<u64>; 2],
+    deltas: &[[Vec<u64>; 2]],
+) -> Vec<(u64, u64, MetaStructure)> {
     let mut meta = vec![
         (SUPERBLOCK_BLOCKS[0], 1, MetaStructure::Superblock(0)),
         (SUPERBLOCK_BLOCKS[1], 1, MetaStructure::Superblock(1)),
@@ -150,8 +174,10 @@ pub fn meta_layout(sb: &Superblock, chains: &[Vec<u64>; 2]) -> Vec<(u64, u64, Me
     if sb.log_mirror_start != 0 {
         meta.push((sb.log_mirror_start, sb.log_blocks, MetaStructure::LogMirror));
     }
-    meta.extend(chains[0].iter().map(|&b| (b, 1, MetaStructure::Checkpoint)));
-    meta.extend(chains[1].iter().map(|&b| (b, 1, MetaStructure::CheckpointMirror)));
+    for chains in std::iter::once(chains).chain(deltas) {
+        meta.extend(chains[0].iter().map(|&b| (b, 1, MetaStructure::Checkpoint)));
+        meta.extend(chains[1].iter().map(|&b| (b, 1, MetaStructure::CheckpointMirror)));
+    }
     meta
 }
 
@@ -185,6 +211,8 @@ impl Journal {
             // both copies of a record.
             log_mirror_start: total_blocks - log_blocks,
             checkpoint_mirror_head: 0,
+            checkpoint_generation: 0,
+            delta: None,
         };
         // Invalidate whatever the superblock blocks and the log regions held before, so an old
         // pool's superblock slots and records cannot be taken for this one's.
@@ -203,7 +231,7 @@ impl Journal {
             quarantine: Vec::new(),
         };
         let no_chains = [Vec::new(), Vec::new()];
-        let mut state = State::from_image(image, total_blocks, &meta_layout(&sb, &no_chains))?;
+        let mut state = State::from_image(image, total_blocks, &meta_layout(&sb, &no_chains, &[]))?;
         let mut journal = Journal {
             backend,
             sb,
@@ -211,7 +239,10 @@ impl Journal {
             log_extent_changes: 0,
             zeroed_to: 0,
             next_seq: 1,
-            checkpoint_blocks: no_chains,
+            checkpoint_blocks: no_chains.clone(),
+            delta_blocks: Vec::new(),
+            delta_bytes: 0,
+            whole_checkpoint_due: true,
             mirror_failures: Vec::new(),
             group_commit: false,
             group: Vec::new(),
@@ -324,22 +355,25 @@ impl Journal {
                 }
             })
         };
+        // Chain 1's blocks are compared in place with chain 0's valid ones, not copied.
+        let same_as = |b1: u64, b0: u64| {
+            crate::pool::equal(backend.as_ref(), b1 * BLOCK_SIZE, b0 * BLOCK_SIZE, BLOCK_SIZE)
+        };
+        // Whether a chain was damaged: the next checkpoint rewrites everything.
+        let mut chains_damaged = false;
         let (payload, chains, complete) = if best.version >= 2 {
             let root = checkpoint::ChainRoot {
                 heads: [best.checkpoint_head, best.checkpoint_mirror_head],
-                generation: best.generation,
+                generation: best.checkpoint_generation,
                 payload_len: best.checkpoint_len,
                 payload_crc: best.checkpoint_crc,
                 total_blocks: best.total_blocks,
-            };
-            // Chain 1's blocks are compared in place with chain 0's valid ones, not copied.
-            let same_as = |b1: u64, b0: u64| {
-                crate::pool::equal(backend.as_ref(), b1 * BLOCK_SIZE, b0 * BLOCK_SIZE, BLOCK_SIZE)
             };
             let chains = checkpoint::read_chains_comparing(root, salvage, &mut read, same_as)
                 .map_err(with_repair_hint)?;
             if !chains.damaged.is_empty() {
                 notes.needs_checkpoint = true;
+                chains_damaged = true;
                 if chains.complete {
                     notes.repaired.extend(chains.damaged.iter().cloned());
                 } else {
@@ -359,8 +393,91 @@ impl Journal {
             .map_err(with_repair_hint)?;
             (payload, [blocks, Vec::new()], true)
         };
+        // The deltas written since the base, newest first: each names the one before it, and its
+        // blocks carry an older generation, down to the base's (so the walk ends). Each has its
+        // own two chains, read the same way; their messages say "checkpoint delta".
+        let as_delta = |text: &str| text.replacen("checkpoint", "checkpoint delta", 1);
+        let mut deltas: Vec<(DeltaImage, [Vec<u64>; 2])> = Vec::new();
+        let mut delta_bytes = 0;
+        let mut seen: Vec<u64> = chains.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        let mut next = best.delta.map(|r| DeltaLink {
+            heads: r.heads,
+            len: r.len,
+            crc: r.crc,
+            generation: best.generation,
+        });
+        let mut newer_generation = best.generation + 1;
+        while let Some(link) = next {
+            if link.generation <= best.checkpoint_generation || link.generation >= newer_generation {
+                return Err(with_repair_hint(Error::Corrupt(format!(
+                    "checkpoint delta: a delta of generation {} between generations {} and {}",
+                    link.generation, best.checkpoint_generation, newer_generation
+                ))));
+            }
+            newer_generation = link.generation;
+            let root = checkpoint::ChainRoot {
+                heads: link.heads,
+                generation: link.generation,
+                payload_len: link.len,
+                payload_crc: link.crc,
+                total_blocks: best.total_blocks,
+            };
+            let read = checkpoint::read_chains_comparing(root, salvage, &mut read, same_as)
+                .map_err(|e| match e {
+                    Error::Corrupt(detail) => Error::Corrupt(as_delta(&detail)),
+                    other => other,
+                })
+                .map_err(with_repair_hint)?;
+            let damaged: Vec<String> = read.damaged.iter().map(|d| as_delta(d)).collect();
+            if !damaged.is_empty() {
+                notes.needs_checkpoint = true;
+                chains_damaged = true;
+                if read.complete {
+                    notes.repaired.extend(damaged);
+                } else {
+                    notes.lost.extend(damaged);
+                }
+            }
+            if let Some(b) = read.blocks.iter().flatten().find(|b| seen.binary_search(b).is_ok()) {
+                return Err(with_repair_hint(Error::Corrupt(format!(
+                    "checkpoint delta: block {b} belongs to the checkpoint or another delta too"
+                ))));
+            }
+            seen.extend(read.blocks.iter().flatten().copied());
+            seen.sort_unstable();
+            delta_bytes += link.len;
+            let delta = if salvage {
+                match DeltaImage::decode(&read.payload) {
+                    Ok(delta) if read.complete => Some(delta),
+                    Ok(_) | Err(_) => {
+                        let delta = DeltaImage::decode_prefix(&read.payload);
+                        notes.lost.push(format!(
+                            "checkpoint delta of generation {}: only {} inode(s) could be decoded before the damage",
+                            link.generation,
+                            delta.as_ref().map_or(0, |d| d.inodes.len())
+                        ));
+                        delta
+                    }
+                }
+            } else {
+                Some(DeltaImage::decode(&read.payload).map_err(with_repair_hint)?)
+            };
+            let Some(delta) = delta else {
+                notes.lost.push(format!(
+                    "checkpoint delta of generation {}: unreadable, and the deltas before it with it",
+                    link.generation
+                ));
+                break;
+            };
+            next = delta.previous;
+            deltas.push((delta, read.blocks));
+        }
+        // Oldest first, as they apply.
+        deltas.reverse();
+        let delta_chains: Vec<[Vec<u64>; 2]> = deltas.iter().map(|(_, blocks)| blocks.clone()).collect();
         notes.unreadable_blocks = unreadable;
-        let layout = meta_layout(&best, &chains);
+        let layout = meta_layout(&best, &chains, &delta_chains);
         // Versions 1 and 2 kept names in inodes and had no owners: their inodes become the
         // converter's (whoever mounts the pool), their names entries of the directories.
         let legacy = best.version < superblock::FIRST_VERSION_WITH_ENTRIES;
@@ -377,8 +494,9 @@ impl Journal {
         };
         // The payload's bytes are freed as soon as they are decoded: the state built next reuses
         // that memory instead of touching fresh pages.
+        // Each delta's inodes replace those before it, oldest delta first.
         let mut state = if salvage {
-            let image = match decode_image(&payload) {
+            let mut image = match decode_image(&payload) {
                 Ok(image) if complete => image,
                 Ok(_) | Err(_) => {
                     let image = if legacy {
@@ -394,10 +512,22 @@ impl Journal {
                 }
             };
             drop(payload);
+            for (mut delta, _) in deltas {
+                // A cut delta may not reach its quarantine list: the one before stays too.
+                delta.quarantine.extend(image.quarantine.iter().copied());
+                let before = image.clone();
+                image = image.with_delta(delta).unwrap_or_else(|e| {
+                    notes.lost.push(format!("{e}: that delta is left out"));
+                    before
+                });
+            }
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
-            let image = decode_image(&payload).map_err(with_repair_hint)?;
+            let mut image = decode_image(&payload).map_err(with_repair_hint)?;
             drop(payload);
+            for (delta, _) in deltas {
+                image = image.with_delta(delta).map_err(with_repair_hint)?;
+            }
             State::from_image(image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
@@ -623,6 +753,10 @@ impl Journal {
             zeroed_to,
             next_seq: seq,
             checkpoint_blocks: chains,
+            delta_blocks: delta_chains,
+            delta_bytes,
+            // A salvage rebuilt the state by its rules: nothing durable holds it yet.
+            whole_checkpoint_due: chains_damaged || salvage,
             mirror_failures: Vec::new(),
             group_commit,
             group: Vec::new(),
@@ -634,7 +768,7 @@ impl Journal {
         Ok((journal, state, notes))
     }
 
-    /// Converts a format version 1, 2 or 3 pool to the current format: a version 1 pool (one log,
+    /// Converts a format version 1 to 4 pool to the current format: a version 1 pool (one log,
     /// one checkpoint chain) gets a log mirror in free blocks (as high in the pool as a run
     /// allows), and a checkpoint in the current format (names as directory entries) switches the
     /// superblocks to it; the log starts over, so no record of the old format is replayed with
@@ -737,6 +871,12 @@ impl Journal {
     /// Blocks of the current checkpoint: chain 0 and chain 1 (empty in a version 1 pool).
     pub fn checkpoint_blocks(&self) -> &[Vec<u64>; 2] {
         &self.checkpoint_blocks
+    }
+
+    /// Blocks of the deltas written since the base, oldest first: chain 0 and chain 1 of each
+    /// (none: the checkpoint is whole).
+    pub fn delta_blocks(&self) -> &[[Vec<u64>; 2]] {
+        &self.delta_blocks
     }
 
     /// Bytes of the log region that records of this generation use.
@@ -999,21 +1139,35 @@ impl Journal {
         free_region(state, old_start, n, structure)
     }
 
-    /// Writes the whole state as a new checkpoint (twice: chain 0 and chain 1, block by block the
-    /// same bytes, at independent places), switches both superblocks to it, frees the old
-    /// checkpoint and starts the log over. A version 1 pool gets its log mirror here, and the
-    /// superblocks of an older pool then say the current version.
+    /// Writes a checkpoint (twice: chain 0 and chain 1, block by block the same bytes, at
+    /// independent places), switches both superblocks to it and starts the log over. When few
+    /// inodes changed since the last checkpoint, only they are written, as a delta that names the
+    /// delta before it ([`Journal::delta_payload`]); else the whole state, and the old base and
+    /// every delta are freed. A version 1 pool gets its log mirror here, and the
+    /// superblocks of an older pool then say the current version (always by a whole checkpoint).
     pub fn checkpoint(&mut self, state: &mut State) -> Result<()> {
         self.ensure_log_mirror(state)?;
-        let payload = state.to_image().encode();
+        let delta = self.delta_payload(state);
+        let whole = delta.is_none();
+        let payload = match delta {
+            Some(delta) => delta,
+            None => state.to_image().encode(),
+        };
         let nblocks = checkpoint::blocks_for(payload.len()) as u64;
-        // Chain 0 where the last one was; chain 1 where the last mirror was, or else in the
-        // highest free run: far from chain 0 when the pool has room.
-        let goal0 = self.checkpoint_blocks[0].last().map(|b| b + 1);
-        let goal1 =
-            self.checkpoint_blocks[1].last().map(|b| b + 1).filter(|&g| state.free.is_free(g, 1)).or_else(
-                || state.free.runs().filter(|&(_, l)| l >= nblocks).map(|(s, l)| s + l - nblocks).max(),
-            );
+        // Chain 0 where the last one was (a delta: where the last delta was, or after the base);
+        // chain 1 likewise, or else in the highest free run: far from chain 0 when the pool has room.
+        let last = |copy: usize| {
+            self.delta_blocks
+                .iter()
+                .rev()
+                .chain([&self.checkpoint_blocks])
+                .find_map(|c| c[copy].last())
+                .map(|b| b + 1)
+        };
+        let goal0 = last(0);
+        let goal1 = last(1)
+            .filter(|&g| state.free.is_free(g, 1))
+            .or_else(|| state.free.highest_run_of(nblocks).map(|(s, l)| s + l - nblocks));
         let no_room = || Error::NoSpace(format!("no room for a {nblocks}-block checkpoint (two chains)"));
         let runs0 = state.free.allocate(nblocks, goal0).ok_or_else(no_room)?;
         let Some(runs1) = state.free.allocate(nblocks, goal1) else {
@@ -1059,10 +1213,20 @@ impl Journal {
         let mut sb = self.sb.clone();
         sb.version = VERSION;
         sb.generation = generation;
-        sb.checkpoint_head = chains[0][0];
-        sb.checkpoint_mirror_head = chains[1][0];
-        sb.checkpoint_len = payload.len() as u64;
-        sb.checkpoint_crc = crate::format::checksum(&payload);
+        if whole {
+            sb.checkpoint_head = chains[0][0];
+            sb.checkpoint_mirror_head = chains[1][0];
+            sb.checkpoint_len = payload.len() as u64;
+            sb.checkpoint_crc = crate::format::checksum(&payload);
+            sb.checkpoint_generation = generation;
+            sb.delta = None;
+        } else {
+            sb.delta = Some(DeltaRoot {
+                heads: [chains[0][0], chains[1][0]],
+                len: payload.len() as u64,
+                crc: crate::format::checksum(&payload),
+            });
+        }
         sb.log_first_seq = self.next_seq;
         self.sb = sb;
         self.write_superblock(0);
@@ -1071,7 +1235,8 @@ impl Journal {
         self.group_synced(state);
         self.write_superblock(1);
         self.backend.drain();
-        // The old checkpoint is referenced by nothing durable any more.
+        // After a whole checkpoint the old base and every delta are referenced by nothing durable
+        // any more; a delta replaces nothing.
         for (runs, structure) in
             [(&runs0, MetaStructure::Checkpoint), (&runs1, MetaStructure::CheckpointMirror)]
         {
@@ -1079,20 +1244,36 @@ impl Journal {
                 state.owners_mut().add(s, l, Owner::Meta(structure));
             }
         }
-        for (old, structure) in
-            self.checkpoint_blocks.iter().zip([MetaStructure::Checkpoint, MetaStructure::CheckpointMirror])
-        {
-            for &b in old {
-                let freed = state
-                    .owners_mut()
-                    .remove(b, 1, Owner::Meta(structure))
-                    .map_err(|e| bug("freeing the old checkpoint", Error::Corrupt(e.0)))?;
-                for (s, l) in freed {
-                    state.release_unless_quarantined(s, l);
+        let replaced = if whole {
+            self.delta_bytes = 0;
+            let mut old = std::mem::take(&mut self.delta_blocks);
+            old.push(std::mem::replace(&mut self.checkpoint_blocks, chains));
+            old
+        } else {
+            self.delta_bytes += payload.len() as u64;
+            self.delta_blocks.push(chains);
+            Vec::new()
+        };
+        for old in replaced {
+            for (blocks, structure) in
+                old.iter().zip([MetaStructure::Checkpoint, MetaStructure::CheckpointMirror])
+            {
+                for &b in blocks {
+                    let freed = state
+                        .owners_mut()
+                        .remove(b, 1, Owner::Meta(structure))
+                        .map_err(|e| bug("freeing the old checkpoint", Error::Corrupt(e.0)))?;
+                    for (s, l) in freed {
+                        state.release_unless_quarantined(s, l);
+                    }
                 }
             }
         }
-        self.checkpoint_blocks = chains;
+        state.forget_changes();
+        if whole {
+            self.whole_checkpoint_due = false;
+            self.stats.whole_checkpoints += 1;
+        }
         self.log_pos = 0;
         self.log_extent_changes = 0;
         // The old log is dead: its first two stretches become terminators, so the next mount
@@ -1113,6 +1294,40 @@ impl Journal {
         }
         self.stats.checkpoints += 1;
         Ok(())
+    }
+
+    /// The payload of a delta checkpoint, when one will do: the pool is of the current version
+    /// and has a base, no chain was found damaged, no block of the base or of a delta sits on bad
+    /// memory (a whole checkpoint moves them off it), fewer
+    /// than [`MAX_DELTAS`] deltas follow the base, and the deltas with this one are at most a
+    /// [`DELTA_MAX_FRACTION`] of the base (so rewriting the base, which growing deltas bring about,
+    /// costs about what the deltas before it wrote together: the bytes checkpoints write follow
+    /// what changed). `None`: a whole checkpoint is due.
+    fn delta_payload(&self, state: &State) -> Option<Vec<u8>> {
+        let base_len = self.sb.checkpoint_len;
+        if self.whole_checkpoint_due
+            || self.sb.version != VERSION
+            || self.sb.checkpoint_head == 0
+            || self.delta_blocks.len() >= MAX_DELTAS
+            || state.changed_inodes() as u64 * DELTA_MAX_FRACTION > state.inodes.len() as u64
+        {
+            return None;
+        }
+        let on_bad_memory =
+            |b: &u64| state.quarantine.range(..=*b).next_back().is_some_and(|(&s, &l)| *b < s + l);
+        let blocks = || self.delta_blocks.iter().chain([&self.checkpoint_blocks]).flatten().flatten();
+        if !state.quarantine.is_empty() && blocks().any(on_bad_memory) {
+            return None;
+        }
+        let mut delta = state.delta_image();
+        delta.previous = self.sb.delta.map(|root| DeltaLink {
+            heads: root.heads,
+            len: root.len,
+            crc: root.crc,
+            generation: self.sb.generation,
+        });
+        let payload = delta.encode();
+        ((self.delta_bytes + payload.len() as u64) * DELTA_MAX_FRACTION <= base_len).then_some(payload)
     }
 
     /// The terminator stretch ([`LOG_TERMINATOR_BYTES`]) that must be zero once a record ends at

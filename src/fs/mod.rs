@@ -442,8 +442,9 @@ impl FileSystem {
                 } else {
                     ""
                 };
+                let clone = if old_version < 4 { "a reflink or dedupe is one log mutation; " } else { "" };
                 fs.notes.repaired.push(format!(
-                    "converted to format version {}: {names}a reflink or dedupe is one log mutation",
+                    "converted to format version {}: {names}{clone}a checkpoint writes only the inodes that changed",
                     crate::format::superblock::VERSION
                 ));
             }
@@ -2094,9 +2095,12 @@ impl FileSystem {
         if sb.log_mirror_start != 0 {
             v.push((MetaStructure::LogMirror, sb.log_mirror_start, sb.log_blocks));
         }
-        let [chain0, chain1] = self.journal.checkpoint_blocks();
-        v.extend(chain0.iter().map(|&b| (MetaStructure::Checkpoint, b, 1)));
-        v.extend(chain1.iter().map(|&b| (MetaStructure::CheckpointMirror, b, 1)));
+        for [chain0, chain1] in
+            std::iter::once(self.journal.checkpoint_blocks()).chain(self.journal.delta_blocks())
+        {
+            v.extend(chain0.iter().map(|&b| (MetaStructure::Checkpoint, b, 1)));
+            v.extend(chain1.iter().map(|&b| (MetaStructure::CheckpointMirror, b, 1)));
+        }
         v
     }
 

@@ -10,7 +10,7 @@ use super::extents::ExtentMap;
 use super::ownership::{MetaStructure, Owner, OwnerMap};
 use super::validate::{check_pool_range, overlap_detail};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{InodeImage, StateImage};
+use crate::format::checkpoint::{DeltaImage, InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
 use crate::intmap::IntMap;
@@ -195,6 +195,11 @@ pub struct State {
     /// While set ([`State::apply_holding_frees`]), blocks that lose their last owner go to
     /// [`State::held`] instead of the free space.
     hold_frees: bool,
+    /// The inodes created, changed or freed since the state the last checkpoint holds: what a
+    /// delta checkpoint writes ([`State::delta_image`]). Every mutation marks the inodes it names
+    /// ([`State::apply`]), replayed ones included; every checkpoint empties it
+    /// ([`State::forget_changes`]).
+    changed: IntMap<u64, ()>,
 }
 
 /// Whether any of the file runs `(phys, len)`, sorted by start, shares a block with a metadata
@@ -402,6 +407,7 @@ impl State {
             extent_changes: 0,
             held: Vec::new(),
             hold_frees: false,
+            changed: IntMap::default(),
         };
         for (dir, names) in entries {
             state.link_listed(dir, names).map_err(in_checkpoint)?;
@@ -471,21 +477,55 @@ impl State {
         inos.sort_unstable();
         StateImage {
             next_ino: self.next_ino,
-            inodes: inos
-                .into_iter()
-                .map(|ino| {
-                    let i = &self.inodes[&ino];
-                    InodeImage {
-                        attrs: i.attrs.clone(),
-                        extents: i.extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect(),
-                        entries: i.children().iter().map(|(n, &c)| (n.to_vec(), c)).collect(),
-                        xattrs: i.xattrs().iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
-                        target: i.target().clone(),
-                    }
-                })
-                .collect(),
+            inodes: inos.into_iter().map(|ino| self.inode_image(ino).expect("listed above")).collect(),
             quarantine: self.quarantine.iter().map(|(&s, &l)| (s, l)).collect(),
         }
+    }
+
+    /// One inode as a checkpoint stores it, if it exists.
+    fn inode_image(&self, ino: u64) -> Option<InodeImage> {
+        let i = self.inodes.get(&ino)?;
+        Some(InodeImage {
+            attrs: i.attrs.clone(),
+            extents: i.extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect(),
+            entries: i.children().iter().map(|(n, &c)| (n.to_vec(), c)).collect(),
+            xattrs: i.xattrs().iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+            target: i.target().clone(),
+        })
+    }
+
+    /// What changed since the last checkpoint, as a delta stores it: every changed inode that
+    /// exists, whole, and the numbers of those that do not any more (no previous delta named).
+    pub fn delta_image(&self) -> DeltaImage {
+        let mut inos: Vec<u64> = self.changed.keys().copied().collect();
+        inos.sort_unstable();
+        let mut delta = DeltaImage {
+            next_ino: self.next_ino,
+            quarantine: self.quarantine.iter().map(|(&s, &l)| (s, l)).collect(),
+            ..DeltaImage::default()
+        };
+        for ino in inos {
+            match self.inode_image(ino) {
+                Some(image) => delta.inodes.push(image),
+                None => delta.removed.push(ino),
+            }
+        }
+        delta
+    }
+
+    /// How many inodes changed since the last checkpoint.
+    pub fn changed_inodes(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Marks inodes as changed since the last checkpoint.
+    pub fn mark_changed(&mut self, inos: impl IntoIterator<Item = u64>) {
+        self.changed.extend(inos.into_iter().map(|ino| (ino, ())));
+    }
+
+    /// A checkpoint holds everything: nothing has changed since it.
+    pub fn forget_changes(&mut self) {
+        self.changed = IntMap::default();
     }
 
     /// An upper bound of the encoded checkpoint payload size.
@@ -504,6 +544,20 @@ impl State {
 
     /// [`State::apply`] with the problem as plain text.
     pub(super) fn apply_one(&mut self, m: &Mutation, mode: ApplyMode) -> std::result::Result<(), String> {
+        // Marked before the change, so a mutation that fails half way still has its inodes written
+        // by the next delta (marking too many costs bytes, never correctness).
+        match *m {
+            Mutation::PutInode(ref attrs) => self.mark_changed([attrs.ino]),
+            Mutation::FreeInode { ino }
+            | Mutation::Map { ino, .. }
+            | Mutation::SetXattr { ino, .. }
+            | Mutation::SetTarget { ino, .. } => self.mark_changed([ino]),
+            Mutation::Link { dir, ino, .. } | Mutation::Unlink { dir, ino, .. } => {
+                self.mark_changed([dir, ino])
+            }
+            Mutation::Clone { dst, .. } => self.mark_changed([dst]),
+            Mutation::Quarantine { .. } => {}
+        }
         match m {
             Mutation::PutInode(attrs) => self.put_inode(attrs),
             Mutation::FreeInode { ino } => self.free_inode(*ino),

@@ -4,15 +4,19 @@
 //! Owns the identities a checkpoint must keep for any input: what decodes encodes back to the same
 //! bytes; a state built from it is well formed, sizes its own next checkpoint with a bound that
 //! holds, and survives its own checkpoint unchanged; any payload framed into a chain reads back
-//! whole. Must never touch a pool: everything here is bytes in memory.
+//! whole; the same bytes as a delta encode back to themselves, and the state a delta gives writes
+//! a delta of its own that gives that state again. Must never touch a pool: everything here is bytes in memory.
 
 use super::source::ByteSource;
-use crate::format::checkpoint::{self, StateImage};
+use crate::format::checkpoint::{self, DeltaImage, InodeImage, StateImage};
+use crate::format::record::InodeAttrs;
+use crate::format::ROOT_INO;
 use crate::fs::ownership::MetaStructure;
 use crate::fs::state::State;
 
 /// Feeds a checkpoint payload to [`StateImage::decode`] and, when it decodes, to
-/// [`State::from_image`]; panics when one of the identities in the module documentation breaks.
+/// [`State::from_image`], and the same bytes to [`DeltaImage::decode`] over that state; panics when
+/// one of the identities in the module documentation breaks.
 ///
 /// Input: a byte choosing the pool size (16 to 1039 blocks) and a generation byte, then the payload.
 pub fn decode_checkpoint(bytes: &[u8]) {
@@ -50,8 +54,6 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         Err(e) => panic!("checkpoint chains framed by frame() do not read back: {e}"),
     }
 
-    let Ok(image) = StateImage::decode(payload) else { return };
-    assert_eq!(image.encode(), payload, "checkpoint payload round trip");
     // Superblocks, an 8-block log at 2 and a one-block checkpoint at the end, like a small pool.
     let meta = [
         (0, 1, MetaStructure::Superblock(0)),
@@ -60,7 +62,50 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         (total_blocks - 2, 1, MetaStructure::Checkpoint),
         (total_blocks - 1, 1, MetaStructure::CheckpointMirror),
     ];
-    let Ok(state) = State::from_image(image, total_blocks, &meta) else { return };
+    let base = whole_checkpoint(payload, total_blocks, &meta);
+    // The same bytes as a delta, over the state they loaded to (or a root alone).
+    let base = base.unwrap_or_else(|| StateImage {
+        next_ino: ROOT_INO + 1,
+        inodes: vec![InodeImage {
+            attrs: InodeAttrs::empty_dir(ROOT_INO, 0o755, 0, 0, 0),
+            ..InodeImage::default()
+        }],
+        quarantine: Vec::new(),
+    });
+    delta_checkpoint(payload, base, total_blocks, &meta);
+}
+
+/// A delta payload over `base`: what decodes encodes back to the same bytes; when the state it
+/// gives loads, the delta that state writes (its changed inodes: the delta's), applied to `base`,
+/// gives that state again.
+fn delta_checkpoint(payload: &[u8], base: StateImage, total_blocks: u64, meta: &[(u64, u64, MetaStructure)]) {
+    let Ok(delta) = DeltaImage::decode(payload) else { return };
+    assert_eq!(delta.encode(), payload, "delta payload round trip");
+    let changed: Vec<u64> =
+        delta.inodes.iter().map(|i| i.attrs.ino).chain(delta.removed.iter().copied()).collect();
+    let Ok(merged) = base.clone().with_delta(delta) else { return };
+    let Ok(mut after) = State::from_image(merged, total_blocks, meta) else { return };
+    after.mark_changed(changed);
+    let again = base.with_delta(after.delta_image()).expect("a state's own delta applies to its base");
+    let again = State::from_image(again, total_blocks, meta)
+        .unwrap_or_else(|e| panic!("a state's own delta over its base does not load: {e}"));
+    assert_eq!(
+        again.to_image(),
+        after.to_image(),
+        "a state's own delta over its base loads to another state"
+    );
+}
+
+/// A whole checkpoint payload: the identities of the module documentation. The state's image
+/// when it loads.
+fn whole_checkpoint(
+    payload: &[u8],
+    total_blocks: u64,
+    meta: &[(u64, u64, MetaStructure)],
+) -> Option<StateImage> {
+    let image = StateImage::decode(payload).ok()?;
+    assert_eq!(image.encode(), payload, "checkpoint payload round trip");
+    let state = State::from_image(image, total_blocks, meta).ok()?;
     if let Err(e) = state.owners().validate() {
         panic!("a checkpoint that loaded left the ownership map malformed: {}", e.0);
     }
@@ -90,7 +135,8 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         state.image_size_bound(),
         encoded.len()
     );
-    let reloaded = State::from_image(next, total_blocks, &meta)
+    let reloaded = State::from_image(next, total_blocks, meta)
         .unwrap_or_else(|e| panic!("a state's own checkpoint does not load: {e}"));
     assert_eq!(reloaded.to_image().encode(), encoded, "a state's own checkpoint loads to another state");
+    Some(reloaded.to_image())
 }
