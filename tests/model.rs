@@ -51,6 +51,7 @@ const NFILES: usize = 5;
 // ----- coverage counters (so the test proves it exercised what it claims) -----
 
 static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+static DELTAS: AtomicU64 = AtomicU64::new(0);
 static REFLINKS_OK: AtomicU64 = AtomicU64::new(0);
 static REFLINKS_PARTIAL_EOF: AtomicU64 = AtomicU64::new(0);
 static REFLINKS_FAILED: AtomicU64 = AtomicU64::new(0);
@@ -248,6 +249,8 @@ enum Op {
         to: Pick,
     },
     Remount,
+    /// A checkpoint now: a delta whenever one is allowed (the harness mounts preferring them).
+    Checkpoint,
     /// Unlink a file (or rename another one over it) while it is open, then write through it.
     OrphanWrite {
         path: Pick,
@@ -279,6 +282,7 @@ enum ROp {
     Unlink { path: usize },
     Rename { from: usize, to: usize },
     Remount,
+    Checkpoint,
     OrphanWrite { path: usize, via: Option<usize>, off: u64, len: u64, seed: u8 },
     CrashWithOrphan { path: usize },
 }
@@ -414,6 +418,7 @@ fn resolve(op: &Op, m: &Model) -> ROp {
         Op::Unlink { path } => ROp::Unlink { path: p(path) },
         Op::Rename { from, to } => ROp::Rename { from: p(from), to: p(to) },
         Op::Remount => ROp::Remount,
+        Op::Checkpoint => ROp::Checkpoint,
         Op::OrphanWrite { path, via, off, len, seed } => {
             let path = p(path);
             ROp::OrphanWrite { path, via: via.map(p), off: off.at(m.size(path)), len, seed }
@@ -684,7 +689,7 @@ impl Model {
                 self.files.insert(to, f);
                 Ok(Outcome::Done)
             }
-            ROp::Remount => Ok(Outcome::Done),
+            ROp::Remount | ROp::Checkpoint => Ok(Outcome::Done),
             ROp::OrphanWrite { path, via, off, len, seed } => {
                 let h = self.open(path, Mode::ReadWrite)?;
                 if via.is_some_and(|from| !self.files.contains_key(&from)) {
@@ -1171,9 +1176,9 @@ impl Real {
 
     fn remount(&mut self) -> Result<(), String> {
         let old = self.fs.take().expect("mounted");
-        CHECKPOINTS.fetch_add(old.read_lock().journal().stats.checkpoints, Ordering::Relaxed);
+        count_checkpoints(&old);
         drop(old);
-        self.fs = Some(Fs::mount(&self.pool).map_err(|e| format!("remount failed: {e}"))?);
+        self.fs = Some(preferring_deltas(Fs::mount(&self.pool).map_err(|e| format!("remount failed: {e}"))?));
         bump(&REMOUNTS);
         Ok(())
     }
@@ -1281,6 +1286,10 @@ impl Real {
                 self.remount()?;
                 Ok(Outcome::Done)
             }
+            ROp::Checkpoint => {
+                fs.checkpoint().map_err(|e| format!("checkpoint: {e}"))?;
+                Ok(Outcome::Done)
+            }
             ROp::OrphanWrite { path, via, off, len, seed } => {
                 let f = match self.open(path, Mode::ReadWrite) {
                     Ok(f) => f,
@@ -1324,7 +1333,9 @@ impl Real {
                 std::mem::forget(f);
                 drop(fs);
                 self.fs = None;
-                self.fs = Some(Fs::mount(&self.pool).map_err(|e| format!("mount after crash: {e}"))?);
+                self.fs = Some(preferring_deltas(
+                    Fs::mount(&self.pool).map_err(|e| format!("mount after crash: {e}"))?,
+                ));
                 bump(&REMOUNTS);
                 Ok(Outcome::Done)
             }
@@ -1397,9 +1408,23 @@ fn verify(real: &Real, model: &Model) -> Result<(), String> {
     verify_space(fs, &handles)
 }
 
+/// The mount, made to write a delta at every checkpoint that may be one: the model test then
+/// checks long chains of deltas (each remount reads the base and every delta) against the model.
+fn preferring_deltas(fs: Fs) -> Fs {
+    fs.exclusive().prefer_delta_checkpoints(true);
+    fs
+}
+
+/// Adds a mount's checkpoints to the coverage counters.
+fn count_checkpoints(fs: &Fs) {
+    let stats = fs.read_lock().journal().stats;
+    CHECKPOINTS.fetch_add(stats.checkpoints, Ordering::Relaxed);
+    DELTAS.fetch_add(stats.checkpoints - stats.whole_checkpoints, Ordering::Relaxed);
+}
+
 fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     let pool = Pool::memfd(POOL_BYTES).expect("memfd pool");
-    let fs = Fs::format(&pool).expect("format");
+    let fs = preferring_deltas(Fs::format(&pool).expect("format"));
     fs.create_dir("/d").expect("mkdir");
     let mut real = Real { pool, fs: Some(fs) };
     let mut model = Model::default();
@@ -1460,7 +1485,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         }
     }
     let fs = real.fs.take().expect("mounted");
-    CHECKPOINTS.fetch_add(fs.read_lock().journal().stats.checkpoints, Ordering::Relaxed);
+    count_checkpoints(&fs);
     Ok(())
 }
 
@@ -1683,6 +1708,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (file_path(), prop_oneof![file_path(), (0..NFILES).prop_map(Pick::Any)])
             .prop_map(|(from, to)| Op::Rename { from, to }),
         2 => Just(Op::Remount),
+        2 => Just(Op::Checkpoint),
         2 => (file_path(), proptest::option::weighted(0.4, file_path()), off(), write_len(), 1u8..6)
             .prop_map(|(path, via, off, len, seed)| Op::OrphanWrite { path, via, off, len, seed }),
         1 => file_path().prop_map(|path| Op::CrashWithOrphan { path }),
@@ -1701,12 +1727,13 @@ fn random_operation_sequences_match_the_model() {
     }
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
-        "coverage: {} steps, {} checkpoints, {} remounts, reflinks {} ok ({} with a partial EOF block) / {} failed, \
+        "coverage: {} steps, {} checkpoints ({} deltas), {} remounts, reflinks {} ok ({} with a partial EOF block) / {} failed, \
          dedupe {} sharing / {} differs / {} failed destinations, {} CoW writes into shared blocks, \
          {} fallocates ({} shifts and {} punches of shared ranges), copy_file_range {} linked / {} copied, \
          {} seeks found",
         get(&STEPS_RUN),
         get(&CHECKPOINTS),
+        get(&DELTAS),
         get(&REMOUNTS),
         get(&REFLINKS_OK),
         get(&REFLINKS_PARTIAL_EOF),
@@ -1726,6 +1753,7 @@ fn random_operation_sequences_match_the_model() {
     if cases >= 128 {
         for (what, c) in [
             ("checkpoints", &CHECKPOINTS),
+            ("delta checkpoints", &DELTAS),
             ("remounts", &REMOUNTS),
             ("successful reflinks", &REFLINKS_OK),
             ("partial-EOF reflinks", &REFLINKS_PARTIAL_EOF),

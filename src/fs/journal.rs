@@ -49,6 +49,8 @@ pub struct Journal {
     /// The next checkpoint must be a whole one: a chain of the base or the delta was found
     /// damaged, or the state was rebuilt by a salvage.
     whole_checkpoint_due: bool,
+    /// Tests: write a delta whenever one is allowed, whatever its size ([`Journal::prefer_deltas`]).
+    prefer_deltas: bool,
     /// Mirror copies of committed records that could not be written (the operation happened; the
     /// file system moves the mirror or writes a checkpoint to be redundant again).
     mirror_failures: Vec<Error>,
@@ -243,6 +245,7 @@ impl Journal {
             delta_blocks: Vec::new(),
             delta_bytes: 0,
             whole_checkpoint_due: true,
+            prefer_deltas: false,
             mirror_failures: Vec::new(),
             group_commit: false,
             group: Vec::new(),
@@ -757,6 +760,7 @@ impl Journal {
             delta_bytes,
             // A salvage rebuilt the state by its rules: nothing durable holds it yet.
             whole_checkpoint_due: chains_damaged || salvage,
+            prefer_deltas: false,
             mirror_failures: Vec::new(),
             group_commit,
             group: Vec::new(),
@@ -1309,7 +1313,8 @@ impl Journal {
             || self.sb.version != VERSION
             || self.sb.checkpoint_head == 0
             || self.delta_blocks.len() >= MAX_DELTAS
-            || state.changed_inodes() as u64 * DELTA_MAX_FRACTION > state.inodes.len() as u64
+            || (!self.prefer_deltas
+                && state.changed_inodes() as u64 * DELTA_MAX_FRACTION > state.inodes.len() as u64)
         {
             return None;
         }
@@ -1327,7 +1332,15 @@ impl Journal {
             generation: self.sb.generation,
         });
         let payload = delta.encode();
-        ((self.delta_bytes + payload.len() as u64) * DELTA_MAX_FRACTION <= base_len).then_some(payload)
+        let small = (self.delta_bytes + payload.len() as u64) * DELTA_MAX_FRACTION <= base_len;
+        (small || self.prefer_deltas).then_some(payload)
+    }
+
+    /// Tests: from now on every checkpoint that may be a delta is one, whatever the share of
+    /// inodes that changed or the deltas' size (the other reasons for a whole checkpoint stand),
+    /// so that property tests exercise long chains of deltas over small pools.
+    pub fn prefer_deltas(&mut self, yes: bool) {
+        self.prefer_deltas = yes;
     }
 
     /// The terminator stretch ([`LOG_TERMINATOR_BYTES`]) that must be zero once a record ends at

@@ -2104,6 +2104,12 @@ impl FileSystem {
         v
     }
 
+    /// Tests: every checkpoint that may be a delta is one, whatever its size
+    /// ([`journal::Journal::prefer_deltas`]); for this mount only.
+    pub fn prefer_delta_checkpoints(&mut self, yes: bool) {
+        self.journal.prefer_deltas(yes);
+    }
+
     /// Writes a checkpoint now (tests and tools; commits do it by themselves when the log fills).
     pub fn checkpoint(&mut self) -> Result<()> {
         self.writable()?;

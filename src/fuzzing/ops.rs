@@ -1142,7 +1142,15 @@ pub fn op_sequence(bytes: &[u8]) -> OpsSummary {
         let mut succeeded = true;
         match *op {
             Op::Remount => {
-                drop(fs.take());
+                let old = fs.take().expect("mounted");
+                // Every other remount writes a checkpoint first, a delta whenever one may be, so
+                // that mounts read chains of deltas as well as logs to replay.
+                if i % 2 == 1 {
+                    old.exclusive().prefer_delta_checkpoints(true);
+                    old.checkpoint()
+                        .unwrap_or_else(|e| fail(format!("checkpoint before remount failed: {e}")));
+                }
+                drop(old);
                 fs = Some(Fs::mount(&pool).unwrap_or_else(|e| fail(format!("remount failed: {e}"))));
             }
             Op::Poison { kind, pick } => {
