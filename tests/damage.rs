@@ -364,6 +364,61 @@ fn a_checkpoint_block_damaged_in_both_chains_fails_naming_both_and_salvage_and_r
     salvage_then_repair(&image);
 }
 
+/// A pool whose checkpoint is a base and a delta: twenty files, a whole checkpoint, then one
+/// file rewritten and a checkpoint of that (a delta). The image, its tree, and the delta's first
+/// block in each chain.
+fn base_and_delta() -> (Vec<u8>, Tree, [u64; 2]) {
+    let backend = Arc::new(RecordingBackend::new(1 << 20));
+    let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();
+    let mut rw = OpenOptions::new();
+    rw.read(true).write(true).create(true);
+    for i in 0..20u8 {
+        fs.open(&format!("/f{i}"), &rw).unwrap().write_at(&[i; 3000], 0).unwrap();
+    }
+    fs.checkpoint().unwrap();
+    fs.open("/f3", &rw).unwrap().write_at(b"changed", 100).unwrap();
+    fs.checkpoint().unwrap();
+    let first = {
+        let g = fs.read_lock();
+        let deltas = g.journal().delta_blocks();
+        assert_eq!(deltas.len(), 1, "a base and one delta");
+        [deltas[0][0][0], deltas[0][1][0]]
+    };
+    let expected = tree(&fs);
+    drop(fs);
+    (backend.volatile_image(), expected, first)
+}
+
+#[test]
+fn a_damaged_delta_block_is_read_from_the_other_chain_and_rewritten() {
+    let (image, expected, [b0, b1]) = base_and_delta();
+    for (chain, block) in [(0, b0), (1, b1)] {
+        let start = (block * BLOCK_SIZE) as usize;
+        // The magic, the checksum, a payload byte.
+        for p in [start, start + 41, start + 60] {
+            second_copy_serves(
+                &flipped(&image, &[p]),
+                &expected,
+                &format!("checkpoint delta chain {chain} block"),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_delta_block_damaged_in_both_chains_fails_naming_the_delta_and_salvage_and_repair_go_on() {
+    let (image, _, [b0, b1]) = base_and_delta();
+    let damaged = flipped(&image, &[(b0 * BLOCK_SIZE) as usize + 60, (b1 * BLOCK_SIZE) as usize + 70]);
+    for read_only in [true, false] {
+        let msg = corrupt_mount(&damaged, read_only);
+        assert!(msg.contains("checkpoint delta: both copies of block #0"), "{msg}");
+        assert!(msg.contains("check --repair"), "the message says what to run: {msg}");
+    }
+    let salvaged = salvage_then_repair(&damaged);
+    // The base's twenty files survive; /f3 as the base holds it (the delta's change is lost).
+    assert_eq!(salvaged.keys().filter(|p| p.starts_with("/f")).count(), 20, "{:?}", salvaged.keys());
+}
+
 /// A salvage mount of `image` and a repair of it both work, and the repaired pool mounts normally
 /// and checks clean; returns the salvaged tree.
 fn salvage_then_repair(image: &[u8]) -> Tree {
