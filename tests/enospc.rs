@@ -378,3 +378,41 @@ fn deleting_a_file_too_fragmented_for_one_log_record_works_on_a_full_pool() {
     let fs = Fs::mount(&pool).unwrap();
     assert_contents(&fs, &want);
 }
+
+#[test]
+fn delta_checkpoints_on_a_full_pool_always_leave_room_for_a_whole_one() {
+    // A full pool, mounted to write a delta at every checkpoint that may be one: each of 150
+    // checkpoints writes a changed 1000-byte extended attribute, and deltas free nothing. Every
+    // checkpoint must succeed (a whole one, which frees the base and every delta, as soon as a
+    // delta would leave too little room for one), and the pool stays usable: the file's latest
+    // value survives a remount, and an unlink still commits.
+    let (pool, fs) = new_pool();
+    let mut want = Contents::new();
+    for i in 0..8 {
+        write_and_record(
+            &create(&fs, &format!("/small{i}")),
+            &format!("/small{i}"),
+            &[i as u8; 100],
+            0,
+            &mut want,
+        )
+        .unwrap();
+    }
+    drop(fill(&fs, "/big", &mut want));
+    fs.exclusive().prefer_delta_checkpoints(true);
+    let whole_before = fs.read_lock().journal().stats.whole_checkpoints;
+    for i in 0..150u32 {
+        fs.set_xattr("/small0", "user.k", &vec![i as u8; 1000], 0).unwrap();
+        fs.checkpoint().unwrap_or_else(|e| panic!("checkpoint {i} on a full pool: {e}"));
+    }
+    let stats = fs.read_lock().journal().stats;
+    assert!(stats.whole_checkpoints > whole_before, "some checkpoints had to be whole: {stats:?}");
+    assert!(stats.checkpoints - stats.whole_checkpoints > 0, "and some were deltas: {stats:?}");
+    drop(fs);
+    let fs = Fs::mount(&pool).unwrap();
+    assert_eq!(fs.get_xattr("/small0", "user.k").unwrap(), vec![149u8; 1000]);
+    assert_contents(&fs, &want);
+    fs.remove_file("/big").unwrap();
+    want.remove("/big");
+    assert_contents(&fs, &want);
+}

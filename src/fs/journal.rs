@@ -877,6 +877,24 @@ impl Journal {
         &self.checkpoint_blocks
     }
 
+    /// Blocks the deltas written since the base take (both chains): a whole checkpoint frees them
+    /// ([`Journal::checkpoint_whole`]).
+    pub fn delta_block_count(&self) -> u64 {
+        self.delta_blocks.iter().flatten().map(|chain| chain.len() as u64).sum()
+    }
+
+    /// Writes a whole checkpoint now, whatever [`Journal::checkpoint`] would choose: the base and
+    /// every delta are freed once the superblocks name it (how an allocation that needs the
+    /// deltas' blocks gets them).
+    pub fn checkpoint_whole(&mut self, state: &mut State) -> Result<()> {
+        let due = std::mem::replace(&mut self.whole_checkpoint_due, true);
+        let written = self.checkpoint(state);
+        if written.is_err() {
+            self.whole_checkpoint_due = due;
+        }
+        written
+    }
+
     /// Blocks of the deltas written since the base, oldest first: chain 0 and chain 1 of each
     /// (none: the checkpoint is whole).
     pub fn delta_blocks(&self) -> &[[Vec<u64>; 2]] {
@@ -1302,7 +1320,8 @@ impl Journal {
 
     /// The payload of a delta checkpoint, when one will do: the pool is of the current version
     /// and has a base, no chain was found damaged, no block of the base or of a delta sits on bad
-    /// memory (a whole checkpoint moves them off it), fewer
+    /// memory (a whole checkpoint moves them off it), a whole checkpoint would still fit the free
+    /// space once the delta is written, fewer
     /// than [`MAX_DELTAS`] deltas follow the base, and the deltas with this one are at most a
     /// [`DELTA_MAX_FRACTION`] of the base (so rewriting the base, which growing deltas bring about,
     /// costs about what the deltas before it wrote together: the bytes checkpoints write follow
@@ -1332,8 +1351,14 @@ impl Journal {
             generation: self.sb.generation,
         });
         let payload = delta.encode();
+        // The reserve the file system keeps free is sized for a whole checkpoint; a delta, which
+        // frees nothing, must leave room for one (it is written whole instead, and frees the
+        // base and every delta).
+        let chains = |len: u64| 2 * checkpoint::blocks_for(len as usize) as u64;
+        let whole_fits_after =
+            state.free.free_blocks() >= chains(payload.len() as u64) + chains(state.image_size_bound());
         let small = (self.delta_bytes + payload.len() as u64) * DELTA_MAX_FRACTION <= base_len;
-        (small || self.prefer_deltas).then_some(payload)
+        ((small || self.prefer_deltas) && whole_fits_after).then_some(payload)
     }
 
     /// Tests: from now on every checkpoint that may be a delta is one, whatever the share of

@@ -838,9 +838,11 @@ impl FileSystem {
     }
 
     /// Free blocks, counting those that operations not yet durable freed (group commit: they
-    /// become free at the next sync, which an allocation that needs them brings forward).
+    /// become free at the next sync, which an allocation that needs them brings forward) and
+    /// those of the checkpoint deltas (a whole checkpoint frees them, which an allocation that
+    /// needs them brings about).
     fn free_blocks(&self) -> u64 {
-        self.state.free.free_blocks() + self.state.held_blocks()
+        self.state.free.free_blocks() + self.state.held_blocks() + self.journal.delta_block_count()
     }
 
     fn ensure_metadata_room(&mut self, extra_blocks: u64) -> Result<()> {
@@ -848,6 +850,11 @@ impl FileSystem {
         if self.state.free.free_blocks() < reserve + extra_blocks && !self.state.held.is_empty() {
             // Blocks freed by grouped operations are free once those are durable.
             self.sync()?;
+        }
+        if self.state.free.free_blocks() < reserve + extra_blocks && self.journal.delta_block_count() > 0 {
+            // The deltas' blocks are free once a whole checkpoint replaces them (the reserve
+            // always holds one).
+            self.journal.checkpoint_whole(&mut self.state)?;
         }
         let free = self.state.free.free_blocks();
         if free < reserve + extra_blocks {
