@@ -966,12 +966,17 @@ fn a_transaction_larger_than_the_log_is_atomic() {
     );
 }
 
-/// Forty more files and a whole checkpoint of it all (the base), then `changes` of those files
+/// Forty more files (each with an 800-byte extended attribute) and a whole checkpoint of it all
+/// (the base), then `changes` of those files
 /// rewritten: the next checkpoint has that many changed inodes to write. Returns the whole
 /// checkpoints written so far.
 fn base_then_changes(fx: &Fixture, changes: usize) -> u64 {
     for i in 0..40 {
-        fx.open(&format!("/dir/f{i}")).write_at(&pattern(20 + i as u8, 3 * BLOCK as usize), 0).unwrap();
+        let path = format!("/dir/f{i}");
+        fx.open(&path).write_at(&pattern(20 + i as u8, BLOCK as usize + 10), 0).unwrap();
+        // Bulk for the base (a delta is written when it takes at most a quarter of the base's
+        // blocks).
+        fx.fs.set_xattr(&path, "user.bulk", &pattern(i as u8, 800), 0).unwrap();
     }
     fx.fs.checkpoint().unwrap();
     let stats = fx.fs.read_lock().journal().stats;

@@ -364,7 +364,8 @@ fn a_checkpoint_block_damaged_in_both_chains_fails_naming_both_and_salvage_and_r
     salvage_then_repair(&image);
 }
 
-/// A pool whose checkpoint is a base and a delta: twenty files, a whole checkpoint, then one
+/// A pool whose checkpoint is a base and a delta: twenty files (each with a 1500-byte extended
+/// attribute), a whole checkpoint, then one
 /// file rewritten and a checkpoint of that (a delta). The image, its tree, and the delta's first
 /// block in each chain.
 fn base_and_delta() -> (Vec<u8>, Tree, [u64; 2]) {
@@ -374,6 +375,8 @@ fn base_and_delta() -> (Vec<u8>, Tree, [u64; 2]) {
     rw.read(true).write(true).create(true);
     for i in 0..20u8 {
         fs.open(&format!("/f{i}"), &rw).unwrap().write_at(&[i; 3000], 0).unwrap();
+        // Bulk for the base: a delta is written when it takes at most a quarter of its blocks.
+        fs.set_xattr(&format!("/f{i}"), "user.bulk", &[i; 1500], 0).unwrap();
     }
     fs.checkpoint().unwrap();
     fs.open("/f3", &rw).unwrap().write_at(b"changed", 100).unwrap();

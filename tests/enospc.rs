@@ -416,3 +416,43 @@ fn delta_checkpoints_on_a_full_pool_always_leave_room_for_a_whole_one() {
     want.remove("/big");
     assert_contents(&fs, &want);
 }
+
+#[test]
+fn checkpoints_and_growing_renames_on_a_full_pool_never_wedge_it() {
+    // Found in review: deltas that took their blocks from the reserve, and renames that grew the
+    // next checkpoint without checking the reserve, left a full pool where no checkpoint fitted
+    // and even an unlink failed with ENOSPC, also after a remount. Now every checkpoint fits, a
+    // growing rename is refused with ENOSPC when the reserve cannot take it, and the unlink works.
+    let (pool, fs) = pool_of(8 << 20);
+    let mut want = Contents::new();
+    for d in 0..40 {
+        fs.create_dir(&format!("/d{d}")).unwrap();
+        for i in 0..10 {
+            drop(create(&fs, &format!("/d{d}/f{i}")));
+        }
+    }
+    fs.checkpoint().unwrap();
+    drop(fill(&fs, "/big", &mut want));
+    for i in 0..40 {
+        fs.checkpoint().unwrap_or_else(|e| panic!("checkpoint {i} with nothing changed: {e}"));
+    }
+    let mut renamed = 0;
+    for k in 0..400 {
+        let (d, i) = (k % 40, k / 40);
+        match fs.rename(&format!("/d{d}/f{i}"), &format!("/d{d}/{}{i}", "x".repeat(250))) {
+            Ok(()) => renamed += 1,
+            Err(e) => {
+                assert_enospc(Err::<(), _>(e), "a rename that grows the checkpoint");
+                break;
+            }
+        }
+        fs.checkpoint().unwrap_or_else(|e| panic!("checkpoint after {renamed} renames: {e}"));
+    }
+    assert!(renamed > 0, "some renames fit");
+    fs.remove_file("/big").unwrap();
+    assert_clean(&fs);
+    drop(fs);
+    let fs = Fs::mount(&pool).unwrap();
+    assert_clean(&fs);
+    assert!(fs.read_dir("/").unwrap().iter().all(|e| e.name != "big"), "the unlink survives a remount");
+}

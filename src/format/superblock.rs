@@ -8,9 +8,9 @@
 //! copies of the log region and both checkpoint chains (since format version 2). Version 3 keeps
 //! names in directory entries (hard links), owners, symlinks and extended attributes; the layout of
 //! this block is the same; version 4 adds the `Clone` log mutation and changes nothing else. Version
-//! 5 adds the *delta*: a checkpoint may write only the inodes changed since the last whole one (the
-//! base), as a second pair of chains the superblock names beside the base's, and the base keeps
-//! the generation it was written at. Version 1 pools (one log, one chain), version 2 pools (names
+//! 5 adds the *delta*: a checkpoint may write only the inodes changed since the last checkpoint,
+//! as a pair of chains beside the last whole checkpoint (the base); the superblock names the newest
+//! delta (each names the one before it), and the base keeps the generation it was written at. Version 1 pools (one log, one chain), version 2 pools (names
 //! inside inodes) and versions 3 and 4 are still read, and a read-write mount converts them. Owns
 //! the layout only; never writes the pool.
 //!
@@ -110,8 +110,8 @@ pub struct Superblock {
     /// The generation the checkpoint's blocks carry: the one it was written at, which a delta
     /// written since leaves behind (before version 5: always `generation`).
     pub checkpoint_generation: u64,
-    /// The delta, when a checkpoint since the last whole one wrote only what changed; its blocks
-    /// carry `generation`.
+    /// The newest delta, when checkpoints since the last whole one wrote only what changed (it
+    /// names the delta before it); its blocks carry `generation`.
     pub delta: Option<DeltaRoot>,
 }
 

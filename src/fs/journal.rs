@@ -44,7 +44,7 @@ pub struct Journal {
     checkpoint_blocks: [Vec<u64>; 2],
     /// Blocks of the deltas written since the base, oldest first: chain 0 and chain 1 of each.
     delta_blocks: Vec<[Vec<u64>; 2]>,
-    /// Payload bytes of those deltas together.
+    /// Bytes those deltas take in the pool (whole blocks, both chains), together.
     delta_bytes: u64,
     /// The next checkpoint must be a whole one: a chain of the base or the delta was found
     /// damaged, or the state was rebuilt by a salvage.
@@ -72,12 +72,21 @@ pub struct Journal {
 
 /// A checkpoint writes only the inodes changed since the last checkpoint (a delta) while they are
 /// at most this fraction of the inodes and the deltas since the last whole checkpoint, this one
-/// included, at most this fraction of that whole one's payload.
+/// included, take at most this fraction of the blocks that whole one takes.
 pub const DELTA_MAX_FRACTION: u64 = 4;
 
 /// Deltas after which the next checkpoint is a whole one, whatever their size (mount reads them
 /// one after another).
 pub const MAX_DELTAS: usize = 64;
+
+/// Blocks that must stay free so that the next whole checkpoint (both chains) of `state` always
+/// fits: twice the checkpoint's size bound plus room for it to grow (64 KiB, or 1/32 of a pool
+/// smaller than 2 MiB, so the smallest pools keep room for data), plus a few blocks of slack. The
+/// file system keeps it out of reach of data; a delta never takes it.
+pub fn checkpoint_reserve(state: &State) -> u64 {
+    let growth = (64 * 1024).min(state.total_blocks * BLOCK_SIZE / 32);
+    chain_blocks((state.image_size_bound() + growth) as usize) + 4
+}
 
 /// Group commit: how old a group may grow before a sync point comes (checked at each commit,
 /// and by the thread of `Fs::sync_periodically`, which `serve` starts), as ext4's journal commits
@@ -158,6 +167,16 @@ fn random_uuid() -> [u8; 16] {
     uuid[6] = (uuid[6] & 0x0f) | 0x40;
     uuid[8] = (uuid[8] & 0x3f) | 0x80;
     uuid
+}
+
+/// Blocks both chains of a checkpoint or delta payload of `len` bytes take.
+fn chain_blocks(len: usize) -> u64 {
+    2 * checkpoint::blocks_for(len) as u64
+}
+
+/// Bytes both chains of a checkpoint or delta payload of `len` bytes take in the pool.
+fn pool_bytes(len: usize) -> u64 {
+    chain_blocks(len) * BLOCK_SIZE
 }
 
 /// Every metadata block run of a pool whose superblock is `sb`, whose checkpoint chains are
@@ -449,14 +468,16 @@ impl Journal {
             }
             seen.extend(read.blocks.iter().flatten().copied());
             seen.sort_unstable();
-            delta_bytes += link.len;
+            delta_bytes += pool_bytes(link.len as usize);
             let delta = if salvage {
                 match DeltaImage::decode(&read.payload) {
                     Ok(delta) if read.complete => Some(delta),
                     Ok(_) | Err(_) => {
                         let delta = DeltaImage::decode_prefix(&read.payload);
                         notes.lost.push(format!(
-                            "checkpoint delta of generation {}: only {} inode(s) could be decoded before the damage",
+                            "checkpoint delta of generation {}: only {} inode(s) could be decoded before the \
+                             damage; the inodes it changed after them keep an older version, and inodes it \
+                             removed may come back",
                             link.generation,
                             delta.as_ref().map_or(0, |d| d.inodes.len())
                         ));
@@ -1272,7 +1293,7 @@ impl Journal {
             old.push(std::mem::replace(&mut self.checkpoint_blocks, chains));
             old
         } else {
-            self.delta_bytes += payload.len() as u64;
+            self.delta_bytes += pool_bytes(payload.len());
             self.delta_blocks.push(chains);
             Vec::new()
         };
@@ -1320,12 +1341,12 @@ impl Journal {
 
     /// The payload of a delta checkpoint, when one will do: the pool is of the current version
     /// and has a base, no chain was found damaged, no block of the base or of a delta sits on bad
-    /// memory (a whole checkpoint moves them off it), a whole checkpoint would still fit the free
-    /// space once the delta is written, fewer
-    /// than [`MAX_DELTAS`] deltas follow the base, and the deltas with this one are at most a
-    /// [`DELTA_MAX_FRACTION`] of the base (so rewriting the base, which growing deltas bring about,
-    /// costs about what the deltas before it wrote together: the bytes checkpoints write follow
-    /// what changed). `None`: a whole checkpoint is due.
+    /// memory (a whole checkpoint moves them off it), the free space left after the delta still
+    /// holds the [`checkpoint_reserve`], fewer than [`MAX_DELTAS`] deltas follow the base, and the
+    /// deltas with this one take at most a [`DELTA_MAX_FRACTION`] of the base's blocks (so
+    /// rewriting the base, which growing deltas bring about, costs about what the deltas before it
+    /// wrote together: the bytes checkpoints write follow what changed). `None`: a whole
+    /// checkpoint is due.
     fn delta_payload(&self, state: &State) -> Option<Vec<u8>> {
         let base_len = self.sb.checkpoint_len;
         if self.whole_checkpoint_due
@@ -1351,14 +1372,16 @@ impl Journal {
             generation: self.sb.generation,
         });
         let payload = delta.encode();
-        // The reserve the file system keeps free is sized for a whole checkpoint; a delta, which
-        // frees nothing, must leave room for one (it is written whole instead, and frees the
-        // base and every delta).
-        let chains = |len: u64| 2 * checkpoint::blocks_for(len as usize) as u64;
-        let whole_fits_after =
-            state.free.free_blocks() >= chains(payload.len() as u64) + chains(state.image_size_bound());
-        let small = (self.delta_bytes + payload.len() as u64) * DELTA_MAX_FRACTION <= base_len;
-        ((small || self.prefer_deltas) && whole_fits_after).then_some(payload)
+        // The reserve the file system keeps free is sized for a whole checkpoint and its growth;
+        // a delta, which frees nothing, never takes from it (the checkpoint is written whole
+        // instead, and frees the base and every delta).
+        let reserve_stays =
+            state.free.free_blocks() >= chain_blocks(payload.len()) + checkpoint_reserve(state);
+        // Deltas and base compared by the blocks they take, not their bytes: a delta of a few
+        // bytes takes two blocks too.
+        let small = (self.delta_bytes + pool_bytes(payload.len())) * DELTA_MAX_FRACTION
+            <= pool_bytes(base_len as usize);
+        ((small || self.prefer_deltas) && reserve_stays).then_some(payload)
     }
 
     /// Tests: from now on every checkpoint that may be a delta is one, whatever the share of

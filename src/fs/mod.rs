@@ -29,7 +29,6 @@ pub mod upgrade;
 pub mod validate;
 
 use crate::error::{Error, Result};
-use crate::format::checkpoint::blocks_for;
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE};
 use crate::intmap::IntMap;
@@ -828,8 +827,7 @@ impl FileSystem {
     /// checkpoint's size bound plus room for it to grow (64 KiB, or 1/32 of a pool smaller than
     /// 2 MiB, so the smallest pools keep room for data), plus a few blocks of slack.
     pub fn metadata_reserve(&self) -> u64 {
-        let growth = (64 * 1024).min(self.state.total_blocks * BLOCK_SIZE / 32);
-        2 * blocks_for((self.state.image_size_bound() + growth) as usize) as u64 + 4
+        journal::checkpoint_reserve(&self.state)
     }
 
     /// Free blocks that new file data can take now (see [`FsStats::usable_blocks`]).

@@ -515,6 +515,10 @@ impl FileSystem {
                 return Err(Error::AccessDenied(from.into()));
             }
         }
+        if dst_name.len() > src_name.len() {
+            // A longer name grows the next checkpoint: keep room for it, as create does.
+            self.ensure_metadata_room(0)?;
+        }
         let now = now_ns();
         let mut tx = vec![Mutation::Unlink { dir: src_parent, name: src_name, ino }];
         let mut dst_dir_delta = if moving_dir && src_parent != dst_parent { 1 } else { 0 };
