@@ -381,7 +381,7 @@ fn deleting_a_file_too_fragmented_for_one_log_record_works_on_a_full_pool() {
 
 #[test]
 fn delta_checkpoints_on_a_full_pool_always_leave_room_for_a_whole_one() {
-    // A full pool, mounted to write a delta at every checkpoint that may be one: each of 150
+    // A full pool (but for four blocks), mounted to write a delta at every checkpoint that may be one: each of 150
     // checkpoints writes a changed 1000-byte extended attribute, and deltas free nothing. Every
     // checkpoint must succeed (a whole one, which frees the base and every delta, as soon as a
     // delta would leave too little room for one), and the pool stays usable: the file's latest
@@ -398,7 +398,12 @@ fn delta_checkpoints_on_a_full_pool_always_leave_room_for_a_whole_one() {
         )
         .unwrap();
     }
-    drop(fill(&fs, "/big", &mut want));
+    let big = fill(&fs, "/big", &mut want);
+    // Room for the attribute itself (its checkpoint bytes, both chains), and not much more.
+    let size = want["/big"].len() as u64 - 4 * BS;
+    big.set_len(size).unwrap();
+    want.get_mut("/big").unwrap().truncate(size as usize);
+    drop(big);
     fs.exclusive().prefer_delta_checkpoints(true);
     let whole_before = fs.read_lock().journal().stats.whole_checkpoints;
     for i in 0..150u32 {
@@ -455,4 +460,108 @@ fn checkpoints_and_growing_renames_on_a_full_pool_never_wedge_it() {
     let fs = Fs::mount(&pool).unwrap();
     assert_clean(&fs);
     assert!(fs.read_dir("/").unwrap().iter().all(|e| e.name != "big"), "the unlink survives a remount");
+}
+
+/// Renames `a` to `b` and back until one fails or the log has turned over many times; the error,
+/// if any (a full pool may refuse with ENOSPC, never wedge).
+fn churn_the_log(fs: &Fs, a: &str, b: &str) -> Option<Error> {
+    for i in 0..30_000u64 {
+        let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        if let Err(e) = fs.rename(from, to) {
+            return Some(e);
+        }
+    }
+    None
+}
+
+#[test]
+fn an_allocation_in_thousands_of_free_fragments_leaves_room_for_the_next_checkpoint() {
+    // Found in review: one fallocate that took the usable space from 6,000 free fragments grew
+    // the next checkpoint by 24 bytes an extent, past the room the reserve keeps for growth; then
+    // no checkpoint fitted and, once the log filled, even unlinks failed (after a remount too).
+    const KEEP_SIZE_PUNCH: u32 = 0x01 | 0x02;
+    let (pool, fs) = pool_of(64 << 20);
+    let a = create(&fs, "/a");
+    for k in 0..12u64 {
+        a.write_at(&vec![7u8; (1000 * BS) as usize], k * 1000 * BS).unwrap();
+    }
+    for k in 0..6000u64 {
+        a.fallocate(KEEP_SIZE_PUNCH, (2 * k + 1) * BS, BS).unwrap();
+    }
+    fs.checkpoint().unwrap();
+    let usable = fs.stats().usable_blocks;
+    let c = create(&fs, "/c");
+    drop(create(&fs, "/x1"));
+    match c.fallocate(0, 0, usable * BS) {
+        Ok(()) => {}
+        Err(e) => assert_enospc(Err::<(), _>(e), "a fallocate in thousands of pieces"),
+    }
+    fs.checkpoint().unwrap();
+    if let Some(e) = churn_the_log(&fs, "/x1", "/x2") {
+        assert_enospc(Err::<(), _>(e), "renames on a full pool");
+    }
+    drop((a, c));
+    fs.remove_file("/c").unwrap();
+    fs.remove_file("/a").unwrap();
+    assert_clean(&fs);
+    drop(fs);
+    assert_clean(&Fs::mount(&pool).unwrap());
+}
+
+#[test]
+fn a_large_extended_attribute_on_a_small_pool_never_wedges_it() {
+    // Found in review: on pools under 2 MiB (whose reserve keeps 1/32 of the pool for growth) a
+    // 64 KiB extended attribute was let in with room for one chain of it; its record, longer than
+    // the log, became a checkpoint that left no room for the next one.
+    for kib in [768u64, 1024, 1536] {
+        let (pool, fs) = pool_of(kib << 10);
+        let fill = create(&fs, "/fill");
+        drop(create(&fs, "/x"));
+        let mut end = 0;
+        for chunk in [8 * BS, BS] {
+            while fill.write_at(&vec![1u8; chunk as usize], end).is_ok() {
+                end += chunk;
+            }
+        }
+        // Free space just past the reserve, so the attribute's own check is what decides.
+        let (free, reserve) = (fs.read_lock().state().free.free_blocks(), fs.read_lock().metadata_reserve());
+        let short = (reserve + 17).saturating_sub(free);
+        fill.set_len(end - short * BS).unwrap();
+        match fs.set_xattr("/x", "user.big", &vec![3u8; 65536], 0) {
+            Ok(()) => {}
+            Err(e) => assert_enospc(Err::<(), _>(e), "a 64 KiB attribute on a full small pool"),
+        }
+        fs.checkpoint().unwrap_or_else(|e| panic!("{kib} KiB pool: checkpoint: {e}"));
+        if let Some(e) = churn_the_log(&fs, "/x", "/y") {
+            assert_enospc(Err::<(), _>(e), "renames on a full pool");
+        }
+        drop(fill);
+        fs.remove_file("/fill").unwrap_or_else(|e| panic!("{kib} KiB pool: unlink: {e}"));
+        assert_clean(&fs);
+        drop(fs);
+        assert_clean(&Fs::mount(&pool).unwrap());
+    }
+}
+
+#[test]
+fn df_never_promises_more_than_a_write_gets_while_deltas_hold_blocks() {
+    // Found in review: df counted every delta block as free, but the whole checkpoint that frees
+    // them takes more than the base it replaces once the state grew since the base.
+    let (_pool, fs) = pool_of(32 << 20);
+    for i in 0..200 {
+        drop(create(&fs, &format!("/f{i:03}")));
+        fs.set_xattr(&format!("/f{i:03}"), "user.bulk", &[7u8; 300], 0).unwrap();
+    }
+    fs.checkpoint().unwrap();
+    fs.set_xattr("/f000", "user.a", b"x", 0).unwrap();
+    fs.checkpoint().unwrap();
+    assert!(!fs.read_lock().journal().delta_blocks().is_empty(), "a delta was written");
+    for i in 0..25 {
+        fs.set_xattr("/f001", &format!("user.k{i}"), &vec![1u8; 4000], 0).unwrap();
+    }
+    let usable = fs.stats().usable_blocks;
+    let f = create(&fs, "/big");
+    let written = f.write_at(&vec![5u8; (usable * BS) as usize], 0);
+    assert_eq!(written.unwrap_or_else(|e| panic!("df promised {usable} blocks: {e}")) as u64, usable * BS);
+    assert_clean(&fs);
 }

@@ -85,7 +85,13 @@ pub const MAX_DELTAS: usize = 64;
 /// file system keeps it out of reach of data; a delta never takes it.
 pub fn checkpoint_reserve(state: &State) -> u64 {
     let growth = (64 * 1024).min(state.total_blocks * BLOCK_SIZE / 32);
-    chain_blocks((state.image_size_bound() + growth) as usize) + 4
+    whole_checkpoint_blocks(state, growth) + 4
+}
+
+/// Blocks a whole checkpoint of `state` takes (both chains), at most, once its image has grown by
+/// `extra_bytes`.
+pub fn whole_checkpoint_blocks(state: &State, extra_bytes: u64) -> u64 {
+    chain_blocks((state.image_size_bound() + extra_bytes) as usize)
 }
 
 /// Group commit: how old a group may grow before a sync point comes (checked at each commit,
@@ -904,6 +910,17 @@ impl Journal {
         self.delta_blocks.iter().flatten().map(|chain| chain.len() as u64).sum()
     }
 
+    /// Blocks a whole checkpoint written now would give back, at least: the base's and every
+    /// delta's, less what the new one takes at most (none while there is no delta: a whole
+    /// checkpoint then replaces one base with another).
+    pub fn blocks_a_whole_checkpoint_frees(&self, state: &State) -> u64 {
+        if self.delta_blocks.is_empty() {
+            return 0;
+        }
+        let base: u64 = self.checkpoint_blocks.iter().map(|chain| chain.len() as u64).sum();
+        (base + self.delta_block_count()).saturating_sub(whole_checkpoint_blocks(state, 0))
+    }
+
     /// Writes a whole checkpoint now, whatever [`Journal::checkpoint`] would choose: the base and
     /// every delta are freed once the superblocks name it (how an allocation that needs the
     /// deltas' blocks gets them).
@@ -1013,11 +1030,17 @@ impl Journal {
         for m in mutations {
             after.apply(m, ApplyMode::Live).map_err(|e| bug("sizing a large transaction", e))?;
         }
-        let need = 2 * checkpoint::blocks_for(after.to_image().encode().len()) as u64;
+        let need = chain_blocks(after.to_image().encode().len());
         drop(after);
-        if need > state.free.free_blocks() {
+        // That checkpoint is a whole one, and another must still fit after it (else the pool
+        // could be left where no checkpoint fits, not even one that commits an unlink): the old
+        // base and every delta are freed once the superblocks name it.
+        let freed_by_switch = self.checkpoint_blocks.iter().chain(self.delta_blocks.iter().flatten());
+        let freed_by_switch: u64 = freed_by_switch.map(|chain| chain.len() as u64).sum();
+        if need > state.free.free_blocks() || 2 * need + 4 > state.free.free_blocks() + freed_by_switch {
             return Err(Error::NoSpace(format!(
-                "a {bound}-byte transaction needs a {need}-block checkpoint (two chains)"
+                "a {bound}-byte transaction needs a {need}-block checkpoint (two chains), and room for \
+                 the next one"
             )));
         }
         self.backend.drain();
@@ -1036,7 +1059,7 @@ impl Journal {
         for &(start, len) in &freed {
             state.free.claim(start, len);
         }
-        let written = self.checkpoint(state);
+        let written = self.checkpoint_whole(state);
         for &(start, len) in &freed {
             state.free.release(start, len);
         }

@@ -837,10 +837,12 @@ impl FileSystem {
 
     /// Free blocks, counting those that operations not yet durable freed (group commit: they
     /// become free at the next sync, which an allocation that needs them brings forward) and
-    /// those of the checkpoint deltas (a whole checkpoint frees them, which an allocation that
-    /// needs them brings about).
+    /// those a whole checkpoint would give back (the checkpoint deltas' and the base's, less the
+    /// new checkpoint: an allocation that needs them writes one).
     fn free_blocks(&self) -> u64 {
-        self.state.free.free_blocks() + self.state.held_blocks() + self.journal.delta_block_count()
+        self.state.free.free_blocks()
+            + self.state.held_blocks()
+            + self.journal.blocks_a_whole_checkpoint_frees(&self.state)
     }
 
     fn ensure_metadata_room(&mut self, extra_blocks: u64) -> Result<()> {
@@ -849,9 +851,11 @@ impl FileSystem {
             // Blocks freed by grouped operations are free once those are durable.
             self.sync()?;
         }
-        if self.state.free.free_blocks() < reserve + extra_blocks && self.journal.delta_block_count() > 0 {
-            // The deltas' blocks are free once a whole checkpoint replaces them (the reserve
-            // always holds one).
+        if self.state.free.free_blocks() < reserve + extra_blocks
+            && self.journal.blocks_a_whole_checkpoint_frees(&self.state) > 0
+        {
+            // The deltas' and the base's blocks are free once a whole checkpoint replaces them
+            // (the reserve always holds one), and they are more than it takes.
             self.journal.checkpoint_whole(&mut self.state)?;
         }
         let free = self.state.free.free_blocks();
@@ -873,6 +877,19 @@ impl FileSystem {
             .free
             .allocate(count, goal)
             .ok_or_else(|| Error::NoSpace(format!("{count} blocks wanted")))?;
+        // Every run becomes an extent of the next checkpoint: taken from a fragmented free space,
+        // one allocation can grow the checkpoint past the room the reserve keeps for growth, and a
+        // whole checkpoint must still fit afterwards.
+        let growth = runs.len() as u64 * state::EXTENT_IMAGE_BYTES;
+        let whole = journal::whole_checkpoint_blocks(&self.state, growth) + 4;
+        if self.state.free.free_blocks() < whole {
+            self.give_back(&runs);
+            return Err(Error::NoSpace(format!(
+                "{count} blocks wanted in {} pieces: the checkpoint would outgrow the {} blocks left",
+                runs.len(),
+                self.state.free.free_blocks() + count
+            )));
+        }
         // A sparse pool file allocates its host blocks now: a full host file system is ENOSPC
         // here, not a SIGBUS at the first store.
         if let Err(e) =

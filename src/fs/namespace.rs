@@ -884,7 +884,9 @@ impl FileSystem {
         if let Some(problem) = xattr_problem(name.as_bytes(), value) {
             return Err(Error::Invalid(problem));
         }
-        self.ensure_metadata_room(1 + (value.len() as u64).div_ceil(BLOCK_SIZE))?;
+        // Both checkpoint chains grow by the name and the value.
+        let growth = (name.len() + value.len()) as u64 + 6;
+        self.ensure_metadata_room(1 + 2 * growth.div_ceil(BLOCK_SIZE))?;
         let mut attrs = self.state.inodes[&ino].attrs.clone();
         attrs.ctime_ns = now_ns();
         let tx = vec![
