@@ -98,17 +98,20 @@ pub enum MountOutcome {
 /// `edits` is read as a flags byte, then 4-byte edits: a metadata block selector (indexing the
 /// superblocks, the log region's blocks and the checkpoint chain, wrapping), a little-endian u16
 /// byte offset in that block (wrapping; superblocks only have 256 meaningful bytes), and a value.
-/// Flag bit 0 reseals every checksum afterwards (superblocks, checkpoint blocks and payload, log
-/// records), so the damage reaches the decoders and log replay instead of stopping at a checksum;
-/// bit 1 XORs the value in instead of storing it.
+/// Flag bit 0 reseals every checksum afterwards (superblocks, checkpoint blocks and payload, the
+/// newest delta's blocks and payload, log records), so the damage reaches the decoders and log
+/// replay instead of stopping at a checksum; bit 1 XORs the value in instead of storing it; bit 2
+/// starts from [`populated_delta_image`] (a base, a delta and a log) instead.
 pub fn mount_edited_image(edits: &[u8]) -> ImageOutcome {
     mount_arbitrary_image(&edited_image(edits))
 }
 
-/// The image [`mount_edited_image`] mounts: the populated image with `edits` applied.
+/// The image [`mount_edited_image`] mounts: the populated image (with flag bit 2: the one whose
+/// checkpoint is a base and a delta, [`populated_delta_image`]) with `edits` applied.
 pub fn edited_image(edits: &[u8]) -> Vec<u8> {
     let Some((&flags, edits)) = edits.split_first() else { return populated_image().0.clone() };
-    let (mut image, meta_blocks) = populated_image().clone();
+    let (mut image, meta_blocks) =
+        if flags & 4 != 0 { populated_delta_image().clone() } else { populated_image().clone() };
     for edit in edits.chunks_exact(4) {
         let block = meta_blocks[edit[0] as usize % meta_blocks.len()];
         let offset = u16::from_le_bytes([edit[1], edit[2]]) as usize;
@@ -284,6 +287,29 @@ pub fn populated_image() -> &'static (Vec<u8>, Vec<u64>) {
     })
 }
 
+/// [`populated_image`], then one file rewritten and a checkpoint of it written as a delta beside
+/// the base (format 5), then a few more operations left in the log: a pool whose mount reads a
+/// base, a delta and a log. With its metadata blocks, as [`populated_image`].
+pub fn populated_delta_image() -> &'static (Vec<u8>, Vec<u64>) {
+    static IMAGE: OnceLock<(Vec<u8>, Vec<u64>)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let backend = Arc::new(RecordingBackend::from_image(populated_image().0.clone()));
+        let fs = Fs::mount(&Pool::from_backend(backend.clone())).expect("the populated image mounts");
+        let mut rw = OpenOptions::new();
+        rw.read(true).write(true).create(true);
+        fs.open("/dir/b", &rw).and_then(|b| b.write_at(&pattern(7, 500), 100)).expect("write");
+        fs.exclusive().prefer_delta_checkpoints(true);
+        fs.checkpoint().expect("checkpoint");
+        assert_eq!(fs.read_lock().journal().delta_blocks().len(), 1, "the checkpoint is a delta");
+        fs.set_xattr("/a", "user.after", b"the delta", 0).expect("setxattr");
+        fs.rename("/dir/sub/renamed", "/dir/renamed-again").expect("rename");
+        let meta: Vec<u64> =
+            fs.read_lock().metadata_layout().iter().flat_map(|&(_, start, len)| start..start + len).collect();
+        drop(fs);
+        (backend.volatile_image(), meta)
+    })
+}
+
 /// Fills a file system with the mix [`populated_image`] describes.
 pub fn populate(fs: &Fs) -> crate::Result<()> {
     let mut rw = OpenOptions::new();
@@ -343,30 +369,15 @@ fn reseal_checksums(image: &mut [u8]) {
         let sb = &image[at..at + superblock::ENCODED_LEN];
         (u64_at(sb, 56), u64_at(sb, 64), u64_at(sb, 72), u64_at(sb, 80), u64_at(sb, 116), u64_at(sb, 124))
     });
-    // Checkpoint chains: reseal each block, then the payload checksum in the superblocks.
-    let mut payload = Vec::new();
-    if let Some((_, _, _, head0, _, head1)) = sb_fields {
-        for (chain, head) in [head0, head1].into_iter().enumerate() {
-            let mut block = head;
-            let mut seen = 0;
-            while block >= 2 && block < blocks && seen < blocks {
-                let at = block_at(block);
-                let bytes = &mut image[at..at + BLOCK_SIZE as usize];
-                let len = (u32_at(bytes, 36) as usize).min(checkpoint::PAYLOAD_PER_BLOCK);
-                let end = checkpoint::HEADER_LEN + len;
-                let crc = checksum_with_hole(&bytes[..40], &bytes[44..end]);
-                bytes[40..44].copy_from_slice(&crc.to_le_bytes());
-                if chain == 0 {
-                    payload.extend_from_slice(&bytes[checkpoint::HEADER_LEN..end]);
-                }
-                block = u64_at(bytes, 16 + 8 * chain);
-                seen += 1;
-                if block == 0 {
-                    break;
-                }
-            }
-        }
-    }
+    // Checkpoint chains: reseal each block, then the payload checksum in the superblocks; the
+    // same for the newest delta (format 5; an older delta's checksum lives in the newer one's
+    // payload and is left as it is).
+    let payload = sb_fields.map(|f| reseal_chains(image, [f.3, f.5])).unwrap_or_default();
+    let delta =
+        newest.filter(|&at| u32_at(&image[at..], 8) >= superblock::FIRST_VERSION_WITH_DELTA).and_then(|at| {
+            let heads = [u64_at(&image[at..], 140), u64_at(&image[at..], 148)];
+            (heads != [0, 0]).then(|| reseal_chains(image, heads))
+        });
     // Log records (both copies): every header at a record boundary with the sequence number
     // expected there.
     if let Some((log_start, log_blocks, first_seq, _, mirror_start, _)) = sb_fields {
@@ -386,8 +397,42 @@ fn reseal_checksums(image: &mut [u8]) {
             sb[88..96].copy_from_slice(&(payload.len() as u64).to_le_bytes());
             sb[96..100].copy_from_slice(&checksum(&payload).to_le_bytes());
         }
+        if let Some(delta) = &delta {
+            if u32_at(sb, 8) >= superblock::FIRST_VERSION_WITH_DELTA && u64_at(sb, 140) != 0 {
+                sb[156..164].copy_from_slice(&(delta.len() as u64).to_le_bytes());
+                sb[164..168].copy_from_slice(&checksum(delta).to_le_bytes());
+            }
+        }
         reseal_superblock(sb);
     }
+}
+
+/// Reseals every block of the two checkpoint chains that start at `heads` (each block names its
+/// successor in both chains) and returns chain 0's payload.
+fn reseal_chains(image: &mut [u8], heads: [u64; 2]) -> Vec<u8> {
+    let blocks = image.len() as u64 / BLOCK_SIZE;
+    let mut payload = Vec::new();
+    for (chain, head) in heads.into_iter().enumerate() {
+        let mut block = head;
+        let mut seen = 0;
+        while block >= 2 && block < blocks && seen < blocks {
+            let at = (block * BLOCK_SIZE) as usize;
+            let bytes = &mut image[at..at + BLOCK_SIZE as usize];
+            let len = (u32_at(bytes, 36) as usize).min(checkpoint::PAYLOAD_PER_BLOCK);
+            let end = checkpoint::HEADER_LEN + len;
+            let crc = checksum_with_hole(&bytes[..40], &bytes[44..end]);
+            bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+            if chain == 0 {
+                payload.extend_from_slice(&bytes[checkpoint::HEADER_LEN..end]);
+            }
+            block = u64_at(bytes, 16 + 8 * chain);
+            seen += 1;
+            if block == 0 {
+                break;
+            }
+        }
+    }
+    payload
 }
 
 /// Every path below `dir`, depth first, at most `limit` of them.

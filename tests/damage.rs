@@ -1407,6 +1407,23 @@ impl Rng {
 }
 
 #[test]
+fn the_fuzz_image_with_a_delta_mounts_clean_as_it_is_and_resealed() {
+    // Flag bit 2: the populated image whose checkpoint is a base and a delta; bit 0 reseals every
+    // checksum (the delta's too), which must leave an unedited image exactly as valid.
+    for flags in [4u8, 5] {
+        let outcome = fuzzing::mount_edited_image(&[flags]);
+        for o in [&outcome.read_only, &outcome.read_write] {
+            assert!(matches!(o, MountOutcome::Mounted(true)), "flags {flags}: {o:?}");
+        }
+    }
+    let (image, meta) = fuzzing::populated_delta_image();
+    assert_ne!(image, &fuzzing::populated_image().0, "a different image");
+    let fs = mount(image, true).unwrap();
+    assert!(fs.read_lock().journal().superblock().delta.is_some(), "its superblock names a delta");
+    assert!(meta.len() > fuzzing::populated_image().1.len(), "the delta's blocks are metadata too");
+}
+
+#[test]
 fn fuzz_entry_points_survive_hundreds_of_hostile_images_and_what_mounts_checks_clean() {
     let base = fuzzing::populated_image().0.clone();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
@@ -1423,9 +1440,10 @@ fn fuzz_entry_points_survive_hundreds_of_hostile_images_and_what_mounts_checks_c
     for seed in 0..1000u64 {
         let mut rng = Rng(seed);
         let run = catch_unwind(AssertUnwindSafe(|| match seed % 4 {
-            // Metadata edits of the populated image, half of them with every checksum resealed.
+            // Metadata edits of the populated image (half of them of the one whose checkpoint
+            // is a base and a delta), half of them with every checksum resealed.
             0 | 1 => {
-                let mut edits = vec![(seed / 4 % 4) as u8];
+                let mut edits = vec![(seed / 4 % 8) as u8];
                 for _ in 0..1 + rng.below(12) {
                     edits.extend_from_slice(&(rng.next() as u32).to_le_bytes());
                 }
