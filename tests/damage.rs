@@ -422,6 +422,49 @@ fn a_delta_block_damaged_in_both_chains_fails_naming_the_delta_and_salvage_and_r
     assert_eq!(salvaged.keys().filter(|p| p.starts_with("/f")).count(), 20, "{:?}", salvaged.keys());
 }
 
+/// `image` with both copies of its newest superblock slot changed by `edit` (and re-encoded, so
+/// their checksums hold).
+fn with_superblock_edit(image: &[u8], edit: impl Fn(&mut Superblock)) -> Vec<u8> {
+    let mut out = image.to_vec();
+    let slot = superblock::SLOT_OFFSETS[current_superblock(image).slot()];
+    for copy in 0..2u32 {
+        let at = copy as usize * BLOCK_SIZE as usize + slot;
+        let mut sb = Superblock::decode(&out[at..at + superblock::ENCODED_LEN], copy).unwrap();
+        edit(&mut sb);
+        let bytes = sb.encode();
+        out[at..at + bytes.len()].copy_from_slice(&bytes);
+    }
+    out
+}
+
+#[test]
+fn a_delta_on_checkpoint_blocks_or_naming_a_delta_of_its_own_generation_is_refused() {
+    let (image, _, _) = base_and_delta();
+    let base_head = current_superblock(&image).checkpoint_head;
+    // The delta's chain 0 named at the base's first block (every checksum holds).
+    let shared = with_superblock_edit(&image, |sb| sb.delta.as_mut().unwrap().heads[0] = base_head);
+    for read_only in [true, false] {
+        let msg = corrupt_mount(&shared, read_only);
+        assert!(msg.contains("checkpoint delta"), "{msg}");
+    }
+    // The fuzz image's delta made to name a previous delta of its own generation (a loop), every
+    // checksum resealed: the walk back refuses it instead of going round.
+    let (delta_image, meta) = fuzzing::populated_delta_image();
+    let sb = current_superblock(delta_image);
+    let head = sb.delta.unwrap().heads[0];
+    let selector = meta.iter().position(|&b| b == head).unwrap() as u8;
+    let payload = checkpoint::HEADER_LEN as u16; // the link to the previous delta starts the payload
+    let mut edits = vec![1u8 | 4]; // reseal, the image with a delta
+    for (offset, value) in [(payload, 5u8), (payload + 8, 6), (payload + 32, sb.generation as u8)] {
+        edits.push(selector);
+        edits.extend_from_slice(&offset.to_le_bytes());
+        edits.push(value);
+    }
+    let looped = fuzzing::edited_image(&edits);
+    let msg = corrupt_mount(&looped, true);
+    assert!(msg.contains(&format!("checkpoint delta: a delta of generation {}", sb.generation)), "{msg}");
+}
+
 /// A salvage mount of `image` and a repair of it both work, and the repaired pool mounts normally
 /// and checks clean; returns the salvaged tree.
 fn salvage_then_repair(image: &[u8]) -> Tree {

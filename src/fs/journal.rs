@@ -44,8 +44,6 @@ pub struct Journal {
     checkpoint_blocks: [Vec<u64>; 2],
     /// Blocks of the deltas written since the base, oldest first: chain 0 and chain 1 of each.
     delta_blocks: Vec<[Vec<u64>; 2]>,
-    /// Bytes those deltas take in the pool (whole blocks, both chains), together.
-    delta_bytes: u64,
     /// The next checkpoint must be a whole one: a chain of the base or the delta was found
     /// damaged, or the state was rebuilt by a salvage.
     whole_checkpoint_due: bool,
@@ -180,9 +178,28 @@ fn chain_blocks(len: usize) -> u64 {
     2 * checkpoint::blocks_for(len) as u64
 }
 
-/// Bytes both chains of a checkpoint or delta payload of `len` bytes take in the pool.
-fn pool_bytes(len: usize) -> u64 {
-    chain_blocks(len) * BLOCK_SIZE
+/// Records in `notes` what one checkpoint chain pair's reader found damaged: repaired from the
+/// other chain (`complete`), or lost; either way a read-write mount writes a new checkpoint.
+fn note_chain_damage(notes: &mut MountNotes, damaged: Vec<String>, complete: bool) {
+    if damaged.is_empty() {
+        return;
+    }
+    notes.needs_checkpoint = true;
+    if complete {
+        notes.repaired.extend(damaged);
+    } else {
+        notes.lost.extend(damaged);
+    }
+}
+
+/// The newest delta `sb` names, as a link (its blocks carry the superblock's generation).
+fn newest_delta(sb: &Superblock) -> Option<DeltaLink> {
+    sb.delta.map(|root| DeltaLink {
+        heads: root.heads,
+        len: root.len,
+        crc: root.crc,
+        generation: sb.generation,
+    })
 }
 
 /// Every metadata block run of a pool whose superblock is `sb`, whose checkpoint chains are
@@ -268,7 +285,6 @@ impl Journal {
             next_seq: 1,
             checkpoint_blocks: no_chains.clone(),
             delta_blocks: Vec::new(),
-            delta_bytes: 0,
             whole_checkpoint_due: true,
             prefer_deltas: false,
             mirror_failures: Vec::new(),
@@ -387,8 +403,6 @@ impl Journal {
         let same_as = |b1: u64, b0: u64| {
             crate::pool::equal(backend.as_ref(), b1 * BLOCK_SIZE, b0 * BLOCK_SIZE, BLOCK_SIZE)
         };
-        // Whether a chain was damaged: the next checkpoint rewrites everything.
-        let mut chains_damaged = false;
         let (payload, chains, complete) = if best.version >= 2 {
             let root = checkpoint::ChainRoot {
                 heads: [best.checkpoint_head, best.checkpoint_mirror_head],
@@ -399,15 +413,7 @@ impl Journal {
             };
             let chains = checkpoint::read_chains_comparing(root, salvage, &mut read, same_as)
                 .map_err(with_repair_hint)?;
-            if !chains.damaged.is_empty() {
-                notes.needs_checkpoint = true;
-                chains_damaged = true;
-                if chains.complete {
-                    notes.repaired.extend(chains.damaged.iter().cloned());
-                } else {
-                    notes.lost.extend(chains.damaged.iter().cloned());
-                }
-            }
+            note_chain_damage(&mut notes, chains.damaged, chains.complete);
             (chains.payload, chains.blocks, chains.complete)
         } else {
             let (payload, blocks) = checkpoint::read_chain_v1(
@@ -426,15 +432,7 @@ impl Journal {
         // own two chains, read the same way; their messages say "checkpoint delta".
         let as_delta = |text: &str| text.replacen("checkpoint", "checkpoint delta", 1);
         let mut deltas: Vec<(DeltaImage, [Vec<u64>; 2])> = Vec::new();
-        let mut delta_bytes = 0;
-        let mut seen: Vec<u64> = chains.iter().flatten().copied().collect();
-        seen.sort_unstable();
-        let mut next = best.delta.map(|r| DeltaLink {
-            heads: r.heads,
-            len: r.len,
-            crc: r.crc,
-            generation: best.generation,
-        });
+        let mut next = newest_delta(&best);
         let mut newer_generation = best.generation + 1;
         while let Some(link) = next {
             if link.generation <= best.checkpoint_generation || link.generation >= newer_generation {
@@ -458,23 +456,7 @@ impl Journal {
                 })
                 .map_err(with_repair_hint)?;
             let damaged: Vec<String> = read.damaged.iter().map(|d| as_delta(d)).collect();
-            if !damaged.is_empty() {
-                notes.needs_checkpoint = true;
-                chains_damaged = true;
-                if read.complete {
-                    notes.repaired.extend(damaged);
-                } else {
-                    notes.lost.extend(damaged);
-                }
-            }
-            if let Some(b) = read.blocks.iter().flatten().find(|b| seen.binary_search(b).is_ok()) {
-                return Err(with_repair_hint(Error::Corrupt(format!(
-                    "checkpoint delta: block {b} belongs to the checkpoint or another delta too"
-                ))));
-            }
-            seen.extend(read.blocks.iter().flatten().copied());
-            seen.sort_unstable();
-            delta_bytes += pool_bytes(link.len as usize);
+            note_chain_damage(&mut notes, damaged, read.complete);
             let delta = if salvage {
                 match DeltaImage::decode(&read.payload) {
                     Ok(delta) if read.complete => Some(delta),
@@ -506,6 +488,21 @@ impl Journal {
         // Oldest first, as they apply.
         deltas.reverse();
         let delta_chains: Vec<[Vec<u64>; 2]> = deltas.iter().map(|(_, blocks)| blocks.clone()).collect();
+        if !delta_chains.is_empty() {
+            // Each chain pair was checked for a block used twice; across the base and the deltas:
+            let mut all: Vec<u64> =
+                chains.iter().chain(delta_chains.iter().flatten()).flatten().copied().collect();
+            all.sort_unstable();
+            if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+                return Err(with_repair_hint(Error::Corrupt(format!(
+                    "checkpoint delta: block {} belongs to the checkpoint or another delta too",
+                    w[0]
+                ))));
+            }
+        }
+        // A damaged chain (of the base or a delta): the next checkpoint rewrites everything. (So
+        // far only the chain readers above ask for a checkpoint; the log's damage comes later.)
+        let chains_damaged = notes.needs_checkpoint;
         notes.unreadable_blocks = unreadable;
         let layout = meta_layout(&best, &chains, &delta_chains);
         // Versions 1 and 2 kept names in inodes and had no owners: their inodes become the
@@ -784,7 +781,6 @@ impl Journal {
             next_seq: seq,
             checkpoint_blocks: chains,
             delta_blocks: delta_chains,
-            delta_bytes,
             // A salvage rebuilt the state by its rules: nothing durable holds it yet.
             whole_checkpoint_due: chains_damaged || salvage,
             prefer_deltas: false,
@@ -917,8 +913,14 @@ impl Journal {
         if self.delta_blocks.is_empty() {
             return 0;
         }
-        let base: u64 = self.checkpoint_blocks.iter().map(|chain| chain.len() as u64).sum();
-        (base + self.delta_block_count()).saturating_sub(whole_checkpoint_blocks(state, 0))
+        self.checkpoint_block_count().saturating_sub(whole_checkpoint_blocks(state, 0))
+    }
+
+    /// Blocks the base and every delta take (both chains): what a whole checkpoint frees once the
+    /// superblocks name it.
+    fn checkpoint_block_count(&self) -> u64 {
+        let chains = self.delta_blocks.iter().chain([&self.checkpoint_blocks]).flatten();
+        chains.map(|chain| chain.len() as u64).sum()
     }
 
     /// Writes a whole checkpoint now, whatever [`Journal::checkpoint`] would choose: the base and
@@ -1035,8 +1037,7 @@ impl Journal {
         // That checkpoint is a whole one, and another must still fit after it (else the pool
         // could be left where no checkpoint fits, not even one that commits an unlink): the old
         // base and every delta are freed once the superblocks name it.
-        let freed_by_switch = self.checkpoint_blocks.iter().chain(self.delta_blocks.iter().flatten());
-        let freed_by_switch: u64 = freed_by_switch.map(|chain| chain.len() as u64).sum();
+        let freed_by_switch = self.checkpoint_block_count();
         if need > state.free.free_blocks() || 2 * need + 4 > state.free.free_blocks() + freed_by_switch {
             return Err(Error::NoSpace(format!(
                 "a {bound}-byte transaction needs a {need}-block checkpoint (two chains), and room for \
@@ -1311,12 +1312,10 @@ impl Journal {
             }
         }
         let replaced = if whole {
-            self.delta_bytes = 0;
             let mut old = std::mem::take(&mut self.delta_blocks);
             old.push(std::mem::replace(&mut self.checkpoint_blocks, chains));
             old
         } else {
-            self.delta_bytes += pool_bytes(payload.len());
             self.delta_blocks.push(chains);
             Vec::new()
         };
@@ -1371,7 +1370,6 @@ impl Journal {
     /// wrote together: the bytes checkpoints write follow what changed). `None`: a whole
     /// checkpoint is due.
     fn delta_payload(&self, state: &State) -> Option<Vec<u8>> {
-        let base_len = self.sb.checkpoint_len;
         if self.whole_checkpoint_due
             || self.sb.version != VERSION
             || self.sb.checkpoint_head == 0
@@ -1388,12 +1386,7 @@ impl Journal {
             return None;
         }
         let mut delta = state.delta_image();
-        delta.previous = self.sb.delta.map(|root| DeltaLink {
-            heads: root.heads,
-            len: root.len,
-            crc: root.crc,
-            generation: self.sb.generation,
-        });
+        delta.previous = newest_delta(&self.sb);
         let payload = delta.encode();
         // The reserve the file system keeps free is sized for a whole checkpoint and its growth;
         // a delta, which frees nothing, never takes from it (the checkpoint is written whole
@@ -1402,8 +1395,9 @@ impl Journal {
             state.free.free_blocks() >= chain_blocks(payload.len()) + checkpoint_reserve(state);
         // Deltas and base compared by the blocks they take, not their bytes: a delta of a few
         // bytes takes two blocks too.
-        let small = (self.delta_bytes + pool_bytes(payload.len())) * DELTA_MAX_FRACTION
-            <= pool_bytes(base_len as usize);
+        let base_blocks = self.checkpoint_block_count() - self.delta_block_count();
+        let small =
+            (self.delta_block_count() + chain_blocks(payload.len())) * DELTA_MAX_FRACTION <= base_blocks;
         ((small || self.prefer_deltas) && reserve_stays).then_some(payload)
     }
 
