@@ -999,10 +999,12 @@ fn a_delta_checkpoint_is_atomic_and_leaves_the_base_and_the_delta_before_it_wher
         |fx| {
             let whole = base_then_changes(fx, 2);
             fx.fs.checkpoint().unwrap();
-            assert_eq!(fx.fs.read_lock().journal().delta_blocks().len(), 1, "a first delta");
-            (whole, fx.fs.read_lock().journal().checkpoint_blocks().clone())
+            let fs = fx.fs.read_lock();
+            let journal = fs.journal();
+            assert_eq!(journal.delta_blocks().len(), 1, "a first delta");
+            (whole, journal.checkpoint_blocks().clone(), journal.delta_blocks()[0].clone())
         },
-        |fx, (whole, base)| {
+        |fx, (whole, base, first)| {
             // The operation: one more write (so that the states before and after differ), then
             // the checkpoint that holds it.
             fx.open("/dir/f1").write_at(&pattern(92, 10), 5).unwrap();
@@ -1012,6 +1014,7 @@ fn a_delta_checkpoint_is_atomic_and_leaves_the_base_and_the_delta_before_it_wher
             assert_eq!(fs.journal().checkpoint_blocks(), &base, "the base stays where it was");
             let deltas = fs.journal().delta_blocks();
             assert!(deltas.len() == 2 && deltas[1].iter().all(|c| !c.is_empty()), "two deltas: {deltas:?}");
+            assert_eq!(deltas[0], first, "the first delta stays where it was");
         },
     );
 }
