@@ -1181,7 +1181,7 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
     let b = attrs_of("/d").ino;
     let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names[0].1 = b"elsewhere".to_vec().into());
     assert!(has(&p, &format!("inode {b}: its names do not list the entry \"d\" of directory 1")), "{p:#?}");
-    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().names.push((1, b"extra".to_vec().into())));
+    let p = problems_after(&|s| s.inodes.get_mut(&b).unwrap().add_name(1, b"extra".to_vec().into()));
     assert!(has(&p, &format!("inode {b}: 2 names tracked but 1 directory entries name it")), "{p:#?}");
     // A file holding entries, and a tracked subdirectory count that disagrees with the entries.
     let p = problems_after(&|s| {
@@ -1393,8 +1393,8 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
             "extent on block 1",
             Box::new(|s| {
                 let a = inode_named(s, "a");
-                a.extents[0].1 = 1;
-                a.extents[0].2 = 1;
+                a.extents.to_mut()[0].1 = 1;
+                a.extents.to_mut()[0].2 = 1;
                 format!("checkpoint: inode {}: ", a.attrs.ino)
             }),
             "pool blocks [1, +1): block 0 and 1 are the superblocks",
@@ -1403,8 +1403,8 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
             "extent on the log",
             Box::new(move |s| {
                 let a = inode_named(s, "a");
-                a.extents[0].1 = log;
-                a.extents[0].2 = 1;
+                a.extents.to_mut()[0].1 = log;
+                a.extents.to_mut()[0].2 = 1;
                 format!("checkpoint: inode {}: pool blocks [{log}, +1) overlap the log region", a.attrs.ino)
             }),
             "",
@@ -1413,8 +1413,8 @@ fn hostile_checkpoints_are_refused_naming_the_checkpoint_the_inode_and_the_probl
             "extent on the checkpoint",
             Box::new(move |s| {
                 let a = inode_named(s, "a");
-                a.extents[0].1 = ckpt;
-                a.extents[0].2 = 1;
+                a.extents.to_mut()[0].1 = ckpt;
+                a.extents.to_mut()[0].2 = 1;
                 format!("checkpoint: inode {}: pool blocks [{ckpt}, +1) overlap the checkpoint", a.attrs.ino)
             }),
             "",

@@ -42,6 +42,7 @@ use super::{
     MAX_XATTR_VALUE_LEN,
 };
 use crate::error::{Error, Result};
+use std::sync::Arc;
 
 /// Magic of a checkpoint block (format versions 2 to 4: the block layout is the same; version 2's payload differs).
 pub const MAGIC: &[u8; 8] = b"FDXCKPT2";
@@ -56,13 +57,218 @@ pub const HEADER_LEN_V1: usize = 32;
 /// Payload bytes per format version 1 checkpoint block.
 pub const PAYLOAD_PER_BLOCK_V1: usize = BLOCK_SIZE as usize - HEADER_LEN_V1;
 
+/// Bytes of one extent in a payload: (file block, pool block, length), each a little-endian u64.
+pub const EXTENT_BYTES: usize = 24;
+
+/// Extent lists at least this long stay packed in the payload they were decoded from, when
+/// [`StateImage::decode_sharing`] decodes it: read in place, not copied into a list of their own.
+pub const PACKED_MIN_EXTENTS: usize = 64;
+
+/// `count` extents as a payload stores them ([`EXTENT_BYTES`] each) at byte `offset` of a buffer
+/// shared with whatever else holds it (the decoded payload, other files cloned from this one):
+/// read in place. Cloning shares the bytes. Owns nothing but its view; never checks the extents
+/// (whoever builds a file from them does).
+#[derive(Clone)]
+pub struct PackedExtents {
+    bytes: Arc<Vec<u8>>,
+    offset: usize,
+    count: usize,
+}
+
+impl PackedExtents {
+    /// The `count` extents at byte `offset` of `bytes`, which must hold them.
+    fn new(bytes: Arc<Vec<u8>>, offset: usize, count: usize) -> Self {
+        assert!(offset + count * EXTENT_BYTES <= bytes.len(), "packed extents past their buffer");
+        Self { bytes, offset, count }
+    }
+
+    /// Number of extents.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Extent `i` as (file block, pool block, length); `i` must be below [`PackedExtents::len`].
+    pub fn get(&self, i: usize) -> (u64, u64, u64) {
+        assert!(i < self.count, "extent {i} of {}", self.count);
+        let at = self.offset + i * EXTENT_BYTES;
+        (u64_at(&self.bytes, at), u64_at(&self.bytes, at + 8), u64_at(&self.bytes, at + 16))
+    }
+
+    /// Extents `from..`, in order.
+    pub fn iter_from(&self, from: usize) -> PackedIter<'_> {
+        let from = from.min(self.count);
+        PackedIter(
+            self.bytes[self.offset + from * EXTENT_BYTES..self.offset + self.count * EXTENT_BYTES]
+                .chunks_exact(EXTENT_BYTES),
+        )
+    }
+
+    /// The index of the first extent that ends after `file_block` (the one containing it, or the
+    /// first after it), or [`PackedExtents::len`]. The extents must ascend without overlapping, as
+    /// a checked file's do, so their ends ascend too.
+    pub fn first_ending_after(&self, file_block: u64) -> usize {
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let mid = (low + high) / 2;
+            let (fb, _, len) = self.get(mid);
+            if fb.saturating_add(len) <= file_block {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
+    /// The same extents in a buffer of their own, so that they no longer keep the rest of the one
+    /// they were decoded from alive.
+    fn alone(&self) -> Self {
+        let bytes = self.bytes[self.offset..self.offset + self.count * EXTENT_BYTES].to_vec();
+        Self { bytes: Arc::new(bytes), offset: 0, count: self.count }
+    }
+
+    /// The extents' bytes as a payload stores them.
+    fn raw(&self) -> &[u8] {
+        &self.bytes[self.offset..self.offset + self.count * EXTENT_BYTES]
+    }
+}
+
+/// Packed extents in order, as (file block, pool block, length).
+pub struct PackedIter<'a>(std::slice::ChunksExact<'a, u8>);
+
+impl Iterator for PackedIter<'_> {
+    type Item = (u64, u64, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|e| (u64_at(e, 0), u64_at(e, 8), u64_at(e, 16)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for PackedIter<'_> {}
+
+/// The extents of an [`ExtentList`] in order, however it holds them.
+pub enum ExtentListIter<'a> {
+    /// A decoded list's.
+    Decoded(std::slice::Iter<'a, (u64, u64, u64)>),
+    /// Packed extents'.
+    Packed(PackedIter<'a>),
+}
+
+impl Iterator for ExtentListIter<'_> {
+    type Item = (u64, u64, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ExtentListIter::Decoded(it) => it.next().copied(),
+            ExtentListIter::Packed(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            ExtentListIter::Decoded(it) => it.size_hint(),
+            ExtentListIter::Packed(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for ExtentListIter<'_> {}
+
+impl std::fmt::Debug for PackedExtents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter_from(0)).finish()
+    }
+}
+
+/// A file's extents as (file block, pool block, length in blocks), ascending: decoded into a
+/// list, or packed in the payload they came from.
+#[derive(Debug, Clone)]
+pub enum ExtentList {
+    /// A list of their own.
+    Decoded(Vec<(u64, u64, u64)>),
+    /// Read in place from a shared buffer.
+    Packed(PackedExtents),
+}
+
+impl ExtentList {
+    /// Number of extents.
+    pub fn len(&self) -> usize {
+        match self {
+            ExtentList::Decoded(list) => list.len(),
+            ExtentList::Packed(packed) => packed.len(),
+        }
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every extent, in order.
+    pub fn iter(&self) -> ExtentListIter<'_> {
+        match self {
+            ExtentList::Decoded(list) => ExtentListIter::Decoded(list.iter()),
+            ExtentList::Packed(packed) => ExtentListIter::Packed(packed.iter_from(0)),
+        }
+    }
+
+    /// The extents as a list to change: packed ones are decoded into one first.
+    pub fn to_mut(&mut self) -> &mut Vec<(u64, u64, u64)> {
+        if let ExtentList::Packed(packed) = self {
+            *self = ExtentList::Decoded(packed.iter_from(0).collect());
+        }
+        match self {
+            ExtentList::Decoded(list) => list,
+            ExtentList::Packed(_) => unreachable!("just decoded"),
+        }
+    }
+
+    /// The extents as a list of their own.
+    pub fn into_vec(self) -> Vec<(u64, u64, u64)> {
+        match self {
+            ExtentList::Decoded(list) => list,
+            ExtentList::Packed(packed) => packed.iter_from(0).collect(),
+        }
+    }
+}
+
+impl Default for ExtentList {
+    fn default() -> Self {
+        ExtentList::Decoded(Vec::new())
+    }
+}
+
+impl From<Vec<(u64, u64, u64)>> for ExtentList {
+    fn from(list: Vec<(u64, u64, u64)>) -> Self {
+        ExtentList::Decoded(list)
+    }
+}
+
+impl PartialEq for ExtentList {
+    /// The same extents, however each side holds them.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtentList {}
+
 /// One inode as a checkpoint stores it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InodeImage {
     /// Its attributes.
     pub attrs: InodeAttrs,
     /// Its mapped extents as (file block, pool block, length in blocks), ascending.
-    pub extents: Vec<(u64, u64, u64)>,
+    pub extents: ExtentList,
     /// A directory's entries as (name, inode), ascending by name (empty for other kinds).
     pub entries: Vec<(Vec<u8>, u64)>,
     /// Extended attributes as (full name, value), ascending by name.
@@ -89,10 +295,15 @@ impl InodeImage {
     fn encode_into(&self, w: &mut Writer) {
         self.attrs.encode_into(w);
         w.u64(self.extents.len() as u64);
-        for &(fb, phys, len) in &self.extents {
-            w.u64(fb);
-            w.u64(phys);
-            w.u64(len);
+        match &self.extents {
+            ExtentList::Packed(packed) => w.raw(packed.raw()),
+            ExtentList::Decoded(list) => {
+                for &(fb, phys, len) in list {
+                    w.u64(fb);
+                    w.u64(phys);
+                    w.u64(len);
+                }
+            }
         }
         w.u64(self.entries.len() as u64);
         for (name, ino) in &self.entries {
@@ -114,16 +325,33 @@ impl InodeImage {
     /// Decodes one inode; every count is checked against the bytes left, every list must be in
     /// ascending order without duplicates.
     fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+        Self::decode_sharing(r, None)
+    }
+
+    /// [`InodeImage::decode_from`], keeping an extent list of at least [`PACKED_MIN_EXTENTS`]
+    /// packed in `payload` (the bytes `r` reads) when given.
+    fn decode_sharing(r: &mut Reader<'_>, payload: Option<&Arc<Vec<u8>>>) -> Result<Self> {
         let attrs = InodeAttrs::decode_from(r)?;
         let ino = attrs.ino;
         let n = r.u64()?;
-        if n > r.remaining() as u64 / 24 {
+        if n > (r.remaining() / EXTENT_BYTES) as u64 {
             return Err(r.corrupt(format!("extent count {n} of inode {ino} exceeds payload")));
         }
-        let mut extents = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            extents.push((r.u64()?, r.u64()?, r.u64()?));
-        }
+        let n = n as usize;
+        let extents = match payload {
+            Some(payload) if n >= PACKED_MIN_EXTENTS => {
+                let offset = r.position();
+                r.take(n * EXTENT_BYTES)?;
+                ExtentList::Packed(PackedExtents::new(Arc::clone(payload), offset, n))
+            }
+            _ => {
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push((r.u64()?, r.u64()?, r.u64()?));
+                }
+                ExtentList::Decoded(list)
+            }
+        };
         let n = r.u64()?;
         if n > r.remaining() as u64 / 10 {
             return Err(r.corrupt(format!("entry count {n} of inode {ino} exceeds payload")));
@@ -189,6 +417,29 @@ impl StateImage {
     /// Decodes a payload; every count is checked against the bytes actually present.
     pub fn decode(payload: &[u8]) -> Result<Self> {
         let (next_ino, inodes, quarantine) = decode_with(payload, MIN_INODE_BYTES, InodeImage::decode_from)?;
+        Ok(StateImage { next_ino, inodes, quarantine })
+    }
+
+    /// [`StateImage::decode`], with every extent list of at least [`PACKED_MIN_EXTENTS`] left
+    /// packed in `payload` (a mount reads a large file's extents in place instead of copying them
+    /// into a list, and a clone of that file shares them). When such lists make up less than half
+    /// of the payload, each gets a buffer of its own, so the rest of the payload is freed.
+    pub fn decode_sharing(payload: Arc<Vec<u8>>) -> Result<Self> {
+        let share = Some(&payload);
+        let (next_ino, mut inodes, quarantine) =
+            decode_with(&payload, MIN_INODE_BYTES, |r| InodeImage::decode_sharing(r, share))?;
+        let packed_bytes: usize = inodes
+            .iter()
+            .filter(|i| matches!(i.extents, ExtentList::Packed(_)))
+            .map(|i| i.extents.len() * EXTENT_BYTES)
+            .sum();
+        if packed_bytes * 2 < payload.len() {
+            for inode in &mut inodes {
+                if let ExtentList::Packed(packed) = &inode.extents {
+                    inode.extents = ExtentList::Packed(packed.alone());
+                }
+            }
+        }
         Ok(StateImage { next_ino, inodes, quarantine })
     }
 }
@@ -775,7 +1026,87 @@ mod tests {
         attrs.kind = crate::format::record::InodeKind::File;
         attrs.size = size;
         attrs.nlink = 1;
-        InodeImage { attrs, extents, ..InodeImage::default() }
+        InodeImage { attrs, extents: extents.into(), ..InodeImage::default() }
+    }
+
+    /// `n` one-block extents at every other file block, as a fragmented file has them.
+    fn every_other_block(n: u64) -> Vec<(u64, u64, u64)> {
+        (0..n).map(|i| (2 * i, 1000 + 3 * i, 1)).collect()
+    }
+
+    /// Where packed extents read from: their buffer's length, and whether it is `payload`'s.
+    fn buffer_of(list: &ExtentList, payload: &Arc<Vec<u8>>) -> (usize, bool) {
+        match list {
+            ExtentList::Packed(p) => (p.bytes.len(), Arc::ptr_eq(&p.bytes, payload)),
+            ExtentList::Decoded(_) => panic!("not packed"),
+        }
+    }
+
+    #[test]
+    fn decode_sharing_packs_long_extent_lists_in_the_payload_and_decodes_short_ones() {
+        // The long list is most of the payload, so the payload is kept for it.
+        let big = every_other_block(3 * PACKED_MIN_EXTENTS as u64);
+        let short = every_other_block(PACKED_MIN_EXTENTS as u64 - 1);
+        let image = StateImage {
+            next_ino: 4,
+            inodes: vec![inode(2, 1 << 20, big.clone()), inode(3, 1 << 20, short.clone())],
+            quarantine: vec![(5, 1)],
+        };
+        let payload = Arc::new(image.encode());
+        let shared = StateImage::decode_sharing(Arc::clone(&payload)).unwrap();
+        assert_eq!(shared, image, "the same state, however the extents are held");
+        assert_eq!(buffer_of(&shared.inodes[0].extents, &payload), (payload.len(), true));
+        assert!(matches!(shared.inodes[1].extents, ExtentList::Decoded(_)));
+        assert_eq!(shared.inodes[0].extents.iter().collect::<Vec<_>>(), big);
+        // Encoding packed extents copies their bytes as they are.
+        assert_eq!(shared.encode(), *payload);
+    }
+
+    #[test]
+    fn decode_sharing_gives_packed_lists_their_own_buffer_when_they_are_a_small_part_of_the_payload() {
+        let big = every_other_block(PACKED_MIN_EXTENTS as u64);
+        // Many small files outweigh the one long list: the payload is not kept for it.
+        let mut inodes = vec![inode(2, 1 << 20, big.clone())];
+        inodes.extend((3..200).map(|ino| inode(ino, 4096, vec![(0, 5000 + ino, 1)])));
+        let image = StateImage { next_ino: 200, inodes, quarantine: vec![] };
+        let payload = Arc::new(image.encode());
+        let shared = StateImage::decode_sharing(Arc::clone(&payload)).unwrap();
+        assert_eq!(shared, image);
+        assert_eq!(buffer_of(&shared.inodes[0].extents, &payload), (big.len() * EXTENT_BYTES, false));
+        assert_eq!(Arc::strong_count(&payload), 1, "nothing holds the payload any more");
+    }
+
+    #[test]
+    fn decode_sharing_refuses_what_decode_refuses() {
+        let image = StateImage {
+            next_ino: 3,
+            inodes: vec![inode(2, 1 << 20, every_other_block(PACKED_MIN_EXTENTS as u64))],
+            quarantine: vec![],
+        };
+        let payload = image.encode();
+        for cut in [payload.len() - 1, payload.len() / 2, 40] {
+            let short = payload[..cut].to_vec();
+            let plain = StateImage::decode(&short).unwrap_err().to_string();
+            let shared = StateImage::decode_sharing(Arc::new(short)).unwrap_err().to_string();
+            assert_eq!(plain, shared, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn first_ending_after_finds_the_extent_holding_a_block_or_the_next_one() {
+        let image = StateImage {
+            next_ino: 3,
+            inodes: vec![inode(2, 1 << 20, every_other_block(PACKED_MIN_EXTENTS as u64))],
+            quarantine: vec![],
+        };
+        let shared = StateImage::decode_sharing(Arc::new(image.encode())).unwrap();
+        let ExtentList::Packed(packed) = &shared.inodes[0].extents else { panic!("not packed") };
+        let n = packed.len();
+        // Extent i maps file block 2i; block 2i + 1 is a hole before extent i + 1.
+        for block in 0..2 * n as u64 + 3 {
+            let expected = (block as usize).div_ceil(2).min(n);
+            assert_eq!(packed.first_ending_after(block), expected, "block {block}");
+        }
     }
 
     #[test]

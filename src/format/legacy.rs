@@ -103,7 +103,7 @@ fn to_current(
         if l.attrs.ino != ROOT_INO && l.attrs.nlink > 0 {
             names.push((l.parent, l.name, l.attrs.ino));
         }
-        inodes.push(InodeImage { attrs: l.attrs, extents, ..InodeImage::default() });
+        inodes.push(InodeImage { attrs: l.attrs, extents: extents.into(), ..InodeImage::default() });
     }
     for (parent, name, ino) in names {
         let dir = index.get(&parent).map(|&i| &mut inodes[i]).filter(|d| d.attrs.kind == InodeKind::Dir);

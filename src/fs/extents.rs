@@ -1,11 +1,16 @@
 //! Per-file extent maps: which pool blocks back which file blocks.
 //!
-//! Owns one file's forward map (file block -> pool block run). Holes are the absence of an extent.
+//! Owns one file's forward map (file block -> pool block run), held as a tree or, for a large
+//! file as a checkpoint left it, as packed extents read in place from the checkpoint's payload
+//! (shared by its whole-file clones, turned into a tree by its first change). Holes are the
+//! absence of an extent.
 //! Adjacent extents that continue each other both in the file and in the pool are always merged, so
 //! the map is canonical. Must never touch reference counts or the pool: callers pass what `set`
 //! returns to the ownership map.
 
 use std::collections::BTreeMap;
+
+use crate::format::checkpoint::{ExtentList, PackedExtents, PackedIter};
 
 /// A run of pool blocks backing a run of file blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +59,68 @@ impl PartialEq<Vec<Piece>> for Removed {
     }
 }
 
-/// A file's forward map, keyed by first file block.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A file's forward map, keyed by first file block: a tree, or (a large file as a checkpoint
+/// left it, and its whole-file clones) extents packed in the checkpoint's payload, read in place
+/// until the first change turns them into a tree.
+#[derive(Debug, Clone)]
 pub struct ExtentMap {
-    map: BTreeMap<u64, Extent>,
+    repr: Repr,
+}
+
+/// How an [`ExtentMap`] holds its extents.
+#[derive(Debug, Clone)]
+enum Repr {
+    /// A tree keyed by first file block.
+    Tree(BTreeMap<u64, Extent>),
+    /// Canonical extents packed as a checkpoint stores them, shared: changed only by turning them
+    /// into a tree.
+    Packed(PackedExtents),
+}
+
+impl Default for ExtentMap {
+    fn default() -> Self {
+        Self { repr: Repr::Tree(BTreeMap::new()) }
+    }
+}
+
+impl PartialEq for ExtentMap {
+    /// The same extents, however each side holds them.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtentMap {}
+
+/// Extents of an [`ExtentMap`] in order, as (first file block, extent), however it holds them.
+pub enum Iter<'a> {
+    /// A tree's.
+    Tree(std::collections::btree_map::Range<'a, u64, Extent>),
+    /// Packed extents'.
+    Packed(PackedIter<'a>),
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (u64, Extent);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Tree(it) => it.next().map(|(&fb, &e)| (fb, e)),
+            Iter::Packed(it) => it.next().map(unpacked),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Iter::Tree(it) => it.size_hint(),
+            Iter::Packed(it) => it.size_hint(),
+        }
+    }
+}
+
+/// A packed extent as the map shows it.
+fn unpacked((fb, phys, len): (u64, u64, u64)) -> (u64, Extent) {
+    (fb, Extent { phys, len })
 }
 
 impl ExtentMap {
@@ -68,59 +131,93 @@ impl ExtentMap {
 
     /// Number of extents.
     pub fn len(&self) -> usize {
-        self.map.len()
+        match &self.repr {
+            Repr::Tree(map) => map.len(),
+            Repr::Packed(packed) => packed.len(),
+        }
     }
 
     /// True when nothing is mapped.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether the extents are still packed as the checkpoint left them (shared, not yet a tree).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.repr, Repr::Packed(_))
+    }
+
+    /// The tree, built from the packed extents first if they are packed (they are copied: the
+    /// buffer may be shared).
+    fn tree_mut(&mut self) -> &mut BTreeMap<u64, Extent> {
+        if let Repr::Packed(packed) = &self.repr {
+            self.repr = Repr::Tree(packed.iter_from(0).map(unpacked).collect());
+        }
+        match &mut self.repr {
+            Repr::Tree(map) => map,
+            Repr::Packed(_) => unreachable!("just built"),
+        }
     }
 
     /// Every extent as (first file block, extent), ascending.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, Extent)> + '_ {
-        self.map.iter().map(|(&fb, &e)| (fb, e))
+    pub fn iter(&self) -> Iter<'_> {
+        match &self.repr {
+            Repr::Tree(map) => Iter::Tree(map.range(..)),
+            Repr::Packed(packed) => Iter::Packed(packed.iter_from(0)),
+        }
     }
 
     /// Extents that start at or after `file_block`, plus the one containing it.
-    pub fn iter_from(&self, file_block: u64) -> impl Iterator<Item = (u64, Extent)> + '_ {
-        let first = self
-            .map
-            .range(..=file_block)
-            .next_back()
-            .filter(|(&fb, e)| fb + e.len > file_block)
-            .map(|(&fb, _)| fb)
-            .unwrap_or(file_block);
-        self.map.range(first..).map(|(&fb, &e)| (fb, e))
+    pub fn iter_from(&self, file_block: u64) -> Iter<'_> {
+        match &self.repr {
+            Repr::Tree(map) => {
+                let first = map
+                    .range(..=file_block)
+                    .next_back()
+                    .filter(|(&fb, e)| fb + e.len > file_block)
+                    .map(|(&fb, _)| fb)
+                    .unwrap_or(file_block);
+                Iter::Tree(map.range(first..))
+            }
+            Repr::Packed(packed) => Iter::Packed(packed.iter_from(packed.first_ending_after(file_block))),
+        }
     }
 
     /// Total number of mapped blocks.
     pub fn mapped_blocks(&self) -> u64 {
-        self.map.values().map(|e| e.len).sum()
+        self.iter().map(|(_, e)| e.len).sum()
     }
 
     /// The pool block backing `file_block`, if any.
     pub fn lookup(&self, file_block: u64) -> Option<u64> {
-        let (&fb, e) = self.map.range(..=file_block).next_back()?;
-        (file_block < fb + e.len).then(|| e.phys + (file_block - fb))
+        let (fb, e) = self.iter_from(file_block).next()?;
+        (fb <= file_block).then(|| e.phys + (file_block - fb))
     }
 
     /// The pool blocks backing `file_block - 1` (`None` for block 0) and `file_block`, in one
     /// descent: where a write at `file_block` allocates (after its predecessor) and what it replaces.
     pub fn lookup_with_previous(&self, file_block: u64) -> (Option<u64>, Option<u64>) {
-        let block_in = |(&fb, e): (&u64, &Extent), block: u64| {
+        let block_in = |(fb, e): (u64, Extent), block: u64| {
             (fb <= block && block < fb + e.len).then(|| e.phys + (block - fb))
         };
-        let mut it = self.map.range(..=file_block).rev();
-        let Some(last) = it.next() else { return (None, None) };
-        let here = block_in(last, file_block);
-        let Some(before) = file_block.checked_sub(1) else { return (None, here) };
-        let previous = block_in(last, before).or_else(|| it.next().and_then(|e| block_in(e, before)));
+        let Some(before) = file_block.checked_sub(1) else { return (None, self.lookup(file_block)) };
+        // The extent holding (or first after) the block before, and the one after it.
+        let mut it = self.iter_from(before);
+        let Some(first) = it.next() else { return (None, None) };
+        let previous = block_in(first, before);
+        let here = block_in(first, file_block).or_else(|| it.next().and_then(|e| block_in(e, file_block)));
         (previous, here)
     }
 
     /// One past the last mapped file block (0 when empty).
     pub fn end_block(&self) -> u64 {
-        self.map.iter().next_back().map_or(0, |(&fb, e)| fb + e.len)
+        match &self.repr {
+            Repr::Tree(map) => map.iter().next_back().map_or(0, |(&fb, e)| fb + e.len),
+            Repr::Packed(packed) => packed.len().checked_sub(1).map_or(0, |last| {
+                let (fb, _, len) = packed.get(last);
+                fb + len
+            }),
+        }
     }
 
     /// The mapped parts of `[file_block, file_block + len)` as (file block, pool block, length),
@@ -162,27 +259,28 @@ impl ExtentMap {
     pub fn set(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Removed {
         debug_assert!(len > 0);
         let end = file_block + len;
+        let map = self.tree_mut();
         // Overwrites first: a copy-on-write is the hot path, and the test costs one descent.
-        if let Some(removed) = self.set_inside_one_extent(file_block, len, phys) {
+        if let Some(removed) = Self::set_inside_one_extent(map, file_block, len, phys) {
             return removed;
         }
-        if self.set_in_hole(file_block, len, phys) {
+        if Self::set_in_hole(map, file_block, len, phys) {
             return Removed::Many(Vec::new());
         }
-        self.split_at(file_block);
-        self.split_at(end);
-        let keys: Vec<u64> = self.map.range(file_block..end).map(|(&k, _)| k).collect();
+        Self::split_at(map, file_block);
+        Self::split_at(map, end);
+        let keys: Vec<u64> = map.range(file_block..end).map(|(&k, _)| k).collect();
         let mut removed = Vec::with_capacity(keys.len());
         for k in keys {
-            let e = self.map.remove(&k).expect("key just listed");
+            let e = map.remove(&k).expect("key just listed");
             removed.push(Piece { file_block: k, len: e.len, phys: Some(e.phys) });
         }
         if let Some(phys) = phys {
-            self.map.insert(file_block, Extent { phys, len });
-            self.merge_at(end);
-            self.merge_at(file_block);
+            map.insert(file_block, Extent { phys, len });
+            Self::merge_at(map, end);
+            Self::merge_at(map, file_block);
         } else {
-            self.merge_at(file_block);
+            Self::merge_at(map, file_block);
         }
         Removed::Many(removed)
     }
@@ -195,9 +293,14 @@ impl ExtentMap {
     /// finds the extent and both neighbours, so every merge is decided from what it saw (a
     /// sequential copy-on-write grows the extent before; a random one merges with nothing and
     /// looks no further). Returns `None` (changing nothing) when the fast path does not apply.
-    fn set_inside_one_extent(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> Option<Removed> {
+    fn set_inside_one_extent(
+        map: &mut BTreeMap<u64, Extent>,
+        file_block: u64,
+        len: u64,
+        phys: Option<u64>,
+    ) -> Option<Removed> {
         let end = file_block + len;
-        let mut extents = self.map.range_mut(..=end).rev();
+        let mut extents = map.range_mut(..=end).rev();
         let mut next = None;
         let (fb, e) = loop {
             let (&fb, e) = extents.next()?;
@@ -222,10 +325,10 @@ impl ExtentMap {
             if keeps_head {
                 e.len = file_block - fb;
             } else {
-                self.map.remove(&file_block);
+                map.remove(&file_block);
             }
             if let Some(tail) = tail {
-                self.map.insert(end, tail);
+                map.insert(end, tail);
             }
             return Some(removed);
         };
@@ -237,19 +340,19 @@ impl ExtentMap {
         match prev {
             Some((_, prev)) => {
                 prev.len += grown.len;
-                self.map.remove(&file_block);
+                map.remove(&file_block);
             }
             None if keeps_head => {
                 e.len = file_block - fb;
-                self.map.insert(file_block, grown);
+                map.insert(file_block, grown);
             }
             None => *e = grown,
         }
         if let Some(tail) = tail {
-            self.map.insert(end, tail);
+            map.insert(end, tail);
         }
         if next_len.is_some() {
-            self.map.remove(&end);
+            map.remove(&end);
         }
         Some(removed)
     }
@@ -257,9 +360,9 @@ impl ExtentMap {
     /// Fast path of `set` when the range is a hole: one descent finds both neighbours; the new
     /// run extends the predecessor or absorbs the successor when they continue it. Returns `None`
     /// false (changing nothing) when something is mapped in the range.
-    fn set_in_hole(&mut self, file_block: u64, len: u64, phys: Option<u64>) -> bool {
+    fn set_in_hole(map: &mut BTreeMap<u64, Extent>, file_block: u64, len: u64, phys: Option<u64>) -> bool {
         let end = file_block + len;
-        let mut it = self.map.range_mut(..=end).rev();
+        let mut it = map.range_mut(..=end).rev();
         let mut next = None;
         let mut prev = None;
         for (&fb, e) in it.by_ref() {
@@ -279,29 +382,29 @@ impl ExtentMap {
         match prev {
             Some((fb, e)) if fb + e.len == file_block && e.phys + e.len == phys => e.len += len + extra,
             _ => {
-                self.map.insert(file_block, Extent { phys, len: len + extra });
+                map.insert(file_block, Extent { phys, len: len + extra });
             }
         }
         if absorb_next {
-            self.map.remove(&end);
+            map.remove(&end);
         }
         true
     }
 
     /// Splits the extent containing `file_block` (strictly inside it) in two.
-    fn split_at(&mut self, file_block: u64) {
-        let Some((&fb, &e)) = self.map.range(..file_block).next_back() else { return };
+    fn split_at(map: &mut BTreeMap<u64, Extent>, file_block: u64) {
+        let Some((&fb, &e)) = map.range(..file_block).next_back() else { return };
         if fb + e.len > file_block {
             let head = file_block - fb;
-            self.map.insert(fb, Extent { phys: e.phys, len: head });
-            self.map.insert(file_block, Extent { phys: e.phys + head, len: e.len - head });
+            map.insert(fb, Extent { phys: e.phys, len: head });
+            map.insert(file_block, Extent { phys: e.phys + head, len: e.len - head });
         }
     }
 
     /// Merges the extent starting at `file_block` into its predecessor when they continue each other.
-    fn merge_at(&mut self, file_block: u64) {
+    fn merge_at(map: &mut BTreeMap<u64, Extent>, file_block: u64) {
         // One descent finds the extent and its predecessor.
-        let mut it = self.map.range_mut(..=file_block).rev();
+        let mut it = map.range_mut(..=file_block).rev();
         let Some((&start, &mut next)) = it.next() else { return };
         if start != file_block {
             return;
@@ -309,7 +412,7 @@ impl ExtentMap {
         let Some((&fb, prev)) = it.next() else { return };
         if fb + prev.len == file_block && prev.phys + prev.len == next.phys {
             prev.len += next.len;
-            self.map.remove(&file_block);
+            map.remove(&file_block);
         }
     }
 
@@ -328,25 +431,43 @@ impl ExtentMap {
         debug_assert!(runs
             .windows(2)
             .all(|w| w[0].0 + w[0].2 <= w[1].0 && !(w[0].0 + w[0].2 == w[1].0 && w[0].1 + w[0].2 == w[1].1)));
-        let many = runs.len() * 8 >= self.map.len();
+        let map = self.tree_mut();
+        let many = runs.len() * 8 >= map.len();
         // Consumed in place: collecting the runs reuses their buffer for the tree's sort.
         let new = runs.into_iter().map(|(fb, phys, len)| (fb, Extent { phys, len }));
         if many {
             // Merging two sorted trees rebuilds them in one pass: cheaper than a descent per run.
             let mut others: BTreeMap<u64, Extent> = new.collect();
-            self.map.append(&mut others);
+            map.append(&mut others);
         } else {
-            self.map.extend(new);
+            map.extend(new);
         }
-        self.merge_at(last + last_len);
-        self.merge_at(first);
+        Self::merge_at(map, last + last_len);
+        Self::merge_at(map, first);
     }
 
     /// Builds a map from (file block, pool block, length) triples, as a checkpoint stores them.
     pub fn from_triples(triples: Vec<(u64, u64, u64)>) -> Self {
         // Collecting builds the tree in one pass from sorted input (a checkpoint's order), and
         // reuses the triples' buffer for its sort (same size and alignment).
-        Self { map: triples.into_iter().map(|(fb, phys, len)| (fb, Extent { phys, len })).collect() }
+        Self { repr: Repr::Tree(triples.into_iter().map(unpacked).collect()) }
+    }
+
+    /// Builds a map from a checkpoint's extent list: a decoded list becomes a tree, packed extents
+    /// stay packed (shared, read in place). Either way [`ExtentMap::is_canonical`] must be checked.
+    pub fn from_list(list: ExtentList) -> Self {
+        match list {
+            ExtentList::Decoded(triples) => Self::from_triples(triples),
+            ExtentList::Packed(packed) => Self { repr: Repr::Packed(packed) },
+        }
+    }
+
+    /// The extents as a checkpoint stores them: packed ones shared as they are.
+    pub fn to_list(&self) -> ExtentList {
+        match &self.repr {
+            Repr::Tree(map) => ExtentList::Decoded(map.iter().map(|(&fb, e)| (fb, e.phys, e.len)).collect()),
+            Repr::Packed(packed) => ExtentList::Packed(packed.clone()),
+        }
     }
 
     /// True if the stored extents are sorted, non-overlapping, non-empty and fully merged.
@@ -554,5 +675,63 @@ mod tests {
         assert_eq!(m.lookup(7), Some(107));
         assert_eq!(m.lookup(3), None);
         assert_eq!(m.mapped_blocks(), 6);
+    }
+
+    /// The map `tree` holds, packed as a mount leaves a large file (decoded from a payload).
+    fn packed_copy(tree: &ExtentMap) -> ExtentMap {
+        use crate::format::checkpoint::{InodeImage, StateImage};
+        let mut attrs = crate::format::record::InodeAttrs::empty_dir(2, 0o644, 0, 0, 0);
+        attrs.kind = crate::format::record::InodeKind::File;
+        let image = StateImage {
+            next_ino: 3,
+            inodes: vec![InodeImage { attrs, extents: tree.to_list(), ..InodeImage::default() }],
+            quarantine: vec![],
+        };
+        let decoded = StateImage::decode_sharing(std::sync::Arc::new(image.encode())).unwrap();
+        let packed = ExtentMap::from_list(decoded.inodes.into_iter().next().unwrap().extents);
+        assert!(packed.is_packed(), "{} extents are packed", tree.len());
+        packed
+    }
+
+    proptest::proptest! {
+        /// A packed map answers every read as the tree of the same extents does; a change turns it
+        /// into a tree that then equals the tree changed the same way, and a clone taken before
+        /// stays packed with the old extents.
+        #[test]
+        fn a_packed_map_reads_as_its_tree_and_a_change_turns_it_into_that_tree(
+            holes in proptest::collection::vec((0u64..200, 1u64..6), 0..20),
+            change in (0u64..210, 1u64..8, proptest::option::of(5000u64..6000)),
+        ) {
+            // A fragmented file (an extent at every other block), with holes punched in it.
+            let mut tree = ExtentMap::new();
+            for i in 0..100u64 {
+                tree.set(2 * i, 1, Some(1000 + 3 * i));
+            }
+            for (fb, len) in holes {
+                tree.set(fb, len, None);
+            }
+            proptest::prop_assume!(tree.len() >= crate::format::checkpoint::PACKED_MIN_EXTENTS);
+            let mut packed = packed_copy(&tree);
+            proptest::prop_assert_eq!(&packed, &tree);
+            proptest::prop_assert!(packed.is_canonical());
+            proptest::prop_assert_eq!(packed.end_block(), tree.end_block());
+            proptest::prop_assert_eq!(packed.mapped_blocks(), tree.mapped_blocks());
+            for block in 0..215 {
+                proptest::prop_assert_eq!(packed.lookup(block), tree.lookup(block), "block {}", block);
+                proptest::prop_assert_eq!(packed.lookup_with_previous(block), tree.lookup_with_previous(block));
+                proptest::prop_assert_eq!(packed.iter_from(block).collect::<Vec<_>>(), tree.iter_from(block).collect::<Vec<_>>());
+                proptest::prop_assert_eq!(packed.pieces(block, 7), tree.pieces(block, 7));
+                proptest::prop_assert_eq!(packed.is_hole(block, 3), tree.is_hole(block, 3));
+            }
+            let before = packed.clone();
+            let (fb, len, phys) = change;
+            let removed_packed = packed.set(fb, len, phys);
+            let removed_tree = tree.set(fb, len, phys);
+            proptest::prop_assert_eq!(removed_packed, removed_tree);
+            proptest::prop_assert!(!packed.is_packed());
+            proptest::prop_assert_eq!(&packed, &tree);
+            proptest::prop_assert!(before.is_packed());
+            proptest::prop_assert_eq!(&before, &packed_copy(&before));
+        }
     }
 }

@@ -19,6 +19,7 @@ use super::state::{ApplyMode, State};
 use super::validate;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, DeltaImage, DeltaLink, StateImage};
+use crate::format::codec::all_zero;
 use crate::format::legacy;
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
 use crate::format::superblock::{self, DeltaRoot, Superblock, SLOT_OFFSETS, VERSION};
@@ -550,8 +551,14 @@ impl Journal {
             }
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
-            let mut image = decode_image(&payload).map_err(with_repair_hint)?;
-            drop(payload);
+            // A large file's extents stay packed in the payload, read in place (see
+            // `StateImage::decode_sharing`); everything else is decoded and the payload freed.
+            let mut image = if legacy {
+                decode_image(&payload)
+            } else {
+                StateImage::decode_sharing(std::sync::Arc::new(payload))
+            }
+            .map_err(with_repair_hint)?;
             for (delta, _) in deltas {
                 image = image.with_delta(delta).map_err(with_repair_hint)?;
             }
@@ -1608,7 +1615,7 @@ impl<'a> LogCopy<'a> {
         let last = first + LOG_TERMINATOR_BYTES / BLOCK_SIZE;
         let zeros_read = |copy: &Self, end: usize| {
             // Nothing read at `at` yet (`end == at`) leaves nothing to look at.
-            copy.whole.get(at..end).unwrap_or_default().iter().all(|&b| b == 0)
+            all_zero(copy.whole.get(at..end).unwrap_or_default())
                 && !copy.bad.iter().any(|b| (first..last).contains(b))
         };
         let read_end = self.read.clamp(at, at + len);
@@ -1640,7 +1647,7 @@ impl<'a> LogCopy<'a> {
                 let next_stretch = at.next_multiple_of(LOG_TERMINATOR_BYTES as usize).min(self.region_len);
                 if at + record::HEADER_LEN > self.read
                     && next_stretch > at
-                    && self.whole.get(at..).unwrap_or_default().iter().all(|&b| b == 0)
+                    && all_zero(self.whole.get(at..).unwrap_or_default())
                     && self.zeros_in_place(at.max(self.read), next_stretch)
                 {
                     at = next_stretch;

@@ -11,7 +11,7 @@
 use super::ownership::MetaStructure;
 use super::state::State;
 use super::validate::{kind_name, xattr_problem};
-use crate::format::checkpoint::{InodeImage, StateImage};
+use crate::format::checkpoint::{ExtentList, InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME_LEN, ROOT_INO};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -57,7 +57,7 @@ pub fn state_from_damaged_image(
                             "inode {}: its data is dropped ({text})",
                             image.inodes[at].attrs.ino
                         ));
-                        image.inodes[at].extents.clear();
+                        image.inodes[at].extents = ExtentList::default();
                         image.inodes[at].attrs.size = 0;
                     }
                     Some(at) => {
@@ -69,7 +69,7 @@ pub fn state_from_damaged_image(
                         lost.push(format!("the tree could not be rebuilt ({text}): only the root is left"));
                         image.inodes.retain(|i| i.attrs.ino == ROOT_INO);
                         for i in &mut image.inodes {
-                            i.extents.clear();
+                            i.extents = ExtentList::default();
                         }
                         image.quarantine.clear();
                         image = sanitize(image, total_blocks, layout, lost);
@@ -170,7 +170,7 @@ fn sanitize(
         }
         if a.kind != InodeKind::File && !inode.extents.is_empty() {
             lost.push(format!("{} {ino}: it mapped data blocks; they are dropped", kind_name(a.kind)));
-            inode.extents.clear();
+            inode.extents = ExtentList::default();
         }
         if a.kind != InodeKind::Symlink {
             inode.target.clear();
@@ -196,7 +196,7 @@ fn sanitize(
         }
         let eof_blocks = a.size.div_ceil(BLOCK_SIZE);
         let mut kept: Vec<(u64, u64, u64)> = Vec::with_capacity(inode.extents.len());
-        let mut extents = std::mem::take(&mut inode.extents);
+        let mut extents = std::mem::take(&mut inode.extents).into_vec();
         extents.sort_unstable();
         let mut dropped = 0u64;
         for (fb, phys, len) in extents {
@@ -225,7 +225,7 @@ fn sanitize(
                  over other blocks of the file; they read as zeros now"
             ));
         }
-        inode.extents = kept;
+        inode.extents = kept.into();
     }
     for ino in unusable_links {
         inodes.remove(&ino);
@@ -415,8 +415,8 @@ mod tests {
         assert!(!state.inodes.contains_key(&u64::MAX));
         assert!(!root.children().contains_key(&b"ghost"[..]));
         let lost_found = root.children()[LOST_AND_FOUND];
-        assert_eq!(state.inodes[&23].names, vec![(lost_found, Name::from(&b"ino-23"[..]))]);
-        assert_eq!(state.inodes[&24].names, vec![(lost_found, Name::from(&b"ino-24"[..]))]);
+        assert_eq!(state.inodes[&23].names.to_vec(), vec![(lost_found, Name::from(&b"ino-23"[..]))]);
+        assert_eq!(state.inodes[&24].names.to_vec(), vec![(lost_found, Name::from(&b"ino-24"[..]))]);
         assert_eq!(state.quarantine.iter().map(|(&s, &l)| (s, l)).collect::<Vec<_>>(), vec![(40, 1)]);
     }
 
@@ -436,9 +436,13 @@ mod tests {
         let mut lost = Vec::new();
         let state = state_from_damaged_image(image, 64, &layout(), &mut lost);
         let lost_found = state.inodes[&ROOT_INO].children()[LOST_AND_FOUND];
-        assert_eq!(state.inodes[&3].names, vec![(lost_found, Name::from(&b"ino-3"[..]))], "{lost:#?}");
-        assert_eq!(state.inodes[&4].names, vec![(3, Name::from(&b"four"[..]))]);
-        assert_eq!(state.inodes[&5].names, vec![(4, Name::from(&b"file"[..]))]);
+        assert_eq!(
+            state.inodes[&3].names.to_vec(),
+            vec![(lost_found, Name::from(&b"ino-3"[..]))],
+            "{lost:#?}"
+        );
+        assert_eq!(state.inodes[&4].names.to_vec(), vec![(3, Name::from(&b"four"[..]))]);
+        assert_eq!(state.inodes[&5].names.to_vec(), vec![(4, Name::from(&b"file"[..]))]);
         assert!(!state.inodes[&4].children().contains_key(&b"three"[..]));
     }
 }

@@ -32,7 +32,7 @@ pub struct Inode {
     /// The entries that name this inode, as (directory, name), oldest first: the reverse of
     /// `children`, kept in memory only (a directory has one, a file one per hard link). Each name
     /// shares its bytes with the directory's entry.
-    pub names: Vec<(u64, Name)>,
+    pub names: Box<[(u64, Name)]>,
     /// The parts only some inodes have: `None` until one of them is first set (it may stay
     /// allocated once they are emptied again).
     extra: Option<Box<InodeExtra>>,
@@ -66,9 +66,24 @@ impl PartialEq for Inode {
 impl Eq for Inode {}
 
 impl Inode {
+    /// Adds a name (`names` is a boxed slice, 8 bytes smaller than a vector: most files have one
+    /// name, and it rarely changes).
+    pub fn add_name(&mut self, dir: u64, name: Name) {
+        let mut names = std::mem::take(&mut self.names).into_vec();
+        names.push((dir, name));
+        self.names = names.into_boxed_slice();
+    }
+
+    /// Removes the name at index `at` of `names`.
+    fn remove_name(&mut self, at: usize) {
+        let mut names = std::mem::take(&mut self.names).into_vec();
+        names.remove(at);
+        self.names = names.into_boxed_slice();
+    }
+
     /// An inode with these attributes and nothing else.
     pub fn new(attrs: InodeAttrs) -> Self {
-        Inode { attrs, extents: ExtentMap::new(), names: Vec::new(), extra: None }
+        Inode { attrs, extents: ExtentMap::new(), names: Box::default(), extra: None }
     }
 
     fn extra(&self) -> &InodeExtra {
@@ -337,7 +352,7 @@ impl State {
         for img in image.inodes {
             let ino = img.attrs.ino;
             // Ranges first: the canonical-form check below adds starts and lengths.
-            for &(fb, phys, len) in &img.extents {
+            for (fb, phys, len) in img.extents.iter() {
                 check_pool_range(phys, len, total_blocks)
                     .map_err(|d| in_checkpoint(format!("inode {ino}: {d}")))?;
                 if fb.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
@@ -347,7 +362,7 @@ impl State {
                 }
             }
             let decoded = img.extents.len();
-            let extents = ExtentMap::from_triples(img.extents);
+            let extents = ExtentMap::from_list(img.extents);
             if extents.len() != decoded || !extents.is_canonical() {
                 return Err(in_checkpoint(format!("extents of inode {ino} overlap or are unmerged")));
             }
@@ -487,7 +502,7 @@ impl State {
         let i = self.inodes.get(&ino)?;
         Some(InodeImage {
             attrs: i.attrs.clone(),
-            extents: i.extents.iter().map(|(fb, e)| (fb, e.phys, e.len)).collect(),
+            extents: i.extents.to_list(),
             entries: i.children().iter().map(|(n, &c)| (n.to_vec(), c)).collect(),
             xattrs: i.xattrs().iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
             target: i.target().clone(),
@@ -718,7 +733,7 @@ impl State {
         parent.children_mut().insert(name.clone(), ino);
         *parent.subdir_count_mut() += u64::from(child_is_dir);
         self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
-        self.inodes.get_mut(&ino).expect("checked above").names.push((dir, name));
+        self.inodes.get_mut(&ino).expect("checked above").add_name(dir, name);
         Ok(())
     }
 
@@ -743,7 +758,7 @@ impl State {
             named_child(dir, name, *ino, child.as_deref().map(|c| &**c))?;
             let child = child.expect("checked above");
             subdirs += u64::from(child.is_dir());
-            child.names.push((dir, name.clone()));
+            child.add_name(dir, name.clone());
             self.var_bytes += ENTRY_FIXED_BYTES + name.len() as u64;
         }
         let parent = self.inodes.get_mut(&dir).expect("checked above");
@@ -765,7 +780,7 @@ impl State {
         let child = self.inodes.get_mut(&ino).expect("entries name existing inodes");
         let at =
             child.names.iter().position(|(d, n)| *d == dir && **n == *name).expect("names mirror entries");
-        child.names.remove(at);
+        child.remove_name(at);
         let child_is_dir = child.is_dir();
         let parent = self.inodes.get_mut(&dir).expect("checked above");
         parent.children_mut().remove(name);
@@ -1038,14 +1053,16 @@ mod tests {
             size,
             ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0)
         };
-        let image =
-            |attrs, extents, entries: Vec<(&[u8], u64)>, xattrs: Vec<(Vec<u8>, Vec<u8>)>| InodeImage {
-                attrs,
-                extents,
-                entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
-                xattrs,
-                target: Vec::new(),
-            };
+        let image = |attrs,
+                     extents: Vec<(u64, u64, u64)>,
+                     entries: Vec<(&[u8], u64)>,
+                     xattrs: Vec<(Vec<u8>, Vec<u8>)>| InodeImage {
+            attrs,
+            extents: extents.into(),
+            entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
+            xattrs,
+            target: Vec::new(),
+        };
         let root =
             image(attrs(1, InodeKind::Dir, 3, 0), vec![], vec![(b"d", 2), (b"f", 3), (b"x", 4)], vec![]);
         let empty_dir = image(attrs(2, InodeKind::Dir, 2, 0), vec![], vec![], vec![]);
@@ -1067,16 +1084,20 @@ mod tests {
     #[test]
     fn a_whole_file_clone_into_an_empty_file_gives_what_a_clone_in_pieces_gives() {
         use crate::format::checkpoint::{InodeImage, StateImage};
-        let inode =
-            |ino: u64, kind: InodeKind, nlink: u32, size: u64, extents, entries: Vec<(&[u8], u64)>| {
-                InodeImage {
-                    attrs: InodeAttrs { kind, nlink, size, ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0) },
-                    extents,
-                    entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
-                    xattrs: vec![],
-                    target: Vec::new(),
-                }
-            };
+        let inode = |ino: u64,
+                     kind: InodeKind,
+                     nlink: u32,
+                     size: u64,
+                     extents: Vec<(u64, u64, u64)>,
+                     entries: Vec<(&[u8], u64)>| {
+            InodeImage {
+                attrs: InodeAttrs { kind, nlink, size, ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0) },
+                extents: extents.into(),
+                entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
+                xattrs: vec![],
+                target: Vec::new(),
+            }
+        };
         let source = vec![(0, 100, 2), (4, 200, 3), (9, 300, 1)];
         let image = StateImage {
             next_ino: 6,
@@ -1128,7 +1149,7 @@ mod tests {
         use crate::format::checkpoint::{InodeImage, StateImage};
         let dir = |ino: u64, nlink: u32, entries: Vec<(&[u8], u64)>| InodeImage {
             attrs: InodeAttrs { nlink, ..InodeAttrs::empty_dir(ino, 0o755, 0, 0, 0) },
-            extents: vec![],
+            extents: Default::default(),
             entries: entries.into_iter().map(|(n, i)| (n.to_vec(), i)).collect(),
             xattrs: vec![],
             target: Vec::new(),
@@ -1203,7 +1224,7 @@ mod tests {
             fb += len + 1;
         }
         attrs.size = fb * BLOCK_SIZE;
-        InodeImage { attrs, extents: triples, ..InodeImage::default() }
+        InodeImage { attrs, extents: triples.into(), ..InodeImage::default() }
     }
 
     proptest! {
