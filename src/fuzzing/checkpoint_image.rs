@@ -103,7 +103,18 @@ fn whole_checkpoint(
     total_blocks: u64,
     meta: &[(u64, u64, MetaStructure)],
 ) -> Option<StateImage> {
-    let image = StateImage::decode(payload).ok()?;
+    // Mount decodes sharing the payload (long extent lists stay packed in it): both ways must
+    // agree, on the state and on the error.
+    let plain = StateImage::decode(payload);
+    let shared = StateImage::decode_sharing(std::sync::Arc::new(payload.to_vec()));
+    match (&plain, &shared) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "decode and decode_sharing give different states"),
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "decode and decode_sharing refuse differently")
+        }
+        _ => panic!("decode and decode_sharing disagree: {:?} / {:?}", plain.is_ok(), shared.is_ok()),
+    }
+    let image = shared.ok()?;
     assert_eq!(image.encode(), payload, "checkpoint payload round trip");
     let state = State::from_image(image, total_blocks, meta).ok()?;
     if let Err(e) = state.owners().validate() {
