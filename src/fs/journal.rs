@@ -1513,8 +1513,9 @@ pub const LOG_TERMINATOR_BYTES: u64 = 128 * 1024;
 // zero byte.
 const _: () = assert!(record::RECORD_MAGIC.to_le_bytes()[0] != 0);
 
-/// The smallest read mount makes of a log copy; reads double from there.
-const LOG_READ_STEP: usize = 64 * 1024;
+/// The smallest read mount makes of a log copy (one block: a log that a checkpoint just started
+/// over is read no further, the rest compared with zeros in place); reads double from there.
+const LOG_READ_STEP: usize = BLOCK_SIZE as usize;
 
 /// One copy of the log region as mount reads it: from its start, only as far as replay and the
 /// end-of-log evidence ask, in a few growing machine-check-safe copies. A block that cannot be

@@ -387,12 +387,19 @@ impl State {
                 entries.push((ino, img.entries));
             }
         }
-        // Every file extent's pool run, for the metadata-overlap test and the free space. Runs that
-        // arrive ascending already (files written in order, one after another) are found so in one
-        // pass.
-        let mut file_runs: Vec<(u64, u64)> = Vec::with_capacity(extent_count as usize);
+        // Every block a file extent maps, as pool runs, for the metadata-overlap test and the free
+        // space: a run that continues the one listed before it in the pool joins it (a file written
+        // in order lies in one run of the pool however fragmented its file blocks are), so the
+        // list is often far shorter than the extents. Runs that arrive ascending already (files
+        // written in order, one after another) are found so in one pass.
+        let mut file_runs: Vec<(u64, u64)> = Vec::new();
         for ino in files_in_order {
-            file_runs.extend(inodes[&ino].extents.iter().map(|(_, e)| (e.phys, e.len)));
+            for (_, e) in inodes[&ino].extents.iter() {
+                match file_runs.last_mut() {
+                    Some((start, len)) if *start + *len == e.phys => *len += e.len,
+                    _ => file_runs.push((e.phys, e.len)),
+                }
+            }
         }
         file_runs.sort_unstable();
         if files_meet_metadata(&file_runs, meta) {
