@@ -125,6 +125,21 @@ impl PackedExtents {
         low
     }
 
+    /// The index of the first extent that starts at or after `file_block`, or
+    /// [`PackedExtents::len`] (the extents must ascend, as a checked file's do).
+    pub fn first_starting_at_or_after(&self, file_block: u64) -> usize {
+        let (mut low, mut high) = (0, self.count);
+        while low < high {
+            let mid = (low + high) / 2;
+            if self.get(mid).0 < file_block {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
     /// The same extents in a buffer of their own, so that they no longer keep the rest of the one
     /// they were decoded from alive.
     fn alone(&self) -> Self {

@@ -230,6 +230,19 @@ impl ExtentMap {
         })
     }
 
+    /// How many extents map part of `[file_block, file_block + len)`: two binary searches when the
+    /// extents are packed, a walk of the range in a tree.
+    pub fn count_in(&self, file_block: u64, len: u64) -> usize {
+        match &self.repr {
+            Repr::Tree(_) => self.mapped_in(file_block, len).count(),
+            Repr::Packed(packed) => {
+                let end = file_block.saturating_add(len);
+                let first = packed.first_ending_after(file_block);
+                packed.first_starting_at_or_after(end).saturating_sub(first)
+            }
+        }
+    }
+
     /// Splits `[file_block, file_block + len)` into mapped pieces and holes, in order.
     pub fn pieces(&self, file_block: u64, len: u64) -> Vec<Piece> {
         let end = file_block + len;
@@ -722,6 +735,10 @@ mod tests {
                 proptest::prop_assert_eq!(packed.iter_from(block).collect::<Vec<_>>(), tree.iter_from(block).collect::<Vec<_>>());
                 proptest::prop_assert_eq!(packed.pieces(block, 7), tree.pieces(block, 7));
                 proptest::prop_assert_eq!(packed.is_hole(block, 3), tree.is_hole(block, 3));
+                for len in [1, 2, 5, 40, 1000] {
+                    proptest::prop_assert_eq!(packed.count_in(block, len), tree.count_in(block, len));
+                    proptest::prop_assert_eq!(packed.count_in(block, len), tree.mapped_in(block, len).count());
+                }
             }
             let before = packed.clone();
             let (fb, len, phys) = change;

@@ -646,7 +646,7 @@ impl State {
         // could ask for exponentially many; no live operation leaves more extents than a
         // checkpoint of the pool can hold (`ensure_metadata_room`).
         if mode == ApplyMode::Replay {
-            let extents = self.extent_count + source.extents.mapped_in(src_block, len).count() as u64;
+            let extents = self.extent_count + source.extents.count_in(src_block, len) as u64;
             if extents.saturating_mul(EXTENT_IMAGE_BYTES) > self.total_blocks * BLOCK_SIZE {
                 return Err(format!(
                     "clone of inode {src} into {dst}: {extents} extents would not fit any checkpoint of this pool"
