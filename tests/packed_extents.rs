@@ -1,16 +1,16 @@
-//! A large file's extents as mount leaves them: packed in the checkpoint's payload and read in
-//! place (no tree built), shared by a whole-file reflink, turned into a tree by the first change of
-//! the file that changes (and only that file), written back by the next checkpoint as they are,
-//! and through all of it read, owned and checked exactly as extents held in a tree.
+//! Files' extents as mount leaves them: packed (in the checkpoint's payload, or copied into one
+//! buffer) and read in place (no tree built), shared by a whole-file reflink, turned into a tree by
+//! the first change of the file that changes (and only that file), written back by the next
+//! checkpoint as they are, and through all of it read, owned and checked exactly as extents held
+//! in a tree.
 
-use ferrodax::format::checkpoint::PACKED_MIN_EXTENTS;
 use ferrodax::pool::RecordingBackend;
 use ferrodax::{Fs, OpenOptions, Pool};
 use std::sync::Arc;
 
 const BLOCK: u64 = 4096;
-/// Blocks written to /big, every other one: as many extents, more than are packed.
-const BIG_EXTENTS: u64 = 3 * PACKED_MIN_EXTENTS as u64;
+/// Blocks written to /big, every other one: as many extents.
+const BIG_EXTENTS: u64 = 192;
 
 fn rw() -> OpenOptions {
     let mut o = OpenOptions::new();
@@ -37,8 +37,8 @@ fn mount(image: Vec<u8>) -> (Arc<RecordingBackend>, Fs) {
     (backend, fs)
 }
 
-/// A pool whose checkpoint holds /big (an extent at every other block, `BIG_EXTENTS` of them)
-/// and /small (three extents), with an empty log.
+/// A pool whose checkpoint holds /big (an extent at every other block, `BIG_EXTENTS` of them),
+/// /small (three extents) and /empty (none), with an empty log.
 fn checkpointed_pool() -> Vec<u8> {
     let backend = Arc::new(RecordingBackend::new(16 << 20));
     let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();
@@ -50,6 +50,7 @@ fn checkpointed_pool() -> Vec<u8> {
     for i in 0..3 {
         small.write_at(&block_bytes(100 + i), 2 * i * BLOCK).unwrap();
     }
+    fs.open("/empty", &rw()).unwrap();
     fs.checkpoint().unwrap();
     drop((big, small));
     drop(fs);
@@ -80,10 +81,10 @@ fn big_as_written() -> Vec<u8> {
 }
 
 #[test]
-fn a_mount_leaves_a_large_files_extents_packed_and_reads_them_as_written() {
+fn a_mount_leaves_every_files_extents_packed_and_reads_them_as_written() {
     let (_, fs) = mount(checkpointed_pool());
-    assert!(packed(&fs, "/big"), "the large file's extents are read in place");
-    assert!(!packed(&fs, "/small"), "a small file's extents are decoded into a tree");
+    assert!(packed(&fs, "/big") && packed(&fs, "/small"), "extents are read in place");
+    assert!(!packed(&fs, "/empty"), "a file without extents has nothing to pack");
     assert_eq!(contents(&fs, "/big"), big_as_written());
     let big = fs.open("/big", &read_only()).unwrap();
     assert_eq!(fs.fiemap(&big).unwrap().len() as u64, BIG_EXTENTS);

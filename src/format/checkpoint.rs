@@ -60,9 +60,10 @@ pub const PAYLOAD_PER_BLOCK_V1: usize = BLOCK_SIZE as usize - HEADER_LEN_V1;
 /// Bytes of one extent in a payload: (file block, pool block, length), each a little-endian u64.
 pub const EXTENT_BYTES: usize = 24;
 
-/// Extent lists at least this long stay packed in the payload they were decoded from, when
-/// [`StateImage::decode_sharing`] decodes it: read in place, not copied into a list of their own.
-pub const PACKED_MIN_EXTENTS: usize = 64;
+/// Extent lists at least this long stay packed when [`StateImage::decode_sharing`] decodes a
+/// payload: read in place, not copied into a list of their own (every non-empty list: a packed
+/// extent costs 24 bytes where a tree's smallest node holds up to 11 in about 280).
+pub const PACKED_MIN_EXTENTS: usize = 1;
 
 /// `count` extents as a payload stores them ([`EXTENT_BYTES`] each) at byte `offset` of a buffer
 /// shared with whatever else holds it (the decoded payload, other files cloned from this one):
@@ -138,13 +139,6 @@ impl PackedExtents {
             }
         }
         low
-    }
-
-    /// The same extents in a buffer of their own, so that they no longer keep the rest of the one
-    /// they were decoded from alive.
-    fn alone(&self) -> Self {
-        let bytes = self.bytes[self.offset..self.offset + self.count * EXTENT_BYTES].to_vec();
-        Self { bytes: Arc::new(bytes), offset: 0, count: self.count }
     }
 
     /// The extents' bytes as a payload stores them.
@@ -436,22 +430,34 @@ impl StateImage {
     }
 
     /// [`StateImage::decode`], with every extent list of at least [`PACKED_MIN_EXTENTS`] left
-    /// packed in `payload` (a mount reads a large file's extents in place instead of copying them
-    /// into a list, and a clone of that file shares them). When such lists make up less than half
-    /// of the payload, each gets a buffer of its own, so the rest of the payload is freed.
+    /// packed (a mount reads the extents in place instead of building a tree of them, and a
+    /// whole-file clone shares them). They stay in `payload` when they are at least 7/8 of it (a
+    /// large file: nothing is copied); else they are copied, one after another, into one buffer
+    /// of their own and the payload is freed, so the other bytes of the payload (attributes, names)
+    /// are not kept alive for them.
     pub fn decode_sharing(payload: Arc<Vec<u8>>) -> Result<Self> {
         let share = Some(&payload);
         let (next_ino, mut inodes, quarantine) =
             decode_with(&payload, MIN_INODE_BYTES, |r| InodeImage::decode_sharing(r, share))?;
-        let packed_bytes: usize = inodes
-            .iter()
-            .filter(|i| matches!(i.extents, ExtentList::Packed(_)))
-            .map(|i| i.extents.len() * EXTENT_BYTES)
-            .sum();
-        if packed_bytes * 2 < payload.len() {
+        let packed = |inode: &InodeImage| match &inode.extents {
+            ExtentList::Packed(packed) => Some(packed.raw().len()),
+            ExtentList::Decoded(_) => None,
+        };
+        let packed_bytes: usize = inodes.iter().filter_map(packed).sum();
+        if packed_bytes * 8 < payload.len() * 7 {
+            let mut bytes = Vec::with_capacity(packed_bytes);
+            for inode in &inodes {
+                if let ExtentList::Packed(packed) = &inode.extents {
+                    bytes.extend_from_slice(packed.raw());
+                }
+            }
+            let bytes = Arc::new(bytes);
+            let mut offset = 0;
             for inode in &mut inodes {
                 if let ExtentList::Packed(packed) = &inode.extents {
-                    inode.extents = ExtentList::Packed(packed.alone());
+                    let count = packed.len();
+                    inode.extents = ExtentList::Packed(PackedExtents::new(Arc::clone(&bytes), offset, count));
+                    offset += count * EXTENT_BYTES;
                 }
             }
         }
@@ -1058,36 +1064,41 @@ mod tests {
     }
 
     #[test]
-    fn decode_sharing_packs_long_extent_lists_in_the_payload_and_decodes_short_ones() {
-        // The long list is most of the payload, so the payload is kept for it.
-        let big = every_other_block(3 * PACKED_MIN_EXTENTS as u64);
-        let short = every_other_block(PACKED_MIN_EXTENTS as u64 - 1);
+    fn decode_sharing_keeps_extents_packed_in_the_payload_when_they_are_most_of_it() {
+        let big = every_other_block(3000);
         let image = StateImage {
-            next_ino: 4,
-            inodes: vec![inode(2, 1 << 20, big.clone()), inode(3, 1 << 20, short.clone())],
+            next_ino: 5,
+            inodes: vec![
+                inode(2, 1 << 30, big.clone()),
+                inode(3, 4096, vec![(0, 9000, 1)]),
+                inode(4, 0, vec![]),
+            ],
             quarantine: vec![(5, 1)],
         };
         let payload = Arc::new(image.encode());
         let shared = StateImage::decode_sharing(Arc::clone(&payload)).unwrap();
         assert_eq!(shared, image, "the same state, however the extents are held");
         assert_eq!(buffer_of(&shared.inodes[0].extents, &payload), (payload.len(), true));
-        assert!(matches!(shared.inodes[1].extents, ExtentList::Decoded(_)));
+        assert_eq!(buffer_of(&shared.inodes[1].extents, &payload), (payload.len(), true));
+        assert!(matches!(shared.inodes[2].extents, ExtentList::Decoded(_)), "nothing to pack");
         assert_eq!(shared.inodes[0].extents.iter().collect::<Vec<_>>(), big);
         // Encoding packed extents copies their bytes as they are.
         assert_eq!(shared.encode(), *payload);
     }
 
     #[test]
-    fn decode_sharing_gives_packed_lists_their_own_buffer_when_they_are_a_small_part_of_the_payload() {
-        let big = every_other_block(PACKED_MIN_EXTENTS as u64);
-        // Many small files outweigh the one long list: the payload is not kept for it.
-        let mut inodes = vec![inode(2, 1 << 20, big.clone())];
-        inodes.extend((3..200).map(|ino| inode(ino, 4096, vec![(0, 5000 + ino, 1)])));
+    fn decode_sharing_copies_extents_into_one_buffer_when_they_are_a_small_part_of_the_payload() {
+        // Many small files: their attributes outweigh their one extent each.
+        let inodes: Vec<InodeImage> =
+            (2..200).map(|ino| inode(ino, 4096, vec![(0, 5000 + ino, 1)])).collect();
         let image = StateImage { next_ino: 200, inodes, quarantine: vec![] };
         let payload = Arc::new(image.encode());
         let shared = StateImage::decode_sharing(Arc::clone(&payload)).unwrap();
         assert_eq!(shared, image);
-        assert_eq!(buffer_of(&shared.inodes[0].extents, &payload), (big.len() * EXTENT_BYTES, false));
+        let extents_bytes = 198 * EXTENT_BYTES;
+        for inode in &shared.inodes {
+            assert_eq!(buffer_of(&inode.extents, &payload), (extents_bytes, false));
+        }
         assert_eq!(Arc::strong_count(&payload), 1, "nothing holds the payload any more");
     }
 
@@ -1095,7 +1106,7 @@ mod tests {
     fn decode_sharing_refuses_what_decode_refuses() {
         let image = StateImage {
             next_ino: 3,
-            inodes: vec![inode(2, 1 << 20, every_other_block(PACKED_MIN_EXTENTS as u64))],
+            inodes: vec![inode(2, 1 << 20, every_other_block(100))],
             quarantine: vec![],
         };
         let payload = image.encode();
@@ -1111,7 +1122,7 @@ mod tests {
     fn first_ending_after_finds_the_extent_holding_a_block_or_the_next_one() {
         let image = StateImage {
             next_ino: 3,
-            inodes: vec![inode(2, 1 << 20, every_other_block(PACKED_MIN_EXTENTS as u64))],
+            inodes: vec![inode(2, 1 << 20, every_other_block(100))],
             quarantine: vec![],
         };
         let shared = StateImage::decode_sharing(Arc::new(image.encode())).unwrap();
