@@ -10,7 +10,7 @@ use super::extents::ExtentMap;
 use super::ownership::{MetaStructure, Owner, OwnerMap};
 use super::validate::{check_pool_range, overlap_detail};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{DeltaImage, InodeImage, StateImage};
+use crate::format::checkpoint::{DeltaImage, ExtentList, InodeImage, StateImage};
 use crate::format::record::{InodeAttrs, InodeKind, Mutation};
 use crate::format::{BLOCK_SIZE, MAX_FILE_SIZE, ROOT_INO};
 use crate::intmap::IntMap;
@@ -320,6 +320,36 @@ fn file_runs(inodes: &IntMap<u64, Box<Inode>>) -> Vec<(u64, u64, Owner)> {
     runs
 }
 
+/// Checks one file's extents as a checkpoint lists them, in one pass: every pool run inside the
+/// pool, every file range below the largest file size, and the list canonical (ascending, no
+/// overlap, no empty extent, none continuing the one before it in both file and pool: what
+/// [`ExtentMap::is_canonical`] asks of a map). Appends each pool run to `runs`, joined to the last
+/// one when it continues it.
+fn check_extent_list(
+    list: &ExtentList,
+    total_blocks: u64,
+    runs: &mut Vec<(u64, u64)>,
+) -> std::result::Result<(), String> {
+    let mut prev: Option<(u64, u64, u64)> = None;
+    for (fb, phys, len) in list.iter() {
+        check_pool_range(phys, len, total_blocks)?;
+        if fb.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
+            return Err(format!("file blocks [{fb}, +{len}) past the largest file size"));
+        }
+        if let Some((pfb, pphys, plen)) = prev {
+            if pfb + plen > fb || (pfb + plen == fb && pphys + plen == phys) {
+                return Err("extents overlap or are unmerged".into());
+            }
+        }
+        prev = Some((fb, phys, len));
+        match runs.last_mut() {
+            Some((start, run)) if *start + *run == phys => *run += len,
+            _ => runs.push((phys, len)),
+        }
+    }
+    Ok(())
+}
+
 /// Checkpoint bytes per extent: (file block, pool block, length), each a u64.
 pub(super) const EXTENT_IMAGE_BYTES: u64 = 24;
 
@@ -346,33 +376,23 @@ impl State {
         let mut var_bytes = 0;
         // Entries are linked once every inode exists.
         let mut entries = Vec::new();
-        // The files with extents, in checkpoint order: their pool runs are listed once every
-        // extent map is built and its decoded buffer freed, so the list reuses that memory.
-        let mut files_in_order = Vec::new();
+        // Every block a file extent maps, as pool runs, for the metadata-overlap test and the free
+        // space, listed in the same pass that checks the extents: a run that continues the one
+        // listed before it in the pool joins it (a file written in order lies in one run of the
+        // pool however fragmented its file blocks are), so the list is often far shorter than the
+        // extents. Runs that arrive ascending already (files written in order, one after
+        // another) are found so in one pass.
+        let mut file_runs: Vec<(u64, u64)> = Vec::new();
         for img in image.inodes {
             let ino = img.attrs.ino;
-            // Ranges first: the canonical-form check below adds starts and lengths.
-            for (fb, phys, len) in img.extents.iter() {
-                check_pool_range(phys, len, total_blocks)
-                    .map_err(|d| in_checkpoint(format!("inode {ino}: {d}")))?;
-                if fb.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
-                    return Err(in_checkpoint(format!(
-                        "inode {ino}: file blocks [{fb}, +{len}) past the largest file size"
-                    )));
-                }
-            }
-            let decoded = img.extents.len();
+            check_extent_list(&img.extents, total_blocks, &mut file_runs)
+                .map_err(|d| in_checkpoint(format!("inode {ino}: {d}")))?;
             let extents = ExtentMap::from_list(img.extents);
-            if extents.len() != decoded || !extents.is_canonical() {
-                return Err(in_checkpoint(format!("extents of inode {ino} overlap or are unmerged")));
-            }
+            debug_assert!(extents.is_canonical());
             if img.attrs.kind == InodeKind::Dir && !extents.is_empty() {
                 return Err(in_checkpoint(format!("directory {ino} has extents")));
             }
             extent_count += extents.len() as u64;
-            if !extents.is_empty() {
-                files_in_order.push(ino);
-            }
             var_bytes += var_bytes_of_xattrs_and_target(img.xattrs.iter().map(|(n, v)| (n, v)), &img.target);
             let mut inode = Inode::new(img.attrs);
             inode.extents = extents;
@@ -385,20 +405,6 @@ impl State {
             }
             if !img.entries.is_empty() {
                 entries.push((ino, img.entries));
-            }
-        }
-        // Every block a file extent maps, as pool runs, for the metadata-overlap test and the free
-        // space: a run that continues the one listed before it in the pool joins it (a file written
-        // in order lies in one run of the pool however fragmented its file blocks are), so the
-        // list is often far shorter than the extents. Runs that arrive ascending already (files
-        // written in order, one after another) are found so in one pass.
-        let mut file_runs: Vec<(u64, u64)> = Vec::new();
-        for ino in files_in_order {
-            for (_, e) in inodes[&ino].extents.iter() {
-                match file_runs.last_mut() {
-                    Some((start, len)) if *start + *len == e.phys => *len += e.len,
-                    _ => file_runs.push((e.phys, e.len)),
-                }
             }
         }
         file_runs.sort_unstable();
@@ -1232,6 +1238,38 @@ mod tests {
         }
         attrs.size = fb * BLOCK_SIZE;
         InodeImage { attrs, extents: triples.into(), ..InodeImage::default() }
+    }
+
+    #[test]
+    fn a_checkpoint_whose_extents_are_not_canonical_is_refused_naming_the_inode_decoded_or_packed() {
+        let root = InodeImage {
+            attrs: InodeAttrs { nlink: 2, ..InodeAttrs::empty_dir(ROOT_INO, 0o755, 0, 0, 0) },
+            entries: vec![(b"f".to_vec(), 2)],
+            ..InodeImage::default()
+        };
+        type Triples = Vec<(u64, u64, u64)>;
+        let bad_lists: [(&str, Triples); 4] = [
+            ("overlapping", vec![(0, 20, 2), (1, 30, 1)]),
+            ("unmerged", vec![(0, 20, 2), (2, 22, 1)]),
+            ("descending", vec![(4, 20, 1), (0, 30, 1)]),
+            ("the same file block twice", vec![(0, 20, 1), (0, 30, 1)]),
+        ];
+        for (what, extents) in bad_lists {
+            let mut attrs = InodeAttrs::empty_dir(2, 0o644, 0, 0, 0);
+            attrs.kind = InodeKind::File;
+            attrs.nlink = 1;
+            let bad = InodeImage { attrs, extents: extents.into(), ..InodeImage::default() };
+            let image = StateImage { next_ino: 3, inodes: vec![root.clone(), bad], quarantine: vec![] };
+            let packed = StateImage::decode_sharing(std::sync::Arc::new(image.encode())).unwrap();
+            assert!(packed.inodes[1].extents.len() == 2, "{what}: decoded as it was written");
+            for (how, image) in [("decoded", image), ("packed", packed)] {
+                let err = State::from_image(image, TOTAL, &meta()).expect_err(what).to_string();
+                assert_eq!(
+                    err, "Structure needs cleaning: checkpoint: inode 2: extents overlap or are unmerged",
+                    "{what}, {how}"
+                );
+            }
+        }
     }
 
     proptest! {
