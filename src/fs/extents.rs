@@ -1,9 +1,9 @@
 //! Per-file extent maps: which pool blocks back which file blocks.
 //!
-//! Owns one file's forward map (file block -> pool block run), held as a tree or, for a large
-//! file as a checkpoint left it, as packed extents read in place from the checkpoint's payload
-//! (shared by its whole-file clones, turned into a tree by its first change). Holes are the
-//! absence of an extent.
+//! Owns one file's forward map (file block -> pool block run), held as a tree or, as a mount
+//! leaves every file, as packed extents read in place (as the checkpoint stores them; shared by
+//! the file's whole-file clones, turned into a tree by its first change). Holes are the absence of
+//! an extent.
 //! Adjacent extents that continue each other both in the file and in the pool are always merged, so
 //! the map is canonical. Must never touch reference counts or the pool: callers pass what `set`
 //! returns to the ownership map.
@@ -59,9 +59,9 @@ impl PartialEq<Vec<Piece>> for Removed {
     }
 }
 
-/// A file's forward map, keyed by first file block: a tree, or (a large file as a checkpoint
-/// left it, and its whole-file clones) extents packed in the checkpoint's payload, read in place
-/// until the first change turns them into a tree.
+/// A file's forward map, keyed by first file block: a tree, or (a file as mount left it, and its
+/// whole-file clones) extents packed as the checkpoint stores them, read in place until the first
+/// change turns them into a tree.
 #[derive(Debug, Clone)]
 pub struct ExtentMap {
     repr: Repr,
@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(m.mapped_blocks(), 6);
     }
 
-    /// The map `tree` holds, packed as a mount leaves a large file (decoded from a payload).
+    /// The map `tree` holds, packed as a mount leaves a file (decoded from a payload).
     fn packed_copy(tree: &ExtentMap) -> ExtentMap {
         use crate::format::checkpoint::{InodeImage, StateImage};
         let mut attrs = crate::format::record::InodeAttrs::empty_dir(2, 0o644, 0, 0, 0);
