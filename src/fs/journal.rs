@@ -559,9 +559,8 @@ impl Journal {
                 StateImage::decode_sharing(std::sync::Arc::new(payload))
             }
             .map_err(with_repair_hint)?;
-            for (delta, _) in deltas {
-                image = image.with_delta(delta).map_err(with_repair_hint)?;
-            }
+            image =
+                image.with_deltas(deltas.into_iter().map(|(delta, _)| delta)).map_err(with_repair_hint)?;
             State::from_image(image, best.total_blocks, &layout).map_err(with_repair_hint)?
         };
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
