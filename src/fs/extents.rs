@@ -200,6 +200,15 @@ impl ExtentMap {
         let block_in = |(fb, e): (u64, Extent), block: u64| {
             (fb <= block && block < fb + e.len).then(|| e.phys + (block - fb))
         };
+        if let Repr::Tree(map) = &self.repr {
+            // One descent (a copy-on-write's hot path).
+            let mut it = map.range(..=file_block).rev().map(|(&fb, &e)| (fb, e));
+            let Some(last) = it.next() else { return (None, None) };
+            let here = block_in(last, file_block);
+            let Some(before) = file_block.checked_sub(1) else { return (None, here) };
+            let previous = block_in(last, before).or_else(|| it.next().and_then(|e| block_in(e, before)));
+            return (previous, here);
+        }
         let Some(before) = file_block.checked_sub(1) else { return (None, self.lookup(file_block)) };
         // The extent holding (or first after) the block before, and the one after it.
         let mut it = self.iter_from(before);
