@@ -122,7 +122,7 @@ fn a_whole_file_reflink_shares_the_packed_extents_and_a_write_unpacks_only_the_f
 }
 
 #[test]
-fn a_checkpoint_writes_packed_extents_back_as_they_are_and_the_next_mount_reads_the_same_files() {
+fn a_checkpoint_keeps_packed_extents_packed_and_the_next_mount_reads_the_same_files() {
     let (backend, fs) = mount(checkpointed_pool());
     let big = fs.open("/big", &rw()).unwrap();
     let copy = fs.open("/copy", &rw()).unwrap();

@@ -60,11 +60,6 @@ pub const PAYLOAD_PER_BLOCK_V1: usize = BLOCK_SIZE as usize - HEADER_LEN_V1;
 /// Bytes of one extent in a payload: (file block, pool block, length), each a little-endian u64.
 pub const EXTENT_BYTES: usize = 24;
 
-/// Extent lists at least this long stay packed when [`StateImage::decode_sharing`] decodes a
-/// payload: read in place, not copied into a list of their own (every non-empty list: a packed
-/// extent costs 24 bytes where a tree's smallest node holds up to 11 in about 280).
-pub const PACKED_MIN_EXTENTS: usize = 1;
-
 /// `count` extents as a payload stores them ([`EXTENT_BYTES`] each) at byte `offset` of a buffer
 /// shared with whatever else holds it (the decoded payload, other files cloned from this one):
 /// read in place. Cloning shares the bytes. Owns nothing but its view; never checks the extents
@@ -109,15 +104,13 @@ impl PackedExtents {
         )
     }
 
-    /// The index of the first extent that ends after `file_block` (the one containing it, or the
-    /// first after it), or [`PackedExtents::len`]. The extents must ascend without overlapping, as
-    /// a checked file's do, so their ends ascend too.
-    pub fn first_ending_after(&self, file_block: u64) -> usize {
+    /// The number of leading extents for which `before` holds, by binary search: `before` must
+    /// hold for every extent up to some index and for none after it.
+    fn partition_point(&self, before: impl Fn((u64, u64, u64)) -> bool) -> usize {
         let (mut low, mut high) = (0, self.count);
         while low < high {
             let mid = (low + high) / 2;
-            let (fb, _, len) = self.get(mid);
-            if fb.saturating_add(len) <= file_block {
+            if before(self.get(mid)) {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -126,19 +119,17 @@ impl PackedExtents {
         low
     }
 
+    /// The index of the first extent that ends after `file_block` (the one containing it, or the
+    /// first after it), or [`PackedExtents::len`]. The extents must ascend without overlapping, as
+    /// a checked file's do, so their ends ascend too.
+    pub fn first_ending_after(&self, file_block: u64) -> usize {
+        self.partition_point(|(fb, _, len)| fb.saturating_add(len) <= file_block)
+    }
+
     /// The index of the first extent that starts at or after `file_block`, or
     /// [`PackedExtents::len`] (the extents must ascend, as a checked file's do).
     pub fn first_starting_at_or_after(&self, file_block: u64) -> usize {
-        let (mut low, mut high) = (0, self.count);
-        while low < high {
-            let mid = (low + high) / 2;
-            if self.get(mid).0 < file_block {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
-        }
-        low
+        self.partition_point(|(fb, _, _)| fb < file_block)
     }
 
     /// The extents' bytes as a payload stores them.
@@ -337,8 +328,8 @@ impl InodeImage {
         Self::decode_sharing(r, None)
     }
 
-    /// [`InodeImage::decode_from`], keeping an extent list of at least [`PACKED_MIN_EXTENTS`]
-    /// packed in `payload` (the bytes `r` reads) when given.
+    /// [`InodeImage::decode_from`], keeping a non-empty extent list packed in `payload` (the bytes
+    /// `r` reads) when given.
     fn decode_sharing(r: &mut Reader<'_>, payload: Option<&Arc<Vec<u8>>>) -> Result<Self> {
         let attrs = InodeAttrs::decode_from(r)?;
         let ino = attrs.ino;
@@ -348,7 +339,7 @@ impl InodeImage {
         }
         let n = n as usize;
         let extents = match payload {
-            Some(payload) if n >= PACKED_MIN_EXTENTS => {
+            Some(payload) if n > 0 => {
                 let offset = r.position();
                 r.take(n * EXTENT_BYTES)?;
                 ExtentList::Packed(PackedExtents::new(Arc::clone(payload), offset, n))
@@ -429,12 +420,12 @@ impl StateImage {
         Ok(StateImage { next_ino, inodes, quarantine })
     }
 
-    /// [`StateImage::decode`], with every extent list of at least [`PACKED_MIN_EXTENTS`] left
-    /// packed (a mount reads the extents in place instead of building a tree of them, and a
-    /// whole-file clone shares them). They stay in `payload` when they are at least 7/8 of it (a
-    /// large file: nothing is copied); else they are copied, one after another, into one buffer
-    /// of their own and the payload is freed, so the other bytes of the payload (attributes, names)
-    /// are not kept alive for them.
+    /// [`StateImage::decode`], with every non-empty extent list left packed (a mount reads the
+    /// extents in place instead of building a tree of them, and a whole-file clone shares them; a
+    /// packed extent costs 24 bytes where a tree's smallest node holds up to 11 in about 280).
+    /// They stay in `payload` when they are at least 7/8 of it (a large file: nothing is copied);
+    /// else they are copied, one after another, into one buffer of their own and the payload is
+    /// freed, so the other bytes of the payload (attributes, names) are not kept alive for them.
     pub fn decode_sharing(payload: Arc<Vec<u8>>) -> Result<Self> {
         let share = Some(&payload);
         let (next_ino, mut inodes, quarantine) =

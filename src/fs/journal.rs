@@ -551,8 +551,8 @@ impl Journal {
             }
             super::salvage::state_from_damaged_image(image, best.total_blocks, &layout, &mut notes.lost)
         } else {
-            // A large file's extents stay packed in the payload, read in place (see
-            // `StateImage::decode_sharing`); everything else is decoded and the payload freed.
+            // Files' extents stay packed, read in place (`StateImage::decode_sharing`); deltas
+            // and format 1-2 pools are decoded into lists.
             let mut image = if legacy {
                 decode_image(&payload)
             } else {

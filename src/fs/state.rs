@@ -6,7 +6,7 @@
 //! Must never touch the pool: the journal writes, this only remembers.
 
 use super::alloc::FreeSpace;
-use super::extents::ExtentMap;
+use super::extents::{follows_canonically, Extent, ExtentMap};
 use super::ownership::{MetaStructure, Owner, OwnerMap};
 use super::validate::{check_pool_range, overlap_detail};
 use crate::error::{Error, Result};
@@ -330,18 +330,17 @@ fn check_extent_list(
     total_blocks: u64,
     runs: &mut Vec<(u64, u64)>,
 ) -> std::result::Result<(), String> {
-    let mut prev: Option<(u64, u64, u64)> = None;
+    let mut prev: Option<(u64, Extent)> = None;
     for (fb, phys, len) in list.iter() {
         check_pool_range(phys, len, total_blocks)?;
         if fb.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE / BLOCK_SIZE) {
             return Err(format!("file blocks [{fb}, +{len}) past the largest file size"));
         }
-        if let Some((pfb, pphys, plen)) = prev {
-            if pfb + plen > fb || (pfb + plen == fb && pphys + plen == phys) {
-                return Err("extents overlap or are unmerged".into());
-            }
+        let extent = (fb, Extent { phys, len });
+        if prev.is_some_and(|prev| !follows_canonically(prev, extent)) {
+            return Err("extents overlap or are unmerged".into());
         }
-        prev = Some((fb, phys, len));
+        prev = Some(extent);
         match runs.last_mut() {
             Some((start, run)) if *start + *run == phys => *run += len,
             _ => runs.push((phys, len)),
