@@ -835,6 +835,67 @@ fn no_command_panics_when_its_output_pipe_is_closed() {
     }
 }
 
+/// Runs `ferrodax ARGS` in the sandbox with standard output and error closed (as a careless
+/// launcher might leave them); returns the exit status.
+fn run_with_standard_descriptors_closed(s: &Sandbox, args: &[&str]) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrodax"));
+    command.args(args).current_dir(s.dir.path());
+    // SAFETY: between fork and exec the child only calls close(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::close(1);
+            libc::close(2);
+            Ok(())
+        });
+    }
+    command.status().expect("the ferrodax binary runs")
+}
+
+#[test]
+fn a_command_started_with_its_standard_descriptors_closed_never_prints_into_the_pool() {
+    // The program opens /dev/null on closed descriptors 0-2 before anything else (as Rust's runtime
+    // start would): without that the pool file would be opened as descriptor 1, and `pwrite`'s
+    // report ("wrote 4096/4096 bytes ...") would land in the pool's first block.
+    let s = Sandbox::new();
+    let status = run_with_standard_descriptors_closed(
+        &s,
+        &["io", "-f", "-c", "pwrite -S 0x62 0 4096", "test.pool", "/b"],
+    );
+    assert!(status.success(), "{status:?}");
+    let pool = std::fs::read(&s.pool).unwrap();
+    let report = b"wrote 4096/4096 bytes";
+    assert!(
+        !pool.windows(report.len()).any(|w| w == report),
+        "pwrite's report was written into the pool file"
+    );
+    assert_eq!(s.cat("/b"), vec![0x62; 4096]);
+    let check = s.run(&["check", "test.pool"]);
+    assert_eq!(check.status, 0, "{}{}", check.stdout, check.stderr);
+}
+
+#[test]
+fn the_command_loads_neither_libm_nor_libgcc_s() {
+    // Each library costs a one-command process time before `main` (libgcc_s's constructor probes
+    // the CPU with CPUID, which traps on a virtual machine): `pow` comes from the libm crate, and
+    // build.rs links the unwinder statically where the C compiler has libgcc_eh.a. glibc's loader
+    // names every library it loads under LD_DEBUG=libs.
+    let output = Command::new(env!("CARGO_BIN_EXE_ferrodax"))
+        .arg("--version")
+        .env("LD_DEBUG", "libs")
+        .output()
+        .expect("the ferrodax binary runs");
+    assert!(output.status.success());
+    let loader = String::from_utf8_lossy(&output.stderr);
+    assert!(loader.contains("libc.so.6"), "LD_DEBUG=libs said nothing of libc (not glibc?):\n{loader}");
+    assert!(!loader.contains("libm.so"), "{loader}");
+    if option_env!("FERRODAX_STATIC_UNWINDER").is_some() {
+        assert!(!loader.contains("libgcc_s"), "{loader}");
+    } else {
+        eprintln!("build.rs found no libgcc_eh.a: libgcc_s is loaded dynamically, not checked");
+    }
+}
+
 #[test]
 fn tour_verifies_every_claim_and_exits_zero() {
     let s = Sandbox::new();

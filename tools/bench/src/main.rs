@@ -80,8 +80,8 @@ struct BenchArgs {
     threads_only: bool,
     /// Run only the scale rows: a pool of a million files and ten million extents built on
     /// /dev/shm (about 5 GiB, a minute and a half), mounted by fresh processes (time, memory per
-    /// extent before and after the first owner lookup, a checkpoint after one write). Never part
-    /// of a plain run.
+    /// extent before and after the first owner lookup, a checkpoint after the process's first
+    /// write and after its next). Never part of a plain run.
     #[arg(long)]
     scale_only: bool,
     /// The directory of the disk-backed pool file of the pool-kind rows (default: /var/tmp, or
