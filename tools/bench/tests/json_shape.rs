@@ -222,17 +222,18 @@ fn cow_only_smoke_json_has_the_fault_and_pwrite_rows_under_the_full_runs_names()
 }
 
 #[test]
-fn scale_only_smoke_json_has_the_six_scale_rows_each_measured_three_times() {
+fn scale_only_smoke_json_has_the_seven_scale_rows_each_measured_three_times() {
     let doc = smoke_run(&["--scale-only"]);
     let rows = checked_rows(&doc, "scale");
     let names: Vec<&str> = rows.iter().map(|r| r["benchmark"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names.len(), 7, "{names:?}");
     let starts = [
         "scale: mount",
         "scale: memory the mount",
         "scale: first owner",
         "scale: memory once",
-        "scale: one 4 KiB",
+        "scale: the process's first 4 KiB",
+        "scale: its next 4 KiB",
         "scale: process start",
     ];
     for (row, start) in rows.iter().zip(starts) {
@@ -244,6 +245,13 @@ fn scale_only_smoke_json_has_the_six_scale_rows_each_measured_three_times() {
     assert!(rows[1]["best"].as_f64().unwrap() > 24.0, "{}", rows[1]);
     // Building the ownership map takes memory of its own.
     assert!(rows[3]["best"].as_f64().unwrap() > rows[1]["best"].as_f64().unwrap(), "{}", rows[3]);
-    assert!(rows[4]["ratio"].is_f64(), "the checkpoint row has its ratio to the small pool");
-    assert!(rows[5]["ratio"].is_f64(), "the process start row has its ratio to the small pool");
+    assert!(rows[4]["ratio"].is_f64(), "the first checkpoint row has its ratio to the small pool");
+    assert_eq!(rows[4]["verdict"], "info", "no target for the first: {}", rows[4]);
+    assert!(rows[5]["ratio"].is_f64(), "the next checkpoint row has its ratio to the small pool");
+    assert!(
+        rows[5]["verdict"] == "pass" || rows[5]["verdict"] == "miss",
+        "the target is judged on the next: {}",
+        rows[5]
+    );
+    assert!(rows[6]["ratio"].is_f64(), "the process start row has its ratio to the small pool");
 }
