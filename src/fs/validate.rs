@@ -29,15 +29,16 @@ use std::collections::HashSet;
 
 /// What is wrong with a name in a directory, or `None` for a good one.
 pub fn name_problem(name: &[u8]) -> Option<String> {
-    let shown = String::from_utf8_lossy(name);
+    // Built only for a message: mount checks every name, and most are fine.
+    let shown = || String::from_utf8_lossy(name);
     if name.is_empty() {
         Some("an empty name".into())
     } else if name == b"." || name == b".." {
-        Some(format!("the name {shown:?} is reserved for the directory itself or its parent"))
+        Some(format!("the name {:?} is reserved for the directory itself or its parent", shown()))
     } else if name.contains(&b'/') {
-        Some(format!("the name {shown:?} contains '/'"))
+        Some(format!("the name {:?} contains '/'", shown()))
     } else if name.contains(&0) {
-        Some(format!("the name {shown:?} contains NUL"))
+        Some(format!("the name {:?} contains NUL", shown()))
     } else if name.len() > MAX_NAME_LEN {
         Some(format!("a name of {} bytes (at most {MAX_NAME_LEN})", name.len()))
     } else {
@@ -49,13 +50,13 @@ pub fn name_problem(name: &[u8]) -> Option<String> {
 /// namespace is kept, names of at most [`MAX_XATTR_NAME_LEN`] bytes without NUL, values of at most
 /// [`MAX_XATTR_VALUE_LEN`] bytes.
 pub fn xattr_problem(name: &[u8], value: &[u8]) -> Option<String> {
-    let shown = String::from_utf8_lossy(name);
+    let shown = || String::from_utf8_lossy(name);
     if !name.starts_with(b"user.") || name.len() == 5 {
-        Some(format!("the extended attribute {shown:?} is not named user.<something>"))
+        Some(format!("the extended attribute {:?} is not named user.<something>", shown()))
     } else if name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
-        Some(format!("the extended attribute name {shown:?} is too long or contains NUL"))
+        Some(format!("the extended attribute name {:?} is too long or contains NUL", shown()))
     } else if value.len() > MAX_XATTR_VALUE_LEN {
-        Some(format!("the extended attribute {shown:?} has a value of {} bytes", value.len()))
+        Some(format!("the extended attribute {:?} has a value of {} bytes", shown(), value.len()))
     } else {
         None
     }
