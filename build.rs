@@ -15,7 +15,8 @@
 //! first on the library search path, so `-lgcc_s` links the static unwinder. Cargo passes the
 //! search path to everything that links this package (its binary, tests and the workspace's
 //! tools), so they all link it the same way. Where the C compiler knows no `libgcc_eh.a` (another
-//! toolchain, another C library), nothing changes and the programs load libgcc_s as before.
+//! toolchain, another C library), and in a cross build, nothing changes and the programs load
+//! libgcc_s as before.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +26,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CC");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if target_os != "linux" || target_env != "gnu" {
+    // A cross build would find the host compiler's archive, for the wrong machine.
+    let cross = std::env::var("HOST").ok() != std::env::var("TARGET").ok();
+    if target_os != "linux" || target_env != "gnu" || cross {
         return;
     }
     let Some(unwinder) = static_unwinder() else {
