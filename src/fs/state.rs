@@ -382,8 +382,12 @@ impl State {
         // extents. Runs that arrive ascending already (files written in order, one after
         // another) are found so in one pass.
         let mut file_runs: Vec<(u64, u64)> = Vec::new();
+        // The inodes in the checkpoint's order, which is their order in memory: validation
+        // visits them so.
+        let mut order = Vec::with_capacity(image.inodes.len());
         for img in image.inodes {
             let ino = img.attrs.ino;
+            order.push(ino);
             check_extent_list(&img.extents, total_blocks, &mut file_runs)
                 .map_err(|d| in_checkpoint(format!("inode {ino}: {d}")))?;
             let extents = ExtentMap::from_list(img.extents);
@@ -444,7 +448,7 @@ impl State {
                 .map_err(|d| in_checkpoint(format!("quarantine: {d}")))?;
             state.add_bad_blocks(start, len);
         }
-        state.validate_whole().map_err(in_checkpoint)?;
+        state.validate_whole_in_order(order.into_iter()).map_err(in_checkpoint)?;
         state.rebuild_free_with(file_runs);
         Ok(state)
     }

@@ -274,15 +274,23 @@ impl State {
     /// Validates a whole state (a checkpoint's): every inode's rules, a root directory, and a
     /// tree: every directory reachable from the root (then every named file is too).
     pub(super) fn validate_whole(&self) -> std::result::Result<(), String> {
+        self.validate_whole_in_order(self.inodes.keys().copied())
+    }
+
+    /// [`State::validate_whole`], visiting the inodes in the order `inos` lists them (each once,
+    /// all of them). Mount passes the checkpoint's order, the order the inodes and their extents
+    /// were laid out in memory: visiting them in the map's hash order instead made every inode a
+    /// cache miss (a quarter of a process start on a pool of a million extents).
+    pub(super) fn validate_whole_in_order(
+        &self,
+        inos: impl Iterator<Item = u64>,
+    ) -> std::result::Result<(), String> {
         if !self.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
             return Err("no root directory".into());
         }
-        // The lowest-numbered inode with a problem, so the report does not depend on hash order.
-        let first_bad = self
-            .inodes
-            .values()
-            .filter(|inode| !self.problems_of(inode).is_empty())
-            .map(|i| i.attrs.ino)
+        // The lowest-numbered inode with a problem, so the report does not depend on the order.
+        let first_bad = inos
+            .filter(|ino| self.inodes.get(ino).is_some_and(|inode| !self.problems_of(inode).is_empty()))
             .min();
         if let Some(ino) = first_bad {
             return Err(format!("inode {ino}: {}", self.problems_of(&self.inodes[&ino])[0]));
