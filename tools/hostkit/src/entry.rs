@@ -14,9 +14,9 @@
 //! the main thread's guard page by reading and parsing /proc/self/maps and sets up an alternate
 //! signal stack, about 75 µs of a process that lives 2.5 ms. A stack overflow in the main thread
 //! still stops the process at its guard page (SIGSEGV); only the message naming the thread is not
-//! printed. Threads the program starts keep Rust's usual report of a panic, named `<unnamed>` for
-//! the main thread. Must never be used by a program that needs more of the runtime's start than
-//! this, and must never run anything before `prepare`'s descriptor check.
+//! printed. A panic is reported as usual, except that the message names the main thread
+//! `<unnamed>` rather than `main`. Must never be used by a program that needs more of the
+//! runtime's start than this, and must never run anything before `prepare`'s descriptor check.
 
 use std::panic::{catch_unwind, UnwindSafe};
 
