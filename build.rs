@@ -18,7 +18,7 @@
 //! toolchain, another C library), and in a cross build, nothing changes and the programs load
 //! libgcc_s as before.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
@@ -51,7 +51,6 @@ fn static_unwinder() -> Option<PathBuf> {
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let output = Command::new(compiler).arg("-print-file-name=libgcc_eh.a").output().ok()?;
     let path = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
-    // Not found, the compiler prints the bare name back.
-    (path.is_absolute() && Path::new(&path).is_file() && !path.to_string_lossy().contains(')'))
-        .then_some(path)
+    // Not found, the compiler prints the bare name back. A ')' would end the script's INPUT list.
+    (path.is_absolute() && path.is_file() && !path.to_string_lossy().contains(')')).then_some(path)
 }

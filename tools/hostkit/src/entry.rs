@@ -77,9 +77,11 @@ mod tests {
 
     #[test]
     fn prepare_ignores_sigpipe_and_leaves_open_descriptors_alone() {
-        // SAFETY: SIGPIPE set to its default, then read back; no handler of the test harness is
-        // involved.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // A handler that does nothing, not the default: a SIGPIPE another test of this process
+        // raises meanwhile must not end the test run.
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: installs a handler that touches nothing (async-signal-safe by being empty).
+        unsafe { libc::signal(libc::SIGPIPE, nothing as *const () as libc::sighandler_t) };
         let before: Vec<i32> = (0..3).map(|fd| unsafe { libc::fcntl(fd, libc::F_GETFL) }).collect();
         prepare();
         // SAFETY: reading the disposition only.
