@@ -667,7 +667,7 @@ impl Fs {
             return Ok(Vec::new());
         };
         let mut reports = Vec::new();
-        let bad = self.read_lock().bad_blocks();
+        let bad = self.read_whole()?.bad_blocks();
         for r in ranges {
             let (first, count) = r.blocks();
             let known = (first..first + count).all(|b| bad.iter().any(|&(s, n)| (s..s + n).contains(&b)));
@@ -681,6 +681,17 @@ impl Fs {
     /// Mounts without writing anything (fsck, inspection); changes fail with EROFS.
     pub fn mount_read_only(pool: &Pool) -> Result<Fs> {
         Ok(Self::wrap(FileSystem::mount(pool.backend.clone(), true)?))
+    }
+
+    /// [`Fs::mount_read_only`], reading inodes from the checkpoint only as they are needed: for a
+    /// process that opens a file or two of a large pool and reads them. Opening a file reads the
+    /// inodes of its path; reading, `metadata`, `find` (seek) and closing an open file read
+    /// nothing more. Every other call reads the whole state first, as `mount_read_only` would
+    /// have at mount, and fails with the damage that finds (EUCLEAN). A pool of an older format,
+    /// with records in its log or with anything a mount would repair or note is mounted whole
+    /// right away. See `fs/lazy.rs`.
+    pub fn mount_read_only_lazy(pool: &Pool) -> Result<Fs> {
+        Ok(Self::wrap(FileSystem::mount_lazy(pool.backend.clone())?))
     }
 
     /// Mounts a damaged pool that does not mount normally, read-only, keeping whatever is readable:
@@ -700,18 +711,29 @@ impl Fs {
         FileSystem::repair(pool.backend.clone())
     }
 
-    /// Locks the file system for reading (for tools and tests that need the raw state).
+    /// On a lazy mount ([`Fs::mount_read_only_lazy`]) that has not read its whole state: how
+    /// many inodes it has read so far. `None` on any other mount, and through a pool server.
+    pub fn lazy_inodes_read(&self) -> Option<usize> {
+        if self.is_connected() {
+            return None;
+        }
+        let guard = self.read_as_loaded();
+        guard.is_partial().then(|| guard.state().inodes.len())
+    }
+
+    /// Locks the file system for reading (for tools and tests that need the raw state). On a lazy
+    /// mount ([`Fs::mount_read_only_lazy`]) the whole state is read first; when that finds damage,
+    /// the guard shows the inodes read so far, and the next call that can fail says why.
     ///
     /// # Panics
     /// On a connected `Fs` ([`Fs::connect`]): the state lives in the server.
     pub fn read_lock(&self) -> ReadGuard<'_> {
-        record_waiting_machine_checks();
-        let mark = LockMark::new();
-        ReadGuard { guard: self.local().fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
+        self.read_whole().unwrap_or_else(|_| self.read_as_loaded())
     }
 
     /// Exclusive access to the file system, for tools and tests that drive it directly; views are
-    /// brought in line with any layout change when the guard drops.
+    /// brought in line with any layout change when the guard drops. On a lazy mount the whole
+    /// state is read first, as [`Fs::read_lock`] does.
     ///
     /// # Panics
     /// On a connected `Fs` ([`Fs::connect`]): the state lives in the server.
@@ -719,7 +741,41 @@ impl Fs {
         self.write_lock()
     }
 
+    /// [`Fs::exclusive`].
     pub(crate) fn write_lock(&self) -> WriteGuard<'_> {
+        self.write_whole().unwrap_or_else(|_| self.write_as_loaded())
+    }
+
+    /// Shared access to the whole state: a lazy mount reads it first (EUCLEAN naming the damage
+    /// when that fails; see `fs/lazy.rs`).
+    fn read_whole(&self) -> Result<ReadGuard<'_>> {
+        let guard = self.read_as_loaded();
+        if !guard.is_partial() {
+            return Ok(guard);
+        }
+        drop(guard);
+        self.write_as_loaded().read_whole()?;
+        Ok(self.read_as_loaded())
+    }
+
+    /// Exclusive access to the whole state (see [`Fs::read_whole`]).
+    fn write_whole(&self) -> Result<WriteGuard<'_>> {
+        let mut guard = self.write_as_loaded();
+        guard.read_whole()?;
+        Ok(guard)
+    }
+
+    /// Shared access to the state as it is: on a lazy mount, only the inodes read so far. For the
+    /// operations that need no other inode than those (reads, stat and seek of an open file).
+    fn read_as_loaded(&self) -> ReadGuard<'_> {
+        record_waiting_machine_checks();
+        let mark = LockMark::new();
+        ReadGuard { guard: self.local().fs.read().unwrap_or_else(|e| e.into_inner()), _mark: mark }
+    }
+
+    /// Exclusive access to the state as it is (see [`Fs::read_as_loaded`]): for opening a file,
+    /// which reads its path's inodes first, and for closing one.
+    fn write_as_loaded(&self) -> WriteGuard<'_> {
         record_waiting_machine_checks();
         let mark = LockMark::new();
         WriteGuard { guard: self.local().fs.write().unwrap_or_else(|e| e.into_inner()), _mark: mark }
@@ -777,7 +833,9 @@ impl Fs {
             mode: options.mode,
             no_follow: options.no_follow,
         };
-        let mut fs = self.write_lock();
+        // A lazy mount reads the inodes of the path, and no other (`fs/lazy.rs`).
+        let mut fs = self.write_as_loaded();
+        fs.read_path(path)?;
         let ino = fs.open_path(path, &intent)?;
         fs.open_ref(ino);
         drop(fs);
@@ -794,7 +852,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::CreateDir { path: path.into(), mode });
         }
-        self.write_lock().mkdir(path, mode).map(|_| ())
+        self.write_whole()?.mkdir(path, mode).map(|_| ())
     }
 
     /// Removes an empty directory.
@@ -802,7 +860,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::RemoveDir { path: path.into() });
         }
-        self.write_lock().rmdir(path)
+        self.write_whole()?.rmdir(path)
     }
 
     /// Removes a file's name (unlink).
@@ -810,7 +868,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::RemoveFile { path: path.into() });
         }
-        self.write_lock().unlink(path)
+        self.write_whole()?.unlink(path)
     }
 
     /// Renames, replacing a compatible target.
@@ -818,7 +876,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Rename { from: from.into(), to: to.into() });
         }
-        self.write_lock().rename(from, to)
+        self.write_whole()?.rename(from, to)
     }
 
     /// Lists a directory.
@@ -829,7 +887,7 @@ impl Fs {
                 _ => None,
             });
         }
-        self.read_lock().read_dir(path)
+        self.read_whole()?.read_dir(path)
     }
 
     /// Attributes of the object at `path`.
@@ -840,7 +898,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_lock();
+        let fs = self.read_whole()?;
         let ino = fs.resolve(path)?;
         fs.stat(ino)
     }
@@ -858,7 +916,7 @@ impl Fs {
                 _ => None,
             });
         }
-        self.write_lock().reflink(src.handle(), src_off, dst.handle(), dst_off, len)
+        self.write_whole()?.reflink(src.handle(), src_off, dst.handle(), dst_off, len)
     }
 
     /// FIDEDUPERANGE: for each destination, shares the range with the source if the contents are
@@ -880,7 +938,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return self.dedupe_remote(c, src, src_off, len, targets);
         }
-        let mut fs = self.write_lock();
+        let mut fs = self.write_whole()?;
         let len = fs.dedupe_source_checks(src.ino, src_off, len)?;
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
@@ -974,7 +1032,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Unshare { handle: file.handle, offset, len });
         }
-        let result = self.write_lock().unshare(file.ino, offset, len);
+        let result = self.write_whole()?.unshare(file.ino, offset, len);
         self.after_media_error(result)
     }
 
@@ -1014,13 +1072,13 @@ impl Fs {
             });
         }
         let count =
-            self.read_lock().copy_file_range_checks(src.handle(), src_off, dst.handle(), dst_off, len)?;
+            self.read_whole()?.copy_file_range_checks(src.handle(), src_off, dst.handle(), dst_off, len)?;
         if count == 0 {
             return Ok(0);
         }
         let count = count.min(MAX_RW_COUNT);
         let linked = {
-            let mut fs = self.write_lock();
+            let mut fs = self.write_whole()?;
             fs.reflink_shortening(src.handle(), src_off, dst.handle(), dst_off, count)
         };
         match linked {
@@ -1078,7 +1136,7 @@ impl Fs {
                 _ => None,
             });
         }
-        self.read_lock().fiemap(file.ino)
+        self.read_whole()?.fiemap(file.ino)
     }
 
     /// Runs fsck on the mounted file system, including every view's pages (in every process, for
@@ -1098,7 +1156,17 @@ impl Fs {
                 report
             });
         }
-        let guard = self.read_lock();
+        let guard = match self.read_whole() {
+            Ok(guard) => guard,
+            // A lazy mount whose whole state does not read: that is the finding.
+            Err(e) => {
+                let mut report = CheckReport::default();
+                report
+                    .problems
+                    .push(crate::fs::check::Problem { structure: "mount".into(), detail: e.to_string() });
+                return report;
+            }
+        };
         let mut report = guard.check();
         for detail in guard.dax().check(&guard) {
             report.problems.push(crate::fs::check::Problem { structure: "dax views".into(), detail });
@@ -1128,7 +1196,7 @@ impl Fs {
             c.wait_for_notices();
             return report;
         }
-        let mut guard = self.write_lock();
+        let mut guard = self.write_whole()?;
         if guard.is_removed() {
             return Err(Error::Io("memory failure after the pool was removed".into()));
         }
@@ -1138,7 +1206,8 @@ impl Fs {
         drop(guard);
         notices.deliver();
         // The owners' paths for the report, once every holder has been told.
-        crate::memfail::name_owners(&self.read_lock(), &mut report);
+        let guard = self.read_whole()?;
+        crate::memfail::name_owners(&guard, &mut report);
         Ok(report)
     }
 
@@ -1157,7 +1226,7 @@ impl Fs {
             c.wait_for_notices();
             return report;
         }
-        let mut guard = self.write_lock();
+        let mut guard = self.write_whole()?;
         if guard.is_removed() {
             return Err(Error::Io("the pool was already removed".into()));
         }
@@ -1232,7 +1301,7 @@ impl Fs {
                 _ => None,
             });
         }
-        Ok(self.read_lock().bad_blocks())
+        Ok(self.read_whole()?.bad_blocks())
     }
 
     /// The page share state of a mapped pool block (`None` when no view, in any process, maps it).
@@ -1273,7 +1342,7 @@ impl Fs {
                 _ => None,
             });
         }
-        Ok(self.read_lock().stats())
+        Ok(self.read_whole()?.stats())
     }
 
     /// Where the pool's blocks are (data, shared, metadata, free, reserve, quarantined) and the
@@ -1285,7 +1354,7 @@ impl Fs {
                 _ => None,
             });
         }
-        Ok(self.read_lock().space_usage())
+        Ok(self.read_whole()?.space_usage())
     }
 
     /// The path of an inode, if it has one.
@@ -1340,7 +1409,7 @@ impl Fs {
         base: usize,
     ) -> Result<()> {
         file.check_map(offset, len, access)?;
-        let mut guard = self.write_lock();
+        let mut guard = self.write_whole()?;
         if guard.is_removed() {
             return Err(Error::Io("map after the pool was removed".into()));
         }
@@ -1377,7 +1446,7 @@ impl Fs {
     /// Pool server: a store fault in page `page` of a client's view: the file block becomes
     /// private, and every view of it in every process follows before this returns.
     pub(crate) fn make_page_private_for_peer(&self, id: u64, page: u64) -> Result<()> {
-        let mut guard = self.write_lock();
+        let mut guard = self.write_whole()?;
         let view = guard.mounted().dax.view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
         if view.access != MapAccess::ReadWrite {
             return Err(Error::BadHandle("the view is read-only".into()));
@@ -1391,7 +1460,7 @@ impl Fs {
 
     /// Pool server: sets a client view's subscription (its callback sends the notices).
     pub(crate) fn subscribe_for_peer(&self, id: u64, subscription: Subscription) -> Result<()> {
-        let guard = self.read_lock();
+        let guard = self.read_whole()?;
         let view = guard.dax().view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
         view.subscribe(subscription);
         Ok(())
@@ -1400,7 +1469,7 @@ impl Fs {
     /// Pool server: msync of a client's view (its writable pages are flushed from here: the
     /// same memory).
     pub(crate) fn sync_view_for_peer(&self, id: u64) -> Result<()> {
-        let guard = self.read_lock();
+        let guard = self.read_whole()?;
         let view = guard.dax().view(id).ok_or_else(|| Error::Invalid(format!("no view {id:#x}")))?;
         let backend = guard.backend().clone();
         flush_writable_pages(backend.as_ref(), &view);
@@ -1415,7 +1484,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::SyncFs);
         }
-        sync_grouped(self.read_lock(), self)
+        sync_grouped(self.read_whole()?, self)
     }
 
     /// Starts the periodic sync point of group commit for a long-running front end (the pool
@@ -1464,7 +1533,7 @@ impl Fs {
             return Err(Error::BadHandle("a placed write needs a writable, not append-only handle".into()));
         }
         check_io_range(offset, len as usize)?;
-        self.write_lock().reserve_for_placed_write(file.ino, offset, len)
+        self.write_whole()?.reserve_for_placed_write(file.ino, offset, len)
     }
 
     /// Pool server: commits a placed write whose data a client stored into `runs`.
@@ -1475,7 +1544,7 @@ impl Fs {
         len: u64,
         runs: &[(u64, u64)],
     ) -> Result<usize> {
-        self.write_lock().write_placed(file.ino, offset, len, runs)
+        self.write_whole()?.write_placed(file.ino, offset, len, runs)
     }
 
     /// Pool server: gives back the runs of placed writes that will not happen.
@@ -1491,7 +1560,7 @@ impl Fs {
                 c.socket().display()
             )));
         }
-        let mut guard = self.write_lock();
+        let mut guard = self.write_whole()?;
         if guard.is_read_only() {
             return Ok(());
         }
@@ -1581,7 +1650,7 @@ impl File {
     /// Reads under the shared lock and the file's own (shared): an in-place overwrite of this
     /// file is seen whole or not at all.
     fn read_locked(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        let guard = self.fs.read_lock();
+        let guard = self.fs.read_as_loaded();
         let _file = self.fs.local().files.of(self.ino).read().unwrap_or_else(|e| e.into_inner());
         guard.read(self.ino, offset, buf)
     }
@@ -1627,7 +1696,7 @@ impl File {
         if self.in_place && !self.access.append && self.overwrite_in_place(buf, offset)? {
             return Ok(buf.len());
         }
-        let mut guard = self.fs.write_lock();
+        let mut guard = self.fs.write_whole()?;
         let offset = if self.access.append { guard.stat(self.ino)?.size } else { offset };
         if self.in_place || guard.mounted().dax.has_views(self.ino) {
             guard.write_in_place_where_private(self.ino, offset, buf)
@@ -1640,7 +1709,7 @@ impl File {
     /// lock ([`FileSystem::overwrite_private_in_place`]): false when the write needs the
     /// exclusive lock.
     fn overwrite_in_place(&self, buf: &[u8], offset: u64) -> Result<bool> {
-        let guard = self.fs.read_lock();
+        let guard = self.fs.read_whole()?;
         let _file = self.fs.local().files.of(self.ino).write().unwrap_or_else(|e| e.into_inner());
         guard.overwrite_private_in_place(self.ino, offset, buf)
     }
@@ -1663,7 +1732,7 @@ impl File {
         if let Some(c) = self.fs.remote() {
             return self.map_through_server(c, offset, len, access, holder);
         }
-        let mut guard = self.fs.write_lock();
+        let mut guard = self.fs.write_whole()?;
         if guard.is_removed() {
             return Err(Error::Io("map after the pool was removed".into()));
         }
@@ -1763,7 +1832,7 @@ impl File {
             return c.call_unit(Op::SetLen { handle: self.handle, size });
         }
         let truncated = {
-            let mut guard = self.fs.write_lock();
+            let mut guard = self.fs.write_whole()?;
             // The kept part of a partial last page is copied: no store through a view may land
             // meanwhile.
             if size % BLOCK_SIZE != 0 {
@@ -1784,7 +1853,7 @@ impl File {
             return c.call_unit(Op::Fallocate { handle: self.handle, mode, offset, len });
         }
         let result = {
-            let mut guard = self.fs.write_lock();
+            let mut guard = self.fs.write_whole()?;
             // The kept bytes of partial blocks are copied into new blocks: no store through a view
             // may land in between.
             if matches!(
@@ -1814,7 +1883,7 @@ impl File {
                 _ => None,
             });
         }
-        self.fs.read_lock().seek(self.ino, offset, target)
+        self.fs.read_as_loaded().seek(self.ino, offset, target)
     }
 
     /// lseek(fd, offset, SEEK_DATA): moves the position to the first data at or after `offset`.
@@ -1837,7 +1906,7 @@ impl File {
                 _ => None,
             });
         }
-        self.fs.read_lock().stat(self.ino)
+        self.fs.read_as_loaded().stat(self.ino)
     }
 
     /// fsync: every operation that returned before it (on any file: the pool has one log) is
@@ -1847,7 +1916,7 @@ impl File {
         if let Some(c) = self.fs.remote() {
             return c.call_unit(Op::SyncAll { handle: self.handle });
         }
-        let guard = self.fs.read_lock();
+        let guard = self.fs.read_whole()?;
         guard.stat(self.ino)?;
         let views = guard.dax().views_of(self.ino);
         if !views.is_empty() {
@@ -1868,7 +1937,7 @@ fn sync_grouped(guard: ReadGuard<'_>, fs: &Fs) -> Result<()> {
         return Ok(());
     }
     drop(guard);
-    fs.write_lock().sync()
+    fs.write_whole()?.sync()
 }
 
 /// The byte copy of copy_file_range (the kernel's splice fallback): `count` bytes, or up to the
@@ -1962,7 +2031,7 @@ impl Drop for File {
             let _ = c.call_unit(Op::Close { handle: self.handle });
             return;
         }
-        let _ = self.fs.write_lock().close_ref(self.ino);
+        let _ = self.fs.write_as_loaded().close_ref(self.ino);
     }
 }
 
@@ -1983,7 +2052,7 @@ impl MappingInner {
             c.call_unit(Op::MakePrivate { view: self.view.id, page })?;
         } else {
             let copied = {
-                let mut guard = self.fs.write_lock();
+                let mut guard = self.fs.write_whole()?;
                 guard
                     .make_block_private_for_store(self.view.ino, self.view.first_page + page)
                     .and_then(|_| guard.sync_views())
@@ -2197,7 +2266,7 @@ impl Mapping {
         if let Some(c) = self.inner.fs.remote() {
             return c.call_unit(Op::SyncView { view: self.inner.view.id });
         }
-        let guard = self.inner.fs.read_lock();
+        let guard = self.inner.fs.read_whole()?;
         let backend = guard.backend().clone();
         flush_writable_pages(backend.as_ref(), &self.inner.view);
         backend.drain();

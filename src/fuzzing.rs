@@ -101,17 +101,25 @@ pub enum MountOutcome {
 /// Flag bit 0 reseals every checksum afterwards (superblocks, checkpoint blocks and payload, the
 /// newest delta's blocks and payload, log records), so the damage reaches the decoders and log
 /// replay instead of stopping at a checksum; bit 1 XORs the value in instead of storing it; bit 2
-/// starts from [`populated_delta_image`] (a base, a delta and a log) instead.
+/// starts from [`populated_delta_image`] (a base, a delta and a log) instead, bit 3 from
+/// [`populated_checkpointed_image`] (a base and two deltas, nothing in the log: what a lazy mount
+/// reads).
 pub fn mount_edited_image(edits: &[u8]) -> ImageOutcome {
     mount_arbitrary_image(&edited_image(edits))
 }
 
 /// The image [`mount_edited_image`] mounts: the populated image (with flag bit 2: the one whose
-/// checkpoint is a base and a delta, [`populated_delta_image`]) with `edits` applied.
+/// checkpoint is a base and a delta, [`populated_delta_image`]; with bit 3, the one with nothing
+/// in its log, [`populated_checkpointed_image`]) with `edits` applied.
 pub fn edited_image(edits: &[u8]) -> Vec<u8> {
     let Some((&flags, edits)) = edits.split_first() else { return populated_image().0.clone() };
-    let (mut image, meta_blocks) =
-        if flags & 4 != 0 { populated_delta_image().clone() } else { populated_image().clone() };
+    let (mut image, meta_blocks) = if flags & 8 != 0 {
+        populated_checkpointed_image().clone()
+    } else if flags & 4 != 0 {
+        populated_delta_image().clone()
+    } else {
+        populated_image().clone()
+    };
     for edit in edits.chunks_exact(4) {
         let block = meta_blocks[edit[0] as usize % meta_blocks.len()];
         let offset = u16::from_le_bytes([edit[1], edit[2]]) as usize;
@@ -310,6 +318,24 @@ pub fn populated_delta_image() -> &'static (Vec<u8>, Vec<u64>) {
     })
 }
 
+/// [`populated_delta_image`], then another checkpoint written as a delta: a base, two deltas and
+/// nothing in the log, a pool a lazy mount serves (`fs/lazy.rs`). With its metadata blocks, as
+/// [`populated_image`].
+pub fn populated_checkpointed_image() -> &'static (Vec<u8>, Vec<u64>) {
+    static IMAGE: OnceLock<(Vec<u8>, Vec<u64>)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let backend = Arc::new(RecordingBackend::from_image(populated_delta_image().0.clone()));
+        let fs = Fs::mount(&Pool::from_backend(backend.clone())).expect("the delta image mounts");
+        fs.exclusive().prefer_delta_checkpoints(true);
+        fs.checkpoint().expect("checkpoint");
+        assert_eq!(fs.read_lock().journal().delta_blocks().len(), 2, "the checkpoint is a second delta");
+        let meta: Vec<u64> =
+            fs.read_lock().metadata_layout().iter().flat_map(|&(_, start, len)| start..start + len).collect();
+        drop(fs);
+        (backend.volatile_image(), meta)
+    })
+}
+
 /// Fills a file system with the mix [`populated_image`] describes.
 pub fn populate(fs: &Fs) -> crate::Result<()> {
     let mut rw = OpenOptions::new();
@@ -484,16 +510,71 @@ fn read_everything(fs: &Fs) {
     let _ = report.to_string();
 }
 
+/// Opens and reads `path` on `fs`: its bytes (at most [`LAZY_READ_BYTES`]), or the errno.
+fn open_and_read(fs: &Fs, path: &str) -> std::result::Result<Vec<u8>, i32> {
+    let f = fs.open(path, OpenOptions::new().read(true)).map_err(|e| e.errno())?;
+    let size = f.metadata().map_err(|e| e.errno())?.size;
+    let mut buf = vec![0; size.min(LAZY_READ_BYTES) as usize];
+    let n = f.read_at(&mut buf, 0).map_err(|e| e.errno())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Bytes of a file the lazy mount's comparison reads.
+const LAZY_READ_BYTES: u64 = 64 << 10;
+
+/// Paths the lazy mount opens on every image: the populated pools' files, directories and names
+/// that do not exist.
+const LAZY_PATHS: &[&str] = &[
+    "/a",
+    "/d",
+    "/dir/b",
+    "/dir/sub/c",
+    "/dir/sub/renamed",
+    "/dir/renamed-again",
+    "/dir/log1",
+    "/gone",
+    "/dir/../a",
+    "/dir/sub/../b",
+    "/missing/x",
+];
+
+/// A lazy mount of `image` (`fs/lazy.rs`), opening and reading [`LAZY_PATHS`] and `files`:
+/// nothing may panic, no open may fail with EIO (an inode the walk needed and did not read), and
+/// when a whole read-only mount of the image succeeded (`whole`), every path opens and reads as
+/// there.
+fn exercise_lazy(image: &[u8], files: &[String], whole: Option<&Fs>) {
+    let lazy = match Fs::mount_read_only_lazy(&pool_over(image)) {
+        Ok(fs) => fs,
+        Err(e) => {
+            assert!(whole.is_none(), "a lazy mount failed where a whole one worked: {e}");
+            return;
+        }
+    };
+    for path in LAZY_PATHS.iter().copied().chain(files.iter().map(String::as_str)) {
+        let got = open_and_read(&lazy, path);
+        assert_ne!(got, Err(libc::EIO), "{path}: a lazy open met an inode it had not read");
+        if let Some(whole) = whole {
+            assert_eq!(got, open_and_read(whole, path), "{path}: the lazy mount reads otherwise");
+        }
+    }
+}
+
 fn exercise_read_only(image: &[u8]) -> MountOutcome {
     let pool = pool_over(image);
     let fs = match Fs::mount_read_only(&pool) {
         Ok(fs) => fs,
         Err(e) => {
             assert!(matches!(e, Error::Corrupt(_)), "a failed mount must say Corrupt, not {e:?}");
+            exercise_lazy(image, &[], None);
             return MountOutcome::Failed(e.to_string());
         }
     };
     let clean = fs.check().is_clean();
+    let mut paths = Vec::new();
+    walk(&fs, "/", 64, &mut paths);
+    let files: Vec<String> = paths.into_iter().filter(|(_, dir)| !dir).map(|(p, _)| p).collect();
+    exercise_lazy(image, &files, Some(&fs));
     read_everything(&fs);
     let mut create = OpenOptions::new();
     create.write(true).create(true);

@@ -17,6 +17,7 @@
 //! every one that mounts checks clean.
 
 use ferrodax::format::checkpoint::{self, InodeImage, StateImage};
+use ferrodax::format::indexed;
 use ferrodax::format::record::{encode_record, InodeAttrs, InodeKind, Mutation};
 use ferrodax::format::superblock::{self, Superblock};
 use ferrodax::format::{checksum, BLOCK_SIZE};
@@ -1215,9 +1216,10 @@ fn with_checkpoint(edit: impl FnOnce(&mut StateImage)) -> Vec<u8> {
         Ok(image[b as usize * BLOCK..(b as usize + 1) * BLOCK].to_vec())
     })
     .unwrap();
-    let mut state = StateImage::decode(&read.payload).unwrap();
+    let (mut state, map) = indexed::decode(Arc::new(read.payload), sb.total_blocks).unwrap();
     edit(&mut state);
-    let payload = state.encode();
+    let mut payload = indexed::encode(&state);
+    assert!(indexed::set_runs(&mut payload, [&map.runs[0], &map.runs[1]]), "the runs fit as before");
     let [chain0, chain1] = &read.blocks;
     assert_eq!(
         checkpoint::blocks_for(payload.len()),
@@ -1467,6 +1469,30 @@ fn the_fuzz_image_with_a_delta_mounts_clean_as_it_is_and_resealed() {
 }
 
 #[test]
+fn the_fuzz_image_with_nothing_in_its_log_mounts_lazily_and_clean() {
+    // Flag bit 3: a base and two deltas, nothing in the log; bit 0 reseals every checksum.
+    for flags in [8u8, 9] {
+        let outcome = fuzzing::mount_edited_image(&[flags]);
+        for o in [&outcome.read_only, &outcome.read_write] {
+            assert!(matches!(o, MountOutcome::Mounted(true)), "flags {flags}: {o:?}");
+        }
+    }
+    let (image, _) = fuzzing::populated_checkpointed_image();
+    let pool = Pool::from_backend(Arc::new(RecordingBackend::from_image(image.clone())));
+    let lazy = Fs::mount_read_only_lazy(&pool).unwrap();
+    assert_eq!(lazy.lazy_inodes_read(), Some(1), "mounted lazily: the root alone");
+    let whole = mount(image, true).unwrap();
+    let read = |fs: &Fs| {
+        let f = fs.open("/dir/renamed-again", OpenOptions::new().read(true)).unwrap();
+        let mut buf = vec![0; f.metadata().unwrap().size as usize];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    };
+    assert_eq!(read(&lazy), read(&whole));
+    assert_eq!(lazy.lazy_inodes_read(), Some(3), "the root, /dir and the file");
+}
+
+#[test]
 fn fuzz_entry_points_survive_hundreds_of_hostile_images_and_what_mounts_checks_clean() {
     let base = fuzzing::populated_image().0.clone();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
@@ -1483,10 +1509,11 @@ fn fuzz_entry_points_survive_hundreds_of_hostile_images_and_what_mounts_checks_c
     for seed in 0..1000u64 {
         let mut rng = Rng(seed);
         let run = catch_unwind(AssertUnwindSafe(|| match seed % 4 {
-            // Metadata edits of the populated image (half of them of the one whose checkpoint
-            // is a base and a delta), half of them with every checksum resealed.
+            // Metadata edits of the populated image (a quarter of them of the one whose
+            // checkpoint is a base and a delta, half of them of the one with nothing in its log,
+            // which a lazy mount reads too), half of them with every checksum resealed.
             0 | 1 => {
-                let mut edits = vec![(seed / 4 % 8) as u8];
+                let mut edits = vec![(seed / 4 % 16) as u8];
                 for _ in 0..1 + rng.below(12) {
                     edits.extend_from_slice(&(rng.next() as u32).to_le_bytes());
                 }
@@ -1730,6 +1757,10 @@ fn records_full_of_zeros_never_end_the_search_for_later_records() {
         fs.set_xattr("/f", &format!("user.zeros{i}"), &zeros, 0).unwrap();
     }
     fs.set_xattr("/f", "user.last", b"behind the zeros", 0).unwrap();
+    // Log that the checkpoint does not grow by (one value replaced), so the log outweighs it.
+    for _ in 0..3 {
+        fs.set_xattr("/f", "user.pad", &[1; 4096], 0).unwrap();
+    }
     let end = log_pos(&fs) as u64;
     assert!(end > 3 * ferrodax::fs::journal::LOG_TERMINATOR_BYTES, "the zeros span several stretches");
     assert_eq!(fs.read_lock().journal().stats.checkpoints, checkpoints, "all in one log");

@@ -152,8 +152,8 @@ fn a_format_version_1_pool_is_read_as_it_is_and_converted_by_a_read_write_mount(
     assert_eq!(s.cat("/dir/c"), vec![b'a'; 5000]);
     assert_eq!(version(&s), 1, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 5"), "{repair}");
-    assert_eq!(version(&s), 5);
+    assert!(repair.contains("converted to format version 6"), "{repair}");
+    assert_eq!(version(&s), 6);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
     assert_eq!(s.cat("/dir/b"), vec![b'b'; 8192]);
@@ -181,8 +181,8 @@ fn a_format_version_2_pool_replays_its_old_log_and_is_converted_with_names_as_en
     assert_eq!(s.cat("/dir/sub/renamed"), vec![b'b'; 8192]);
     assert_eq!(newest_version(&s), 2, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 5"), "{repair}");
-    assert_eq!(newest_version(&s), 5);
+    assert!(repair.contains("converted to format version 6"), "{repair}");
+    assert_eq!(newest_version(&s), 6);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.ok(&["ls", "test.pool", "/dir"]).lines().count(), 3);
     assert_eq!(s.cat("/a.txt"), vec![b'a'; 5000]);
@@ -209,7 +209,7 @@ fn a_format_version_3_pool_is_read_as_it_is_and_converted_by_its_first_writer() 
     assert_eq!(newest_version(&s), 3, "a read-only command changes nothing");
     // The first writer converts the pool (a checkpoint) before its reflink becomes a `Clone`.
     s.ok(&["io", "-f", "-c", "reflink /docs/b2 0 0 8292", "test.pool", "/docs/b3"]);
-    assert_eq!(newest_version(&s), 5);
+    assert_eq!(newest_version(&s), 6);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     let mut b2 = vec![b'b'; 4096];
     b2.resize(8192, 0);
@@ -233,13 +233,40 @@ fn a_format_version_4_pool_is_read_as_it_is_and_converted_by_its_first_writer() 
     assert_eq!(s.cat("/d/c"), vec![b'A'; 8192]);
     assert_eq!(newest_version(&s), 4, "a read-only command changes nothing");
     let repair = s.ok(&["check", "--repair", "test.pool"]);
-    assert!(repair.contains("converted to format version 5"), "{repair}");
+    assert!(repair.contains("converted to format version 6"), "{repair}");
     assert!(!repair.contains("one log mutation"), "version 4 had Clone already: {repair}");
-    assert_eq!(newest_version(&s), 5);
+    assert_eq!(newest_version(&s), 6);
     assert!(s.ok(&["check", "test.pool"]).starts_with("clean"));
     assert_eq!(s.cat("/a"), vec![b'A'; 10000]);
     assert_eq!(s.cat("/d/b2"), vec![b'B'; 5000]);
     assert_eq!(s.cat("/d/c"), vec![b'A'; 8192]);
     assert_eq!(s.ok(&["readlink", "test.pool", "/lnk"]).trim_end(), "/a");
     assert_eq!(s.ok(&["xattr", "test.pool", "get", "/a", "user.k"]).trim_end(), "v");
+}
+
+#[test]
+fn a_format_version_5_pool_is_read_as_it_is_and_converted_by_a_read_write_mount() {
+    // tests/fixtures/format-v5.pool was made by ferrodax before format version 6 (no run map, no
+    // inode index): a base checkpoint of 160 files in /d, a delta over it (user.k of
+    // /d/file-with-a-longer-name-1 set 320 times), then in the log: /d/c a reflink of /a (10000
+    // bytes of 'A'), /lnk -> /a, user.k = "v" on /a, /d/b renamed /d/b2 (5000 of 'B'),
+    // /d/file-with-a-longer-name-160 removed, and /e (3000 of 'E') from a writer killed with SIGKILL.
+    let s = Sandbox::with_pool("1m");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v5.pool"), &s.pool).unwrap();
+    assert_eq!(newest_version(&s), 5);
+    assert_eq!(s.cat("/d/c"), vec![b'A'; 10000]);
+    assert_eq!(s.cat("/e"), vec![b'E'; 3000]);
+    assert_eq!(newest_version(&s), 5, "a read-only command changes nothing");
+    let repair = s.ok(&["check", "--repair", "test.pool"]);
+    assert!(repair.contains("converted to format version 6"), "{repair}");
+    assert_eq!(newest_version(&s), 6);
+    assert!(s.ok(&["check", "test.pool"]).starts_with("clean: 166 inodes"));
+    assert_eq!(s.ok(&["ls", "test.pool", "/d"]).lines().count(), 161);
+    assert_eq!(s.cat("/d/b2"), vec![b'B'; 5000]);
+    assert_eq!(s.ok(&["readlink", "test.pool", "/lnk"]).trim_end(), "/a");
+    assert_eq!(s.ok(&["xattr", "test.pool", "get", "/a", "user.k"]).trim_end(), "v");
+    let note = s.ok(&["xattr", "test.pool", "get", "/d/file-with-a-longer-name-1", "user.k"]);
+    assert_eq!(note.trim_end(), format!("{}320", "x".repeat(200)));
+    let gone = s.run(&["cat", "test.pool", "/d/file-with-a-longer-name-160"]);
+    assert!(gone.status != 0 && gone.stderr.contains("No such file"), "{}", gone.stderr);
 }

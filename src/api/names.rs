@@ -18,7 +18,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Link { existing: existing.into(), new: new.into() });
         }
-        self.write_lock().hard_link(existing, new)
+        self.write_whole()?.hard_link(existing, new)
     }
 
     /// `symlink(2)`: creates `path`, a symlink pointing at `target`.
@@ -26,7 +26,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Symlink { target: target.into(), path: path.into() });
         }
-        self.write_lock().symlink(target, path).map(drop)
+        self.write_whole()?.symlink(target, path).map(drop)
     }
 
     /// `readlink(2)`: the target of the symlink at `path`.
@@ -37,7 +37,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_lock();
+        let fs = self.read_whole()?;
         let ino = fs.resolve_no_follow(path)?;
         Ok(String::from_utf8_lossy(&fs.read_link(ino)?).into_owned())
     }
@@ -50,7 +50,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_lock();
+        let fs = self.read_whole()?;
         let ino = fs.resolve_no_follow(path)?;
         fs.stat(ino)
     }
@@ -61,7 +61,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::SetAttributes { path: path.into(), set: set.clone(), follow });
         }
-        let mut fs = self.write_lock();
+        let mut fs = self.write_whole()?;
         let ino = if follow { fs.resolve(path)? } else { fs.resolve_no_follow(path)? };
         fs.set_attributes(ino, set)
     }
@@ -77,7 +77,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::RenameWithFlags { from: from.into(), to: to.into(), flags });
         }
-        self.write_lock().rename_with_flags(from, to, flags)
+        self.write_whole()?.rename_with_flags(from, to, flags)
     }
 
     /// `access(2)`: Ok when the caller may `mask` (R_OK 4 | W_OK 2 | X_OK 1) the object at
@@ -86,7 +86,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Access { path: path.into(), mask });
         }
-        self.read_lock().access(path, mask)
+        self.read_whole()?.access(path, mask)
     }
 
     /// `getxattr(2)`: the value of extended attribute `name` of `path` (ENODATA if absent).
@@ -97,7 +97,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_lock();
+        let fs = self.read_whole()?;
         let ino = fs.resolve(path)?;
         fs.get_xattr(ino, name)
     }
@@ -110,7 +110,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_lock();
+        let fs = self.read_whole()?;
         let ino = fs.resolve(path)?;
         fs.list_xattrs(ino)
     }
@@ -122,7 +122,7 @@ impl Fs {
             let op = Op::SetXattr { path: path.into(), name: name.into(), value: value.to_vec(), flags };
             return c.call_unit(op);
         }
-        let mut fs = self.write_lock();
+        let mut fs = self.write_whole()?;
         let ino = fs.resolve(path)?;
         fs.set_xattr(ino, name, value, flags)
     }
@@ -132,7 +132,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::RemoveXattr { path: path.into(), name: name.into() });
         }
-        let mut fs = self.write_lock();
+        let mut fs = self.write_whole()?;
         let ino = fs.resolve(path)?;
         fs.remove_xattr(ino, name)
     }
@@ -144,6 +144,6 @@ impl File {
         if let Some(c) = self.fs.remote() {
             return c.call_unit(Op::FileSetAttributes { handle: self.handle, set: set.clone() });
         }
-        self.fs.write_lock().set_attributes(self.ino, set)
+        self.fs.write_whole()?.set_attributes(self.ino, set)
     }
 }

@@ -83,6 +83,17 @@ fn mount(pool: &Path, read_only: bool) -> Result<Fs, i32> {
     super::open_pool(pool, read_only).map_err(|e| fail(format_args!("mount {}", pool.display()), &e))
 }
 
+/// Runs `body` on a pool mounted lazily ([`super::open_pool_lazily`]): for a command that opens
+/// and reads a file and calls nothing else.
+pub(super) fn with_fs_lazily(pool: &Path, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
+    let mounted =
+        super::open_pool_lazily(pool).map_err(|e| fail(format_args!("mount {}", pool.display()), &e));
+    match mounted.and_then(|fs| body(&fs)) {
+        Ok(()) => 0,
+        Err(status) => status,
+    }
+}
+
 /// Runs `body` on a mounted pool; its error becomes the exit status.
 pub(super) fn with_fs(pool: &Path, read_only: bool, body: impl FnOnce(&Fs) -> Result<(), i32>) -> i32 {
     match mount(pool, read_only).and_then(|fs| body(&fs)) {
@@ -237,7 +248,7 @@ fn copy_bytes(src: &File, dst: &File) -> Result<u64, Error> {
 
 /// `ferrodax cat POOL PATH`: the file's bytes on standard output.
 pub fn cat(pool: &Path, path: &str) -> i32 {
-    with_fs(pool, true, |fs| {
+    with_fs_lazily(pool, |fs| {
         let context = format!("cat {path}");
         let file = fs.open(path, &read_options()).map_err(|e| fail(&context, &e))?;
         let mut buffer = vec![0u8; COPY_CHUNK];

@@ -112,10 +112,30 @@ pub struct IoArgs {
     pub path: String,
 }
 
+/// Commands that touch no inode but the open file's, and change nothing: with -r and only these,
+/// the pool is mounted read-only and lazily (only the file's path is read from the checkpoint).
+const LOOK_ONLY: &[&str] = &["pread", "stat", "seek", "help", "sleep"];
+
+/// Whether every command line of `args` is one of [`LOOK_ONLY`] on a file opened read-only (an
+/// unknown command fails the same way on any mount).
+fn looks_only(args: &IoArgs) -> bool {
+    args.read_only
+        && !args.create
+        && args.commands.iter().all(|line| {
+            let name = line.split_whitespace().next().unwrap_or("help");
+            CommandSpec::find(name).is_none_or(|spec| LOOK_ONLY.contains(&spec.name))
+        })
+}
+
 /// Runs the commands in order; returns 1 if the pool or file could not be opened or any command
 /// failed, else 0.
 pub fn run(args: IoArgs) -> i32 {
-    let fs = match super::open_pool(&args.pool, false) {
+    let mounted = if looks_only(&args) {
+        super::open_pool_lazily(&args.pool)
+    } else {
+        super::open_pool(&args.pool, false)
+    };
+    let fs = match mounted {
         Ok(fs) => fs,
         Err(e) => {
             eprintln!("{PROGNAME}: {}: {}", args.pool.display(), super::commands::describe(&e));

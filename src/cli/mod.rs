@@ -366,6 +366,24 @@ static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// under a shared lock for a command that only looks, read-write under the exclusive lock
 /// otherwise. With -v it says which on standard error.
 pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Result<ferrodax::Fs> {
+    open_pool_as(pool, if read_only { Direct::ReadOnly } else { Direct::ReadWrite })
+}
+
+/// [`open_pool`] for a command that only reads a file or two: without a pool server, read-only
+/// under a shared lock, reading inodes from the checkpoint as the command needs them
+/// ([`ferrodax::Fs::mount_read_only_lazy`]).
+pub(crate) fn open_pool_lazily(pool: &std::path::Path) -> ferrodax::Result<ferrodax::Fs> {
+    open_pool_as(pool, Direct::Lazy)
+}
+
+/// How a command mounts a pool that no server serves.
+enum Direct {
+    ReadWrite,
+    ReadOnly,
+    Lazy,
+}
+
+fn open_pool_as(pool: &std::path::Path, direct: Direct) -> ferrodax::Result<ferrodax::Fs> {
     let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(fs) = ferrodax::server::connect_if_serving(pool)? {
         if verbose {
@@ -378,13 +396,17 @@ pub(crate) fn open_pool(pool: &std::path::Path, read_only: bool) -> ferrodax::Re
         return Ok(fs);
     }
     if verbose {
-        let how = if read_only { "read-only, shared lock" } else { "read-write, exclusive lock" };
+        let how = match direct {
+            Direct::ReadWrite => "read-write, exclusive lock",
+            Direct::ReadOnly => "read-only, shared lock",
+            Direct::Lazy => "read-only, shared lock, inodes read as needed",
+        };
         eprintln!("ferrodax: {}: mounted directly ({how}); no pool server is running", pool.display());
     }
-    if read_only {
-        ferrodax::Fs::mount_read_only(&ferrodax::Pool::open_read_only(pool)?)
-    } else {
-        ferrodax::Fs::mount(&ferrodax::Pool::open(pool)?)
+    match direct {
+        Direct::ReadWrite => ferrodax::Fs::mount(&ferrodax::Pool::open(pool)?),
+        Direct::ReadOnly => ferrodax::Fs::mount_read_only(&ferrodax::Pool::open_read_only(pool)?),
+        Direct::Lazy => ferrodax::Fs::mount_read_only_lazy(&ferrodax::Pool::open_read_only(pool)?),
     }
 }
 

@@ -292,7 +292,7 @@ pub struct StateImage {
 const MIN_INODE_BYTES: u64 = (INODE_ATTRS_LEN + 8 + 8 + 4 + 2) as u64;
 
 impl InodeImage {
-    fn encode_into(&self, w: &mut Writer) {
+    pub(crate) fn encode_into(&self, w: &mut Writer) {
         self.attrs.encode_into(w);
         w.u64(self.extents.len() as u64);
         match &self.extents {
@@ -330,7 +330,17 @@ impl InodeImage {
 
     /// [`InodeImage::decode_from`], keeping a non-empty extent list packed in `payload` (the bytes
     /// `r` reads) when given.
-    fn decode_sharing(r: &mut Reader<'_>, payload: Option<&Arc<Vec<u8>>>) -> Result<Self> {
+    pub(crate) fn decode_sharing(r: &mut Reader<'_>, payload: Option<&Arc<Vec<u8>>>) -> Result<Self> {
+        Self::decode_with_entries(r, payload, decode_entries)
+    }
+
+    /// [`InodeImage::decode_sharing`], the directory entries read by `entries` (given the reader
+    /// at the entry count and the inode number).
+    pub(crate) fn decode_with_entries(
+        r: &mut Reader<'_>,
+        payload: Option<&Arc<Vec<u8>>>,
+        entries: impl FnOnce(&mut Reader<'_>, u64) -> Result<Vec<(Vec<u8>, u64)>>,
+    ) -> Result<Self> {
         let attrs = InodeAttrs::decode_from(r)?;
         let ino = attrs.ino;
         let n = r.u64()?;
@@ -352,19 +362,7 @@ impl InodeImage {
                 ExtentList::Decoded(list)
             }
         };
-        let n = r.u64()?;
-        if n > r.remaining() as u64 / 10 {
-            return Err(r.corrupt(format!("entry count {n} of inode {ino} exceeds payload")));
-        }
-        let mut entries: Vec<(Vec<u8>, u64)> = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let name = read_bytes16(r, MAX_NAME_LEN, "a name")?;
-            let child = r.u64()?;
-            if entries.last().is_some_and(|(last, _)| *last >= name) {
-                return Err(r.corrupt(format!("entries of directory {ino} are not in ascending order")));
-            }
-            entries.push((name, child));
-        }
+        let entries = entries(r, ino)?;
         let n = r.u32()?;
         if n as usize > r.remaining() / 6 {
             return Err(r.corrupt(format!("extended attribute count {n} of inode {ino} exceeds payload")));
@@ -387,6 +385,31 @@ impl InodeImage {
         let target = read_bytes16(r, MAX_SYMLINK_LEN, "a symlink target")?;
         Ok(InodeImage { attrs, extents, entries, xattrs, target })
     }
+}
+
+/// A directory's entries as a payload holds them, the reader at their count: ascending by name,
+/// each checked against the bytes left.
+fn decode_entries(r: &mut Reader<'_>, ino: u64) -> Result<Vec<(Vec<u8>, u64)>> {
+    let n = entry_count(r, ino)?;
+    let mut entries: Vec<(Vec<u8>, u64)> = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let name = read_bytes16(r, MAX_NAME_LEN, "a name")?;
+        let child = r.u64()?;
+        if entries.last().is_some_and(|(last, _)| *last >= name) {
+            return Err(r.corrupt(format!("entries of directory {ino} are not in ascending order")));
+        }
+        entries.push((name, child));
+    }
+    Ok(entries)
+}
+
+/// The entry count of directory `ino`, checked against the bytes left (an entry takes 10 at least).
+pub(crate) fn entry_count(r: &mut Reader<'_>, ino: u64) -> Result<u64> {
+    let n = r.u64()?;
+    if n > r.remaining() as u64 / 10 {
+        return Err(r.corrupt(format!("entry count {n} of inode {ino} exceeds payload")));
+    }
+    Ok(n)
 }
 
 impl StateImage {
@@ -430,29 +453,37 @@ impl StateImage {
         let share = Some(&payload);
         let (next_ino, mut inodes, quarantine) =
             decode_with(&payload, MIN_INODE_BYTES, |r| InodeImage::decode_sharing(r, share))?;
-        let packed = |inode: &InodeImage| match &inode.extents {
-            ExtentList::Packed(packed) => Some(packed.raw().len()),
-            ExtentList::Decoded(_) => None,
-        };
-        let packed_bytes: usize = inodes.iter().filter_map(packed).sum();
-        if packed_bytes * 8 < payload.len() * 7 {
-            let mut bytes = Vec::with_capacity(packed_bytes);
-            for inode in &inodes {
-                if let ExtentList::Packed(packed) = &inode.extents {
-                    bytes.extend_from_slice(packed.raw());
-                }
-            }
-            let bytes = Arc::new(bytes);
-            let mut offset = 0;
-            for inode in &mut inodes {
-                if let ExtentList::Packed(packed) = &inode.extents {
-                    let count = packed.len();
-                    inode.extents = ExtentList::Packed(PackedExtents::new(Arc::clone(&bytes), offset, count));
-                    offset += count * EXTENT_BYTES;
-                }
-            }
-        }
+        repack_extents(payload.len(), &mut inodes);
         Ok(StateImage { next_ino, inodes, quarantine })
+    }
+}
+
+/// [`StateImage::decode_sharing`]'s choice for `inodes` decoded from a payload of `payload_len`
+/// bytes with their extents packed in it: left there when they are at least 7/8 of it, else
+/// copied into one buffer of their own (so the payload can be freed).
+pub(crate) fn repack_extents(payload_len: usize, inodes: &mut [InodeImage]) {
+    let packed = |inode: &InodeImage| match &inode.extents {
+        ExtentList::Packed(packed) => Some(packed.raw().len()),
+        ExtentList::Decoded(_) => None,
+    };
+    let packed_bytes: usize = inodes.iter().filter_map(packed).sum();
+    if packed_bytes * 8 >= payload_len * 7 {
+        return;
+    }
+    let mut bytes = Vec::with_capacity(packed_bytes);
+    for inode in inodes.iter() {
+        if let ExtentList::Packed(packed) = &inode.extents {
+            bytes.extend_from_slice(packed.raw());
+        }
+    }
+    let bytes = Arc::new(bytes);
+    let mut offset = 0;
+    for inode in inodes.iter_mut() {
+        if let ExtentList::Packed(packed) = &inode.extents {
+            let count = packed.len();
+            inode.extents = ExtentList::Packed(PackedExtents::new(Arc::clone(&bytes), offset, count));
+            offset += count * EXTENT_BYTES;
+        }
     }
 }
 
@@ -716,7 +747,7 @@ pub(crate) fn decode_with<I>(
 
 /// The quarantine list that ends a payload: its count, checked against the bytes left, the
 /// (block, len) pairs, and nothing after them.
-fn quarantine_to_the_end(r: &mut Reader<'_>) -> Result<Vec<(u64, u64)>> {
+pub(crate) fn quarantine_to_the_end(r: &mut Reader<'_>) -> Result<Vec<(u64, u64)>> {
     let q = r.u64()?;
     if q > r.remaining() as u64 / 16 {
         return Err(r.corrupt(format!("quarantine count {q} exceeds payload")));
@@ -821,6 +852,13 @@ fn decode_block(
         return Err(format!("says it is block #{} of the chain", u32_at(bytes, 32)));
     }
     Ok((u64_at(bytes, 16), u64_at(bytes, 24), &bytes[HEADER_LEN..HEADER_LEN + len]))
+}
+
+/// The payload bytes of one checkpoint block read on its own (not by following its chain): what
+/// [`read_chains`] checks of each block it reads (magic, `generation`, that it is block `index`
+/// of its chain, length, checksum), or what is wrong.
+pub fn check_block(bytes: &[u8], generation: u64, index: usize) -> std::result::Result<&[u8], String> {
+    decode_block(bytes, generation, index).map(|(_, _, chunk)| chunk)
 }
 
 /// Follows both checkpoint chains from `root.heads`, reading every block of both with

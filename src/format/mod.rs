@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod codec;
+pub mod indexed;
 pub mod legacy;
 pub mod record;
 pub mod superblock;

@@ -10,14 +10,17 @@
 //! this block is the same; version 4 adds the `Clone` log mutation and changes nothing else. Version
 //! 5 adds the *delta*: a checkpoint may write only the inodes changed since the last checkpoint,
 //! as a pair of chains beside the last whole checkpoint (the base); the superblock names the newest
-//! delta (each names the one before it), and the base keeps the generation it was written at. Version 1 pools (one log, one chain), version 2 pools (names
-//! inside inodes) and versions 3 and 4 are still read, and a read-write mount converts them. Owns
-//! the layout only; never writes the pool.
+//! delta (each names the one before it), and the base keeps the generation it was written at.
+//! Version 6 begins each whole checkpoint's payload with a run map (where both chains' blocks are)
+//! and ends it with an inode index (where each inode's bytes are), for reading one inode without
+//! the rest ([`super::indexed`]); the layout of this block is version 5's. Version 1 pools (one
+//! log, one chain), version 2 pools (names inside inodes) and versions 3 to 5 are still read, and
+//! a read-write mount converts them. Owns the layout only; never writes the pool.
 //!
 //! Layout (little-endian, the rest of the 4096-byte block is zero):
 //! ```text
 //!   0  8  magic "FERRODAX"
-//!   8  4  format version (4; 1 to 3 are read and converted)
+//!   8  4  format version (6; 1 to 5 are read and converted)
 //!  12  4  block size (4096)
 //!  16 16  uuid
 //!  32  8  total blocks in the pool
@@ -51,10 +54,14 @@ use crate::error::{Error, Result};
 pub const MAGIC: &[u8; 8] = b"FERRODAX";
 /// The format version this code writes. Version 4 added the `Clone` log mutation (a reflink or
 /// dedupe as one fixed-size mutation); its checkpoints are version 3's. Version 5 added the delta
-/// (the fields at bytes 132..168).
-pub const VERSION: u32 = 5;
+/// (the fields at bytes 132..168). Version 6 begins every whole checkpoint with a run map and ends
+/// it with an inode index; this block's layout is version 5's.
+pub const VERSION: u32 = 6;
 /// The first format version whose superblock can name a delta beside the checkpoint.
 pub const FIRST_VERSION_WITH_DELTA: u32 = 5;
+/// The first format version whose whole checkpoints begin with a run map and end with an inode
+/// index ([`super::indexed`]).
+pub const FIRST_VERSION_WITH_INDEX: u32 = 6;
 /// The first format version whose inodes carry no name (names are directory entries); versions
 /// before it are read through [`super::legacy`].
 pub const FIRST_VERSION_WITH_ENTRIES: u32 = 3;

@@ -20,6 +20,7 @@ use super::validate;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, DeltaImage, DeltaLink, StateImage};
 use crate::format::codec::all_zero;
+use crate::format::indexed as checkpoint_index;
 use crate::format::legacy;
 use crate::format::record::{self, InodeAttrs, Mutation, RecordAt};
 use crate::format::superblock::{self, DeltaRoot, Superblock, SLOT_OFFSETS, VERSION};
@@ -146,6 +147,17 @@ pub struct MountNotes {
     pub lost: Vec<String>,
 }
 
+impl MountNotes {
+    /// Whether mount found nothing to repair, note or lose.
+    pub fn is_clean(&self) -> bool {
+        self.repaired.is_empty()
+            && self.stale_superblocks.is_empty()
+            && !self.needs_checkpoint
+            && self.unreadable_blocks.is_empty()
+            && self.lost.is_empty()
+    }
+}
+
 /// How many blocks the log region (and so its mirror) gets in a pool of `total_blocks`.
 pub fn log_blocks_for(total_blocks: u64) -> u64 {
     (total_blocks / 64).clamp(16, 4096).min((total_blocks.saturating_sub(8) / 4).max(1))
@@ -193,6 +205,26 @@ fn note_chain_damage(notes: &mut MountNotes, damaged: Vec<String>, complete: boo
     }
 }
 
+/// A delta as mount reads it: decoded, with the blocks of its two chains.
+pub(super) type DeltaRead = (DeltaImage, [Vec<u64>; 2]);
+
+/// Checks that a whole checkpoint's run map, when it lists runs, lists exactly the blocks of the
+/// chains that were followed to read it (`chains`, chain 0's then chain 1's).
+fn runs_name_the_chains(map: &checkpoint_index::RunMap, chains: &[Vec<u64>; 2]) -> Result<()> {
+    if !map.has_runs() {
+        return Ok(());
+    }
+    for (chain, blocks) in chains.iter().enumerate() {
+        let listed = map.runs[chain].iter().flat_map(|&(s, l)| s..s + l);
+        if !listed.eq(blocks.iter().copied()) {
+            return Err(Error::Corrupt(format!(
+                "checkpoint run map: the runs of chain {chain} are not the blocks the chain links"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The newest delta `sb` names, as a link (its blocks carry the superblock's generation).
 fn newest_delta(sb: &Superblock) -> Option<DeltaLink> {
     sb.delta.map(|root| DeltaLink {
@@ -226,7 +258,240 @@ pub fn meta_layout(
     meta
 }
 
+/// The deltas written since the base `best` names, newest first: each names the one before it,
+/// and its blocks carry an older generation, down to the base's (so the walk ends). Each has its
+/// own two chains, read block by block with `read` and compared with `same_as` as the base's
+/// are; their messages say "checkpoint delta". A salvage keeps what decodes of a damaged delta
+/// and stops at an unreadable one, saying so in `notes`.
+fn read_deltas(
+    best: &Superblock,
+    salvage: bool,
+    notes: &mut MountNotes,
+    read: &mut impl FnMut(u64) -> Result<Vec<u8>>,
+    same_as: impl FnMut(u64, u64) -> Result<bool> + Copy,
+) -> Result<Vec<DeltaRead>> {
+    let as_delta = |text: &str| text.replacen("checkpoint", "checkpoint delta", 1);
+    let mut deltas: Vec<(DeltaImage, [Vec<u64>; 2])> = Vec::new();
+    let mut next = newest_delta(best);
+    let mut newer_generation = best.generation + 1;
+    while let Some(link) = next {
+        if link.generation <= best.checkpoint_generation || link.generation >= newer_generation {
+            return Err(with_repair_hint(Error::Corrupt(format!(
+                "checkpoint delta: a delta of generation {} between generations {} and {}",
+                link.generation, best.checkpoint_generation, newer_generation
+            ))));
+        }
+        newer_generation = link.generation;
+        let root = checkpoint::ChainRoot {
+            heads: link.heads,
+            generation: link.generation,
+            payload_len: link.len,
+            payload_crc: link.crc,
+            total_blocks: best.total_blocks,
+        };
+        let read = checkpoint::read_chains_comparing(root, salvage, &mut *read, same_as)
+            .map_err(|e| match e {
+                Error::Corrupt(detail) => Error::Corrupt(as_delta(&detail)),
+                other => other,
+            })
+            .map_err(with_repair_hint)?;
+        let damaged: Vec<String> = read.damaged.iter().map(|d| as_delta(d)).collect();
+        note_chain_damage(notes, damaged, read.complete);
+        let delta = if salvage {
+            match DeltaImage::decode(&read.payload) {
+                Ok(delta) if read.complete => Some(delta),
+                Ok(_) | Err(_) => {
+                    let delta = DeltaImage::decode_prefix(&read.payload);
+                    notes.lost.push(format!(
+                        "checkpoint delta of generation {}: only {} inode(s) could be decoded before the \
+                         damage; the inodes it changed after them keep an older version, and inodes it \
+                         removed may come back",
+                        link.generation,
+                        delta.as_ref().map_or(0, |d| d.inodes.len())
+                    ));
+                    delta
+                }
+            }
+        } else {
+            Some(DeltaImage::decode(&read.payload).map_err(with_repair_hint)?)
+        };
+        let Some(delta) = delta else {
+            notes.lost.push(format!(
+                "checkpoint delta of generation {}: unreadable, and the deltas before it with it",
+                link.generation
+            ));
+            break;
+        };
+        next = delta.previous;
+        deltas.push((delta, read.blocks));
+    }
+    Ok(deltas)
+}
+
+/// Reads every slot of both superblock copies and picks the valid one with the highest
+/// generation; what it found damaged or stale goes into `notes`. Returns that superblock and
+/// whether a newer generation existed whose superblocks are damaged in both copies (its
+/// checkpoint then restarted this generation's log).
+fn choose_superblock(backend: &SharedBackend, notes: &mut MountNotes) -> Result<(Superblock, bool)> {
+    let pool_blocks = backend.len() / BLOCK_SIZE;
+    // Every slot of both copies; then the valid slot with the highest generation wins.
+    let mut slots: Vec<(Superblock, usize)> = Vec::new();
+    let mut errors: [[Option<String>; 2]; 2] = Default::default();
+    // Slots read and found all zeros (never written: a new pool, or slot 1 of a format 1 one).
+    let mut blank = [[false; 2]; 2];
+    // Copies whose superblock block could not be read at all (bad memory).
+    let mut unreadable_copy = [false; 2];
+    for (copy, &block) in SUPERBLOCK_BLOCKS.iter().enumerate() {
+        if block >= pool_blocks {
+            errors[copy] =
+                [0, 1].map(|_| Some(format!("superblock copy {copy}: beyond the end of the pool")));
+            continue;
+        }
+        let bytes = match read_block(backend, block) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                errors[copy] = [0, 1].map(|_| Some(format!("superblock copy {copy}: {e}")));
+                unreadable_copy[copy] = matches!(e, Error::MediaError { .. });
+                continue;
+            }
+        };
+        for (slot, &at) in SLOT_OFFSETS.iter().enumerate() {
+            blank[copy][slot] = bytes[at..at + superblock::ENCODED_LEN].iter().all(|&b| b == 0);
+            match Superblock::decode(&bytes[at..at + superblock::ENCODED_LEN], copy as u32) {
+                Ok(sb) if sb.total_blocks > pool_blocks => {
+                    errors[copy][slot] = Some(format!(
+                        "superblock copy {copy}: says {} blocks but the pool has {pool_blocks}",
+                        sb.total_blocks
+                    ))
+                }
+                Ok(sb) => slots.push((sb, slot)),
+                Err(Error::Corrupt(detail)) => errors[copy][slot] = Some(detail),
+                Err(e) => errors[copy][slot] = Some(e.to_string()),
+            }
+        }
+    }
+    // A copy that any valid slot marks lost sits on bad memory: whatever it holds is stale.
+    let lost = slots.iter().fold(0, |lost, (sb, _)| lost | sb.lost_copies);
+    slots.retain(|(sb, _)| lost & (1 << sb.copy) == 0);
+    slots.sort_by_key(|(sb, _)| std::cmp::Reverse(sb.generation));
+    let Some(best) = slots.first().map(|(sb, _)| sb.clone()) else {
+        let all: Vec<String> = errors.iter().flatten().flatten().cloned().collect();
+        let mut all_unique = all.clone();
+        all_unique.dedup();
+        return Err(Error::Corrupt(format!("no valid superblock: {}", all_unique.join("; "))));
+    };
+    // The slot after the newest one is damaged in both copies (neither blank nor valid). A crash
+    // tears copy 0's slot, or copy 1's while copy 0 sits on bad memory and is being marked
+    // lost; damage to both looks the same, and then a newer generation than `best` may be
+    // lost. Said, not refused: the log of `best`'s generation decides (a newer generation's
+    // records make mount refuse as committed records lost).
+    let next_slot = 1 - best.slot();
+    let newest_slot_damaged =
+        best.lost_copies == 0 && (0..2).all(|c| errors[c][next_slot].is_some() && !blank[c][next_slot]);
+    // Both newest slots hold bytes that fail their checksum, neither on unreadable memory: no
+    // crash leaves that (a crash tears one slot, or one beside a copy on bad memory), so a
+    // newer generation existed, and its checkpoint restarted this generation's log.
+    let newer_generation_lost = newest_slot_damaged && !unreadable_copy.iter().any(|&u| u);
+    if newest_slot_damaged {
+        notes.repaired.push(format!(
+            "superblock: the slot after generation {} is damaged in both copies ({}; {}): torn by a \
+             crash, or damage (then a newer generation may be lost)",
+            best.generation,
+            errors[0][next_slot].as_deref().unwrap_or_default(),
+            errors[1][next_slot].as_deref().unwrap_or_default()
+        ));
+    }
+    for other in 0..2u32 {
+        if best.lost_copies & (1 << other) != 0 {
+            continue; // known lost: nothing to repair
+        }
+        let fine = slots
+            .iter()
+            .any(|(c, _)| c.copy == other && c.generation == best.generation && same_except_copy(c, &best));
+        if !fine {
+            notes.stale_superblocks.push(other);
+            let why = errors[other as usize][best.slot()]
+                .clone()
+                .unwrap_or_else(|| format!("superblock copy {other}: older generation"));
+            notes.repaired.push(why);
+        }
+    }
+    Ok((best, newer_generation_lost))
+}
+
 impl Journal {
+    /// The superblock mount takes, the deltas over its checkpoint (oldest first, each with its
+    /// two chains) and what mount notes of them (a newer generation that may be lost among it):
+    /// the first steps of [`Journal::mount`], for the lazy mount (`fs/lazy.rs`), which leaves
+    /// every pool with something to note to the usual mount.
+    pub(super) fn superblock_and_deltas(
+        backend: &SharedBackend,
+    ) -> Result<(Superblock, Vec<DeltaRead>, MountNotes)> {
+        let mut notes = MountNotes::default();
+        let (best, newer_generation_lost) = choose_superblock(backend, &mut notes)?;
+        if newer_generation_lost {
+            notes.needs_checkpoint = true;
+        }
+        let mut read = |b: u64| read_block(backend, b);
+        let same_as = |b1: u64, b0: u64| {
+            crate::pool::equal(backend.as_ref(), b1 * BLOCK_SIZE, b0 * BLOCK_SIZE, BLOCK_SIZE)
+        };
+        let mut deltas = read_deltas(&best, false, &mut notes, &mut read, same_as)?;
+        deltas.reverse();
+        Ok((best, deltas, notes))
+    }
+
+    /// Whether the log of `sb`'s generation holds no record in either copy, and nothing proves
+    /// that one was committed there (see [`Journal::mount`]): a mount would replay nothing.
+    pub(super) fn log_is_empty(backend: &SharedBackend, sb: &Superblock) -> bool {
+        if sb.version < superblock::FIRST_VERSION_WITH_ENTRIES {
+            return false;
+        }
+        let seq = sb.log_first_seq;
+        let mut log = LogCopy::new(backend, sb.log_start, sb.log_blocks, true);
+        let mut mirror = (sb.log_mirror_start != 0)
+            .then(|| LogCopy::new(backend, sb.log_mirror_start, sb.log_blocks, true));
+        for copy in [Some(&mut log), mirror.as_mut()].into_iter().flatten() {
+            copy.read_record(0, seq);
+            if !matches!(record::decode_record(copy.bytes(), seq), Ok(RecordAt::End)) || !copy.bad.is_empty()
+            {
+                return false;
+            }
+        }
+        committed_evidence(&mut log, mirror.as_mut(), 0, seq).is_none()
+    }
+
+    /// The journal of the superblock `sb`, whose checkpoint lies in `chains` and its deltas in
+    /// `delta_chains`, as it is before its log is read: the next record goes to the log's start.
+    pub(super) fn at_superblock(
+        backend: SharedBackend,
+        sb: Superblock,
+        chains: [Vec<u64>; 2],
+        delta_chains: Vec<[Vec<u64>; 2]>,
+    ) -> Journal {
+        let next_seq = sb.log_first_seq;
+        let group_commit = backend.drain_flushes_device();
+        Journal {
+            backend,
+            sb,
+            log_pos: 0,
+            log_extent_changes: 0,
+            zeroed_to: 0,
+            next_seq,
+            checkpoint_blocks: chains,
+            delta_blocks: delta_chains,
+            whole_checkpoint_due: false,
+            prefer_deltas: false,
+            mirror_failures: Vec::new(),
+            group_commit,
+            group: Vec::new(),
+            group_bound: 0,
+            group_since: None,
+            record_bytes: Vec::new(),
+            stats: JournalStats::default(),
+        }
+    }
+
     /// Writes a new, empty file system over the whole pool (mkfs).
     pub fn format(backend: SharedBackend) -> Result<(Journal, State)> {
         let total_blocks = backend.len() / BLOCK_SIZE;
@@ -307,89 +572,7 @@ impl Journal {
     pub fn mount(backend: SharedBackend, mode: MountMode) -> Result<(Journal, State, MountNotes)> {
         let salvage = mode == MountMode::Salvage;
         let mut notes = MountNotes::default();
-        let pool_blocks = backend.len() / BLOCK_SIZE;
-        // Every slot of both copies; then the valid slot with the highest generation wins.
-        let mut slots: Vec<(Superblock, usize)> = Vec::new();
-        let mut errors: [[Option<String>; 2]; 2] = Default::default();
-        // Slots read and found all zeros (never written: a new pool, or slot 1 of a format 1 one).
-        let mut blank = [[false; 2]; 2];
-        // Copies whose superblock block could not be read at all (bad memory).
-        let mut unreadable_copy = [false; 2];
-        for (copy, &block) in SUPERBLOCK_BLOCKS.iter().enumerate() {
-            if block >= pool_blocks {
-                errors[copy] =
-                    [0, 1].map(|_| Some(format!("superblock copy {copy}: beyond the end of the pool")));
-                continue;
-            }
-            let bytes = match read_block(&backend, block) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    errors[copy] = [0, 1].map(|_| Some(format!("superblock copy {copy}: {e}")));
-                    unreadable_copy[copy] = matches!(e, Error::MediaError { .. });
-                    continue;
-                }
-            };
-            for (slot, &at) in SLOT_OFFSETS.iter().enumerate() {
-                blank[copy][slot] = bytes[at..at + superblock::ENCODED_LEN].iter().all(|&b| b == 0);
-                match Superblock::decode(&bytes[at..at + superblock::ENCODED_LEN], copy as u32) {
-                    Ok(sb) if sb.total_blocks > pool_blocks => {
-                        errors[copy][slot] = Some(format!(
-                            "superblock copy {copy}: says {} blocks but the pool has {pool_blocks}",
-                            sb.total_blocks
-                        ))
-                    }
-                    Ok(sb) => slots.push((sb, slot)),
-                    Err(Error::Corrupt(detail)) => errors[copy][slot] = Some(detail),
-                    Err(e) => errors[copy][slot] = Some(e.to_string()),
-                }
-            }
-        }
-        // A copy that any valid slot marks lost sits on bad memory: whatever it holds is stale.
-        let lost = slots.iter().fold(0, |lost, (sb, _)| lost | sb.lost_copies);
-        slots.retain(|(sb, _)| lost & (1 << sb.copy) == 0);
-        slots.sort_by_key(|(sb, _)| std::cmp::Reverse(sb.generation));
-        let Some(best) = slots.first().map(|(sb, _)| sb.clone()) else {
-            let all: Vec<String> = errors.iter().flatten().flatten().cloned().collect();
-            let mut all_unique = all.clone();
-            all_unique.dedup();
-            return Err(Error::Corrupt(format!("no valid superblock: {}", all_unique.join("; "))));
-        };
-        // The slot after the newest one is damaged in both copies (neither blank nor valid). A crash
-        // tears copy 0's slot, or copy 1's while copy 0 sits on bad memory and is being marked
-        // lost; damage to both looks the same, and then a newer generation than `best` may be
-        // lost. Said, not refused: the log of `best`'s generation decides (a newer generation's
-        // records make mount refuse as committed records lost).
-        let next_slot = 1 - best.slot();
-        let newest_slot_damaged =
-            best.lost_copies == 0 && (0..2).all(|c| errors[c][next_slot].is_some() && !blank[c][next_slot]);
-        // Both newest slots hold bytes that fail their checksum, neither on unreadable memory: no
-        // crash leaves that (a crash tears one slot, or one beside a copy on bad memory), so a
-        // newer generation existed, and its checkpoint restarted this generation's log.
-        let newer_generation_lost = newest_slot_damaged && !unreadable_copy.iter().any(|&u| u);
-        if newest_slot_damaged {
-            notes.repaired.push(format!(
-                "superblock: the slot after generation {} is damaged in both copies ({}; {}): torn by a \
-                 crash, or damage (then a newer generation may be lost)",
-                best.generation,
-                errors[0][next_slot].as_deref().unwrap_or_default(),
-                errors[1][next_slot].as_deref().unwrap_or_default()
-            ));
-        }
-        for other in 0..2u32 {
-            if best.lost_copies & (1 << other) != 0 {
-                continue; // known lost: nothing to repair
-            }
-            let fine = slots.iter().any(|(c, _)| {
-                c.copy == other && c.generation == best.generation && same_except_copy(c, &best)
-            });
-            if !fine {
-                notes.stale_superblocks.push(other);
-                let why = errors[other as usize][best.slot()]
-                    .clone()
-                    .unwrap_or_else(|| format!("superblock copy {other}: older generation"));
-                notes.repaired.push(why);
-            }
-        }
+        let (best, newer_generation_lost) = choose_superblock(&backend, &mut notes)?;
 
         // The checkpoint: block by block from either chain.
         let mut unreadable = Vec::new();
@@ -428,64 +611,7 @@ impl Journal {
             .map_err(with_repair_hint)?;
             (payload, [blocks, Vec::new()], true)
         };
-        // The deltas written since the base, newest first: each names the one before it, and its
-        // blocks carry an older generation, down to the base's (so the walk ends). Each has its
-        // own two chains, read the same way; their messages say "checkpoint delta".
-        let as_delta = |text: &str| text.replacen("checkpoint", "checkpoint delta", 1);
-        let mut deltas: Vec<(DeltaImage, [Vec<u64>; 2])> = Vec::new();
-        let mut next = newest_delta(&best);
-        let mut newer_generation = best.generation + 1;
-        while let Some(link) = next {
-            if link.generation <= best.checkpoint_generation || link.generation >= newer_generation {
-                return Err(with_repair_hint(Error::Corrupt(format!(
-                    "checkpoint delta: a delta of generation {} between generations {} and {}",
-                    link.generation, best.checkpoint_generation, newer_generation
-                ))));
-            }
-            newer_generation = link.generation;
-            let root = checkpoint::ChainRoot {
-                heads: link.heads,
-                generation: link.generation,
-                payload_len: link.len,
-                payload_crc: link.crc,
-                total_blocks: best.total_blocks,
-            };
-            let read = checkpoint::read_chains_comparing(root, salvage, &mut read, same_as)
-                .map_err(|e| match e {
-                    Error::Corrupt(detail) => Error::Corrupt(as_delta(&detail)),
-                    other => other,
-                })
-                .map_err(with_repair_hint)?;
-            let damaged: Vec<String> = read.damaged.iter().map(|d| as_delta(d)).collect();
-            note_chain_damage(&mut notes, damaged, read.complete);
-            let delta = if salvage {
-                match DeltaImage::decode(&read.payload) {
-                    Ok(delta) if read.complete => Some(delta),
-                    Ok(_) | Err(_) => {
-                        let delta = DeltaImage::decode_prefix(&read.payload);
-                        notes.lost.push(format!(
-                            "checkpoint delta of generation {}: only {} inode(s) could be decoded before the \
-                             damage; the inodes it changed after them keep an older version, and inodes it \
-                             removed may come back",
-                            link.generation,
-                            delta.as_ref().map_or(0, |d| d.inodes.len())
-                        ));
-                        delta
-                    }
-                }
-            } else {
-                Some(DeltaImage::decode(&read.payload).map_err(with_repair_hint)?)
-            };
-            let Some(delta) = delta else {
-                notes.lost.push(format!(
-                    "checkpoint delta of generation {}: unreadable, and the deltas before it with it",
-                    link.generation
-                ));
-                break;
-            };
-            next = delta.previous;
-            deltas.push((delta, read.blocks));
-        }
+        let mut deltas = read_deltas(&best, salvage, &mut notes, &mut read, same_as)?;
         // Oldest first, as they apply.
         deltas.reverse();
         let delta_chains: Vec<[Vec<u64>; 2]> = deltas.iter().map(|(_, blocks)| blocks.clone()).collect();
@@ -513,9 +639,15 @@ impl Journal {
             let me = Credentials::of_process();
             (me.uid, me.gid)
         };
+        // Version 6 and later begin a whole checkpoint with the run map and end it with the
+        // inode index (format/indexed.rs).
+        let indexed = best.version >= superblock::FIRST_VERSION_WITH_INDEX;
         let decode_image = |payload: &[u8]| {
             if legacy {
                 legacy::decode_image(payload, owner)
+            } else if indexed {
+                checkpoint_index::decode(std::sync::Arc::new(payload.to_vec()), best.total_blocks)
+                    .map(|(image, _)| image)
             } else {
                 StateImage::decode(payload)
             }
@@ -529,6 +661,8 @@ impl Journal {
                 Ok(_) | Err(_) => {
                     let image = if legacy {
                         legacy::decode_image_prefix(&payload, owner)
+                    } else if indexed {
+                        checkpoint_index::decode_prefix(&payload)
                     } else {
                         StateImage::decode_prefix(&payload)
                     };
@@ -555,6 +689,13 @@ impl Journal {
             // and format 1-2 pools are decoded into lists.
             let mut image = if legacy {
                 decode_image(&payload)
+            } else if indexed {
+                checkpoint_index::decode(std::sync::Arc::new(payload), best.total_blocks).and_then(
+                    |(image, map)| {
+                        runs_name_the_chains(&map, &chains)?;
+                        Ok(image)
+                    },
+                )
             } else {
                 StateImage::decode_sharing(std::sync::Arc::new(payload))
             }
@@ -777,27 +918,14 @@ impl Journal {
         notes.unreadable_blocks.extend(log.bad.iter().chain(mirror.iter().flat_map(|m| &m.bad)));
         notes.unreadable_blocks.sort_unstable();
         notes.unreadable_blocks.dedup();
-        let group_commit = backend.drain_flushes_device();
-        let journal = Journal {
-            backend,
-            sb: best,
-            log_pos: pos as u64,
-            log_extent_changes: extent_changes,
-            zeroed_to,
-            next_seq: seq,
-            checkpoint_blocks: chains,
-            delta_blocks: delta_chains,
-            // A salvage rebuilt the state by its rules: nothing durable holds it yet.
-            whole_checkpoint_due: chains_damaged || salvage,
-            prefer_deltas: false,
-            mirror_failures: Vec::new(),
-            group_commit,
-            group: Vec::new(),
-            group_bound: 0,
-            group_since: None,
-            record_bytes: Vec::new(),
-            stats: JournalStats { replayed, ..JournalStats::default() },
-        };
+        let mut journal = Journal::at_superblock(backend, best, chains, delta_chains);
+        journal.log_pos = pos as u64;
+        journal.log_extent_changes = extent_changes;
+        journal.zeroed_to = zeroed_to;
+        journal.next_seq = seq;
+        // A salvage rebuilt the state by its rules: nothing durable holds it yet.
+        journal.whole_checkpoint_due = chains_damaged || salvage;
+        journal.stats.replayed = replayed;
         Ok((journal, state, notes))
     }
 
@@ -1222,9 +1350,9 @@ impl Journal {
         self.ensure_log_mirror(state)?;
         let delta = self.delta_payload(state);
         let whole = delta.is_none();
-        let payload = match delta {
+        let mut payload = match delta {
             Some(delta) => delta,
-            None => state.to_image().encode(),
+            None => checkpoint_index::encode(&state.to_image()),
         };
         let nblocks = checkpoint::blocks_for(payload.len()) as u64;
         // Chain 0 where the last one was (a delta: where the last delta was, or after the base);
@@ -1261,6 +1389,10 @@ impl Journal {
         {
             give_back(state);
             return Err(e);
+        }
+        if whole {
+            // A fragmented pool's runs may not fit: that checkpoint is then only read whole.
+            checkpoint_index::set_runs(&mut payload, [&runs0, &runs1]);
         }
         let chains: [Vec<u64>; 2] =
             [&runs0, &runs1].map(|runs| runs.iter().flat_map(|&(s, l)| s..s + l).collect());

@@ -21,6 +21,7 @@ pub mod extents;
 pub mod falloc;
 pub mod inplace;
 pub mod journal;
+pub mod lazy;
 pub mod namespace;
 pub mod ownership;
 pub mod salvage;
@@ -369,6 +370,8 @@ pub struct FileSystem {
     /// Set once `format` or `mount` succeeded: a mount that fails half-way (its repairs, a
     /// conversion, orphan reclaim) never writes its state at unmount.
     mounted: bool,
+    /// A lazy mount's checkpoint, until the whole state is read (`fs/lazy.rs`).
+    lazy: Option<Box<lazy::LazyCheckpoint>>,
 }
 
 fn blocks_of(bytes: u64) -> u64 {
@@ -409,6 +412,7 @@ impl FileSystem {
             read_only_reason: None,
             reserved: BTreeMap::new(),
             mounted: true,
+            lazy: None,
         })
     }
 
@@ -517,6 +521,7 @@ impl FileSystem {
             read_only_reason: None,
             reserved: BTreeMap::new(),
             mounted: false,
+            lazy: None,
         }
     }
 

@@ -86,7 +86,7 @@ pub struct OpenIntent {
 }
 
 /// The components of a path ("." kept: it demands a directory, and follows a symlink before it).
-fn components(path: &str) -> impl Iterator<Item = &[u8]> {
+pub(super) fn components(path: &str) -> impl Iterator<Item = &[u8]> {
     path.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty())
 }
 

@@ -215,6 +215,10 @@ pub struct State {
     /// ([`State::apply`]), replayed ones included; every checkpoint empties it
     /// ([`State::forget_changes`]).
     changed: IntMap<u64, ()>,
+    /// Holds only the inodes read so far from the checkpoint of a lazily mounted pool
+    /// (`fs/lazy.rs`): read-only, and nothing here describes the whole pool (free space, the
+    /// ownership map, the counts). A missing inode is then EIO, never ENOENT.
+    partial: bool,
 }
 
 /// Whether any of the file runs `(phys, len)`, sorted by start, shares a block with a metadata
@@ -353,8 +357,9 @@ fn check_extent_list(
 pub(super) const EXTENT_IMAGE_BYTES: u64 = 24;
 
 /// Checkpoint bytes per inode besides its entries, extended attributes and target: attributes
-/// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded.
-const INODE_IMAGE_FIXED_BYTES: u64 = 80;
+/// (57), the extent and entry counts (16), the xattr count (4) and the target length (2), rounded,
+/// and its inode index entry (16).
+const INODE_IMAGE_FIXED_BYTES: u64 = 80 + crate::format::indexed::INDEX_ENTRY_BYTES as u64;
 
 impl State {
     /// Builds the state a checkpoint describes, with `meta` blocks owned by metadata structures.
@@ -439,6 +444,7 @@ impl State {
             held: Vec::new(),
             hold_frees: false,
             changed: IntMap::default(),
+            partial: false,
         };
         for (dir, names) in entries {
             state.link_listed(dir, names).map_err(in_checkpoint)?;
@@ -562,7 +568,10 @@ impl State {
     /// An upper bound of the encoded checkpoint payload size.
     pub fn image_size_bound(&self) -> u64 {
         let inode_bytes = self.inodes.len() as u64 * INODE_IMAGE_FIXED_BYTES + self.var_bytes;
-        32 + inode_bytes + self.extent_count * EXTENT_IMAGE_BYTES + self.quarantine.len() as u64 * 16
+        32 + crate::format::indexed::RUN_MAP_BYTES as u64
+            + inode_bytes
+            + self.extent_count * EXTENT_IMAGE_BYTES
+            + self.quarantine.len() as u64 * 16
     }
 
     /// Applies one mutation. In `Live` mode an error is a bug in the caller; in `Replay` mode it
@@ -1001,7 +1010,79 @@ impl State {
 
     /// Looks up an inode or fails with ENOENT naming it.
     pub fn inode(&self, ino: u64) -> Result<&Inode> {
-        self.inodes.get(&ino).map(|i| &**i).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+        self.inodes.get(&ino).map(|i| &**i).ok_or_else(|| match self.partial {
+            false => Error::NotFound(format!("inode {ino}")),
+            true => {
+                Error::Io(format!("inode {ino} was not read from the checkpoint of this lazily mounted pool"))
+            }
+        })
+    }
+
+    /// Whether this state holds only the inodes read so far of a lazily mounted pool (see
+    /// `fs/lazy.rs`).
+    pub fn is_partial(&self) -> bool {
+        self.partial
+    }
+
+    /// The state of a lazily mounted pool before any inode is read: its size, next inode number
+    /// and bad blocks, no inode, no free space (nothing may be allocated from it).
+    pub(super) fn partial(total_blocks: u64, next_ino: u64, quarantine: &[(u64, u64)]) -> Self {
+        State {
+            var_bytes: 0,
+            total_blocks,
+            inodes: IntMap::default(),
+            owners: OwnerMap::awaiting_files(Vec::new()),
+            free: FreeSpace::new(),
+            quarantine: quarantine.iter().copied().collect(),
+            next_ino,
+            extent_count: 0,
+            extent_changes: 0,
+            held: Vec::new(),
+            hold_frees: false,
+            changed: IntMap::default(),
+            partial: true,
+        }
+    }
+
+    /// Adds an inode read from the checkpoint to a partial state, named `name` in directory
+    /// `dir` (the entry it was found through; `None` for the root), and checks it by itself: its
+    /// extents against the pool, and every rule of [`State::inode_problems`] that needs no other
+    /// inode. A directory's count of subdirectories is taken from its link count (the whole
+    /// state is needed to count them). What is wrong, as text.
+    pub(super) fn insert_read(
+        &mut self,
+        image: InodeImage,
+        name: Option<(u64, Name)>,
+    ) -> std::result::Result<(), String> {
+        debug_assert!(self.partial, "only a partial state reads inodes one by one");
+        let ino = image.attrs.ino;
+        check_extent_list(&image.extents, self.total_blocks, &mut Vec::new())?;
+        let mut inode = Inode::new(image.attrs);
+        inode.extents = ExtentMap::from_list(image.extents);
+        if !image.xattrs.is_empty() {
+            *inode.xattrs_mut() = image.xattrs.into_iter().collect();
+        }
+        inode.set_target(image.target);
+        if !image.entries.is_empty() {
+            for (entry, _) in &image.entries {
+                if let Some(problem) = super::validate::name_problem(entry) {
+                    return Err(problem);
+                }
+            }
+            *inode.children_mut() =
+                image.entries.into_iter().map(|(n, child)| (Name::from(n), child)).collect();
+        }
+        if inode.is_dir() {
+            *inode.subdir_count_mut() = u64::from(inode.attrs.nlink).saturating_sub(2);
+        }
+        if let Some((dir, name)) = name {
+            inode.add_name(dir, name);
+        }
+        if let Some(problem) = self.problems_of(&inode).into_iter().next() {
+            return Err(problem);
+        }
+        self.inodes.insert(ino, Box::new(inode));
+        Ok(())
     }
 
     /// A path of an inode from the root (its first name at every step), or `None` if it has no

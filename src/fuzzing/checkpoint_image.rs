@@ -5,10 +5,13 @@
 //! bytes; a state built from it is well formed, sizes its own next checkpoint with a bound that
 //! holds, and survives its own checkpoint unchanged; any payload framed into a chain reads back
 //! whole; the same bytes as a delta encode back to themselves, and the state a delta gives writes
-//! a delta of its own that gives that state again. Must never touch a pool: everything here is bytes in memory.
+//! a delta of its own that gives that state again; an indexed (format version 6) payload that
+//! decodes encodes back to itself, and each inode its index lists decodes alone to the same inode.
+//! Must never touch a pool: everything here is bytes in memory.
 
 use super::source::ByteSource;
 use crate::format::checkpoint::{self, DeltaImage, InodeImage, StateImage};
+use crate::format::indexed;
 use crate::format::record::InodeAttrs;
 use crate::format::ROOT_INO;
 use crate::fs::ownership::MetaStructure;
@@ -62,6 +65,7 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         (total_blocks - 2, 1, MetaStructure::Checkpoint),
         (total_blocks - 1, 1, MetaStructure::CheckpointMirror),
     ];
+    indexed_checkpoint(payload, total_blocks);
     let base = whole_checkpoint(payload, total_blocks, &meta);
     // The same bytes as a delta, over the state they loaded to (or a root alone).
     let base = base.unwrap_or_else(|| StateImage {
@@ -73,6 +77,30 @@ pub fn decode_checkpoint(bytes: &[u8]) {
         quarantine: Vec::new(),
     });
     delta_checkpoint(payload, base, total_blocks, &meta);
+}
+
+/// A whole checkpoint payload of format version 6 (run map, body, inode index): what decodes
+/// encodes back to the same bytes (the runs written back from its map), and every inode the index
+/// lists decodes alone, from the bytes between its entry's offset and the next one's, to what the
+/// whole decode gave.
+fn indexed_checkpoint(payload: &[u8], total_blocks: u64) {
+    let Ok((image, map)) = indexed::decode(std::sync::Arc::new(payload.to_vec()), total_blocks) else {
+        return;
+    };
+    let mut again = indexed::encode(&image);
+    if map.has_runs() {
+        assert!(indexed::set_runs(&mut again, [&map.runs[0], &map.runs[1]]), "decoded runs do not fit back");
+    }
+    assert_eq!(again, payload, "indexed checkpoint payload round trip");
+    let index = &payload[map.index_at as usize..];
+    for (k, inode) in image.inodes.iter().enumerate() {
+        let (ino, at) = indexed::index_entry(index, k);
+        let end =
+            if k + 1 < image.inodes.len() { indexed::index_entry(index, k + 1).1 } else { map.quarantine_at };
+        let alone = indexed::decode_inode(&payload[at as usize..end as usize], ino)
+            .unwrap_or_else(|e| panic!("inode {ino} decodes whole but not alone: {e}"));
+        assert_eq!(&alone, inode, "inode {ino} decodes alone to something else");
+    }
 }
 
 /// A delta payload over `base`: what decodes encodes back to the same bytes; when the state it

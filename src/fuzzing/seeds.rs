@@ -105,6 +105,16 @@ fn mount_image_seeds() -> Vec<(String, Vec<u8>)> {
         }
         seeds.push((format!("edits-{i:02}-flags-{}", i % 4), edits));
     }
+    // The same kinds of edits over the pool with nothing in its log (flag bit 3), which a lazy
+    // mount reads.
+    seeds.push(("checkpointed-unchanged".into(), vec![8]));
+    for i in 0..8 {
+        let mut edits = vec![8 | (i % 4) as u8];
+        for _ in 0..1 + i % 3 {
+            edits.extend(rng.bytes(4));
+        }
+        seeds.push((format!("checkpointed-edits-{i:02}-flags-{}", 8 | (i % 4)), edits));
+    }
     seeds
 }
 
@@ -198,6 +208,19 @@ fn decode_checkpoint_seeds() -> Vec<(String, Vec<u8>)> {
         let payload = fs.read_lock().state().to_image().encode();
         payloads.push(("shared-poisoned-orphan".into(), 64, payload));
     }
+    // Each also as a whole checkpoint of format version 6 (run map, body, inode index), its runs
+    // in one piece per chain.
+    let indexed: Vec<(String, u16, Vec<u8>)> = payloads
+        .iter()
+        .filter_map(|(name, blocks, payload)| {
+            let image = crate::format::checkpoint::StateImage::decode(payload).ok()?;
+            let mut bytes = crate::format::indexed::encode(&image);
+            let n = crate::format::checkpoint::blocks_for(bytes.len()) as u64;
+            crate::format::indexed::set_runs(&mut bytes, [&[(2, n)], &[(2 + n, n)]]);
+            Some((format!("{name}-indexed"), (*blocks).max(2 + 2 * n as u16), bytes))
+        })
+        .collect();
+    payloads.extend(indexed);
     let mut seeds = Vec::new();
     for (name, blocks, payload) in &payloads {
         let with_header = |blocks: u16, generation: u8, payload: &[u8]| {
