@@ -1112,7 +1112,7 @@ impl Fs {
                 Answer::Owners(o) => Some(o),
                 _ => None,
             }),
-            None => Ok(self.owners(pool_offset, len)),
+            None => Ok(self.read_whole()?.owners(pool_offset, len)),
         }
     }
 

@@ -159,6 +159,31 @@ fn a_lazy_mount_reads_the_newest_version_a_delta_holds() {
 }
 
 #[test]
+fn a_bad_block_reads_as_on_a_whole_mount() {
+    let backend = Arc::new(RecordingBackend::new(16 << 20));
+    let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();
+    let f = fs.open("/f", OpenOptions::new().write(true).create(true)).unwrap();
+    f.write_at(&[7; 3 * 4096], 0).unwrap();
+    let second = fs.fiemap(&f).unwrap()[0].physical + 4096;
+    fs.memory_failure(second, 4096, ferrodax::memfail::FailureFlags::default()).unwrap();
+    drop(f);
+    fs.checkpoint().unwrap();
+    drop(fs);
+    let image = backend.durable_image();
+    let whole = Fs::mount_read_only(&pool_of(image.clone())).unwrap();
+    let lazy = Fs::mount_read_only_lazy(&pool_of(image)).unwrap();
+    let read = |fs: &Fs, at: u64| {
+        let f = fs.open("/f", OpenOptions::new().read(true)).unwrap();
+        let mut buf = vec![0; 3 * 4096];
+        f.read_at(&mut buf, at).map_err(|e| e.errno())
+    };
+    assert_eq!(read(&lazy, 0), Ok(4096), "a short read up to the bad block");
+    assert_eq!(read(&lazy, 4096), Err(libc::EIO));
+    assert_eq!((read(&lazy, 0), read(&lazy, 4096)), (read(&whole, 0), read(&whole, 4096)));
+    assert!(lazy.lazy_inodes_read().is_some());
+}
+
+#[test]
 fn a_pool_with_records_in_its_log_mounts_whole() {
     let backend = Arc::new(RecordingBackend::new(16 << 20));
     let fs = Fs::format(&Pool::from_backend(backend.clone())).unwrap();

@@ -143,7 +143,10 @@ pub fn decode_run_map(map: &[u8], payload_len: u64, total_blocks: u64) -> Result
     let index_at = u64_at(map, 0);
     let quarantine_at = u64_at(map, 8);
     let body_start = (RUN_MAP_BYTES + 16) as u64;
-    if quarantine_at < body_start || quarantine_at + 8 > index_at || index_at > payload_len {
+    if quarantine_at < body_start
+        || quarantine_at.checked_add(8).is_none_or(|end| end > index_at)
+        || index_at > payload_len
+    {
         return Err(bad(format!(
             "quarantine at byte {quarantine_at} and index at byte {index_at} do not fit a \
              {payload_len}-byte payload"
@@ -173,6 +176,12 @@ pub fn decode_run_map(map: &[u8], payload_len: u64, total_blocks: u64) -> Result
         if counts[chain] != 0 && covered != blocks {
             return Err(bad(format!("chain {chain}: runs of {covered} blocks for a {blocks}-block payload")));
         }
+    }
+    // No block twice, in one chain or both (so the payload cannot be longer than the pool).
+    let mut all: Vec<(u64, u64)> = runs.iter().flatten().copied().collect();
+    all.sort_unstable();
+    if let Some(w) = all.windows(2).find(|w| w[0].0 + w[0].1 > w[1].0) {
+        return Err(bad(format!("the runs at blocks {} and {} overlap", w[0].0, w[1].0)));
     }
     if map[at..RUN_MAP_BYTES].iter().any(|&b| b != 0) {
         return Err(bad("bytes after the runs are not zero".into()));
@@ -406,6 +415,18 @@ mod tests {
         let (_, entries) = decode_inode_keeping_entries(&w.bytes, 1).unwrap();
         let e = entries.find(b"c").unwrap_err().to_string();
         assert!(e.contains("entries of directory 1 are not in ascending order"), "{e}");
+    }
+
+    #[test]
+    fn runs_that_overlap_and_offsets_near_the_end_of_u64_are_corrupt() {
+        let mut payload = encode(&image(&[1]));
+        assert!(set_runs(&mut payload, [&[(10, 2)], &[(11, 2)]]));
+        let e = decode(Arc::new(payload), 1000).unwrap_err().to_string();
+        assert!(e.contains("the runs at blocks 10 and 11 overlap"), "{e}");
+        let mut payload = encode(&image(&[1]));
+        payload[8..16].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        let e = decode_run_map(&payload, payload.len() as u64, 1000).unwrap_err().to_string();
+        assert!(e.contains("do not fit"), "{e}");
     }
 
     #[test]

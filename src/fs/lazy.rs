@@ -9,8 +9,11 @@
 //! delta when one holds a newer version. Every block it reads is checked by its own header (magic,
 //! generation, index in its chain, checksum) and taken from chain 1 when chain 0's copy is damaged;
 //! every inode it reads is checked by itself ([`State::insert_read`]). A pool that a lazy mount
-//! cannot serve so (an older format, records in the log, any damage or repair found at mount, a
-//! checkpoint whose run map lists no runs) is mounted the usual way, whole.
+//! cannot serve so (an older format, records in the log, anything mount notes before it reads the
+//! base: a superblock copy stale or damaged, a delta damaged; a checkpoint whose run map lists no
+//! runs) is mounted the usual way, whole. A lazy mount checks less than a whole one (not chain 1
+//! where chain 0 is good, not the payload's checksum, not the rules between inodes): `ferrodax
+//! check` reads everything.
 //!
 //! The state of a lazy mount is partial ([`State::is_partial`]): it holds the inodes read so far
 //! and nothing that describes the whole pool. [`FileSystem::read_whole`] replaces it by the whole
@@ -136,7 +139,8 @@ impl LazyCheckpoint {
     fn bytes(&mut self, from: u64, to: u64) -> Result<Vec<u8>> {
         debug_assert!(from <= to && to <= self.payload_len);
         let per = PAYLOAD_PER_BLOCK as u64;
-        let mut out = Vec::with_capacity((to - from) as usize);
+        // Grown as checked blocks arrive: offsets from the pool are not trusted with an allocation.
+        let mut out = Vec::new();
         let mut at = from;
         while at < to {
             let index = at / per;
@@ -254,7 +258,7 @@ impl Journal {
         let newest = deltas.last().cloned();
         let mut lazy = LazyCheckpoint::open(backend.clone(), &sb, deltas).ok()??;
         let (next_ino, quarantine) = lazy.next_ino_and_quarantine(newest.as_ref()).ok()?;
-        let mut state = State::partial(sb.total_blocks, next_ino, &quarantine);
+        let mut state = State::partial(sb.total_blocks, next_ino, &quarantine).ok()?;
         let root = lazy.inode(ROOT_INO).ok()??;
         state.insert_read(root, None).ok()?;
         if !state.inodes.get(&ROOT_INO).is_some_and(|r| r.is_dir()) {
@@ -275,7 +279,8 @@ impl FileSystem {
             return FileSystem::mount(backend, true);
         };
         let mut fs = FileSystem::assemble(backend, journal, state, Default::default(), true);
-        fs.notes.repaired.extend(lazy.damaged.iter().cloned());
+        let mut lazy = lazy;
+        fs.notes.repaired.append(&mut lazy.damaged);
         fs.lazy = Some(Box::new(lazy));
         fs.mounted = true;
         Ok(fs)
@@ -331,11 +336,10 @@ impl FileSystem {
                 if follows > MAX_SYMLINK_FOLLOWS {
                     break;
                 }
-                let target = node.target().to_vec();
-                if target.starts_with(b"/") {
+                let target = super::namespace::target_path(node.target()).to_string();
+                if node.target().starts_with(b"/") {
                     cur = ROOT_INO;
                 }
-                let target = String::from_utf8_lossy(&target).into_owned();
                 for c in super::namespace::components(&target).collect::<Vec<_>>().into_iter().rev() {
                     pending.push_front(c.to_vec());
                 }

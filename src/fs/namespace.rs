@@ -86,6 +86,12 @@ pub struct OpenIntent {
 }
 
 /// The components of a path ("." kept: it demands a directory, and follows a symlink before it).
+/// A symlink's target as a path to walk: its bytes when they are UTF-8, else the empty path
+/// (which names the directory the link is in).
+pub(super) fn target_path(target: &[u8]) -> &str {
+    std::str::from_utf8(target).unwrap_or_default()
+}
+
 pub(super) fn components(path: &str) -> impl Iterator<Item = &[u8]> {
     path.as_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty())
 }
@@ -142,7 +148,7 @@ impl FileSystem {
                 if follows > MAX_SYMLINK_FOLLOWS {
                     return Err(Error::Loop(path.into()));
                 }
-                let target = std::str::from_utf8(node.target()).unwrap_or_default();
+                let target = target_path(node.target());
                 if node.target().starts_with(b"/") {
                     cur = ROOT_INO;
                 }

@@ -1025,15 +1025,20 @@ impl State {
     }
 
     /// The state of a lazily mounted pool before any inode is read: its size, next inode number
-    /// and bad blocks, no inode, no free space (nothing may be allocated from it).
-    pub(super) fn partial(total_blocks: u64, next_ino: u64, quarantine: &[(u64, u64)]) -> Self {
-        State {
+    /// and bad blocks (each checked against the pool, as a whole mount checks them), no inode, no
+    /// free space (nothing may be allocated from it).
+    pub(super) fn partial(
+        total_blocks: u64,
+        next_ino: u64,
+        quarantine: &[(u64, u64)],
+    ) -> std::result::Result<Self, String> {
+        let mut state = State {
             var_bytes: 0,
             total_blocks,
             inodes: IntMap::default(),
             owners: OwnerMap::awaiting_files(Vec::new()),
             free: FreeSpace::new(),
-            quarantine: quarantine.iter().copied().collect(),
+            quarantine: BTreeMap::new(),
             next_ino,
             extent_count: 0,
             extent_changes: 0,
@@ -1041,7 +1046,12 @@ impl State {
             hold_frees: false,
             changed: IntMap::default(),
             partial: true,
+        };
+        for &(start, len) in quarantine {
+            check_pool_range(start, len, total_blocks).map_err(|d| format!("quarantine: {d}"))?;
+            state.add_bad_blocks(start, len);
         }
+        Ok(state)
     }
 
     /// Adds an inode read from the checkpoint to a partial state, named `name` in directory
