@@ -684,9 +684,10 @@ impl Fs {
     }
 
     /// [`Fs::mount_read_only`], reading inodes from the checkpoint only as they are needed: for a
-    /// process that opens a file or two of a large pool and reads them. Opening a file reads the
-    /// inodes of its path; reading, `metadata`, `find` (seek) and closing an open file read
-    /// nothing more. Every other call reads the whole state first, as `mount_read_only` would
+    /// process that opens a file or two of a large pool and reads them. Opening a file, and
+    /// `metadata`, `symlink_metadata`, `read_link`, `access`, `get_xattr` and `list_xattrs` of a
+    /// path, read the inodes of the path; reading, `metadata`, `find` (seek) and closing an open
+    /// file read nothing more. Every other call reads the whole state first, as `mount_read_only` would
     /// have at mount, and fails with the damage that finds (EUCLEAN). A pool of an older format,
     /// with records in its log or with anything a mount would repair or note is mounted whole
     /// right away. See `fs/lazy.rs`.
@@ -755,6 +756,20 @@ impl Fs {
         }
         drop(guard);
         self.write_as_loaded().read_whole()?;
+        Ok(self.read_as_loaded())
+    }
+
+    /// Shared access to a state that holds every inode resolving `path` touches: on a lazy mount
+    /// they are read first, and nothing else (see `FileSystem::read_path`). For the calls that
+    /// look at one path and the inode it names.
+    pub(crate) fn read_for_path(&self, path: &str) -> Result<ReadGuard<'_>> {
+        let guard = self.read_as_loaded();
+        if !guard.is_partial() {
+            return Ok(guard);
+        }
+        drop(guard);
+        self.write_as_loaded().read_path(path)?;
+        // Whatever another thread did meanwhile only read more (a path, or the whole state).
         Ok(self.read_as_loaded())
     }
 
@@ -898,7 +913,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_whole()?;
+        let fs = self.read_for_path(path)?;
         let ino = fs.resolve(path)?;
         fs.stat(ino)
     }

@@ -115,6 +115,34 @@ fn every_path_opens_on_a_lazy_mount_as_on_a_whole_one() {
 }
 
 #[test]
+fn calls_on_one_path_read_only_that_path_and_answer_as_on_a_whole_mount() {
+    let image = populated();
+    let whole = Fs::mount_read_only(&pool_of(image.clone())).unwrap();
+    let paths =
+        ["/a/f", "/a/b/rel", "/to-b", "/to-b/deep", "/dangling", "/loop1", "/missing", "/a/b/../f", "/top/x"];
+    for path in paths {
+        let lazy = Fs::mount_read_only_lazy(&pool_of(image.clone())).unwrap();
+        let errno = |e: Error| e.errno();
+        assert_eq!(lazy.metadata(path).map_err(errno), whole.metadata(path).map_err(errno), "{path}");
+        assert_eq!(
+            lazy.symlink_metadata(path).map_err(errno),
+            whole.symlink_metadata(path).map_err(errno),
+            "{path}"
+        );
+        assert_eq!(lazy.read_link(path).map_err(errno), whole.read_link(path).map_err(errno), "{path}");
+        assert_eq!(lazy.access(path, 4).map_err(errno), whole.access(path, 4).map_err(errno), "{path}");
+        assert_eq!(
+            lazy.get_xattr(path, "user.k").map_err(errno),
+            whole.get_xattr(path, "user.k").map_err(errno),
+            "{path}"
+        );
+        assert_eq!(lazy.list_xattrs(path).map_err(errno), whole.list_xattrs(path).map_err(errno), "{path}");
+        let read = lazy.lazy_inodes_read();
+        assert!(read.is_some_and(|n| n <= 6), "{path}: {read:?} inodes read");
+    }
+}
+
+#[test]
 fn any_other_call_on_a_lazy_mount_reads_the_whole_state_first() {
     let image = populated();
     let whole = Fs::mount_read_only(&pool_of(image.clone())).unwrap();
@@ -309,6 +337,15 @@ fn io_with_reading_commands_only_and_cat_mount_lazily_and_read_what_a_whole_moun
     let (status, out, err) = ferrodax(&["-v", "cat", pool, "/many/file-042"]);
     assert_eq!((status, out.as_str()), (0, "contents of 42"), "{err}");
     assert!(err.contains("inodes read as needed"), "{err}");
+    for args in [
+        ["-v", "readlink", pool, "/to-b"].as_slice(),
+        &["-v", "xattr", pool, "get", "/a/b/f-again", "user.k"],
+    ] {
+        let (status, out, err) = ferrodax(args);
+        assert_eq!(status, 0, "{args:?}: {err}");
+        assert!(out == "/a/b\n" || out == "v", "{args:?}: {out}");
+        assert!(err.contains("inodes read as needed"), "{args:?}: {err}");
+    }
     let (status, _, err) = ferrodax(&["cat", pool, "/many/file-999"]);
     assert_eq!(status, 1);
     assert!(err.contains("No such file or directory"), "{err}");

@@ -37,7 +37,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_whole()?;
+        let fs = self.read_for_path(path)?;
         let ino = fs.resolve_no_follow(path)?;
         Ok(String::from_utf8_lossy(&fs.read_link(ino)?).into_owned())
     }
@@ -50,7 +50,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_whole()?;
+        let fs = self.read_for_path(path)?;
         let ino = fs.resolve_no_follow(path)?;
         fs.stat(ino)
     }
@@ -86,7 +86,7 @@ impl Fs {
         if let Some(c) = self.remote() {
             return c.call_unit(Op::Access { path: path.into(), mask });
         }
-        self.read_whole()?.access(path, mask)
+        self.read_for_path(path)?.access(path, mask)
     }
 
     /// `getxattr(2)`: the value of extended attribute `name` of `path` (ENODATA if absent).
@@ -97,7 +97,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_whole()?;
+        let fs = self.read_for_path(path)?;
         let ino = fs.resolve(path)?;
         fs.get_xattr(ino, name)
     }
@@ -110,7 +110,7 @@ impl Fs {
                 _ => None,
             });
         }
-        let fs = self.read_whole()?;
+        let fs = self.read_for_path(path)?;
         let ino = fs.resolve(path)?;
         fs.list_xattrs(ino)
     }

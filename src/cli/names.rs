@@ -8,7 +8,7 @@
 //! caller's credentials.
 
 use super::accounts;
-use super::commands::{fail, join, with_fs};
+use super::commands::{fail, join, with_fs, with_fs_lazily};
 use super::ls::{escape_name, quoted};
 use ferrodax::format::record::InodeKind;
 use ferrodax::fs::namespace::{SetAttributes, TimeSet, XATTR_CREATE, XATTR_REPLACE};
@@ -58,7 +58,7 @@ pub fn ln(pool: &Path, target: &str, link_name: &str, symbolic: bool) -> i32 {
 /// `ferrodax readlink POOL PATH`: the target of symlink PATH as stored, and a newline. Anything
 /// but a symlink is an error (EINVAL), said as `readlink -v` says it.
 pub fn readlink(pool: &Path, path: &str) -> i32 {
-    with_fs(pool, true, |fs| {
+    with_fs_lazily(pool, |fs| {
         let context = format!("readlink: {}", escape_name(path));
         let target = fs.read_link(path).map_err(|e| match e {
             Error::Invalid(_) => fail(&context, &Error::Invalid(format!("{path} is not a symbolic link"))),
@@ -211,8 +211,7 @@ pub fn xattr(
     }
     let name = name.unwrap_or_default();
     let context = format!("xattr {verb} {}", escape_name(path));
-    let read_only = matches!(action, XattrAction::Get | XattrAction::List);
-    with_fs(pool, read_only, |fs| {
+    let body = |fs: &ferrodax::Fs| {
         let mut out = std::io::stdout().lock();
         match action {
             XattrAction::Get => {
@@ -234,7 +233,12 @@ pub fn xattr(
             XattrAction::Rm => fs.remove_xattr(path, name).map_err(|e| fail(&context, &e))?,
         }
         Ok(())
-    })
+    };
+    // Looking reads only the path's inodes (a lazy mount); changing mounts whole.
+    match action {
+        XattrAction::Get | XattrAction::List => with_fs_lazily(pool, body),
+        XattrAction::Set | XattrAction::Rm => with_fs(pool, false, body),
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@
 //! The state of a lazy mount is partial ([`State::is_partial`]): it holds the inodes read so far
 //! and nothing that describes the whole pool. [`FileSystem::read_whole`] replaces it by the whole
 //! state, read as a read-only mount reads it; the library does that before every operation except
-//! the few that need only the inodes of one path (opening a file, and reading, stat, fiemap and
-//! seek on the open file).
+//! the few that need only the inodes of one path (opening a file; stat, readlink, access and
+//! extended attributes of a path; reading, stat and seek on an open file).
 //!
 //! Owns reading one inode of a checkpoint and the walk that reads a path's inodes. Must never
 //! write the pool, and never answer for an inode it has not read (a partial state says EIO).
