@@ -686,7 +686,8 @@ impl Fs {
     /// [`Fs::mount_read_only`], reading inodes from the checkpoint only as they are needed: for a
     /// process that opens a file or two of a large pool and reads them. Opening a file, and
     /// `metadata`, `symlink_metadata`, `read_link`, `access`, `get_xattr` and `list_xattrs` of a
-    /// path, read the inodes of the path; reading, `metadata`, `find` (seek) and closing an open
+    /// path, read the inodes of the path; `read_dir` those and every entry's inode too; reading,
+    /// `metadata`, `find` (seek) and closing an open
     /// file read nothing more. Every other call reads the whole state first, as `mount_read_only` would
     /// have at mount, and fails with the damage that finds (EUCLEAN). A pool of an older format,
     /// with records in its log or with anything a mount would repair or note is mounted whole
@@ -770,6 +771,18 @@ impl Fs {
         drop(guard);
         self.write_as_loaded().read_path(path)?;
         // Whatever another thread did meanwhile only read more (a path, or the whole state).
+        Ok(self.read_as_loaded())
+    }
+
+    /// [`Fs::read_for_path`], for listing the directory at `path`: on a lazy mount its entries
+    /// and the inodes they name are read too (`FileSystem::read_listing`).
+    fn read_for_listing(&self, path: &str) -> Result<ReadGuard<'_>> {
+        let guard = self.read_as_loaded();
+        if !guard.is_partial() {
+            return Ok(guard);
+        }
+        drop(guard);
+        self.write_as_loaded().read_listing(path)?;
         Ok(self.read_as_loaded())
     }
 
@@ -902,7 +915,7 @@ impl Fs {
                 _ => None,
             });
         }
-        self.read_whole()?.read_dir(path)
+        self.read_for_listing(path)?.read_dir(path)
     }
 
     /// Attributes of the object at `path`.

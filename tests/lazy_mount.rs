@@ -143,15 +143,50 @@ fn calls_on_one_path_read_only_that_path_and_answer_as_on_a_whole_mount() {
 }
 
 #[test]
+fn a_listing_reads_the_directory_and_its_entries_inodes_only_and_lists_as_a_whole_mount() {
+    let image = populated();
+    let whole = Fs::mount_read_only(&pool_of(image.clone())).unwrap();
+    let listing = |fs: &Fs, path: &str| {
+        fs.read_dir(path).map(|mut e| {
+            e.sort_by(|a, b| a.name.cmp(&b.name));
+            e.into_iter().map(|e| (e.name, e.ino, e.kind)).collect::<Vec<_>>()
+        })
+    };
+    for (path, most) in [
+        ("/", 12),
+        ("/a", 8),
+        ("/a/b", 8),
+        ("/many", 302),
+        ("/to-b", 8),
+        ("/top", 2),
+        ("/missing", 1),
+        ("/loop1", 3),
+    ] {
+        let lazy = Fs::mount_read_only_lazy(&pool_of(image.clone())).unwrap();
+        let errno = |e: Error| e.errno();
+        assert_eq!(listing(&lazy, path).map_err(errno), listing(&whole, path).map_err(errno), "{path}");
+        let read = lazy.lazy_inodes_read();
+        assert!(read.is_some_and(|n| n <= most), "{path}: {read:?} inodes read");
+        // Then a file of the listed directory opens as on the whole mount.
+        if let Ok(entries) = listing(&whole, path) {
+            if let Some((name, _, _)) =
+                entries.iter().find(|e| e.2 == ferrodax::format::record::InodeKind::File)
+            {
+                let file = format!("{}/{name}", path.trim_end_matches('/'));
+                assert_eq!(open_and_read(&lazy, &file), open_and_read(&whole, &file), "{file}");
+            }
+        }
+    }
+}
+
+#[test]
 fn any_other_call_on_a_lazy_mount_reads_the_whole_state_first() {
     let image = populated();
     let whole = Fs::mount_read_only(&pool_of(image.clone())).unwrap();
     let lazy = Fs::mount_read_only_lazy(&pool_of(image)).unwrap();
     let f = lazy.open("/a/f", OpenOptions::new().read(true)).unwrap();
-    let names = |fs: &Fs| fs.read_dir("/many").unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>();
-    assert_eq!(names(&lazy), names(&whole));
-    assert_eq!(lazy.lazy_inodes_read(), None, "read_dir read the whole state");
     assert_eq!(lazy.stats(), whole.stats());
+    assert_eq!(lazy.lazy_inodes_read(), None, "stats read the whole state");
     assert_eq!(lazy.get_xattr("/a/f", "user.k").unwrap(), b"v");
     // The file opened before still reads, its open count carried over.
     let mut buf = vec![0; 5000];
@@ -346,6 +381,10 @@ fn io_with_reading_commands_only_and_cat_mount_lazily_and_read_what_a_whole_moun
         assert!(out == "/a/b\n" || out == "v", "{args:?}: {out}");
         assert!(err.contains("inodes read as needed"), "{args:?}: {err}");
     }
+    let (status, out, err) = ferrodax(&["-v", "ls", "-l", pool, "/a/b"]);
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("inodes read as needed"), "{err}");
+    assert!(out.contains("deep") && out.contains("rel -> ../f"), "{out}");
     let (status, _, err) = ferrodax(&["cat", pool, "/many/file-999"]);
     assert_eq!(status, 1);
     assert!(err.contains("No such file or directory"), "{err}");

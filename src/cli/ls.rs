@@ -7,7 +7,7 @@
 //! does. Must never write to the pool (it mounts read-only) nor reach below the library API.
 
 use super::accounts;
-use super::commands::{fail, join, with_fs};
+use super::commands::{fail, join, with_fs_lazily};
 use super::modes::mode_string;
 use ferrodax::format::record::InodeKind;
 use ferrodax::{Error, Fs, Stat};
@@ -122,7 +122,8 @@ fn entries(fs: &Fs, path: &str) -> Result<Vec<Row>, Error> {
 /// followed, except that a symlink to a directory given as PATH lists that directory (without
 /// -l, as ls does). With -l: a `total` line (1 KiB units, as ls) and the long format.
 pub fn run(pool: &Path, path: &str, long: bool) -> i32 {
-    with_fs(pool, true, |fs| {
+    // Mounted lazily: a listing reads the directory's path, its entries and their inodes only.
+    with_fs_lazily(pool, |fs| {
         let context = format!("ls {}", escape_name(path));
         let itself = row(fs, path, path).map_err(|e| fail(&context, &e))?;
         let list_dir = match itself.stat.kind {

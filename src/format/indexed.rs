@@ -305,6 +305,28 @@ impl EncodedEntries {
         Ok(None)
     }
 
+    /// Every entry, as (name, inode), checked as [`EncodedEntries::find`] checks those it passes.
+    pub fn decode_all(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut r = Reader::new(&self.bytes, "checkpoint directory entries");
+        let mut out: Vec<(Vec<u8>, u64)> =
+            Vec::with_capacity(self.count.min(self.bytes.len() as u64 / 10) as usize);
+        for _ in 0..self.count {
+            let len = r.u16()? as usize;
+            if len > MAX_NAME_LEN {
+                return Err(r.corrupt(format!("a name of {len} bytes (at most {MAX_NAME_LEN})")));
+            }
+            let name = r.take(len)?.to_vec();
+            let child = r.u64()?;
+            if out.last().is_some_and(|(last, _)| *last >= name) {
+                return Err(
+                    r.corrupt(format!("entries of directory {} are not in ascending order", self.dir))
+                );
+            }
+            out.push((name, child));
+        }
+        Ok(out)
+    }
+
     /// How many entries the directory holds.
     pub fn len(&self) -> u64 {
         self.count
@@ -409,11 +431,14 @@ mod tests {
         assert_eq!(entries.find(b"c").unwrap(), Some(7));
         assert_eq!(entries.find(b"b").unwrap(), None);
         assert_eq!(entries.find(b"d").unwrap(), None);
+        assert_eq!(entries.decode_all().unwrap(), dir.entries);
         dir.entries.swap(0, 1);
         let mut w = Writer::new();
         dir.encode_into(&mut w);
         let (_, entries) = decode_inode_keeping_entries(&w.bytes, 1).unwrap();
         let e = entries.find(b"c").unwrap_err().to_string();
+        assert!(e.contains("entries of directory 1 are not in ascending order"), "{e}");
+        let e = entries.decode_all().unwrap_err().to_string();
         assert!(e.contains("entries of directory 1 are not in ascending order"), "{e}");
     }
 

@@ -19,7 +19,8 @@
 //! and nothing that describes the whole pool. [`FileSystem::read_whole`] replaces it by the whole
 //! state, read as a read-only mount reads it; the library does that before every operation except
 //! the few that need only the inodes of one path (opening a file; stat, readlink, access and
-//! extended attributes of a path; reading, stat and seek on an open file).
+//! extended attributes of a path; reading, stat and seek on an open file) or of one directory's
+//! entries (listing it).
 //!
 //! Owns reading one inode of a checkpoint and the walk that reads a path's inodes. Must never
 //! write the pool, and never answer for an inode it has not read (a partial state says EIO).
@@ -346,6 +347,40 @@ impl FileSystem {
                 continue;
             }
             cur = next;
+        }
+        Ok(())
+    }
+
+    /// On a lazy mount, reads what listing the directory at `path` needs: the inodes of its path
+    /// ([`FileSystem::read_path`]), all its entries, and every inode they name (a listing says
+    /// each one's kind). Stops quietly where `path` does not resolve to a directory: the listing
+    /// itself then says why. Nothing to do on any other mount.
+    pub fn read_listing(&mut self, path: &str) -> Result<()> {
+        if self.lazy.is_none() {
+            return Ok(());
+        }
+        self.read_path(path)?;
+        let Ok(dir) = self.resolve(path) else { return Ok(()) };
+        if !self.state.inodes.get(&dir).is_some_and(|d| d.is_dir()) {
+            return Ok(());
+        }
+        let lazy = self.lazy.as_mut().expect("a lazy mount");
+        if let Some(encoded) = lazy.entries.remove(&dir) {
+            let damaged = |e: Error| Error::Corrupt(format!("{e}; {}", repair_hint()));
+            let entries = encoded.decode_all().map_err(damaged)?;
+            if let Some(problem) = entries.iter().find_map(|(name, _)| super::validate::name_problem(name)) {
+                return Err(Error::Corrupt(format!(
+                    "checkpoint: directory {dir}: {problem}; {}",
+                    repair_hint()
+                )));
+            }
+            let inode = self.state.inodes.get_mut(&dir).expect("read above");
+            *inode.children_mut() = entries.into_iter().map(|(name, ino)| (Name::from(name), ino)).collect();
+        }
+        let children: Vec<(Name, u64)> =
+            self.state.inodes[&dir].children().iter().map(|(name, &ino)| (name.clone(), ino)).collect();
+        for (name, ino) in children {
+            self.read_inode(ino, dir, name)?;
         }
         Ok(())
     }
