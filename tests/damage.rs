@@ -1678,8 +1678,19 @@ fn checkpoint_replay_and_operation_sequence_entry_points_survive_hundreds_of_inp
     eprintln!("operations that succeeded: {succeeded:?}");
     // Every kind of step succeeded somewhere, so the model was compared after each kind.
     for kind in [
-        "create", "mkdir", "rmdir", "unlink", "rename", "write", "truncate", "reflink", "dedupe", "unshare",
-        "remount", "poison",
+        "create",
+        "mkdir",
+        "rmdir",
+        "unlink",
+        "rename",
+        "write",
+        "truncate",
+        "reflink",
+        "dedupe",
+        "unshare",
+        "remount",
+        "poison",
+        "lazy mount",
     ] {
         assert!(succeeded.get(kind).copied().unwrap_or(0) >= 1, "{kind}: {succeeded:?}");
     }

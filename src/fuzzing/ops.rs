@@ -987,6 +987,41 @@ fn poison(fs: &Fs, model: &mut Model, kind: u8, pick: u16) -> Result<String, Str
 }
 
 /// Compares everything the model knows with ferrodax; the first difference, if any.
+/// A lazy mount of `pool` (`Fs::mount_read_only_lazy`) lists every directory and opens, stats
+/// and reads every path of `model` as `whole`, a whole mount of the same pool, does (the bytes or
+/// the errno), reading only the inodes those calls need. False when the lazy mount mounted
+/// whole (a pool that lost a metadata block notes it): nothing lazy to compare.
+fn compare_lazy(pool: &Pool, whole: &Fs, model: &Model) -> Result<bool, String> {
+    let lazy = Fs::mount_read_only_lazy(pool).map_err(|e| format!("lazy mount failed: {e}"))?;
+    if lazy.lazy_inodes_read().is_none() {
+        return Ok(false);
+    }
+    let read = |fs: &Fs, path: &str| -> Result<(crate::fs::Stat, Vec<u8>), i32> {
+        let stat = fs.metadata(path).map_err(|e| e.errno())?;
+        if stat.kind == crate::format::record::InodeKind::Dir {
+            let mut names: Vec<String> =
+                fs.read_dir(path).map_err(|e| e.errno())?.into_iter().map(|e| e.name).collect();
+            names.sort();
+            return Ok((stat, names.join("/").into_bytes()));
+        }
+        let f = fs.open(path, OpenOptions::new().read(true)).map_err(|e| e.errno())?;
+        let mut buf = vec![0; stat.size as usize];
+        let n = f.read_at(&mut buf, 0).map_err(|e| e.errno())?;
+        buf.truncate(n);
+        Ok((stat, buf))
+    };
+    for path in std::iter::once("/").chain(model.nodes.keys().map(String::as_str)) {
+        let (got, want) = (read(&lazy, path), read(whole, path));
+        if got != want {
+            return Err(format!("lazy mount: {path}: {got:?}, the whole mount {want:?}"));
+        }
+    }
+    match lazy.lazy_inodes_read() {
+        Some(n) if n <= model.nodes.len() + 1 => Ok(true),
+        other => Err(format!("the lazy mount read {other:?} inodes for {} paths", model.nodes.len())),
+    }
+}
+
 fn compare(fs: &Fs, model: &Model) -> Result<(), String> {
     // The tree.
     let mut real = BTreeMap::new();
@@ -1098,7 +1133,8 @@ fn compare(fs: &Fs, model: &Model) -> Result<(), String> {
 pub struct OpsSummary {
     /// Steps run on both sides (skipped steps excluded).
     pub ran: usize,
-    /// Steps that succeeded, by kind ("write", "reflink", "poison", ...).
+    /// Steps that succeeded, by kind ("write", "reflink", "poison", ...; "lazy mount": a lazy
+    /// mount after a remount's checkpoint read as the whole mount).
     pub succeeded: BTreeMap<&'static str, usize>,
     /// Steps that failed the same way on both sides.
     pub failed: usize,
@@ -1151,6 +1187,15 @@ pub fn op_sequence(bytes: &[u8]) -> OpsSummary {
                         .unwrap_or_else(|e| fail(format!("checkpoint before remount failed: {e}")));
                 }
                 drop(old);
+                if i % 2 == 1 {
+                    // Nothing in the log: a lazy mount serves the pool, and must read as a
+                    // whole read-only mount does.
+                    let whole = Fs::mount_read_only(&pool)
+                        .unwrap_or_else(|e| fail(format!("read-only mount failed: {e}")));
+                    if compare_lazy(&pool, &whole, &model).unwrap_or_else(|e| fail(e)) {
+                        *summary.succeeded.entry("lazy mount").or_default() += 1;
+                    }
+                }
                 fs = Some(Fs::mount(&pool).unwrap_or_else(|e| fail(format!("remount failed: {e}"))));
             }
             Op::Poison { kind, pick } => {
