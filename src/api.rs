@@ -764,25 +764,25 @@ impl Fs {
     /// they are read first, and nothing else (see `FileSystem::read_path`). For the calls that
     /// look at one path and the inode it names.
     pub(crate) fn read_for_path(&self, path: &str) -> Result<ReadGuard<'_>> {
-        let guard = self.read_as_loaded();
-        if !guard.is_partial() {
-            return Ok(guard);
-        }
-        drop(guard);
-        self.write_as_loaded().read_path(path)?;
-        // Whatever another thread did meanwhile only read more (a path, or the whole state).
-        Ok(self.read_as_loaded())
+        self.read_first(|fs| fs.read_path(path))
     }
 
     /// [`Fs::read_for_path`], for listing the directory at `path`: on a lazy mount its entries
     /// and the inodes they name are read too (`FileSystem::read_listing`).
     fn read_for_listing(&self, path: &str) -> Result<ReadGuard<'_>> {
+        self.read_first(|fs| fs.read_listing(path))
+    }
+
+    /// Shared access to the state once `read` has read what a call needs into a lazy mount's
+    /// partial state (under the exclusive lock); on any other mount, at once.
+    fn read_first(&self, read: impl FnOnce(&mut FileSystem) -> Result<()>) -> Result<ReadGuard<'_>> {
         let guard = self.read_as_loaded();
         if !guard.is_partial() {
             return Ok(guard);
         }
         drop(guard);
-        self.write_as_loaded().read_listing(path)?;
+        read(&mut self.write_as_loaded())?;
+        // Whatever another thread did meanwhile only read more (a path, or the whole state).
         Ok(self.read_as_loaded())
     }
 

@@ -365,8 +365,10 @@ impl FileSystem {
             return Ok(());
         }
         let lazy = self.lazy.as_mut().expect("a lazy mount");
-        if let Some(encoded) = lazy.entries.remove(&dir) {
+        if let Some(encoded) = lazy.entries.get(&dir) {
             let damaged = |e: Error| Error::Corrupt(format!("{e}; {}", repair_hint()));
+            // Kept encoded until all of them decode: a lookup after a damaged listing still
+            // searches them (and meets the damage again).
             let entries = encoded.decode_all().map_err(damaged)?;
             if let Some(problem) = entries.iter().find_map(|(name, _)| super::validate::name_problem(name)) {
                 return Err(Error::Corrupt(format!(
@@ -374,6 +376,7 @@ impl FileSystem {
                     repair_hint()
                 )));
             }
+            lazy.entries.remove(&dir);
             let inode = self.state.inodes.get_mut(&dir).expect("read above");
             *inode.children_mut() = entries.into_iter().map(|(name, ino)| (Name::from(name), ino)).collect();
         }
