@@ -1197,6 +1197,14 @@ fn check_finds_on_a_live_state_what_no_single_record_can_carry() {
 /// the same blocks and resealed (block checksums and the superblocks' payload length and checksum)
 /// through the format's public functions, so every checksum matches.
 fn with_checkpoint(edit: impl FnOnce(&mut StateImage)) -> Vec<u8> {
+    with_checkpoint_and_runs(edit, |_| {})
+}
+
+/// [`with_checkpoint`], the run map's runs (chain 0's, chain 1's) changed by `edit_runs` too.
+fn with_checkpoint_and_runs(
+    edit: impl FnOnce(&mut StateImage),
+    edit_runs: impl FnOnce(&mut [Vec<(u64, u64)>; 2]),
+) -> Vec<u8> {
     let h = history();
     let mut image = h.image.clone();
     // The newest superblock slot of copy 0 names the checkpoint.
@@ -1216,8 +1224,9 @@ fn with_checkpoint(edit: impl FnOnce(&mut StateImage)) -> Vec<u8> {
         Ok(image[b as usize * BLOCK..(b as usize + 1) * BLOCK].to_vec())
     })
     .unwrap();
-    let (mut state, map) = indexed::decode(Arc::new(read.payload), sb.total_blocks).unwrap();
+    let (mut state, mut map) = indexed::decode(Arc::new(read.payload), sb.total_blocks).unwrap();
     edit(&mut state);
+    edit_runs(&mut map.runs);
     let mut payload = indexed::encode(&state);
     assert!(indexed::set_runs(&mut payload, [&map.runs[0], &map.runs[1]]), "the runs fit as before");
     let [chain0, chain1] = &read.blocks;
@@ -1257,6 +1266,16 @@ fn inode_named<'a>(state: &'a mut StateImage, name: &str) -> &'a mut InodeImage 
 /// The inode image numbered `ino`.
 fn inode_numbered(state: &mut StateImage, ino: u64) -> &mut InodeImage {
     state.inodes.iter_mut().find(|i| i.attrs.ino == ino).unwrap()
+}
+
+#[test]
+fn a_run_map_that_names_other_blocks_than_the_chains_link_is_refused() {
+    // Chain 0's and chain 1's runs swapped: each still covers a chain's worth of valid blocks.
+    let image = with_checkpoint_and_runs(|_| {}, |runs| runs.swap(0, 1));
+    for read_only in [true, false] {
+        let msg = corrupt_mount(&image, read_only);
+        assert!(msg.contains("the runs of chain 0 are not the blocks the chain links"), "{msg}");
+    }
 }
 
 #[test]

@@ -654,20 +654,11 @@ impl StateImage {
     /// where it stands (or dropped), and the inodes no base holds follow, ascending. A mount of a
     /// million inodes with dozens of deltas moves each inode once, not once per delta.
     pub fn with_deltas(mut self, deltas: impl IntoIterator<Item = DeltaImage>) -> Result<StateImage> {
-        // Per inode number: the newest image a delta holds, or `None` when removed.
-        let mut newest: crate::intmap::IntMap<u64, Option<InodeImage>> = Default::default();
-        for delta in deltas {
-            let held: crate::intmap::IntMap<u64, ()> =
-                delta.inodes.iter().map(|i| (i.attrs.ino, ())).collect();
-            if let Some(ino) = delta.removed.iter().find(|ino| held.contains_key(ino)) {
-                return Err(Error::Corrupt(format!(
-                    "checkpoint delta: inode {ino} is both changed and removed"
-                )));
-            }
-            newest.extend(delta.inodes.into_iter().map(|i| (i.attrs.ino, Some(i))));
-            newest.extend(delta.removed.into_iter().map(|ino| (ino, None)));
-            self.next_ino = delta.next_ino;
-            self.quarantine = delta.quarantine;
+        let newer = NewerVersions::of(deltas)?;
+        let mut newest = newer.inodes;
+        if let Some((next_ino, quarantine)) = newer.last {
+            self.next_ino = next_ino;
+            self.quarantine = quarantine;
         }
         if newest.is_empty() {
             return Ok(self);
@@ -689,6 +680,35 @@ impl StateImage {
         added.sort_unstable_by_key(|i| i.attrs.ino);
         self.inodes.extend(added);
         Ok(self)
+    }
+}
+
+/// What the deltas over a base say, taken together: the newest version of every inode they name,
+/// and the newest delta's next inode number and bad blocks.
+pub struct NewerVersions {
+    /// Per inode number: the newest image a delta holds, or `None` where a delta removed it.
+    pub inodes: crate::intmap::IntMap<u64, Option<InodeImage>>,
+    /// The newest delta's `next_ino` and quarantine list (`None`: no delta).
+    pub last: Option<(u64, Vec<(u64, u64)>)>,
+}
+
+impl NewerVersions {
+    /// Of `deltas`, oldest first. An inode both held and removed by one delta is damage.
+    pub fn of(deltas: impl IntoIterator<Item = DeltaImage>) -> Result<NewerVersions> {
+        let mut newer = NewerVersions { inodes: Default::default(), last: None };
+        for delta in deltas {
+            let held: crate::intmap::IntMap<u64, ()> =
+                delta.inodes.iter().map(|i| (i.attrs.ino, ())).collect();
+            if let Some(ino) = delta.removed.iter().find(|ino| held.contains_key(ino)) {
+                return Err(Error::Corrupt(format!(
+                    "checkpoint delta: inode {ino} is both changed and removed"
+                )));
+            }
+            newer.inodes.extend(delta.inodes.into_iter().map(|i| (i.attrs.ino, Some(i))));
+            newer.inodes.extend(delta.removed.into_iter().map(|ino| (ino, None)));
+            newer.last = Some((delta.next_ino, delta.quarantine));
+        }
+        Ok(newer)
     }
 }
 

@@ -279,9 +279,34 @@ pub struct EncodedEntries {
 
 impl EncodedEntries {
     /// The inode that entry `name` names, if the directory holds one. The entries before it (in
-    /// name order) are checked on the way: their lengths against the bytes, and their order; what
-    /// breaks either is EUCLEAN.
+    /// name order) are checked on the way ([`EncodedEntries::walk`]).
     pub fn find(&self, name: &[u8]) -> Result<Option<u64>> {
+        let mut found = None;
+        self.walk(|here, child| match here.cmp(name) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => {
+                found = Some(child);
+                false
+            }
+            std::cmp::Ordering::Greater => false,
+        })?;
+        Ok(found)
+    }
+
+    /// Every entry, as (name, inode), each checked ([`EncodedEntries::walk`]).
+    pub fn decode_all(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut out = Vec::with_capacity(self.count.min(self.bytes.len() as u64 / 10) as usize);
+        self.walk(|name, child| {
+            out.push((name.to_vec(), child));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Hands `visit` each entry in order, while it says go on, checking each one it reaches: its
+    /// length against the bytes and the name limit, and that it follows the one before in name
+    /// order. What breaks either is EUCLEAN.
+    fn walk(&self, mut visit: impl FnMut(&[u8], u64) -> bool) -> Result<()> {
         let mut r = Reader::new(&self.bytes, "checkpoint directory entries");
         let mut previous: Option<&[u8]> = None;
         for _ in 0..self.count {
@@ -296,35 +321,12 @@ impl EncodedEntries {
                     r.corrupt(format!("entries of directory {} are not in ascending order", self.dir))
                 );
             }
-            match here.cmp(name) {
-                std::cmp::Ordering::Equal => return Ok(Some(child)),
-                std::cmp::Ordering::Greater => return Ok(None),
-                std::cmp::Ordering::Less => previous = Some(here),
+            if !visit(here, child) {
+                return Ok(());
             }
+            previous = Some(here);
         }
-        Ok(None)
-    }
-
-    /// Every entry, as (name, inode), checked as [`EncodedEntries::find`] checks those it passes.
-    pub fn decode_all(&self) -> Result<Vec<(Vec<u8>, u64)>> {
-        let mut r = Reader::new(&self.bytes, "checkpoint directory entries");
-        let mut out: Vec<(Vec<u8>, u64)> =
-            Vec::with_capacity(self.count.min(self.bytes.len() as u64 / 10) as usize);
-        for _ in 0..self.count {
-            let len = r.u16()? as usize;
-            if len > MAX_NAME_LEN {
-                return Err(r.corrupt(format!("a name of {len} bytes (at most {MAX_NAME_LEN})")));
-            }
-            let name = r.take(len)?.to_vec();
-            let child = r.u64()?;
-            if out.last().is_some_and(|(last, _)| *last >= name) {
-                return Err(
-                    r.corrupt(format!("entries of directory {} are not in ascending order", self.dir))
-                );
-            }
-            out.push((name, child));
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// How many entries the directory holds.

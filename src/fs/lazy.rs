@@ -31,6 +31,7 @@ use super::state::{Name, State};
 use super::FileSystem;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, InodeImage, PAYLOAD_PER_BLOCK};
+use crate::format::codec::Reader;
 use crate::format::indexed::{self, EncodedEntries, RunMap, INDEX_ENTRY_BYTES, RUN_MAP_BYTES};
 use crate::format::superblock::{Superblock, FIRST_VERSION_WITH_INDEX};
 use crate::format::ROOT_INO;
@@ -61,11 +62,11 @@ pub struct LazyCheckpoint {
 
 impl LazyCheckpoint {
     /// The base checkpoint `sb` names, when its run map lists its blocks (`None`: read it whole),
-    /// with `deltas` (oldest first) over it.
+    /// with the newest inodes of the deltas over it.
     fn open(
         backend: SharedBackend,
         sb: &Superblock,
-        deltas: Vec<checkpoint::DeltaImage>,
+        newer: IntMap<u64, Option<InodeImage>>,
     ) -> Result<Option<Self>> {
         let mut lazy = LazyCheckpoint {
             backend,
@@ -74,7 +75,7 @@ impl LazyCheckpoint {
             map: RunMap::default(),
             inode_count: 0,
             chunks: IntMap::default(),
-            newer: IntMap::default(),
+            newer,
             entries: IntMap::default(),
             damaged: Vec::new(),
         };
@@ -86,21 +87,12 @@ impl LazyCheckpoint {
             return Ok(None);
         }
         lazy.inode_count = lazy.map.inode_count(sb.checkpoint_len);
-        for delta in deltas {
-            let held: IntMap<u64, ()> = delta.inodes.iter().map(|i| (i.attrs.ino, ())).collect();
-            if let Some(ino) = delta.removed.iter().find(|ino| held.contains_key(ino)) {
-                return Err(Error::Corrupt(format!(
-                    "checkpoint delta: inode {ino} is both changed and removed"
-                )));
-            }
-            lazy.newer.extend(delta.inodes.into_iter().map(|i| (i.attrs.ino, Some(i))));
-            lazy.newer.extend(delta.removed.into_iter().map(|ino| (ino, None)));
-        }
         Ok(Some(lazy))
     }
 
     /// The payload bytes of chain block `index`, checked by its header, from chain 0 or, when that
-    /// copy is damaged or unreadable, chain 1 (`block(chain, index)` says where each is).
+    /// copy is damaged or unreadable, chain 1 (`block(chain, index)` says where each is; a damaged
+    /// copy goes into `damaged`).
     fn read_chunk(&mut self, index: u64, block: impl Fn(usize, u64) -> Option<u64>) -> Result<Vec<u8>> {
         let expected = (self.payload_len - (index * PAYLOAD_PER_BLOCK as u64).min(self.payload_len))
             .min(PAYLOAD_PER_BLOCK as u64) as usize;
@@ -146,10 +138,9 @@ impl LazyCheckpoint {
         while at < to {
             let index = at / per;
             if !self.chunks.contains_key(&index) {
-                let map = std::mem::take(&mut self.map);
-                let chunk = self.read_chunk(index, |chain, i| map.block(chain, i));
-                self.map = map;
-                self.chunks.insert(index, chunk?);
+                let blocks = [0, 1].map(|chain| self.map.block(chain, index));
+                let chunk = self.read_chunk(index, |chain, _| blocks[chain])?;
+                self.chunks.insert(index, chunk);
             }
             let chunk = &self.chunks[&index];
             let start = (at - index * per) as usize;
@@ -221,30 +212,15 @@ impl LazyCheckpoint {
     /// The next inode number and the bad blocks, as the newest delta says them or else the base.
     fn next_ino_and_quarantine(
         &mut self,
-        newest: Option<&checkpoint::DeltaImage>,
+        newest: Option<(u64, Vec<(u64, u64)>)>,
     ) -> Result<(u64, Vec<(u64, u64)>)> {
-        if let Some(delta) = newest {
-            return Ok((delta.next_ino, delta.quarantine.clone()));
+        if let Some(newest) = newest {
+            return Ok(newest);
         }
         let next_ino = self.bytes(RUN_MAP_BYTES as u64, RUN_MAP_BYTES as u64 + 8)?;
         let quarantine = self.bytes(self.map.quarantine_at, self.map.index_at)?;
-        let count = u64::from_le_bytes(quarantine[..8].try_into().expect("8 bytes"));
-        if count.checked_mul(16) != Some(quarantine.len() as u64 - 8) {
-            return Err(Error::Corrupt(format!(
-                "checkpoint: {count} quarantined runs in {} bytes",
-                quarantine.len() - 8
-            )));
-        }
-        let runs = quarantine[8..]
-            .chunks_exact(16)
-            .map(|r| {
-                (
-                    u64::from_le_bytes(r[..8].try_into().expect("8")),
-                    u64::from_le_bytes(r[8..].try_into().expect("8")),
-                )
-            })
-            .collect();
-        Ok((u64::from_le_bytes(next_ino[..8].try_into().expect("8 bytes")), runs))
+        let runs = checkpoint::quarantine_to_the_end(&mut Reader::new(&quarantine, "checkpoint"))?;
+        Ok((Reader::new(&next_ino, "checkpoint").u64()?, runs))
     }
 }
 
@@ -254,11 +230,10 @@ impl Journal {
     /// and the checkpoint to read the other inodes from.
     pub fn mount_lazy(backend: SharedBackend) -> Option<(Journal, State, LazyCheckpoint)> {
         let (sb, deltas) = Journal::lazy_superblock(&backend)?;
-        let chains = deltas.iter().map(|(_, blocks)| blocks.clone()).collect();
-        let deltas: Vec<checkpoint::DeltaImage> = deltas.into_iter().map(|(delta, _)| delta).collect();
-        let newest = deltas.last().cloned();
-        let mut lazy = LazyCheckpoint::open(backend.clone(), &sb, deltas).ok()??;
-        let (next_ino, quarantine) = lazy.next_ino_and_quarantine(newest.as_ref()).ok()?;
+        let (deltas, chains): (Vec<_>, Vec<_>) = deltas.into_iter().unzip();
+        let newer = checkpoint::NewerVersions::of(deltas).ok()?;
+        let mut lazy = LazyCheckpoint::open(backend.clone(), &sb, newer.inodes).ok()??;
+        let (next_ino, quarantine) = lazy.next_ino_and_quarantine(newer.last).ok()?;
         let mut state = State::partial(sb.total_blocks, next_ino, &quarantine).ok()?;
         let root = lazy.inode(ROOT_INO).ok()??;
         state.insert_read(root, None).ok()?;
